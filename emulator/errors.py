@@ -1,0 +1,116 @@
+"""Every error flatsat raises on purpose.
+
+::
+
+    EmulatorError
+     +-- ConfigError                      (also ValueError)  bad config key, type or value
+     +-- TransportError
+     |    +-- InvalidTransportURL         (also ValueError)  bad grammar / unknown kind / unknown option
+     |    +-- TransportUnavailableError                      known kind, missing dependency or device
+     |    +-- TransportClosedError                           *we* closed it
+     |    +-- TransportBrokenError                           peer/cable/process went away
+     |    +-- TransportTimeoutError       (also TimeoutError) wall-clock I/O deadline
+     +-- ProtocolError
+     |    +-- FramingError                                   strict decode helpers only; links count+drop
+     |    +-- CodecError                                     bad envelope, unknown topic, bad field
+     +-- CommandError                                        a valid message the model refuses
+     +-- ModelError                                          physics misuse (bad state or input)
+     +-- SimTimeoutError                  (also TimeoutError) sim-time deadline
+
+Errors that concern one field carry ``field`` (a dotted path such as ``payload.rail``) and,
+where a finite set is valid, ``valid``; :meth:`EmulatorError.to_wire` turns them into the
+``error`` object of a reply so a board sees the same precise message a Python user sees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+
+class EmulatorError(Exception):
+    """Base class. ``code`` is a short machine-readable name used on the wire."""
+
+    code = "error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        valid: Iterable[Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+        self.valid = list(valid) if valid is not None else None
+
+    def to_wire(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.field is not None:
+            out["field"] = self.field
+        if self.valid is not None:
+            out["valid"] = [v if isinstance(v, (str, int, float, bool)) else str(v) for v in self.valid]
+        return out
+
+
+class ConfigError(EmulatorError, ValueError):
+    code = "config"
+
+
+class TransportError(EmulatorError):
+    code = "transport"
+
+
+class InvalidTransportURL(TransportError, ValueError):
+    code = "invalid_url"
+
+
+class TransportUnavailableError(TransportError):
+    code = "transport_unavailable"
+
+
+class TransportClosedError(TransportError):
+    code = "transport_closed"
+
+
+class TransportBrokenError(TransportError):
+    code = "transport_broken"
+
+
+class TransportTimeoutError(TransportError, TimeoutError):
+    code = "transport_timeout"
+
+
+class ProtocolError(EmulatorError):
+    code = "protocol"
+
+
+class FramingError(ProtocolError):
+    code = "framing"
+
+
+class CodecError(ProtocolError):
+    code = "codec"
+
+
+class CommandError(EmulatorError):
+    """A well-formed command the emulator refuses (unknown rail, board off, clock not in table)."""
+
+    code = "command"
+
+
+class ModelError(EmulatorError):
+    code = "model"
+
+
+class SimTimeoutError(EmulatorError, TimeoutError):
+    code = "sim_timeout"
+
+
+def suggest(name: str, valid: Iterable[str]) -> str:
+    """A ' (did you mean ...?)' hint for a misspelt name, or ''."""
+    import difflib
+
+    close = difflib.get_close_matches(name, list(valid), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

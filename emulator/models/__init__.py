@@ -1,0 +1,1 @@
+"""Pure physics: no asyncio, no sockets, no wall clock."""

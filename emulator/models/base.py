@@ -1,0 +1,100 @@
+"""What a model offers the runtime: telemetry it can sample, commands it answers, faults it accepts.
+
+Pure: no asyncio, no sockets, no wall clock. The runtime (``emulator/runtime.py``) collects a
+model's :class:`Interface`, registers its topics in the catalogue, publishes its telemetry at
+the configured rates, routes validated commands to its handlers and fault requests from the
+control plane to its fault hooks. So the runtime never assumes the satellite's shape.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.protocol.catalogue import Kind, Payload, Plane, TopicSpec
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """A periodic telemetry topic and how to sample it (returns msgpack primitives)."""
+
+    spec: TopicSpec
+    sample: Callable[[], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Command:
+    """A command topic and its handler.
+
+    The handler gets the validated payload model, may raise :class:`~emulator.errors.CommandError`
+    (naming the field and the valid values; it must then change nothing), and returns the
+    reply's ``data`` map or None.
+    """
+
+    spec: TopicSpec
+    handle: Callable[[Any], dict[str, Any] | None]
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A fault the control plane can inject (``fault.inject`` with ``name`` and ``params``).
+
+    ``inject`` gets the validated params model; ``clear`` undoes it (None if the fault is
+    permanent, e.g. a cell that is lost). The runtime handles ``duration_s`` by calling
+    ``clear`` at the right sim time.
+    """
+
+    name: str
+    params: type[Payload]
+    doc: str
+    inject: Callable[[Any], None]
+    clear: Callable[[Any], None] | None = None
+
+
+@dataclass
+class Interface:
+    telemetry: list[Telemetry] = field(default_factory=list)
+    commands: list[Command] = field(default_factory=list)
+    faults: list[Fault] = field(default_factory=list)
+    #: event topics this model may emit through ``drain_events`` (kind EVENT)
+    events: list[TopicSpec] = field(default_factory=list)
+
+    def extend(self, other: Interface) -> None:
+        self.telemetry += other.telemetry
+        self.commands += other.commands
+        self.faults += other.faults
+        self.events += other.events
+
+
+def telemetry_spec(topic: str, schema: type[Payload], doc: str, rate_hz: float,
+                   plane: Plane = Plane.BOARD) -> TopicSpec:
+    return TopicSpec(topic=topic, kind=Kind.TELEMETRY, plane=plane, schema=schema, doc=doc, rate_hz=rate_hz)
+
+
+def command_spec(topic: str, schema: type[Payload], doc: str, plane: Plane = Plane.BOARD) -> TopicSpec:
+    return TopicSpec(topic=topic, kind=Kind.COMMAND, plane=plane, schema=schema, doc=doc)
+
+
+def event_spec(topic: str, schema: type[Payload], doc: str, plane: Plane = Plane.BOARD) -> TopicSpec:
+    return TopicSpec(topic=topic, kind=Kind.EVENT, plane=plane, schema=schema, doc=doc)
+
+
+class SpacecraftModel(ABC):
+    """The whole simulated spacecraft as the runtime sees it."""
+
+    @abstractmethod
+    def interface(self) -> Interface: ...
+
+    @abstractmethod
+    def step(self, t_ns: int, dt_ns: int) -> None:
+        """Advance the state from ``t_ns`` to ``t_ns + dt_ns`` (integer nanoseconds since epoch)."""
+
+    @abstractmethod
+    def truth(self) -> dict[str, Any]:
+        """Ground truth of every model, msgpack primitives only (control plane ``truth.get``)."""
+
+    def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
+        """Events since the last call, as (topic, payload); topics are declared in ``Interface.events``."""
+        return []

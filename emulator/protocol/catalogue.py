@@ -1,0 +1,175 @@
+"""The catalogue of topics: what each message means, its fields, types, units and valid ranges.
+
+Every topic is a pydantic model (strict types, unknown fields forbidden). Models of the
+spacecraft register their own topics when the satellite is built, so the runtime never
+assumes the satellite's shape; ``docs/protocol.md`` tables are rendered from here
+(:meth:`Catalogue.markdown`), and a test keeps them in step with the code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from emulator.errors import CodecError, suggest
+
+
+class Kind(StrEnum):
+    TELEMETRY = "telemetry"  #: emulator -> subscribers, periodic
+    COMMAND = "command"  #: request -> emulator; always answered by a ``reply``
+    REPLY = "reply"  #: emulator -> requester
+    EVENT = "event"  #: emulator -> subscribers, when something happens
+
+
+class Plane(StrEnum):
+    BOARD = "board"  #: what a dev board may see and send
+    CONTROL = "control"  #: test harness / operator: time, faults, ground truth
+
+
+class Payload(BaseModel):
+    """Base of every payload schema: strict types, no unknown fields, immutable."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+def field(unit: str = "", doc: str = "", **kwargs: Any) -> Any:
+    """A pydantic ``Field`` carrying a unit (shown in docs and in errors)."""
+    extra = {"unit": unit} if unit else None
+    return Field(description=doc, json_schema_extra=extra, **kwargs)
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    topic: str
+    kind: Kind
+    plane: Plane
+    schema: type[Payload]
+    doc: str
+    #: default publish rate of a telemetry topic, in Hz (None: not periodic)
+    rate_hz: float | None = None
+
+
+class Catalogue:
+    """Topic name -> :class:`TopicSpec`. Unknown topics are an error naming the valid ones."""
+
+    def __init__(self, specs: Iterable[TopicSpec] = ()) -> None:
+        self._specs: dict[str, TopicSpec] = {}
+        for spec in specs:
+            self.register(spec)
+
+    def register(self, spec: TopicSpec) -> None:
+        if spec.topic in self._specs:
+            raise ValueError(f"topic {spec.topic!r} is registered twice")
+        self._specs[spec.topic] = spec
+
+    def __contains__(self, topic: object) -> bool:
+        return topic in self._specs
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._specs.values())
+
+    def get(self, topic: str, *, plane: Plane | None = None, kind: Kind | None = None) -> TopicSpec:
+        spec = self._specs.get(topic)
+        candidates = [s.topic for s in self._specs.values()
+                      if (plane is None or s.plane == plane) and (kind is None or s.kind == kind)]
+        if spec is None:
+            raise CodecError(f"unknown topic {topic!r}{suggest(topic, candidates)}", field="topic",
+                             valid=sorted(candidates))
+        if (plane is not None and spec.plane != plane) or (kind is not None and spec.kind != kind):
+            want = " ".join(x for x in (plane and f"{plane}-plane", kind and str(kind)) if x)
+            raise CodecError(f"topic {topic!r} is a {spec.plane}-plane {spec.kind}, not a {want}",
+                             field="topic", valid=sorted(candidates))
+        return spec
+
+    def validate(self, topic: str, payload: Any, *, plane: Plane | None = None,
+                 kind: Kind | None = None) -> Payload:
+        """Validate a payload against its topic's schema; raise :class:`CodecError` naming the field."""
+        spec = self.get(topic, plane=plane, kind=kind)
+        if not isinstance(payload, Mapping):
+            raise CodecError(f"payload of {topic!r} must be a map, got {type(payload).__name__}",
+                             field="payload")
+        try:
+            return spec.schema.model_validate(payload)
+        except ValidationError as exc:
+            raise _codec_error(topic, spec.schema, exc) from None
+
+    def topics(self, *, plane: Plane | None = None, kind: Kind | None = None) -> list[TopicSpec]:
+        return [s for s in self._specs.values()
+                if (plane is None or s.plane == plane) and (kind is None or s.kind == kind)]
+
+    def markdown(self) -> str:
+        """Tables for ``docs/protocol.md``: one per topic, field / type / unit / range / meaning."""
+        out: list[str] = []
+        for plane in Plane:
+            for kind in Kind:
+                specs = sorted(self.topics(plane=plane, kind=kind), key=lambda s: s.topic)
+                if not specs:
+                    continue
+                out.append(f"### {plane.value} plane: {kind.value}\n")
+                for spec in specs:
+                    rate = f" Default rate {spec.rate_hz:g} Hz." if spec.rate_hz else ""
+                    out.append(f"#### `{spec.topic}`\n\n{spec.doc}{rate}\n")
+                    out.append(schema_table(spec.schema))
+        return "\n".join(out)
+
+
+def schema_table(schema: type[BaseModel]) -> str:
+    rows = ["| field | type | unit | valid | meaning |", "| --- | --- | --- | --- | --- |"]
+    js = schema.model_json_schema()
+    props = js.get("properties", {})
+    required = set(js.get("required", []))
+    for name, prop in props.items():
+        typ, valid = _describe(prop, js.get("$defs", {}))
+        unit = prop.get("unit", "")
+        opt = "" if name in required else " (optional)"
+        rows.append(f"| `{name}` | {typ}{opt} | {unit} | {valid} | {prop.get('description', '')} |")
+    if not props:
+        rows.append("| (none) | | | | |")
+    return "\n".join(rows) + "\n"
+
+
+def _describe(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> tuple[str, str]:
+    if "$ref" in prop:
+        prop = {**defs[prop["$ref"].split("/")[-1]], **{k: v for k, v in prop.items() if k != "$ref"}}
+    if "anyOf" in prop:
+        parts = [_describe(p, defs) for p in prop["anyOf"]]
+        return " or ".join(p[0] for p in parts), "; ".join(p[1] for p in parts if p[1])
+    if "enum" in prop:
+        return "str", ", ".join(f"`{v}`" for v in prop["enum"])
+    if "const" in prop:
+        return "str", f"`{prop['const']}`"
+    typ = {"number": "float", "integer": "int", "string": "str", "boolean": "bool",
+           "array": "array", "object": "map", "null": "nil"}.get(prop.get("type", ""), prop.get("type", "any"))
+    if typ == "array" and "items" in prop:
+        typ = f"array of {_describe(prop['items'], defs)[0]}"
+    bounds = []
+    for key, sym in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
+        if key in prop:
+            bounds.append(f"{sym} {prop[key]:g}")
+    for key, sym in (("minLength", "len >="), ("maxLength", "len <="), ("minItems", "items >="),
+                     ("maxItems", "items <=")):
+        if key in prop:
+            bounds.append(f"{sym} {prop[key]}")
+    return typ, ", ".join(bounds)
+
+
+def _codec_error(topic: str, schema: type[BaseModel], exc: ValidationError) -> CodecError:
+    err = exc.errors(include_url=False)[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    path = f"payload.{loc}" if loc else "payload"
+    valid: list[Any] | None = None
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        valid = sorted(schema.model_fields)
+        msg = f"unknown field{suggest(str(err['loc'][-1]), valid)}"
+    elif err["type"] == "missing":
+        msg = "required field is missing"
+    elif err["type"] in ("literal_error", "enum") and "expected" in err.get("ctx", {}):
+        valid = [v.strip().strip("'") for v in str(err["ctx"]["expected"]).replace(" or ", ",").split(",")]
+    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    got = f", got {err['input']!r}" if err["type"] not in ("missing",) and "input" in err else ""
+    return CodecError(f"{topic}: {path}: {msg}{got}{more}", field=path, valid=valid)
