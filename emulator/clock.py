@@ -1,0 +1,304 @@
+"""SimClock: the one authoritative sim time (int ns since the scenario epoch), its modes and pacing.
+
+The only module that reads the wall clock or sleeps. Pacing is by absolute deadlines: step k
+of a paced run is due at ``wall_anchor + (t_k - t_anchor) / speed``, so rounding and wake-up
+delays never accumulate (no ``sleep(period)`` drift). When the emulator cannot keep up the
+clock says so: lag (how late the last step was released), max lag and overruns (steps that
+were released more than one step late) are counted and published as ``sim.clock``.
+
+Modes:
+
+========== ============================================================================
+realtime   sim time follows the wall clock x1 (real boards on the bench)
+scaled     x ``speed`` of the wall clock (fast-forward or slow motion)
+afap       as fast as possible, no waiting
+lockstep   time advances only when the control plane (or the board, if allowed) says step
+========== ============================================================================
+
+Whatever the mode, the run can pause, resume, step and run until a sim time.
+Wall time is read through a :class:`WallSource`; tests inject :class:`VirtualWall`, which
+jumps instead of sleeping, so pacing is tested without real sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+
+from emulator.errors import CommandError
+
+NS_PER_S = 1_000_000_000
+
+
+class ClockMode(StrEnum):
+    REALTIME = "realtime"
+    SCALED = "scaled"
+    AFAP = "afap"
+    LOCKSTEP = "lockstep"
+
+
+class WallSource:
+    """Monotonic wall time in ns, and sleeping until a wall instant (the real one)."""
+
+    #: sleep this long short of a deadline, then spin on the event loop: the default loop
+    #: wakes 0.5-1.2 ms late (epoll rounds to whole ms), see ceilings.md section 4.
+    spin_ns = 1_500_000
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    async def sleep_until(self, wall_ns: int) -> None:
+        remaining = wall_ns - time.monotonic_ns()
+        if remaining > self.spin_ns:
+            await asyncio.sleep((remaining - self.spin_ns) / NS_PER_S)
+        while time.monotonic_ns() < wall_ns:
+            await asyncio.sleep(0)
+
+    async def yield_(self) -> None:
+        await asyncio.sleep(0)
+
+
+class VirtualWall(WallSource):
+    """A wall clock for tests: sleeping jumps the time forward at once.
+
+    ``work_ns_per_yield`` models how long each loop iteration costs, so tests can make the
+    emulator "too slow" and watch lag and overruns being counted.
+    """
+
+    def __init__(self, start_ns: int = 0) -> None:
+        self._now_ns = start_ns
+        self.work_ns = 0  #: added to the wall time at every sleep/yield (simulated processing cost)
+
+    def now_ns(self) -> int:
+        return self._now_ns
+
+    def advance(self, ns: int) -> None:
+        self._now_ns += ns
+
+    async def sleep_until(self, wall_ns: int) -> None:
+        self._now_ns = max(self._now_ns, wall_ns) + self.work_ns
+        await asyncio.sleep(0)
+
+    async def yield_(self) -> None:
+        self._now_ns += self.work_ns
+        await asyncio.sleep(0)
+
+
+@dataclass
+class ClockStats:
+    steps: int = 0
+    lag_ns: int = 0  #: how late the last paced step was released (0 in afap/lockstep)
+    max_lag_ns: int = 0
+    overruns: int = 0  #: paced steps released more than one step late
+    wall_elapsed_ns: int = 0  #: wall time spent running (pauses excluded)
+
+    def to_wire(self) -> dict[str, float | int]:
+        return {"steps": self.steps, "lag_s": self.lag_ns / NS_PER_S, "max_lag_s": self.max_lag_ns / NS_PER_S,
+                "overruns": self.overruns, "wall_elapsed_s": self.wall_elapsed_ns / NS_PER_S}
+
+
+class SimClock:
+    """Sim time, advanced in steps by the runtime; pacing, pause/step/run-until, lag accounting."""
+
+    def __init__(self, mode: ClockMode | str = ClockMode.AFAP, *, speed: float = 1.0,
+                 epoch_utc: dt.datetime | None = None, wall: WallSource | None = None,
+                 start_ns: int = 0) -> None:
+        self.mode = ClockMode(mode)
+        if self.mode == ClockMode.REALTIME:
+            speed = 1.0
+        _check_speed(speed)
+        self.speed = float(speed)
+        self.epoch_utc = epoch_utc or dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self.wall = wall or WallSource()
+        self.stats = ClockStats()
+        self._t_ns = start_ns
+        self._paused = False
+        #: lockstep / stepping budget: time may advance up to here (None: unlimited)
+        self._limit_ns: int | None = start_ns if self.mode == ClockMode.LOCKSTEP else None
+        self._pause_at_ns: int | None = None  # run_until target
+        self._changed = asyncio.Event()
+        self._anchor_wall_ns: int | None = None
+        self._anchor_sim_ns = start_ns
+        self._run_wall_start: int | None = None
+
+    # -- reading ------------------------------------------------------------------------------
+    def now_ns(self) -> int:
+        return self._t_ns
+
+    def utc(self, t_ns: int | None = None) -> dt.datetime:
+        t = self._t_ns if t_ns is None else t_ns
+        return self.epoch_utc + dt.timedelta(microseconds=t // 1000)
+
+    @property
+    def paused(self) -> bool:
+        return self._paused
+
+    @property
+    def limit_ns(self) -> int | None:
+        return self._limit_ns
+
+    def status(self) -> dict[str, object]:
+        return {"t_ns": self._t_ns, "utc": self.utc().isoformat().replace("+00:00", "Z"), "mode": str(self.mode),
+                "speed": self.speed, "paused": self._paused,
+                "limit_ns": -1 if self._limit_ns is None else self._limit_ns, **self.stats.to_wire(),
+                "realtime_factor": self.realtime_factor()}
+
+    def realtime_factor(self) -> float:
+        """Sim seconds per wall second achieved so far (pauses excluded)."""
+        wall = self.stats.wall_elapsed_ns
+        return self._t_ns / wall if wall > 0 else 0.0
+
+    # -- control (from the control plane, or the runtime) -------------------------------------
+    def pause(self) -> None:
+        self._paused = True
+        self._anchor_wall_ns = None
+        self._notify()
+
+    def resume(self) -> None:
+        if self.mode == ClockMode.LOCKSTEP:
+            raise CommandError("a lockstep clock does not run freely; use clock.step or clock.run_until",
+                               field="mode", valid=["clock.step", "clock.run_until"])
+        self._paused = False
+        self._pause_at_ns = None
+        self._anchor_wall_ns = None  # re-anchor so the pause is not counted as lag
+        self._notify()
+
+    def set_speed(self, speed: float) -> None:
+        if self.mode not in (ClockMode.SCALED, ClockMode.REALTIME):
+            raise CommandError(f"speed applies to realtime/scaled runs; this clock is {self.mode}",
+                               field="mode", valid=["realtime", "scaled"])
+        _check_speed(speed)
+        self.speed = float(speed)
+        if speed != 1.0:
+            self.mode = ClockMode.SCALED
+        self._anchor_wall_ns = None
+        self._notify()
+
+    def set_mode(self, mode: ClockMode | str, speed: float | None = None) -> None:
+        self.mode = ClockMode(mode)
+        if speed is not None:
+            _check_speed(speed)
+            self.speed = float(speed)
+        if self.mode == ClockMode.REALTIME:
+            self.speed = 1.0
+        self._limit_ns = self._t_ns if self.mode == ClockMode.LOCKSTEP else None
+        self._anchor_wall_ns = None
+        self._notify()
+
+    def step(self, duration_ns: int) -> int:
+        """Allow time to advance by ``duration_ns`` more (lockstep or paused); returns the new limit."""
+        if duration_ns <= 0:
+            raise CommandError(f"step duration must be > 0 ns, got {duration_ns}", field="payload.duration_s")
+        base = self._t_ns if self._limit_ns is None else max(self._limit_ns, self._t_ns)
+        if self.mode == ClockMode.LOCKSTEP:
+            self._limit_ns = base + duration_ns
+        else:  # paused free-running clock: run that much, then pause again
+            self._pause_at_ns = self._t_ns + duration_ns
+            self._paused = False
+            self._anchor_wall_ns = None
+        self._notify()
+        return self._limit_ns if self._limit_ns is not None else self._pause_at_ns  # type: ignore[return-value]
+
+    def run_until(self, t_ns: int) -> None:
+        if t_ns <= self._t_ns:
+            raise CommandError(f"run_until target {t_ns} ns is not after the current sim time {self._t_ns} ns",
+                               field="payload.t_s")
+        if self.mode == ClockMode.LOCKSTEP:
+            self._limit_ns = t_ns
+        else:
+            self._pause_at_ns = t_ns
+            self._paused = False
+            self._anchor_wall_ns = None
+        self._notify()
+
+    def _notify(self) -> None:
+        self._changed.set()
+
+    # -- advancing (the runtime's loop) -------------------------------------------------------
+    def may_advance(self, dt_ns: int) -> bool:
+        if self._paused:
+            return False
+        if self._limit_ns is not None and self._t_ns + dt_ns > self._limit_ns:
+            return False
+        return not (self._pause_at_ns is not None and self._t_ns >= self._pause_at_ns)
+
+    async def wait_turn(self, dt_ns: int) -> None:
+        """Wait until a step of ``dt_ns`` is allowed (not paused, within the lockstep limit)."""
+        while not self.may_advance(dt_ns):
+            if self._pause_at_ns is not None and self._t_ns >= self._pause_at_ns:
+                self._pause_at_ns = None
+                self._paused = True
+                self._anchor_wall_ns = None
+            self._changed.clear()
+            if self.may_advance(dt_ns):
+                break
+            self._mark_idle()
+            await self._changed.wait()
+
+    async def advance(self, dt_ns: int) -> None:
+        """Release the step ``t -> t + dt_ns``: wait for its wall deadline when paced, then move time.
+
+        Call :meth:`wait_turn` first (the runtime does, before computing the step's physics).
+        """
+        target = self._t_ns + dt_ns
+        wall = self.wall
+        if self._run_wall_start is None:
+            self._run_wall_start = wall.now_ns()
+        if self.mode in (ClockMode.REALTIME, ClockMode.SCALED):
+            if self._anchor_wall_ns is None:
+                self._anchor_wall_ns = wall.now_ns()
+                self._anchor_sim_ns = self._t_ns
+            deadline = self._anchor_wall_ns + int((target - self._anchor_sim_ns) / self.speed)
+            if wall.now_ns() < deadline:
+                await wall.sleep_until(deadline)
+            lag = wall.now_ns() - deadline
+            self.stats.lag_ns = max(lag, 0)
+            self.stats.max_lag_ns = max(self.stats.max_lag_ns, self.stats.lag_ns)
+            if lag > dt_ns / self.speed:
+                self.stats.overruns += 1
+        else:
+            self.stats.lag_ns = 0
+            await wall.yield_()
+        self._t_ns = target
+        self.stats.steps += 1
+        now = wall.now_ns()
+        self.stats.wall_elapsed_ns += now - self._run_wall_start
+        self._run_wall_start = now
+
+    def _mark_idle(self) -> None:
+        # wall time spent waiting for permission (pause / lockstep) is not running time
+        if self._run_wall_start is not None:
+            now = self.wall.now_ns()
+            self.stats.wall_elapsed_ns += now - self._run_wall_start
+            self._run_wall_start = None
+
+
+def _check_speed(speed: float) -> None:
+    if not (isinstance(speed, (int, float)) and 1e-3 <= speed <= 1e6):
+        raise CommandError(f"speed must be between 0.001 and 1e6, got {speed!r}", field="payload.speed")
+
+
+def parse_duration_s(text: str | float | int) -> float:
+    """'1d', '6h', '90m', '3600s', '250ms', '3600' -> seconds. Raises ValueError naming the format."""
+    if isinstance(text, (int, float)):
+        value = float(text)
+    else:
+        s = text.strip().lower()
+        units = (("ms", 1e-3), ("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
+        for suffix, factor in units:
+            if s.endswith(suffix):
+                num = s[: -len(suffix)]
+                break
+        else:
+            num, factor = s, 1.0
+        try:
+            value = float(num) * factor
+        except ValueError:
+            raise ValueError(f"bad duration {text!r}: use a number with an optional unit d, h, m, s or ms "
+                             "(e.g. '1d', '90m', '3600')") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise ValueError(f"duration must be a positive, finite time, got {text!r}")
+    return value

@@ -1,0 +1,199 @@
+"""Run configuration: TOML -> validated pydantic models; errors name the key path and what is valid.
+
+A config file has the run tables ``[sim]``, ``[links]``, ``[telemetry]``, ``[record]`` and
+``[bench]`` (defined here) and the satellite tables (``name``, ``[orbit]``, ``[environment]``,
+``[power]``, ``[thermal]``, ``[sensors]``, ``[accelerator]``, ``[radiation]``), which
+validate into :class:`emulator.models.satellite.SatelliteConfig`.
+
+Precedence, lowest to highest: model defaults, the TOML file, explicit overrides (CLI flags,
+keyword arguments) given as dotted keys (``{"sim.mode": "afap"}``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from emulator.clock import ClockMode
+from emulator.errors import ConfigError, suggest
+
+RUN_TABLES = ("sim", "links", "telemetry", "record", "bench")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SimConfig(_Strict):
+    #: UTC instant of sim time 0 (the scenario epoch)
+    epoch_utc: dt.datetime = dt.datetime(2026, 6, 21, tzinfo=dt.UTC)
+    #: physics step in seconds; telemetry cannot be faster than 1/step_s
+    step_s: float = Field(1.0, gt=0, le=60)
+    mode: ClockMode = ClockMode.AFAP
+    #: wall-clock multiplier for mode "scaled"
+    speed: float = Field(1.0, ge=1e-3, le=1e6)
+    seed: int = Field(1, ge=0, lt=2**63)
+    #: run length; None runs until stopped
+    duration_s: float | None = Field(None, gt=0)
+    #: who may say "step" in lockstep mode: only the control plane, or also the board (board.step)
+    lockstep_source: Literal["control", "board"] = "control"
+
+    @field_validator("epoch_utc")
+    @classmethod
+    def _aware(cls, v: dt.datetime) -> dt.datetime:
+        if v.tzinfo is None:
+            raise ValueError("epoch_utc needs a time zone; write it in UTC with a Z, e.g. 2026-06-21T00:00:00Z")
+        return v.astimezone(dt.UTC)
+
+
+class LinksConfig(_Strict):
+    #: board plane (telemetry PUB + command ROUTER); None: no board link
+    board: str | None = "zmq+tcp://127.0.0.1:5550"
+    #: control plane; None: no control link (in-process control only)
+    control: str | None = "zmq+tcp://127.0.0.1:5560"
+
+
+class TelemetryConfig(_Strict):
+    #: per-topic publish rate overrides, Hz (0 disables the topic)
+    rates_hz: dict[str, float] = Field(default_factory=dict)
+    #: rate of the control plane's ground-truth stream (truth.sample), Hz; 0 disables it
+    truth_rate_hz: float = Field(1.0, ge=0)
+    #: what to do when the telemetry does not fit a link's budget (serial baud rate)
+    on_budget: Literal["refuse", "decimate"] = "refuse"
+
+    @field_validator("rates_hz")
+    @classmethod
+    def _rates(cls, v: dict[str, float]) -> dict[str, float]:
+        for topic, rate in v.items():
+            if not 0 <= rate <= 1000:
+                raise ValueError(f"rate for {topic!r} must be within 0..1000 Hz, got {rate}")
+        return v
+
+
+class RecordConfig(_Strict):
+    #: recording file (every message on both planes, crash-safe); None: no recording
+    path: str | None = None
+
+
+class BenchConfig(_Strict):
+    #: shell commands run when the payload rail is cut / restored (e.g. a USB relay or uhubctl)
+    power_off_cmd: str | None = None
+    power_on_cmd: str | None = None
+
+
+class RunConfig(_Strict):
+    sim: SimConfig = Field(default_factory=SimConfig)
+    links: LinksConfig = Field(default_factory=LinksConfig)
+    telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    record: RecordConfig = Field(default_factory=RecordConfig)
+    bench: BenchConfig = Field(default_factory=BenchConfig)
+
+
+@dataclass(frozen=True)
+class Config:
+    run: RunConfig
+    satellite: Any  # emulator.models.satellite.SatelliteConfig (imported lazily: physics is optional here)
+    source: str = "<defaults>"
+
+
+def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
+                data: dict[str, Any] | None = None) -> Config:
+    """Read a TOML file (or ``data``), apply dotted-key ``overrides``, validate everything."""
+    source = str(path) if path is not None else "<defaults>"
+    raw: dict[str, Any] = {}
+    if path is not None:
+        try:
+            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}", field="config") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}", field="config") from None
+    if data is not None:
+        _merge(raw, data)
+    for key, value in (overrides or {}).items():
+        _set_dotted(raw, key, value)
+    run_raw = {k: raw.pop(k) for k in RUN_TABLES if k in raw}
+    try:
+        run = RunConfig.model_validate(run_raw)
+    except ValidationError as exc:
+        raise config_error(exc, RunConfig, source) from None
+    from emulator.models.satellite import SatelliteConfig  # noqa: PLC0415 (late: keeps run config light)
+
+    try:
+        sat = SatelliteConfig.model_validate(raw)
+    except ValidationError as exc:
+        valid = list(RUN_TABLES) + list(SatelliteConfig.model_fields)
+        raise config_error(exc, SatelliteConfig, source, extra_valid=valid) from None
+    return Config(run=run, satellite=sat, source=source)
+
+
+def config_error(exc: ValidationError, root: type[BaseModel], source: str,
+                 extra_valid: list[str] | None = None) -> ConfigError:
+    """Turn a pydantic error into one ConfigError listing every bad key path with what is valid."""
+    lines = []
+    first_field = None
+    first_valid: list[str] | None = None
+    for err in exc.errors(include_url=False):
+        path = ".".join(str(p) for p in err["loc"])
+        first_field = first_field or path
+        if err["type"] == "extra_forbidden":
+            valid = _fields_at(root, err["loc"][:-1])
+            if not err["loc"][:-1] and extra_valid:
+                valid = extra_valid
+            name = str(err["loc"][-1])
+            lines.append(f"{path}: unknown key{suggest(name, valid)}; valid keys here: {', '.join(sorted(valid))}")
+            first_valid = first_valid or sorted(valid)
+        elif err["type"] == "missing":
+            lines.append(f"{path}: required key is missing")
+        else:
+            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
+    head = f"{source}: invalid config ({len(lines)} problem{'s' if len(lines) > 1 else ''})"
+    return ConfigError(head + "\n  " + "\n  ".join(lines), field=first_field, valid=first_valid)
+
+
+def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
+    """Field names of the (nested) model at ``loc``, best effort."""
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        info = getattr(model, "model_fields", {}).get(part) if isinstance(model, type) else None
+        if info is None:
+            return []
+        model = _model_of(info.annotation)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _model_of(annotation: Any) -> Any:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    if get_origin(annotation) is not None:
+        for arg in get_args(annotation):
+            found = _model_of(arg)
+            if found is not None:
+                return found
+    return None
+
+
+def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
+    for k, v in new.items():
+        if isinstance(v, dict) and isinstance(into.get(k), dict):
+            _merge(into[k], v)
+        else:
+            into[k] = v
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
+    node = raw
+    for p in parts[:-1]:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {p!r} is not a table", field=key)
+    node[parts[-1]] = value

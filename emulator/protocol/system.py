@@ -1,0 +1,129 @@
+"""Topics owned by the runtime itself: time, replies, board hello, ground truth, faults, statistics."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import ConfigDict
+
+from emulator.protocol.catalogue import Kind, Payload, Plane, TopicSpec, field
+
+_field = field
+
+
+class Empty(Payload):
+    pass
+
+
+class Opaque(Payload):
+    """A map whose shape belongs to the models (ground truth, reply data)."""
+
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+
+
+class ErrorInfo(Payload):
+    code: str = field(doc="error class, e.g. `codec`, `command`, `config`")
+    message: str = field(doc="what is wrong and what would be valid")
+    valid: list[Any] | None = field(doc="valid values, where a finite set is valid", default=None)
+    field: str | None = _field(doc="dotted path of the offending field, e.g. `payload.rail`", default=None)
+
+
+class Reply(Payload):
+    id: int = field(doc="`seq` of the request this answers (0 if the request could not be decoded)", ge=0)
+    re: str = field(doc="topic of the request (`?` if it could not be decoded)")
+    ok: bool = field(doc="true: done; false: refused, nothing changed")
+    data: dict[str, Any] | None = field(doc="result, shape per command", default=None)
+    error: ErrorInfo | None = field(doc="why it was refused", default=None)
+
+
+class SimClockTelemetry(Payload):
+    t_ns: int = field("ns", "sim time since the scenario epoch", ge=0)
+    utc: str = field(doc="sim time as ISO 8601 UTC")
+    mode: Literal["realtime", "scaled", "afap", "lockstep"] = field(doc="clock mode")
+    speed: float = field(doc="wall-clock multiplier (realtime/scaled)", gt=0)
+    paused: bool = field(doc="true while paused")
+    lag_s: float = field("s", "how late the last paced step was released", ge=0)
+    max_lag_s: float = field("s", "largest lag so far", ge=0)
+    overruns: int = field(doc="paced steps released more than one step late", ge=0)
+    steps: int = field(doc="physics steps so far", ge=0)
+
+
+class SimWaiting(Payload):
+    t_ns: int = field("ns", "sim time at which a lockstep clock is waiting for `step`", ge=0)
+
+
+class BoardHello(Payload):
+    name: str = field(doc="board name, e.g. `jetson-orin-1`", min_length=1, max_length=64)
+    version: str = field(doc="board software version", default="", max_length=64)
+    capabilities: list[str] = field(doc="optional features the board implements", default_factory=list,
+                                    max_length=64)
+
+
+class BoardStep(Payload):
+    duration_s: float = field("s", "let sim time advance this much (lockstep with lockstep_source = board)",
+                              gt=0, le=86400)
+
+
+class ClockStep(Payload):
+    duration_s: float = field("s", "advance this much sim time, then wait / pause again", gt=0, le=10 * 365 * 86400)
+
+
+class ClockRunUntil(Payload):
+    t_s: float = field("s", "sim time since the epoch to run to, then pause", gt=0)
+
+
+class ClockSpeed(Payload):
+    speed: float = field(doc="wall-clock multiplier; 1 is real time", ge=1e-3, le=1e6)
+
+
+class ClockMode(Payload):
+    mode: Literal["realtime", "scaled", "afap", "lockstep"] = field(doc="new clock mode")
+    speed: float | None = field(doc="multiplier for `scaled`", default=None, ge=1e-3, le=1e6)
+
+
+class FaultInject(Payload):
+    name: str = field(doc="fault name from `fault.list`")
+    params: dict[str, Any] = field(doc="fault parameters (schema per fault, see `fault.list`)",
+                                   default_factory=dict)
+    duration_s: float | None = field("s", "clear automatically after this long; omit for until cleared",
+                                     default=None, gt=0)
+
+
+class FaultClear(Payload):
+    fault_id: int = field(doc="id returned by `fault.inject`", ge=1)
+
+
+class SimStop(Payload):
+    reason: str = field(doc="why (logged and recorded)", default="stop requested", max_length=200)
+
+
+def system_topics() -> list[TopicSpec]:
+    b, c = Plane.BOARD, Plane.CONTROL
+    cmd, tel, ev, rep = Kind.COMMAND, Kind.TELEMETRY, Kind.EVENT, Kind.REPLY
+    return [
+        TopicSpec("reply", rep, b, Reply, "Answer to every request, on the plane it came from."),
+        TopicSpec("sim.clock", tel, b, SimClockTelemetry, "Sim time, mode and pacing health.", rate_hz=1.0),
+        TopicSpec("sim.waiting", ev, b, SimWaiting,
+                  "A lockstep clock reached its limit and waits for `clock.step` / `board.step`. Everything "
+                  "published before it is the state at `t_ns`."),
+        TopicSpec("board.hello", cmd, b, BoardHello,
+                  "A board announces itself; the reply carries the epoch, step, mode and protocol version."),
+        TopicSpec("board.step", cmd, b, BoardStep,
+                  "Lockstep driven by the board: allow sim time to advance (only if the run allows it)."),
+        TopicSpec("ping", cmd, b, Empty, "Liveness check; the reply carries the sim time."),
+        TopicSpec("clock.pause", cmd, c, Empty, "Pause sim time."),
+        TopicSpec("clock.resume", cmd, c, Empty, "Resume a paused clock (not lockstep)."),
+        TopicSpec("clock.step", cmd, c, ClockStep, "Advance a lockstep or paused clock by a duration."),
+        TopicSpec("clock.run_until", cmd, c, ClockRunUntil, "Run to a sim time, then pause (or wait, in lockstep)."),
+        TopicSpec("clock.set_speed", cmd, c, ClockSpeed, "Change the wall-clock multiplier at runtime."),
+        TopicSpec("clock.set_mode", cmd, c, ClockMode, "Switch clock mode at runtime."),
+        TopicSpec("clock.status", cmd, c, Empty, "Clock state and pacing statistics, incl. wall-clock speed."),
+        TopicSpec("truth.get", cmd, c, Empty, "Ground truth of every model, the clock and the active faults."),
+        TopicSpec("truth.sample", tel, c, Opaque, "Ground truth stream (shape per satellite).", rate_hz=1.0),
+        TopicSpec("fault.list", cmd, c, Empty, "The faults this satellite accepts, with parameter schemas."),
+        TopicSpec("fault.inject", cmd, c, FaultInject, "Inject a fault now, optionally for a duration."),
+        TopicSpec("fault.clear", cmd, c, FaultClear, "Clear an injected fault."),
+        TopicSpec("fault.changed", ev, c, Opaque, "A fault was injected or cleared (id, name, params, t_ns)."),
+        TopicSpec("stats.get", cmd, c, Empty, "Link, clock and command statistics."),
+        TopicSpec("sim.stop", cmd, c, SimStop, "Stop the run cleanly (the recording is closed)."),
+    ]

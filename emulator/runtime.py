@@ -1,0 +1,574 @@
+"""Emulator: binds the clock, the spacecraft model, the links and the recorder into one asyncio run.
+
+::
+
+    async with Emulator(model, run_config) as emu:      # links listening, serve tasks running
+        await emu.run_for(5820)                          # step physics, publish, answer commands
+        await emu.wait_for(lambda: ..., within_s=600)   # sim-time wait; SimTimeoutError on timeout
+
+The runtime knows nothing of the satellite's shape: it collects the model's
+:class:`~emulator.models.base.Interface` (telemetry, commands, faults, events), registers
+those topics beside its own (:mod:`emulator.protocol.system`) and routes everything by
+topic. Every request gets a reply with its id, ``ok`` or a precise error; a bad request
+never stops the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import shlex
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from emulator.clock import NS_PER_S, ClockMode, SimClock, WallSource
+from emulator.config import RunConfig
+from emulator.errors import CodecError, CommandError, ConfigError, EmulatorError, SimTimeoutError, suggest
+from emulator.models.base import Command, Fault, Interface, SpacecraftModel, Telemetry
+from emulator.protocol.catalogue import Catalogue, Kind, Plane, TopicSpec
+from emulator.protocol.codec import encode_message
+from emulator.protocol.envelope import PROTOCOL_VERSION, Message
+from emulator.protocol.framing import frame_overhead
+from emulator.protocol.system import system_topics
+from emulator.recorder import Recorder
+
+log = logging.getLogger("flatsat.runtime")
+
+SRC = "emulator"
+
+
+@dataclass
+class _Scheduled:
+    telemetry: Telemetry
+    period_ns: int
+    due_ns: int
+    planes: tuple[Plane, ...]
+
+
+@dataclass
+class ActiveFault:
+    fault_id: int
+    name: str
+    params: dict[str, Any]
+    t_ns: int
+    until_ns: int | None
+    fault: Fault = field(repr=False)
+    model: Any = field(repr=False)
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"fault_id": self.fault_id, "name": self.name, "params": self.params, "t_ns": self.t_ns,
+                "until_ns": -1 if self.until_ns is None else self.until_ns}
+
+
+@dataclass
+class RuntimeStats:
+    commands: dict[str, int] = field(default_factory=lambda: {"board": 0, "control": 0})
+    rejected: dict[str, int] = field(default_factory=lambda: {"board": 0, "control": 0})
+    published: int = 0
+    boards_seen: dict[str, str] = field(default_factory=dict)  # name -> version
+
+
+class Emulator:
+    """One emulated spacecraft on the wire. Use ``async with``."""
+
+    def __init__(self, model: SpacecraftModel, run: RunConfig | None = None, *,
+                 wall: WallSource | None = None, board_url: str | None = "", control_url: str | None = "",
+                 record_path: str | None = "", meta: dict[str, Any] | None = None) -> None:
+        self.run_config = run or RunConfig()
+        sim = self.run_config.sim
+        self.model = model
+        self.clock = SimClock(sim.mode, speed=sim.speed, epoch_utc=sim.epoch_utc, wall=wall)
+        self.step_ns = round(sim.step_s * NS_PER_S)
+        self.stats = RuntimeStats()
+        #: URLs: "" means "from config", None means "no link"
+        self._board_url = self.run_config.links.board if board_url == "" else board_url
+        self._control_url = self.run_config.links.control if control_url == "" else control_url
+        self._record_path = self.run_config.record.path if record_path == "" else record_path
+        self._meta = meta or {}
+        self.board_link: Any = None
+        self.control_link: Any = None
+        self.recorder: Recorder | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self.stop_reason = ""
+        self._observers: list[Callable[[int], None]] = []
+        self._seq = 0
+        self._faults: dict[int, ActiveFault] = {}
+        self._fault_heap: list[tuple[int, int]] = []
+        self._next_fault_id = 1
+        self._waiting_published_at: int | None = None
+        self._hook_tasks: set[asyncio.Task[None]] = set()
+        self._events: list[tuple[str, dict[str, Any]]] = []
+
+        self.interface = model.interface()
+        self.catalogue = Catalogue(system_topics())
+        self._board_cmds: dict[str, Callable[[Any], dict[str, Any] | None]] = {}
+        self._control_cmds: dict[str, Callable[[Any], dict[str, Any] | None]] = {}
+        self._faults_by_name: dict[str, tuple[Fault, Any]] = {}
+        self._register(self.interface)
+        self._install_system_commands()
+        self._schedule: list[_Scheduled] = []
+        self._build_schedule()
+
+    # -- setup -------------------------------------------------------------------------------
+    def _register(self, iface: Interface) -> None:
+        for tel in iface.telemetry:
+            self.catalogue.register(tel.spec)
+        for cmd in iface.commands:
+            self.catalogue.register(cmd.spec)
+            table = self._board_cmds if cmd.spec.plane == Plane.BOARD else self._control_cmds
+            table[cmd.spec.topic] = cmd.handle
+        for ev in iface.events:
+            self.catalogue.register(ev)
+        for fault in iface.faults:
+            if fault.name in self._faults_by_name:
+                raise ConfigError(f"fault {fault.name!r} registered twice", field="faults")
+            self._faults_by_name[fault.name] = (fault, None)
+
+    def _build_schedule(self) -> None:
+        rates = dict(self.run_config.telemetry.rates_hz)
+        known = [t.spec.topic for t in self.interface.telemetry] + ["sim.clock", "truth.sample"]
+        for topic in rates:
+            if topic not in known:
+                raise ConfigError(f"telemetry.rates_hz: unknown topic {topic!r}{suggest(topic, known)}",
+                                  field=f"telemetry.rates_hz.{topic}", valid=known)
+        items = list(self.interface.telemetry)
+        items.append(Telemetry(self.catalogue.get("sim.clock"), self._clock_sample))
+        truth_rate = self.run_config.telemetry.truth_rate_hz
+        items.append(Telemetry(self.catalogue.get("truth.sample"), self.model.truth))
+        rates.setdefault("truth.sample", truth_rate)
+        max_rate = NS_PER_S / self.step_ns
+        for tel in items:
+            rate = rates.get(tel.spec.topic, tel.spec.rate_hz or 0.0)
+            if rate <= 0:
+                continue
+            if rate > max_rate * (1 + 1e-9):
+                log.warning("%s at %.3g Hz is faster than the physics step allows (%.3g Hz); capped",
+                            tel.spec.topic, rate, max_rate)
+                rate = max_rate
+            planes = (Plane.BOARD, Plane.CONTROL) if tel.spec.plane == Plane.BOARD else (Plane.CONTROL,)
+            self._schedule.append(_Scheduled(tel, round(NS_PER_S / rate), 0, planes))
+
+    def _install_system_commands(self) -> None:
+        b, c = self._board_cmds, self._control_cmds
+        b["board.hello"] = self._cmd_hello
+        b["board.step"] = self._cmd_board_step
+        b["ping"] = lambda p: {"t_ns": self.clock.now_ns()}
+        c["clock.pause"] = lambda p: (self.clock.pause(), self.clock.status())[1]
+        c["clock.resume"] = lambda p: (self.clock.resume(), self.clock.status())[1]
+        c["clock.step"] = lambda p: {"limit_ns": self.clock.step(round(p.duration_s * NS_PER_S))}
+        c["clock.run_until"] = lambda p: (self.clock.run_until(round(p.t_s * NS_PER_S)), self.clock.status())[1]
+        c["clock.set_speed"] = lambda p: (self.clock.set_speed(p.speed), self.clock.status())[1]
+        c["clock.set_mode"] = lambda p: (self.clock.set_mode(p.mode, p.speed), self.clock.status())[1]
+        c["clock.status"] = lambda p: self.clock.status()
+        c["truth.get"] = lambda p: self.truth()
+        c["fault.list"] = lambda p: {"faults": self.fault_list()}
+        c["fault.inject"] = lambda p: {"fault_id": self.inject_fault(p.name, p.params, p.duration_s)}
+        c["fault.clear"] = lambda p: (self.clear_fault(p.fault_id), {"fault_id": p.fault_id})[1]
+        c["stats.get"] = lambda p: self.stats_snapshot()
+        c["sim.stop"] = lambda p: (self.request_stop(p.reason), {"stopping": True})[1]
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def __aenter__(self) -> Emulator:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        if self._record_path:
+            self.recorder = Recorder(self._record_path, meta={
+                "seed": self.run_config.sim.seed, "epoch_utc": self.clock.utc(0).isoformat(),
+                "step_s": self.run_config.sim.step_s, **self._meta})
+        try:
+            if self._board_url or self._control_url:
+                from emulator.transports import listen  # noqa: PLC0415 (in-process runs need no transport)
+            if self._board_url:
+                self.board_link = await listen(self._board_url)
+                self._check_budget(self.board_link)
+                self._tasks.append(asyncio.create_task(self._serve(self.board_link, Plane.BOARD),
+                                                       name="flatsat-serve-board"))
+            if self._control_url:
+                self.control_link = await listen(self._control_url)
+                self._tasks.append(asyncio.create_task(self._serve(self.control_link, Plane.CONTROL),
+                                                       name="flatsat-serve-control"))
+        except BaseException:
+            await self.aclose()
+            raise
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for task in list(self._hook_tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, 10)
+        for link in (self.board_link, self.control_link):
+            if link is not None:
+                with contextlib.suppress(Exception):
+                    await link.aclose()
+        if self.recorder is not None:
+            self.recorder.close()
+
+    def request_stop(self, reason: str = "stop requested") -> None:
+        if not self._stop.is_set():
+            self.stop_reason = reason
+            log.info("stopping: %s", reason)
+        self._stop.set()
+        self.clock._notify()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    @property
+    def board_url(self) -> str | None:
+        return str(self.board_link.url) if self.board_link is not None else None
+
+    @property
+    def control_url(self) -> str | None:
+        return str(self.control_link.url) if self.control_link is not None else None
+
+    def add_observer(self, callback: Callable[[int], None]) -> Callable[[], None]:
+        """Call ``callback(t_ns)`` after every physics step; returns a function that removes it."""
+        self._observers.append(callback)
+        return lambda: self._observers.remove(callback)
+
+    # -- running -----------------------------------------------------------------------------
+    async def run(self, duration_s: float | None = None) -> None:
+        """Run until ``duration_s`` of sim time has passed (config ``sim.duration_s`` if None) or stop."""
+        if duration_s is None:
+            duration_s = self.run_config.sim.duration_s
+        until = None if duration_s is None else self.clock.now_ns() + round(duration_s * NS_PER_S)
+        await self._loop(until, extend_lockstep=False)
+
+    async def run_for(self, duration_s: float) -> None:
+        """Advance ``duration_s`` of sim time (in lockstep driven by the control side, this is the step)."""
+        until = self.clock.now_ns() + round(duration_s * NS_PER_S)
+        await self._loop(until, extend_lockstep=True)
+
+    async def wait_for(self, predicate: Callable[[], bool], *, within_s: float, what: str = "condition") -> int:
+        """Step until ``predicate()`` is true; raise :class:`SimTimeoutError` after ``within_s`` of sim time."""
+        if predicate():
+            return self.clock.now_ns()
+        deadline = self.clock.now_ns() + round(within_s * NS_PER_S)
+        hit: list[int] = []
+
+        def check(t_ns: int) -> None:
+            if not hit and predicate():
+                hit.append(t_ns)
+
+        remove = self.add_observer(check)
+        try:
+            await self._loop(deadline, extend_lockstep=True, until_pred=lambda: bool(hit))
+        finally:
+            remove()
+        if not hit:
+            raise SimTimeoutError(f"{what} not met within {within_s:g} s of sim time "
+                                  f"(now {self.clock.now_ns() / NS_PER_S:.3f} s)")
+        return hit[0]
+
+    async def _loop(self, until_ns: int | None, *, extend_lockstep: bool,
+                    until_pred: Callable[[], bool] | None = None) -> None:
+        clock, step_ns, model = self.clock, self.step_ns, self.model
+        if (extend_lockstep and until_ns is not None and clock.mode == ClockMode.LOCKSTEP
+                and self.run_config.sim.lockstep_source == "control" and until_ns > (clock.limit_ns or 0)):
+            clock.run_until(until_ns)
+        if clock.now_ns() == 0 and clock.stats.steps == 0:
+            await self._publish_due(0, force=True)
+        while not self._stop.is_set():
+            t = clock.now_ns()
+            if (until_ns is not None and t >= until_ns) or (until_pred is not None and until_pred()):
+                break
+            if not clock.may_advance(step_ns):
+                await self._wait_turn()
+                continue
+            model.step(t, step_ns)
+            await clock.advance(step_ns)
+            now = t + step_ns
+            self._expire_faults(now)
+            await self._after_step(now)
+
+    async def _wait_turn(self) -> None:
+        t = self.clock.now_ns()
+        if self.clock.mode == ClockMode.LOCKSTEP and self._waiting_published_at != t:
+            self._waiting_published_at = t
+            await self._publish(Message("sim.waiting", {"t_ns": t}), (Plane.BOARD, Plane.CONTROL))
+        if self.recorder is not None:
+            self.recorder.flush()
+        turn = asyncio.ensure_future(self.clock.wait_turn(self.step_ns))
+        stop = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({turn, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in (turn, stop):
+                if not fut.done():
+                    fut.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await fut
+
+    async def _after_step(self, now: int) -> None:
+        if self._events:
+            events, self._events = self._events, []
+            for topic, payload in events:
+                await self._emit_event(topic, payload)
+        for topic, payload in self.model.drain_events():
+            await self._emit_event(topic, payload)
+        await self._publish_due(now)
+        for obs in list(self._observers):
+            obs(now)
+        if self.recorder is not None:
+            self.recorder.maybe_flush(self.clock.wall.now_ns())
+
+    async def _publish_due(self, now: int, force: bool = False) -> None:
+        for item in self._schedule:
+            if force or now >= item.due_ns:
+                await self._publish(Message(item.telemetry.spec.topic, item.telemetry.sample()), item.planes)
+                item.due_ns += item.period_ns
+                if item.due_ns <= now:  # after a pause or a slow step: no burst of catch-up samples
+                    item.due_ns = now + item.period_ns
+
+    async def _emit_event(self, topic: str, payload: dict[str, Any]) -> None:
+        spec = self.catalogue.get(topic) if topic in self.catalogue else None
+        planes = (Plane.BOARD, Plane.CONTROL) if spec is None or spec.plane == Plane.BOARD else (Plane.CONTROL,)
+        if spec is None:
+            log.warning("model emitted undeclared event %r", topic)
+        await self._publish(Message(topic, payload), planes)
+        if topic == "accel.power":
+            self._run_power_hook(bool(payload.get("on")), str(payload.get("reason", "")))
+
+    def _next_seq(self) -> int:
+        self._seq += 1
+        return self._seq
+
+    async def _publish(self, msg: Message, planes: tuple[Plane, ...]) -> None:
+        msg = Message(msg.topic, msg.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
+        self.stats.published += 1
+        if self.recorder is not None:
+            raw = encode_message(msg)
+            self.recorder.write("board" if Plane.BOARD in planes else "control", "out", raw)
+        for plane in planes:
+            link = self.board_link if plane == Plane.BOARD else self.control_link
+            if link is not None:
+                try:
+                    await link.publish(msg)
+                except EmulatorError as exc:  # a dead link never stops the simulation
+                    log.warning("publish on %s failed: %s", plane, exc)
+
+    def _clock_sample(self) -> dict[str, Any]:
+        st = self.clock.stats
+        return {"t_ns": self.clock.now_ns(), "utc": self.clock.status()["utc"], "mode": str(self.clock.mode),
+                "speed": self.clock.speed, "paused": self.clock.paused, "lag_s": st.lag_ns / NS_PER_S,
+                "max_lag_s": st.max_lag_ns / NS_PER_S, "overruns": st.overruns, "steps": st.steps}
+
+    # -- requests ----------------------------------------------------------------------------
+    async def _serve(self, link: Any, plane: Plane) -> None:
+        name = str(plane)
+        while True:
+            try:
+                incoming = await link.recv()
+            except asyncio.CancelledError:
+                raise
+            except EmulatorError as exc:
+                if self._stop.is_set():
+                    return
+                log.warning("%s link: %s", name, exc)
+                await self._stop_or_sleep()
+                continue
+            if incoming.message is None:
+                self.stats.rejected[name] += 1
+                err = incoming.error or CodecError("undecodable request", field="bytes")
+                reply = Message("reply", {"id": 0, "re": "?", "ok": False, "error": err.to_wire()})
+            else:
+                if self.recorder is not None:
+                    self.recorder.write(name, "in", encode_message(incoming.message))
+                reply = self.handle_request(incoming.message, plane)
+            reply = Message(reply.topic, reply.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
+            if self.recorder is not None:
+                self.recorder.write(name, "out", encode_message(reply))
+            try:
+                await link.send_to(incoming.peer, reply)
+            except EmulatorError as exc:
+                log.warning("%s link: reply to %r failed: %s", name, incoming.peer, exc)
+
+    async def _stop_or_sleep(self) -> None:
+        # a broken link is retried by the transport; give it a moment without spinning
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), 0.2)
+
+    def handle_request(self, msg: Message, plane: Plane) -> Message:
+        """Validate and execute one request; always returns a ``reply`` (never raises)."""
+        name = str(plane)
+        self.stats.commands[name] += 1
+        table = self._board_cmds if plane == Plane.BOARD else self._control_cmds
+        try:
+            model = self.catalogue.validate(msg.topic, msg.payload, plane=plane, kind=Kind.COMMAND)
+            handler = table[msg.topic]
+            data = handler(model)
+        except EmulatorError as exc:
+            self.stats.rejected[name] += 1
+            return msg.reply(ok=False, t_ns=self.clock.now_ns(), src=SRC, error=exc.to_wire())
+        except Exception as exc:  # a model bug must not kill the run; it is reported, loudly
+            log.exception("internal error handling %s", msg.topic)
+            self.stats.rejected[name] += 1
+            return msg.reply(ok=False, t_ns=self.clock.now_ns(), src=SRC,
+                             error={"code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+        return msg.reply(ok=True, t_ns=self.clock.now_ns(), src=SRC, data=data if data is not None else {})
+
+    def control(self, topic: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """In-process control plane: same validation and handlers as over the wire; raises on refusal."""
+        reply = self.handle_request(Message(topic, payload or {}), Plane.CONTROL)
+        if not reply.payload["ok"]:
+            err = reply.payload["error"]
+            raise CommandError(err["message"], field=err.get("field"), valid=err.get("valid"))
+        return reply.payload.get("data", {})
+
+    def _cmd_hello(self, p: Any) -> dict[str, Any]:
+        self.stats.boards_seen[p.name] = p.version
+        log.info("board %r (version %r) says hello", p.name, p.version)
+        return {"protocol_version": PROTOCOL_VERSION, "epoch_utc": self.clock.utc(0).isoformat(),
+                "t_ns": self.clock.now_ns(), "step_s": self.step_ns / NS_PER_S, "mode": str(self.clock.mode),
+                "lockstep_source": self.run_config.sim.lockstep_source,
+                "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD))}
+
+    def _cmd_board_step(self, p: Any) -> dict[str, Any]:
+        if self.clock.mode != ClockMode.LOCKSTEP or self.run_config.sim.lockstep_source != "board":
+            raise CommandError("the board may only step a lockstep run with sim.lockstep_source = 'board' "
+                               f"(this run: mode {self.clock.mode}, lockstep_source "
+                               f"{self.run_config.sim.lockstep_source!r})", field="topic")
+        return {"limit_ns": self.clock.step(round(p.duration_s * NS_PER_S))}
+
+    # -- faults ------------------------------------------------------------------------------
+    def fault_list(self) -> list[dict[str, Any]]:
+        return [{"name": name, "doc": f.doc, "params": f.params.model_json_schema(),
+                 "clearable": f.clear is not None} for name, (f, _) in sorted(self._faults_by_name.items())]
+
+    def inject_fault(self, name: str, params: dict[str, Any], duration_s: float | None = None) -> int:
+        entry = self._faults_by_name.get(name)
+        if entry is None:
+            valid = sorted(self._faults_by_name)
+            raise CommandError(f"unknown fault {name!r}{suggest(name, valid)}", field="payload.name", valid=valid)
+        fault = entry[0]
+        if duration_s is not None and fault.clear is None:
+            raise CommandError(f"fault {name!r} is permanent and cannot have a duration",
+                               field="payload.duration_s")
+        cat = Catalogue([TopicSpec(f"fault:{name}", Kind.COMMAND, Plane.CONTROL, fault.params, fault.doc)])
+        try:
+            model = cat.validate(f"fault:{name}", params)
+        except CodecError as exc:
+            raise CommandError(exc.message.replace(f"fault:{name}: payload", f"fault {name!r}: params"),
+                               field=(exc.field or "").replace("payload", "payload.params", 1),
+                               valid=exc.valid) from None
+        fault.inject(model)
+        fid = self._next_fault_id
+        self._next_fault_id += 1
+        now = self.clock.now_ns()
+        until = None if duration_s is None else now + round(duration_s * NS_PER_S)
+        self._faults[fid] = ActiveFault(fid, name, dict(params), now, until, fault, model)
+        if until is not None:
+            heapq.heappush(self._fault_heap, (until, fid))
+        self._queue_event("fault.changed", {"fault_id": fid, "name": name, "params": dict(params),
+                                            "active": True, "t_ns": now})
+        return fid
+
+    def clear_fault(self, fault_id: int) -> None:
+        active = self._faults.get(fault_id)
+        if active is None:
+            raise CommandError(f"no active fault with id {fault_id}", field="payload.fault_id",
+                               valid=sorted(self._faults))
+        if active.fault.clear is None:
+            raise CommandError(f"fault {active.name!r} is permanent and cannot be cleared", field="payload.fault_id")
+        active.fault.clear(active.model)
+        del self._faults[fault_id]
+        self._queue_event("fault.changed", {"fault_id": fault_id, "name": active.name, "params": active.params,
+                                            "active": False, "t_ns": self.clock.now_ns()})
+
+    def _expire_faults(self, now: int) -> None:
+        while self._fault_heap and self._fault_heap[0][0] <= now:
+            _, fid = heapq.heappop(self._fault_heap)
+            if fid in self._faults:
+                self.clear_fault(fid)
+
+    def _queue_event(self, topic: str, payload: dict[str, Any]) -> None:
+        # runtime events ride the same path as model events: published after the next step
+        self._events.append((topic, payload))
+
+    # -- observability -----------------------------------------------------------------------
+    def truth(self) -> dict[str, Any]:
+        return {"t_ns": self.clock.now_ns(), "clock": self.clock.status(), "satellite": self.model.truth(),
+                "faults": [f.to_wire() for f in self._faults.values()]}
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"clock": self.clock.status(), "commands": dict(self.stats.commands),
+                               "rejected": dict(self.stats.rejected), "published": self.stats.published,
+                               "boards": dict(self.stats.boards_seen)}
+        for name, link in (("board_link", self.board_link), ("control_link", self.control_link)):
+            if link is not None:
+                st = link.stats
+                out[name] = {k: v for k, v in vars(st).items() if isinstance(v, (int, float, bool, str))} \
+                    if hasattr(st, "__dict__") else str(st)
+                out[name]["url"] = str(link.url)
+        if self.recorder is not None:
+            out["recorded"] = self.recorder.records
+        return out
+
+    # -- link budget and bench hooks ---------------------------------------------------------
+    def _check_budget(self, link: Any) -> None:
+        budget = getattr(link, "budget_bytes_s", None)
+        if not budget:
+            return
+        demand = 0.0
+        parts = []
+        for item in self._schedule:
+            if Plane.BOARD not in item.planes:
+                continue
+            size = len(encode_message(Message(item.telemetry.spec.topic, item.telemetry.sample(),
+                                              seq=2**40, t_ns=2**60, src=SRC)))
+            rate = NS_PER_S / item.period_ns
+            bps = rate * (size + frame_overhead(size))
+            demand += bps
+            parts.append(f"{item.telemetry.spec.topic} {size} B x {rate:g} Hz")
+        # leave room for replies and events
+        usable = 0.8 * budget
+        if demand <= usable:
+            return
+        if self.run_config.telemetry.on_budget == "refuse":
+            raise ConfigError(
+                f"board telemetry needs {demand:.0f} B/s but {link.url} carries {budget:.0f} B/s "
+                f"({usable:.0f} B/s usable at 80 %): {'; '.join(parts)}. Lower telemetry.rates_hz, raise the baud "
+                "rate, or set telemetry.on_budget = 'decimate'", field="telemetry.rates_hz")
+        factor = demand / usable
+        log.warning("board telemetry needs %.0f B/s, link carries %.0f B/s: decimating all rates by %.2f",
+                    demand, usable, factor)
+        for item in self._schedule:
+            if Plane.BOARD in item.planes:
+                item.period_ns = round(item.period_ns * factor)
+
+    def _run_power_hook(self, on: bool, reason: str) -> None:
+        cmd = self.run_config.bench.power_on_cmd if on else self.run_config.bench.power_off_cmd
+        if not cmd:
+            return
+
+        async def run() -> None:
+            try:
+                proc = await asyncio.create_subprocess_exec(*shlex.split(cmd), stdout=asyncio.subprocess.DEVNULL,
+                                                            stderr=asyncio.subprocess.PIPE)
+                _, err = await proc.communicate()
+                if proc.returncode:
+                    log.error("power hook %r exited %s: %s", cmd, proc.returncode, err.decode(errors="replace")[:500])
+                else:
+                    log.info("power hook %r ran (%s)", cmd, reason)
+            except OSError as exc:
+                log.error("power hook %r could not run: %s", cmd, exc)
+
+        task = asyncio.create_task(run(), name="flatsat-power-hook")
+        self._hook_tasks.add(task)
+        task.add_done_callback(self._hook_tasks.discard)

@@ -1,0 +1,117 @@
+"""Emulator runtime without links: stepping, telemetry schedule, commands, faults, recording, waits."""
+
+from __future__ import annotations
+
+import pytest
+from toy_model import Lamp
+
+from emulator.clock import NS_PER_S, VirtualWall
+from emulator.config import RunConfig, SimConfig, TelemetryConfig
+from emulator.errors import CommandError, ConfigError, SimTimeoutError
+from emulator.protocol.envelope import Message
+from emulator.protocol.catalogue import Plane
+from emulator.recorder import read_recording
+from emulator.runtime import Emulator
+
+
+def make(tmp_path=None, **sim) -> Emulator:
+    run = RunConfig(sim=SimConfig(**{"step_s": 1.0, **sim}))
+    rec = str(tmp_path / "run.rec") if tmp_path else None
+    return Emulator(Lamp(), run, wall=VirtualWall(), board_url=None, control_url=None, record_path=rec)
+
+
+async def test_run_for_steps_the_model_and_keeps_integer_time() -> None:
+    async with make() as emu:
+        await emu.run_for(10)
+        assert emu.clock.now_ns() == 10 * NS_PER_S
+        assert emu.model.steps == 10
+
+
+async def test_commands_are_validated_and_answered_with_the_request_id() -> None:
+    async with make() as emu:
+        ok = emu.handle_request(Message("lamp.set", {"on": True}, seq=7), Plane.BOARD)
+        assert ok.topic == "reply" and ok.payload["id"] == 7 and ok.payload["ok"] is True
+        bad = emu.handle_request(Message("lamp.set", {"on": True, "power_w": 500.0}, seq=8), Plane.BOARD)
+        assert bad.payload["ok"] is False and bad.payload["error"]["field"] == "payload.power_w"
+        unknown = emu.handle_request(Message("lamp.sett", {}, seq=9), Plane.BOARD)
+        assert unknown.payload["error"]["field"] == "topic" and "lamp.set" in unknown.payload["error"]["message"]
+        # the board plane cannot reach control commands
+        ctl = emu.handle_request(Message("fault.inject", {"name": "lamp.brownout"}, seq=10), Plane.BOARD)
+        assert ctl.payload["ok"] is False and "control-plane" in ctl.payload["error"]["message"]
+        assert emu.stats.rejected["board"] == 3 and emu.model.power_w == 10.0
+
+
+async def test_energy_follows_commands_and_timed_faults() -> None:
+    async with make() as emu:
+        emu.handle_request(Message("lamp.set", {"on": True, "power_w": 10.0}), Plane.BOARD)
+        await emu.run_for(10)
+        fid = emu.control("fault.inject", {"name": "lamp.brownout", "params": {"factor": 0.5},
+                                           "duration_s": 10.0})["fault_id"]
+        assert [f["name"] for f in emu.truth()["faults"]] == ["lamp.brownout"]
+        await emu.run_for(20)
+        assert emu.model.energy_j == pytest.approx(10 * 10 + 10 * 5 + 10 * 10)
+        assert emu.truth()["faults"] == []
+        with pytest.raises(CommandError) as exc:
+            emu.control("fault.clear", {"fault_id": fid})
+        assert exc.value.field == "payload.fault_id"
+
+
+async def test_fault_params_are_validated_against_the_fault_schema() -> None:
+    async with make() as emu:
+        with pytest.raises(CommandError) as exc:
+            emu.control("fault.inject", {"name": "lamp.brownout", "params": {"factor": 3}})
+        assert exc.value.field == "payload.params.factor"
+        with pytest.raises(CommandError) as exc:
+            emu.control("fault.inject", {"name": "lamp.brown"})
+        assert "lamp.brownout" in exc.value.valid
+
+
+async def test_wait_for_uses_sim_time_and_times_out_in_sim_time() -> None:
+    async with make() as emu:
+        emu.handle_request(Message("lamp.set", {"on": True, "power_w": 1.0}), Plane.BOARD)
+        t = await emu.wait_for(lambda: emu.model.energy_j >= 30, within_s=100)
+        assert t == 30 * NS_PER_S
+        with pytest.raises(SimTimeoutError):
+            await emu.wait_for(lambda: emu.model.energy_j < 0, within_s=50)
+        assert emu.clock.now_ns() == 80 * NS_PER_S
+
+
+async def test_lockstep_waits_for_the_controller() -> None:
+    async with make(mode="lockstep") as emu:
+        await emu.run_for(5)  # the in-process controller steps
+        assert emu.clock.now_ns() == 5 * NS_PER_S
+        emu.control("clock.step", {"duration_s": 3.0})
+        await emu.run_for(3)
+        assert emu.clock.now_ns() == 8 * NS_PER_S
+
+
+async def test_recording_holds_every_message_and_is_deterministic(tmp_path) -> None:
+    async def one(path):
+        run = RunConfig(sim=SimConfig(step_s=1.0, seed=3), telemetry=TelemetryConfig(truth_rate_hz=0.5))
+        async with Emulator(Lamp(), run, wall=VirtualWall(), board_url=None, control_url=None,
+                            record_path=str(path)) as emu:
+            emu.handle_request(Message("lamp.set", {"on": True}, seq=1), Plane.BOARD)
+            await emu.run_for(20)
+            emu.control("fault.inject", {"name": "lamp.brownout", "params": {"factor": 0.0}})
+            await emu.run_for(20)
+        return path.read_bytes()
+
+    a = await one(tmp_path / "a.rec")
+    b = await one(tmp_path / "b.rec")
+    assert a == b
+    recs = list(read_recording(tmp_path / "a.rec"))
+    topics = [r.message.topic for r in recs]
+    assert topics.count("lamp.telemetry") == 41  # t = 0 .. 40 s at 1 Hz
+    assert topics.count("truth.sample") == 21
+    assert "lamp.toggled" in topics and "fault.changed" in topics
+    # crash safety: a file cut anywhere still reads up to the cut
+    cut = tmp_path / "cut.rec"
+    cut.write_bytes(a[: len(a) * 2 // 3])
+    assert 0 < len(list(read_recording(cut))) < len(recs)
+
+
+def test_bad_telemetry_rate_topic_is_a_config_error() -> None:
+    run = RunConfig(telemetry=TelemetryConfig(rates_hz={"lamp.telemetri": 1.0}))
+    with pytest.raises(ConfigError) as exc:
+        Emulator(Lamp(), run, board_url=None, control_url=None)
+    assert "lamp.telemetry" in str(exc.value)
