@@ -22,6 +22,7 @@ import logging
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from emulator.clock import NS_PER_S, ClockMode, SimClock, WallSource
@@ -112,6 +113,16 @@ class Emulator:
         self._install_system_commands()
         self._schedule: list[_Scheduled] = []
         self._build_schedule()
+
+    @classmethod
+    def from_config(cls, config: Any, **kwargs: Any) -> Emulator:
+        """Build the satellite described by a :class:`~emulator.config.Config` and wrap it."""
+        from emulator.models.satellite import Satellite  # noqa: PLC0415
+
+        sim = config.run.sim
+        model = Satellite(config.satellite, epoch_utc=sim.epoch_utc, seed=sim.seed, step_s=sim.step_s)
+        kwargs.setdefault("meta", {"config": Path(config.source).name, "satellite": config.satellite.name})
+        return cls(model, config.run, **kwargs)
 
     # -- setup -------------------------------------------------------------------------------
     def _register(self, iface: Interface) -> None:

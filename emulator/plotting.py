@@ -1,0 +1,84 @@
+"""Plots and summary rows of a run's ground-truth series (matplotlib, Agg: no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from emulator.series import Series
+
+#: (panel title, y label, glob patterns over flattened truth keys); a panel with no match is skipped
+PANELS: list[tuple[str, str, list[str]]] = [
+    ("Battery state of charge", "SoC [%]", ["*battery.soc_pct", "*soc_pct"]),
+    ("Bus and battery voltage", "V", ["*bus_v", "*battery.voltage_v", "*battery.terminal_v"]),
+    ("Power", "W", ["*array_w", "*array_power_w", "*load_w", "*accel*.load_w", "*shunt_w"]),
+    ("Temperatures", "°C", ["*temp_degc", "*nodes.*_degc", "*.temps_degc.*"]),
+    ("Accelerator", "MHz / state", ["*clock_mhz", "*throttle*"]),
+]
+
+#: patterns that mark sunlight (for eclipse shading)
+SUNLIT_PATTERNS = ["*sunlit_frac"]
+
+#: signals shown in the summary table (first matches win)
+SUMMARY_PATTERNS = ["*soc_pct", "*bus_v", "*array_w", "*array_power_w", "*battery*temp_degc", "*die*temp_degc",
+                    "*temp_degc", "*jobs_done*", "*sdc*", "*trips*", "*sunlit_frac"]
+
+
+def summary_rows(series: Series, limit: int = 14) -> list[tuple[str, str, str, str, str]]:
+    rows = []
+    for key in series.match(SUMMARY_PATTERNS)[:limit]:
+        v = series.get(key)
+        v = v[np.isfinite(v)]
+        if v.size == 0:
+            continue
+        rows.append((key, f"{v.min():.4g}", f"{v.mean():.4g}", f"{v.max():.4g}", f"{v[-1]:.4g}"))
+    return rows
+
+
+def plot_run(series: Series, path: str | Path, *, title: str = "flatsat run",
+             marks: list[tuple[float, str]] | None = None) -> Path:
+    """One figure, a panel per signal group, eclipses shaded grey, ``marks`` as vertical lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    panels = [(t, y, series.match(p)) for t, y, p in PANELS]
+    panels = [(t, y, [k for k in keys if np.isfinite(series.get(k)).any()][:8]) for t, y, keys in panels]
+    panels = [p for p in panels if p[2]]
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(n, 1, figsize=(11, 2.3 * n + 0.8), sharex=True, squeeze=False)
+    t_h = series.time() / 3600.0
+    sunlit_keys = series.match(SUNLIT_PATTERNS)
+    sunlit = series.get(sunlit_keys[0]) if sunlit_keys else None
+    for ax, (ptitle, ylabel, keys) in zip(axes[:, 0], panels, strict=False):
+        for key in keys:
+            ax.plot(t_h, series.get(key), label=key, linewidth=1.1)
+        ax.set_title(ptitle, fontsize=10, loc="left")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="upper right", ncol=2)
+        if sunlit is not None:
+            _shade_eclipses(ax, t_h, sunlit)
+        for t_s, label in marks or []:
+            ax.axvline(t_s / 3600.0, color="red", linewidth=0.8, alpha=0.7)
+            ax.text(t_s / 3600.0, ax.get_ylim()[1], f" {label}", fontsize=6, color="red", va="top", rotation=90)
+    axes[-1, 0].set_xlabel("sim time [h]  (grey: eclipse)")
+    fig.suptitle(title, fontsize=11)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _shade_eclipses(ax: Any, t_h: np.ndarray, sunlit: np.ndarray) -> None:
+    dark = np.nan_to_num(sunlit, nan=1.0) < 0.5
+    if not dark.any():
+        return
+    edges = np.flatnonzero(np.diff(np.concatenate(([0], dark.astype(np.int8), [0]))))
+    for start, stop in zip(edges[::2], edges[1::2], strict=False):
+        ax.axvspan(t_h[start], t_h[min(stop, len(t_h) - 1)], color="0.85", zorder=0)
