@@ -8,6 +8,7 @@ assumes the satellite's shape; ``docs/protocol.md`` tables are rendered from her
 
 from __future__ import annotations
 
+import reprlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
@@ -171,5 +172,6 @@ def _codec_error(topic: str, schema: type[BaseModel], exc: ValidationError) -> C
     elif err["type"] in ("literal_error", "enum") and "expected" in err.get("ctx", {}):
         valid = [v.strip().strip("'") for v in str(err["ctx"]["expected"]).replace(" or ", ",").split(",")]
     more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-    got = f", got {err['input']!r}" if err["type"] not in ("missing",) and "input" in err else ""
+    # reprlib bounds the echo: the input may be a 1 MB string, and the error goes back on the wire
+    got = f", got {reprlib.repr(err['input'])}" if err["type"] not in ("missing",) and "input" in err else ""
     return CodecError(f"{topic}: {path}: {msg}{got}{more}", field=path, valid=valid)

@@ -16,6 +16,7 @@ Payload validation against the topic catalogue is a separate step
 
 from __future__ import annotations
 
+import reprlib
 from typing import Any
 
 import msgpack
@@ -26,6 +27,10 @@ from emulator.protocol.envelope import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Mess
 _ENVELOPE_KEYS = ("v", "topic", "seq", "t_ns", "src", "payload")
 _INT64_MAX = (1 << 63) - 1
 _UINT64_MAX = (1 << 64) - 1
+#: Deepest nesting of maps/arrays accepted in a payload (the payload map itself is level 1).
+#: msgpack itself nests ~1000 deep, deeper than Python's repr and pydantic can follow, so a
+#: hostile payload could otherwise crash whoever logs or validates the message.
+MAX_PAYLOAD_DEPTH = 32
 
 
 def encode_message(msg: Message) -> bytes:
@@ -79,11 +84,29 @@ def envelope_from_obj(obj: Any) -> Message:
     for key in ("seq", "t_ns"):
         val = obj[key]
         if type(val) is not int or not 0 <= val <= _INT64_MAX:
-            raise CodecError(f"envelope field {key!r} must be an int in 0..2**63-1, got {val!r}"[:200], field=key)
+            # reprlib: the value may be a huge or deeply nested object (plain repr can raise RecursionError)
+            raise CodecError(f"envelope field {key!r} must be an int in 0..2**63-1, got {reprlib.repr(val)}",
+                             field=key)
     src = obj["src"]
     if type(src) is not str or len(src) > 128:
         raise CodecError("envelope field 'src' must be a str of at most 128 characters", field="src")
     payload = obj["payload"]
     if not isinstance(payload, dict):
         raise CodecError(f"envelope field 'payload' must be a map, got {type(payload).__name__}", field="payload")
+    if _depth_exceeds(payload, MAX_PAYLOAD_DEPTH):
+        raise CodecError(f"payload nests maps/arrays deeper than {MAX_PAYLOAD_DEPTH} levels", field="payload")
     return Message(topic=topic, payload=payload, seq=obj["seq"], t_ns=obj["t_ns"], src=src, v=v)
+
+
+def _depth_exceeds(obj: dict[Any, Any], limit: int) -> bool:
+    """True if maps/arrays nest deeper than ``limit`` (iterative: no recursion on hostile input)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if type(node) is dict else node
+        for child in children:
+            if type(child) is dict or type(child) is list:
+                if depth >= limit:
+                    return True
+                stack.append((child, depth + 1))
+    return False

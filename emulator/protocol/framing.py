@@ -3,8 +3,13 @@
 ::
 
     message bytes M (one msgpack envelope)
-    body  = M || CRC-16/CCITT(M) big-endian   (binascii.crc_hqx, init 0xFFFF)
+    body  = M || CRC-16/GENIBUS(M) big-endian   (poly 0x1021, init 0xFFFF, final XOR 0xFFFF)
     frame = COBS(body) || 0x00
+
+The final XOR matters: without it (CRC-16/CCITT-FALSE) the CRC of ``M || CRC(M)`` is 0 and stays
+0 over any zero bytes, so a body with zeros appended (a delimiter hit into 0x01, a 0x01 0x00
+tail of line noise) passes the check every time and delivers a wrong message. With it, that
+damage is caught like any other.
 
 COBS removes every 0x00 from the body, so 0x00 only ever marks the end of a frame: after a
 corrupted, truncated or garbage stretch the decoder drops what it has and resynchronises at
@@ -23,6 +28,12 @@ from emulator.protocol.envelope import MAX_MESSAGE_BYTES
 
 DELIMITER = b"\x00"
 CRC_INIT = 0xFFFF
+CRC_XOROUT = 0xFFFF
+
+
+def crc16(message: bytes | bytearray | memoryview) -> int:
+    """CRC-16/GENIBUS (check value 0xD64E for b"123456789")."""
+    return binascii.crc_hqx(message, CRC_INIT) ^ CRC_XOROUT
 
 
 def frame_overhead(n: int) -> int:
@@ -31,7 +42,7 @@ def frame_overhead(n: int) -> int:
 
 
 def encode_frame(message: bytes) -> bytes:
-    body = message + binascii.crc_hqx(message, CRC_INIT).to_bytes(2, "big")
+    body = message + crc16(message).to_bytes(2, "big")
     return cobs.encode(body) + DELIMITER
 
 
@@ -44,7 +55,7 @@ def decode_frame(frame: bytes) -> bytes:
     if len(body) < 3:
         raise FramingError(f"frame too short ({len(body)} bytes after COBS)", field="length")
     message, crc = body[:-2], int.from_bytes(body[-2:], "big")
-    if binascii.crc_hqx(message, CRC_INIT) != crc:
+    if crc16(message) != crc:
         raise FramingError("CRC-16 mismatch", field="crc")
     return message
 
@@ -90,7 +101,10 @@ class FrameDecoder:
             if msg is not None:
                 out.append(msg)
         del self._buf[:start]
-        if len(self._buf) > self.max_frame_bytes:
+        if self._discarding:
+            # no delimiter yet: all of it belongs to the oversized frame, already counted once
+            self._buf.clear()
+        elif len(self._buf) > self.max_frame_bytes:
             self.stats.oversized += 1
             self._buf.clear()
             self._discarding = True
@@ -109,7 +123,7 @@ class FrameDecoder:
             self.stats.too_short += 1
             return None
         message = body[:-2]
-        if binascii.crc_hqx(message, CRC_INIT) != int.from_bytes(body[-2:], "big"):
+        if crc16(message) != int.from_bytes(body[-2:], "big"):
             self.stats.bad_crc += 1
             return None
         self.stats.frames += 1

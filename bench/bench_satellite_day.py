@@ -1,0 +1,107 @@
+"""Benchmark: one satellite, a simulated day at 1 s steps: flatsat Satellite.step against Basilisk in the same run.
+
+    .venv/bin/python bench/bench_satellite_day.py [config-name-or-path] [--duration-s 86400] [--step-s 1]
+
+flatsat runs the whole satellite (environment chunks, power bus, thermal network, sensors, accelerator board);
+Basilisk (bench/basilisk_ref.py: orbit + eclipse + one panel + battery + constant load, C++ modules behind
+Python) runs with the same orbit, panel area and efficiency, battery capacity and the mean load flatsat drew.
+Prints sim-s per wall-s of both, the ratio, and both end states of charge.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from emulator.models.satellite import Satellite, SatelliteConfig
+
+NS = 1_000_000_000
+
+
+def load(name: str) -> tuple[SatelliteConfig, dict]:
+    path = Path(name)
+    if not path.exists():
+        path = ROOT / "configs" / f"{name}.toml"
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    sim = raw.pop("sim", {})
+    raw.pop("links", None)
+    for extra in ("telemetry", "record", "bench"):
+        raw.pop(extra, None)
+    return SatelliteConfig.model_validate(raw), sim
+
+
+def run_flatsat(cfg: SatelliteConfig, sim: dict, duration_s: float, step_s: float) -> dict:
+    epoch = dt.datetime.fromisoformat(str(sim.get("epoch_utc", "2026-06-21T00:00:00Z")))
+    sat = Satellite(cfg, epoch_utc=epoch, seed=int(sim.get("seed", 1)), step_s=step_s)
+    dt_ns = round(step_s * NS)
+    n = round(duration_s / step_s)
+    step = sat.step
+    t0 = time.perf_counter()
+    for k in range(n):
+        step(k * dt_ns, dt_ns)
+    wall = time.perf_counter() - t0
+    led = sat.power.ledger
+    return {"wall_s": wall, "sim_s": n * step_s, "final_soc": sat.power.soc,
+            "mean_bus_load_w": (led.load_j + led.converter_loss_j) / (n * step_s), "sat": sat}
+
+
+def orbit_of(sat: Satellite) -> tuple[float, float]:
+    """Mean altitude and inclination of the flatsat orbit (from the environment's own samples)."""
+    c = sat.env.chunk(0, 10 * NS, 600)
+    alt = float(np.mean(c.alt_km))
+    r = np.asarray(c.r_eci_km)
+    h = np.cross(r[0], r[1])
+    inc = float(np.degrees(np.arccos(h[2] / np.linalg.norm(h))))
+    return alt, inc
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("config", nargs="?", default="suncatcher-proto")
+    ap.add_argument("--duration-s", type=float, default=86400.0)
+    ap.add_argument("--step-s", type=float, default=1.0)
+    args = ap.parse_args()
+    cfg, sim = load(args.config)
+    pc = cfg.power
+    area = sum(a.area_m2 for a in pc.arrays)
+    eff = sum(a.area_m2 * a.efficiency for a in pc.arrays) / area
+    b = pc.battery
+    cap_wh = b.cells_series * b.cells_parallel * b.cell_capacity_ah * 3.6  # 3.6 V nominal per cell
+
+    fs = run_flatsat(cfg, sim, args.duration_s, args.step_s)
+    fs_rate = fs["sim_s"] / fs["wall_s"]
+    print(f"config {cfg.name!r}: {args.duration_s:g} s at {args.step_s:g} s steps")
+    print(f"flatsat  full satellite: {fs['wall_s']:.3f} s wall, {fs_rate:,.0f} sim-s/wall-s "
+          f"({fs['wall_s'] / (fs['sim_s'] / args.step_s) * 1e6:.1f} us/step), end SoC {fs['final_soc']:.3f}, "
+          f"mean bus load {fs['mean_bus_load_w']:.1f} W")
+
+    try:
+        import Basilisk  # noqa: F401
+        from basilisk_ref import basilisk_day
+    except ImportError as exc:
+        print(f"Basilisk skipped: {exc} (pip install bsk, and bench/basilisk_ref.py from the orbit helper)")
+        return 0
+    alt, inc = orbit_of(fs["sat"])
+    bk = basilisk_day(alt_km=alt, inc_deg=inc, panel_area_m2=area, panel_efficiency=eff,
+                      battery_capacity_wh=cap_wh, load_w=fs["mean_bus_load_w"], step_s=args.step_s,
+                      duration_s=args.duration_s)
+    bk_rate = bk["sim_s"] / bk["wall_s"]
+    print(f"Basilisk orbit+eclipse+panel+battery: {bk['wall_s']:.3f} s wall, {bk_rate:,.0f} sim-s/wall-s, "
+          f"end SoC {bk['final_soc']:.3f} (alt {alt:.0f} km, inc {inc:.1f} deg, panel {area:.2f} m2, "
+          f"battery {cap_wh:.0f} Wh)")
+    print(f"ratio flatsat / Basilisk: {fs_rate / bk_rate:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,1194 @@
+"""AI accelerator board: states, DVFS, leakage + dynamic power, thermal throttling, jobs with real results, ECC.
+
+One board carries ``chips`` accelerator chips (a Suncatcher prototype flies 4 TPUs, physics.md §1) behind one
+PDU rail and one thermal node. Power drawn from the rail over a step::
+
+    P = P_board + n * P_leak,ref * (V/V_top) * 2^((T - T_ref)/T_double) * (1 + k_tid * D_krad)
+              + u * n * C * V^2 * f                                      (+ I_SEL * V_supply while latched up)
+
+and all of it ends up as heat in the board's thermal node (``heat_w == load_w``). ``u`` is the utilisation
+(busy fraction of the step, idle/boot/hang floors otherwise), ``f`` the effective clock after the software
+slowdown cap and the hardware throttle duty. In mode "external" a real (or separately simulated) board reports
+its own power with ``accel.report`` and that replaces the model (the latch-up current is still added).
+
+Radiation effects come from :mod:`emulator.models.radiation`; every event is ground truth (``truth()`` and the
+control-plane ``radiation.event`` / ``radiation.handled`` events), with whether the board's software noticed and
+handled it. Equations, calibration and sources: ``docs/models-accelerator.md``; wire contract:
+``docs/protocol-accelerator.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import OrderedDict, deque
+from enum import StrEnum
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from emulator.errors import CommandError, ModelError, suggest
+from emulator.models.base import (
+    Command,
+    Fault,
+    Interface,
+    Telemetry,
+    command_spec,
+    event_spec,
+    telemetry_spec,
+)
+from emulator.models.radiation import EVENT_KINDS, EccMemory, RadiationConfig, RadiationSource
+from emulator.protocol.catalogue import Payload, Plane, field
+
+
+class BoardState(StrEnum):
+    OFF = "off"
+    BOOTING = "booting"
+    IDLE = "idle"
+    BUSY = "busy"
+    THROTTLED = "throttled"
+    HUNG = "hung"
+    LATCHED_UP = "latched_up"
+    FAILED = "failed"
+
+
+OFF, BOOTING, IDLE, BUSY, THROTTLED, HUNG, LATCHED_UP, FAILED = (
+    BoardState.OFF, BoardState.BOOTING, BoardState.IDLE, BoardState.BUSY, BoardState.THROTTLED, BoardState.HUNG,
+    BoardState.LATCHED_UP, BoardState.FAILED)
+
+#: every allowed state change; anything else is a bug in this module (ModelError)
+TRANSITIONS: dict[BoardState, frozenset[BoardState]] = {
+    OFF: frozenset({BOOTING}),                                       # supply back / reset after thermal shutdown
+    BOOTING: frozenset({IDLE, OFF, HUNG, LATCHED_UP}),               # boot done / supply lost or too hot / SEE
+    IDLE: frozenset({BUSY, THROTTLED, BOOTING, OFF, HUNG, LATCHED_UP}),
+    BUSY: frozenset({IDLE, THROTTLED, BOOTING, OFF, HUNG, LATCHED_UP}),
+    THROTTLED: frozenset({IDLE, BUSY, BOOTING, OFF, HUNG, LATCHED_UP}),
+    HUNG: frozenset({BOOTING, OFF, LATCHED_UP}),                     # reset / power cycle, thermal trip / SEL
+    LATCHED_UP: frozenset({OFF, FAILED}),                            # rail cut in time / conducted too long
+    FAILED: frozenset(),
+}
+_RUNNING = frozenset({BOOTING, IDLE, BUSY, THROTTLED})
+_POWERED = _RUNNING | {HUNG, LATCHED_UP}
+_WORKING = frozenset({IDLE, BUSY, THROTTLED})  # accepts jobs and DVFS commands
+
+THROTTLE_NAMES = ("none", "software", "hardware")
+JOB_KINDS = ("inference", "training")
+MAX_JOB_ID = 2**31 - 1
+MAX_SEED = 2**63 - 1
+
+
+class DvfsLevel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=32)
+    clock_mhz: float = Field(gt=0, le=10000)
+    core_v: float = Field(gt=0, le=2.0)
+
+
+# TPU v6e clocks and voltages are not published (physics.md §7). A four-point table spanning the usual
+# 0.65-0.90 V DVFS range of 5-7 nm accelerators, top clock 1.75 GHz (chosen).
+DEFAULT_DVFS = (
+    DvfsLevel(name="low", clock_mhz=600.0, core_v=0.65),
+    DvfsLevel(name="mid", clock_mhz=1000.0, core_v=0.75),
+    DvfsLevel(name="high", clock_mhz=1500.0, core_v=0.85),
+    DvfsLevel(name="max", clock_mhz=1750.0, core_v=0.90),
+)
+
+
+class AcceleratorConfig(BaseModel):
+    """The accelerator board: mode, wiring, chips, DVFS table, power, thermal limits, jobs, external mode."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: "model": the emulator simulates the board; "external": a real board reports over ``accel.report``
+    mode: Literal["model", "external"] = "model"
+    #: PDU rail feeding the board (power.rails[].name)
+    rail: str = "payload"
+    #: thermal node of the dies (thermal.nodes[].name)
+    thermal_node: str = "accel_die"
+    #: Suncatcher prototype: 4 TPUs per test satellite (physics.md §1, conf. M)
+    chips: int = Field(4, ge=1, le=64)
+    dvfs: list[DvfsLevel] = Field(default_factory=lambda: [lv.model_copy() for lv in DEFAULT_DVFS], min_length=1)
+    #: level at power-on
+    default_level: str = "high"
+    #: dynamic power of one chip at the top level and full utilisation. TPU v6e TDP is not published; one
+    #: secondary estimates 150-200 W/chip (physics.md §1, conf. L): 120 W dynamic + leakage at ~80 degC ~ 150 W
+    dynamic_max_w: float = Field(120.0, gt=0, le=5000)
+    #: static leakage of one chip at leakage_ref_degc and the top level's voltage (chosen, ~10 % of TDP at 60 degC)
+    leakage_ref_w: float = Field(15.0, ge=0, le=5000)
+    leakage_ref_degc: float = Field(60.0, ge=-50, le=150)
+    #: leakage doubles every ~20-25 degC in CMOS (issue text; chosen 22 degC)
+    leakage_doubling_degc: float = Field(22.0, gt=1, le=200)
+    #: host CPU, HBM PHY/refresh, I/O and converters that do not scale with the chips' clock (chosen)
+    board_base_w: float = Field(20.0, ge=0, le=5000)
+    #: utilisation floors: clock-gated idle, boot, and a hung chip spinning (chosen)
+    idle_utilisation: float = Field(0.05, ge=0, le=1)
+    boot_utilisation: float = Field(0.3, ge=0, le=1)
+    hung_utilisation: float = Field(0.3, ge=0, le=1)
+    #: power-on to ready (host boot, firmware load; chosen)
+    boot_s: float = Field(20.0, ge=0, le=3600)
+    #: below this the board browns out (a wide-input 4.5-36 V point-of-load front end; chosen)
+    min_supply_v: float = Field(4.5, gt=0, le=1000)
+    #: thermal limits. TPU limits are not published (physics.md §4, §7); the Hopper values are used:
+    #: software slowdown 87 degC, hardware slowdown 89 degC, shutdown 92 degC, HBM max 95 degC (physics.md §4)
+    sw_slowdown_degc: float = Field(87.0, ge=0, le=200)
+    hw_slowdown_degc: float = Field(89.0, ge=0, le=200)
+    shutdown_degc: float = Field(92.0, ge=0, le=200)
+    hbm_max_degc: float = Field(95.0, ge=0, le=200)
+    #: HBM temperature = die node temperature + offset (one node for the package; chosen 0)
+    hbm_offset_degc: float = Field(0.0, ge=-50, le=50)
+    #: a throttle releases this far below its threshold; after a thermal shutdown a reset needs the die this
+    #: far below the shutdown threshold (chosen)
+    hysteresis_degc: float = Field(3.0, gt=0, le=50)
+    #: the software slowdown caps the clock at this level
+    sw_slowdown_level: str = "mid"
+    #: hardware slowdown: clock duty (fraction of cycles), as a clock-stretching throttle (chosen 0.5)
+    hw_throttle_duty: float = Field(0.5, gt=0, le=1)
+    #: chip-cycles of work per unit of job size, summed over the chips (chosen: at 4 x 1750 MHz an inference batch
+    #: takes 10 ms, a training step 2 s)
+    inference_unit_mcycles: float = Field(70.0, gt=0)
+    training_unit_mcycles: float = Field(14000.0, gt=0)
+    #: size of the job's real computation: a dim x dim integer matmul + ReLU (see job_result)
+    result_dim: int = Field(16, ge=2, le=256)
+    #: jobs queued or running at most
+    queue_max: int = Field(64, ge=1, le=100000)
+    #: finished jobs remembered for accel.job.verdict
+    history_max: int = Field(4096, ge=1, le=1_000_000)
+    #: external mode: the board's power until its first report after power-on (W), and the largest report accepted
+    external_default_power_w: float = Field(10.0, ge=0, le=100000)
+    external_max_power_w: float = Field(100.0, gt=0, le=100000)
+    #: external mode: a reported utilisation at or above this makes the board "busy"
+    external_busy_utilisation: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> AcceleratorConfig:
+        names = [lv.name for lv in self.dvfs]
+        if len(set(names)) != len(names):
+            raise ValueError(f"dvfs: level names must be unique, got {names}")
+        clocks = [lv.clock_mhz for lv in self.dvfs]
+        if clocks != sorted(clocks) or len(set(clocks)) != len(clocks):
+            raise ValueError(f"dvfs: levels must be ordered by strictly rising clock_mhz, got {clocks}")
+        for key in ("default_level", "sw_slowdown_level"):
+            v = getattr(self, key)
+            if v not in names:
+                raise ValueError(f"{key}: unknown level {v!r}{suggest(v, names)}; valid levels: {', '.join(names)}")
+        if not self.sw_slowdown_degc < self.hw_slowdown_degc < self.shutdown_degc:
+            raise ValueError(f"thresholds must rise: sw_slowdown_degc ({self.sw_slowdown_degc}) < hw_slowdown_degc "
+                             f"({self.hw_slowdown_degc}) < shutdown_degc ({self.shutdown_degc})")
+        return self
+
+    @property
+    def max_power_w(self) -> float:
+        """Worst-case draw in normal operation (top level, full load, fresh chips at the shutdown temperature);
+        in external mode the largest report accepted. A latch-up is a fault on top (its limiter trips)."""
+        if self.mode == "external":
+            return self.external_max_power_w
+        leak = self.leakage_ref_w * 2.0 ** ((self.shutdown_degc - self.leakage_ref_degc) / self.leakage_doubling_degc)
+        return self.board_base_w + self.chips * (self.dynamic_max_w + leak)
+
+
+# -- the job's real computation ----------------------------------------------------------------------------------
+_MUL = np.uint64(6364136223846793005)   # Knuth's MMIX LCG multiplier
+_INC = np.uint64(1442695040888963407)
+_MIX = np.uint64(0xBF58476D1CE4E5B9)    # splitmix64 mixing constant
+_KIND_SALT = {"inference": np.uint64(1), "training": np.uint64(2)}
+
+
+def job_inputs(seed: int, kind: str, dim: int) -> tuple[np.ndarray, np.ndarray]:
+    """The job's two int8-range matrices, from a portable integer recipe (any language with uint64 can redo it).
+
+    For k = 0 .. 2*dim*dim-1 (all arithmetic mod 2^64): x = seed*M + (k+1)*I + salt; x ^= x >> 29; x *= X;
+    v = (x >> 40) mod 255 - 127. A = v[:dim*dim], B = v[dim*dim:], row-major. salt: 1 inference, 2 training.
+    """
+    n2 = dim * dim
+    k = np.arange(1, 2 * n2 + 1, dtype=np.uint64)
+    x = np.full(2 * n2, seed, dtype=np.uint64) * _MUL + k * _INC + _KIND_SALT[kind]
+    x ^= x >> np.uint64(29)
+    x *= _MIX
+    v = (x >> np.uint64(40)) % np.uint64(255)
+    v = v.astype(np.int64) - 127
+    return v[:n2].reshape(dim, dim), v[n2:].reshape(dim, dim)
+
+
+def job_result(seed: int, kind: str, dim: int) -> np.ndarray:
+    """The correct result of a job: ReLU(A @ B) as int32 (exact integer arithmetic, bit-identical everywhere)."""
+    a, b = job_inputs(seed, kind, dim)
+    return np.maximum(a @ b, 0).astype(np.int32)
+
+
+def result_digest(result: np.ndarray) -> str:
+    """SHA-256 (hex) of the result as little-endian int32, row-major."""
+    return hashlib.sha256(result.astype("<i4").tobytes()).hexdigest()
+
+
+class Job:
+    __slots__ = ("flips", "id", "kind", "left_cycles", "sdc_events", "seed", "size", "t_start_ns", "t_submit_ns")
+
+    def __init__(self, job_id: int, kind: str, size: int, seed: int, cycles: float, t_ns: int) -> None:
+        self.id = job_id
+        self.kind = kind
+        self.size = size
+        self.seed = seed
+        self.left_cycles = cycles
+        self.t_submit_ns = t_ns
+        self.t_start_ns = -1
+        self.flips: list[tuple[int, int]] = []   # (element, bit) of each SDC
+        self.sdc_events: list[int] = []
+
+
+class RadEvent:
+    """Ground truth of one radiation event (or the TID threshold crossing)."""
+
+    __slots__ = (
+        "chip",
+        "effect",
+        "handled",
+        "how",
+        "id",
+        "job_id",
+        "kind",
+        "noticed",
+        "region",
+        "t_handled_ns",
+        "t_ns",
+        "word",
+    )
+
+    def __init__(self, ev_id: int, t_ns: int, kind: str, chip: int, region: str, effect: str,
+                 job_id: int | None = None, word: int | None = None) -> None:
+        self.id = ev_id
+        self.t_ns = t_ns
+        self.kind = kind
+        self.chip = chip
+        self.region = region
+        self.word = word
+        self.job_id = job_id
+        self.effect = effect
+        self.noticed = False
+        self.handled = False
+        self.how: str | None = None
+        self.t_handled_ns: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "t_ns": self.t_ns, "kind": self.kind, "chip": self.chip, "region": self.region,
+                "word": self.word, "job_id": self.job_id, "effect": self.effect, "noticed": self.noticed,
+                "handled": self.handled, "how": self.how, "t_handled_ns": self.t_handled_ns}
+
+
+# -- wire schemas ----------------------------------------------------------------------------------------------------
+StateName = Literal["off", "booting", "idle", "busy", "throttled", "hung", "latched_up", "failed"]
+ThrottleName = Literal["none", "software", "hardware"]
+EventKind = Literal["seu", "mbu", "sdc", "sefi", "sel", "tid"]
+
+
+class AccelStatus(Payload):
+    state: StateName = field(doc="board state as its driver sees it")
+    mode: Literal["model", "external"] = field(doc="model: simulated board; external: the board reports itself")
+    level: str = field(doc="DVFS level set (from the config's table)")
+    clock_mhz: float = field("MHz", "effective clock after slowdown cap and throttle duty (0 when not running)",
+                             ge=0)
+    throttle: ThrottleName = field(doc="thermal slowdown in force: none, software (clock cap), hardware (duty)")
+    die_temp_degc: float = field("degC", "on-die sensor, 1 degC resolution")
+    power_w: float = field("W", "board input power (its own power monitor)", ge=0)
+    utilisation: float = field(doc="busy fraction over the last step, 0..1", ge=0, le=1)
+    queue_len: int = field(doc="jobs queued or running", ge=0)
+    running_job: int | None = field(doc="id of the job running, if any", default=None)
+    jobs_done: int = field(doc="jobs finished with a result since start", ge=0)
+    jobs_failed: int = field(doc="jobs lost (error, reset, power, cancel) since start", ge=0)
+    ecc_corrected: int = field(doc="single-bit HBM errors corrected since start", ge=0)
+    ecc_uncorrected: int = field(doc="uncorrectable HBM errors since start", ge=0)
+    rejected_commands: int = field(doc="accel.* commands refused since start", ge=0)
+
+
+class DvfsSet(Payload):
+    level: str = field(doc="DVFS level name from the board's table (the error lists the valid ones)",
+                       min_length=1, max_length=32)
+
+
+class JobSubmit(Payload):
+    kind: Literal["inference", "training"] = field(doc="inference batches or training steps")
+    size: int = field("units", "work units: batches (inference) or steps (training)", ge=1, le=10_000_000)
+    id: int | None = field(doc="job id (default: next free id); must not be queued or running", default=None,
+                           ge=0, le=MAX_JOB_ID)
+    seed: int | None = field(doc="seed of the job's inputs (default: the id); same seed + kind = same result",
+                             default=None, ge=0, le=MAX_SEED)
+
+
+class JobCancel(Payload):
+    id: int = field(doc="id of a queued or running job", ge=0, le=MAX_JOB_ID)
+
+
+class JobVerdict(Payload):
+    id: int = field(doc="id of a finished job", ge=0, le=MAX_JOB_ID)
+    ok: bool = field(doc="the board's checker accepts (true) or rejects (false) the result")
+    effect_id: int | None = field(doc="external mode: id of the accel.effect sdc the agent applied to this job",
+                                  default=None, ge=0)
+
+
+class ResetCmd(Payload):
+    pass
+
+
+class Report(Payload):
+    power_w: float = field("W", "board input power as the board measures it", ge=0, le=100000)
+    utilisation: float = field(doc="accelerator busy fraction, 0..1", ge=0, le=1)
+    die_temp_degc: float | None = field("degC", "the real die temperature on the bench (recorded, not simulated)",
+                                        default=None, ge=-60, le=200)
+    clock_mhz: float | None = field("MHz", "the clock the board runs at", default=None, ge=0, le=10000)
+    jobs_done: int | None = field(doc="jobs finished since the board started", default=None, ge=0)
+    acked_effects: list[int] = field(doc="effect_ids of `reboot` / `mbu` effects the board has acted on",
+                                     default_factory=list, max_length=256)
+
+
+class JobDone(Payload):
+    id: int = field(doc="job id", ge=0)
+    kind: Literal["inference", "training"] = field(doc="job kind")
+    size: int = field("units", "work units", ge=1)
+    seed: int = field(doc="seed of the inputs", ge=0)
+    ok: bool = field(doc="true: finished with a result; false: lost (see error)")
+    error: str | None = field(doc="why it was lost: uecc, reset, power_loss, thermal_shutdown, latchup, reboot, "
+                              "failed, cancelled", default=None)
+    digest: str | None = field(doc="SHA-256 hex of the result (little-endian int32, row-major)", default=None)
+    checksum: int | None = field(doc="sum of all result elements", default=None)
+    values: list[int] = field(doc="the first 4 result elements", default_factory=list)
+    duration_s: float = field("s", "submit to done", ge=0)
+
+
+class PowerEvent(Payload):
+    on: bool = field(doc="the board is powered (supply good and not shut down) or not")
+    reason: str = field(doc="rail_on, rail_off, brownout, latchup, thermal_shutdown, failed, reset")
+
+
+class ThrottleEvent(Payload):
+    level: ThrottleName = field(doc="throttle now in force")
+    clock_cap_mhz: float = field("MHz", "highest clock allowed", ge=0)
+    duty: float = field(doc="fraction of cycles allowed (hardware throttle), 0..1", ge=0, le=1)
+    die_temp_degc: float = field("degC", "simulated die temperature that caused it")
+
+
+class StateEvent(Payload):
+    state: StateName = field(doc="new state")
+    previous: StateName = field(doc="previous state")
+    reason: str = field(doc="why")
+
+
+class ErrorEvent(Payload):
+    kind: Literal["uecc"] = field(doc="uecc: uncorrectable HBM ECC error")
+    chip: int = field(doc="chip index", ge=0)
+    job_id: int | None = field(doc="the job lost with it, if one was running", default=None)
+
+
+class EffectEvent(Payload):
+    effect_id: int = field(doc="id to quote in accel.job.verdict (sdc) or accel.report.acked_effects", ge=0)
+    kind: Literal["sdc", "hang", "reboot", "mbu"] = field(doc="what the board's agent must do (see docs)")
+    chip: int = field(doc="chip index", ge=0)
+
+
+class RadiationEventPayload(Payload):
+    id: int = field(doc="event id", ge=0)
+    t_ns: int = field("ns", "when it happened", ge=0)
+    kind: EventKind = field(doc="seu, mbu, sdc, sefi, sel, tid")
+    chip: int = field(doc="chip index (-1: whole board)")
+    region: str = field(doc="hbm, logic, supply")
+    job_id: int | None = field(doc="job affected", default=None)
+    effect: str = field(doc="corrected, uncorrectable, uncorrectable_accumulated, corrupted, masked, hang, "
+                        "reboot, latchup, degraded")
+
+
+class RadiationHandled(Payload):
+    id: int = field(doc="event id", ge=0)
+    kind: EventKind = field(doc="event kind")
+    how: str = field(doc="ecc, verdict, resubmitted, result_discarded, masked, nothing_lost, reset, power_cycle, "
+                     "rail_cut, acked, none_required")
+    t_ns: int = field("ns", "when", ge=0)
+
+
+class ChipParam(Payload):
+    chip: int = field(doc="chip index", ge=0, default=0)
+
+
+class ScaleParam(Payload):
+    factor: float = field(doc="multiplies every SEE rate (and the dose if radiation.scale_dose)", ge=0, le=1e9)
+
+
+# -- the board -------------------------------------------------------------------------------------------------------
+class AcceleratorBoard:
+    """The accelerator board as the satellite steps it and the board plane commands it."""
+
+    def __init__(self, config: AcceleratorConfig, radiation: RadiationConfig, rng: np.random.Generator) -> None:
+        self.config = c = config
+        self.rad_config = radiation
+        self.rng = rng
+        self.external = c.mode == "external"
+        self.chips = c.chips
+        self.rad = RadiationSource(radiation, c.chips, rng)
+        self.mem = EccMemory(c.chips, radiation.hbm_words_per_chip, radiation.scrub_interval_s)
+        self._level_names = [lv.name for lv in c.dvfs]
+        top = c.dvfs[-1]
+        cap = c.dynamic_max_w / (top.core_v ** 2 * top.clock_mhz * 1e6)  # effective switched capacitance, F/chip
+        self._ops = [(lv.clock_mhz * 1e6, c.chips * cap * lv.core_v ** 2, c.chips * c.leakage_ref_w * lv.core_v
+                      / top.core_v) for lv in c.dvfs]
+        self._sw_cap = self._level_names.index(c.sw_slowdown_level)
+        self.level = self._level_names.index(c.default_level)
+        self._unit_cycles = {"inference": c.inference_unit_mcycles * 1e6, "training": c.training_unit_mcycles * 1e6}
+        self._leak_k = math.log(2.0) / c.leakage_doubling_degc
+        self._min_v = c.min_supply_v
+        self._hot_guard = min(c.sw_slowdown_degc, c.hbm_max_degc - c.hbm_offset_degc) - c.hysteresis_degc
+        self._damage_ns = round(radiation.sel_damage_s * 1e9)
+        self._flux_weight = radiation.rate_source == "dose_rate_x_flux_factor"
+        self._scale_dose = radiation.scale_dose
+        self._leak_tid = radiation.leakage_per_krad * 1e-3  # per rad
+        # state
+        self.state = OFF
+        self.t_ns = 0
+        self.die_temp_degc = 20.0
+        self.load_w = 0.0
+        self.heat_w = 0.0
+        self.utilisation = 0.0
+        self.throttle = 0
+        self._supply_good = False
+        self._supply_v = 0.0
+        self._announced_on = False
+        self._thermal_latched = False
+        self._boot_left_s = 0.0
+        self._latch_t_ns = 0
+        self._latch_event: RadEvent | None = None
+        self._f_hz = 0.0
+        self._dyn_w = 0.0
+        self._leak_w = 0.0
+        self._op()
+        # jobs
+        self.queue: deque[Job] = deque()
+        self._active_ids: set[int] = set()
+        self._history: OrderedDict[int, Job] = OrderedDict()
+        self._next_id = 1
+        self.jobs_done = 0
+        self.jobs_failed = 0
+        self.jobs_corrupted = 0
+        self.units_done = 0
+        self.verdicts = {"true_positive": 0, "false_alarm": 0, "missed": 0, "true_negative": 0}
+        self.rejected_commands = 0
+        # external mode
+        self._ext_power_w = c.external_default_power_w
+        self._ext_reported = False
+        self._ext_last: dict[str, Any] = {}
+        self._ext_sdc: dict[int, RadEvent] = {}
+        self._ext_ack: dict[int, RadEvent] = {}
+        # radiation ground truth
+        self._ev_id = 0
+        self._unhandled: dict[int, RadEvent] = {}
+        self._handled: deque[RadEvent] = deque(maxlen=radiation.truth_events)
+        self._handled_counts = dict.fromkeys(EVENT_KINDS, 0)
+        self._kind_counts = dict.fromkeys(EVENT_KINDS, 0)
+        self._hang_events: list[RadEvent] = []
+        self._resubmit: dict[tuple[str, int], list[RadEvent]] = {}
+        self._scale_faults: list[float] = []
+        self.exposure_rad = 0.0  # scaled dose received while powered
+        self._events: list[tuple[str, dict[str, Any]]] = []
+
+    # -- state machine ---------------------------------------------------------------------------------------------
+    def _set_state(self, new: BoardState, reason: str) -> None:
+        old = self.state
+        if new is old:
+            return
+        if new not in TRANSITIONS[old]:
+            raise ModelError(f"illegal accelerator transition {old} -> {new} ({reason})", field="state",
+                             valid=sorted(TRANSITIONS[old]))
+        self.state = new
+        self._events.append(("accel.state", {"state": new.value, "previous": old.value, "reason": reason}))
+
+    def _op(self) -> None:
+        """Refresh the operating point (clock, dynamic and leakage coefficients) after a level/throttle change."""
+        lv = self.level
+        if self.throttle >= 1 and lv > self._sw_cap:
+            lv = self._sw_cap
+        f, dyn, leak = self._ops[lv]
+        duty = self.config.hw_throttle_duty if self.throttle == 2 else 1.0
+        self._f_hz = f * duty
+        self._dyn_w = dyn * f * duty
+        self._leak_w = leak
+
+    def _announce(self, reason: str) -> None:
+        on = self._supply_good and self.state is not FAILED and not self._thermal_latched
+        if on != self._announced_on:
+            self._announced_on = on
+            self._events.append(("accel.power", {"on": on, "reason": reason}))
+
+    def _boot(self, reason: str) -> None:
+        self._set_state(BOOTING, reason)
+        self._boot_left_s = self.config.boot_s
+        self._ext_reported = False
+        self._ext_power_w = self.config.external_default_power_w
+
+    # -- the step --------------------------------------------------------------------------------------------------
+    def step(self, t_ns: int, dt_s: float, *, supply_v: float, die_temp_degc: float, dose_rate_rad_s: float,
+             rad_flux_factor: float) -> None:
+        """Advance from ``t_ns`` by ``dt_s`` with the rail's voltage (0.0: off), the die node temperature and the
+        radiation environment; sets :attr:`load_w` / :attr:`heat_w` for this step.
+
+        During the step :attr:`t_ns` is its start (state changes at the boundary are stamped with it); after it,
+        the step's end, so commands and injected events between steps are stamped with the current sim time."""
+        self.t_ns = t_ns
+        try:
+            self._step(t_ns, dt_s, supply_v, die_temp_degc, dose_rate_rad_s, rad_flux_factor)
+        finally:
+            self.t_ns = t_ns + round(dt_s * 1e9)
+
+    def _step(self, t_ns: int, dt_s: float, supply_v: float, die_temp_degc: float, dose_rate_rad_s: float,
+              rad_flux_factor: float) -> None:
+        self.die_temp_degc = die_temp_degc
+        self._supply_v = supply_v
+        if (supply_v >= self._min_v) is not self._supply_good:
+            self._supply_changed(supply_v)
+        st = self.state
+        # total ionising dose accumulates powered or not
+        d = dose_rate_rad_s * dt_s
+        if self._flux_weight:
+            d *= rad_flux_factor
+        rad = self.rad
+        d_eff = d * rad.scale
+        if rad.add_dose(d_eff if self._scale_dose else d):
+            self._tid_degraded(t_ns)
+        if st is OFF or st is FAILED:
+            self.load_w = self.heat_w = self.utilisation = 0.0
+            return
+        if st is LATCHED_UP and t_ns - self._latch_t_ns >= self._damage_ns:
+            self._damaged(t_ns)
+            self.load_w = self.heat_w = self.utilisation = 0.0
+            return
+        if self.throttle or die_temp_degc >= self._hot_guard:
+            self._thermal(die_temp_degc)
+            st = self.state
+            if st is OFF:
+                self.load_w = self.heat_w = self.utilisation = 0.0
+                return
+        # work
+        c = self.config
+        if st is BUSY or st is THROTTLED:
+            util = self._work(t_ns, dt_s) if self.queue else 0.0
+            util += (1.0 - util) * c.idle_utilisation
+        elif st is IDLE:
+            util = c.idle_utilisation
+        elif st is BOOTING:
+            util = c.boot_utilisation
+            self._boot_left_s -= dt_s
+            if self._boot_left_s <= 0.0 and not self.external:
+                self._set_state(IDLE, "boot complete")
+                if self.throttle == 2:
+                    self._set_state(THROTTLED, "hardware slowdown")
+        elif st is HUNG:
+            util = c.hung_utilisation
+        else:  # latched up: the chips do nothing useful
+            util = 0.0
+        if t_ns >= self.mem.next_scrub_ns:
+            self.mem.scrub(t_ns)
+        # single-event effects while powered
+        self.exposure_rad += d_eff
+        arrivals = rad.exposure(d_eff)
+        if arrivals is not None:
+            for frac in arrivals:
+                self._see(t_ns + round(frac * dt_s * 1e9))
+            st = self.state
+            if st is OFF or st is FAILED:
+                self.load_w = self.heat_w = self.utilisation = 0.0
+                return
+        # power
+        if st is LATCHED_UP:
+            util = 0.0
+        self.utilisation = util
+        if self.external:
+            p = self._ext_power_w
+        else:
+            p = (c.board_base_w + self._leak_w * math.exp(self._leak_k * (die_temp_degc - c.leakage_ref_degc))
+                 * (1.0 + self._leak_tid * rad.dose_rad) + util * self._dyn_w)
+        if st is LATCHED_UP:
+            p += self.rad_config.sel_current_a * supply_v
+        self.load_w = self.heat_w = p
+
+    def _supply_changed(self, supply_v: float) -> None:
+        good = supply_v >= self._min_v
+        self._supply_good = good
+        st = self.state
+        if good:
+            self._thermal_latched = False
+            self._announce("rail_on")
+            if st is OFF:
+                self._boot("power on")
+            return
+        if st is LATCHED_UP:
+            reason = "latchup"
+        elif supply_v > 0.0:
+            reason = "brownout"
+        else:
+            reason = "rail_off"
+        self._announce(reason)
+        if st in _POWERED:
+            self._power_lost(reason)
+
+    def _power_lost(self, reason: str) -> None:
+        t = self.t_ns
+        if self.state is LATCHED_UP and self._latch_event is not None:
+            ev = self._latch_event
+            ev.effect = "recovered"
+            self._handle(ev, "rail_cut", t)
+            self._latch_event = None
+        for ev in self._hang_events:
+            self._handle(ev, "power_cycle", t)
+        self._hang_events.clear()
+        self._lose_all("power_loss")
+        self.mem.power_loss()
+        self._set_state(OFF, reason)
+        self.throttle = 0
+        self._op()
+
+    def _thermal(self, temp: float) -> None:
+        c = self.config
+        hbm = temp + c.hbm_offset_degc
+        st = self.state
+        if temp >= c.shutdown_degc:
+            if st in _RUNNING or st is HUNG:
+                self._lose_all("thermal_shutdown")
+                for ev in self._hang_events:  # a thermal trip power-cycles the chips
+                    self._handle(ev, "power_cycle", self.t_ns)
+                self._hang_events.clear()
+                self.mem.power_loss()
+                self._thermal_latched = True
+                self._set_state(OFF, "thermal shutdown")
+                self._announce("thermal_shutdown")
+                self._set_throttle(0, temp)
+            return
+        cur = self.throttle
+        h = c.hysteresis_degc
+        if temp >= c.hw_slowdown_degc or hbm >= c.hbm_max_degc or cur == 2 and (temp > c.hw_slowdown_degc - h or hbm > c.hbm_max_degc - h):
+            new = 2
+        elif temp >= c.sw_slowdown_degc or cur >= 1 and temp > c.sw_slowdown_degc - h:
+            new = 1
+        else:
+            new = 0
+        if new != cur:
+            self._set_throttle(new, temp)
+        st = self.state
+        if new == 2 and (st is IDLE or st is BUSY):
+            self._set_state(THROTTLED, "hardware slowdown")
+        elif new < 2 and st is THROTTLED:
+            self._set_state(BUSY if self.queue else IDLE, "throttle released")
+
+    def _set_throttle(self, level: int, temp: float) -> None:
+        if level == self.throttle:
+            return
+        self.throttle = level
+        self._op()
+        lv = self.level if level == 0 else min(self.level, self._sw_cap)
+        self._events.append(("accel.throttle", {
+            "level": THROTTLE_NAMES[level], "clock_cap_mhz": self.config.dvfs[lv].clock_mhz,
+            "duty": self.config.hw_throttle_duty if level == 2 else 1.0, "die_temp_degc": float(temp)}))
+
+    # -- jobs ------------------------------------------------------------------------------------------------------
+    def _work(self, t_ns: int, dt_s: float) -> float:
+        """Run the queue for ``dt_s`` at the effective clock; returns the busy fraction of the step."""
+        rate = self._f_hz * self.chips  # cycles/s, summed over the chips
+        left = dt_s
+        q = self.queue
+        while q and left > 0.0:
+            job = q[0]
+            if job.t_start_ns < 0:
+                job.t_start_ns = t_ns + round((dt_s - left) * 1e9)
+            need = job.left_cycles / rate
+            if need > left:
+                job.left_cycles -= left * rate
+                left = 0.0
+                break
+            left -= need
+            job.left_cycles = 0.0
+            q.popleft()
+            self._finish(job, t_ns + round((dt_s - left) * 1e9))
+        if not q and self.state is BUSY:
+            self._set_state(IDLE, "queue empty")
+        return (dt_s - left) / dt_s
+
+    def _finish(self, job: Job, t_ns: int) -> None:
+        self._active_ids.discard(job.id)
+        result = job_result(job.seed, job.kind, self.config.result_dim)
+        if job.flips:
+            flat = result.reshape(-1).view(np.uint32)
+            for elem, bit in job.flips:
+                flat[elem] ^= np.uint32(1 << bit)
+            self.jobs_corrupted += 1
+            for ev_id in job.sdc_events:
+                ev = self._unhandled.get(ev_id)
+                if ev is not None:
+                    self._resubmit.setdefault((job.kind, job.seed), []).append(ev)
+        self.jobs_done += 1
+        self.units_done += job.size
+        self._remember(job)
+        flat = result.reshape(-1)
+        self._events.append(("accel.job.done", {
+            "id": job.id, "kind": job.kind, "size": job.size, "seed": job.seed, "ok": True, "error": None,
+            "digest": result_digest(result), "checksum": int(flat.astype(np.int64).sum()),
+            "values": [int(v) for v in flat[:4]], "duration_s": (t_ns - job.t_submit_ns) * 1e-9}))
+
+    def _remember(self, job: Job) -> None:
+        h = self._history
+        h[job.id] = job
+        h.move_to_end(job.id)
+        while len(h) > self.config.history_max:
+            h.popitem(last=False)
+
+    def _fail_job(self, job: Job, error: str) -> None:
+        self._active_ids.discard(job.id)
+        self.jobs_failed += 1
+        for ev_id in job.sdc_events:  # a corrupted result that is never delivered harms nobody
+            ev = self._unhandled.get(ev_id)
+            if ev is not None:
+                self._handle(ev, "result_discarded", self.t_ns)
+        self._events.append(("accel.job.done", {
+            "id": job.id, "kind": job.kind, "size": job.size, "seed": job.seed, "ok": False, "error": error,
+            "digest": None, "checksum": None, "values": [], "duration_s": (self.t_ns - job.t_submit_ns) * 1e-9}))
+
+    def _lose_all(self, error: str) -> list[Job]:
+        lost = list(self.queue)
+        self.queue.clear()
+        for job in lost:
+            self._fail_job(job, error)
+        return lost
+
+    # -- radiation -------------------------------------------------------------------------------------------------
+    def _new_event(self, t_ns: int, kind: str, chip: int, region: str, effect: str, job_id: int | None = None,
+                   word: int | None = None) -> RadEvent:
+        self._ev_id += 1
+        ev = RadEvent(self._ev_id, t_ns, kind, chip, region, effect, job_id, word)
+        self._unhandled[ev.id] = ev
+        self._kind_counts[kind] += 1
+        self._events.append(("radiation.event", {"id": ev.id, "t_ns": t_ns, "kind": kind, "chip": chip,
+                                                 "region": region, "job_id": job_id, "effect": effect}))
+        return ev
+
+    def _handle(self, ev: RadEvent, how: str, t_ns: int) -> None:
+        if ev.handled:
+            return
+        ev.handled = ev.noticed = True
+        ev.how = how
+        ev.t_handled_ns = t_ns
+        self._unhandled.pop(ev.id, None)
+        self._handled.append(ev)
+        self._handled_counts[ev.kind] += 1
+        self._events.append(("radiation.handled", {"id": ev.id, "kind": ev.kind, "how": how, "t_ns": t_ns}))
+
+    def _see(self, t_ns: int) -> None:
+        rad = self.rad
+        kind = rad.draw_kind()
+        self.apply_event(kind, rad.draw_chip(), t_ns)
+
+    def apply_event(self, kind: str, chip: int, t_ns: int) -> RadEvent | None:
+        """Apply one single-event effect of ``kind`` on ``chip`` at ``t_ns``; None if the board is unpowered."""
+        st = self.state
+        if st not in _POWERED:
+            return None
+        running = self.queue[0] if self.queue and st in _WORKING else None
+        job_id = running.id if running is not None else None
+        ext = self.external
+        if kind == "seu":
+            word = int(self.rng.integers(self.mem.words))
+            if self.mem.upset(chip, word):
+                return self._uncorrectable(chip, t_ns, running, "mbu", word, accumulated=True)
+            ev = self._new_event(t_ns, "seu", chip, "hbm", "corrected", job_id, word)
+            self._handle(ev, "ecc", t_ns)
+            return ev
+        if kind == "mbu":
+            self.mem.multi(chip)
+            return self._uncorrectable(chip, t_ns, running, "mbu", None, accumulated=False)
+        if kind == "sdc":
+            if ext:
+                ev = self._new_event(t_ns, "sdc", chip, "logic", "corrupted")
+                if st in _WORKING:
+                    self._ext_sdc[ev.id] = ev
+                    self._events.append(("accel.effect", {"effect_id": ev.id, "kind": "sdc", "chip": chip}))
+                else:
+                    ev.effect = "masked"
+                    self._handle(ev, "masked", t_ns)
+                return ev
+            if running is None or running.t_start_ns < 0:
+                ev = self._new_event(t_ns, "sdc", chip, "logic", "masked")
+                self._handle(ev, "masked", t_ns)
+                return ev
+            n = self.config.result_dim ** 2
+            running.flips.append((int(self.rng.integers(n)), int(self.rng.integers(32))))
+            ev = self._new_event(t_ns, "sdc", chip, "logic", "corrupted", running.id)
+            running.sdc_events.append(ev.id)
+            return ev
+        if kind == "sefi":
+            reboot = float(self.rng.random()) < self.rad_config.sefi_reboot_fraction
+            if st is LATCHED_UP:  # nothing left to crash
+                ev = self._new_event(t_ns, "sefi", chip, "logic", "masked")
+                self._handle(ev, "masked", t_ns)
+                return ev
+            if reboot:
+                ev = self._new_event(t_ns, "sefi", chip, "logic", "reboot", job_id)
+                if st is HUNG:
+                    ev.effect = "masked"
+                    self._handle(ev, "masked", t_ns)
+                    return ev
+                lost = self._lose_all("reboot")
+                self._await_resubmit(ev, lost)
+                if ext:
+                    self._ext_ack[ev.id] = ev
+                    self._events.append(("accel.effect", {"effect_id": ev.id, "kind": "reboot", "chip": chip}))
+                self._boot("SEFI reboot")
+                return ev
+            ev = self._new_event(t_ns, "sefi", chip, "logic", "hang", job_id)
+            self._hang_events.append(ev)
+            if st is not HUNG:
+                self._set_state(HUNG, "SEFI")
+                if ext:
+                    self._events.append(("accel.effect", {"effect_id": ev.id, "kind": "hang", "chip": chip}))
+            return ev
+        if kind == "sel":
+            if st is LATCHED_UP:
+                ev = self._new_event(t_ns, "sel", chip, "supply", "masked")
+                self._handle(ev, "masked", t_ns)
+                return ev
+            ev = self._new_event(t_ns, "sel", chip, "supply", "latchup", job_id)
+            self._lose_all("latchup")
+            self._latch_t_ns = t_ns
+            self._latch_event = ev
+            self._set_state(LATCHED_UP, "single-event latch-up")
+            return ev
+        raise ModelError(f"unknown radiation event kind {kind!r}", field="kind", valid=list(EVENT_KINDS[:-1]))
+
+    def _uncorrectable(self, chip: int, t_ns: int, running: Job | None, kind: str, word: int | None,
+                       accumulated: bool) -> RadEvent:
+        effect = "uncorrectable_accumulated" if accumulated else "uncorrectable"
+        ev = self._new_event(t_ns, kind, chip, "hbm", effect, running.id if running else None, word)
+        ev.noticed = True  # the ECC reports it
+        if self.external:
+            self._ext_ack[ev.id] = ev
+            self._events.append(("accel.effect", {"effect_id": ev.id, "kind": "mbu", "chip": chip}))
+            return ev
+        self._events.append(("accel.error", {"kind": "uecc", "chip": chip,
+                                             "job_id": running.id if running else None}))
+        lost: list[Job] = []
+        if running is not None:
+            self.queue.popleft()
+            self._fail_job(running, "uecc")
+            lost.append(running)
+            if not self.queue and self.state is BUSY:
+                self._set_state(IDLE, "queue empty")
+        self._await_resubmit(ev, lost)
+        return ev
+
+    def _await_resubmit(self, ev: RadEvent, lost: list[Job]) -> None:
+        """The event is handled when the board resubmits the lost work (same kind and seed); at once if none."""
+        if not lost:
+            self._handle(ev, "nothing_lost", self.t_ns)
+            return
+        for job in lost[:1]:  # the running job is the one whose loss the event caused
+            self._resubmit.setdefault((job.kind, job.seed), []).append(ev)
+
+    def _damaged(self, t_ns: int) -> None:
+        ev = self._latch_event
+        if ev is not None:
+            ev.effect = "damaged"
+            self._latch_event = None
+        self._set_state(FAILED, "latch-up conducted too long: chip destroyed")
+        self.throttle = 0
+        self._op()
+        self._announce("failed")
+
+    def _tid_degraded(self, t_ns: int) -> None:
+        ev = self._new_event(t_ns, "tid", -1, "hbm", "degraded")
+        ev.noticed = False  # no action expected from the board; kept in the handled history
+        self._handle(ev, "none_required", t_ns)
+
+    # -- commands --------------------------------------------------------------------------------------------------
+    def _reject(self, message: str, field_: str, valid: list[Any] | None = None) -> CommandError:
+        self.rejected_commands += 1
+        return CommandError(message, field=field_, valid=valid)
+
+    def _need_working(self, what: str) -> None:
+        st = self.state
+        if st not in _WORKING:
+            hint = {OFF: "the board is off (rail off, browned out or thermally shut down)",
+                    BOOTING: "the board is still booting", HUNG: "the board is hung: send accel.reset",
+                    LATCHED_UP: "the board is latched up: power-cycle its rail",
+                    FAILED: "the board has failed"}[st]
+            raise self._reject(f"{what} refused: {hint}", "state", sorted(s.value for s in _WORKING))
+
+    def _model_only(self, topic: str) -> None:
+        if self.external:
+            raise self._reject(f"{topic} is not accepted in external mode (the board runs its own work and clocks; "
+                               "report with accel.report)", "mode", ["model"])
+
+    def cmd_dvfs_set(self, p: DvfsSet) -> dict[str, Any]:
+        self._model_only("accel.dvfs.set")
+        if p.level not in self._level_names:
+            raise self._reject(f"unknown DVFS level {p.level!r}{suggest(p.level, self._level_names)}",
+                               "payload.level", self._level_names)
+        self._need_working("accel.dvfs.set")
+        self.level = self._level_names.index(p.level)
+        self._op()
+        return {"level": p.level, "clock_mhz": self._f_hz / 1e6}
+
+    def cmd_job_submit(self, p: JobSubmit) -> dict[str, Any]:
+        self._model_only("accel.job.submit")
+        self._need_working("accel.job.submit")
+        if len(self.queue) >= self.config.queue_max:
+            raise self._reject(f"job queue full ({self.config.queue_max} jobs)", "payload", None)
+        if p.id is not None:
+            job_id = p.id
+            if job_id in self._active_ids:
+                raise self._reject(f"job id {job_id} is already queued or running", "payload.id",
+                                   sorted(self._active_ids)[:20])
+        else:
+            job_id = self._next_id
+            while job_id in self._active_ids:
+                job_id += 1
+        self._next_id = max(self._next_id, job_id + 1)
+        seed = p.seed if p.seed is not None else job_id
+        job = Job(job_id, p.kind, p.size, seed, p.size * self._unit_cycles[p.kind], self.t_ns)
+        self.queue.append(job)
+        self._active_ids.add(job_id)
+        waiting = self._resubmit.pop((p.kind, seed), None)
+        if waiting:
+            for ev in waiting:
+                self._handle(ev, "resubmitted", self.t_ns)
+        if self.state is IDLE:
+            self._set_state(BUSY, "job submitted")
+        return {"id": job_id, "seed": seed, "queue_len": len(self.queue)}
+
+    def cmd_job_cancel(self, p: JobCancel) -> dict[str, Any]:
+        self._model_only("accel.job.cancel")
+        self._need_working("accel.job.cancel")
+        for job in self.queue:
+            if job.id == p.id:
+                self.queue.remove(job)
+                self._fail_job(job, "cancelled")
+                if not self.queue and self.state is BUSY:
+                    self._set_state(IDLE, "queue empty")
+                return {"id": p.id, "queue_len": len(self.queue)}
+        raise self._reject(f"no queued or running job with id {p.id}", "payload.id",
+                           [j.id for j in self.queue][:20])
+
+    def cmd_job_verdict(self, p: JobVerdict) -> dict[str, Any]:
+        if self.external:
+            if p.effect_id is None:
+                return {"id": p.id, "ok": p.ok, "matched": False}
+            ev = self._ext_sdc.get(p.effect_id)
+            if ev is None:
+                raise self._reject(f"no pending sdc effect with effect_id {p.effect_id}", "payload.effect_id",
+                                   sorted(self._ext_sdc)[:20])
+            if p.ok:
+                ev.effect = "escaped"
+                self.verdicts["missed"] += 1
+            else:
+                ev.job_id = p.id
+                self._ext_sdc.pop(p.effect_id)
+                self.verdicts["true_positive"] += 1
+                self._handle(ev, "verdict", self.t_ns)
+            return {"id": p.id, "ok": p.ok, "matched": True}
+        job = self._history.get(p.id)
+        if job is None:
+            raise self._reject(f"no finished job with id {p.id}", "payload.id", list(self._history)[-20:])
+        corrupted = bool(job.flips)
+        if p.ok and corrupted:
+            self.verdicts["missed"] += 1
+            for ev_id in job.sdc_events:
+                ev = self._unhandled.get(ev_id)
+                if ev is not None:
+                    ev.effect = "escaped"
+        elif p.ok:
+            self.verdicts["true_negative"] += 1
+        elif corrupted:
+            self.verdicts["true_positive"] += 1
+            for ev_id in job.sdc_events:
+                ev = self._unhandled.get(ev_id)
+                if ev is not None:
+                    self._handle(ev, "verdict", self.t_ns)
+        else:
+            self.verdicts["false_alarm"] += 1
+        return {"id": p.id, "ok": p.ok}
+
+    def cmd_reset(self, p: ResetCmd | None = None) -> dict[str, Any]:
+        st = self.state
+        if st is FAILED:
+            raise self._reject("accel.reset refused: the board has failed (latch-up damage); nothing recovers it",
+                               "state", sorted(s.value for s in _POWERED - {LATCHED_UP}))
+        if st is LATCHED_UP:
+            raise self._reject("accel.reset refused: a latch-up clears only by removing power (eps.rail.set off, "
+                               "then on)", "state", sorted(s.value for s in _POWERED - {LATCHED_UP}))
+        if st is OFF:
+            if not self._supply_good:
+                raise self._reject("accel.reset refused: the board is unpowered (its rail is off or browned out)",
+                                   "state", sorted(s.value for s in _POWERED - {LATCHED_UP}))
+            limit = self.config.shutdown_degc - self.config.hysteresis_degc
+            if self.die_temp_degc >= limit:
+                raise self._reject(f"accel.reset refused: die at {self.die_temp_degc:.1f} degC after a thermal "
+                                   f"shutdown; it must cool below {limit:g} degC", "die_temp_degc", None)
+            self._thermal_latched = False
+            self._announce("reset")
+            self._boot("reset after thermal shutdown")
+            return {"state": self.state.value}
+        t = self.t_ns
+        for ev in self._hang_events:
+            self._handle(ev, "reset", t)
+        self._hang_events.clear()
+        if not self.external:
+            self._lose_all("reset")
+        if st is BOOTING:
+            self._boot_left_s = self.config.boot_s
+        else:
+            self._boot("reset")
+        return {"state": self.state.value}
+
+    def cmd_report(self, p: Report) -> dict[str, Any]:
+        if not self.external:
+            raise self._reject("accel.report is only accepted in external mode", "mode", ["external"])
+        st = self.state
+        if st is OFF or st is FAILED:
+            raise self._reject(f"accel.report refused: the board is {st.value} in the emulator (it should be "
+                               "unpowered)", "state", sorted(s.value for s in _POWERED))
+        if p.power_w > self.config.external_max_power_w:
+            raise self._reject(f"power_w {p.power_w:g} W exceeds external_max_power_w "
+                               f"({self.config.external_max_power_w:g} W)", "payload.power_w", None)
+        unknown = [e for e in p.acked_effects if e not in self._ext_ack]
+        if unknown:
+            raise self._reject(f"acked_effects: no pending reboot/mbu effect with id {unknown[0]}",
+                               "payload.acked_effects", sorted(self._ext_ack)[:20])
+        for e in p.acked_effects:
+            self._handle(self._ext_ack.pop(e), "acked", self.t_ns)
+        self._ext_power_w = p.power_w
+        self._ext_reported = True
+        self._ext_last = p.model_dump()
+        self.utilisation = p.utilisation
+        if st is BOOTING:
+            self._set_state(IDLE, "board reported")
+            st = IDLE
+            if self.throttle == 2:
+                self._set_state(THROTTLED, "hardware slowdown")
+                st = THROTTLED
+        busy = p.utilisation >= self.config.external_busy_utilisation
+        if st is IDLE and busy:
+            self._set_state(BUSY, "board reports work")
+        elif st is BUSY and not busy:
+            self._set_state(IDLE, "board reports idle")
+        return {"state": self.state.value}
+
+    # -- faults (control plane) ------------------------------------------------------------------------------------
+    def _check_chip(self, chip: int) -> None:
+        if not 0 <= chip < self.chips:
+            raise CommandError(f"chip must be within 0..{self.chips - 1}", field="params.chip",
+                               valid=list(range(self.chips)))
+
+    def inject(self, kind: str, chip: int = 0) -> RadEvent | None:
+        """Inject one event now (control plane); counted like a drawn one."""
+        self._check_chip(chip)
+        if kind not in EVENT_KINDS[:-1]:
+            raise CommandError(f"unknown event kind {kind!r}", field="name", valid=list(EVENT_KINDS[:-1]))
+        return self.apply_event(kind, chip, self.t_ns)
+
+    def _scale_on(self, p: ScaleParam) -> None:
+        self._scale_faults.append(p.factor)
+        self.rad.set_fault_scales(self._scale_faults)
+
+    def _scale_off(self, p: ScaleParam) -> None:
+        if p.factor in self._scale_faults:
+            self._scale_faults.remove(p.factor)
+        self.rad.set_fault_scales(self._scale_faults)
+
+    # -- interface -------------------------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        st = self.state
+        running = self.queue[0].id if self.queue and st in _WORKING and self.queue[0].t_start_ns >= 0 else None
+        return {
+            "state": st.value, "mode": self.config.mode, "level": self._level_names[self.level],
+            "clock_mhz": self.clock_mhz, "throttle": THROTTLE_NAMES[self.throttle],
+            "die_temp_degc": float(round(self.die_temp_degc)), "power_w": self.load_w,
+            "utilisation": min(1.0, max(0.0, self.utilisation)), "queue_len": len(self.queue),
+            "running_job": running, "jobs_done": self.jobs_done, "jobs_failed": self.jobs_failed,
+            "ecc_corrected": sum(self.mem.corrected), "ecc_uncorrected": sum(self.mem.uncorrectable),
+            "rejected_commands": self.rejected_commands}
+
+    @property
+    def clock_mhz(self) -> float:
+        return self._f_hz / 1e6 if self.state in _RUNNING else 0.0
+
+    def interface(self) -> Interface:
+        def fault(kind: str, doc: str) -> Fault:
+            return Fault(f"radiation.{kind}", ChipParam, doc, lambda p: self.inject(kind, p.chip))
+
+        return Interface(
+            telemetry=[Telemetry(telemetry_spec(
+                "accel.status", AccelStatus, "The accelerator board's own status: state, clock, throttle, die "
+                "temperature, power, jobs, ECC counters, refused commands.", 1.0), self.status)],
+            commands=[
+                Command(command_spec("accel.dvfs.set", DvfsSet, "Set the DVFS level (power mode), model mode."),
+                        self.cmd_dvfs_set),
+                Command(command_spec("accel.job.submit", JobSubmit, "Queue a job (model mode); every accepted job "
+                                     "ends with exactly one accel.job.done."), self.cmd_job_submit),
+                Command(command_spec("accel.job.cancel", JobCancel, "Cancel a queued or running job."),
+                        self.cmd_job_cancel),
+                Command(command_spec("accel.job.verdict", JobVerdict, "The board's checker verdict on a finished "
+                                     "job's result (how silent data corruption is detected)."), self.cmd_job_verdict),
+                Command(command_spec("accel.reset", ResetCmd, "Reset the board (clears a hang; restarts after a "
+                                     "thermal shutdown once cool). A latch-up needs a power cycle."), self.cmd_reset),
+                Command(command_spec("accel.report", Report, "External mode: the board's measured power, "
+                                     "utilisation, temperature and acknowledged effects."), self.cmd_report),
+            ],
+            faults=[
+                Fault("radiation.scale", ScaleParam, "Multiply every single-event rate by a factor (an SPE, a beam "
+                      "campaign); clearing restores it.", self._scale_on, self._scale_off),
+                fault("seu", "One single-bit HBM upset (ECC corrects it; a second in the same word is a UECC)."),
+                fault("mbu", "One uncorrectable HBM error (the running job is lost)."),
+                fault("sdc", "One silent data corruption in the running job's result."),
+                fault("sefi", "One single-event functional interrupt (the board hangs until reset)."),
+                fault("sel", "One single-event latch-up (supply current jumps; the rail limiter must cut it)."),
+            ],
+            events=[
+                event_spec("accel.job.done", JobDone, "A job finished (with its result) or was lost."),
+                event_spec("accel.power", PowerEvent, "The board's power switched (supply, thermal shutdown, "
+                           "failure); the bench runs its power hook on it."),
+                event_spec("accel.throttle", ThrottleEvent, "Thermal throttle demand changed."),
+                event_spec("accel.state", StateEvent, "The board's state changed."),
+                event_spec("accel.error", ErrorEvent, "An uncorrectable memory error (model mode)."),
+                event_spec("accel.effect", EffectEvent, "External mode: a radiation effect the board's agent must "
+                           "enact."),
+                event_spec("radiation.event", RadiationEventPayload, "Ground truth: a radiation event happened.",
+                           Plane.CONTROL),
+                event_spec("radiation.handled", RadiationHandled, "Ground truth: the board handled an event.",
+                           Plane.CONTROL),
+            ],
+        )
+
+    def truth(self) -> dict[str, Any]:
+        rad = self.rad
+        counts = {k: {"total": self._kind_counts[k], "handled": self._handled_counts[k], "drawn": rad.counts[k]}
+                  for k in EVENT_KINDS}
+        return {
+            "mode": self.config.mode, "state": self.state.value, "level": self._level_names[self.level],
+            "clock_mhz": self.clock_mhz, "throttle": THROTTLE_NAMES[self.throttle],
+            "die_temp_degc": self.die_temp_degc, "supply_v": self._supply_v, "load_w": self.load_w,
+            "heat_w": self.heat_w, "utilisation": self.utilisation, "queue_len": len(self.queue),
+            "jobs_done": self.jobs_done, "jobs_failed": self.jobs_failed, "jobs_corrupted": self.jobs_corrupted,
+            "units_done": self.units_done, "verdicts": dict(self.verdicts),
+            "rejected_commands": self.rejected_commands,
+            "ecc": {"corrected": list(self.mem.corrected), "uncorrectable": list(self.mem.uncorrectable),
+                    "pending_words": [len(p) for p in self.mem.pending], "scrubbed": self.mem.scrubbed,
+                    "accumulated_mbu": self.mem.accumulated_mbu},
+            "radiation": {
+                "dose_krad": rad.dose_rad * 1e-3, "degraded": rad.degraded, "scale": rad.scale,
+                "exposure_rad": self.exposure_rad, "counts": counts,
+                "unhandled": [ev.to_dict() for ev in self._unhandled.values()],
+                "recent": [ev.to_dict() for ev in self._handled],
+            },
+            "external": dict(self._ext_last) if self.external else None,
+        }
+
+    def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
+        out = self._events
+        self._events = []
+        return out
+
+    def unhandled(self, kind: str | None = None) -> list[RadEvent]:
+        """Radiation events the board has not (yet) handled, oldest first."""
+        return [ev for ev in self._unhandled.values() if kind is None or ev.kind == kind]
+

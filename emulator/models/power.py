@@ -1,0 +1,834 @@
+"""Electrical power system: solar arrays, MPPT, Li-ion pack, PDU rails with latching current limiters, load shedding.
+
+The bus is a battery-voltage (unregulated) bus, as on GomSpace P31u-class EPS boards: the arrays feed it
+through an MPPT stage, the Li-ion pack floats on it, and the PDU's switched rails draw from it through
+their converters. Every joule is booked (:class:`EnergyLedger`) so that, over any run,
+
+    array = loads + converter losses + battery I^2 R + MPPT losses + shunted + fault losses + delta stored
+
+closes to rounding (the stored energy is the integral of OCV over charge, see ``docs/models-power-thermal.md``).
+
+The hot path (:meth:`PowerSystem.step`) is plain Python on floats and lists: at ~10 rails and arrays this
+is faster than numpy, whose per-call overhead dominates at this size (ceilings.md row 6).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from bisect import bisect_right
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from emulator.errors import CommandError, ModelError, suggest
+
+FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # body faces, same order as emulator.models.environment.FACES
+
+# Shed modes, lowest first. A rail with shed_mode "safe" needs NORMAL or better to be on, and so on.
+OFF, CRITICAL, SAFE, NORMAL, FULL = 0, 1, 2, 3, 4
+MODE_NAMES = ("off", "critical", "safe", "normal", "full")
+_MIN_MODE = {"safe": NORMAL, "critical": SAFE, "never": CRITICAL}
+
+CELL_MIN_V = 2.5  # physics.md §3 "Li-ion cell window": minimum 2.5 V
+CELL_MAX_V = 4.2  # physics.md §3 "Li-ion cell window": maximum 4.2 V
+
+# Open-circuit voltage of one NMC/NCA 18650 cell vs state of charge: typical low-rate curve (shape as in
+# the Panasonic NCR18650B datasheet and Plett, "Battery Management Systems" vol. I, fig. 2.5), pinned to
+# the 3.0..4.2 V window the issue asks for; 4.2 V is the cell maximum in physics.md §3.
+DEFAULT_OCV_TABLE: tuple[tuple[float, float], ...] = (
+    (0.00, 3.00), (0.05, 3.30), (0.10, 3.45), (0.20, 3.55), (0.30, 3.62), (0.40, 3.68),
+    (0.50, 3.74), (0.60, 3.81), (0.70, 3.89), (0.80, 3.97), (0.90, 4.07), (1.00, 4.20),
+)
+
+# Per-cell shed thresholds: the 2S P31u values of physics.md §3 (full 8.3 / normal 7.4 / safe 7.2 /
+# critical 6.5 V, hardware off 6.0 V, back on 6.4 V) divided by 2, scaled by cells_series for other packs.
+P31U_PER_CELL_V = {"full_v": 4.15, "normal_v": 3.70, "safe_v": 3.60, "critical_v": 3.25,
+                   "hw_off_v": 3.00, "hw_on_v": 3.20}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _unique(names: list[str], what: str) -> None:
+    seen: set[str] = set()
+    for n in names:
+        if n in seen:
+            raise ValueError(f"duplicate {what} name {n!r}; names must be unique")
+        seen.add(n)
+
+
+class ArrayConfig(_Strict):
+    name: str = Field(min_length=1)
+    #: cell area (active area; packing factor folded in)
+    area_m2: float = Field(gt=0, le=1000)
+    #: BOL efficiency at 28 °C, AM0: XTJ 29.8 % average (physics.md §3 "Triple-junction GaAs efficiency")
+    efficiency: float = Field(0.29, gt=0, le=1)
+    #: relative power change per °C above ref_temp_degc: ~-0.2 %/°C for GaAs (physics.md §3, conf. L)
+    temp_coeff_per_degc: float = Field(-0.002, ge=-0.02, le=0.0)
+    #: datasheet reference temperature 28 °C (physics.md §3 "Seasonal TSI swing" row)
+    ref_temp_degc: float = 28.0
+    #: "body": fixed to a face (uses face_solar_w_m2[face]); "tracking": a sun-tracking wing
+    mount: Literal["body", "tracking"] = "body"
+    face: Literal["+X", "-X", "+Y", "-Y", "+Z", "-Z"] | None = None
+    #: P_mp retention (radiation, UV): 0.89 at 5e14 1-MeV e/cm² for XTJ (physics.md §3); 1.0 = BOL
+    degradation: float = Field(1.0, gt=0, le=1)
+    #: parallel strings; a string failure removes 1/strings of the array
+    strings: int = Field(4, ge=1, le=1000)
+    #: thermal node whose temperature the cells have (and which receives their unconverted heat)
+    thermal_node: str = "solar_panels"
+
+    @model_validator(mode="after")
+    def _face(self) -> ArrayConfig:
+        if self.mount == "body" and self.face is None:
+            raise ValueError(f"array {self.name!r}: a body-mounted array needs face, one of {', '.join(FACES)}")
+        if self.mount == "tracking" and self.face is not None:
+            raise ValueError(f"array {self.name!r}: a tracking array has no face (leave face out)")
+        return self
+
+
+class BatteryConfig(_Strict):
+    #: 2S (physics.md §3 "2S pack", AAUSAT3 / P31u)
+    cells_series: int = Field(2, ge=1, le=16)
+    cells_parallel: int = Field(2, ge=1, le=64)
+    #: Panasonic CGR18650AF, 2 Ah (physics.md §3 "2S pack")
+    cell_capacity_ah: float = Field(2.0, gt=0, le=1000)
+    #: (soc, V) points, soc 0..1 increasing, V increasing; typical 18650 curve (see DEFAULT_OCV_TABLE)
+    ocv_table: list[tuple[float, float]] = Field(default_factory=lambda: list(DEFAULT_OCV_TABLE))
+    #: DC internal resistance of a fresh 18650 at 25 °C, ~40-60 mOhm (typical datasheet AC/DC IR;
+    #: not in physics.md, chosen as a typical value)
+    cell_r_ohm: float = Field(0.05, gt=0, le=10)
+    #: Arrhenius temperature dependence R(T) = R25 exp(B (1/T - 1/298.15)); B = 1800 K doubles R near -5 °C
+    #: (typical Li-ion; not in physics.md, chosen)
+    r_activation_k: float = Field(1800.0, ge=0, le=10000)
+    #: charge current limit, C-rate: 0.5 C standard charge of 18650 datasheets
+    max_charge_c: float = Field(0.5, gt=0, le=10)
+    #: discharge current limit, C-rate (typical 18650 continuous 2 C)
+    max_discharge_c: float = Field(2.0, gt=0, le=30)
+    #: end-of-charge (CV) voltage per cell, 4.15 V (physics.md §3 "End-of-charge voltage")
+    end_of_charge_v_cell: float = Field(4.15, ge=3.0, le=CELL_MAX_V)
+    #: no charging below this cell temperature: charging 0..30 °C (physics.md §4 "Li-ion battery temperatures")
+    charge_min_temp_degc: float = Field(0.0, ge=-40, le=45)
+    initial_soc: float = Field(0.8, ge=0, le=1)
+    thermal_node: str = "battery"
+
+    @field_validator("ocv_table")
+    @classmethod
+    def _ocv(cls, v: list[tuple[float, float]]) -> list[tuple[float, float]]:
+        if len(v) < 2:
+            raise ValueError("ocv_table needs at least two (soc, V) points")
+        socs = [p[0] for p in v]
+        volts = [p[1] for p in v]
+        if socs[0] != 0.0 or socs[-1] != 1.0:
+            raise ValueError(f"ocv_table must span soc 0..1, got {socs[0]}..{socs[-1]}")
+        if any(b <= a for a, b in itertools.pairwise(socs)):
+            raise ValueError("ocv_table soc values must be strictly increasing")
+        if any(b <= a for a, b in itertools.pairwise(volts)):
+            raise ValueError("ocv_table voltages must be strictly increasing with soc")
+        if volts[0] < CELL_MIN_V or volts[-1] > CELL_MAX_V:
+            raise ValueError(f"ocv_table voltages must be within the cell window {CELL_MIN_V}..{CELL_MAX_V} V, "
+                             f"got {volts[0]}..{volts[-1]}")
+        return v
+
+    @model_validator(mode="after")
+    def _eoc(self) -> BatteryConfig:
+        if not self.ocv_table[0][1] < self.end_of_charge_v_cell <= self.ocv_table[-1][1]:
+            raise ValueError(f"end_of_charge_v_cell {self.end_of_charge_v_cell} must lie within the OCV table "
+                             f"({self.ocv_table[0][1]}..{self.ocv_table[-1][1]} V)")
+        return self
+
+    @property
+    def capacity_ah(self) -> float:
+        return self.cell_capacity_ah * self.cells_parallel
+
+
+class RailConfig(_Strict):
+    name: str = Field(min_length=1)
+    #: "regulated": a DC/DC converter at voltage_v; "unregulated": a switch on the battery bus
+    kind: Literal["regulated", "unregulated"] = "regulated"
+    voltage_v: float | None = Field(None, gt=0, le=100)
+    #: converter efficiency; ~0.9 typical buck/boost at load (not in physics.md: chosen), switch ~0.99
+    efficiency: float = Field(0.9, gt=0, le=1)
+    #: converter output rating; the P31u 5 V rail is <= 4 A (20 W), 3.3 V <= 5 A (physics.md §3)
+    rating_w: float = Field(gt=0)
+    #: latching current limiter threshold: P31u outputs 0.5-3 A (physics.md §3 "CubeSat rails")
+    current_limit_a: float = Field(gt=0)
+    #: time over the limit before the LCL trips (ECSS LCL trip-off time; class table not found, physics.md §5)
+    trip_delay_s: float = Field(0.01, ge=0, le=60)
+    #: off time before an automatic retry (Maxwell LPT re-applies power automatically, physics.md §5)
+    retry_off_s: float = Field(1.0, gt=0, le=3600)
+    #: automatic retries before latching off until eps.rail.reset; 0 = latch at the first trip
+    max_retries: int = Field(3, ge=0, le=1000)
+    #: the retry counter resets after this long on without overcurrent
+    retry_window_s: float = Field(60.0, gt=0)
+    #: shed when the mode falls to this ("safe": payload first; "critical"; "never": only the hardware cut-off)
+    shed_mode: Literal["safe", "critical", "never"] = "never"
+    default_on: bool = True
+    #: where the converter losses (and a short's heat) go
+    thermal_node: str = "structure"
+
+    @model_validator(mode="after")
+    def _volts(self) -> RailConfig:
+        if self.kind == "regulated" and self.voltage_v is None:
+            raise ValueError(f"rail {self.name!r}: a regulated rail needs voltage_v (e.g. 3.3, 5.0, 12.0)")
+        if self.kind == "unregulated" and self.voltage_v is not None:
+            raise ValueError(f"rail {self.name!r}: an unregulated rail follows the battery; leave voltage_v out")
+        return self
+
+
+class LoadConfig(_Strict):
+    """A constant-power load (OBC, radio, ...) on a rail; its power ends up as heat in thermal_node."""
+
+    name: str = Field(min_length=1)
+    rail: str
+    power_w: float = Field(ge=0, le=100000)
+    thermal_node: str = "structure"
+
+
+class ShedConfig(_Strict):
+    """Battery-voltage thresholds of the mode machine (pack volts). None: P31u per-cell value x cells_series."""
+
+    full_v: float | None = Field(None, gt=0)
+    normal_v: float | None = Field(None, gt=0)
+    safe_v: float | None = Field(None, gt=0)
+    critical_v: float | None = Field(None, gt=0)
+    hw_off_v: float | None = Field(None, gt=0)
+    hw_on_v: float | None = Field(None, gt=0)
+
+    def resolved(self, cells_series: int) -> dict[str, float]:
+        return {k: (v if v is not None else P31U_PER_CELL_V[k] * cells_series)
+                for k, v in self.model_dump().items()}
+
+
+def check_thresholds(th: dict[str, float], cells_series: int) -> None:
+    """Raise ValueError naming the first bad threshold: ordered and within the cell window."""
+    lo, hi = CELL_MIN_V * cells_series, CELL_MAX_V * cells_series
+    for k, v in th.items():
+        if not lo <= v <= hi:
+            raise ValueError(f"{k} = {v} V is outside the {cells_series}S cell window {lo:g}..{hi:g} V")
+    order = ("hw_off_v", "critical_v", "safe_v", "normal_v", "full_v")
+    for a, b in itertools.pairwise(order):
+        if not th[a] < th[b]:
+            raise ValueError(f"{a} ({th[a]} V) must be below {b} ({th[b]} V): "
+                             "hw_off_v < critical_v < safe_v < normal_v < full_v")
+    if not th["hw_off_v"] < th["hw_on_v"] < th["full_v"]:
+        raise ValueError(f"hw_on_v ({th['hw_on_v']} V) must lie between hw_off_v ({th['hw_off_v']} V) "
+                         f"and full_v ({th['full_v']} V)")
+
+
+class PowerConfig(_Strict):
+    arrays: list[ArrayConfig] = Field(min_length=1)
+    #: MPPT conversion efficiency: not found in a primary datasheet (physics.md §3); 0.95 is a typical
+    #: buck MPPT figure (one model assumes 0.8 end-to-end including the converters)
+    mppt_efficiency: float = Field(0.95, gt=0, le=1)
+    battery: BatteryConfig = Field(default_factory=BatteryConfig)
+    rails: list[RailConfig] = Field(min_length=1)
+    loads: list[LoadConfig] = Field(default_factory=list)
+    shed: ShedConfig = Field(default_factory=ShedConfig)
+    #: after a battery over-current shed the mode may not rise again for this long (stops on/off cycling)
+    overcurrent_hold_s: float = Field(30.0, ge=0, le=86400)
+    #: node receiving the MPPT losses (the EPS board)
+    eps_node: str = "structure"
+    #: node receiving shunted power (None: the node of the first array, where a shunt regulator dumps it)
+    shunt_node: str | None = None
+
+    @model_validator(mode="after")
+    def _cross(self) -> PowerConfig:
+        _unique([a.name for a in self.arrays], "array")
+        _unique([r.name for r in self.rails], "rail")
+        _unique([ld.name for ld in self.loads], "load")
+        rails = {r.name: r for r in self.rails}
+        per_rail: dict[str, float] = {}
+        for ld in self.loads:
+            if ld.rail not in rails:
+                raise ValueError(f"load {ld.name!r}: unknown rail {ld.rail!r}{suggest(ld.rail, rails)}; "
+                                 f"valid rails: {', '.join(rails)}")
+            per_rail[ld.rail] = per_rail.get(ld.rail, 0.0) + ld.power_w
+        for name, p in per_rail.items():
+            if p > rails[name].rating_w:
+                raise ValueError(f"rail {name!r}: its loads draw {p:g} W, above the converter rating "
+                                 f"{rails[name].rating_w:g} W")
+        try:
+            check_thresholds(self.shed.resolved(self.battery.cells_series), self.battery.cells_series)
+        except ValueError as exc:
+            raise ValueError(f"shed: {exc}") from None
+        if self.shed.resolved(self.battery.cells_series)["full_v"] > (
+                self.battery.end_of_charge_v_cell * self.battery.cells_series + 1e-9):
+            raise ValueError("shed.full_v is above the pack end-of-charge voltage; the mode could never be full")
+        return self
+
+
+class EnergyLedger:
+    """Cumulative energies in joules since construction (or :meth:`reset`)."""
+
+    __slots__ = (
+        "array_j",
+        "battery_loss_j",
+        "converter_loss_j",
+        "fault_loss_j",
+        "load_j",
+        "mppt_loss_j",
+        "shunt_j",
+        "stored0_j",
+    )
+
+    def __init__(self, stored0_j: float = 0.0) -> None:
+        self.reset(stored0_j)
+
+    def reset(self, stored0_j: float) -> None:
+        self.array_j = self.load_j = self.converter_loss_j = self.battery_loss_j = 0.0
+        self.mppt_loss_j = self.shunt_j = self.fault_loss_j = 0.0
+        self.stored0_j = stored0_j
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: getattr(self, k) for k in self.__slots__}
+
+
+class _Rail:
+    __slots__ = (
+        "cfg",
+        "cmd_on",
+        "eff",
+        "frac",
+        "good_s",
+        "heat_w",
+        "i_out",
+        "idx",
+        "latched",
+        "limit_a",
+        "max_retries",
+        "min_mode",
+        "name",
+        "off_s",
+        "on",
+        "over_s",
+        "p_in",
+        "p_out",
+        "regulated",
+        "retries",
+        "retry_off_s",
+        "short_a",
+        "trip_s",
+        "tripped",
+        "trips",
+        "v_nom",
+        "v_out",
+        "window_s",
+    )
+
+    def __init__(self, cfg: RailConfig, idx: int) -> None:
+        self.cfg = cfg
+        self.name = cfg.name
+        self.idx = idx
+        self.regulated = cfg.kind == "regulated"
+        self.v_nom = cfg.voltage_v or 0.0
+        self.eff = cfg.efficiency
+        self.limit_a = cfg.current_limit_a
+        self.trip_s = cfg.trip_delay_s
+        self.retry_off_s = cfg.retry_off_s
+        self.max_retries = cfg.max_retries
+        self.window_s = cfg.retry_window_s
+        self.min_mode = _MIN_MODE[cfg.shed_mode]
+        self.cmd_on = cfg.default_on
+        self.tripped = False   # LCL open (waiting for retry, or latched)
+        self.latched = False   # no more automatic retries: needs eps.rail.reset
+        self.over_s = 0.0
+        self.off_s = 0.0
+        self.good_s = 0.0
+        self.retries = 0
+        self.trips = 0
+        self.short_a = 0.0
+        self.on = False
+        self.v_out = 0.0
+        self.i_out = 0.0
+        self.p_out = 0.0
+        self.p_in = 0.0
+        self.frac = 0.0
+        self.heat_w = 0.0  # converter loss + power dissipated in a short, over the last step
+
+
+class PowerSystem:
+    """Arrays + MPPT + battery + PDU. Pure; :meth:`step` advances it by ``dt_s``."""
+
+    def __init__(self, config: PowerConfig) -> None:
+        self.config = config
+        b = config.battery
+        self.ns = b.cells_series
+        self.np_alive = [b.cells_parallel] * b.cells_series  # live cells per series group
+        self.cell_q_c = b.cell_capacity_ah * 3600.0
+        self._soc_pts = [p[0] for p in b.ocv_table]
+        self._v_pts = [p[1] for p in b.ocv_table]
+        # cumulative integral of cell OCV over soc at the breakpoints (exact for a piecewise-linear table)
+        cum = [0.0]
+        for i in range(1, len(self._soc_pts)):
+            ds = self._soc_pts[i] - self._soc_pts[i - 1]
+            cum.append(cum[-1] + 0.5 * (self._v_pts[i] + self._v_pts[i - 1]) * ds)
+        self._cum_ocv = cum
+        self.r25 = b.cell_r_ohm
+        self.r_b = b.r_activation_k
+        self.eoc_cell = b.end_of_charge_v_cell
+        self.chg_min_t = b.charge_min_temp_degc
+        self.soc = b.initial_soc
+        self._update_pack()
+
+        self.arrays = config.arrays
+        self.array_alive = [1.0] * len(config.arrays)
+        self.array_failed_strings = [0] * len(config.arrays)
+        self.array_w = [0.0] * len(config.arrays)
+        self.mppt_eff = config.mppt_efficiency
+        self._array_gains()
+
+        self.rails = [_Rail(r, i) for i, r in enumerate(config.rails)]
+        self.rail_index = {r.name: r.idx for r in self.rails}
+        self.static_load_w = [0.0] * len(self.rails)
+        for ld in config.loads:
+            self.static_load_w[self.rail_index[ld.rail]] += ld.power_w
+        # shed order under battery over-current: lowest min_mode is shed last; payload ("safe") first
+        self._shed_order = sorted(self.rails, key=lambda r: -r.min_mode)
+
+        self.th = config.shed.resolved(self.ns)
+        self.battery_connected = True
+        self.ocv_v = self.pack_ocv(self.soc)
+        self.bus_v = self.ocv_v
+        self.battery_a = 0.0
+        self.battery_r_ohm = self.pack_r(25.0)
+        self.mode = self._initial_mode(self.bus_v)
+        self.s_since_full = 0.0
+        self.hold_s = 0.0
+        self.array_total_w = 0.0
+        self.shunt_w = 0.0
+        self.ledger = EnergyLedger(self.stored_j())
+        self.events: list[tuple[str, dict[str, object]]] = []
+        self._set_rail_outputs()
+
+    # -- battery helpers ------------------------------------------------------------------------------------
+    def _update_pack(self) -> None:
+        alive = [n for n in self.np_alive if n > 0]
+        self.connected_groups = len(alive)
+        self.np_min = min(self.np_alive) if self.np_alive else 0
+        # series groups carry one current; the weakest group bounds the usable charge (balanced pack)
+        self.q_pack_c = self.cell_q_c * self.np_min
+        self.r_sum_inv = sum(1.0 / n for n in alive)  # pack R = R_cell * sum(1/np_g)
+        b = self.config.battery
+        self.i_chg_max = b.max_charge_c * self.q_pack_c / 3600.0
+        self.i_dis_max = b.max_discharge_c * self.q_pack_c / 3600.0
+        self.v_eoc = b.end_of_charge_v_cell * self.connected_groups
+
+    def cell_ocv(self, soc: float) -> float:
+        s, v = self._soc_pts, self._v_pts
+        if soc <= 0.0:
+            return v[0]
+        if soc >= 1.0:
+            return v[-1]
+        i = bisect_right(s, soc)
+        return v[i - 1] + (v[i] - v[i - 1]) * (soc - s[i - 1]) / (s[i] - s[i - 1])
+
+    def pack_ocv(self, soc: float) -> float:
+        return self.cell_ocv(soc) * self.connected_groups
+
+    def pack_r(self, temp_degc: float) -> float:
+        tk = temp_degc + 273.15
+        return self.r25 * math.exp(self.r_b * (1.0 / tk - 1.0 / 298.15)) * self.r_sum_inv
+
+    def _cell_energy_per_c(self, soc: float) -> float:
+        """Integral of cell OCV over soc from 0 (V; times coulombs gives joules)."""
+        s, v, cum = self._soc_pts, self._v_pts, self._cum_ocv
+        soc = min(max(soc, 0.0), 1.0)
+        i = min(bisect_right(s, soc), len(s) - 1)
+        x = soc - s[i - 1]
+        slope = (v[i] - v[i - 1]) / (s[i] - s[i - 1])
+        return cum[i - 1] + v[i - 1] * x + 0.5 * slope * x * x
+
+    def stored_j(self) -> float:
+        """Chemical energy in the pack: Q_pack * integral_0^soc OCV_pack(s) ds."""
+        if not self.battery_connected:
+            return 0.0
+        return self.q_pack_c * self.connected_groups * self._cell_energy_per_c(self.soc)
+
+    # -- mode machine ---------------------------------------------------------------------------------------
+    def _initial_mode(self, v: float) -> int:
+        th = self.th
+        if v < th["hw_off_v"]:
+            return OFF
+        if v < th["critical_v"]:
+            return CRITICAL
+        if v < th["safe_v"]:
+            return SAFE
+        if v < th["full_v"] - 1e-3:
+            return NORMAL
+        return FULL
+
+    def _update_mode(self, v: float) -> None:
+        th = self.th
+        m = old = self.mode
+        hyst = th["normal_v"] - th["safe_v"]
+        if m == OFF:
+            if v >= th["hw_on_v"]:
+                m = CRITICAL
+        elif v < th["hw_off_v"]:
+            m = OFF
+        if m != OFF:
+            if m >= SAFE and v < th["critical_v"]:
+                m = CRITICAL
+            elif m >= NORMAL and v < th["safe_v"]:
+                m = SAFE
+            elif m == FULL and v < th["full_v"] - hyst:
+                m = NORMAL
+            if self.hold_s <= 0.0:  # rising transitions wait out an over-current hold
+                if m == CRITICAL and v >= th["critical_v"] + hyst:
+                    m = SAFE
+                if m == SAFE and v >= th["normal_v"]:
+                    m = NORMAL
+                if m == NORMAL and v >= th["full_v"] - 1e-3:
+                    m = FULL
+        if m != old:
+            self.mode = m
+            self.events.append(("eps.mode.changed", {"mode": MODE_NAMES[m], "previous": MODE_NAMES[old],
+                                                     "battery_v": v}))
+            if m == FULL:
+                self.s_since_full = 0.0
+
+    def set_thresholds(self, **values: float | None) -> dict[str, float]:
+        """Change shed thresholds (pack volts); validated as a set, nothing changes on error."""
+        new = dict(self.th)
+        for k, v in values.items():
+            if k not in new:
+                raise CommandError(f"unknown threshold {k!r}{suggest(k, new)}", field=f"payload.{k}", valid=list(new))
+            if v is not None:
+                new[k] = float(v)
+        try:
+            check_thresholds(new, self.ns)
+        except ValueError as exc:
+            bad = next((k for k in new if str(exc).startswith(k)), None)
+            raise CommandError(str(exc), field=f"payload.{bad}" if bad else "payload") from None
+        self.th = new
+        return dict(new)
+
+    # -- rails ----------------------------------------------------------------------------------------------
+    def rail(self, name: str) -> _Rail:
+        i = self.rail_index.get(name)
+        if i is None:
+            valid = list(self.rail_index)
+            raise CommandError(f"unknown rail {name!r}{suggest(name, valid)}; valid rails: {', '.join(valid)}",
+                               field="payload.rail", valid=valid)
+        return self.rails[i]
+
+    def set_rail(self, name: str, on: bool) -> None:
+        self.rail(name).cmd_on = on
+        self._set_rail_outputs()
+
+    def reset_rail(self, name: str) -> None:
+        r = self.rail(name)
+        r.tripped = r.latched = False
+        r.retries = 0
+        r.over_s = r.off_s = 0.0
+        self._set_rail_outputs()
+
+    def _set_rail_outputs(self) -> None:
+        """Which rails conduct, and at what voltage, for the coming step (inputs of the loads)."""
+        mode = self.mode
+        bus = self.bus_v
+        for r in self.rails:
+            r.on = on = r.cmd_on and not r.tripped and mode >= r.min_mode and mode != OFF
+            r.v_out = (r.v_nom if r.regulated else bus) if on else 0.0
+
+    def rail_voltage(self, idx: int) -> float:
+        """Output voltage of rail ``idx`` for the coming step; 0.0 when off, tripped, shed or cut."""
+        return self.rails[idx].v_out
+
+    def _array_gains(self) -> None:
+        self._array_k = [(a.area_m2 * a.efficiency * a.degradation * f, a.temp_coeff_per_degc, a.ref_temp_degc)
+                         for a, f in zip(self.arrays, self.array_alive, strict=True)]
+
+    # -- faults ---------------------------------------------------------------------------------------------
+    def fail_strings(self, array: str, strings: int) -> None:
+        names = [a.name for a in self.arrays]
+        if array not in names:
+            raise CommandError(f"unknown array {array!r}{suggest(array, names)}", field="params.array", valid=names)
+        i = names.index(array)
+        total = self.arrays[i].strings
+        n = min(total, self.array_failed_strings[i] + strings)
+        self.array_failed_strings[i] = n
+        self.array_alive[i] = 1.0 - n / total
+        self._array_gains()
+
+    def restore_strings(self, array: str, strings: int) -> None:
+        names = [a.name for a in self.arrays]
+        i = names.index(array)
+        n = max(0, self.array_failed_strings[i] - strings)
+        self.array_failed_strings[i] = n
+        self.array_alive[i] = 1.0 - n / self.arrays[i].strings
+        self._array_gains()
+
+    def lose_cell(self, group: int, mode: str = "open") -> None:
+        """A cell fails in series group ``group``: "open" removes it from its parallel group (capacity and
+        resistance of the group change; an empty group opens the pack); "short" shorts the whole group
+        (one fewer series cell). The chemical energy no longer reachable is booked as a fault loss."""
+        if not 0 <= group < len(self.np_alive):
+            raise CommandError(f"group must be within 0..{len(self.np_alive) - 1}", field="params.group",
+                               valid=list(range(len(self.np_alive))))
+        if self.np_alive[group] == 0:
+            raise CommandError(f"series group {group} has no live cells left", field="params.group")
+        before = self.stored_j()
+        if mode == "open":
+            self.np_alive[group] -= 1
+        elif mode == "short":
+            self.np_alive[group] = 0
+            self.np_alive.pop(group)
+        else:
+            raise CommandError(f"unknown cell failure mode {mode!r}", field="params.mode", valid=["open", "short"])
+        if not self.np_alive or min(self.np_alive) == 0:
+            self.battery_connected = False
+            self.battery_a = 0.0
+        if self.np_alive:
+            self._update_pack()
+        after = self.stored_j()
+        self.ledger.fault_loss_j += before - after
+        self.events.append(("eps.battery.fault", {"mode": mode, "group": group,
+                                                  "connected": self.battery_connected}))
+
+    def short_rail(self, name: str, extra_a: float) -> None:
+        self.rail(name).short_a = extra_a
+
+    def clear_short(self, name: str) -> None:
+        self.rail(name).short_a = 0.0
+
+    # -- the step -------------------------------------------------------------------------------------------
+    def step(self, dt_s: float, solar_w_m2: list[float], array_temps_degc: list[float], battery_temp_degc: float,
+             loads_w: list[float]) -> None:
+        """Advance by ``dt_s``.
+
+        ``solar_w_m2[k]``: irradiance on array k (face or tracking flux from the environment);
+        ``array_temps_degc[k]``: its cell temperature; ``loads_w[i]``: demand on rail i *besides* the static
+        loads of the config (accelerator, heaters), evaluated at the rail voltages of :meth:`rail_voltage`.
+        """
+        if dt_s <= 0:
+            raise ModelError(f"dt_s must be > 0, got {dt_s}", field="dt_s")
+        led = self.ledger
+        # 1. array power at the maximum power point
+        p_arr = 0.0
+        aw = self.array_w
+        for k, (gain, tc, ref) in enumerate(self._array_k):
+            g = solar_w_m2[k]
+            if g > 0.0:
+                f = 1.0 + tc * (array_temps_degc[k] - ref)
+                p = g * gain * (max(0.0, f))
+            else:
+                p = 0.0
+            aw[k] = p
+            p_arr += p
+        p_avail = p_arr * self.mppt_eff
+
+        # 2. rails: demand, latching current limiters
+        p_loads_in = 0.0
+        static = self.static_load_w
+        for r in self.rails:
+            if r.on:
+                v = r.v_out
+                p_out = static[r.idx] + loads_w[r.idx]
+                i_out = p_out / v + r.short_a if v > 0.0 else 0.0
+                p_short = r.short_a * v
+                p_out += p_short
+                frac = 1.0
+                if i_out > r.limit_a:
+                    prev = r.over_s
+                    r.over_s = prev + dt_s
+                    r.good_s = 0.0
+                    if r.over_s >= r.trip_s:
+                        # conducts until the trip instant within this step
+                        frac = (r.trip_s - prev) / dt_s
+                        frac = max(frac, 0.0)
+                        self._trip(r)
+                else:
+                    r.over_s = 0.0
+                    r.good_s += dt_s
+                    if r.good_s >= r.window_s:
+                        r.retries = 0
+                r.i_out = i_out
+                r.p_out = p_out * frac
+                r.p_in = p_in = r.p_out / r.eff
+                r.heat_w = p_in - r.p_out + p_short * frac
+                r.frac = frac
+                p_loads_in += p_in
+            else:
+                r.i_out = r.p_out = r.p_in = r.frac = r.heat_w = 0.0
+                if r.tripped and not r.latched:
+                    r.off_s += dt_s
+                    if r.off_s >= r.retry_off_s:
+                        r.tripped = False
+                        r.retries += 1
+                        r.over_s = r.good_s = 0.0
+
+        # 3. battery: solve P = V_term * I with V_term = OCV + I R (I > 0 charging)
+        shunt = 0.0
+        brown = 1.0
+        if self.battery_connected:
+            soc0 = self.soc
+            ocv = self.pack_ocv(soc0)
+            rr = self.pack_r(battery_temp_degc)
+            q = self.q_pack_c
+            i_chg_max = self.i_chg_max
+            i_dis_max = self.i_dis_max
+            v_eoc = self.v_eoc
+            cold = battery_temp_degc < self.chg_min_t
+            # two passes: the second uses the OCV at the step's mid-SoC, which is the exact mean OCV over the
+            # step on a linear segment, so OCV * I * dt equals the change of stored energy (ledger closes)
+            for rep in (0, 1):
+                net = p_avail - p_loads_in
+                shunt = 0.0
+                if net >= 0.0:
+                    i_cv = (v_eoc - ocv) / rr
+                    i_max = min(i_cv, i_chg_max)
+                    if i_max < 0.0 or cold:
+                        i_max = 0.0
+                    p_max = (ocv + i_max * rr) * i_max
+                    if net > p_max:
+                        i = i_max
+                        shunt = net - p_max
+                    else:
+                        i = (-ocv + math.sqrt(ocv * ocv + 4.0 * rr * net)) / (2.0 * rr)
+                else:
+                    i = self._discharge(net, ocv, rr, i_dis_max)
+                    if i is None:
+                        # over-current: the terminal voltage would collapse; shed by priority until it fits
+                        p_loads_in, i = self._overcurrent_shed(p_avail, p_loads_in, ocv, rr, i_dis_max)
+                        shunt = max(0.0, p_avail - p_loads_in - (ocv + i * rr) * i)
+                if rep == 0:
+                    if i == 0.0:
+                        break
+                    mid = soc0 + 0.5 * i * dt_s / q
+                    ocv = self.pack_ocv(max(0.0, mid))
+            ds = i * dt_s / q
+            if self.soc + ds < 0.0:
+                # exhausted within the step: loads got power only for part of it, then the pack cut off
+                brown = self.soc / (-ds)
+                ds = -self.soc
+                shunt = p_avail * (1.0 - brown)  # after the cut-off nothing takes the array power
+                self.events.append(("eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode],
+                                                         "battery_v": ocv + i * rr, "reason": "battery empty"}))
+                self.mode = OFF
+            self.soc = min(1.0, self.soc + ds)
+            self.ocv_v = ocv
+            self.battery_r_ohm = rr
+            self.battery_a = i
+            self.bus_v = ocv + i * rr
+            led.battery_loss_j += i * i * rr * dt_s * brown
+            led.shunt_j += shunt * dt_s
+        else:
+            net = p_avail - p_loads_in
+            if net >= 0.0:
+                shunt = net
+                self.bus_v = self.eoc_cell * max(self.connected_groups, 1) if p_arr > 0.0 else 0.0
+            else:
+                brown = 0.0  # no storage, not enough sun: everything browns out
+                shunt = p_avail
+                if self.mode != OFF:
+                    self.events.append(("eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode],
+                                                             "battery_v": 0.0}))
+                self.mode = OFF
+                self.bus_v = 0.0
+            led.shunt_j += shunt * dt_s
+
+        if brown < 1.0:
+            for r in self.rails:
+                r.p_out *= brown
+                r.p_in *= brown
+                r.frac *= brown
+                r.heat_w *= brown
+            p_loads_in *= brown
+
+        # 4. ledger
+        e_out = 0.0
+        e_in = 0.0
+        for r in self.rails:
+            e_out += r.p_out
+            e_in += r.p_in
+        led.array_j += p_arr * dt_s
+        led.mppt_loss_j += (p_arr - p_avail) * dt_s
+        led.load_j += e_out * dt_s
+        led.converter_loss_j += (e_in - e_out) * dt_s
+        self.array_total_w = p_arr
+        self.shunt_w = shunt
+        self.s_since_full += dt_s
+        if self.hold_s > 0.0:
+            self.hold_s -= dt_s
+
+        # 5. mode machine on the measured battery voltage, then rail outputs for the next step
+        if self.battery_connected:
+            self._update_mode(self.bus_v)
+        elif self.bus_v > 0.0 and self.mode == OFF:
+            self.mode = CRITICAL
+        self._set_rail_outputs()
+
+    def _discharge(self, net: float, ocv: float, rr: float, i_dis_max: float) -> float | None:
+        disc = ocv * ocv + 4.0 * rr * net
+        if disc < 0.0:
+            return None
+        i = (-ocv + math.sqrt(disc)) / (2.0 * rr)
+        return None if -i > i_dis_max else i
+
+    def _overcurrent_shed(self, p_avail: float, p_loads_in: float, ocv: float, rr: float,
+                          i_dis_max: float) -> tuple[float, float]:
+        for r in self._shed_order:
+            if r.p_in <= 0.0:
+                continue
+            p_loads_in -= r.p_in
+            r.p_out = r.p_in = r.frac = r.heat_w = 0.0
+            r.i_out = 0.0
+            self._shed_down(r)
+            i = self._discharge(p_avail - p_loads_in, ocv, rr, i_dis_max)
+            if i is not None:
+                return p_loads_in, i
+        return p_loads_in, (self._discharge(p_avail - p_loads_in, ocv, rr, i_dis_max) or 0.0)
+
+    def _shed_down(self, r: _Rail) -> None:
+        """Drop the mode below rail r's minimum (a voltage-collapse shed) so the mode machine brings it back."""
+        new = max(OFF, r.min_mode - 1)
+        self.hold_s = self.config.overcurrent_hold_s
+        if new < self.mode:
+            self.events.append(("eps.mode.changed", {"mode": MODE_NAMES[new], "previous": MODE_NAMES[self.mode],
+                                                     "battery_v": self.bus_v, "reason": "battery over-current"}))
+            self.mode = new
+
+    def _trip(self, r: _Rail) -> None:
+        r.tripped = True
+        r.trips += 1
+        r.off_s = 0.0
+        r.over_s = 0.0
+        if r.retries >= r.max_retries:
+            r.latched = True
+        self.events.append(("eps.rail.tripped", {"rail": r.name, "current_a": r.i_out, "trips": r.trips,
+                                                 "latched": r.latched}))
+
+    # -- views ----------------------------------------------------------------------------------------------
+    @property
+    def mode_name(self) -> str:
+        return MODE_NAMES[self.mode]
+
+    def balance(self) -> dict[str, float]:
+        """Energy ledger plus the closing residual (J): array - (everything else) - delta stored."""
+        led = self.ledger
+        d = led.as_dict()
+        d["stored_j"] = self.stored_j()
+        d["delta_stored_j"] = d["stored_j"] - led.stored0_j
+        d["residual_j"] = (led.array_j - led.load_j - led.converter_loss_j - led.battery_loss_j
+                           - led.mppt_loss_j - led.shunt_j - led.fault_loss_j - d["delta_stored_j"])
+        return d
+
+    def truth(self) -> dict[str, object]:
+        return {
+            "bus_v": self.bus_v, "battery_v": self.bus_v if self.battery_connected else 0.0,
+            "battery_ocv_v": self.ocv_v, "battery_a": self.battery_a, "battery_r_ohm": self.battery_r_ohm,
+            "soc": self.soc, "battery_connected": self.battery_connected, "cells_alive": list(self.np_alive),
+            "capacity_ah": self.q_pack_c / 3600.0, "stored_j": self.stored_j(),
+            "array_w": self.array_total_w, "arrays_w": {a.name: w for a, w in zip(self.arrays, self.array_w,
+                                                                                    strict=True)},
+            "array_alive": {a.name: f for a, f in zip(self.arrays, self.array_alive, strict=True)},
+            "shunt_w": self.shunt_w, "mode": self.mode_name, "thresholds_v": dict(self.th),
+            "rails": {r.name: {"on": r.on, "commanded_on": r.cmd_on, "tripped": r.tripped, "latched": r.latched,
+                               "trips": r.trips, "retries": r.retries, "voltage_v": r.v_out, "current_a": r.i_out,
+                               "power_w": r.p_out, "input_w": r.p_in, "short_a": r.short_a}
+                      for r in self.rails},
+            "energy": self.balance(),
+        }

@@ -1,0 +1,553 @@
+"""The whole spacecraft: environment + power bus + thermal network + accelerator board + sensors, one step().
+
+Order inside :meth:`Satellite.step` (from ``t`` to ``t + dt``, environment sampled at ``t``):
+
+1. the accelerator steps with the supply voltage of its PDU rail (0.0 when off, tripped, shed or cut) and the
+   die temperature of its thermal node;
+2. heater thermostats decide on the current temperatures;
+3. the power system steps with the array irradiances, the accelerator and heater demand on their rails;
+4. every electrical loss and load becomes heat in its configured node (scaled by the fraction of the step
+   the rail conducted), the arrays' extracted power leaves the panel node, and the thermal network steps.
+
+The environment does not depend on the satellite, so it is pulled from :meth:`Environment.chunk` for
+``chunk_steps`` steps at a time and its absorbed heat is precomputed for the chunk in one matmul; the per-step
+path is plain Python floats plus one small matrix-vector product.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from emulator.errors import CommandError, suggest
+from emulator.models.accelerator import AcceleratorBoard, AcceleratorConfig
+from emulator.models.base import (
+    Command,
+    Fault,
+    Interface,
+    SpacecraftModel,
+    Telemetry,
+    command_spec,
+    event_spec,
+    telemetry_spec,
+)
+from emulator.models.environment import Environment, EnvironmentConfig
+from emulator.models.orbit import OrbitConfig
+from emulator.models.power import CELL_MAX_V, FACES, MODE_NAMES, PowerConfig, PowerSystem
+from emulator.models.radiation import RadiationConfig
+from emulator.models.sensors import ChannelSpec, SensorBank, SensorsConfig
+from emulator.models.thermal import KELVIN, ThermalConfig, ThermalNetwork
+from emulator.protocol.catalogue import Payload, field
+
+SOLAR_CONSTANT_W_M2 = 1361.0  # physics.md §3 "Solar constant" (design value)
+#: child seed streams, in SeedSequence.spawn order (append only: the order is part of determinism)
+SEED_STREAMS = ("accelerator", "sensors.eps", "sensors.thermal", "sensors.sun")
+
+
+class SatelliteConfig(BaseModel):
+    """Everything that defines one satellite (the TOML file minus ``[sim]`` and ``[links]``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(min_length=1, max_length=64)
+    orbit: OrbitConfig
+    environment: EnvironmentConfig
+    power: PowerConfig
+    thermal: ThermalConfig
+    sensors: SensorsConfig = Field(default_factory=SensorsConfig)
+    accelerator: AcceleratorConfig
+    radiation: RadiationConfig
+
+    @model_validator(mode="after")
+    def _references(self) -> SatelliteConfig:
+        nodes = [n.name for n in self.thermal.nodes]
+        rails = [r.name for r in self.power.rails]
+
+        def node(path: str, name: str | None) -> None:
+            if name is not None and name not in nodes:
+                raise ValueError(f"{path}: unknown thermal node {name!r}{suggest(name, nodes)}; "
+                                 f"valid nodes: {', '.join(nodes)}")
+
+        def rail(path: str, name: str) -> None:
+            if name not in rails:
+                raise ValueError(f"{path}: unknown rail {name!r}{suggest(name, rails)}; valid rails: "
+                                 f"{', '.join(rails)}")
+
+        p = self.power
+        for i, a in enumerate(p.arrays):
+            node(f"power.arrays[{i}].thermal_node", a.thermal_node)
+        node("power.battery.thermal_node", p.battery.thermal_node)
+        for i, r in enumerate(p.rails):
+            node(f"power.rails[{i}].thermal_node", r.thermal_node)
+        for i, ld in enumerate(p.loads):
+            node(f"power.loads[{i}].thermal_node", ld.thermal_node)
+        node("power.eps_node", p.eps_node)
+        node("power.shunt_node", p.shunt_node)
+        for i, h in enumerate(self.thermal.heaters):
+            rail(f"thermal.heaters[{i}].rail", h.rail)
+        for i, n in enumerate(self.sensors.thermistor_nodes or []):
+            node(f"sensors.thermistor_nodes[{i}]", n)
+        rail("accelerator.rail", self.accelerator.rail)
+        node("accelerator.thermal_node", self.accelerator.thermal_node)
+        # the converter of every rail must carry its worst-case load (static loads + heaters + accelerator)
+        worst = {r.name: 0.0 for r in p.rails}
+        for ld in p.loads:
+            worst[ld.rail] += ld.power_w
+        for h in self.thermal.heaters:
+            worst[h.rail] += h.power_w
+        acc_max = _accelerator_max_w(self.accelerator)
+        if acc_max is not None:
+            worst[self.accelerator.rail] += acc_max
+        for i, r in enumerate(p.rails):
+            if worst[r.name] > r.rating_w + 1e-9:
+                raise ValueError(f"power.rails[{i}].rating_w: rail {r.name!r} carries up to {worst[r.name]:g} W "
+                                 f"(loads, heaters, accelerator) but its converter is rated {r.rating_w:g} W")
+        return self
+
+
+def _accelerator_max_w(cfg: Any) -> float | None:
+    """The accelerator's worst-case electrical draw, if its config states one."""
+    for attr in ("max_power_w", "board_max_power_w", "tdp_w"):
+        v = getattr(cfg, attr, None)
+        if isinstance(v, int | float):
+            return float(v)
+    return None
+
+
+# -- board-plane schemas -----------------------------------------------------------------------------------
+Mode = Literal["off", "critical", "safe", "normal", "full"]
+
+
+class RailReading(Payload):
+    name: str = field(doc="rail name from the config")
+    on: bool = field(doc="output switched on (commanded on, not tripped, not shed)")
+    tripped: bool = field(doc="latching current limiter open (waiting to retry, or latched)")
+    latched: bool = field(doc="no automatic retries left: needs `eps.rail.reset`")
+    trips: int = field(doc="trips since start", ge=0)
+    current_a: float = field("A", "output current as the rail monitor reads it")
+    voltage_v: float = field("V", "output voltage as the rail monitor reads it")
+
+
+class EpsTelemetry(Payload):
+    bus_v: float = field("V", "bus voltage (battery terminal) as measured", ge=0)
+    battery_v: float = field("V", "battery voltage as measured", ge=0)
+    battery_a: float = field("A", "battery current as measured, > 0 charging")
+    soc_est: float = field(doc="battery gauge state-of-charge estimate, 0..1", ge=0, le=1)
+    array_w: float = field("W", "solar array power as measured", ge=0)
+    mode: Mode = field(doc="undervoltage shed mode (battery-voltage mode machine)")
+    rails: list[RailReading] = field(doc="every PDU rail")
+
+
+class HeaterReading(Payload):
+    name: str = field(doc="heater name")
+    mode: Literal["auto", "on", "off"] = field(doc="commanded mode")
+    on: bool = field(doc="heater element energised (thermostat or forced)")
+
+
+class ThermalTelemetry(Payload):
+    temps_degc: dict[str, float] = field("degC", "thermistor readings by node")
+    heaters: list[HeaterReading] = field(doc="heater states")
+
+
+class SunTelemetry(Payload):
+    sun_w_m2: float = field("W/m^2", "coarse sun sensor reading", ge=0)
+    eclipse: bool = field(doc="sun reading below the eclipse threshold")
+
+
+class RailSet(Payload):
+    rail: str = field(doc="rail name")
+    on: bool = field(doc="switch the rail on or off")
+
+
+class RailReset(Payload):
+    rail: str = field(doc="rail name; clears a tripped or latched current limiter and its retry counter")
+
+
+class HeaterSet(Payload):
+    heater: str = field(doc="heater name")
+    mode: Literal["auto", "on", "off"] = field(doc="auto: thermostat; on/off: forced")
+    on_below_degc: float | None = field("degC", "thermostat on threshold (unchanged if absent)", default=None,
+                                        ge=-100, le=150)
+    off_above_degc: float | None = field("degC", "thermostat off threshold (unchanged if absent)", default=None,
+                                         ge=-100, le=150)
+
+
+class ShedSet(Payload):
+    full_v: float | None = field("V", "battery voltage of mode full", default=None, gt=0, le=200)
+    normal_v: float | None = field("V", "rising threshold safe -> normal", default=None, gt=0, le=200)
+    safe_v: float | None = field("V", "falling threshold normal -> safe (payload shed)", default=None, gt=0,
+                                 le=200)
+    critical_v: float | None = field("V", "falling threshold safe -> critical", default=None, gt=0, le=200)
+    hw_off_v: float | None = field("V", "hardware cut-off: every rail off", default=None, gt=0, le=200)
+    hw_on_v: float | None = field("V", "hardware back on", default=None, gt=0, le=200)
+
+
+class ModeChanged(Payload):
+    mode: Mode = field(doc="new mode")
+    previous: Mode = field(doc="previous mode")
+    battery_v: float = field("V", "battery voltage at the change")
+    reason: str | None = field(doc="why, when not a plain threshold crossing", default=None)
+
+
+class RailTripped(Payload):
+    rail: str = field(doc="rail name")
+    current_a: float = field("A", "output current that tripped it")
+    trips: int = field(doc="trips since start", ge=0)
+    latched: bool = field(doc="no automatic retries left")
+
+
+class BatteryFault(Payload):
+    mode: Literal["open", "short"] = field(doc="cell failure mode")
+    group: int = field(doc="series group", ge=0)
+    connected: bool = field(doc="the pack still connects the bus")
+
+
+class StringFail(Payload):
+    array: str = field(doc="array name")
+    strings: int = field(doc="strings lost", ge=1, default=1)
+
+
+class CellLoss(Payload):
+    group: int = field(doc="series group (0 = most negative)", ge=0, default=0)
+    mode: Literal["open", "short"] = field(doc="open: the cell leaves its parallel group; short: the group shorts",
+                                           default="open")
+
+
+class RailShort(Payload):
+    rail: str = field(doc="rail name")
+    extra_a: float = field("A", "extra load current of the short", gt=0, le=1000)
+
+
+class SensorChannel(Payload):
+    channel: str = field(doc="sensor channel, e.g. `thermal.battery`, `eps.rail.payload.current_a`")
+
+
+class SensorDrift(Payload):
+    channel: str = field(doc="sensor channel")
+    rate_per_h: float = field("unit/h", "drift rate in the channel's unit per hour", ge=-1e6, le=1e6)
+
+
+class SensorNoisy(Payload):
+    channel: str = field(doc="sensor channel")
+    factor: float = field(doc="noise multiplier", gt=0, le=1e6, default=10.0)
+
+
+class Satellite(SpacecraftModel):
+    """One simulated satellite. ``environment`` / ``accelerator`` may be injected (tests); else built from config."""
+
+    def __init__(self, config: SatelliteConfig, *, epoch_utc: dt.datetime, seed: int, step_s: float = 1.0,
+                 environment: Any = None, accelerator: Any = None, chunk_steps: int = 3600) -> None:
+        self.config = config
+        self.name = config.name
+        self.epoch_utc = epoch_utc
+        self.step_s = step_s
+        self.chunk_steps = chunk_steps
+        streams = np.random.SeedSequence(seed).spawn(len(SEED_STREAMS))
+        self.rngs = {name: np.random.default_rng(s) for name, s in zip(SEED_STREAMS, streams, strict=True)}
+        self.env = environment if environment is not None else Environment(config.orbit, config.environment,
+                                                                           epoch_utc)
+        self.power = PowerSystem(config.power)
+        self.thermal = ThermalNetwork(config.thermal)
+        self.accel = accelerator if accelerator is not None else AcceleratorBoard(
+            config.accelerator, config.radiation, self.rngs["accelerator"])
+        th, pw = self.thermal, self.power
+        self.n_nodes = th.n
+        self._accel_rail = pw.rail_index[config.accelerator.rail]
+        self._accel_node = th.index[config.accelerator.thermal_node]
+        self._batt_node = th.index[config.power.battery.thermal_node]
+        self._array_nodes = [th.index[a.thermal_node] for a in config.power.arrays]
+        self._array_face = [(-1 if a.mount == "tracking" else FACES.index(a.face)) for a in config.power.arrays]
+        self._rail_nodes = [th.index[r.thermal_node] for r in config.power.rails]
+        # static loads' heat at full conduction, and per rail what to take back when it conducted less
+        self._static_q = [0.0] * th.n
+        self._rail_loads: list[list[tuple[int, float]]] = [[] for _ in pw.rails]
+        for ld in config.power.loads:
+            node = th.index[ld.thermal_node]
+            self._static_q[node] += ld.power_w
+            self._rail_loads[pw.rail_index[ld.rail]].append((node, ld.power_w))
+        self._heaters = [(pw.rail_index[h.rail], th.index[h.node]) for h in config.thermal.heaters]
+        self._eps_node = th.index[config.power.eps_node]
+        shunt = config.power.shunt_node or config.power.arrays[0].thermal_node
+        self._shunt_node = th.index[shunt]
+        self._n_rails = len(pw.rails)
+        self._chunk: Any = None
+        self._c_t0 = 0
+        self._c_dt = 0
+        self._c_n = 0
+        self._i = 0
+        self.t_ns = 0
+        self.steps = 0
+        self._events: list[tuple[str, dict[str, Any]]] = []
+        self._build_sensors()
+
+    # -- sensors ----------------------------------------------------------------------------------------------
+    def _build_sensors(self) -> None:
+        sc, pc = self.config.sensors, self.config.power
+        ns = pc.battery.cells_series
+        vmax = 1.2 * ns * CELL_MAX_V
+        i_dis = pc.battery.max_discharge_c * pc.battery.capacity_ah
+        p_arr = sum(SOLAR_CONSTANT_W_M2 * a.area_m2 * a.efficiency for a in pc.arrays)
+        eps = [
+            ChannelSpec("eps.bus_v", "V", sc.battery_voltage, 0.0, vmax),
+            ChannelSpec("eps.battery_v", "V", sc.battery_voltage, 0.0, vmax),
+            ChannelSpec("eps.battery_a", "A", sc.battery_current, -1.5 * i_dis, 1.5 * i_dis),
+            ChannelSpec("eps.soc", "", sc.soc, 0.0, 1.0),
+            ChannelSpec("eps.array_w", "W", sc.array_power, 0.0, 1.2 * p_arr),
+        ]
+        for r in pc.rails:
+            eps.append(ChannelSpec(f"eps.rail.{r.name}.current_a", "A", sc.rail_current, 0.0, 2.0 * r.current_limit_a))
+            hi = 1.5 * r.voltage_v if r.voltage_v is not None else vmax
+            eps.append(ChannelSpec(f"eps.rail.{r.name}.voltage_v", "V", sc.rail_voltage, 0.0, hi))
+        self.eps_bank = SensorBank(eps, self.rngs["sensors.eps"])
+        nodes = sc.thermistor_nodes if sc.thermistor_nodes is not None else self.thermal.names
+        self._thermistor_idx = np.array([self.thermal.index[n] for n in nodes], dtype=np.intp)
+        self._thermistor_names = list(nodes)
+        self.thermal_bank = SensorBank([ChannelSpec(f"thermal.{n}", "degC", sc.thermistor, -55.0, 125.0)
+                                        for n in nodes], self.rngs["sensors.thermal"])
+        self.sun_bank = SensorBank([ChannelSpec("adcs.sun", "W/m^2", sc.sun, 0.0, 1500.0)], self.rngs["sensors.sun"])
+        self._banks = (self.eps_bank, self.thermal_bank, self.sun_bank)
+        self._gauge_offset_a = sc.gauge_offset_a_per_ah * pc.battery.capacity_ah
+        self._eclipse_w_m2 = sc.eclipse_threshold_w_m2
+
+    def _eps_truth(self) -> np.ndarray:
+        pw = self.power
+        q = pw.q_pack_c
+        soc = pw.soc + (self._gauge_offset_a * pw.s_since_full / q if q > 0 else 0.0)
+        vals = [pw.bus_v, pw.bus_v if pw.battery_connected else 0.0, pw.battery_a, soc, pw.array_total_w]
+        for r in pw.rails:
+            vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
+            vals.append(r.v_out)
+        return np.array(vals)
+
+    def _sun_truth(self) -> np.ndarray:
+        if self._chunk is None:
+            return np.zeros(1)
+        return np.array([self._track[self._i]])
+
+    def read_eps(self) -> dict[str, Any]:
+        v = self.eps_bank.read(self.t_ns, self._eps_truth()).tolist()
+        pw = self.power
+        rails = []
+        for k, r in enumerate(pw.rails):
+            rails.append({"name": r.name, "on": r.on, "tripped": r.tripped, "latched": r.latched, "trips": r.trips,
+                          "current_a": v[5 + 2 * k], "voltage_v": v[6 + 2 * k]})
+        return {"bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4],
+                "mode": MODE_NAMES[pw.mode], "rails": rails}
+
+    def read_thermal(self) -> dict[str, Any]:
+        truth = self.thermal.T[self._thermistor_idx] - KELVIN
+        v = self.thermal_bank.read(self.t_ns, truth).tolist()
+        th = self.thermal
+        return {"temps_degc": dict(zip(self._thermistor_names, v, strict=True)),
+                "heaters": [{"name": h.name, "mode": th.heater_mode[i], "on": th.heater_on[i]}
+                            for i, h in enumerate(th.heaters)]}
+
+    def read_sun(self) -> dict[str, Any]:
+        v = float(self.sun_bank.read(self.t_ns, self._sun_truth())[0])
+        return {"sun_w_m2": v, "eclipse": v < self._eclipse_w_m2}
+
+    # -- environment chunks -----------------------------------------------------------------------------------
+    def _load_chunk(self, t_ns: int, dt_ns: int) -> None:
+        c = self.env.chunk(t_ns, dt_ns, self.chunk_steps)
+        self._chunk = c
+        self._c_t0, self._c_dt, self._c_n = t_ns, dt_ns, len(c)
+        face = np.asarray(c.face_solar_w_m2, dtype=float)
+        track = np.asarray(c.tracking_solar_w_m2, dtype=float)
+        cols = [track if f < 0 else face[:, f] for f in self._array_face]
+        self._solar = np.stack(cols, axis=1).tolist()
+        self._track = track.tolist()
+        self._env_q = self.thermal.environment_heat(face, c.face_albedo_w_m2, c.face_ir_w_m2, track)
+        self._dose = np.asarray(c.dose_rate_rad_s, dtype=float).tolist()
+        self._radf = np.asarray(c.rad_flux_factor, dtype=float).tolist()
+
+    # -- the step ---------------------------------------------------------------------------------------------
+    def step(self, t_ns: int, dt_ns: int) -> None:
+        k = (t_ns - self._c_t0) // self._c_dt if self._c_dt else -1
+        if (self._chunk is None or dt_ns != self._c_dt or not 0 <= k < self._c_n
+                or t_ns != self._c_t0 + k * self._c_dt):
+            self._load_chunk(t_ns, dt_ns)
+            k = 0
+        self._i = i = k
+        dt_s = dt_ns * 1e-9
+        pw, th, acc = self.power, self.thermal, self.accel
+        temps = th.T.tolist()
+        ai = self._accel_rail
+        acc.step(t_ns, dt_s, supply_v=pw.rails[ai].v_out, die_temp_degc=temps[self._accel_node] - KELVIN,
+                 dose_rate_rad_s=self._dose[i], rad_flux_factor=self._radf[i])
+        loads = [0.0] * self._n_rails
+        acc_load = acc.load_w
+        loads[ai] += acc_load
+        hd = th.heater_demand()
+        heaters = self._heaters
+        for h in range(len(heaters)):
+            loads[heaters[h][0]] += hd[h]
+        an = self._array_nodes
+        pw.step(dt_s, self._solar[i], [temps[n] - KELVIN for n in an], temps[self._batt_node] - KELVIN, loads)
+
+        # heat routing
+        q = self._static_q.copy()
+        rails = pw.rails
+        rn = self._rail_nodes
+        rl = self._rail_loads
+        for r in rails:
+            f = r.frac
+            if f != 1.0:
+                for node, p in rl[r.idx]:
+                    q[node] -= p * (1.0 - f)
+            h = r.heat_w
+            if h:
+                q[rn[r.idx]] += h
+        for h in range(len(heaters)):
+            ridx, node = heaters[h]
+            q[node] += hd[h] * rails[ridx].frac
+        q[self._accel_node] += acc.heat_w * rails[ai].frac
+        ia = pw.battery_a
+        q[self._batt_node] += ia * ia * pw.battery_r_ohm
+        q[self._eps_node] += pw.array_total_w * (1.0 - pw.mppt_eff)
+        q[self._shunt_node] += pw.shunt_w
+        aw = pw.array_w
+        for k2 in range(len(an)):
+            q[an[k2]] -= aw[k2]
+        th.step(dt_s, self._env_q[i], q)
+        self.t_ns = t_ns + dt_ns
+        self.steps += 1
+        if pw.events:
+            self._events += pw.events
+            pw.events.clear()
+
+    # -- interface --------------------------------------------------------------------------------------------
+    def interface(self) -> Interface:
+        iface = Interface(
+            telemetry=[
+                Telemetry(telemetry_spec("eps.telemetry", EpsTelemetry,
+                                         "Power system as the EPS board measures it: bus, battery, arrays, rails, "
+                                         "shed mode.", 1.0), self.read_eps),
+                Telemetry(telemetry_spec("thermal.telemetry", ThermalTelemetry,
+                                         "Thermistor readings and heater states.", 1.0), self.read_thermal),
+                Telemetry(telemetry_spec("adcs.sun", SunTelemetry, "Coarse sun sensor and eclipse flag.", 1.0),
+                          self.read_sun),
+            ],
+            commands=[
+                Command(command_spec("eps.rail.set", RailSet, "Switch a PDU rail on or off."), self._cmd_rail_set),
+                Command(command_spec("eps.rail.reset", RailReset,
+                                     "Clear a tripped or latched current limiter (the rail comes back if "
+                                     "commanded on)."), self._cmd_rail_reset),
+                Command(command_spec("eps.shed.set", ShedSet,
+                                     "Set undervoltage shed thresholds (pack volts); checked as a set: "
+                                     "hw_off < critical < safe < normal < full, hw_off < hw_on < full, within "
+                                     "the cell window."), self._cmd_shed_set),
+                Command(command_spec("thermal.heater.set", HeaterSet, "Set a heater's mode and thermostat."),
+                        self._cmd_heater_set),
+            ],
+            faults=[
+                Fault("eps.array.string_fail", StringFail, "Strings of a solar array fail (open); clearing "
+                      "restores them.", self._f_strings, self._f_strings_clear),
+                Fault("eps.battery.cell_loss", CellLoss, "A battery cell fails (permanent).", self._f_cell),
+                Fault("eps.rail.short", RailShort, "Extra load current on a rail (its limiter should trip).",
+                      self._f_short, self._f_short_clear),
+                Fault("sensor.stuck", SensorChannel, "A sensor repeats its last reading.",
+                      lambda p: self._f_sensor(p, "stuck"), lambda p: self._f_sensor_clear(p, "stuck")),
+                Fault("sensor.drift", SensorDrift, "A sensor drifts at a rate per hour.",
+                      lambda p: self._f_sensor(p, "drift"), lambda p: self._f_sensor_clear(p, "drift")),
+                Fault("sensor.open", SensorChannel, "Open circuit: the reading pins to its range limit.",
+                      lambda p: self._f_sensor(p, "open"), lambda p: self._f_sensor_clear(p, "open")),
+                Fault("sensor.noisy", SensorNoisy, "A sensor's noise grows by a factor.",
+                      lambda p: self._f_sensor(p, "noisy"), lambda p: self._f_sensor_clear(p, "noisy")),
+            ],
+            events=[
+                event_spec("eps.mode.changed", ModeChanged, "The shed mode changed."),
+                event_spec("eps.rail.tripped", RailTripped, "A rail's latching current limiter tripped."),
+                event_spec("eps.battery.fault", BatteryFault, "A battery cell failed."),
+            ],
+        )
+        iface.extend(self.accel.interface())
+        return iface
+
+    def _cmd_rail_set(self, p: RailSet) -> dict[str, Any]:
+        self.power.set_rail(p.rail, p.on)
+        r = self.power.rail(p.rail)
+        return {"rail": r.name, "commanded_on": r.cmd_on, "on": r.on}
+
+    def _cmd_rail_reset(self, p: RailReset) -> dict[str, Any]:
+        self.power.reset_rail(p.rail)
+        r = self.power.rail(p.rail)
+        return {"rail": r.name, "on": r.on, "tripped": r.tripped}
+
+    def _cmd_shed_set(self, p: ShedSet) -> dict[str, Any]:
+        return {"thresholds_v": self.power.set_thresholds(**p.model_dump())}
+
+    def _cmd_heater_set(self, p: HeaterSet) -> dict[str, Any]:
+        return self.thermal.set_heater(p.heater, p.mode, p.on_below_degc, p.off_above_degc)
+
+    def _f_strings(self, p: StringFail) -> None:
+        self.power.fail_strings(p.array, p.strings)
+
+    def _f_strings_clear(self, p: StringFail) -> None:
+        self.power.restore_strings(p.array, p.strings)
+
+    def _f_cell(self, p: CellLoss) -> None:
+        self.power.lose_cell(p.group, p.mode)
+        self._events += self.power.events
+        self.power.events.clear()
+
+    def _f_short(self, p: RailShort) -> None:
+        self.power.short_rail(p.rail, p.extra_a)
+
+    def _f_short_clear(self, p: RailShort) -> None:
+        self.power.clear_short(p.rail)
+
+    def _bank_of(self, channel: str) -> SensorBank:
+        for bank in self._banks:
+            if channel in bank.index:
+                return bank
+        valid = [n for b in self._banks for n in b.names]
+        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="params.channel",
+                           valid=valid)
+
+    def _f_sensor(self, p: Any, kind: str) -> None:
+        bank = self._bank_of(p.channel)
+        # take a fresh reading first, so "stuck" holds what the board would see now
+        {id(self.eps_bank): self.read_eps, id(self.thermal_bank): self.read_thermal,
+         id(self.sun_bank): self.read_sun}[id(bank)]()
+        bank.inject(p.channel, kind, t_ns=self.t_ns, rate_per_h=getattr(p, "rate_per_h", 0.0),
+                    factor=getattr(p, "factor", 1.0))
+
+    def _f_sensor_clear(self, p: Any, kind: str) -> None:
+        self._bank_of(p.channel).clear(p.channel, kind)
+
+    # -- truth and events -------------------------------------------------------------------------------------
+    def sensor_channels(self) -> list[str]:
+        return [n for b in self._banks for n in b.names]
+
+    def truth(self) -> dict[str, Any]:
+        env: dict[str, Any] = {}
+        if self._chunk is not None:
+            s = self._chunk.sample(self._i)
+            for key in ("sunlit_frac", "solar_flux_w_m2", "beta_deg", "lat_deg", "lon_deg", "alt_km",
+                        "local_solar_time_h", "tracking_solar_w_m2", "dose_rate_rad_s", "rad_flux_factor"):
+                if hasattr(s, key):
+                    env[key] = float(getattr(s, key))
+            for key in ("in_saa", "in_polar_horn"):
+                if hasattr(s, key):
+                    env[key] = bool(getattr(s, key))
+        faults: dict[str, list[str]] = {}
+        for b in self._banks:
+            faults.update(b.active_faults())
+        return {
+            "name": self.name,
+            "t_ns": self.t_ns,
+            "environment": env,
+            "power": self.power.truth(),
+            "thermal": self.thermal.truth(),
+            "sensors": {"faults": faults},
+            "accelerator": self.accel.truth(),
+        }
+
+    def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
+        out = self._events
+        self._events = []
+        out += self.accel.drain_events()
+        return out

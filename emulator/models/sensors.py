@@ -1,0 +1,194 @@
+"""What the board can measure: thermistors, INA-class rail monitors, a battery gauge, a sun sensor; noise,
+quantisation, offsets, sample rate, and faults (stuck, drift, open circuit, noisy) injected at run time.
+
+A :class:`SensorBank` holds many channels as numpy arrays and reads them all in one vectorised call, lazily:
+the satellite only reads when a telemetry topic is sampled. A channel takes a new sample when its sample
+period has rolled over since its last one and otherwise holds the last reading (a zero-order hold), so the
+board never sees more than ``sample_hz`` distinct values per second. Draws come from one seeded numpy
+Generator per bank, so a run with the same seed and read schedule is identical.
+
+A reading is
+
+    q(x) = clip(lo + lsb * round((x + offset + drift * (t - t0) + sigma * k * z - lo) / lsb), lo, hi)
+
+with z ~ N(0, 1), k the "noisy" factor; an open circuit reads ``lo`` or ``hi`` (the ADC rail), a stuck
+channel repeats the reading it had when it stuck.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from emulator.errors import CommandError, suggest
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ChannelConfig(_Strict):
+    """One kind of channel. Ranges left at None are derived from the satellite (rail limits, pack size)."""
+
+    #: ADC resolution: the INA219 shunt/bus ADCs and most MCU ADCs are 12-bit (issue: "like a 12-bit ADC")
+    bits: int = Field(12, ge=1, le=24)
+    #: least significant bit in the channel's unit; None: (range_max - range_min) / 2**bits
+    lsb: float | None = Field(None, gt=0)
+    range_min: float | None = None
+    range_max: float | None = None
+    #: white noise, in LSB (1 LSB rms is a typical INA-class figure)
+    noise_lsb: float = Field(1.0, ge=0, le=1e6)
+    #: fixed offset, in LSB
+    offset_lsb: float = Field(0.0, ge=-1e6, le=1e6)
+    sample_hz: float = Field(1.0, gt=0, le=1e6)
+    #: an open circuit pins the reading to this end of the range (ADC rail)
+    open_reads: Literal["min", "max"] = "min"
+
+    @model_validator(mode="after")
+    def _range(self) -> ChannelConfig:
+        if self.range_min is not None and self.range_max is not None and not self.range_min < self.range_max:
+            raise ValueError(f"range_min ({self.range_min}) must be below range_max ({self.range_max})")
+        return self
+
+
+class SensorsConfig(_Strict):
+    #: nodes with a thermistor; None: every thermal node
+    thermistor_nodes: list[str] | None = None
+    #: NTC thermistor in a divider: -55..125 °C is the usual NTC rating; an open NTC with a pull-up reads
+    #: full scale, i.e. the cold end
+    thermistor: ChannelConfig = Field(default_factory=lambda: ChannelConfig(range_min=-55.0, range_max=125.0,
+                                                                            open_reads="min"))
+    #: rail output current (INA219 class); range None: 0 .. 2 x the rail's current limit
+    rail_current: ChannelConfig = Field(default_factory=ChannelConfig)
+    #: rail output voltage; range None: 0 .. 1.5 x nominal (regulated) or 1.2 x pack max (unregulated)
+    rail_voltage: ChannelConfig = Field(default_factory=ChannelConfig)
+    #: battery/bus voltage; range None: 0 .. 1.2 x cells_series x 4.2 V
+    battery_voltage: ChannelConfig = Field(default_factory=ChannelConfig)
+    #: battery current, signed (charging > 0); range None: +-1.5 x the discharge limit
+    battery_current: ChannelConfig = Field(default_factory=ChannelConfig)
+    #: array power; range None: 0 .. 1.2 x the arrays' power at 1361 W/m² (physics.md §3 solar constant)
+    array_power: ChannelConfig = Field(default_factory=ChannelConfig)
+    #: state-of-charge estimate of the gauge, 0..1; 10-bit (0.1 %) and ~1 % noise like a fuel-gauge IC
+    soc: ChannelConfig = Field(default_factory=lambda: ChannelConfig(bits=10, range_min=0.0, range_max=1.0,
+                                                                     noise_lsb=5.0))
+    #: gauge coulomb-counting error: current-sense offset per Ah of capacity (A/Ah); the gauge re-zeroes
+    #: when the pack reaches end of charge ("full")
+    gauge_offset_a_per_ah: float = Field(0.001, ge=-1, le=1)
+    #: coarse sun sensor (photodiode on a sun-facing side), W/m²
+    sun: ChannelConfig = Field(default_factory=lambda: ChannelConfig(range_min=0.0, range_max=1500.0))
+    #: the board's eclipse flag: sun reading below this
+    eclipse_threshold_w_m2: float = Field(200.0, gt=0, le=1500)
+
+
+class ChannelSpec:
+    """A resolved channel: name, unit and the numbers of its kind."""
+
+    __slots__ = ("hi", "lo", "lsb", "name", "offset", "open_reads", "period_ns", "sigma", "unit")
+
+    def __init__(self, name: str, unit: str, cfg: ChannelConfig, lo: float, hi: float) -> None:
+        lo = cfg.range_min if cfg.range_min is not None else lo
+        hi = cfg.range_max if cfg.range_max is not None else hi
+        if not lo < hi:
+            raise ValueError(f"sensor {name!r}: empty range {lo}..{hi}")
+        self.name = name
+        self.unit = unit
+        self.lo = float(lo)
+        self.hi = float(hi)
+        self.lsb = cfg.lsb if cfg.lsb is not None else (hi - lo) / 2 ** cfg.bits
+        self.sigma = cfg.noise_lsb * self.lsb
+        self.offset = cfg.offset_lsb * self.lsb
+        self.period_ns = max(1, round(1e9 / cfg.sample_hz))
+        self.open_reads = cfg.open_reads
+
+
+FAULT_KINDS = ("stuck", "drift", "open", "noisy")
+
+
+class SensorBank:
+    """Channels read together (one telemetry topic). Deterministic given the Generator and read times."""
+
+    def __init__(self, specs: list[ChannelSpec], rng: np.random.Generator) -> None:
+        self.specs = specs
+        self.names = [s.name for s in specs]
+        self.index = {s.name: i for i, s in enumerate(specs)}
+        self.n = n = len(specs)
+        self.rng = rng
+        self.lo = np.array([s.lo for s in specs])
+        self.hi = np.array([s.hi for s in specs])
+        self.lsb = np.array([s.lsb for s in specs])
+        self.sigma = np.array([s.sigma for s in specs])
+        self.offset = np.array([s.offset for s in specs])
+        self.period_ns = np.array([s.period_ns for s in specs], dtype=np.int64)
+        self.open_val = np.array([s.lo if s.open_reads == "min" else s.hi for s in specs])
+        self.last_k = np.full(n, -1, dtype=np.int64)
+        self.held = np.zeros(n)
+        # faults
+        self.stuck = np.zeros(n, dtype=bool)
+        self.stuck_val = np.zeros(n)
+        self.open = np.zeros(n, dtype=bool)
+        self.noise_factor = np.ones(n)
+        self.drift_per_s = np.zeros(n)
+        self.drift_t0_ns = np.zeros(n, dtype=np.int64)
+        self.faults: dict[str, set[str]] = {}
+
+    def read(self, t_ns: int, truth: np.ndarray) -> np.ndarray:
+        """Readings at ``t_ns`` of channels whose true values are ``truth`` (held between samples)."""
+        k = t_ns // self.period_ns
+        new = k != self.last_k
+        if new.any():
+            z = self.rng.standard_normal(self.n)
+            v = truth + self.offset + self.sigma * self.noise_factor * z
+            if self.drift_per_s.any():
+                v = v + self.drift_per_s * ((t_ns - self.drift_t0_ns) * 1e-9)
+            lo = self.lo
+            v = lo + self.lsb * np.round((v - lo) / self.lsb)
+            v = np.minimum(np.maximum(v, lo), self.hi)
+            if self.open.any():
+                v = np.where(self.open, self.open_val, v)
+            if self.stuck.any():
+                v = np.where(self.stuck, self.stuck_val, v)
+            self.held = np.where(new, v, self.held)
+            self.last_k = k
+        return self.held
+
+    def channel(self, name: str) -> int:
+        i = self.index.get(name)
+        if i is None:
+            raise CommandError(f"unknown sensor channel {name!r}{suggest(name, self.names)}",
+                               field="params.channel", valid=self.names)
+        return i
+
+    def inject(self, name: str, kind: str, *, t_ns: int = 0, rate_per_h: float = 0.0, factor: float = 1.0) -> None:
+        i = self.channel(name)
+        if kind == "stuck":
+            self.stuck_val[i] = self.held[i]
+            self.stuck[i] = True
+        elif kind == "drift":
+            self.drift_per_s[i] = rate_per_h / 3600.0
+            self.drift_t0_ns[i] = t_ns
+        elif kind == "open":
+            self.open[i] = True
+        elif kind == "noisy":
+            self.noise_factor[i] = factor
+        else:
+            raise CommandError(f"unknown sensor fault {kind!r}", field="name", valid=list(FAULT_KINDS))
+        self.faults.setdefault(name, set()).add(kind)
+        self.last_k[i] = -1  # the fault shows at the next read
+
+    def clear(self, name: str, kind: str) -> None:
+        i = self.channel(name)
+        if kind == "stuck":
+            self.stuck[i] = False
+        elif kind == "drift":
+            self.drift_per_s[i] = 0.0
+        elif kind == "open":
+            self.open[i] = False
+        elif kind == "noisy":
+            self.noise_factor[i] = 1.0
+        self.faults.get(name, set()).discard(kind)
+        self.last_k[i] = -1
+
+    def active_faults(self) -> dict[str, list[str]]:
+        return {k: sorted(v) for k, v in self.faults.items() if v}

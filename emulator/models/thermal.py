@@ -1,0 +1,299 @@
+"""Lumped-node thermal network: absorbed solar, albedo and Earth IR, radiation to space, conduction, heaters.
+
+Each node i has a heat capacity C_i (J/K) and temperature T_i (K):
+
+    C_i dT_i/dt = Q_i + sum_j G_ij (T_j - T_i) - k_i (T_i^4 - T_sink^4),   k_i = sigma * sum_surfaces(eps A)
+
+Q_i is the absorbed environment flux (solar and albedo with the solar absorptivity, Earth IR with the
+emissivity, by Kirchhoff) plus every electrical dissipation the satellite routes to the node.
+
+The solver is backward Euler with the T^4 term linearised, T_new^4 ~ T^4 + 4 T_lin^3 (T_new - T), which is
+unconditionally stable for the linear part and exact at steady state. The matrix
+(C/dt + L + diag(4 k T_lin^3)) is inverted once and reused (ceilings.md row 6: ~1.3 us per step at N <= 32);
+it is refreshed when dt changes or a radiating node has moved more than ``relinearise_k`` from T_lin (checked
+every ~10 s of sim time; a frozen-Jacobian Newton step: the fixed point is still the exact steady state).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from emulator.errors import CommandError, ModelError, suggest
+
+SIGMA = 5.670374419e-8  # Stefan-Boltzmann constant, W m^-2 K^-4 (CODATA 2018, exact)
+KELVIN = 273.15
+FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # same order as emulator.models.environment.FACES
+SurfaceFace = Literal["+X", "-X", "+Y", "-Y", "+Z", "-Z", "sun", "none"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NodeConfig(_Strict):
+    name: str = Field(min_length=1)
+    #: mass x specific heat, J/K (e.g. 1 kg aluminium ~ 900 J/K); a huge value makes a fixed-temperature boundary
+    capacity_j_k: float = Field(gt=0, le=1e18)
+    initial_temp_degc: float = Field(20.0, ge=-270, le=500)
+
+
+class LinkConfig(_Strict):
+    a: str
+    b: str
+    #: conductance G, W/K
+    conductance_w_k: float = Field(gt=0, le=1e6)
+
+
+class SurfaceConfig(_Strict):
+    """An external surface of a node. face: a body face (FACES), "sun" (a sun-tracking side: gets the tracking
+    flux, sees no Earth) or "none" (radiates only, e.g. the back of a wing)."""
+
+    node: str
+    area_m2: float = Field(gt=0, le=10000)
+    face: SurfaceFace
+    #: solar absorptivity (coatings table, physics.md §4)
+    absorptivity: float = Field(ge=0, le=1)
+    #: IR emissivity (coatings table, physics.md §4)
+    emissivity: float = Field(ge=0, le=1)
+
+
+class HeaterConfig(_Strict):
+    name: str = Field(min_length=1)
+    node: str
+    power_w: float = Field(gt=0, le=100000)
+    #: PDU rail feeding it
+    rail: str = "heaters"
+    #: thermostat: on below, off above (battery charging needs > 0 °C, physics.md §4)
+    on_below_degc: float = 5.0
+    off_above_degc: float = 10.0
+    mode: Literal["auto", "on", "off"] = "auto"
+
+    @model_validator(mode="after")
+    def _band(self) -> HeaterConfig:
+        if not self.on_below_degc < self.off_above_degc:
+            raise ValueError(f"heater {self.name!r}: on_below_degc ({self.on_below_degc}) must be below "
+                             f"off_above_degc ({self.off_above_degc})")
+        return self
+
+
+class ThermalConfig(_Strict):
+    nodes: list[NodeConfig] = Field(min_length=1)
+    links: list[LinkConfig] = Field(default_factory=list)
+    surfaces: list[SurfaceConfig] = Field(default_factory=list)
+    heaters: list[HeaterConfig] = Field(default_factory=list)
+    #: deep-space sink, ~3 K (physics.md §4 "Deep-space sink")
+    sink_temp_k: float = Field(3.0, ge=0, le=400)
+    #: refresh the linearisation when a node moves this far from it (K); 1 K keeps the radiative
+    #: derivative within ~1.5 % at 200 K
+    relinearise_k: float = Field(1.0, gt=0, le=100)
+
+    @model_validator(mode="after")
+    def _refs(self) -> ThermalConfig:
+        names = [n.name for n in self.nodes]
+        seen: set[str] = set()
+        for n in names:
+            if n in seen:
+                raise ValueError(f"nodes: duplicate node name {n!r}; names must be unique")
+            seen.add(n)
+
+        def known(path: str, node: str) -> None:
+            if node not in seen:
+                raise ValueError(f"{path}: unknown node {node!r}{suggest(node, names)}; valid nodes: "
+                                 f"{', '.join(names)}")
+
+        for i, ln in enumerate(self.links):
+            known(f"links[{i}].a", ln.a)
+            known(f"links[{i}].b", ln.b)
+            if ln.a == ln.b:
+                raise ValueError(f"links[{i}]: a link must join two different nodes, got {ln.a!r} twice")
+        for i, s in enumerate(self.surfaces):
+            known(f"surfaces[{i}].node", s.node)
+        hn: set[str] = set()
+        for i, h in enumerate(self.heaters):
+            known(f"heaters[{i}].node", h.node)
+            if h.name in hn:
+                raise ValueError(f"heaters: duplicate heater name {h.name!r}")
+            hn.add(h.name)
+        return self
+
+
+class ThermalNetwork:
+    """The node temperatures and their implicit update. Temperatures are kept in kelvin (``T``)."""
+
+    def __init__(self, config: ThermalConfig, *, track_energy: bool = False) -> None:
+        self.config = config
+        self.names = [n.name for n in config.nodes]
+        self.index = {n: i for i, n in enumerate(self.names)}
+        n = len(self.names)
+        self.n = n
+        self.C = np.array([nd.capacity_j_k for nd in config.nodes], dtype=float)
+        self.T = np.array([nd.initial_temp_degc + KELVIN for nd in config.nodes], dtype=float)
+        L = np.zeros((n, n))
+        for ln in config.links:
+            a, b, g = self.index[ln.a], self.index[ln.b], ln.conductance_w_k
+            L[a, a] += g
+            L[b, b] += g
+            L[a, b] -= g
+            L[b, a] -= g
+        self.L = L
+        k = np.zeros(n)
+        self.m_solar = np.zeros((6, n))   # W per (W/m^2) of face flux: alpha A
+        self.m_albedo = np.zeros((6, n))  # alpha A
+        self.m_ir = np.zeros((6, n))      # eps A
+        self.v_track = np.zeros(n)        # alpha A of sun-tracking surfaces
+        for s in config.surfaces:
+            i = self.index[s.node]
+            k[i] += SIGMA * s.emissivity * s.area_m2
+            if s.face == "sun":
+                self.v_track[i] += s.absorptivity * s.area_m2
+            elif s.face != "none":
+                f = FACES.index(s.face)
+                self.m_solar[f, i] += s.absorptivity * s.area_m2
+                self.m_albedo[f, i] += s.absorptivity * s.area_m2
+                self.m_ir[f, i] += s.emissivity * s.area_m2
+        self.k_rad = k
+        self._rad_nodes = np.flatnonzero(k > 0)
+        self._zeros = np.zeros(n)
+        self._one = np.ones(1)
+        self._check_every = 1
+        self._countdown = 1
+        self.sink4 = config.sink_temp_k ** 4
+        self.tol_k = config.relinearise_k
+        self._dt = -1.0
+        self._t_lin = self.T.copy()
+        self._inv = np.eye(n)
+        self._cdt = np.zeros(n)
+        self.refreshes = 0
+        self.track_energy = track_energy
+        self.heat_in_j = 0.0
+        self.radiated_j = 0.0
+        # heaters
+        self.heaters = config.heaters
+        self.heater_index = {h.name: i for i, h in enumerate(config.heaters)}
+        self.heater_node = [self.index[h.node] for h in config.heaters]
+        self.heater_mode = [h.mode for h in config.heaters]
+        self.heater_on_below = [h.on_below_degc + KELVIN for h in config.heaters]
+        self.heater_off_above = [h.off_above_degc + KELVIN for h in config.heaters]
+        self.heater_on = [False] * len(config.heaters)
+        self.heater_power_w = [h.power_w for h in config.heaters]
+
+    # -- environment ------------------------------------------------------------------------------------------
+    def environment_heat(self, face_solar_w_m2: np.ndarray, face_albedo_w_m2: np.ndarray,
+                         face_ir_w_m2: np.ndarray, tracking_solar_w_m2: np.ndarray) -> np.ndarray:
+        """Absorbed environment heat per node, (n, N) W, for a chunk of samples (vectorised)."""
+        return (np.asarray(face_solar_w_m2) @ self.m_solar + np.asarray(face_albedo_w_m2) @ self.m_albedo
+                + np.asarray(face_ir_w_m2) @ self.m_ir
+                + np.asarray(tracking_solar_w_m2)[:, None] * self.v_track[None, :])
+
+    # -- solver ---------------------------------------------------------------------------------------------
+    def _refresh(self, dt_s: float) -> None:
+        # only radiating nodes have a linearised term; they move slowly (time constants of minutes), so their
+        # drift from T_lin is checked every ~10 s of sim time rather than every step
+        self._check_every = max(1, int(10.0 / dt_s))
+        self._countdown = self._check_every
+        self._t_lin = self.T.copy()
+        d = 4.0 * self.k_rad * self._t_lin ** 3
+        self._cdt = self.C / dt_s + d
+        inv = np.linalg.inv(self.L + np.diag(self._cdt))
+        self._inv = inv
+        # one matrix for the whole update: T_new = B @ [T, T^4, q, q_extra, 1]
+        n = self.n
+        B = np.empty((n, 4 * n + 1))
+        B[:, :n] = inv * self._cdt[None, :]
+        B[:, n:2 * n] = -inv * self.k_rad[None, :]
+        B[:, 2 * n:3 * n] = inv
+        B[:, 3 * n:4 * n] = inv
+        B[:, 4 * n] = inv @ (self.k_rad * self.sink4)
+        self._B = B
+        self._d = d
+        self._dt = dt_s
+        self.refreshes += 1
+
+    def step(self, dt_s: float, q_w: np.ndarray, extra_w: np.ndarray | list[float] | None = None) -> None:
+        """Advance by ``dt_s`` with node heat inputs ``q_w`` (W, shape (N,)) plus ``extra_w`` (W, N, optional)."""
+        if dt_s != self._dt:
+            if not dt_s > 0:
+                raise ModelError(f"dt_s must be > 0, got {dt_s}", field="dt_s")
+            self._refresh(dt_s)
+        T = self.T
+        self._countdown -= 1
+        if self._countdown <= 0:
+            self._countdown = self._check_every
+            if np.abs(T[self._rad_nodes] - self._t_lin[self._rad_nodes]).max(initial=0.0) > self.tol_k:
+                self._refresh(dt_s)
+        t2 = T * T
+        t_new = self._B @ np.concatenate((T, t2 * t2, q_w, self._zeros if extra_w is None else extra_w,
+                                          self._one))
+        if self.track_energy:
+            q = q_w if extra_w is None else q_w + np.asarray(extra_w)
+            rad = self.k_rad * (t2 * t2 - self.sink4)
+            self.heat_in_j += float(np.sum(q)) * dt_s
+            self.radiated_j += float(np.sum(rad + self._d * (t_new - T))) * dt_s
+        self.T = t_new
+
+    def internal_energy_j(self) -> float:
+        """sum C_i T_i (J, relative to 0 K); its change equals heat in minus radiated."""
+        return float(self.C @ self.T)
+
+    def temps_degc(self) -> list[float]:
+        return (self.T - KELVIN).tolist()
+
+    def temp_degc(self, node: str) -> float:
+        return float(self.T[self.node(node)]) - KELVIN
+
+    def node(self, name: str) -> int:
+        i = self.index.get(name)
+        if i is None:
+            raise ModelError(f"unknown thermal node {name!r}{suggest(name, self.names)}", field="node",
+                             valid=self.names)
+        return i
+
+    # -- heaters --------------------------------------------------------------------------------------------
+    def heater_demand(self) -> list[float]:
+        """Thermostats on the current temperatures; returns each heater's electrical demand (W)."""
+        out = []
+        T = self.T
+        for h in range(len(self.heaters)):
+            mode = self.heater_mode[h]
+            if mode == "auto":
+                t = T[self.heater_node[h]]
+                if t < self.heater_on_below[h]:
+                    self.heater_on[h] = True
+                elif t > self.heater_off_above[h]:
+                    self.heater_on[h] = False
+            else:
+                self.heater_on[h] = mode == "on"
+            out.append(self.heater_power_w[h] if self.heater_on[h] else 0.0)
+        return out
+
+    def set_heater(self, name: str, mode: str, on_below_degc: float | None = None,
+                   off_above_degc: float | None = None) -> dict[str, object]:
+        """Command a heater; validated as a whole, nothing changes on error."""
+        h = self.heater_index.get(name)
+        if h is None:
+            valid = list(self.heater_index)
+            raise CommandError(f"unknown heater {name!r}{suggest(name, valid)}; valid heaters: "
+                               f"{', '.join(valid) or '(none)'}", field="payload.heater", valid=valid)
+        lo = self.heater_on_below[h] - KELVIN if on_below_degc is None else on_below_degc
+        hi = self.heater_off_above[h] - KELVIN if off_above_degc is None else off_above_degc
+        if not lo < hi:
+            raise CommandError(f"on_below_degc ({lo}) must be below off_above_degc ({hi})",
+                               field="payload.on_below_degc")
+        if mode not in ("auto", "on", "off"):
+            raise CommandError(f"unknown heater mode {mode!r}", field="payload.mode", valid=["auto", "on", "off"])
+        self.heater_mode[h] = mode
+        self.heater_on_below[h] = lo + KELVIN
+        self.heater_off_above[h] = hi + KELVIN
+        return {"heater": name, "mode": mode, "on_below_degc": lo, "off_above_degc": hi}
+
+    def truth(self) -> dict[str, object]:
+        return {
+            "temps_degc": dict(zip(self.names, self.temps_degc(), strict=True)),
+            "heaters": {h.name: {"mode": self.heater_mode[i], "on": self.heater_on[i],
+                                 "on_below_degc": self.heater_on_below[i] - KELVIN,
+                                 "off_above_degc": self.heater_off_above[i] - KELVIN}
+                        for i, h in enumerate(self.heaters)},
+        }

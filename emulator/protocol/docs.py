@@ -1,0 +1,61 @@
+"""Render the topic tables of ``docs/protocol.md`` from the live catalogue.
+
+``python -m emulator.protocol.docs [docs/protocol.md] [--config FILE] [--check]`` rewrites the
+text between ``<!-- topics:begin -->`` and ``<!-- topics:end -->``; with ``--check`` it only
+reports whether the file is current (a test runs that, so the docs stay true to the code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+BEGIN = "<!-- topics:begin -->"
+END = "<!-- topics:end -->"
+REPO = Path(__file__).resolve().parents[2]
+
+
+def render_topics(config_path: str | Path | None = None) -> str:
+    from emulator.config import load_config
+    from emulator.runtime import Emulator
+
+    cfg = load_config(config_path or REPO / "configs" / "suncatcher-proto.toml")
+    emu = Emulator.from_config(cfg, board_url=None, control_url=None, record_path=None)
+    faults = emu.fault_list()
+    lines = [emu.catalogue.markdown(), "### control plane: faults (`fault.inject` names)\n",
+             "| name | parameters | clearable | meaning |", "| --- | --- | --- | --- |"]
+    for f in faults:
+        params = ", ".join(f"`{k}`" for k in f["params"].get("properties", {})) or "(none)"
+        lines.append(f"| `{f['name']}` | {params} | {'yes' if f['clearable'] else 'no'} | {f['doc']} |")
+    return "\n".join(lines) + "\n"
+
+
+def splice(text: str, tables: str) -> str:
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"markers {BEGIN} / {END} not found")
+    head, rest = text.split(BEGIN, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{BEGIN}\n\n{tables}\n{END}{tail}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("path", nargs="?", default=str(REPO / "docs" / "protocol.md"))
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--check", action="store_true")
+    args = parser.parse_args(argv)
+    path = Path(args.path)
+    text = path.read_text(encoding="utf-8")
+    new = splice(text, render_topics(args.config))
+    if args.check:
+        if new != text:
+            print(f"{path} is out of date: run python -m emulator.protocol.docs", file=sys.stderr)
+            return 1
+        return 0
+    path.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
