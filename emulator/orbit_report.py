@@ -133,7 +133,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
     # sampled series: ground track, SAA, ranges
     dt_s = max(step_s, duration_s / SUMMARY_SAMPLES)
     n = int(duration_s // dt_s) + 1
-    c = env.chunk(0, int(round(dt_s * 1e9)), n)
+    c = env.chunk(0, round(dt_s * 1e9), n)
 
     def utc(t_s: float | None) -> str | None:
         return None if t_s is None else _iso(orbit.utc(t_s))
@@ -151,7 +151,7 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
             "umbra_s": round(e.umbra_s, 3), "min_sunlit_frac": round(e.min_sunlit_frac, 4),
             "complete": e.complete})
     beta = orbit.beta_deg(nodes) if nodes.size else np.zeros(0)
-    ltan0 = env.sample(int(round(nodes[0] * 1e9))).local_solar_time_h if nodes.size else None
+    ltan0 = env.sample(round(float(nodes[0]) * 1e9)).local_solar_time_h if nodes.size else None
     starts = np.array([(e.entry_ns if e.entry_ns is not None else (e.penumbra_entry_ns or 0)) * 1e-9
                        for e in eclipses])
     durs = np.array([e.duration_s for e in eclipses])
@@ -186,6 +186,11 @@ def build_report(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # -- output ----------------------------------------------------------------------------------------------------
+def _hhmm(hours: float) -> str:
+    minutes = round(hours * 60.0)
+    return f"{minutes // 60 % 24:02d}:{minutes % 60:02d}"
+
+
 def _hms(iso: str | None) -> str:
     return "-" if iso is None else iso[11:21]
 
@@ -222,14 +227,13 @@ def print_tables(report: dict[str, Any]) -> None:
     rows = [("orbit", s["kind"]), ("start (UTC)", s["start_utc"]), ("end (UTC)", s["end_utc"]),
             ("inclination", f"{s['inc_deg']:.3f} deg"), ("mean altitude", f"{s['mean_alt_km']:.1f} km"),
             ("nodal period", f"{s['period_s'] / 60:.2f} min"),
-            ("LTAN (mean solar time)", "-" if s["ltan_h"] is None else
-             f"{int(s['ltan_h']):02d}:{int(round(s['ltan_h'] % 1 * 60)) % 60:02d}"),
+            ("LTAN (mean solar time)", "-" if s["ltan_h"] is None else _hhmm(s["ltan_h"])),
             ("orbits / eclipses", f"{s['orbits']} / {s['eclipses']}"),
             ("eclipse per day", f"{s['eclipse_min_per_day']:.2f} min"),
             ("longest eclipse", f"{s['eclipse_max_min']:.2f} min"),
             ("sunlit fraction", f"{100 * s['sunlit_fraction']:.2f} %"),
-            ("beta range", f"{s['beta_min_deg']:.2f} .. {s['beta_max_deg']:.2f} deg "
-                           f"(eclipse-free above {s['eclipse_free_beta_deg']:.1f})"),
+            ("beta range", (f"{s['beta_min_deg']:.2f} .. {s['beta_max_deg']:.2f} deg "
+                            f"(eclipse-free above {s['eclipse_free_beta_deg']:.1f})")),
             ("altitude range (geodetic)", f"{s['alt_min_km']:.1f} .. {s['alt_max_km']:.1f} km"),
             ("SAA passes", f"{s['saa_passes']} ({s['saa_min_per_day']:.1f} min/day)")]
     if "tle_epoch_utc" in s:

@@ -11,22 +11,25 @@ from emulator.series import Series
 
 #: (panel title, y label, glob patterns over flattened truth keys); a panel with no match is skipped
 PANELS: list[tuple[str, str, list[str]]] = [
-    ("Battery state of charge", "SoC [%]", ["*battery.soc_pct", "*soc_pct"]),
-    ("Bus and battery voltage", "V", ["*bus_v", "*battery.voltage_v", "*battery.terminal_v"]),
-    ("Power", "W", ["*array_w", "*array_power_w", "*load_w", "*accel*.load_w", "*shunt_w"]),
-    ("Temperatures", "°C", ["*temp_degc", "*nodes.*_degc", "*.temps_degc.*"]),
-    ("Accelerator", "MHz / state", ["*clock_mhz", "*throttle*"]),
+    ("Battery state of charge", "SoC (0..1)", ["power.soc", "*.soc"]),
+    ("Bus voltage", "V", ["power.bus_v", "*bus_v"]),
+    ("Power", "W", ["power.array_w", "accelerator.load_w", "power.shunt_w", "*array_w", "*load_w"]),
+    ("Temperatures", "°C", ["accelerator.die_temp_degc", "thermal.temps_degc.*", "*temp_degc"]),
+    ("Accelerator clock", "MHz", ["accelerator.clock_mhz", "*clock_mhz"]),
+    ("Accelerator utilisation", "0..1", ["accelerator.utilisation", "*utilisation"]),
 ]
 
 #: patterns that mark sunlight (for eclipse shading)
 SUNLIT_PATTERNS = ["*sunlit_frac"]
 
 #: signals shown in the summary table (first matches win)
-SUMMARY_PATTERNS = ["*soc_pct", "*bus_v", "*array_w", "*array_power_w", "*battery*temp_degc", "*die*temp_degc",
-                    "*temp_degc", "*jobs_done*", "*sdc*", "*trips*", "*sunlit_frac"]
+SUMMARY_PATTERNS = ["power.soc", "power.bus_v", "power.array_w", "accelerator.load_w", "thermal.temps_degc.battery",
+                    "accelerator.die_temp_degc", "thermal.temps_degc.radiator", "accelerator.utilisation",
+                    "accelerator.jobs_done", "accelerator.jobs_failed", "accelerator.jobs_corrupted",
+                    "accelerator.radiation.counts.*.total", "power.rails.*.trips", "environment.sunlit_frac"]
 
 
-def summary_rows(series: Series, limit: int = 14) -> list[tuple[str, str, str, str, str]]:
+def summary_rows(series: Series, limit: int = 24) -> list[tuple[str, str, str, str, str]]:
     rows = []
     for key in series.match(SUMMARY_PATTERNS)[:limit]:
         v = series.get(key)

@@ -448,6 +448,9 @@ class Emulator:
         return {"protocol_version": PROTOCOL_VERSION, "epoch_utc": self.clock.utc(0).isoformat(),
                 "t_ns": self.clock.now_ns(), "step_s": self.step_ns / NS_PER_S, "mode": str(self.clock.mode),
                 "lockstep_source": self.run_config.sim.lockstep_source,
+                # a board that joins while a lockstep clock waits has missed that sim.waiting (PUB/SUB
+                # joins late): this tells it to take its first turn now
+                "waiting": self.clock.mode == ClockMode.LOCKSTEP and not self.clock.may_advance(self.step_ns),
                 "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD))}
 
     def _cmd_board_step(self, p: Any) -> dict[str, Any]:

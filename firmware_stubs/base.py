@@ -117,7 +117,14 @@ class BoardClient:
             out.append(self._events.get_nowait())
         return out
 
-    async def next_waiting(self) -> int:
+    async def next_waiting(self, after_t_ns: int = -1) -> int:
+        """Sim time of the next ``sim.waiting`` later than ``after_t_ns`` (stale ones are skipped)."""
+        while True:
+            t = await self._next_waiting()
+            if t > after_t_ns:
+                return t
+
+    async def _next_waiting(self) -> int:
         getter = asyncio.ensure_future(self._waiting.get())
         closed = asyncio.ensure_future(self.closed.wait())
         done, _ = await asyncio.wait({getter, closed}, return_when=asyncio.FIRST_COMPLETED)
@@ -176,11 +183,17 @@ async def run_board(controller: Controller, url: str, *, max_ticks: int | None =
         await controller.on_start(board)
         ticks = 0
         next_tick = board.t_ns
+        last_turn = -1
+        first_turn_now = lockstep and bool(board.hello.get("waiting"))
         while max_ticks is None or ticks < max_ticks:
             if stop is not None and stop():
                 break
             if lockstep:
-                await board.next_waiting()
+                if first_turn_now:
+                    last_turn = int(board.hello.get("t_ns", 0))
+                    first_turn_now = False
+                else:
+                    last_turn = await board.next_waiting(last_turn)
             else:
                 await board.wait_sim_time(next_tick)
                 next_tick = board.t_ns + round(controller.period_s * NS_PER_S)

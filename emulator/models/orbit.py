@@ -88,7 +88,8 @@ def parse_ltan_h(value: Any) -> float:
                 raise ValueError(f"ltan_h: bad local time {value!r}: use HH:MM (e.g. '18:00') or hours "
                                  "(e.g. 18.0)") from None
     else:
-        raise ValueError(f"ltan_h: expected HH:MM or hours, got {type(value).__name__}")
+        # ValueError, not TypeError: pydantic turns only ValueError into a validation error naming the field
+        raise ValueError(f"ltan_h: expected HH:MM or hours, got {type(value).__name__}")  # noqa: TRY004
     if not 0.0 <= hours < 24.0:
         raise ValueError(f"ltan_h: local time of the ascending node must be in [0, 24) h, got {hours:g}")
     return hours
@@ -580,7 +581,7 @@ class Orbit:
     def _grid(self, t0_s: float, t1_s: float, step_s: float) -> np.ndarray:
         if not step_s > 0:
             raise ModelError(f"step_s must be > 0, got {step_s}", field="step_s")
-        n = max(2, int(math.ceil((t1_s - t0_s) / step_s)) + 1)
+        n = max(2, math.ceil((t1_s - t0_s) / step_s) + 1)
         return np.linspace(t0_s, t1_s, n)
 
     @staticmethod
@@ -620,7 +621,7 @@ class Orbit:
             g = (math.sqrt(5.0) - 1.0) / 2.0
             for _ in range(40):
                 m1, m2 = hi - g * (hi - lo), lo + g * (hi - lo)
-                a1, b1, c1 = self.shadow(np.concatenate([m1, m2]))
+                _, b1, c1 = self.shadow(np.concatenate([m1, m2]))
                 d = c1 - b1
                 left = d[: m1.size] < d[m1.size:]
                 hi = np.where(left, m2, hi)
@@ -669,7 +670,7 @@ class Orbit:
     def _record(self, ev: dict[str, float], start_in: dict[str, bool], t_lo: float, t_hi: float,
                 open_end: bool = False) -> Eclipse:
         def ns(key: str) -> int | None:
-            return int(round(ev[key] * 1e9)) if key in ev else None
+            return round(ev[key] * 1e9) if key in ev else None
 
         def span(kind: str) -> float:
             lo = ev.get(f"{kind}_in", t_lo if start_in[kind] else None)
@@ -694,3 +695,8 @@ class Orbit:
 
         roots, direction = self._crossings(z, t, z(t))
         return roots[direction > 0]
+
+
+def find_eclipses(orbit: Orbit, t0_s: float, t1_s: float, step_s: float = 10.0) -> list[Eclipse]:
+    """Every eclipse of ``orbit`` overlapping [t0_s, t1_s] (s since its epoch); see :meth:`Orbit.find_eclipses`."""
+    return orbit.find_eclipses(t0_s, t1_s, step_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import math
 
 import numpy as np
@@ -153,14 +154,17 @@ def test_saa_outline_follows_physics_md() -> None:
     e = env()
     t0 = np.zeros(1)
     year_2020 = (dt.datetime(2020, 1, 1, tzinfo=dt.UTC) - EPOCH).total_seconds()
-    rho = lambda lat, lon, t=year_2020: float(e.saa_rho(np.array([t]), np.array([lat]), np.array([lon]))[0])  # noqa
-    assert rho(SAA_CENTRE_LAT_DEG, SAA_CENTRE_LON_DEG) == pytest.approx(0.0, abs=1e-12)
+    def rho(lat: float, lon: float, t: float = year_2020) -> float:
+        return float(e.saa_rho(np.array([t]), np.array([lat]), np.array([lon]))[0])
+
+    # (2020-01-01 is 2020.0 to within a fraction of a day with 365.25-day years: ~1e-5 deg of drift)
+    assert rho(SAA_CENTRE_LAT_DEG, SAA_CENTRE_LON_DEG) == pytest.approx(0.0, abs=1e-4)
     for lat, lon in ((-50.0, SAA_CENTRE_LON_DEG), (0.0, SAA_CENTRE_LON_DEG), (SAA_CENTRE_LAT_DEG, -90.0),
                      (SAA_CENTRE_LAT_DEG, 40.0)):
-        assert rho(lat, lon) == pytest.approx(1.0, abs=1e-9)
+        assert rho(lat, lon) == pytest.approx(1.0, abs=1e-4)
     assert rho(40.0, 100.0) > 3.0
     # drift: 0.3 deg/yr westward
-    assert float(e.saa_centre_lon_deg(t0)[()]) == pytest.approx(SAA_CENTRE_LON_DEG - 0.3 * 6.47, abs=0.02)
+    assert float(e.saa_centre_lon_deg(t0)[0]) == pytest.approx(SAA_CENTRE_LON_DEG - 0.3 * 6.47, abs=0.02)
 
 
 def test_saa_and_horns_dominate_the_dose(day: EnvironmentChunk) -> None:
@@ -190,7 +194,7 @@ def test_default_annual_dose_lands_on_the_published_figures() -> None:
         assert default_annual_dose_rad(550.0, mm) == pytest.approx(rad, rel=DOSE_TOL_FRAC)
     assert default_annual_dose_rad(650.0, 10.0) == pytest.approx(150.0, rel=DOSE_TOL_FRAC)  # physics.md §1
     doses = [default_annual_dose_rad(650.0, mm) for mm in (0.5, 1, 2, 4, 8, 16, 32)]
-    assert all(a > b for a, b in zip(doses, doses[1:], strict=False))
+    assert all(a > b for a, b in itertools.pairwise(doses))
     assert env().annual_dose_rad == pytest.approx(150.0, rel=DOSE_TOL_FRAC)
     assert env(annual_dose_rad=400.0).annual_dose_rad == 400.0
     e = env(shielding_mm_al=2.0)
