@@ -22,6 +22,8 @@ type raises :class:`InvalidTransportURL` naming the option, what is valid, and a
 from __future__ import annotations
 
 import ipaddress
+import math
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -78,7 +80,7 @@ def _float_option(name: str, default: float | None, doc: str, lo: float = 0.0, l
             value = float(text)
         except ValueError:
             raise ValueError(f"not a number: {text!r}") from None
-        if value != value or value in (float("inf"), float("-inf")) or value < lo or (lo_open and value == lo):
+        if not math.isfinite(value) or value < lo or (lo_open and value == lo):
             raise ValueError(f"{text} is out of range")
         return value
 
@@ -236,7 +238,9 @@ class TransportURL:
 
     def __str__(self) -> str:
         table = SCHEMES[self.kind].option_table() if self.kind in SCHEMES else {}
-        out = f"{self.scheme}://{quote(self.location, safe=_LOCATION_SAFE)}"
+        # brackets stay literal only around an IPv6 host; anywhere else urlsplit would reject them
+        safe = _LOCATION_SAFE + "[]" if _IPV6_HOST_PORT.fullmatch(self.location) else _LOCATION_SAFE
+        out = f"{self.scheme}://{quote(self.location, safe=safe)}"
         if self.options:
             parts = []
             for key, value in self.options.items():
@@ -258,8 +262,9 @@ class TransportURL:
         return hash(str(self))
 
 
-_LOCATION_SAFE = "/:@[]!$'()*+,;=~-._"
-_VALUE_SAFE = "/:@!$'()*+,;~-._"
+_LOCATION_SAFE = "/:@!$'()*+,;=~-._"
+_IPV6_HOST_PORT = re.compile(r"\[[0-9A-Fa-f:.]+\]:[0-9]+")
+_VALUE_SAFE = "/:@!$'()*,;~-._"  # no "+": parse_qsl reads it as a space
 
 
 def known_kinds() -> list[str]:

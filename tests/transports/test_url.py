@@ -177,3 +177,12 @@ async def test_front_door_refuses_bad_urls_before_touching_the_medium() -> None:
         await listen("can://vcan0")
     with pytest.raises(InvalidTransportURL):
         await connect("serial:///dev/ttyUSB0?speed=9600")
+
+
+def test_every_option_is_documented() -> None:
+    from pathlib import Path
+
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "transports.md").read_text()
+    for kind, scheme in SCHEMES.items():
+        for name in scheme.option_table():
+            assert f"`{name}`" in docs or f"`{name}=" in docs, f"{kind} option {name} missing from docs/transports.md"

@@ -1,0 +1,197 @@
+"""ZeroMQ specifics: endpoints from one URL, loopback-only unless CURVE, slow subscribers, restarts on both sides."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+import zmq
+
+from emulator.errors import InvalidTransportURL, TransportBrokenError, TransportUnavailableError
+from emulator.protocol import Message
+from emulator.transports import connect, listen, parse_transport_url
+from emulator.transports.zmq import _Endpoints
+
+SAFETY_S = 5.0  #: wall-clock safety net for one wait
+SUBPROCESS_SAFETY_S = 30.0  #: a fresh interpreter importing pyzmq and msgpack on a loaded CI machine
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def ends(url: str, server: bool = True) -> tuple[str, str]:
+    e = _Endpoints(parse_transport_url(url), server=server)
+    return e.pub, e.cmd
+
+
+def test_one_url_names_two_endpoints() -> None:
+    assert ends("zmq+tcp://127.0.0.1:5550") == ("tcp://127.0.0.1:5550", "tcp://127.0.0.1:5551")
+    assert ends("zmq+tcp://127.0.0.1:5550?cmd_port=6000") == ("tcp://127.0.0.1:5550", "tcp://127.0.0.1:6000")
+    assert ends("zmq+tcp://127.0.0.1:0") == ("tcp://127.0.0.1:*", "tcp://127.0.0.1:*")
+    assert ends("zmq+tcp://[::1]:5550", server=False) == ("tcp://[::1]:5550", "tcp://[::1]:5551")
+    assert ends("zmq+ipc:///run/flatsat/board") == ("ipc:///run/flatsat/board.pub", "ipc:///run/flatsat/board.cmd")
+    assert ends("zmq+inproc://board") == ("inproc://board.pub", "inproc://board.cmd")
+
+
+def test_connect_needs_real_ports() -> None:
+    with pytest.raises(InvalidTransportURL, match="resolved URL"):
+        ends("zmq+tcp://127.0.0.1:0", server=False)
+    with pytest.raises(InvalidTransportURL, match="cmd_port"):
+        ends("zmq+tcp://127.0.0.1:65535")
+
+
+async def test_port_zero_resolves_both_ports_into_the_url() -> None:
+    async with await listen("zmq+tcp://127.0.0.1:0?name=board") as server:
+        host_port = server.url.location
+        port = int(host_port.rsplit(":", 1)[1])
+        assert port > 0 and server.url.options["cmd_port"] > 0
+        assert str(server.url) == f"zmq+tcp://127.0.0.1:{port}?cmd_port={server.url.options['cmd_port']}&name=board"
+        with pytest.raises(TransportUnavailableError, match="address in use"):
+            await listen(server.url)
+
+
+async def test_non_loopback_listen_requires_curve_keys() -> None:
+    with pytest.raises(InvalidTransportURL, match="not a loopback address") as err:
+        await listen("zmq+tcp://0.0.0.0:0")
+    assert "curve_secret" in str(err.value)
+    _public, secret = zmq.curve_keypair()
+    async with await listen(f"zmq+tcp://0.0.0.0:0?curve_secret={quote(secret.decode(), safe='')}") as server:
+        assert server.url.location.startswith("0.0.0.0:")
+
+
+async def test_curve_link_round_trips_and_a_wrong_key_cannot_connect() -> None:
+    public, secret = zmq.curve_keypair()
+    url = f"zmq+tcp://127.0.0.1:0?curve_secret={quote(secret.decode(), safe='')}"
+    async with await listen(url) as server:
+        client_url = parse_transport_url(str(server.url)).replace(curve_secret=None, curve_server=public.decode())
+        async with await connect(client_url) as client:
+            await client.send(Message("ping", {}, seq=3))
+            async with asyncio.timeout(SAFETY_S):
+                inc = await server.recv()
+            assert inc.message is not None and inc.message.seq == 3
+        wrong, _ = zmq.curve_keypair()
+        with pytest.raises(TransportUnavailableError, match="no flatsat server answered"):
+            await connect(client_url.replace(curve_server=wrong.decode(), connect_timeout_s=0.3))
+
+
+async def test_curve_keys_can_come_from_certificate_files(short_tmp: Path) -> None:
+    import zmq.auth
+
+    public_file, secret_file = zmq.auth.create_certificates(short_tmp, "server")
+    async with await listen(f"zmq+tcp://127.0.0.1:0?curve_secret={secret_file}&curve_public={public_file}") as server:
+        client_url = parse_transport_url(str(server.url)).replace(curve_secret=None, curve_public=None,
+                                                                  curve_server=str(public_file))
+        async with await connect(client_url) as client:
+            assert client.stats.is_up
+    with pytest.raises(InvalidTransportURL, match="neither a 40-character z85 key nor a readable key file"):
+        await listen("zmq+tcp://127.0.0.1:0?curve_secret=/nonexistent/key")
+
+
+async def test_connect_to_nothing_times_out_with_a_clear_error() -> None:
+    async with await listen("zmq+tcp://127.0.0.1:0") as server:
+        dead_url = server.url.replace(connect_timeout_s=0.2)
+    with pytest.raises(TransportUnavailableError, match="no flatsat server answered"):
+        await connect(dead_url)
+
+
+async def test_stuck_subscriber_is_muted_and_the_others_get_everything() -> None:
+    async with await listen("zmq+inproc://slow-peer?hwm=5&drop=peer") as server, \
+            await connect(server.url) as stuck, await connect(server.url) as fast:  # stuck never reads
+        async with asyncio.timeout(SAFETY_S):
+            got = []
+            for seq in range(1, 101):
+                await server.publish(Message("eps.telemetry", {"n": seq}, seq=seq))
+                got.append((await fast.recv()).seq)
+        assert got == list(range(1, 101))
+        assert server.stats.dropped_tx == 0  # libzmq drops for the stuck peer only and does not report it
+        assert stuck.stats.rx == 0
+
+
+async def test_drop_all_counts_what_a_full_subscriber_costs() -> None:
+    async with await listen("zmq+inproc://slow-all?hwm=5&drop=all") as server, \
+            await connect(server.url) as client:
+        for seq in range(1, 101):  # nobody reads meanwhile: the publisher must not block
+            await server.publish(Message("eps.telemetry", {"n": seq}, seq=seq))
+        # the inproc pipe holds SNDHWM + RCVHWM = 10 messages; every publish after that is dropped and counted
+        assert server.stats.tx + server.stats.dropped_tx == 100
+        assert server.stats.dropped_tx >= 80
+        async with asyncio.timeout(SAFETY_S):
+            got = [(await client.recv()).seq for _ in range(server.stats.tx)]
+        assert got == list(range(1, server.stats.tx + 1))
+
+
+async def test_reply_to_an_unknown_peer_is_broken() -> None:
+    async with await listen("zmq+inproc://unknown-peer") as server:
+        with pytest.raises(TransportBrokenError, match="not connected"):
+            await server.send_to(b"nobody", Message("reply", {}))
+
+
+async def test_client_survives_an_emulator_restart_at_the_same_address() -> None:
+    first = await listen("zmq+tcp://127.0.0.1:0")
+    url = first.url
+    client = await connect(url)
+    try:
+        assert client.stats.is_up
+        await first.aclose()
+        async with asyncio.timeout(SAFETY_S):
+            with pytest.raises(TransportBrokenError, match="went away"):
+                await client.recv()
+        assert not client.stats.is_up
+        async with await listen(url) as second:
+            async with asyncio.timeout(SAFETY_S):
+                await client.wait_until_up()
+            assert client.stats.reconnects == 1
+            await second.publish(Message("eps.telemetry", {"n": 1}, seq=1))
+            await client.send(Message("ping", {}, seq=9))
+            async with asyncio.timeout(SAFETY_S):
+                assert (await client.recv()).topic == "eps.telemetry"
+                inc = await second.recv()
+            assert inc.message is not None and inc.message.seq == 9
+    finally:
+        await client.aclose()
+
+
+BOARD_SCRIPT = """
+import asyncio, os, sys
+sys.path.insert(0, sys.argv[2])
+from emulator.protocol import Message
+from emulator.transports import connect
+
+async def main():
+    async with await connect(sys.argv[1]) as link:
+        await link.send(Message("board.hello", {"pid": os.getpid()}, seq=1, src="board"))
+        async with asyncio.timeout(20):
+            while (msg := await link.recv()).topic != "reply":
+                pass
+        print(msg.payload["id"], msg.payload["n"])
+
+asyncio.run(main())
+"""
+
+
+async def test_a_board_process_that_restarts_is_served_without_restarting_the_emulator() -> None:
+    async with await listen("zmq+tcp://127.0.0.1:0") as server:
+        peers = []
+
+        async def serve() -> None:
+            async for inc in server:
+                assert inc.message is not None
+                peers.append(inc.peer)
+                await server.send_to(inc.peer, Message("reply", {"id": inc.message.seq, "n": len(peers)}))
+
+        serving = asyncio.create_task(serve(), name="test-serve")
+        try:
+            for n in (1, 2):  # the same board, started twice
+                proc = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", BOARD_SCRIPT, str(server.url), str(ROOT),
+                    stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+                async with asyncio.timeout(SUBPROCESS_SAFETY_S):
+                    out, err = await proc.communicate()
+                assert proc.returncode == 0, err.decode()
+                assert out.decode().split() == ["1", str(n)]
+        finally:
+            serving.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await serving
+        assert len(peers) == 2 and peers[0] != peers[1]
