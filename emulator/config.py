@@ -190,10 +190,45 @@ def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    parts = key.split(".")
-    node = raw
-    for p in parts[:-1]:
-        node = node.setdefault(p, {})
-        if not isinstance(node, dict):
+    """Set ``a.b.c`` in nested tables; a list of named tables is indexed by name or ``[i]``.
+
+    ``power.rails.payload.max_retries`` and ``power.rails[3].max_retries`` both reach the
+    ``max_retries`` of the rail named ``payload`` (the fourth ``[[power.rails]]``).
+    """
+    import re
+
+    parts: list[str | int] = []
+    for part in key.split("."):
+        m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
+        if not m:
+            raise ConfigError(f"override {key!r}: bad key syntax at {part!r}", field=key)
+        parts.append(m.group(1))
+        parts += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
+    node: Any = raw
+    for i, p in enumerate(parts[:-1]):
+        if isinstance(node, list):
+            node = _list_item(node, p, key)
+            continue
+        nxt = parts[i + 1]
+        if p not in node:
+            node[p] = [] if isinstance(nxt, int) else {}
+        node = node[p]
+        if not isinstance(node, (dict, list)):
             raise ConfigError(f"override {key!r}: {p!r} is not a table", field=key)
-    node[parts[-1]] = value
+    last = parts[-1]
+    if isinstance(node, list):
+        raise ConfigError(f"override {key!r} must name a key inside an item, e.g. {key}.<key>", field=key)
+    node[last] = value
+
+
+def _list_item(items: list[Any], sel: str | int, key: str) -> Any:
+    if isinstance(sel, int):
+        if not 0 <= sel < len(items):
+            raise ConfigError(f"override {key!r}: index {sel} out of range (0..{len(items) - 1})", field=key)
+        return items[sel]
+    names = [it.get("name") for it in items if isinstance(it, dict)]
+    for it in items:
+        if isinstance(it, dict) and it.get("name") == sel:
+            return it
+    raise ConfigError(f"override {key!r}: no item named {sel!r}{suggest(str(sel), [str(n) for n in names])}",
+                      field=key, valid=[str(n) for n in names])

@@ -58,13 +58,13 @@ MODES = ("lockstep", "afap", "realtime", "scaled")
 def _duration(value: Any) -> float:
     """A duration as TOML gives it: '2h', '90m', '30s', '250ms', '1d', or a number of seconds; 0 allowed."""
     if isinstance(value, bool):
-        raise ValueError(f"a duration is a number of seconds or a string like '90m', got {value!r}")
+        raise ValueError(f"a duration is a number of seconds or a string like '90m', got {value!r}")  # noqa: TRY004
     if isinstance(value, (int, float)) and value == 0:
         return 0.0
     if isinstance(value, str) and value.strip().rstrip("dhms").strip() in ("0", "0.0"):
         return 0.0
     if not isinstance(value, (int, float, str)):
-        raise ValueError(f"a duration is a number of seconds or a string like '90m', got {value!r}")
+        raise ValueError(f"a duration is a number of seconds or a string like '90m', got {value!r}")  # noqa: TRY004
     return parse_duration_s(value)
 
 
@@ -401,7 +401,7 @@ def _problems(exc: ValidationError, data: Mapping[str, Any]) -> list[Problem]:
             table = ACTIONS if loc[0] == "timeline" else KINDS
             got = str(err.get("ctx", {}).get("tag", "?"))
             valid = sorted(table)
-            out.append(Problem(f"{path}.{tag_key}", f"unknown {tag_key} {got!r}{suggest(got, valid)}; "
+            out.append(Problem(f"{path}.{tag_key}", f"unknown {'action' if tag_key == 'do' else tag_key} {got!r}{suggest(got, valid)}; "
                                                     f"valid: {', '.join(valid)}", valid))
         elif typ == "union_tag_not_found":
             tag_key = "do" if loc[0] == "timeline" else "kind"
@@ -429,7 +429,7 @@ def _valid_keys(loc: list[Any], data: Mapping[str, Any]) -> list[str]:
     """Keys allowed at ``loc`` (a path with the union tag already removed)."""
     model: Any = ScenarioFile
     if not loc:
-        return list(TOP_KEYS)
+        return sorted(TOP_KEYS)
     if loc[0] in ("timeline", "requirement") and len(loc) >= 2 and isinstance(loc[1], int):
         items = data.get(str(loc[0])) or []
         item = items[loc[1]] if isinstance(items, list) and loc[1] < len(items) else {}
@@ -478,7 +478,7 @@ def check_against(scenario: Scenario, *, signals: Iterable[str], fault_params: M
     Raises:
         ScenarioError: listing every problem found (key path, what, what is valid).
     """
-    from emulator.protocol.catalogue import Catalogue, Kind, Plane, TopicSpec  # noqa: PLC0415
+    from emulator.protocol.catalogue import Catalogue, Kind, Plane, TopicSpec
 
     signals = set(signals)
     problems: list[Problem] = []

@@ -1,0 +1,299 @@
+"""The HIL subcommands of ``flatsat``: test (run scenarios), replay, plot and export (recordings).
+
+``flatsat test`` exit codes: 0 every scenario passed, 1 any failed, 2 bad input (scenario,
+config, board command), printed without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import csv
+import importlib.util
+import math
+import sys
+from collections.abc import Awaitable, Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from emulator.clock import NS_PER_S, SimClock, WallSource
+from emulator.errors import ConfigError, EmulatorError
+from emulator.protocol.envelope import Message
+from emulator.series import Series, flatten
+
+#: a truth.sample payload is the satellite's truth(): its columns get this prefix, matching scenario signals
+TRUTH_PREFIX = "satellite."
+
+
+def add_commands(sub: Any) -> None:
+    """Register ``test``, ``replay``, ``plot`` and ``export`` on the ``flatsat`` subparsers."""
+    test = sub.add_parser(
+        "test", help="run scenario files headless: exit code, JUnit XML, HTML report",
+        description="Run each SCENARIO (TOML) against the emulator with a board process (--board CMD; "
+                    "'--url URL' is appended, or '{url}' replaced) or a real board (--board-url URL, the "
+                    "emulator listens there). Exit code 0: all passed, 1: any failed, 2: bad input.")
+    test.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario file(s)")
+    board = test.add_mutually_exclusive_group()
+    board.add_argument("--board", metavar="CMD", help="board command, e.g. 'python -m firmware_stubs.reference'")
+    board.add_argument("--board-url", metavar="URL", help="URL to listen on for a real board, e.g. "
+                                                          "serial:///dev/ttyACM0?baud=921600")
+    test.add_argument("--seed", type=int, help="seed (overrides each scenario's)")
+    test.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
+    test.add_argument("--report", metavar="DIR", help="write HTML reports here (<scenario>.html, index.html)")
+    test.add_argument("--record", metavar="DIR", default="out/hil",
+                      help="recordings and board logs go here (default: %(default)s)")
+    test.add_argument("--hello-timeout", type=float, default=30.0, metavar="S",
+                      help="wall seconds to wait for the board's board.hello (default 30)")
+    test.add_argument("--board-timeout", type=float, default=30.0, metavar="S",
+                      help="wall seconds a lockstep run waits for the board's board.step before it gives up "
+                           "(default 30)")
+    test.add_argument("--quiet", action="store_true", help="no progress bar, no summaries")
+    test.set_defaults(func=cmd_test)
+
+    rep = sub.add_parser(
+        "replay", help="play a recording's messages back at sim-time pacing",
+        description="Publish a recording's outgoing messages (board plane by default) at URL, paced by their "
+                    "sim time x --speed, to whoever subscribes there (a board, flatsat monitor).")
+    rep.add_argument("file", help="recording (.rec)")
+    rep.add_argument("--speed", type=float, default=1.0, help="x sim time (default 1: real time)")
+    rep.add_argument("--to", default="zmq+tcp://127.0.0.1:5550", metavar="URL", help="listen here (default "
+                                                                                     "%(default)s)")
+    rep.add_argument("--plane", choices=["board", "control", "all"], default="board",
+                     help="which plane's messages to play (default: board)")
+    rep.add_argument("--wait", type=float, default=1.0, metavar="S",
+                     help="wall seconds between listening and the first message, for peers to connect")
+    rep.set_defaults(func=cmd_replay)
+
+    plot = sub.add_parser("plot", help="plot a recording's ground truth (truth.sample) to a PNG",
+                          description="Plot battery, bus, power, temperatures and eclipses from a recording's "
+                                      "truth.sample messages.")
+    plot.add_argument("file", help="recording (.rec)")
+    plot.add_argument("-o", "--output", required=True, metavar="PNG", help="image file to write")
+    plot.set_defaults(func=cmd_plot)
+
+    exp = sub.add_parser("export", help="export a recording's ground truth to CSV / Parquet",
+                         description="Write a recording's truth.sample stream as a table (t_s and one column per "
+                                     "flattened signal, e.g. satellite.power.bus_v); --topic adds the fields of "
+                                     "other topics (columns TOPIC.FIELD).")
+    exp.add_argument("file", help="recording (.rec)")
+    exp.add_argument("--csv", metavar="OUT", help="CSV file to write")
+    exp.add_argument("--parquet", metavar="OUT", help="Parquet file to write (needs pyarrow)")
+    exp.add_argument("--topic", action="append", default=[], metavar="TOPIC",
+                     help="also export this topic's fields (repeatable), e.g. sim.clock")
+    exp.set_defaults(func=cmd_export)
+
+
+def _err(text: str) -> None:
+    print(text, file=sys.stderr)
+
+
+# -- test --------------------------------------------------------------------------------------
+def cmd_test(args: argparse.Namespace) -> int:
+    from hil.scenario import ScenarioError, load_scenario
+
+    scenarios = []
+    bad = False
+    for path in args.scenarios:
+        try:
+            scenarios.append(load_scenario(path))
+        except ScenarioError as exc:
+            _err(f"flatsat test: {exc}")
+            bad = True
+    if bad:
+        return 2
+    return asyncio.run(_test(scenarios, args))
+
+
+async def _test(scenarios: list[Any], args: argparse.Namespace) -> int:
+    from hil.report import write_html, write_junit
+    from hil.runner import ScenarioRun
+
+    status = (lambda text: None) if args.quiet else (lambda text: _err(f"flatsat test: {text}"))
+    runs = []
+    bad = False
+    for sc in scenarios:
+        try:
+            runs.append(ScenarioRun(sc, board_cmd=args.board, board_url=args.board_url, seed=args.seed,
+                                    record_dir=args.record, progress=not args.quiet and sys.stderr.isatty(),
+                                    hello_timeout_s=args.hello_timeout, board_timeout_s=args.board_timeout,
+                                    status=status))
+        except EmulatorError as exc:
+            _err(f"flatsat test: {exc}")
+            bad = True
+    if bad:
+        return 2
+    results = []
+    for run in runs:
+        res = await run.run()
+        results.append(res)
+        if not args.quiet:
+            from emulator.cli import print_summary
+
+            print_summary(run.emu, res.series)
+        print_result(res)
+    if args.junit:
+        _err(f"JUnit XML written to {write_junit(results, args.junit)}")
+    if args.report:
+        paths = write_html(results, args.report)
+        _err(f"HTML report written to {paths[-1]}")
+    failed = [r for r in results if not r.passed]
+    _err(f"flatsat test: {len(results) - len(failed)} of {len(results)} scenario(s) passed")
+    return 1 if failed else 0
+
+
+def print_result(res: Any) -> None:
+    """The verdict table of one run (stdout)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"{res.scenario.name}: {'PASS' if res.passed else 'FAIL'} (seed {res.seed})")
+    table.add_column("#", justify="right")
+    table.add_column("requirement")
+    table.add_column("result")
+    table.add_column("why")
+    for v in res.verdicts:
+        table.add_row(str(v.index), v.label, "pass" if v.passed else "[bold red]FAIL[/]", v.reason)
+    console.print(table)
+    if res.error:
+        console.print(f"[bold red]run failed:[/] {res.error}", highlight=False, markup=True)
+    if not res.passed:
+        console.print(f"reproduce: {res.command}", highlight=False, markup=False)
+
+
+# -- recordings --------------------------------------------------------------------------------
+def series_from_recording(path: str | Path, topics: Iterable[str] = ()) -> Series:
+    """Ground truth (truth.sample, prefixed ``satellite.``) and the fields of ``topics`` as a Series.
+
+    Raises:
+        ConfigError: not a recording, or it holds no truth.sample (and none of ``topics``).
+    """
+    from emulator.recorder import read_recording
+
+    extra = set(topics)
+    series = Series()
+    row: dict[str, float] = {}
+    row_t: int | None = None
+    for rec in read_recording(path):
+        msg = rec.message
+        if rec.direction != "out":
+            continue
+        if msg.topic == "truth.sample":
+            values = flatten(msg.payload, TRUTH_PREFIX)
+        elif msg.topic in extra:
+            values = flatten(msg.payload, msg.topic + ".")
+        else:
+            continue
+        if row_t is not None and msg.t_ns != row_t:
+            series.append(row_t, row)
+            row = {}
+        row_t = msg.t_ns
+        row.update(values)
+    if row_t is not None:
+        series.append(row_t, row)
+    if len(series) == 0:
+        raise ConfigError(f"{path}: no truth.sample{' or ' + ', '.join(sorted(extra)) if extra else ''} messages "
+                          "in this recording (was telemetry.truth_rate_hz 0?)", field="recording")
+    return series
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from emulator.plotting import plot_run
+    from emulator.recorder import read_header
+
+    meta = read_header(args.file).get("meta", {})
+    series = series_from_recording(args.file)
+    title = f"{meta.get('scenario') or meta.get('satellite') or Path(args.file).stem} (seed {meta.get('seed', '?')})"
+    out = plot_run(series, args.output, title=title)
+    _err(f"plot written to {out}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    if not args.csv and not args.parquet:
+        _err("flatsat export: give --csv OUT and/or --parquet OUT")
+        return 2
+    if args.parquet and importlib.util.find_spec("pyarrow") is None:
+        _err("flatsat export: --parquet needs pyarrow, which is not installed; install it with "
+             "pip install 'flatsat[parquet]' (or pip install pyarrow), or use --csv")
+        return 2
+    series = series_from_recording(args.file, args.topic)
+    cols = series.to_columns()
+    if args.csv:
+        write_csv(cols, args.csv)
+        _err(f"{len(series)} rows x {len(cols)} columns written to {args.csv}")
+    if args.parquet:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        Path(args.parquet).parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(pa.table(cols), args.parquet)
+        _err(f"{len(series)} rows x {len(cols)} columns written to {args.parquet}")
+    return 0
+
+
+def write_csv(cols: dict[str, list[float]], path: str | Path) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    names = list(cols)
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(names)
+        for i in range(len(cols["t_s"])):
+            writer.writerow(["" if math.isnan(v) else repr(v) for v in (cols[n][i] for n in names)])
+
+
+async def replay(path: str | Path, publish: Callable[[Message], Awaitable[None]], *, speed: float = 1.0,
+                 planes: Iterable[str] = ("board",), wait_s: float = 0.0, wall: WallSource | None = None) -> int:
+    """Publish a recording's outgoing messages (replies excluded) paced by sim time x ``speed``.
+
+    Pacing comes from a :class:`~emulator.clock.SimClock` in ``scaled`` mode (absolute deadlines,
+    no drift); the first message goes out ``wait_s`` wall seconds after the start.
+
+    Returns:
+        the number of messages published.
+
+    Raises:
+        ConfigError: not a recording.
+        CommandError: speed outside 0.001 .. 1e6.
+    """
+    from emulator.recorder import read_recording
+
+    planes = set(planes)
+    clock = SimClock("scaled", speed=speed, wall=wall)
+    lead_ns = round(wait_s * speed * NS_PER_S)
+    first: int | None = None
+    sent = 0
+    for rec in read_recording(path):
+        msg = rec.message
+        if rec.direction != "out" or msg.topic == "reply" or rec.plane not in planes:
+            continue
+        if first is None:
+            first = msg.t_ns
+        due = msg.t_ns - first + lead_ns
+        if due > clock.now_ns():
+            await clock.advance(due - clock.now_ns())
+        await publish(msg)
+        sent += 1
+    return sent
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    return asyncio.run(_replay(args))
+
+
+async def _replay(args: argparse.Namespace) -> int:
+    from emulator.recorder import read_header
+    from emulator.transports import listen
+
+    read_header(args.file)
+    planes = ("board", "control") if args.plane == "all" else (args.plane,)
+    async with await listen(args.to) as link:
+        _err(f"flatsat replay: {args.file} -> {link.url} at x{args.speed:g} ({args.plane} plane); "
+             "Ctrl-C to stop")
+        n = await replay(args.file, link.publish, speed=args.speed, planes=planes, wait_s=args.wait)
+    _err(f"flatsat replay: {n} messages published")
+    return 0
+
+
+__all__ = ["add_commands", "replay", "series_from_recording", "write_csv"]

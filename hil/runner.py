@@ -1,0 +1,686 @@
+"""The HIL scenario runner: emulator in-process, board as a process or a real board at a URL, timeline, verdicts.
+
+::
+
+    scenario = load_scenario("configs/scenarios/eclipse-brownout.toml")
+    result = await run_scenario(scenario, board_cmd="python -m firmware_stubs.reference",
+                                board_url=None, seed=7, record_dir="out/hil")
+    result.passed, result.verdicts, result.recording
+
+The run, step by step:
+
+1. build the emulator (:class:`HilEmulator`, the runtime plus a message hook) and check every
+   name in the scenario against it (signals, faults and their params, topics), all at once;
+2. start it: the board plane listens on the board URL (an ephemeral loopback port for a board
+   process); start the board process (``board_cmd --url URL``, or ``{url}`` in the command) or
+   wait for a real board; in both cases wait (wall clock) for its ``board.hello``;
+3. run the timeline: sim time advances segment by segment to each entry's time, where the
+   entry is applied (faults, clears, control commands, board kill / restart); requirements
+   are checked after every physics step and on every message of both planes;
+4. stop: verdicts, the recording (closed cleanly even when the board died), a series of the
+   ground truth for the report.
+
+By default a run with a board is ``lockstep`` driven by the board (``sim.lockstep_source =
+"board"``): the emulator waits for the board's ``board.step``, so the same scenario and seed give
+a byte-identical recording. A board that dies or goes silent would leave the emulator waiting
+for ever; the runner watches the process (and, for any board, how long the emulator has waited
+for a step, on the wall clock) and stops the run with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import logging
+import math
+import os
+import re
+import shlex
+import shutil
+import signal
+import tempfile
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from emulator.clock import NS_PER_S, WallSource
+from emulator.config import RUN_TABLES, RunConfig, config_error
+from emulator.errors import CommandError, ConfigError, EmulatorError
+from emulator.models.base import SpacecraftModel
+from emulator.protocol.catalogue import Payload, Plane
+from emulator.protocol.envelope import Message
+from emulator.runtime import Emulator
+from emulator.series import Series, flatten
+from hil.requirements import Checker, SignalReader, Verdict, fmt_t, make_checkers
+from hil.scenario import (
+    BoardKillAction,
+    BoardRestartAction,
+    ClearAction,
+    ControlAction,
+    FaultAction,
+    Problem,
+    Scenario,
+    ScenarioError,
+    check_against,
+)
+
+log = logging.getLogger("flatsat.hil")
+
+#: (scenario, seed) -> the spacecraft model; lets tests run scenarios on a toy model
+ModelFactory = Callable[[Scenario, int], SpacecraftModel]
+#: called with (t_ns, plane, direction, message) for every message on either plane
+MessageHook = Callable[[int, str, str, Message], None]
+
+#: sim keys the [scenario] table and the runner own; an [overrides] entry may not set them
+OWNED_KEYS = ("sim.seed", "sim.step_s", "sim.mode", "sim.speed", "sim.duration_s", "sim.epoch_utc",
+              "sim.lockstep_source", "links.board", "links.control", "record.path")
+
+
+class HilEmulator(Emulator):
+    """The runtime with what a test harness needs to watch: every message, board hellos and steps.
+
+    Adds no behaviour: it only observes :meth:`_publish` and :meth:`handle_request`.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.message_hooks: list[MessageHook] = []
+        #: set when a board says board.hello (clear it before waiting for a restarted board)
+        self.hello = asyncio.Event()
+        self.hellos: list[dict[str, Any]] = []
+        #: wall time (WallSource ns) at which the emulator started waiting for a board.step; None: not waiting
+        self.waiting_since_wall_ns: int | None = None
+        #: the last messages of both planes, newest last (for failure reports)
+        self.recent: deque[tuple[int, str, str, Message]] = deque(maxlen=50)
+
+    def _emit(self, t_ns: int, plane: str, direction: str, msg: Message) -> None:
+        self.recent.append((t_ns, plane, direction, msg))
+        for hook in list(self.message_hooks):
+            hook(t_ns, plane, direction, msg)
+
+    async def _publish(self, msg: Message, planes: tuple[Plane, ...]) -> None:
+        await super()._publish(msg, planes)
+        now = self.clock.now_ns()
+        if msg.topic == "sim.waiting":
+            self.waiting_since_wall_ns = self.clock.wall.now_ns()
+        plane = "board" if Plane.BOARD in planes else "control"
+        self._emit(now, plane, "out", Message(msg.topic, msg.payload, seq=self._seq, t_ns=now, src="emulator"))
+
+    def handle_request(self, msg: Message, plane: Plane) -> Message:
+        now = self.clock.now_ns()
+        self._emit(now, str(plane), "in", msg)
+        reply = super().handle_request(msg, plane)
+        self._emit(now, str(plane), "out", reply)
+        if reply.payload.get("ok"):
+            if msg.topic == "board.hello":
+                self.hellos.append(dict(msg.payload))
+                self.hello.set()
+            elif msg.topic == "board.step":
+                self.waiting_since_wall_ns = None
+        return reply
+
+    def fault_schemas(self) -> dict[str, tuple[type[Payload], bool]]:
+        """Fault name -> (params schema, clearable)."""
+        return {name: (f.params, f.clear is not None) for name, (f, _) in self._faults_by_name.items()}
+
+    async def wait_stopped(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` (wall) for the run to stop; True if it did."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout_s)
+        return self._stop.is_set()
+
+
+def describe_exit(code: int | None) -> str:
+    """'3', or '-9 (killed by SIGKILL)'."""
+    if code is None:
+        return "?"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"{code} (killed by {signal.Signals(-code).name})"
+    return str(code)
+
+
+class BoardProcess:
+    """A board stub run as a separate process (its own process group, so a kill takes its children too).
+
+    The command gets ``--url URL`` appended, or ``{url}`` in it replaced. Its stdout and stderr go
+    to ``log_path`` (a temporary file if None); :meth:`tail` reads the end back for error messages.
+    """
+
+    def __init__(self, cmd: str, log_path: Path | None = None,
+                 on_unexpected_exit: Callable[[int], None] | None = None) -> None:
+        self.cmd = cmd
+        self.log_path = log_path
+        self.on_unexpected_exit = on_unexpected_exit
+        self.proc: asyncio.subprocess.Process | None = None
+        self.starts = 0
+        self._expected_exit = False
+        self._log: IO[bytes] | None = None
+        self._watch: asyncio.Task[None] | None = None
+
+    def argv(self, url: str) -> list[str]:
+        try:
+            parts = shlex.split(self.cmd)
+        except ValueError as exc:
+            raise ConfigError(f"board command {self.cmd!r}: {exc}", field="board") from None
+        if not parts:
+            raise ConfigError("board command is empty", field="board")
+        if any("{url}" in p for p in parts):
+            return [p.replace("{url}", url) for p in parts]
+        return [*parts, "--url", url]
+
+    async def start(self, url: str) -> None:
+        """Start (or start again) the process.
+
+        Raises:
+            ConfigError: the command cannot be parsed or its program cannot be run.
+        """
+        argv = self.argv(url)
+        self._open_log(f"--- start {self.starts + 1}: {shlex.join(argv)}\n")
+        self._expected_exit = False
+        try:
+            self.proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
+                start_new_session=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot start board command {self.cmd!r}: {exc}", field="board") from None
+        self.starts += 1
+        self._watch = asyncio.create_task(self._watch_exit(self.proc), name="flatsat-hil-board-watch")
+
+    def _open_log(self, line: str) -> None:
+        if self._log is None:
+            if self.log_path is not None:
+                self.log_path.parent.mkdir(parents=True, exist_ok=True)
+                self._log = open(self.log_path, "wb")  # noqa: SIM115 (closed in aclose())
+            else:
+                self._log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in aclose())
+        self._log.write(line.encode())
+        self._log.flush()
+
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        if not self._expected_exit and proc is self.proc and self.on_unexpected_exit is not None:
+            self.on_unexpected_exit(code)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self.proc is None else self.proc.returncode
+
+    def _signal(self, sig: int) -> None:
+        if self.proc is None or self.proc.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, sig)
+
+    async def kill(self) -> None:
+        """SIGKILL now (a crash or a power cut, as the timeline's board_kill / board_restart)."""
+        self._expected_exit = True
+        self._signal(signal.SIGKILL)
+        await self._reap()
+
+    async def stop(self, timeout_s: float = 5.0) -> None:
+        """SIGTERM, then SIGKILL after ``timeout_s`` (wall); idempotent."""
+        self._expected_exit = True
+        if self.running:
+            self._signal(signal.SIGTERM)
+            assert self.proc is not None
+            try:
+                await asyncio.wait_for(asyncio.shield(self.proc.wait()), timeout_s)
+            except TimeoutError:
+                self._signal(signal.SIGKILL)
+        await self._reap()
+
+    async def _reap(self) -> None:
+        if self.proc is not None:
+            await self.proc.wait()
+        if self._watch is not None:
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+
+    def tail(self, lines: int = 12) -> str:
+        """The last lines the process wrote (stdout and stderr)."""
+        if self._log is None:
+            return ""
+        self._log.flush()
+        try:
+            if self.log_path is not None:
+                data = self.log_path.read_bytes()
+            else:
+                self._log.seek(0)
+                data = self._log.read()
+                self._log.seek(0, os.SEEK_END)
+        except OSError:
+            return ""
+        text = data.decode(errors="replace").rstrip()
+        return "\n".join(text.splitlines()[-lines:])
+
+    async def aclose(self) -> None:
+        await self.stop()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+async def wait_for_hello(emu: HilEmulator, *, timeout_s: float, board: BoardProcess | None,
+                         where: str) -> None:
+    """Wait (wall clock) until a board says ``board.hello``.
+
+    Raises:
+        EmulatorError: the board process exited first, or nothing spoke within ``timeout_s``.
+    """
+    waits: set[asyncio.Future[Any]] = {asyncio.ensure_future(emu.hello.wait())}
+    died = None
+    if board is not None and board.proc is not None:
+        died = asyncio.ensure_future(board.proc.wait())
+        waits.add(died)
+    try:
+        done, _ = await asyncio.wait(waits, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for fut in waits:
+            if not fut.done():
+                fut.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await fut
+    if emu.hello.is_set():
+        return
+    if died is not None and died in done:
+        assert board is not None
+        tail = board.tail()
+        raise EmulatorError(f"board process exited with code {describe_exit(board.returncode)} before saying "
+                            f"board.hello (command: {board.cmd})" + (f"; its last output:\n{tail}" if tail else ""),
+                            field="board")
+    hint = "is the board process starting up?" if board is not None else \
+        "is the board running, and pointed at this URL?"
+    tail = board.tail() if board is not None else ""
+    raise EmulatorError(f"no board.hello from the board at {where} within {timeout_s:g} s (wall clock): {hint}"
+                        + (f"; its last output:\n{tail}" if tail else ""), field="board")
+
+
+async def step_watchdog(emu: HilEmulator, timeout_s: float, error: list[str] | None = None) -> None:
+    """Stop a lockstep-by-board run whose board stopped stepping (hung, or a real board gone).
+
+    Runs until the emulator stops; appends the reason to ``error`` (if given and empty).
+    """
+    limit_ns = round(timeout_s * NS_PER_S)
+    while not await emu.wait_stopped(min(0.25, timeout_s / 4)):
+        since = emu.waiting_since_wall_ns
+        if since is not None and emu.clock.wall.now_ns() - since > limit_ns:
+            reason = (f"board sent no board.step for {timeout_s:g} s (wall clock) while the emulator "
+                      f"waited at t={fmt_t(emu.clock.now_ns() / NS_PER_S)}")
+            if error is not None and not error:
+                error.append(reason)
+            emu.request_stop(reason)
+            return
+
+
+@dataclass
+class ScenarioResult:
+    """What a scenario run gives: verdicts, why it failed, where the recording is, the series for plots."""
+
+    scenario: Scenario
+    seed: int
+    verdicts: list[Verdict]
+    #: why the run itself failed (board died, board silent, bad timeline action); None if it ran to the end
+    error: str | None
+    t_end_s: float
+    wall_s: float
+    series: Series
+    recording: Path | None
+    board_log: Path | None
+    #: (sim time s, text) of every timeline entry applied
+    timeline_log: list[tuple[float, str]] = field(default_factory=list)
+    #: the command that reproduces the run
+    command: str = ""
+    board: str = "none"
+    mode: str = "afap"
+    #: the last messages of both planes (t_ns, plane, direction, message)
+    recent: list[tuple[int, str, str, Message]] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        return self.error is None and all(v.passed for v in self.verdicts)
+
+    @property
+    def failures(self) -> list[Verdict]:
+        return [v for v in self.verdicts if not v.passed]
+
+    def marks(self) -> list[tuple[float, str]]:
+        """(sim time s, label) of every failed requirement's first violation, for plots."""
+        return [(v.t_s, v.label) for v in self.failures if v.t_s is not None]
+
+
+def safe_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "scenario"
+
+
+class ScenarioRun:
+    """One prepared scenario run: the emulator is built and every name checked; :meth:`run` runs it."""
+
+    def __init__(self, scenario: Scenario, *, board_cmd: str | None = None, board_url: str | None = None,
+                 seed: int | None = None, record_dir: str | Path | None = None,
+                 model_factory: ModelFactory | None = None, wall: WallSource | None = None,
+                 progress: bool = False, hello_timeout_s: float = 30.0, board_timeout_s: float = 30.0,
+                 max_samples: int = 2000, command: str | None = None,
+                 status: Callable[[str], None] | None = None) -> None:
+        if board_cmd and board_url:
+            raise ConfigError("give a board command (--board CMD) or a board URL (--board-url URL), not both",
+                              field="board")
+        self.scenario = scenario
+        self.board_cmd = board_cmd
+        self.board_url_arg = board_url
+        self.seed = scenario.seed if seed is None else seed
+        self.record_dir = Path(record_dir) if record_dir is not None else None
+        self.progress = progress
+        self.hello_timeout_s = hello_timeout_s
+        self.board_timeout_s = board_timeout_s
+        self.max_samples = max_samples
+        self.status = status or (lambda text: log.info("%s", text))
+        self.board_kind: str | None = "process" if board_cmd else "url" if board_url else None
+        head = scenario.head
+        self.mode = head.mode or ("lockstep" if self.board_kind else "afap")
+        self.lockstep_by_board = self.mode == "lockstep" and self.board_kind is not None
+        stem = safe_name(scenario.name)
+        self.recording = self.record_dir / f"{stem}.rec" if self.record_dir is not None else None
+        self.board_log = self.record_dir / f"{stem}.board.log" if self.record_dir and board_cmd else None
+        self.command = command or self._default_command()
+        if board_cmd:
+            program = BoardProcess(board_cmd).argv("URL")[0]
+            if shutil.which(program) is None:
+                raise ConfigError(f"board command {board_cmd!r}: program {program!r} not found (not a file, "
+                                  "not on PATH)", field="board")
+        self.emu = self._build(model_factory, wall)
+        self._observe: Callable[[int], None] = lambda t_ns: None
+        check_against(scenario, signals=flatten(self.emu.truth()).keys(), fault_params=self.emu.fault_schemas(),
+                      catalogue=self.emu.catalogue, board=self.board_kind)  # type: ignore[arg-type]
+
+    def _default_command(self) -> str:
+        parts = ["flatsat", "test", self.scenario.source]
+        if self.board_cmd:
+            parts += ["--board", self.board_cmd]
+        if self.board_url_arg:
+            parts += ["--board-url", self.board_url_arg]
+        return shlex.join([*parts, "--seed", str(self.seed)])
+
+    def _forced(self) -> dict[str, Any]:
+        head = self.scenario.head
+        listen = self.board_url_arg if self.board_url_arg else "zmq+tcp://127.0.0.1:0" if self.board_cmd else None
+        forced: dict[str, Any] = {
+            "sim.seed": self.seed, "sim.step_s": head.step_s, "sim.mode": self.mode,
+            "sim.duration_s": head.duration,
+            "sim.lockstep_source": "board" if self.lockstep_by_board else "control",
+            "links.board": listen, "links.control": None,
+            "record.path": str(self.recording) if self.recording is not None else None}
+        if head.speed is not None:
+            forced["sim.speed"] = head.speed
+        if head.epoch_utc is not None:
+            forced["sim.epoch_utc"] = head.epoch_utc
+        return forced
+
+    def _build(self, model_factory: ModelFactory | None, wall: WallSource | None) -> HilEmulator:
+        sc = self.scenario
+        owned = [k for k in sc.overrides if k in OWNED_KEYS]
+        if owned:
+            raise ScenarioError(sc.source, [Problem(f'overrides."{k}"', "set by the [scenario] table or the runner "
+                                                                        "(seed, step_s, mode, speed, duration, "
+                                                                        "epoch_utc, board); not an override")
+                                            for k in owned])
+        forced = self._forced()
+        meta = {"scenario": sc.name, "scenario_file": Path(sc.source).name, "board": self.board_kind or "none"}
+        kwargs: dict[str, Any] = {"wall": wall, "board_url": forced["links.board"], "control_url": None,
+                                  "record_path": forced["record.path"], "meta": meta}
+        if model_factory is not None:
+            raw: dict[str, Any] = {}
+            for key, value in {**{k: v for k, v in sc.overrides.items() if k.split(".")[0] in RUN_TABLES},
+                               **forced}.items():
+                node = raw
+                parts = key.split(".")
+                for p in parts[:-1]:
+                    node = node.setdefault(p, {})
+                node[parts[-1]] = value
+            try:
+                run = RunConfig.model_validate(raw)
+            except Exception as exc:  # pydantic ValidationError
+                from pydantic import ValidationError
+
+                if isinstance(exc, ValidationError):
+                    raise ScenarioError(sc.source, [Problem("overrides", str(config_error(exc, RunConfig,
+                                                                                           sc.source)))]) from None
+                raise
+            return HilEmulator(model_factory(sc, self.seed), run, **kwargs)
+        from emulator.cli import DEFAULT_CONFIG
+        from emulator.config import load_config
+
+        path = sc.config_path or DEFAULT_CONFIG
+        try:
+            cfg = load_config(path, {**sc.overrides, **forced})
+        except ConfigError as exc:
+            where = f'overrides."{exc.field}"' if exc.field in sc.overrides else \
+                "scenario.config" if exc.field == "config" else "overrides"
+            raise ScenarioError(sc.source, [Problem(where, str(exc), exc.valid)]) from None
+        meta["config"] = Path(path).name
+        return HilEmulator.from_config(cfg, **kwargs)
+
+    # -- running ---------------------------------------------------------------------------------
+    async def run(self) -> ScenarioResult:
+        """Run the scenario to the end (or until the board dies); always cleans up."""
+        sc, emu = self.scenario, self.emu
+        checkers = make_checkers(sc.requirements)
+        step_signals = sorted({s for c in checkers for s in c.signals})
+        reader = SignalReader(step_signals, emu.truth())
+        by_topic: dict[str, list[Checker]] = {}
+        for c in checkers:
+            for topic in c.topics:
+                by_topic.setdefault(topic, []).append(c)
+        series = Series()
+        duration_ns = round(sc.duration_s * NS_PER_S)
+        every_ns = max(emu.step_ns, duration_ns // max(1, self.max_samples))
+        next_sample = [0]
+        error: list[str] = []
+        timeline_log: list[tuple[float, str]] = []
+        board: BoardProcess | None = None
+        started = [False]
+
+        def on_message(t_ns: int, plane: str, direction: str, msg: Message) -> None:
+            for c in by_topic.get(msg.topic, ()):
+                c.on_message(t_ns, direction, msg)
+
+        def observe(t_ns: int) -> None:
+            tree = emu.truth() if step_signals or t_ns >= next_sample[0] else None
+            values = reader.read(tree) if step_signals and tree is not None else {}
+            for c in checkers:
+                c.on_step(t_ns, values)
+            if t_ns >= next_sample[0] and tree is not None:
+                series.append(t_ns, flatten(tree))
+                next_sample[0] = t_ns + every_ns
+
+        def board_died(code: int) -> None:
+            if not emu.hello.is_set():
+                return  # still starting: wait_for_hello reports it, with the process's output
+            t = fmt_t(emu.clock.now_ns() / NS_PER_S)
+            reason = f"board process exited with code {describe_exit(code)} at t={t}"
+            if not error:
+                tail = board.tail() if board is not None else ""
+                error.append(reason + (f"; its last output:\n{tail}" if tail else ""))
+            emu.request_stop(reason)
+
+        emu.message_hooks.append(on_message)
+        wall0 = emu.clock.wall.now_ns()
+        if self.board_cmd:
+            board = BoardProcess(self.board_cmd, self.board_log, on_unexpected_exit=board_died)
+        watchdog: asyncio.Task[None] | None = None
+        try:
+            async with emu:
+                if board is not None:
+                    self.status(f"{sc.name}: starting board: {shlex.join(board.argv(str(emu.board_url)))}")
+                    await board.start(str(emu.board_url))
+                    await wait_for_hello(emu, timeout_s=self.hello_timeout_s, board=board, where=str(emu.board_url))
+                elif self.board_kind == "url":
+                    self.status(f"{sc.name}: waiting for a board at {emu.board_url} "
+                                f"({self.hello_timeout_s:g} s)")
+                    await wait_for_hello(emu, timeout_s=self.hello_timeout_s, board=None, where=str(emu.board_url))
+                if self.lockstep_by_board:
+                    watchdog = asyncio.create_task(self._watchdog(error), name="flatsat-hil-watchdog")
+                started[0] = True
+                self._observe = observe
+                observe(0)
+                emu.add_observer(observe)
+                from emulator.cli import _progress
+
+                with _progress(emu, sc.duration_s, not self.progress):
+                    await self._timeline(board, timeline_log, error)
+        except EmulatorError as exc:
+            if not error:
+                error.append(str(exc))
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watchdog
+            if board is not None:
+                await board.aclose()
+            emu.message_hooks.remove(on_message)
+        t_end = emu.clock.now_ns()
+        verdicts: list[Verdict] = []
+        if started[0]:
+            tree = emu.truth()
+            values = reader.read(tree)
+            verdicts = [c.finish(t_end, values) for c in checkers]
+            if not series.t_s or series.t_s[-1] != t_end / NS_PER_S:
+                series.append(t_end, flatten(tree))
+        return ScenarioResult(
+            scenario=sc, seed=self.seed, verdicts=verdicts, error=error[0] if error else None,
+            t_end_s=t_end / NS_PER_S, wall_s=(emu.clock.wall.now_ns() - wall0) / NS_PER_S, series=series,
+            recording=self.recording, board_log=self.board_log, timeline_log=timeline_log, command=self.command,
+            board=self.board_cmd or self.board_url_arg or "none",
+            mode=self.mode + (" (stepped by the board)" if self.lockstep_by_board else ""),
+            recent=list(emu.recent))
+
+    async def _watchdog(self, error: list[str]) -> None:
+        await step_watchdog(self.emu, self.board_timeout_s, error)
+
+    async def _timeline(self, board: BoardProcess | None, timeline_log: list[tuple[float, str]],
+                        error: list[str]) -> None:
+        emu, sc = self.emu, self.scenario
+        end_ns = round(sc.duration_s * NS_PER_S)
+        # (t_ns, order, file index, action); "start" entries bring a board back after board_restart
+        events: list[tuple[int, int, int, Any]] = [(round(a.at * NS_PER_S), n, i, a)
+                                                   for n, (i, a) in enumerate(sc.timeline)]
+        heapq.heapify(events)
+        order = len(events)
+        fault_ids: dict[str, int] = {}
+        board_down = False
+        while not emu.stopped:
+            now = emu.clock.now_ns()
+            target = min(events[0][0], end_ns) if events else end_ns
+            if target > now:
+                if board_down and self.lockstep_by_board and target > max(emu.clock.limit_ns or 0, now):
+                    emu.clock.run_until(target)  # nobody steps a dead board's lockstep clock: the runner does
+                await emu.run_for((target - now) / NS_PER_S)
+                continue
+            if events and events[0][0] <= now:
+                _, _, i, action = heapq.heappop(events)
+                t_s = now / NS_PER_S
+                try:
+                    text = await self._apply(i, action, board, fault_ids)
+                except EmulatorError as exc:
+                    where = f"timeline[{i}]" if i >= 0 else "board restart"
+                    msg = f"{where} at t={fmt_t(t_s)}: {exc}"
+                    if not error:
+                        error.append(msg)
+                    emu.request_stop(msg)
+                    return
+                timeline_log.append((t_s, text))
+                self.status(f"t={fmt_t(t_s)}: {text}")
+                # the action changed the state at this very sim time: check it now, not a step later
+                self._observe(now)
+                if isinstance(action, (BoardKillAction, BoardRestartAction)):
+                    board_down = True
+                    emu.waiting_since_wall_ns = None
+                if isinstance(action, BoardRestartAction):
+                    heapq.heappush(events, (now + round(action.down * NS_PER_S), order, -1, "start"))
+                    order += 1
+                if action == "start":
+                    board_down = False
+                continue
+            if now >= end_ns:
+                return
+
+    async def _apply(self, i: int, action: Any, board: BoardProcess | None, fault_ids: dict[str, int]) -> str:
+        emu = self.emu
+        if action == "start":
+            assert board is not None
+            emu.hello.clear()
+            await board.start(str(emu.board_url))
+            await wait_for_hello(emu, timeout_s=self.hello_timeout_s, board=board, where=str(emu.board_url))
+            return f"board started again (start {board.starts})"
+        label = getattr(action, "label", None)
+        if isinstance(action, FaultAction):
+            fid = emu.inject_fault(action.name, action.params, action.duration)
+            fault_ids[label or action.name] = fid
+            dur = f" for {action.duration:g} s" if action.duration is not None else ""
+            params = ", ".join(f"{k}={v!r}" for k, v in action.params.items())
+            return f"fault {action.name}({params}){dur}" + (f" [{label}]" if label else "")
+        if isinstance(action, ClearAction):
+            ids = [fault_ids[label]] if label is not None else list(fault_ids.values())
+            active = {f["fault_id"] for f in emu.truth()["faults"]}
+            cleared = []
+            for fid in ids:
+                if fid in active:
+                    emu.clear_fault(fid)
+                    cleared.append(fid)
+            what = f"fault [{label}]" if label else "all timeline faults"
+            return f"clear {what}" + ("" if cleared else " (already cleared)")
+        if isinstance(action, ControlAction):
+            emu.control(action.topic, action.payload)
+            return label or f"control {action.topic} {action.payload}"
+        if isinstance(action, (BoardKillAction, BoardRestartAction)):
+            assert board is not None
+            await board.kill()
+            if isinstance(action, BoardRestartAction):
+                return label or f"board killed, restart after {action.down:g} s"
+            return label or "board killed"
+        raise CommandError(f"unknown timeline action {action!r}")  # pragma: no cover
+
+
+async def run_scenario(scenario: Scenario, *, board_cmd: str | None = None, board_url: str | None = None,
+                       seed: int | None = None, record_dir: str | Path | None = None,
+                       model_factory: ModelFactory | None = None, **kwargs: Any) -> ScenarioResult:
+    """Run one scenario (see the module docstring).
+
+    Args:
+        scenario: from :func:`hil.scenario.load_scenario`.
+        board_cmd: command starting a board process (``--url URL`` is appended, or ``{url}`` replaced).
+        board_url: a URL the emulator listens on for a real board (exclusive with ``board_cmd``).
+        seed: overrides the scenario's seed.
+        record_dir: directory for the recording (``<name>.rec``) and the board's log; None: no recording.
+        model_factory: build the model from (scenario, seed) instead of the scenario's satellite config.
+        **kwargs: ``wall``, ``progress``, ``hello_timeout_s``, ``board_timeout_s`` (wall seconds),
+            ``max_samples`` (series points), ``command`` (the reproduce line), ``status`` (callback).
+
+    Returns:
+        The :class:`ScenarioResult` (a board that died or a refused action fail it; they do not raise).
+
+    Raises:
+        ScenarioError: a name in the scenario is not offered by the emulator (every problem listed).
+        ConfigError: bad config, overrides or board command.
+    """
+    prepared = ScenarioRun(scenario, board_cmd=board_cmd, board_url=board_url, seed=seed, record_dir=record_dir,
+                           model_factory=model_factory, **kwargs)
+    return await prepared.run()
+
+
+def run_scenario_sync(scenario: Scenario, **kwargs: Any) -> ScenarioResult:
+    """:func:`run_scenario` from synchronous code (its own event loop)."""
+    return asyncio.run(run_scenario(scenario, **kwargs))
+
+
+def nan_to_none(value: float | None) -> float | None:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value

@@ -1,0 +1,211 @@
+"""Scenario files: structure, durations, every problem reported at once with its key path, names checked."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from toy_model import Lamp
+
+from emulator.config import RunConfig
+from emulator.series import flatten
+from hil.runner import HilEmulator
+from hil.scenario import (
+    AlwaysRequirement,
+    FaultAction,
+    ScenarioError,
+    check_against,
+    key_path,
+    load_scenario,
+    scenario_from_dict,
+)
+
+GOOD = """
+[scenario]
+name = "toy"
+description = "a lamp under brownouts"
+duration = "1h"
+seed = 7
+step_s = 1.0
+epoch_utc = 2026-03-20T00:00:00Z
+
+[overrides]
+"telemetry.truth_rate_hz" = 0.5
+
+[[timeline]]
+at = "20m"
+do = "clear"
+label = "dim"
+
+[[timeline]]
+at = "10m"
+do = "fault"
+name = "lamp.brownout"
+params = { factor = 0.5 }
+label = "dim"
+
+[[timeline]]
+at = 0
+do = "control"
+topic = "clock.status"
+
+[[requirement]]
+kind = "always"
+signal = "satellite.factor"
+op = ">="
+value = 0.5
+after = "90s"
+why = "below half power the lamp is useless"
+
+[[requirement]]
+kind = "response"
+trigger = { topic = "lamp.set", where = { on = true } }
+response = { topic = "lamp.toggled", where = { on = true } }
+within = "5s"
+
+[[requirement]]
+kind = "count"
+topic = "lamp.toggled"
+op = ">="
+value = 1
+"""
+
+
+def write(tmp_path: Path, text: str, name: str = "s.toml") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def toy_emulator() -> HilEmulator:
+    return HilEmulator(Lamp(), RunConfig(), board_url=None, control_url=None, record_path=None)
+
+
+def names(emu: HilEmulator, board: str | None = "process") -> dict:
+    return {"signals": flatten(emu.truth()), "fault_params": emu.fault_schemas(), "catalogue": emu.catalogue,
+            "board": board}
+
+
+def test_a_good_file_loads_with_durations_in_seconds_and_the_timeline_in_time_order(tmp_path: Path) -> None:
+    sc = load_scenario(write(tmp_path, GOOD))
+    assert sc.name == "toy" and sc.duration_s == 3600.0 and sc.seed == 7
+    assert [(i, a.at) for i, a in sc.timeline] == [(2, 0.0), (1, 600.0), (0, 1200.0)]
+    fault = sc.timeline[1][1]
+    assert isinstance(fault, FaultAction) and fault.params == {"factor": 0.5}
+    req = sc.requirements[0][1]
+    assert isinstance(req, AlwaysRequirement) and req.after == 90.0 and req.why.startswith("below")
+    assert sc.overrides == {"telemetry.truth_rate_hz": 0.5}
+    assert sc.signals() == ["satellite.factor"]
+    check_against(sc, **names(toy_emulator()))  # every name exists: no error
+
+
+def test_every_structural_problem_is_reported_at_once_with_its_key_path(tmp_path: Path) -> None:
+    text = """
+[scenario]
+name = "bad"
+duration = "10x"
+sed = 3
+[[timeline]]
+at = "2m"
+do = "faul"
+[[timeline]]
+at = "2m"
+do = "fault"
+nme = "lamp.brownout"
+[[timeline]]
+at = "3m"
+do = "clear"
+label = "nope"
+[[requirement]]
+kind = "always"
+signal = "satellite.factor"
+op = "=<"
+value = 1
+[[requirement]]
+kind = "sometimes"
+[extra]
+"""
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(write(tmp_path, text))
+    err = exc.value
+    by_path = {p.path: p for p in err.problems}
+    assert set(by_path) == {"scenario.duration", "scenario.sed", "timeline[0].do", "timeline[1].nme",
+                            "timeline[1].name", "requirement[0].op", "requirement[1].kind", "extra"}
+    assert "did you mean 'seed'" in by_path["scenario.sed"].message
+    assert "did you mean 'fault'" in by_path["timeline[0].do"].message
+    assert by_path["timeline[0].do"].valid == ["board_kill", "board_restart", "clear", "control", "fault"]
+    assert "did you mean 'name'" in by_path["timeline[1].nme"].message
+    assert by_path["requirement[0].op"].valid == ["<", "<=", ">", ">=", "==", "!="]
+    assert "always" in by_path["requirement[1].kind"].valid
+    assert by_path["extra"].valid == ["overrides", "requirement", "scenario", "timeline"]
+    assert str(err).startswith(f"{tmp_path / 's.toml'}: invalid scenario (8 problems)")
+
+
+def test_timeline_consistency_is_checked(tmp_path: Path) -> None:
+    data = {"scenario": {"name": "x", "duration": "10m"},
+            "timeline": [{"at": "11m", "do": "board_kill"},
+                         {"at": "1m", "do": "clear", "label": "dimm"},
+                         {"at": "2m", "do": "fault", "name": "lamp.brownout", "label": "dim"}],
+            "requirement": [{"kind": "always", "signal": "s", "op": "<", "value": 1, "after": "10m"}]}
+    with pytest.raises(ScenarioError) as exc:
+        scenario_from_dict(data, source="x.toml")
+    by_path = {p.path: p.message for p in exc.value.problems}
+    assert "after the end of the run" in by_path["timeline[0].at"]
+    # the clear comes before the fault it names (timeline order is by time, not file order)
+    assert "no fault labelled 'dimm' is injected before t=60" in by_path["timeline[1].label"]
+    assert "leaves nothing to check" in by_path["requirement[0].after"]
+
+
+def test_toml_syntax_errors_keep_the_parsers_line_number(tmp_path: Path) -> None:
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(write(tmp_path, "[scenario]\nname = \n"))
+    assert "line 2" in str(exc.value)
+    with pytest.raises(ScenarioError, match="not found"):
+        load_scenario(tmp_path / "missing.toml")
+
+
+def test_config_is_found_next_to_the_scenario_then_in_configs(tmp_path: Path) -> None:
+    (tmp_path / "sat.toml").write_text("name = 'x'\n", encoding="utf-8")
+    base = {"name": "x", "duration": 60}
+    sc = scenario_from_dict({"scenario": {**base, "config": "sat.toml"}}, base_dir=tmp_path)
+    assert sc.config_path == (tmp_path / "sat.toml").resolve()
+    sc = scenario_from_dict({"scenario": {**base, "config": "suncatcher-proto.toml"}}, base_dir=tmp_path)
+    assert sc.config_path is not None and sc.config_path.parent.name == "configs"
+    with pytest.raises(ScenarioError) as exc:
+        scenario_from_dict({"scenario": {**base, "config": "nope.toml"}}, base_dir=tmp_path)
+    assert exc.value.problems[0].path == "scenario.config"
+
+
+def test_names_are_checked_against_the_emulator_all_at_once() -> None:
+    data = {"scenario": {"name": "x", "duration": "10m"},
+            "timeline": [{"at": 10, "do": "fault", "name": "lamp.brownot"},
+                         {"at": 20, "do": "fault", "name": "lamp.brownout", "params": {"factor": 3}},
+                         {"at": 30, "do": "control", "topic": "clock.stauts"},
+                         {"at": 40, "do": "control", "topic": "lamp.set", "payload": {"on": True}},
+                         {"at": 50, "do": "board_restart", "down": "10s"}],
+            "requirement": [{"kind": "final", "signal": "satellite.energy", "op": ">", "value": 0},
+                            {"kind": "count", "topic": "lamp.toggeld", "op": ">=", "value": 1},
+                            {"kind": "response", "trigger": {"topic": "lamp.set", "where": {"onn": True}},
+                             "response": {"topic": "lamp.toggled"}, "match": "job_id", "within": 5}]}
+    sc = scenario_from_dict(data, source="x.toml")
+    with pytest.raises(ScenarioError) as exc:
+        check_against(sc, **names(toy_emulator(), board="url"))
+    by_path = {p.path: p for p in exc.value.problems}
+    assert "did you mean 'lamp.brownout'" in by_path["timeline[0].name"].message
+    assert by_path["timeline[0].name"].valid == ["lamp.brownout"]
+    assert "timeline[1].params.factor" in by_path
+    assert "did you mean 'clock.status'" in by_path["timeline[2].topic"].message
+    assert "board-plane command" in by_path["timeline[3].topic"].message
+    assert "real board at --board-url" in by_path["timeline[4].do"].message
+    assert "satellite.energy_j" in by_path["requirement[0].signal"].valid
+    assert "did you mean 'lamp.toggled'" in by_path["requirement[1].topic"].message
+    assert "did you mean 'on'" in by_path["requirement[2].trigger.where.onn"].message
+    assert "has no payload field 'job_id'" in by_path["requirement[2].match"].message
+    # match is missing from both the trigger's and the response's payload: two problems at one path
+    assert [p.path for p in exc.value.problems].count("requirement[2].match") == 2
+    assert len(exc.value.problems) == 10
+
+
+def test_key_paths_read_like_the_file() -> None:
+    assert key_path(("timeline", 2, "params", "factor")) == "timeline[2].params.factor"
+    assert key_path(("overrides", "power.battery.capacity_wh")) == 'overrides."power.battery.capacity_wh"'
