@@ -70,6 +70,8 @@ class RuntimeStats:
     rejected: dict[str, int] = field(default_factory=lambda: {"board": 0, "control": 0})
     published: int = 0
     boards_seen: dict[str, str] = field(default_factory=dict)  # name -> version
+    #: per board (envelope src): lag of its last request behind sim time, and what it reported on board.link
+    board_links: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 class Emulator:
@@ -141,7 +143,7 @@ class Emulator:
 
     def _build_schedule(self) -> None:
         rates = dict(self.run_config.telemetry.rates_hz)
-        known = [t.spec.topic for t in self.interface.telemetry] + ["sim.clock", "truth.sample"]
+        known = [t.spec.topic for t in self.interface.telemetry] + ["sim.clock", "truth.sample", "sim.links"]
         for topic in rates:
             if topic not in known:
                 raise ConfigError(f"telemetry.rates_hz: unknown topic {topic!r}{suggest(topic, known)}",
@@ -150,6 +152,7 @@ class Emulator:
         items.append(Telemetry(self.catalogue.get("sim.clock"), self._clock_sample))
         truth_rate = self.run_config.telemetry.truth_rate_hz
         items.append(Telemetry(self.catalogue.get("truth.sample"), self.model.truth))
+        items.append(Telemetry(self.catalogue.get("sim.links"), self.links_sample))
         rates.setdefault("truth.sample", truth_rate)
         max_rate = NS_PER_S / self.step_ns
         for tel in items:
@@ -168,6 +171,7 @@ class Emulator:
         b["board.hello"] = self._cmd_hello
         b["board.step"] = self._cmd_board_step
         b["ping"] = lambda p: {"t_ns": self.clock.now_ns()}
+        b["board.link"] = self._cmd_board_link
         c["clock.pause"] = lambda p: (self.clock.pause(), self.clock.status())[1]
         c["clock.resume"] = lambda p: (self.clock.resume(), self.clock.status())[1]
         c["clock.step"] = lambda p: {"limit_ns": self.clock.step(round(p.duration_s * NS_PER_S))}
@@ -399,9 +403,14 @@ class Emulator:
                 err = incoming.error or CodecError("undecodable request", field="bytes")
                 reply = Message("reply", {"id": 0, "re": "?", "ok": False, "error": err.to_wire()})
             else:
+                msg = incoming.message
                 if self.recorder is not None:
-                    self.recorder.write(name, "in", encode_message(incoming.message))
-                reply = self.handle_request(incoming.message, plane)
+                    self.recorder.write(name, "in", encode_message(msg))
+                if plane == Plane.BOARD:
+                    # the request's t_ns is the board's view of sim time: how far behind it runs
+                    lag_ns = max(0, self.clock.now_ns() - msg.t_ns)
+                    self.stats.board_links.setdefault(msg.src or "?", {})["lag_s"] = lag_ns / NS_PER_S
+                reply = self.handle_request(msg, plane)
             reply = Message(reply.topic, reply.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
             if self.recorder is not None:
                 self.recorder.write(name, "out", encode_message(reply))
@@ -452,6 +461,23 @@ class Emulator:
                 # joins late): this tells it to take its first turn now
                 "waiting": self.clock.mode == ClockMode.LOCKSTEP and not self.clock.may_advance(self.step_ns),
                 "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD))}
+
+    def _cmd_board_link(self, p: Any) -> dict[str, Any]:
+        # the handler has no envelope; the serve loop keyed the lag by src, the report goes under "reported"
+        self.stats.board_links.setdefault("reported", {}).update(p.model_dump())
+        return {}
+
+    def links_sample(self) -> dict[str, Any]:
+        """Link health for ``sim.links`` (counts of anomalies only, so lockstep recordings stay deterministic)."""
+        out: dict[str, Any] = {}
+        for name, link in (("board", self.board_link), ("control", self.control_link)):
+            if link is None:
+                continue
+            st = link.stats
+            out[name] = {k: getattr(st, k) for k in ("is_up", "reconnects", "bad_frames", "decode_errors",
+                                                      "dropped_tx") if hasattr(st, k)}
+        out["boards"] = {k: dict(v) for k, v in self.stats.board_links.items()}
+        return out
 
     def _cmd_board_step(self, p: Any) -> dict[str, Any]:
         if self.clock.mode != ClockMode.LOCKSTEP or self.run_config.sim.lockstep_source != "board":
@@ -523,7 +549,8 @@ class Emulator:
     def stats_snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {"clock": self.clock.status(), "commands": dict(self.stats.commands),
                                "rejected": dict(self.stats.rejected), "published": self.stats.published,
-                               "boards": dict(self.stats.boards_seen)}
+                               "boards": dict(self.stats.boards_seen),
+                               "board_links": {k: dict(v) for k, v in self.stats.board_links.items()}}
         for name, link in (("board_link", self.board_link), ("control_link", self.control_link)):
             if link is not None:
                 st = link.stats

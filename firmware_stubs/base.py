@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,8 @@ from emulator.protocol.envelope import Message
 log = logging.getLogger("flatsat.board")
 
 NS_PER_S = 1_000_000_000
+#: free-running boards report their link figures (board.link) every this many control turns
+LINK_REPORT_TICKS = 6
 
 
 @dataclass
@@ -47,6 +50,10 @@ class BoardClient:
         self.hello: dict[str, Any] = {}
         self._seq = 0
         self._pending: dict[int, asyncio.Future[Message]] = {}
+        #: wall-clock round trips of requests, seconds (the board's own clock, not the emulator's)
+        self.rtts_s: list[float] = []
+        #: sim time of the emulator at the last reply minus the newest telemetry the board had then
+        self.lag_s = 0.0
         self._events: asyncio.Queue[Message] = asyncio.Queue()
         self._waiting: asyncio.Queue[int] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
@@ -98,18 +105,30 @@ class BoardClient:
         seq = self._seq
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
+        start = time.monotonic()
         await self.link.send(Message(topic, payload or {}, seq=seq, t_ns=self.t_ns, src=self.name))
         try:
             async with asyncio.timeout(timeout_s):  # wall-clock guard against a vanished emulator
                 reply = await fut
         finally:
             self._pending.pop(seq, None)
+        self.rtts_s.append(time.monotonic() - start)
+        if len(self.rtts_s) > 4096:
+            del self.rtts_s[:2048]
+        self.lag_s = max(0.0, (reply.t_ns - self.t_ns) / NS_PER_S)
         body = reply.payload
         if check and not body.get("ok"):
             err = body.get("error") or {}
             raise CommandError(f"{topic}: {err.get('message', 'refused')}", field=err.get("field"),
                                valid=err.get("valid"))
         return body.get("data") or body
+
+    def link_report(self) -> dict[str, Any]:
+        """Round-trip percentiles and lag, as ``board.link`` carries them."""
+        rtts = sorted(self.rtts_s) or [0.0]
+        pick = lambda q: rtts[min(len(rtts) - 1, int(q * len(rtts)))] * 1e3  # noqa: E731
+        return {"rtt_p50_ms": pick(0.5), "rtt_p99_ms": pick(0.99), "rtt_max_ms": rtts[-1] * 1e3,
+                "requests": len(self.rtts_s), "lag_s": self.lag_s}
 
     def events(self) -> list[Message]:
         out = []
@@ -205,6 +224,9 @@ async def run_board(controller: Controller, url: str, *, max_ticks: int | None =
             ticks += 1
             if lockstep:
                 await board.request("board.step", {"duration_s": controller.period_s})
+            elif ticks % LINK_REPORT_TICKS == 0:
+                # wall-clock figures: only when free-running (a lockstep recording must stay deterministic)
+                await board.request("board.link", board.link_report())
     except (TransportError, TimeoutError) as exc:
         log.info("emulator link ended: %s", exc)
     finally:

@@ -59,6 +59,14 @@ class BoardHello(Payload):
                                     max_length=64)
 
 
+class BoardLink(Payload):
+    rtt_p50_ms: float = field("ms", "median request round trip the board measured", ge=0)
+    rtt_p99_ms: float = field("ms", "99th percentile round trip", ge=0)
+    rtt_max_ms: float = field("ms", "largest round trip", ge=0)
+    requests: int = field(doc="requests the figures cover", ge=0)
+    lag_s: float = field("s", "how far behind the emulator's sim time the board's newest telemetry was", ge=0)
+
+
 class BoardStep(Payload):
     duration_s: float = field("s", "let sim time advance this much (lockstep with lockstep_source = board)",
                               gt=0, le=86400)
@@ -111,6 +119,11 @@ def system_topics() -> list[TopicSpec]:
         TopicSpec("board.step", cmd, b, BoardStep,
                   "Lockstep driven by the board: allow sim time to advance (only if the run allows it)."),
         TopicSpec("ping", cmd, b, Empty, "Liveness check; the reply carries the sim time."),
+        TopicSpec("board.link", cmd, b, BoardLink,
+                  "The board reports how its link performs (round trips, lag); shown on the control plane."),
+        TopicSpec("sim.links", tel, c, Opaque,
+                  "Link health: per link up/down, reconnects, bad frames, decode errors, dropped telemetry; per "
+                  "board the lag of its requests behind sim time and its reported round trips.", rate_hz=1.0),
         TopicSpec("clock.pause", cmd, c, Empty, "Pause sim time."),
         TopicSpec("clock.resume", cmd, c, Empty, "Resume a paused clock (not lockstep)."),
         TopicSpec("clock.step", cmd, c, ClockStep, "Advance a lockstep or paused clock by a duration."),
