@@ -8,7 +8,7 @@ import os
 import shutil
 import tempfile
 import tty
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -81,6 +81,8 @@ class NullModem:
         self.loop = asyncio.get_running_loop()
         self.a = _End(directory / "ttyA")
         self.b = _End(directory / "ttyB")
+        #: line noise: applied to every chunk the relay carries (e.g. random bit flips at a given BER)
+        self.noise: Callable[[bytes], bytes] | None = None
         for end in (self.a, self.b):
             self.plug(end)
 
@@ -106,6 +108,8 @@ class NullModem:
         except OSError:
             return
         dst = self.other(src)
+        if self.noise is not None:
+            data = self.noise(data)
         if dst.master >= 0:  # an unplugged far end: the bytes fall on the floor, as on a real cable
             self._write(dst, data)
 
