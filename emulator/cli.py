@@ -56,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--config", default=str(DEFAULT_CONFIG), help="satellite config (default: %(default)s)")
     demo.add_argument("--orbits", type=float, default=3.0, help="how many orbits to run (default 3)")
     demo.add_argument("--plot", default="out/demo.png", help="plot file (default: %(default)s)")
-    demo.add_argument("--board", default=f"{sys.executable} -m firmware_stubs.reference",
+    demo.add_argument("--board", default="python -m firmware_stubs.reference",
                       help="board command; '{url}' is replaced by the board URL, else --url URL is appended")
     demo.add_argument("--seed", type=int, default=1, help="seed (default 1)")
     demo.set_defaults(func=cmd_demo)
@@ -291,6 +291,8 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
         emu.add_observer(sample)
         board_cmd = args.board.replace("{url}", emu.board_url) if "{url}" in args.board else \
             f"{args.board} --url {emu.board_url}"
+        if board_cmd.split(" ", 1)[0] in ("python", "python3"):  # the interpreter flatsat runs in (its venv)
+            board_cmd = f"{shlex.quote(sys.executable)} {board_cmd.split(' ', 1)[1]}"
         print(f"flatsat demo: {cfg.satellite.name}, {args.orbits:g} orbits ({_fmt_s(duration_s)} of sim time), "
               f"board: {board_cmd}", file=sys.stderr)
         proc = await asyncio.create_subprocess_exec(*shlex.split(board_cmd))

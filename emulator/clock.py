@@ -282,23 +282,20 @@ def _check_speed(speed: float) -> None:
 
 
 def parse_duration_s(text: str | float | int) -> float:
-    """'1d', '6h', '90m', '3600s', '250ms', '3600' -> seconds. Raises ValueError naming the format."""
-    if isinstance(text, (int, float)):
+    """'1d', '6h', '90m', '1h10m', '40m10s', '250ms', '3600' -> seconds. Raises ValueError naming the format."""
+    import re
+
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:
-        s = text.strip().lower()
-        units = (("ms", 1e-3), ("d", 86400.0), ("h", 3600.0), ("m", 60.0), ("s", 1.0))
-        for suffix, factor in units:
-            if s.endswith(suffix):
-                num = s[: -len(suffix)]
-                break
-        else:
-            num, factor = s, 1.0
-        try:
-            value = float(num) * factor
-        except ValueError:
-            raise ValueError(f"bad duration {text!r}: use a number with an optional unit d, h, m, s or ms "
-                             "(e.g. '1d', '90m', '3600')") from None
+        s = str(text).strip().lower().replace(" ", "")
+        factors = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "": 1.0}
+        parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ms|d|h|m|s)?", s)
+        rebuilt = "".join(num + unit for num, unit in parts)
+        if not s or rebuilt != s or (len(parts) > 1 and any(unit == "" for _, unit in parts)):
+            raise ValueError(f"bad duration {text!r}: use a number with an optional unit d, h, m, s or ms, or a "
+                             "sum of them (e.g. '1d', '90m', '1h10m', '3600')")
+        value = sum(float(num) * factors[unit] for num, unit in parts)
     if not value > 0 or value != value or value == float("inf"):
         raise ValueError(f"duration must be a positive, finite time, got {text!r}")
     return value

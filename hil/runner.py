@@ -37,6 +37,7 @@ import math
 import os
 import re
 import shlex
+import sys
 import shutil
 import signal
 import tempfile
@@ -168,6 +169,9 @@ class BoardProcess:
             raise ConfigError(f"board command {self.cmd!r}: {exc}", field="board") from None
         if not parts:
             raise ConfigError("board command is empty", field="board")
+        if parts[0] in ("python", "python3"):
+            # a simulated board is a Python program: run it with the interpreter (and virtualenv) flatsat runs in
+            parts[0] = sys.executable
         if any("{url}" in p for p in parts):
             return [p.replace("{url}", url) for p in parts]
         return [*parts, "--url", url]

@@ -16,7 +16,7 @@ class NaiveController(Controller):
 
     name = "naive"
     version = "1.0.0"
-    period_s = 10.0
+    period_s = 20.0
     rail = "payload"
 
     def __init__(self) -> None:
@@ -33,7 +33,7 @@ class NaiveController(Controller):
             return
         if acc["level"] != "max":
             await board.request("accel.dvfs.set", {"level": "max"}, check=False)
-        for _ in range(8 - acc["queue_len"]):
-            await board.request("accel.job.submit", {"kind": "inference", "size": 200, "seed": self.seed},
+        for _ in range(4 - acc["queue_len"]):
+            await board.request("accel.job.submit", {"kind": "inference", "size": 1000, "seed": self.seed},
                                 check=False)
             self.seed += 1

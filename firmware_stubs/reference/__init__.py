@@ -31,7 +31,7 @@ class ReferenceController(Controller):
 
     name = "reference"
     version = "1.0.0"
-    period_s = 10.0
+    period_s = 20.0
 
     rail = "payload"
     levels = ["low", "mid", "high", "max"]
@@ -42,7 +42,7 @@ class ReferenceController(Controller):
     temp_high_degc = 80.0
     temp_low_degc = 70.0
     temp_restart_degc = 75.0
-    queue_target = 2
+    queue_target = 3
     job_size = 1000  # ~12 s of inference at 4 x 1500 MHz: two queued jobs keep the board busy for a period
 
     def __init__(self) -> None:

@@ -123,12 +123,13 @@ def test_utc_maps_sim_time_to_the_epoch() -> None:
 
 
 @pytest.mark.parametrize(("text", "seconds"), [("1d", 86400), ("6h", 21600), ("90m", 5400), ("3600s", 3600),
-                                               ("250ms", 0.25), ("42", 42), (7, 7)])
+                                               ("250ms", 0.25), ("42", 42), (7, 7),
+                                               ("1h10m", 4200), ("40m10s", 2410), ("1d 6h", 108000), ("1.5h", 5400)])
 def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration_s(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1y", "-5s", "0", "nan"])
+@pytest.mark.parametrize("text", ["", "abc", "1y", "-5s", "0", "nan", "1h10", "m5", "5 x"])
 def test_parse_duration_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration_s(text)
