@@ -150,8 +150,9 @@ class ReferenceController(Controller):
                 self.shutdown_thermal = True
                 self.log.add(t, "thermal shutdown reported")
             elif payload["reason"] == "latchup":
-                self.power_cycle_pending = False
-                self.log.add(t, "latch-up: the rail limiter cut the board")
+                # cut while latched up: by the rail's limiter, or by our own power cycle; either way the rail
+                # comes back on the next turn (eps.rail.reset if latched, or the pending cycle)
+                self.log.add(t, "latch-up: power cut")
 
     async def _submit(self, board: BoardClient, kind: str, seed: int, check: bool = True) -> None:
         await board.request("accel.job.submit", {"kind": kind, "size": self.job_size, "seed": seed}, check=check)
