@@ -26,7 +26,7 @@ TRUTH_PREFIX = "satellite."
 
 
 def add_commands(sub: Any) -> None:
-    """Register ``test``, ``replay``, ``plot`` and ``export`` on the ``flatsat`` subparsers."""
+    """Register ``test``, ``replay``, ``plot``, ``export`` and ``campaign`` on the ``flatsat`` subparsers."""
     test = sub.add_parser(
         "test", help="run scenario files headless: exit code, JUnit XML, HTML report",
         description="Run each SCENARIO (TOML) against the emulator with a board process (--board CMD; "
@@ -81,6 +81,10 @@ def add_commands(sub: Any) -> None:
     exp.add_argument("--topic", action="append", default=[], metavar="TOPIC",
                      help="also export this topic's fields (repeatable), e.g. sim.clock")
     exp.set_defaults(func=cmd_export)
+
+    from hil.campaign import add_command as add_campaign  # flatsat campaign: scenarios x seeds x sweeps
+
+    add_campaign(sub)
 
 
 def _err(text: str) -> None:
