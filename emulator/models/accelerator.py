@@ -53,6 +53,8 @@ class BoardState(StrEnum):
     FAILED = "failed"
 
 
+_exp = math.exp
+
 OFF, BOOTING, IDLE, BUSY, THROTTLED, HUNG, LATCHED_UP, FAILED = (
     BoardState.OFF, BoardState.BOOTING, BoardState.IDLE, BoardState.BUSY, BoardState.THROTTLED, BoardState.HUNG,
     BoardState.LATCHED_UP, BoardState.FAILED)
@@ -458,6 +460,8 @@ class AcceleratorBoard:
         self._dyn_w = 0.0
         self._leak_w = 0.0
         self._op()
+        self._dt_s = 0.0
+        self._dt_ns = 0
         # jobs
         self.queue: deque[Job] = deque()
         self._active_ids: set[int] = set()
@@ -529,82 +533,92 @@ class AcceleratorBoard:
 
         During the step :attr:`t_ns` is its start (state changes at the boundary are stamped with it); after it,
         the step's end, so commands and injected events between steps are stamped with the current sim time."""
-        self.t_ns = t_ns
-        try:
-            self._step(t_ns, dt_s, supply_v, die_temp_degc, dose_rate_rad_s, rad_flux_factor)
-        finally:
-            self.t_ns = t_ns + round(dt_s * 1e9)
+        self.advance(t_ns, dt_s, supply_v, die_temp_degc, dose_rate_rad_s, rad_flux_factor)
 
-    def _step(self, t_ns: int, dt_s: float, supply_v: float, die_temp_degc: float, dose_rate_rad_s: float,
-              rad_flux_factor: float) -> None:
-        self.die_temp_degc = die_temp_degc
-        self._supply_v = supply_v
-        if (supply_v >= self._min_v) is not self._supply_good:
-            self._supply_changed(supply_v)
-        st = self.state
-        # total ionising dose accumulates powered or not
-        d = dose_rate_rad_s * dt_s
-        if self._flux_weight:
-            d *= rad_flux_factor
-        rad = self.rad
-        d_eff = d * rad.scale
-        if rad.add_dose(d_eff if self._scale_dose else d):
-            self._tid_degraded(t_ns)
-        if st is OFF or st is FAILED:
-            self.load_w = self.heat_w = self.utilisation = 0.0
-            return
-        if st is LATCHED_UP and t_ns - self._latch_t_ns >= self._damage_ns:
-            self._damaged(t_ns)
-            self.load_w = self.heat_w = self.utilisation = 0.0
-            return
-        if self.throttle or die_temp_degc >= self._hot_guard:
-            self._thermal(die_temp_degc)
+    def advance(self, t_ns: int, dt_s: float, supply_v: float, die_temp_degc: float, dose_rate_rad_s: float,
+                rad_flux_factor: float) -> None:
+        """:meth:`step` with positional arguments (the satellite's per-step path)."""
+        self.t_ns = t_ns
+        if dt_s != self._dt_s:
+            self._dt_s = dt_s
+            self._dt_ns = round(dt_s * 1e9)
+        try:
+            self.die_temp_degc = die_temp_degc
+            self._supply_v = supply_v
+            if (supply_v >= self._min_v) is not self._supply_good:
+                self._supply_changed(supply_v)
             st = self.state
-            if st is OFF:
-                self.load_w = self.heat_w = self.utilisation = 0.0
-                return
-        # work
-        c = self.config
-        if st is BUSY or st is THROTTLED:
-            util = self._work(t_ns, dt_s) if self.queue else 0.0
-            util += (1.0 - util) * c.idle_utilisation
-        elif st is IDLE:
-            util = c.idle_utilisation
-        elif st is BOOTING:
-            util = c.boot_utilisation
-            self._boot_left_s -= dt_s
-            if self._boot_left_s <= 0.0 and not self.external:
-                self._set_state(IDLE, "boot complete")
-                if self.throttle == 2:
-                    self._set_state(THROTTLED, "hardware slowdown")
-        elif st is HUNG:
-            util = c.hung_utilisation
-        else:  # latched up: the chips do nothing useful
-            util = 0.0
-        if t_ns >= self.mem.next_scrub_ns:
-            self.mem.scrub(t_ns)
-        # single-event effects while powered
-        self.exposure_rad += d_eff
-        arrivals = rad.exposure(d_eff)
-        if arrivals is not None:
-            for frac in arrivals:
-                self._see(t_ns + round(frac * dt_s * 1e9))
-            st = self.state
+            # total ionising dose accumulates powered or not
+            d = dose_rate_rad_s * dt_s
+            if self._flux_weight:
+                d *= rad_flux_factor
+            rad = self.rad
+            d_eff = d * rad.scale
+            dd = d_eff if self._scale_dose else d
+            dose = rad.dose_rad + dd  # RadiationSource.add_dose, inlined while no threshold is crossed
+            if rad.degraded or dose < rad.degrade_at_rad:
+                rad.dose_rad = dose
+            elif rad.add_dose(dd):
+                self._tid_degraded(t_ns)
             if st is OFF or st is FAILED:
                 self.load_w = self.heat_w = self.utilisation = 0.0
                 return
-        # power
-        if st is LATCHED_UP:
-            util = 0.0
-        self.utilisation = util
-        if self.external:
-            p = self._ext_power_w
-        else:
-            p = (c.board_base_w + self._leak_w * math.exp(self._leak_k * (die_temp_degc - c.leakage_ref_degc))
-                 * (1.0 + self._leak_tid * rad.dose_rad) + util * self._dyn_w)
-        if st is LATCHED_UP:
-            p += self.rad_config.sel_current_a * supply_v
-        self.load_w = self.heat_w = p
+            if st is LATCHED_UP and t_ns - self._latch_t_ns >= self._damage_ns:
+                self._damaged(t_ns)
+                self.load_w = self.heat_w = self.utilisation = 0.0
+                return
+            if self.throttle or die_temp_degc >= self._hot_guard:
+                self._thermal(die_temp_degc)
+                st = self.state
+                if st is OFF:
+                    self.load_w = self.heat_w = self.utilisation = 0.0
+                    return
+            # work
+            c = self.config
+            if st is IDLE:
+                util = c.idle_utilisation
+            elif st is BUSY or st is THROTTLED:
+                util = self._work(t_ns, dt_s) if self.queue else 0.0
+                util += (1.0 - util) * c.idle_utilisation
+            elif st is BOOTING:
+                util = c.boot_utilisation
+                self._boot_left_s -= dt_s
+                if self._boot_left_s <= 0.0 and not self.external:
+                    self._set_state(IDLE, "boot complete")
+                    if self.throttle == 2:
+                        self._set_state(THROTTLED, "hardware slowdown")
+            elif st is HUNG:
+                util = c.hung_utilisation
+            else:  # latched up: the chips do nothing useful
+                util = 0.0
+            if t_ns >= self.mem.next_scrub_ns:
+                self.mem.scrub(t_ns)
+            # single-event effects while powered
+            self.exposure_rad += d_eff
+            h = rad.hazard + d_eff * rad.k_per_rad  # RadiationSource.exposure, inlined for the quiet step
+            if h < rad.next_hazard:
+                rad.hazard = h
+            else:
+                for frac in rad.exposure(d_eff):
+                    self._see(t_ns + round(frac * dt_s * 1e9))
+                st = self.state
+                if st is OFF or st is FAILED:
+                    self.load_w = self.heat_w = self.utilisation = 0.0
+                    return
+            # power
+            if st is LATCHED_UP:
+                util = 0.0
+            self.utilisation = util
+            if self.external:
+                p = self._ext_power_w
+            else:
+                p = (c.board_base_w + self._leak_w * _exp(self._leak_k * (die_temp_degc - c.leakage_ref_degc))
+                     * (1.0 + self._leak_tid * rad.dose_rad) + util * self._dyn_w)
+            if st is LATCHED_UP:
+                p += self.rad_config.sel_current_a * supply_v
+            self.load_w = self.heat_w = p
+        finally:
+            self.t_ns = t_ns + self._dt_ns
 
     def _supply_changed(self, supply_v: float) -> None:
         good = supply_v >= self._min_v

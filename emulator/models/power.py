@@ -9,7 +9,12 @@ their converters. Every joule is booked (:class:`EnergyLedger`) so that, over an
 closes to rounding (the stored energy is the integral of OCV over charge, see ``docs/models-power-thermal.md``).
 
 The hot path (:meth:`PowerSystem.step`) is plain Python on floats and lists: at ~10 rails and arrays this
-is faster than numpy, whose per-call overhead dominates at this size (ceilings.md row 6).
+is faster than numpy, whose per-call overhead dominates at this size (ceilings.md row 6). It avoids work whose
+result is known: rails whose outputs have settled ("quiet": constant demand, no limiter activity) are held
+rather than recomputed until their demand or anything about them changes (:meth:`PowerSystem._probe_quiet`),
+rail outputs are recomputed only when the mode or a limiter changed, the mode machine runs only when the
+battery voltage leaves the band in which it would keep its mode, and the OCV lookup starts from the last
+segment. None of this changes a result beyond floating-point round-off (the order of a few sums).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from __future__ import annotations
 import itertools
 import math
 from bisect import bisect_right
+from operator import itemgetter
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -29,6 +35,11 @@ FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # body faces, same order as emulat
 OFF, CRITICAL, SAFE, NORMAL, FULL = 0, 1, 2, 3, 4
 MODE_NAMES = ("off", "critical", "safe", "normal", "full")
 _MIN_MODE = {"safe": NORMAL, "critical": SAFE, "never": CRITICAL}
+
+_exp = math.exp
+_sqrt = math.sqrt
+#: steps between two looks for rails whose outputs have settled (a cost knob only: results do not depend on it)
+QUIET_PROBE_STEPS = 16
 
 CELL_MIN_V = 2.5  # physics.md §3 "Li-ion cell window": minimum 2.5 V
 CELL_MAX_V = 4.2  # physics.md §3 "Li-ion cell window": maximum 4.2 V
@@ -305,6 +316,7 @@ class _Rail:
         "over_s",
         "p_in",
         "p_out",
+        "q_demand_w",
         "regulated",
         "retries",
         "retry_off_s",
@@ -346,6 +358,7 @@ class _Rail:
         self.p_in = 0.0
         self.frac = 0.0
         self.heat_w = 0.0  # converter loss + power dissipated in a short, over the last step
+        self.q_demand_w = -1.0  # demand at the last quiet probe (PowerSystem._probe_quiet)
 
 
 class PowerSystem:
@@ -359,6 +372,9 @@ class PowerSystem:
         self.cell_q_c = b.cell_capacity_ah * 3600.0
         self._soc_pts = [p[0] for p in b.ocv_table]
         self._v_pts = [p[1] for p in b.ocv_table]
+        # OCV-table segment of the last lookup: (soc0, soc1, v0, v1 - v0, soc1 - soc0)
+        self._seg = (self._soc_pts[0], self._soc_pts[1], self._v_pts[0], self._v_pts[1] - self._v_pts[0],
+                     self._soc_pts[1] - self._soc_pts[0])
         # cumulative integral of cell OCV over soc at the breakpoints (exact for a piecewise-linear table)
         cum = [0.0]
         for i in range(1, len(self._soc_pts)):
@@ -380,6 +396,20 @@ class PowerSystem:
         self._array_gains()
 
         self.rails = [_Rail(r, i) for i, r in enumerate(config.rails)]
+        self._unregulated = [r for r in self.rails if not r.regulated]
+        self._out_mode = -1
+        self._rails_dirty = True
+        # quiet rails: outputs that cannot change until their demand, the mode or a command changes are not
+        # recomputed every step (see _probe_quiet); ``quiet_version`` counts changes of that set
+        self._active = list(self.rails)
+        self._quiet: list[_Rail] = []
+        self._quiet_bus: list[_Rail] = []
+        self._quiet_get: itemgetter | None = None
+        self._quiet_loads: object = None
+        self._quiet_in_w = 0.0
+        self._quiet_out_w = 0.0
+        self._probe_in = QUIET_PROBE_STEPS
+        self.quiet_version = 0
         self.rail_index = {r.name: r.idx for r in self.rails}
         self.static_load_w = [0.0] * len(self.rails)
         for ld in config.loads:
@@ -388,6 +418,9 @@ class PowerSystem:
         self._shed_order = sorted(self.rails, key=lambda r: -r.min_mode)
 
         self.th = config.shed.resolved(self.ns)
+        self._th_src: dict[str, float] | None = None
+        self._th_t: tuple[float, ...] = ()
+        self._band: tuple = (0.0, -1.0, -1, None, False)  # (lo, hi, mode, th, held): see _update_mode
         self.battery_connected = True
         self.ocv_v = self.pack_ocv(self.soc)
         self.bus_v = self.ocv_v
@@ -414,6 +447,9 @@ class PowerSystem:
         self.i_chg_max = b.max_charge_c * self.q_pack_c / 3600.0
         self.i_dis_max = b.max_discharge_c * self.q_pack_c / 3600.0
         self.v_eoc = b.end_of_charge_v_cell * self.connected_groups
+        # everything step() needs of the pack, in one tuple (one attribute load on the hot path)
+        self._pack = (self.r25, self.r_b, self.r_sum_inv, self.q_pack_c, self.v_eoc, self.i_chg_max, self.i_dis_max,
+                      self.chg_min_t, self.connected_groups)
 
     def cell_ocv(self, soc: float) -> float:
         s, v = self._soc_pts, self._v_pts
@@ -421,8 +457,11 @@ class PowerSystem:
             return v[0]
         if soc >= 1.0:
             return v[-1]
-        i = bisect_right(s, soc)
-        return v[i - 1] + (v[i] - v[i - 1]) * (soc - s[i - 1]) / (s[i] - s[i - 1])
+        s0, s1, v0, dv, ds = self._seg
+        if not s0 <= soc < s1:  # the SoC moves slowly: usually the segment of the last lookup
+            i = bisect_right(s, soc)
+            self._seg = s0, s1, v0, dv, ds = (s[i - 1], s[i], v[i - 1], v[i] - v[i - 1], s[i] - s[i - 1])
+        return v0 + dv * (soc - s0) / ds
 
     def pack_ocv(self, soc: float) -> float:
         return self.cell_ocv(soc) * self.connected_groups
@@ -459,28 +498,35 @@ class PowerSystem:
             return NORMAL
         return FULL
 
-    def _update_mode(self, v: float) -> None:
+    def _thresholds(self) -> tuple[float, ...]:
         th = self.th
+        if th is not self._th_src:  # set_thresholds (or anyone) assigned a new dict
+            self._th_src = th
+            self._th_t = (th["hw_off_v"], th["hw_on_v"], th["critical_v"], th["safe_v"], th["normal_v"],
+                          th["full_v"], th["normal_v"] - th["safe_v"])
+        return self._th_t
+
+    def _update_mode(self, v: float) -> None:
+        hw_off, hw_on, critical, safe, normal, full, hyst = self._thresholds()
         m = old = self.mode
-        hyst = th["normal_v"] - th["safe_v"]
         if m == OFF:
-            if v >= th["hw_on_v"]:
+            if v >= hw_on:
                 m = CRITICAL
-        elif v < th["hw_off_v"]:
+        elif v < hw_off:
             m = OFF
         if m != OFF:
-            if m >= SAFE and v < th["critical_v"]:
+            if m >= SAFE and v < critical:
                 m = CRITICAL
-            elif m >= NORMAL and v < th["safe_v"]:
+            elif m >= NORMAL and v < safe:
                 m = SAFE
-            elif m == FULL and v < th["full_v"] - hyst:
+            elif m == FULL and v < full - hyst:
                 m = NORMAL
             if self.hold_s <= 0.0:  # rising transitions wait out an over-current hold
-                if m == CRITICAL and v >= th["critical_v"] + hyst:
+                if m == CRITICAL and v >= critical + hyst:
                     m = SAFE
-                if m == SAFE and v >= th["normal_v"]:
+                if m == SAFE and v >= normal:
                     m = NORMAL
-                if m == NORMAL and v >= th["full_v"] - 1e-3:
+                if m == NORMAL and v >= full - 1e-3:
                     m = FULL
         if m != old:
             self.mode = m
@@ -488,6 +534,20 @@ class PowerSystem:
                                                      "battery_v": v}))
             if m == FULL:
                 self.s_since_full = 0.0
+        # the battery voltages for which this method would leave mode m as it is (step() skips the call then)
+        held = self.hold_s > 0.0
+        inf = math.inf
+        if m == OFF:
+            lo, hi = -inf, hw_on
+        elif m == CRITICAL:
+            lo, hi = hw_off, (inf if held else critical + hyst)
+        elif m == SAFE:
+            lo, hi = max(hw_off, critical), (inf if held else normal)
+        elif m == NORMAL:
+            lo, hi = max(hw_off, critical, safe), (inf if held else full - 1e-3)
+        else:
+            lo, hi = max(hw_off, critical, safe, full - hyst), inf
+        self._band = (lo, hi, m, self.th, held)
 
     def set_thresholds(self, **values: float | None) -> dict[str, float]:
         """Change shed thresholds (pack volts); validated as a set, nothing changes on error."""
@@ -520,6 +580,7 @@ class PowerSystem:
 
     def reset_rail(self, name: str) -> None:
         r = self.rail(name)
+        self._thaw()
         r.tripped = r.latched = False
         r.retries = 0
         r.over_s = r.off_s = 0.0
@@ -527,11 +588,16 @@ class PowerSystem:
 
     def _set_rail_outputs(self) -> None:
         """Which rails conduct, and at what voltage, for the coming step (inputs of the loads)."""
+        if self._quiet:
+            self._thaw()
         mode = self.mode
         bus = self.bus_v
         for r in self.rails:
             r.on = on = r.cmd_on and not r.tripped and mode >= r.min_mode and mode != OFF
             r.v_out = (r.v_nom if r.regulated else bus) if on else 0.0
+        # step() redoes this only when the mode or a limiter changed; else it just follows the bus
+        self._out_mode = mode
+        self._rails_dirty = False
 
     def rail_voltage(self, idx: int) -> float:
         """Output voltage of rail ``idx`` for the coming step; 0.0 when off, tripped, shed or cut."""
@@ -590,9 +656,68 @@ class PowerSystem:
 
     def short_rail(self, name: str, extra_a: float) -> None:
         self.rail(name).short_a = extra_a
+        self._thaw()
 
     def clear_short(self, name: str) -> None:
         self.rail(name).short_a = 0.0
+        self._thaw()
+
+    # -- quiet rails ----------------------------------------------------------------------------------------
+    @property
+    def quiet_rails(self) -> tuple[_Rail, ...]:
+        """Rails whose outputs step() currently holds rather than recomputes (see :meth:`_probe_quiet`); the set
+        changes only when :attr:`quiet_version` does."""
+        return tuple(self._quiet)
+
+    def _thaw(self) -> None:
+        """Every rail is recomputed from the next step on."""
+        if self._quiet:
+            self._quiet = []
+            self._quiet_bus = []
+            self._active = list(self.rails)
+            self._quiet_get = None
+            self._quiet_loads = None
+            self._quiet_in_w = self._quiet_out_w = 0.0
+            self.quiet_version += 1
+        self._probe_in = QUIET_PROBE_STEPS
+
+    def _probe_quiet(self, loads_w: list[float]) -> None:
+        """Move rails whose outputs have settled out of the per-step loop. A rail is quiet when it is on, conducts
+        the whole step, is past its retry window, and its demand (static + ``loads_w``) has not moved since the
+        last probe, and it is regulated (fixed voltage) or has no short (then only its current follows the bus
+        voltage: ``i_out = p_out / v``, updated and checked against the limiter every step); or it is off and not
+        waiting to retry. Its outputs are then exactly those of the last step until its demand changes (checked
+        every step), its limiter would trip, a command, a limiter or the mode changes (:meth:`_set_rail_outputs`),
+        or a brown-out or an over-current shed rescales it (:meth:`_thaw`)."""
+        self._probe_in = QUIET_PROBE_STEPS
+        static = self.static_load_w
+        settled = []
+        for r in self._active:
+            d = static[r.idx] + loads_w[r.idx]
+            if r.on:
+                if (d == r.q_demand_w and r.frac == 1.0 and r.over_s == 0.0 and r.good_s >= r.window_s
+                        and (r.regulated or r.short_a == 0.0)):
+                    settled.append(r)
+            elif not r.tripped or r.latched:
+                settled.append(r)
+            r.q_demand_w = d
+        if not settled:
+            return
+        quiet = [r for r in self.rails if r in self._quiet or r in settled]
+        active = [r for r in self.rails if r not in quiet]
+        self._quiet = quiet
+        self._active = active
+        self._quiet_bus = [r for r in quiet if r.on and not r.regulated]
+        on = [r.idx for r in quiet if r.on]
+        self._quiet_get = itemgetter(*on) if on else None
+        self._quiet_loads = self._quiet_get(loads_w) if on else None
+        qin = qout = 0.0
+        for r in quiet:
+            qin += r.p_in
+            qout += r.p_out
+        self._quiet_in_w = qin
+        self._quiet_out_w = qout
+        self.quiet_version += 1
 
     # -- the step -------------------------------------------------------------------------------------------
     def step(self, dt_s: float, solar_w_m2: list[float], array_temps_degc: list[float], battery_temp_degc: float,
@@ -607,79 +732,114 @@ class PowerSystem:
             raise ModelError(f"dt_s must be > 0, got {dt_s}", field="dt_s")
         led = self.ledger
         # 1. array power at the maximum power point
-        p_arr = 0.0
         aw = self.array_w
-        for k, (gain, tc, ref) in enumerate(self._array_k):
-            g = solar_w_m2[k]
+        if len(aw) == 1:
+            gain, tc, ref = self._array_k[0]
+            g = solar_w_m2[0]
             if g > 0.0:
-                f = 1.0 + tc * (array_temps_degc[k] - ref)
-                p = g * gain * (max(0.0, f))
+                f = 1.0 + tc * (array_temps_degc[0] - ref)
+                p = g * gain * (f if f > 0.0 else 0.0)  # noqa: FURB136 (per step: no builtin call)
             else:
                 p = 0.0
-            aw[k] = p
-            p_arr += p
+            aw[0] = p
+            p_arr = 0.0 + p
+        else:
+            p_arr = 0.0
+            for k, (gain, tc, ref) in enumerate(self._array_k):
+                g = solar_w_m2[k]
+                if g > 0.0:
+                    f = 1.0 + tc * (array_temps_degc[k] - ref)
+                    p = g * gain * (f if f > 0.0 else 0.0)  # noqa: FURB136 (per step: no builtin call)
+                else:
+                    p = 0.0
+                aw[k] = p
+                p_arr += p
         p_avail = p_arr * self.mppt_eff
 
-        # 2. rails: demand, latching current limiters
-        p_loads_in = 0.0
+        # 2. rails: demand, latching current limiters (quiet rails: as in the last step, see _probe_quiet)
+        if self._quiet_get is not None and self._quiet_get(loads_w) != self._quiet_loads:
+            self._thaw()
+        for r in self._quiet_bus:  # quiet rails on the bus: only their current follows its voltage
+            v = r.v_out
+            i_out = r.p_out / v if v > 0.0 else 0.0
+            if i_out > r.limit_a:
+                self._thaw()
+                break
+            r.i_out = i_out
+        p_loads_in = self._quiet_in_w
+        e_out = self._quiet_out_w
         static = self.static_load_w
-        for r in self.rails:
+        for r in self._active:
             if r.on:
                 v = r.v_out
-                p_out = static[r.idx] + loads_w[r.idx]
-                i_out = p_out / v + r.short_a if v > 0.0 else 0.0
-                p_short = r.short_a * v
+                idx = r.idx
+                p_out = static[idx] + loads_w[idx]
+                sa = r.short_a
+                i_out = p_out / v + sa if v > 0.0 else 0.0
+                p_short = sa * v
                 p_out += p_short
-                frac = 1.0
                 if i_out > r.limit_a:
                     prev = r.over_s
                     r.over_s = prev + dt_s
                     r.good_s = 0.0
+                    frac = 1.0
                     if r.over_s >= r.trip_s:
                         # conducts until the trip instant within this step
                         frac = (r.trip_s - prev) / dt_s
                         frac = max(frac, 0.0)
                         self._trip(r)
+                    r.i_out = i_out
+                    r.p_out = p_out = p_out * frac
+                    r.p_in = p_in = p_out / r.eff
+                    r.heat_w = p_in - p_out + p_short * frac
+                    r.frac = frac
                 else:
                     r.over_s = 0.0
-                    r.good_s += dt_s
-                    if r.good_s >= r.window_s:
-                        r.retries = 0
-                r.i_out = i_out
-                r.p_out = p_out * frac
-                r.p_in = p_in = r.p_out / r.eff
-                r.heat_w = p_in - r.p_out + p_short * frac
-                r.frac = frac
+                    if r.good_s < r.window_s:  # past the window it has done its work: retries stay 0
+                        r.good_s = gs = r.good_s + dt_s
+                        if gs >= r.window_s:
+                            r.retries = 0
+                    r.i_out = i_out
+                    r.p_out = p_out
+                    r.p_in = p_in = p_out / r.eff
+                    r.heat_w = p_in - p_out + p_short
+                    r.frac = 1.0
                 p_loads_in += p_in
+                e_out += p_out
             else:
                 r.i_out = r.p_out = r.p_in = r.frac = r.heat_w = 0.0
                 if r.tripped and not r.latched:
                     r.off_s += dt_s
                     if r.off_s >= r.retry_off_s:
                         r.tripped = False
+                        self._rails_dirty = True
                         r.retries += 1
                         r.over_s = r.good_s = 0.0
+        e_in = p_loads_in
 
         # 3. battery: solve P = V_term * I with V_term = OCV + I R (I > 0 charging)
         shunt = 0.0
         brown = 1.0
+        shed = False
         if self.battery_connected:
+            r25, r_b, r_sum_inv, q, v_eoc, i_chg_max, i_dis_max, chg_min_t, groups = self._pack
             soc0 = self.soc
-            ocv = self.pack_ocv(soc0)
-            rr = self.pack_r(battery_temp_degc)
-            q = self.q_pack_c
-            i_chg_max = self.i_chg_max
-            i_dis_max = self.i_dis_max
-            v_eoc = self.v_eoc
-            cold = battery_temp_degc < self.chg_min_t
+            s0, s1, v0, dv, w = self._seg
+            if s0 <= soc0 < s1:
+                ocv = (v0 + dv * (soc0 - s0) / w) * groups
+            else:
+                ocv = self.cell_ocv(soc0) * groups
+            rr = r25 * _exp(r_b * (1.0 / (battery_temp_degc + 273.15) - 1.0 / 298.15)) * r_sum_inv
+            cold = battery_temp_degc < chg_min_t
+            net = p_avail - p_loads_in
             # two passes: the second uses the OCV at the step's mid-SoC, which is the exact mean OCV over the
             # step on a linear segment, so OCV * I * dt equals the change of stored energy (ledger closes)
             for rep in (0, 1):
-                net = p_avail - p_loads_in
                 shunt = 0.0
                 if net >= 0.0:
-                    i_cv = (v_eoc - ocv) / rr
-                    i_max = min(i_cv, i_chg_max)
+                    i_max = (v_eoc - ocv) / rr
+                    if i_max > i_chg_max:  # noqa: PLR1730 (per step: no builtin call)
+                        i_max = i_chg_max
                     if i_max < 0.0 or cold:
                         i_max = 0.0
                     p_max = (ocv + i_max * rr) * i_max
@@ -687,28 +847,38 @@ class PowerSystem:
                         i = i_max
                         shunt = net - p_max
                     else:
-                        i = (-ocv + math.sqrt(ocv * ocv + 4.0 * rr * net)) / (2.0 * rr)
+                        i = (-ocv + _sqrt(ocv * ocv + 4.0 * rr * net)) / (2.0 * rr)
                 else:
-                    i = self._discharge(net, ocv, rr, i_dis_max)
-                    if i is None:
+                    disc = ocv * ocv + 4.0 * rr * net
+                    i = (-ocv + _sqrt(disc)) / (2.0 * rr) if disc >= 0.0 else 0.0
+                    if disc < 0.0 or -i > i_dis_max:
                         # over-current: the terminal voltage would collapse; shed by priority until it fits
                         p_loads_in, i = self._overcurrent_shed(p_avail, p_loads_in, ocv, rr, i_dis_max)
                         shunt = max(0.0, p_avail - p_loads_in - (ocv + i * rr) * i)
+                        net = p_avail - p_loads_in
+                        shed = True
                 if rep == 0:
                     if i == 0.0:
                         break
                     mid = soc0 + 0.5 * i * dt_s / q
-                    ocv = self.pack_ocv(max(0.0, mid))
+                    if mid < 0.0:  # noqa: PLR1730 (per step: no builtin call)
+                        mid = 0.0
+                    s0, s1, v0, dv, w = self._seg
+                    if s0 <= mid < s1:
+                        ocv = (v0 + dv * (mid - s0) / w) * groups
+                    else:
+                        ocv = self.cell_ocv(mid) * groups
             ds = i * dt_s / q
-            if self.soc + ds < 0.0:
+            soc = soc0 + ds
+            if soc < 0.0:
                 # exhausted within the step: loads got power only for part of it, then the pack cut off
-                brown = self.soc / (-ds)
-                ds = -self.soc
+                brown = soc0 / (-ds)
+                soc = 0.0
                 shunt = p_avail * (1.0 - brown)  # after the cut-off nothing takes the array power
                 self.events.append(("eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode],
                                                          "battery_v": ocv + i * rr, "reason": "battery empty"}))
                 self.mode = OFF
-            self.soc = min(1.0, self.soc + ds)
+            self.soc = soc if soc < 1.0 else 1.0  # noqa: FURB136 (per step: no builtin call)
             self.ocv_v = ocv
             self.battery_r_ohm = rr
             self.battery_a = i
@@ -730,6 +900,8 @@ class PowerSystem:
                 self.bus_v = 0.0
             led.shunt_j += shunt * dt_s
 
+        if brown < 1.0 or shed:
+            self._thaw()
         if brown < 1.0:
             for r in self.rails:
                 r.p_out *= brown
@@ -737,13 +909,14 @@ class PowerSystem:
                 r.frac *= brown
                 r.heat_w *= brown
             p_loads_in *= brown
+        if brown < 1.0 or shed:
+            e_out = 0.0
+            e_in = 0.0
+            for r in self.rails:
+                e_out += r.p_out
+                e_in += r.p_in
 
         # 4. ledger
-        e_out = 0.0
-        e_in = 0.0
-        for r in self.rails:
-            e_out += r.p_out
-            e_in += r.p_in
         led.array_j += p_arr * dt_s
         led.mppt_loss_j += (p_arr - p_avail) * dt_s
         led.load_j += e_out * dt_s
@@ -756,10 +929,22 @@ class PowerSystem:
 
         # 5. mode machine on the measured battery voltage, then rail outputs for the next step
         if self.battery_connected:
-            self._update_mode(self.bus_v)
+            v = self.bus_v
+            lo, hi, mode, th, held = self._band
+            if not (lo <= v < hi and mode == self.mode and th is self.th and held == (self.hold_s > 0.0)):
+                self._update_mode(v)
         elif self.bus_v > 0.0 and self.mode == OFF:
             self.mode = CRITICAL
-        self._set_rail_outputs()
+        if self._rails_dirty or self.mode != self._out_mode:
+            self._set_rail_outputs()
+        else:
+            bus = self.bus_v
+            for r in self._unregulated:
+                if r.on:
+                    r.v_out = bus
+            self._probe_in -= 1
+            if self._probe_in <= 0 and brown == 1.0 and not shed:
+                self._probe_quiet(loads_w)
 
     def _discharge(self, net: float, ocv: float, rr: float, i_dis_max: float) -> float | None:
         disc = ocv * ocv + 4.0 * rr * net
@@ -793,6 +978,7 @@ class PowerSystem:
 
     def _trip(self, r: _Rail) -> None:
         r.tripped = True
+        self._rails_dirty = True
         r.trips += 1
         r.off_s = 0.0
         r.over_s = 0.0

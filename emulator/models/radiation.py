@@ -133,11 +133,11 @@ class RadiationSource:
 
     __slots__ = (
         "_cum",
-        "_degrade_at_rad",
-        "_w",
+                "_w",
         "cfg",
         "chips",
         "counts",
+        "degrade_at_rad",
         "degraded",
         "dose_rad",
         "fault_scales",
@@ -155,8 +155,8 @@ class RadiationSource:
         self.fault_scales: list[float] = []
         self.scale = cfg.scale
         self.dose_rad = cfg.initial_dose_krad * 1e3
-        self._degrade_at_rad = cfg.tid_degraded_krad * 1e3
-        self.degraded = self.dose_rad >= self._degrade_at_rad
+        self.degrade_at_rad = cfg.tid_degraded_krad * 1e3
+        self.degraded = self.dose_rad >= self.degrade_at_rad
         self.hazard = 0.0
         self.next_hazard = float(rng.exponential())
         self.counts = dict.fromkeys(EVENT_KINDS, 0)
@@ -190,7 +190,7 @@ class RadiationSource:
     def add_dose(self, rad: float) -> bool:
         """Accumulate dose; True when this crosses the degradation threshold."""
         self.dose_rad += rad
-        if not self.degraded and self.dose_rad >= self._degrade_at_rad:
+        if not self.degraded and self.dose_rad >= self.degrade_at_rad:
             self.degraded = True
             self._weights()
             self.counts["tid"] += 1

@@ -273,6 +273,18 @@ class Satellite(SpacecraftModel):
         shunt = config.power.shunt_node or config.power.arrays[0].thermal_node
         self._shunt_node = th.index[shunt]
         self._n_rails = len(pw.rails)
+        self._rail_route = [(r, self._rail_loads[r.idx], self._rail_nodes[r.idx]) for r in pw.rails]
+        self._acc_rail = pw.rails[self._accel_rail]
+        self._quiet_heat: list[tuple[int, float]] = []
+        self._active_route = list(self._rail_route)
+        self._route_version = -1
+        self._rows: list[tuple[list[float], float, float, list[float]]] = []
+        self._next_t = -1
+        self._c_dt_s = 0.0
+        self._nodes = (self._accel_node, self._batt_node, self._eps_node, self._shunt_node)
+        # AcceleratorBoard.advance is step() with positional arguments; an injected board may only have step()
+        self._acc_advance = getattr(self.accel, "advance", None) or self._accel_step
+        self._heaters_switched()
         self._chunk: Any = None
         self._c_t0 = 0
         self._c_dt = 0
@@ -354,6 +366,7 @@ class Satellite(SpacecraftModel):
         c = self.env.chunk(t_ns, dt_ns, self.chunk_steps)
         self._chunk = c
         self._c_t0, self._c_dt, self._c_n = t_ns, dt_ns, len(c)
+        self._c_dt_s = dt_ns * 1e-9
         face = np.asarray(c.face_solar_w_m2, dtype=float)
         track = np.asarray(c.tracking_solar_w_m2, dtype=float)
         cols = [track if f < 0 else face[:, f] for f in self._array_face]
@@ -362,56 +375,109 @@ class Satellite(SpacecraftModel):
         self._env_q = self.thermal.environment_heat(face, c.face_albedo_w_m2, c.face_ir_w_m2, track)
         self._dose = np.asarray(c.dose_rate_rad_s, dtype=float).tolist()
         self._radf = np.asarray(c.rad_flux_factor, dtype=float).tolist()
+        # what the step needs of sample i, in one tuple: array irradiances, dose rate, flux factor, and the
+        # absorbed environment heat plus the static loads' heat at full conduction per node (plain floats)
+        base_q = (self._env_q + np.asarray(self._static_q)).tolist()
+        self._rows = list(zip(self._solar, self._dose, self._radf, base_q, strict=True))
+
+    def _reroute(self) -> None:
+        """Heat routing of the power system's quiet rails (their frac and heat_w hold until quiet_version moves):
+        one (node, W) term per node; the active rails are routed every step."""
+        pw = self.power
+        quiet = {id(r) for r in pw.quiet_rails}
+        fixed = [0.0] * self.n_nodes
+        used = [False] * self.n_nodes
+        for r, rloads, rnode in self._rail_route:
+            if id(r) not in quiet:
+                continue
+            f = r.frac
+            if f != 1.0:
+                for node, p in rloads:
+                    fixed[node] -= p * (1.0 - f)
+                    used[node] = True
+            if r.heat_w:
+                fixed[rnode] += r.heat_w
+                used[rnode] = True
+        self._quiet_heat = [(n, fixed[n]) for n in range(self.n_nodes) if used[n]]
+        self._active_route = [x for x in self._rail_route if id(x[0]) not in quiet]
+        self._route_version = pw.quiet_version
+
+    def _accel_step(self, t_ns: int, dt_s: float, supply_v: float, die_temp_degc: float, dose_rate_rad_s: float,
+                    rad_flux_factor: float) -> None:
+        self.accel.step(t_ns, dt_s, supply_v=supply_v, die_temp_degc=die_temp_degc, dose_rate_rad_s=dose_rate_rad_s,
+                        rad_flux_factor=rad_flux_factor)
+
+    def _heaters_switched(self) -> None:
+        """Rail demand and heat routing of the heaters that are on (after a thermostat switched)."""
+        th = self.thermal
+        loads = [0.0] * self._n_rails
+        route = []
+        for (ridx, node), p, on in zip(self._heaters, th.heater_power_w, th.heater_on, strict=True):
+            if on:
+                loads[ridx] += p
+                route.append((self.power.rails[ridx], node, p))
+        self._heater_loads = loads
+        self._heater_on_route = route
 
     # -- the step ---------------------------------------------------------------------------------------------
     def step(self, t_ns: int, dt_ns: int) -> None:
-        k = (t_ns - self._c_t0) // self._c_dt if self._c_dt else -1
-        if (self._chunk is None or dt_ns != self._c_dt or not 0 <= k < self._c_n
-                or t_ns != self._c_t0 + k * self._c_dt):
-            self._load_chunk(t_ns, dt_ns)
-            k = 0
-        self._i = i = k
-        dt_s = dt_ns * 1e-9
-        pw, th, acc = self.power, self.thermal, self.accel
+        i = self._i + 1
+        if t_ns != self._next_t or dt_ns != self._c_dt or i >= self._c_n:  # not the next sample of the chunk
+            k = (t_ns - self._c_t0) // self._c_dt if self._c_dt else -1
+            if (self._chunk is None or dt_ns != self._c_dt or not 0 <= k < self._c_n
+                    or t_ns != self._c_t0 + k * self._c_dt):
+                self._load_chunk(t_ns, dt_ns)
+                k = 0
+            i = k
+        self._i = i
+        self._next_t = t_ns + dt_ns
+        solar, dose, radf, base_q = self._rows[i]
+        dt_s = self._c_dt_s
+        pw = self.power
+        th = self.thermal
+        acc = self.accel
+        acc_node, batt_node, eps_node, shunt_node = self._nodes
         temps = th.T.tolist()
-        ai = self._accel_rail
-        acc.step(t_ns, dt_s, supply_v=pw.rails[ai].v_out, die_temp_degc=temps[self._accel_node] - KELVIN,
-                 dose_rate_rad_s=self._dose[i], rad_flux_factor=self._radf[i])
-        loads = [0.0] * self._n_rails
-        acc_load = acc.load_w
-        loads[ai] += acc_load
-        hd = th.heater_demand()
-        heaters = self._heaters
-        for h in range(len(heaters)):
-            loads[heaters[h][0]] += hd[h]
+        acc_rail = self._acc_rail
+        self._acc_advance(t_ns, dt_s, acc_rail.v_out, temps[acc_node] - KELVIN, dose, radf)
+        if th.thermostat(temps):
+            self._heaters_switched()
+        loads = self._heater_loads.copy()
+        loads[self._accel_rail] += acc.load_w
         an = self._array_nodes
-        pw.step(dt_s, self._solar[i], [temps[n] - KELVIN for n in an], temps[self._batt_node] - KELVIN, loads)
+        if len(an) == 1:
+            pw.step(dt_s, solar, [temps[an[0]] - KELVIN], temps[batt_node] - KELVIN, loads)
+        else:
+            pw.step(dt_s, solar, [temps[n] - KELVIN for n in an], temps[batt_node] - KELVIN, loads)
 
-        # heat routing
-        q = self._static_q.copy()
-        rails = pw.rails
-        rn = self._rail_nodes
-        rl = self._rail_loads
-        for r in rails:
+        # heat routing: environment + static loads (per chunk), the quiet rails (per quiet_version), the rest
+        if pw.quiet_version != self._route_version:
+            self._reroute()
+        q = base_q.copy()
+        for node, w in self._quiet_heat:
+            q[node] += w
+        for r, rloads, rnode in self._active_route:
             f = r.frac
             if f != 1.0:
-                for node, p in rl[r.idx]:
+                for node, p in rloads:
                     q[node] -= p * (1.0 - f)
             h = r.heat_w
             if h:
-                q[rn[r.idx]] += h
-        for h in range(len(heaters)):
-            ridx, node = heaters[h]
-            q[node] += hd[h] * rails[ridx].frac
-        q[self._accel_node] += acc.heat_w * rails[ai].frac
+                q[rnode] += h
+        for r, node, p in self._heater_on_route:
+            q[node] += p * r.frac
+        q[acc_node] += acc.heat_w * acc_rail.frac
         ia = pw.battery_a
-        q[self._batt_node] += ia * ia * pw.battery_r_ohm
-        q[self._eps_node] += pw.array_total_w * (1.0 - pw.mppt_eff)
-        q[self._shunt_node] += pw.shunt_w
+        q[batt_node] += ia * ia * pw.battery_r_ohm
+        q[eps_node] += pw.array_total_w * (1.0 - pw.mppt_eff)
+        q[shunt_node] += pw.shunt_w
         aw = pw.array_w
-        for k2 in range(len(an)):
-            q[an[k2]] -= aw[k2]
-        th.step(dt_s, self._env_q[i], q)
+        if len(an) == 1:
+            q[an[0]] -= aw[0]
+        else:
+            for node, w in zip(an, aw):
+                q[node] -= w
+        th.advance(dt_s, temps, q)
         self.t_ns = t_ns + dt_ns
         self.steps += 1
         if pw.events:

@@ -8,10 +8,12 @@ Q_i is the absorbed environment flux (solar and albedo with the solar absorptivi
 emissivity, by Kirchhoff) plus every electrical dissipation the satellite routes to the node.
 
 The solver is backward Euler with the T^4 term linearised, T_new^4 ~ T^4 + 4 T_lin^3 (T_new - T), which is
-unconditionally stable for the linear part and exact at steady state. The matrix
-(C/dt + L + diag(4 k T_lin^3)) is inverted once and reused (ceilings.md row 6: ~1.3 us per step at N <= 32);
-it is refreshed when dt changes or a radiating node has moved more than ``relinearise_k`` from T_lin (checked
-every ~10 s of sim time; a frozen-Jacobian Newton step: the fixed point is still the exact steady state).
+unconditionally stable for the linear part and exact at steady state. With A = C/dt + L + diag(4 k T_lin^3)
+the whole update is one precomputed product, T_new = A^-1 [diag(cdt) | -k_r | I | k T_sink^4] @ [T, T_r^4, q, 1]
+(T_r: the radiating nodes), solved once and reused (ceilings.md row 6: ~1.3 us per step at N <= 32); the step
+builds that vector from plain floats (:meth:`ThermalNetwork.advance`). A is refreshed when dt changes or a
+radiating node has moved more than ``relinearise_k`` from T_lin (checked every ~10 s of sim time; a
+frozen-Jacobian Newton step: the fixed point is still the exact steady state).
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from emulator.errors import CommandError, ModelError, suggest
 SIGMA = 5.670374419e-8  # Stefan-Boltzmann constant, W m^-2 K^-4 (CODATA 2018, exact)
 KELVIN = 273.15
 FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # same order as emulator.models.environment.FACES
+_fromiter = np.fromiter  # a list of floats to an array: ~40 % cheaper than np.array on the per-step path
 SurfaceFace = Literal["+X", "-X", "+Y", "-Y", "+Z", "-Z", "sun", "none"]
 
 
@@ -156,8 +159,17 @@ class ThermalNetwork:
                 self.m_ir[f, i] += s.emissivity * s.area_m2
         self.k_rad = k
         self._rad_nodes = np.flatnonzero(k > 0)
-        self._zeros = np.zeros(n)
-        self._one = np.ones(1)
+        self._rad_l = self._rad_nodes.tolist()
+        # right-hand side of the per-step product (see _refresh): [diag(cdt) | -k e_r | I | k T_sink^4]
+        nr = len(self._rad_l)
+        self._m_cols = 2 * n + nr + 1
+        G = np.zeros((n, self._m_cols))
+        for c, j in enumerate(self._rad_l):
+            G[j, n + c] = -k[j]
+        G[:, n + nr:2 * n + nr] = np.eye(n)
+        G[:, -1] = k * config.sink_temp_k ** 4
+        self._G = G
+        self._c_dt = np.zeros(n)
         self._check_every = 1
         self._countdown = 1
         self.sink4 = config.sink_temp_k ** 4
@@ -179,6 +191,8 @@ class ThermalNetwork:
         self.heater_off_above = [h.off_above_degc + KELVIN for h in config.heaters]
         self.heater_on = [False] * len(config.heaters)
         self.heater_power_w = [h.power_w for h in config.heaters]
+        self._heater_bands: list[tuple[int, float, float]] = []
+        self._bands()
 
     # -- environment ------------------------------------------------------------------------------------------
     def environment_heat(self, face_solar_w_m2: np.ndarray, face_albedo_w_m2: np.ndarray,
@@ -192,47 +206,65 @@ class ThermalNetwork:
     def _refresh(self, dt_s: float) -> None:
         # only radiating nodes have a linearised term; they move slowly (time constants of minutes), so their
         # drift from T_lin is checked every ~10 s of sim time rather than every step
-        self._check_every = max(1, int(10.0 / dt_s))
+        n = self.n
+        if dt_s != self._dt:
+            self._check_every = max(1, int(10.0 / dt_s))
+            self._c_dt = self.C / dt_s
         self._countdown = self._check_every
         self._t_lin = self.T.copy()
         d = 4.0 * self.k_rad * self._t_lin ** 3
-        self._cdt = self.C / dt_s + d
-        inv = np.linalg.inv(self.L + np.diag(self._cdt))
-        self._inv = inv
-        # one matrix for the whole update: T_new = B @ [T, T^4, q, q_extra, 1]
-        n = self.n
-        B = np.empty((n, 4 * n + 1))
-        B[:, :n] = inv * self._cdt[None, :]
-        B[:, n:2 * n] = -inv * self.k_rad[None, :]
-        B[:, 2 * n:3 * n] = inv
-        B[:, 3 * n:4 * n] = inv
-        B[:, 4 * n] = inv @ (self.k_rad * self.sink4)
-        self._B = B
+        self._cdt = self._c_dt + d
         self._d = d
         self._dt = dt_s
+        # the per-step path is one product on plain floats: T_new = M @ [T, T_r^4, q, 1] with T_r the radiating
+        # nodes, i.e. A^-1 (cdt T - k T^4 + q + k T_sink^4) with A = L + diag(cdt); M = A^-1 G, one solve
+        A = self.L.copy()
+        A.flat[::n + 1] += self._cdt
+        G = self._G
+        G.flat[:n * self._m_cols:self._m_cols + 1] = self._cdt
+        self._M = np.linalg.solve(A, G)
+        self._inv = self._M[:, n + len(self._rad_l):2 * n + len(self._rad_l)]
+        self._tlin_l = self._t_lin.tolist()
         self.refreshes += 1
 
     def step(self, dt_s: float, q_w: np.ndarray, extra_w: np.ndarray | list[float] | None = None) -> None:
         """Advance by ``dt_s`` with node heat inputs ``q_w`` (W, shape (N,)) plus ``extra_w`` (W, N, optional)."""
+        q = q_w.tolist() if isinstance(q_w, np.ndarray) else list(q_w)
+        if extra_w is not None:
+            ex = extra_w.tolist() if isinstance(extra_w, np.ndarray) else extra_w
+            q = [a + b for a, b in zip(q, ex, strict=True)]
+        if self.track_energy:
+            T0 = self.T
+            self.advance(dt_s, T0.tolist(), q)
+            t2 = T0 * T0
+            rad = self.k_rad * (t2 * t2 - self.sink4)
+            self.heat_in_j += float(np.sum(q)) * dt_s
+            self.radiated_j += float(np.sum(rad + self._d * (self.T - T0))) * dt_s
+        else:
+            self.advance(dt_s, self.T.tolist(), q)
+
+    def advance(self, dt_s: float, temps_k: list[float], q_w: list[float]) -> None:
+        """:meth:`step` on plain floats: ``temps_k`` must be ``T.tolist()`` now, ``q_w`` the total heat input per
+        node (W). The hot path of :class:`~emulator.models.satellite.Satellite` (one small matrix-vector product)."""
         if dt_s != self._dt:
             if not dt_s > 0:
                 raise ModelError(f"dt_s must be > 0, got {dt_s}", field="dt_s")
             self._refresh(dt_s)
-        T = self.T
         self._countdown -= 1
         if self._countdown <= 0:
             self._countdown = self._check_every
-            if np.abs(T[self._rad_nodes] - self._t_lin[self._rad_nodes]).max(initial=0.0) > self.tol_k:
-                self._refresh(dt_s)
-        t2 = T * T
-        t_new = self._B @ np.concatenate((T, t2 * t2, q_w, self._zeros if extra_w is None else extra_w,
-                                          self._one))
-        if self.track_energy:
-            q = q_w if extra_w is None else q_w + np.asarray(extra_w)
-            rad = self.k_rad * (t2 * t2 - self.sink4)
-            self.heat_in_j += float(np.sum(q)) * dt_s
-            self.radiated_j += float(np.sum(rad + self._d * (t_new - T))) * dt_s
-        self.T = t_new
+            tl = self._tlin_l
+            tol = self.tol_k
+            for j in self._rad_l:
+                if abs(temps_k[j] - tl[j]) > tol:
+                    self._refresh(dt_s)
+                    break
+        t4 = []
+        for j in self._rad_l:
+            t = temps_k[j]
+            t2 = t * t
+            t4.append(t2 * t2)
+        self.T = self._M.dot(_fromiter([*temps_k, *t4, *q_w, 1.0], float, self._m_cols))
 
     def internal_energy_j(self) -> float:
         """sum C_i T_i (J, relative to 0 K); its change equals heat in minus radiated."""
@@ -252,22 +284,54 @@ class ThermalNetwork:
         return i
 
     # -- heaters --------------------------------------------------------------------------------------------
-    def heater_demand(self) -> list[float]:
-        """Thermostats on the current temperatures; returns each heater's electrical demand (W)."""
-        out = []
-        T = self.T
-        for h in range(len(self.heaters)):
+    def heater_demand(self, temps_k: list[float] | None = None) -> list[float]:
+        """Thermostats on the current temperatures (``temps_k``: ``T.tolist()`` if the caller has it); returns
+        each heater's electrical demand (W)."""
+        self.thermostat(self.T.tolist() if temps_k is None else temps_k)
+        return [p if on else 0.0 for p, on in zip(self.heater_power_w, self.heater_on, strict=True)]
+
+    def thermostat(self, temps_k: list[float]) -> bool:
+        """Run the thermostats on ``temps_k`` (kelvin, per node); True if a heater switched on or off."""
+        for node, lo, hi in self._heater_bands:  # the usual step: every heater inside the band that keeps it
+            if not lo <= temps_k[node] <= hi:
+                break
+        else:
+            return False
+        modes = self.heater_mode
+        on = self.heater_on
+        changed = False
+        for h, node in enumerate(self.heater_node):
+            mode = modes[h]
+            if mode == "auto":
+                t = temps_k[node]
+                if t < self.heater_on_below[h]:
+                    if not on[h]:
+                        on[h] = changed = True
+                elif t > self.heater_off_above[h] and on[h]:
+                    on[h] = False
+                    changed = True
+            elif on[h] is not (mode == "on"):
+                on[h] = mode == "on"
+                changed = True
+        self._bands()
+        return changed
+
+    def _bands(self) -> None:
+        """Per heater, the temperatures at which its thermostat leaves it as it is: on in auto, up to the off
+        threshold; off in auto, down to the on threshold; forced and already so, any (an empty band forces a
+        full pass: after set_heater, or a forced heater not yet switched)."""
+        inf = float("inf")
+        bands = []
+        for h, node in enumerate(self.heater_node):
             mode = self.heater_mode[h]
             if mode == "auto":
-                t = T[self.heater_node[h]]
-                if t < self.heater_on_below[h]:
-                    self.heater_on[h] = True
-                elif t > self.heater_off_above[h]:
-                    self.heater_on[h] = False
+                bands.append((node, -inf, self.heater_off_above[h]) if self.heater_on[h]
+                             else (node, self.heater_on_below[h], inf))
+            elif self.heater_on[h] is (mode == "on"):
+                bands.append((node, -inf, inf))
             else:
-                self.heater_on[h] = mode == "on"
-            out.append(self.heater_power_w[h] if self.heater_on[h] else 0.0)
-        return out
+                bands.append((node, inf, -inf))
+        self._heater_bands = bands
 
     def set_heater(self, name: str, mode: str, on_below_degc: float | None = None,
                    off_above_degc: float | None = None) -> dict[str, object]:
@@ -287,6 +351,7 @@ class ThermalNetwork:
         self.heater_mode[h] = mode
         self.heater_on_below[h] = lo + KELVIN
         self.heater_off_above[h] = hi + KELVIN
+        self._bands()
         return {"heater": name, "mode": mode, "on_below_degc": lo, "off_above_degc": hi}
 
     def truth(self) -> dict[str, object]:
