@@ -152,22 +152,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 async def _run(cfg: Any, *, plot: str | None, quiet: bool) -> int:
     from emulator.runtime import Emulator
-    from emulator.series import Series, flatten
+    from emulator.series import Series
 
     emu = Emulator.from_config(cfg)
+    duration_s = cfg.run.sim.duration_s
     series = Series()
-    every_ns = max(emu.step_ns, round(cfg.run.sim.duration_s * NS_PER_S / 2000) if cfg.run.sim.duration_s else
-                   60 * NS_PER_S)
-    next_ns = [0]
-
-    def sample(t_ns: int) -> None:
-        if t_ns >= next_ns[0]:
-            next_ns[0] = t_ns + every_ns
-            series.append(t_ns, flatten(emu.model.truth()))
-
     async with emu:
         _install_signal_handlers(emu)
-        emu.add_observer(sample)
+        emu.add_observer(truth_sampler(emu, series, duration_s / 2000 if duration_s else 60.0))
         if not quiet:
             print(f"flatsat: board plane {emu.board_url or '-'}  control plane {emu.control_url or '-'}  "
                   f"mode {emu.clock.mode}", file=sys.stderr)
@@ -181,6 +173,21 @@ async def _run(cfg: Any, *, plot: str | None, quiet: bool) -> int:
         plot_run(series, plot, title=f"{cfg.satellite.name}: {cfg.source}")
         print(f"plot written to {plot}", file=sys.stderr)
     return 0
+
+
+def truth_sampler(emu: Any, series: Any, every_s: float) -> Any:
+    """An observer that appends the flattened ground truth to ``series`` every ``every_s`` of sim time."""
+    from emulator.series import flatten
+
+    every_ns = max(emu.step_ns, round(every_s * NS_PER_S))
+    next_ns = [0]
+
+    def sample(t_ns: int) -> None:
+        if t_ns >= next_ns[0]:
+            next_ns[0] = t_ns + every_ns
+            series.append(t_ns, flatten(emu.model.truth()))
+
+    return sample
 
 
 def _install_signal_handlers(emu: Any) -> None:
@@ -272,23 +279,15 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
     import shlex
 
     from emulator.runtime import Emulator
-    from emulator.series import Series, flatten
+    from emulator.series import Series
 
     emu = Emulator.from_config(cfg)
     period_s = emu.model.orbit_period_s() if hasattr(emu.model, "orbit_period_s") else 5820.0
     duration_s = args.orbits * period_s
     series = Series()
-    every_ns = max(emu.step_ns, round(duration_s * NS_PER_S / 1500))
-    next_ns = [0]
-
-    def sample(t_ns: int) -> None:
-        if t_ns >= next_ns[0]:
-            next_ns[0] = t_ns + every_ns
-            series.append(t_ns, flatten(emu.model.truth()))
-
     async with emu:
         _install_signal_handlers(emu)
-        emu.add_observer(sample)
+        emu.add_observer(truth_sampler(emu, series, duration_s / 1500))
         board_cmd = args.board.replace("{url}", emu.board_url) if "{url}" in args.board else \
             f"{args.board} --url {emu.board_url}"
         if board_cmd.split(" ", 1)[0] in ("python", "python3"):  # the interpreter flatsat runs in (its venv)

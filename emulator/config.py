@@ -104,6 +104,21 @@ class Config:
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 data: dict[str, Any] | None = None) -> Config:
     """Read a TOML file (or ``data``), apply dotted-key ``overrides``, validate everything."""
+    raw, source = read_raw(path, overrides, data)
+    run = split_run(raw, source)
+    from emulator.models.satellite import SatelliteConfig  # noqa: PLC0415 (late: keeps run config light)
+
+    try:
+        sat = SatelliteConfig.model_validate(raw)
+    except ValidationError as exc:
+        valid = list(RUN_TABLES) + list(SatelliteConfig.model_fields)
+        raise config_error(exc, SatelliteConfig, source, extra_valid=valid) from None
+    return Config(run=run, satellite=sat, source=source)
+
+
+def read_raw(path: str | Path | None, overrides: dict[str, Any] | None = None,
+             data: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
+    """The TOML file as a dict (``data`` merged in, dotted ``overrides`` applied) and its name for errors."""
     source = str(path) if path is not None else "<defaults>"
     raw: dict[str, Any] = {}
     if path is not None:
@@ -117,19 +132,16 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         _merge(raw, data)
     for key, value in (overrides or {}).items():
         _set_dotted(raw, key, value)
+    return raw, source
+
+
+def split_run(raw: dict[str, Any], source: str) -> RunConfig:
+    """Take the run tables out of ``raw`` (in place) and validate them."""
     run_raw = {k: raw.pop(k) for k in RUN_TABLES if k in raw}
     try:
-        run = RunConfig.model_validate(run_raw)
+        return RunConfig.model_validate(run_raw)
     except ValidationError as exc:
         raise config_error(exc, RunConfig, source) from None
-    from emulator.models.satellite import SatelliteConfig  # noqa: PLC0415 (late: keeps run config light)
-
-    try:
-        sat = SatelliteConfig.model_validate(raw)
-    except ValidationError as exc:
-        valid = list(RUN_TABLES) + list(SatelliteConfig.model_fields)
-        raise config_error(exc, SatelliteConfig, source, extra_valid=valid) from None
-    return Config(run=run, satellite=sat, source=source)
 
 
 def config_error(exc: ValidationError, root: type[BaseModel], source: str,

@@ -28,7 +28,7 @@ from typing import Any
 from emulator.clock import NS_PER_S, ClockMode, SimClock, WallSource
 from emulator.config import RunConfig
 from emulator.errors import CodecError, CommandError, ConfigError, EmulatorError, SimTimeoutError, suggest
-from emulator.models.base import Command, Fault, Interface, SpacecraftModel, Telemetry
+from emulator.models.base import Fault, Interface, SpacecraftModel, Telemetry
 from emulator.protocol.catalogue import Catalogue, Kind, Plane, TopicSpec
 from emulator.protocol.codec import encode_message
 from emulator.protocol.envelope import PROTOCOL_VERSION, Message

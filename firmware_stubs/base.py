@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.errors import CommandError, EmulatorError, TransportError
-from emulator.protocol.envelope import Message
+from emulator.errors import CommandError, ConfigError, EmulatorError, TransportError
+from emulator.protocol.envelope import PROTOCOL_VERSION, Message
 
 log = logging.getLogger("flatsat.board")
 
@@ -186,8 +186,13 @@ class Controller:
 
 async def run_board(controller: Controller, url: str, *, max_ticks: int | None = None,
                     stop: Callable[[], bool] | None = None,
-                    connect: Callable[[str], Awaitable[Any]] | None = None) -> BoardLog:
-    """Connect to the emulator at ``url`` and run ``controller`` until the link closes."""
+                    connect: Callable[[str], Awaitable[Any]] | None = None,
+                    capabilities: list[str] | None = None) -> BoardLog:
+    """Connect to the emulator at ``url`` and run ``controller`` until the link closes (or ``stop()``).
+
+    ``capabilities`` go in ``board.hello`` (default ``["lockstep"]``). Raises ConfigError if the emulator
+    speaks another protocol version.
+    """
     if connect is None:
         from emulator.transports import connect as _connect  # noqa: PLC0415
 
@@ -196,8 +201,12 @@ async def run_board(controller: Controller, url: str, *, max_ticks: int | None =
     board = BoardClient(link, controller.name)
     await board.start()
     try:
-        board.hello = await board.request("board.hello", {"name": controller.name, "version": controller.version,
-                                                          "capabilities": ["lockstep"]}, timeout_s=30.0)
+        board.hello = await board.request("board.hello", {
+            "name": controller.name, "version": controller.version,
+            "capabilities": capabilities if capabilities is not None else ["lockstep"]}, timeout_s=30.0)
+        if board.hello.get("protocol_version") != PROTOCOL_VERSION:
+            raise ConfigError(f"the emulator speaks protocol {board.hello.get('protocol_version')}, this board "
+                              f"speaks {PROTOCOL_VERSION}", field="protocol_version", valid=[PROTOCOL_VERSION])
         lockstep = board.hello.get("mode") == "lockstep" and board.hello.get("lockstep_source") == "board"
         await controller.on_start(board)
         ticks = 0

@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +36,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from emulator.config import RUN_TABLES, RunConfig, _merge, _set_dotted, config_error
+from emulator.config import RUN_TABLES, RunConfig, config_error, read_raw, split_run
 from emulator.errors import CommandError, ConfigError, ModelError, suggest
 from emulator.models.accelerator import (
     AcceleratorBoard,
@@ -227,24 +226,8 @@ def load_cluster_config(path: str | Path | None = None, overrides: dict[str, Any
     """Read a cluster TOML (run tables, the member design's tables, ``[cluster]``); dotted ``overrides`` on top.
 
     Everything is validated, including the members' cross references (:func:`resolve_members`)."""
-    source = str(path) if path is not None else "<defaults>"
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}", field="config") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}", field="config") from None
-    if data is not None:
-        _merge(raw, data)
-    for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value)
-    run_raw = {k: raw.pop(k) for k in RUN_TABLES if k in raw}
-    try:
-        run = RunConfig.model_validate(run_raw)
-    except ValidationError as exc:
-        raise config_error(exc, RunConfig, source) from None
+    raw, source = read_raw(path, overrides, data)
+    run = split_run(raw, source)
     cluster_raw = raw.pop("cluster", None)
     if cluster_raw is None:
         raise ConfigError(f"{source}: no [cluster] table: a cluster config needs one (name, formation or members)",

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from emulator.errors import CommandError, ConfigError, EmulatorError, TransportError
+from emulator.errors import CommandError, ConfigError, EmulatorError
 from firmware_stubs.agent.sensors import Reading, SensorOptions, Sensors
 from firmware_stubs.agent.workload import CommandWorkload, FinishedJob, NumpyWorkload, Workload
-from firmware_stubs.base import NS_PER_S, BoardClient, BoardLog, Controller
+from firmware_stubs.base import NS_PER_S, BoardClient, BoardLog, Controller, run_board
 from firmware_stubs.jobcheck import expected_result
 
 log = logging.getLogger("flatsat.agent")
@@ -343,55 +343,13 @@ class Agent(Controller):
 async def run_agent(agent: Agent, url: str, *, max_ticks: int | None = None, stop: Callable[[], bool] | None = None,
                     connect: Callable[[str], Awaitable[Any]] | None = None) -> BoardLog:
     """Connect to the emulator at ``url`` and run ``agent`` until the link closes or ``stop()``; always shuts the
-    agent down (workload stopped, clock cap restored). Same loop as :func:`firmware_stubs.base.run_board`, with the
-    agent's capabilities in ``board.hello``."""
-    if connect is None:
-        from emulator.transports import connect as _connect
-
-        connect = _connect
+    agent down (workload stopped, clock cap restored). :func:`firmware_stubs.base.run_board` with the agent's
+    capabilities in ``board.hello``."""
     try:
-        link = await connect(url)
-        board = BoardClient(link, agent.name)
-        await board.start()
-        try:
-            board.hello = await board.request("board.hello", {"name": agent.name, "version": agent.version,
-                                                              "capabilities": agent.capabilities()}, timeout_s=30.0)
-            if board.hello.get("protocol_version") != 1:
-                raise ConfigError(f"the emulator speaks protocol {board.hello.get('protocol_version')}, this agent "
-                                  "speaks 1", field="protocol_version", valid=[1])
-            lockstep = board.hello.get("mode") == "lockstep" and board.hello.get("lockstep_source") == "board"
-            await agent.on_start(board)
-            ticks = 0
-            next_tick = board.t_ns
-            last_turn = -1
-            first_turn_now = lockstep and bool(board.hello.get("waiting"))
-            while max_ticks is None or ticks < max_ticks:
-                if stop is not None and stop():
-                    break
-                if lockstep:
-                    if first_turn_now:
-                        last_turn = int(board.hello.get("t_ns", 0))
-                        first_turn_now = False
-                    else:
-                        last_turn = await board.next_waiting(last_turn)
-                else:
-                    await board.wait_sim_time(next_tick)
-                    next_tick = board.t_ns + round(agent.period_s * NS_PER_S)
-                try:
-                    await agent.on_tick(board)
-                except CommandError as exc:
-                    agent.log.errors.append(str(exc))
-                    log.warning("command refused: %s", exc)
-                ticks += 1
-                if lockstep:
-                    await board.request("board.step", {"duration_s": agent.period_s})
-        except (TransportError, TimeoutError) as exc:
-            log.info("emulator link ended: %s", exc)
-        finally:
-            await board.aclose()
+        return await run_board(agent, url, max_ticks=max_ticks, stop=stop, connect=connect,
+                               capabilities=agent.capabilities())
     finally:
         agent.shutdown()
-    return agent.log
 
 
 def _parser() -> argparse.ArgumentParser:
