@@ -36,6 +36,8 @@ def summary_rows(series: Series, limit: int = 24) -> list[tuple[str, str, str, s
         v = v[np.isfinite(v)]
         if v.size == 0:
             continue
+        if (".counts." in key or key.endswith(".trips")) and not v.any():
+            continue  # event counters that stayed at zero say nothing
         rows.append((key, f"{v.min():.4g}", f"{v.mean():.4g}", f"{v.max():.4g}", f"{v[-1]:.4g}"))
     return rows
 
