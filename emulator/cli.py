@@ -66,7 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      "value of every telemetry field in the terminal.")
     mon.add_argument("url", help="e.g. zmq+tcp://127.0.0.1:5560 (control plane sees everything)")
     mon.add_argument("--duration", type=_duration, default=None, help="stop after this much wall time")
-    mon.add_argument("--once", action="store_true", help="print one snapshot after the first sim.clock and exit")
+    mon.add_argument("--once", action="store_true", help="print one snapshot after a full second of telemetry and exit")
+    mon.add_argument("--truth", action="store_true", help="also show the ground truth stream (truth.sample, control "
+                                                           "plane only; long)")
     mon.set_defaults(func=cmd_monitor)
 
     orbit = sub.add_parser("orbit", help="eclipses, beta angle and passes of an orbit",
@@ -322,10 +324,10 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
 
 # -- monitor -----------------------------------------------------------------------------------
 def cmd_monitor(args: argparse.Namespace) -> int:
-    return asyncio.run(_monitor(args.url, args.duration, args.once))
+    return asyncio.run(_monitor(args.url, args.duration, args.once, args.truth))
 
 
-async def _monitor(url: str, duration_s: float | None, once: bool) -> int:
+async def _monitor(url: str, duration_s: float | None, once: bool, truth: bool = False) -> int:
     from rich.console import Console
     from rich.live import Live
     from rich.table import Table
@@ -351,12 +353,18 @@ async def _monitor(url: str, duration_s: float | None, once: bool) -> int:
         with Live(render(), console=console, refresh_per_second=4, transient=once) as live:
             async def loop() -> None:
                 nonlocal t_ns
+                first_clock: int | None = None
                 async for msg in link:
                     t_ns = max(t_ns, msg.t_ns)
+                    if msg.topic == "sim.clock" and once:
+                        # a whole cycle of topics lies between two sim.clock messages
+                        if first_clock is not None and msg.t_ns > first_clock:
+                            return
+                        first_clock = msg.t_ns if first_clock is None else first_clock
+                    if msg.topic == "truth.sample" and not truth:
+                        continue
                     latest[msg.topic] = flatten(msg.payload)
                     live.update(render())
-                    if once and msg.topic == "sim.clock":
-                        return
 
             try:
                 async with asyncio.timeout(duration_s):
