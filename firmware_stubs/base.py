@@ -13,6 +13,7 @@ import contextlib
 import logging
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -167,7 +168,7 @@ class BoardClient:
                 fut.cancel()
 
 
-class Controller:
+class Controller(ABC):
     """Base controller: override :meth:`on_tick` (and optionally :meth:`on_start`)."""
 
     name = "controller"
@@ -180,8 +181,9 @@ class Controller:
     async def on_start(self, board: BoardClient) -> None:
         return None
 
+    @abstractmethod
     async def on_tick(self, board: BoardClient) -> None:
-        raise NotImplementedError  # pragma: no cover (abstract)
+        """One control turn: read ``board.latest`` and events, send commands."""
 
 
 async def run_board(controller: Controller, url: str, *, max_ticks: int | None = None,

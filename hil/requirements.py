@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import operator
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -69,7 +70,7 @@ class Verdict:
 
 
 @dataclass
-class Checker:
+class Checker(ABC):
     """Base class; see the module docstring."""
 
     index: int
@@ -87,8 +88,9 @@ class Checker:
     def on_message(self, t_ns: int, direction: str, msg: Message) -> None:
         return None
 
+    @abstractmethod
     def finish(self, t_ns: int, values: Mapping[str, float]) -> Verdict:
-        raise NotImplementedError  # pragma: no cover (abstract)
+        """The verdict at the end of the run."""
 
     def _verdict(self, passed: bool, reason: str, **kw: Any) -> Verdict:
         return Verdict(label=self.label, kind=self.kind, passed=passed, reason=reason, why=self.why, text=self.text,

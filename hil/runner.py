@@ -37,9 +37,9 @@ import math
 import os
 import re
 import shlex
-import sys
 import shutil
 import signal
+import sys
 import tempfile
 from collections import deque
 from collections.abc import Callable
