@@ -73,11 +73,10 @@ from emulator.models.orbit import (
     sunlit_fraction_from_angles,
     teme_to_ecef,
 )
-from emulator.models.power import CELL_MAX_V, FACES, MODE_NAMES, PowerConfig, check_thresholds
+from emulator.models.power import FACES, MODE_NAMES, PowerConfig, check_thresholds
 from emulator.models.radiation import KINDS, RadiationConfig
 from emulator.models.satellite import (
     SEED_STREAMS,
-    SOLAR_CONSTANT_W_M2,
     BatteryFault,
     CellLoss,
     EpsTelemetry,
@@ -95,6 +94,7 @@ from emulator.models.satellite import (
     StringFail,
     SunTelemetry,
     ThermalTelemetry,
+    eps_channels,
 )
 from emulator.models.sensors import ChannelSpec, SensorBank
 from emulator.models.thermal import KELVIN, ThermalNetwork
@@ -2082,22 +2082,7 @@ class _MemberSensors:
 
     def __init__(self, cfg: SatelliteConfig, net: ThermalNetwork, rngs: dict[str, np.random.Generator]) -> None:
         sc, pc = cfg.sensors, cfg.power
-        ns = pc.battery.cells_series
-        vmax = 1.2 * ns * CELL_MAX_V
-        i_dis = pc.battery.max_discharge_c * pc.battery.capacity_ah
-        p_arr = sum(SOLAR_CONSTANT_W_M2 * a.area_m2 * a.efficiency for a in pc.arrays)
-        eps = [
-            ChannelSpec("eps.bus_v", "V", sc.battery_voltage, 0.0, vmax),
-            ChannelSpec("eps.battery_v", "V", sc.battery_voltage, 0.0, vmax),
-            ChannelSpec("eps.battery_a", "A", sc.battery_current, -1.5 * i_dis, 1.5 * i_dis),
-            ChannelSpec("eps.soc", "", sc.soc, 0.0, 1.0),
-            ChannelSpec("eps.array_w", "W", sc.array_power, 0.0, 1.2 * p_arr),
-        ]
-        for r in pc.rails:
-            eps.append(ChannelSpec(f"eps.rail.{r.name}.current_a", "A", sc.rail_current, 0.0, 2.0 * r.current_limit_a))
-            hi = 1.5 * r.voltage_v if r.voltage_v is not None else vmax
-            eps.append(ChannelSpec(f"eps.rail.{r.name}.voltage_v", "V", sc.rail_voltage, 0.0, hi))
-        self.eps = SensorBank(eps, rngs["sensors.eps"])
+        self.eps = SensorBank(eps_channels(cfg), rngs["sensors.eps"])
         nodes = sc.thermistor_nodes if sc.thermistor_nodes is not None else net.names
         self.thermistor_idx = np.array([net.index[n] for n in nodes], dtype=np.intp)
         self.thermistor_names = list(nodes)

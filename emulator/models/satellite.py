@@ -235,6 +235,26 @@ class SensorNoisy(Payload):
     factor: float = field(doc="noise multiplier", gt=0, le=1e6, default=10.0)
 
 
+def eps_channels(config: SatelliteConfig) -> list[ChannelSpec]:
+    """The EPS board's measurement channels (bus, battery, gauge, arrays, every rail) with their ranges."""
+    sc, pc = config.sensors, config.power
+    vmax = 1.2 * pc.battery.cells_series * CELL_MAX_V
+    i_dis = pc.battery.max_discharge_c * pc.battery.capacity_ah
+    p_arr = sum(SOLAR_CONSTANT_W_M2 * a.area_m2 * a.efficiency for a in pc.arrays)
+    eps = [
+        ChannelSpec("eps.bus_v", "V", sc.battery_voltage, 0.0, vmax),
+        ChannelSpec("eps.battery_v", "V", sc.battery_voltage, 0.0, vmax),
+        ChannelSpec("eps.battery_a", "A", sc.battery_current, -1.5 * i_dis, 1.5 * i_dis),
+        ChannelSpec("eps.soc", "", sc.soc, 0.0, 1.0),
+        ChannelSpec("eps.array_w", "W", sc.array_power, 0.0, 1.2 * p_arr),
+    ]
+    for r in pc.rails:
+        eps.append(ChannelSpec(f"eps.rail.{r.name}.current_a", "A", sc.rail_current, 0.0, 2.0 * r.current_limit_a))
+        hi = 1.5 * r.voltage_v if r.voltage_v is not None else vmax
+        eps.append(ChannelSpec(f"eps.rail.{r.name}.voltage_v", "V", sc.rail_voltage, 0.0, hi))
+    return eps
+
+
 class Satellite(SpacecraftModel):
     """One simulated satellite. ``environment`` / ``accelerator`` may be injected (tests); else built from config."""
 
@@ -298,22 +318,7 @@ class Satellite(SpacecraftModel):
     # -- sensors ----------------------------------------------------------------------------------------------
     def _build_sensors(self) -> None:
         sc, pc = self.config.sensors, self.config.power
-        ns = pc.battery.cells_series
-        vmax = 1.2 * ns * CELL_MAX_V
-        i_dis = pc.battery.max_discharge_c * pc.battery.capacity_ah
-        p_arr = sum(SOLAR_CONSTANT_W_M2 * a.area_m2 * a.efficiency for a in pc.arrays)
-        eps = [
-            ChannelSpec("eps.bus_v", "V", sc.battery_voltage, 0.0, vmax),
-            ChannelSpec("eps.battery_v", "V", sc.battery_voltage, 0.0, vmax),
-            ChannelSpec("eps.battery_a", "A", sc.battery_current, -1.5 * i_dis, 1.5 * i_dis),
-            ChannelSpec("eps.soc", "", sc.soc, 0.0, 1.0),
-            ChannelSpec("eps.array_w", "W", sc.array_power, 0.0, 1.2 * p_arr),
-        ]
-        for r in pc.rails:
-            eps.append(ChannelSpec(f"eps.rail.{r.name}.current_a", "A", sc.rail_current, 0.0, 2.0 * r.current_limit_a))
-            hi = 1.5 * r.voltage_v if r.voltage_v is not None else vmax
-            eps.append(ChannelSpec(f"eps.rail.{r.name}.voltage_v", "V", sc.rail_voltage, 0.0, hi))
-        self.eps_bank = SensorBank(eps, self.rngs["sensors.eps"])
+        self.eps_bank = SensorBank(eps_channels(self.config), self.rngs["sensors.eps"])
         nodes = sc.thermistor_nodes if sc.thermistor_nodes is not None else self.thermal.names
         self._thermistor_idx = np.array([self.thermal.index[n] for n in nodes], dtype=np.intp)
         self._thermistor_names = list(nodes)
