@@ -55,23 +55,12 @@ from emulator.models.base import (
     event_spec,
     telemetry_spec,
 )
-from emulator.models.environment import (
-    R_EARTH_MEAN_KM,
-    Environment,
-    EnvironmentConfig,
-    _unit,
-    view_factor_to_sphere,
-)
+from emulator.models.environment import Environment, EnvironmentConfig, along_orbit
 from emulator.models.isl import IslConfig, IslNetwork, ring_order
 from emulator.models.orbit import (
-    AU_KM,
     MU_EARTH_KM3_S2,
     R_EARTH_KM,
     OrbitConfig,
-    geodetic,
-    shadow_angles,
-    sunlit_fraction_from_angles,
-    teme_to_ecef,
 )
 from emulator.models.power import FACES, MODE_NAMES, PowerConfig, check_thresholds
 from emulator.models.radiation import KINDS, RadiationConfig
@@ -490,8 +479,8 @@ class ClusterEnvironment:
             a = R_EARTH_KM + self.ref.orbit.mean_alt_km
             self.n_rad_s = math.sqrt(MU_EARTH_KM3_S2 / a ** 3)
             self.envs: list[Environment] = []
-            self._norm = np.full(self.n, self.ref._flux_norm)
-            self._dose_per_s = np.full(self.n, self.ref._dose_per_s)
+            self._norm = np.full(self.n, self.ref.flux_norm)
+            self._dose_per_s = np.full(self.n, self.ref.dose_per_s)
         else:
             assert orbits is not None
             self.n = len(orbits)
@@ -503,8 +492,8 @@ class ClusterEnvironment:
                     cache[key] = self.ref if o == ref_orbit else Environment(o, config, epoch_utc)
                 envs.append(cache[key])
             self.envs = envs
-            self._norm = np.array([e._flux_norm for e in envs])
-            self._dose_per_s = np.array([e._dose_per_s for e in envs])
+            self._norm = np.array([e.flux_norm for e in envs])
+            self._dose_per_s = np.array([e.dose_per_s for e in envs])
             self.n_rad_s = 0.0
 
     def states(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -541,49 +530,10 @@ class ClusterEnvironment:
         r = r3.reshape(M, 3)
         v = v3.reshape(M, 3)
         sun_u, au = orb.sun(t_s)
-        r_sun = np.repeat(sun_u * (au * AU_KM)[:, None], N, axis=0)
-        su = np.repeat(sun_u, N, axis=0)
-        nu = sunlit_fraction_from_angles(*shadow_angles(r, r_sun))
         flux_t = cfg.solar_constant_w_m2 / (au * au)
-        flux = np.repeat(flux_t, N)
-        s_sat = _unit(r_sun - r)
-        rn = np.linalg.norm(r, axis=-1)
-        r_hat = r / rn[:, None]
-        h_hat = _unit(np.cross(r, v))
-        beta = np.degrees(np.arcsin(np.clip(np.einsum("ij,ij->i", h_hat, su), -1.0, 1.0)))
-        ecef = teme_to_ecef(r, np.repeat(orb.gmst(t_s), N))
-        lat, lon, alt = geodetic(ecef)
-        ut_h = np.repeat(np.mod(orb.fr0 + t_s / 86400.0, 1.0) * 24.0, N)
-        lst = np.mod(ut_h + lon / 15.0, 24.0)
-        if cfg.attitude == "nadir":
-            z = -r_hat
-            y = _unit(np.cross(z, v))
-            x = np.cross(y, z)
-        elif cfg.attitude == "sun_pointing":
-            z = s_sat
-            nadir = -r_hat
-            xr = nadir - np.einsum("ij,ij->i", nadir, z)[:, None] * z
-            bad = np.linalg.norm(xr, axis=-1) < 1e-9
-            if np.any(bad):
-                ez = np.broadcast_to(np.array([0.0, 0.0, 1.0]), z.shape)
-                alt_x = ez - np.einsum("ij,ij->i", ez, z)[:, None] * z
-                xr = np.where(bad[:, None], alt_x, xr)
-            x = _unit(xr)
-            y = np.cross(z, x)
-        else:
-            x = np.broadcast_to(np.array([1.0, 0.0, 0.0]), r.shape)
-            y = np.broadcast_to(np.array([0.0, 1.0, 0.0]), r.shape)
-            z = np.broadcast_to(np.array([0.0, 0.0, 1.0]), r.shape)
-        normals = np.stack([x, -x, y, -y, z, -z], axis=1)
-        cos_sun = np.einsum("nfk,nk->nf", normals, s_sat)
-        track = flux * nu
-        face_solar = track[:, None] * np.maximum(cos_sun, 0.0)
-        cos_earth = -np.einsum("nfk,nk->nf", normals, r_hat)
-        vf = view_factor_to_sphere(cos_earth, (rn / R_EARTH_MEAN_KM)[:, None])
-        face_ir = cfg.earth_ir_w_m2 * vf
-        cos_zenith = np.maximum(np.einsum("ij,ij->i", r_hat, su), 0.0)
-        face_albedo = (flux * cfg.albedo * cos_zenith)[:, None] * vf
-        raw, in_saa, in_horn = self.ref._raw_flux(np.repeat(t_s, N), lat, lon, ecef)
+        g = along_orbit(cfg, r, v, np.repeat(sun_u, N, axis=0), np.repeat(au, N), np.repeat(orb.gmst(t_s), N),
+                        np.repeat(np.mod(orb.fr0 + t_s / 86400.0, 1.0) * 24.0, N))
+        raw, in_saa, in_horn = self.ref.raw_flux(np.repeat(t_s, N), g.lat_deg, g.lon_deg, g.r_ecef_km)
         factor = raw * np.tile(self._norm, n)
         dose = factor * np.tile(self._dose_per_s, n)
 
@@ -592,9 +542,10 @@ class ClusterEnvironment:
 
         return ClusterChunk(
             t_ns=t_ns, r_eci_km=r3, v_eci_km_s=v3, sun_unit_eci=sun_u, sun_dist_au=au, solar_flux_w_m2=flux_t,
-            sunlit_frac=sh(nu), beta_deg=sh(beta), lat_deg=sh(lat), lon_deg=sh(lon), alt_km=sh(alt),
-            local_solar_time_h=sh(lst), face_solar_w_m2=sh(face_solar), face_albedo_w_m2=sh(face_albedo),
-            face_ir_w_m2=sh(face_ir), tracking_solar_w_m2=sh(track), in_saa=sh(in_saa), in_polar_horn=sh(in_horn),
+            sunlit_frac=sh(g.sunlit_frac), beta_deg=sh(g.beta_deg), lat_deg=sh(g.lat_deg), lon_deg=sh(g.lon_deg),
+            alt_km=sh(g.alt_km), local_solar_time_h=sh(g.local_solar_time_h), face_solar_w_m2=sh(g.face_solar_w_m2),
+            face_albedo_w_m2=sh(g.face_albedo_w_m2), face_ir_w_m2=sh(g.face_ir_w_m2),
+            tracking_solar_w_m2=sh(g.tracking_solar_w_m2), in_saa=sh(in_saa), in_polar_horn=sh(in_horn),
             rad_flux_factor=sh(factor), dose_rate_rad_s=sh(dose))
 
 

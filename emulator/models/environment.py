@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -216,8 +216,92 @@ def view_factor_to_sphere(cos_theta: np.ndarray, h: np.ndarray) -> np.ndarray:
     return np.maximum(f, 0.0)
 
 
+def _face_cosines(x: np.ndarray, y: np.ndarray, z: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Cosines (n, 6) between the outward normals of the faces +X -X +Y -Y +Z -Z (body axes ``x, y, z``, each
+    (n, 3)) and the unit directions ``d`` (n, 3): three dot products, the opposite faces are their negatives."""
+    out = np.empty((len(d), 6))
+    out[:, 0] = np.einsum("ij,ij->i", x, d)
+    out[:, 2] = np.einsum("ij,ij->i", y, d)
+    out[:, 4] = np.einsum("ij,ij->i", z, d)
+    np.negative(out[:, 0::2], out=out[:, 1::2])
+    return out
+
+
 def _unit(v: np.ndarray) -> np.ndarray:
     return v / np.linalg.norm(v, axis=-1, keepdims=True)
+
+
+class OrbitGeometry(NamedTuple):
+    """What :func:`along_orbit` gives per row (one row per satellite and instant)."""
+
+    solar_flux_w_m2: np.ndarray
+    sunlit_frac: np.ndarray
+    beta_deg: np.ndarray
+    r_ecef_km: np.ndarray
+    lat_deg: np.ndarray
+    lon_deg: np.ndarray
+    alt_km: np.ndarray
+    local_solar_time_h: np.ndarray
+    face_solar_w_m2: np.ndarray
+    face_albedo_w_m2: np.ndarray
+    face_ir_w_m2: np.ndarray
+    tracking_solar_w_m2: np.ndarray
+
+
+def along_orbit(cfg: EnvironmentConfig, r: np.ndarray, v: np.ndarray, sun_u: np.ndarray, au: np.ndarray,
+                gmst_rad: np.ndarray, ut_h: np.ndarray) -> OrbitGeometry:
+    """Shadow, geodetic point and the fluxes on each body face for rows of TEME states ``r`` [km], ``v`` [km/s]
+    (m, 3), with the Sun direction ``sun_u`` (m, 3), its distance ``au`` (m,), GMST and UT hours (m,) of each
+    row. :meth:`Environment.chunk` passes one satellite's instants, the cluster every member's."""
+    r_sun = sun_u * (au * AU_KM)[:, None]
+    nu = sunlit_fraction_from_angles(*shadow_angles(r, r_sun))
+    flux = cfg.solar_constant_w_m2 / (au * au)
+    s_sat = _unit(r_sun - r)
+    rn = np.linalg.norm(r, axis=-1)
+    r_hat = r / rn[:, None]
+    h_hat = _unit(np.cross(r, v))
+    beta = np.degrees(np.arcsin(np.clip(np.einsum("ij,ij->i", h_hat, sun_u), -1.0, 1.0)))
+    ecef = teme_to_ecef(r, gmst_rad)
+    lat, lon, alt = geodetic(ecef)
+    lst = np.mod(ut_h + lon / 15.0, 24.0)
+
+    # body axes in TEME, (m, 3) each
+    if cfg.attitude == "nadir":
+        z = -r_hat
+        y = _unit(np.cross(z, v))
+        x = np.cross(y, z)
+    elif cfg.attitude == "sun_pointing":
+        z = s_sat
+        nadir = -r_hat
+        xr = nadir - np.einsum("ij,ij->i", nadir, z)[:, None] * z
+        bad = np.linalg.norm(xr, axis=-1) < 1e-9
+        if np.any(bad):  # nadir along the Sun line: fall back to the TEME z axis
+            ez = np.broadcast_to(np.array([0.0, 0.0, 1.0]), z.shape)
+            alt_x = ez - np.einsum("ij,ij->i", ez, z)[:, None] * z
+            xr = np.where(bad[:, None], alt_x, xr)
+        x = _unit(xr)
+        y = np.cross(z, x)
+    else:
+        x = np.broadcast_to(np.array([1.0, 0.0, 0.0]), r.shape)
+        y = np.broadcast_to(np.array([0.0, 1.0, 0.0]), r.shape)
+        z = np.broadcast_to(np.array([0.0, 0.0, 1.0]), r.shape)
+    cos_sun = _face_cosines(x, y, z, s_sat)  # (m, 6), faces in FACES order
+    track = flux * nu
+    face_solar = track[:, None] * np.maximum(cos_sun, 0.0)
+    h = rn / R_EARTH_MEAN_KM
+    if cfg.attitude == "nadir":
+        # the Earth's centre lies on +Z and in the plane of the side faces, by construction: one view factor per
+        # row for the four side faces (cos 0), full view (1/h^2) for +Z, none for -Z
+        vf = np.empty((len(h), 6))
+        vf[:, :4] = view_factor_to_sphere(np.zeros_like(h), h)[:, None]
+        vf[:, 4] = 1.0 / (h * h)
+        vf[:, 5] = 0.0
+    else:
+        vf = view_factor_to_sphere(_face_cosines(x, y, z, -r_hat), h[:, None])
+    face_ir = cfg.earth_ir_w_m2 * vf
+    cos_zenith = np.maximum(np.einsum("ij,ij->i", r_hat, sun_u), 0.0)
+    face_albedo = (flux * cfg.albedo * cos_zenith)[:, None] * vf
+    return OrbitGeometry(flux, nu, beta, ecef, lat, lon, alt, lst, face_solar, face_albedo, face_ir, track)
 
 
 class Environment:
@@ -229,7 +313,7 @@ class Environment:
         self.epoch_utc = self.orbit.epoch_utc
         self.annual_dose_rad = (config.annual_dose_rad if config.annual_dose_rad is not None
                                 else default_annual_dose_rad(self.orbit.mean_alt_km, config.shielding_mm_al))
-        self._dose_per_s = self.annual_dose_rad / SECONDS_PER_YEAR
+        self.dose_per_s = self.annual_dose_rad / SECONDS_PER_YEAR
         self._epoch_year = (self.epoch_utc.year
                             + (self.epoch_utc - dt.datetime(self.epoch_utc.year, 1, 1, tzinfo=dt.UTC)).total_seconds()
                             / SECONDS_PER_YEAR)
@@ -241,8 +325,8 @@ class Environment:
         r, _ = self.orbit.state(t)
         ecef = teme_to_ecef(r, self.orbit.gmst(t))
         lat, lon, _alt = geodetic(ecef)
-        raw, _, _ = self._raw_flux(t, lat, lon, ecef)
-        self._flux_norm = 1.0 / float(np.mean(raw)) if np.mean(raw) > 0 else 0.0
+        raw, _, _ = self.raw_flux(t, lat, lon, ecef)
+        self.flux_norm = 1.0 / float(np.mean(raw)) if np.mean(raw) > 0 else 0.0
 
     # -- radiation ------------------------------------------------------------------------------------------------
     def saa_centre_lon_deg(self, t_s: np.ndarray | float) -> np.ndarray:
@@ -263,7 +347,7 @@ class Environment:
         """Latitude in the tilted-dipole frame (IGRF-13 2020 pole)."""
         return np.degrees(np.arcsin(np.clip(_unit(r_ecef_km) @ self._dipole, -1.0, 1.0)))
 
-    def _raw_flux(self, t_s: np.ndarray, lat: np.ndarray, lon: np.ndarray,
+    def raw_flux(self, t_s: np.ndarray, lat: np.ndarray, lon: np.ndarray,
                   ecef: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         c = self.config
         rho = self.saa_rho(t_s, lat, lon)
@@ -284,63 +368,19 @@ class Environment:
         t_ns = np.int64(t0_ns) + np.int64(dt_ns) * np.arange(n, dtype=np.int64)
         t_s = t_ns.astype(float) * 1e-9
         self.orbit.check_range(float(t_s[0]), float(t_s[-1]))
-        cfg = self.config
         orb = self.orbit
         r, v = orb.state(t_s)
         sun_u, au = orb.sun(t_s)
-        r_sun = sun_u * (au * AU_KM)[:, None]
-        a, b, c = shadow_angles(r, r_sun)
-        nu = sunlit_fraction_from_angles(a, b, c)
-        flux = cfg.solar_constant_w_m2 / (au * au)
-        s_sat = _unit(r_sun - r)
-        rn = np.linalg.norm(r, axis=-1)
-        r_hat = r / rn[:, None]
-        h_hat = _unit(np.cross(r, v))
-        beta = np.degrees(np.arcsin(np.clip(np.einsum("ij,ij->i", h_hat, sun_u), -1.0, 1.0)))
-        gmst = orb.gmst(t_s)
-        ecef = teme_to_ecef(r, gmst)
-        lat, lon, alt = geodetic(ecef)
-        ut_h = np.mod(orb.fr0 + t_s / 86400.0, 1.0) * 24.0
-        lst = np.mod(ut_h + lon / 15.0, 24.0)
-
-        # body axes in TEME, (n, 3) each
-        if cfg.attitude == "nadir":
-            z = -r_hat
-            y = _unit(np.cross(z, v))
-            x = np.cross(y, z)
-        elif cfg.attitude == "sun_pointing":
-            z = s_sat
-            nadir = -r_hat
-            xr = nadir - np.einsum("ij,ij->i", nadir, z)[:, None] * z
-            bad = np.linalg.norm(xr, axis=-1) < 1e-9
-            if np.any(bad):  # nadir along the Sun line: fall back to the TEME z axis
-                ez = np.broadcast_to(np.array([0.0, 0.0, 1.0]), z.shape)
-                alt_x = ez - np.einsum("ij,ij->i", ez, z)[:, None] * z
-                xr = np.where(bad[:, None], alt_x, xr)
-            x = _unit(xr)
-            y = np.cross(z, x)
-        else:
-            x = np.broadcast_to(np.array([1.0, 0.0, 0.0]), r.shape)
-            y = np.broadcast_to(np.array([0.0, 1.0, 0.0]), r.shape)
-            z = np.broadcast_to(np.array([0.0, 0.0, 1.0]), r.shape)
-        normals = np.stack([x, -x, y, -y, z, -z], axis=1)  # (n, 6, 3)
-        cos_sun = np.einsum("nfk,nk->nf", normals, s_sat)
-        track = flux * nu
-        face_solar = track[:, None] * np.maximum(cos_sun, 0.0)
-        cos_earth = -np.einsum("nfk,nk->nf", normals, r_hat)
-        vf = view_factor_to_sphere(cos_earth, (rn / R_EARTH_MEAN_KM)[:, None])
-        face_ir = cfg.earth_ir_w_m2 * vf
-        cos_zenith = np.maximum(np.einsum("ij,ij->i", r_hat, sun_u), 0.0)
-        face_albedo = (flux * cfg.albedo * cos_zenith)[:, None] * vf
-
-        raw, in_saa, in_horn = self._raw_flux(t_s, lat, lon, ecef)
-        factor = raw * self._flux_norm
+        g = along_orbit(self.config, r, v, sun_u, au, orb.gmst(t_s), np.mod(orb.fr0 + t_s / 86400.0, 1.0) * 24.0)
+        raw, in_saa, in_horn = self.raw_flux(t_s, g.lat_deg, g.lon_deg, g.r_ecef_km)
+        factor = raw * self.flux_norm
         return EnvironmentChunk(
-            t_ns=t_ns, r_eci_km=r, sun_unit_eci=sun_u, sun_dist_au=au, solar_flux_w_m2=flux, sunlit_frac=nu,
-            beta_deg=beta, lat_deg=lat, lon_deg=lon, alt_km=alt, local_solar_time_h=lst,
-            face_solar_w_m2=face_solar, face_albedo_w_m2=face_albedo, face_ir_w_m2=face_ir,
-            tracking_solar_w_m2=track, in_saa=in_saa, in_polar_horn=in_horn, rad_flux_factor=factor,
-            dose_rate_rad_s=factor * self._dose_per_s)
+            t_ns=t_ns, r_eci_km=r, sun_unit_eci=sun_u, sun_dist_au=au, solar_flux_w_m2=g.solar_flux_w_m2,
+            sunlit_frac=g.sunlit_frac, beta_deg=g.beta_deg, lat_deg=g.lat_deg, lon_deg=g.lon_deg, alt_km=g.alt_km,
+            local_solar_time_h=g.local_solar_time_h, face_solar_w_m2=g.face_solar_w_m2,
+            face_albedo_w_m2=g.face_albedo_w_m2, face_ir_w_m2=g.face_ir_w_m2,
+            tracking_solar_w_m2=g.tracking_solar_w_m2, in_saa=in_saa, in_polar_horn=in_horn,
+            rad_flux_factor=factor, dose_rate_rad_s=factor * self.dose_per_s)
 
     def sample(self, t_ns: int) -> EnvironmentSample:
         """The environment at one instant (``chunk(t_ns, 1, 1).sample(0)``)."""

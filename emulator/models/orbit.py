@@ -267,6 +267,11 @@ def check_epoch(epoch_utc: dt.datetime, field: str = "epoch_utc") -> dt.datetime
     return epoch_utc
 
 
+#: spacing of the Sun-position knots that :meth:`Orbit.sun` interpolates between for chunks of many samples
+SUN_KNOT_S = 60.0
+SUN_INTERP_MIN_SAMPLES = 256
+
+
 def julian_date(utc: dt.datetime) -> tuple[float, float]:
     """(whole, fraction) Julian date of an aware datetime; the whole part ends in .5 (midnight)."""
     utc = utc.astimezone(dt.UTC)
@@ -555,8 +560,28 @@ class Orbit:
         return self._prop.state(jd, fr)
 
     def sun(self, t_s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Sun unit vector in TEME (n, 3) and Earth-Sun distance [AU] (n,)."""
-        return sun_teme(*self._jd(t_s))
+        """Sun unit vector in TEME (n, 3) and Earth-Sun distance [AU] (n,).
+
+        Many closely spaced times (an environment chunk) are served by linear interpolation between
+        :data:`SUN_KNOT_S` knots at fixed multiples of the epoch, so a time gets the same value whatever array
+        it comes in. The Sun turns ~2e-7 rad/s with a curvature of ~4e-14 rad/s^2: the interpolation error is
+        below 2e-11 rad (and 1e-13 AU), a thousand times below the Meeus series' own error, at ~5 % of its cost.
+        """
+        t = np.atleast_1d(np.asarray(t_s, dtype=float))
+        if t.size < SUN_INTERP_MIN_SAMPLES:
+            return sun_teme(*self._jd(t))
+        k0 = math.floor(float(t.min()) / SUN_KNOT_S)
+        k1 = math.ceil(float(t.max()) / SUN_KNOT_S)
+        if (k1 - k0 + 1) * 4 > t.size:  # sparse times: the series directly is cheaper
+            return sun_teme(*self._jd(t))
+        knots = np.arange(k0, k1 + 1, dtype=float) * SUN_KNOT_S
+        u_k, au_k = sun_teme(*self._jd(knots))
+        pos = t / SUN_KNOT_S - k0
+        idx = np.minimum(pos.astype(np.int64), len(knots) - 2)
+        w = pos - idx
+        u = u_k[idx] + w[:, None] * (u_k[idx + 1] - u_k[idx])
+        u /= np.sqrt(np.einsum("ij,ij->i", u, u))[:, None]
+        return u, au_k[idx] + w * (au_k[idx + 1] - au_k[idx])
 
     def gmst(self, t_s: np.ndarray) -> np.ndarray:
         return gmst_rad(*self._jd(t_s))

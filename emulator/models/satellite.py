@@ -298,7 +298,9 @@ class Satellite(SpacecraftModel):
         self._quiet_heat: list[tuple[int, float]] = []
         self._active_route = list(self._rail_route)
         self._route_version = -1
-        self._rows: list[tuple[list[float], float, float, list[float]]] = []
+        self._q_flat: list[float] = []
+        self._solar_flat: list[float] = []
+        self._n_arrays = len(self._array_face)
         self._next_t = -1
         self._c_dt_s = 0.0
         self._nodes = (self._accel_node, self._batt_node, self._eps_node, self._shunt_node)
@@ -374,16 +376,20 @@ class Satellite(SpacecraftModel):
         self._c_dt_s = dt_ns * 1e-9
         face = np.asarray(c.face_solar_w_m2, dtype=float)
         track = np.asarray(c.tracking_solar_w_m2, dtype=float)
-        cols = [track if f < 0 else face[:, f] for f in self._array_face]
-        self._solar = np.stack(cols, axis=1).tolist()
         self._track = track.tolist()
-        self._env_q = self.thermal.environment_heat(face, c.face_albedo_w_m2, c.face_ir_w_m2, track)
+        # what the step needs of sample i as flat lists of plain floats (one slice per step, no per-sample lists):
+        # the array irradiances, the dose rate and flux factor, and the absorbed environment heat plus the static
+        # loads' heat at full conduction per node
+        if self._array_face == [-1]:
+            self._solar_flat = self._track
+        else:
+            cols = [track if f < 0 else face[:, f] for f in self._array_face]
+            self._solar_flat = np.stack(cols, axis=1).ravel().tolist()
+        env_q = self.thermal.environment_heat(face, c.face_albedo_w_m2, c.face_ir_w_m2, track)
+        env_q += np.asarray(self._static_q)
+        self._q_flat = env_q.ravel().tolist()
         self._dose = np.asarray(c.dose_rate_rad_s, dtype=float).tolist()
         self._radf = np.asarray(c.rad_flux_factor, dtype=float).tolist()
-        # what the step needs of sample i, in one tuple: array irradiances, dose rate, flux factor, and the
-        # absorbed environment heat plus the static loads' heat at full conduction per node (plain floats)
-        base_q = (self._env_q + np.asarray(self._static_q)).tolist()
-        self._rows = list(zip(self._solar, self._dose, self._radf, base_q, strict=True))
 
     def _reroute(self) -> None:
         """Heat routing of the power system's quiet rails (their frac and heat_w hold until quiet_version moves):
@@ -436,7 +442,8 @@ class Satellite(SpacecraftModel):
             i = k
         self._i = i
         self._next_t = t_ns + dt_ns
-        solar, dose, radf, base_q = self._rows[i]
+        na = self._n_arrays
+        solar = self._solar_flat[i * na:i * na + na]
         dt_s = self._c_dt_s
         pw = self.power
         th = self.thermal
@@ -444,7 +451,7 @@ class Satellite(SpacecraftModel):
         acc_node, batt_node, eps_node, shunt_node = self._nodes
         temps = th.T.tolist()
         acc_rail = self._acc_rail
-        self._acc_advance(t_ns, dt_s, acc_rail.v_out, temps[acc_node] - KELVIN, dose, radf)
+        self._acc_advance(t_ns, dt_s, acc_rail.v_out, temps[acc_node] - KELVIN, self._dose[i], self._radf[i])
         if th.thermostat(temps):
             self._heaters_switched()
         loads = self._heater_loads.copy()
@@ -458,7 +465,8 @@ class Satellite(SpacecraftModel):
         # heat routing: environment + static loads (per chunk), the quiet rails (per quiet_version), the rest
         if pw.quiet_version != self._route_version:
             self._reroute()
-        q = base_q.copy()
+        nn = self.n_nodes
+        q = self._q_flat[i * nn:i * nn + nn]
         for node, w in self._quiet_heat:
             q[node] += w
         for r, rloads, rnode in self._active_route:

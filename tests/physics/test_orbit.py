@@ -35,6 +35,8 @@ from skyfield.sgp4lib import TEME
 INC_TOL_DEG = 0.01  # physics.md gives the SSO inclinations to 0.01 deg
 SUN_DIR_TOL_DEG = 0.01  # the requirement for the Sun direction
 SUN_DIST_TOL_AU = 1e-4  # 15,000 km: 0.01 % of the flux
+SUN_INTERP_TOL_RAD = 1e-10  # Orbit.sun's knots vs the series: curvature bound 60^2/8 * 4e-14 = 2e-11 rad
+SUN_INTERP_TOL_AU = 1e-12
 GMST_TOL_DEG = 0.005  # DUT1 (< 0.9 s) is ignored: 0.9 s of Earth rotation is 0.0038 deg
 LATLON_TOL_DEG = 0.005  # same, plus polar motion (~10 m)
 ALT_TOL_KM = 0.05
@@ -222,6 +224,22 @@ def test_sun_direction_and_distance_vs_de421(sky: tuple) -> None:
     err_deg = np.degrees(np.arccos(np.clip(np.sum(unit * ref / ref_n[:, None], axis=1), -1, 1)))
     assert err_deg.max() < SUN_DIR_TOL_DEG
     assert np.abs(dist_au - ref_n).max() < SUN_DIST_TOL_AU
+
+
+@pytest.mark.parametrize("t0_s", [0.0, 12_345.678, 200.3 * 86400.0])
+@pytest.mark.parametrize("step_s", [1.0, 0.25, 7.0])
+def test_interpolated_sun_of_a_chunk_matches_the_series(t0_s: float, step_s: float) -> None:
+    orbit = Orbit(OrbitConfig(alt_km=650.0, ltan_h="18:00"), dt.datetime(2026, 6, 21, tzinfo=dt.UTC))
+    t = t0_s + step_s * np.arange(3600.0)
+    u, au = orbit.sun(t)
+    ref_u, ref_au = sun_teme(*orbit._jd(t))
+    assert np.max(np.linalg.norm(u - ref_u, axis=1)) < SUN_INTERP_TOL_RAD
+    assert np.max(np.abs(np.linalg.norm(u, axis=1) - 1.0)) < 1e-15
+    assert np.max(np.abs(au - ref_au)) < SUN_INTERP_TOL_AU
+    # a time gets the same value whatever array it comes in (chunks of a run and of a cluster agree to rounding)
+    u2, au2 = orbit.sun(t[1000:3000])
+    np.testing.assert_allclose(u2, u[1000:3000], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(au2, au[1000:3000], rtol=0, atol=1e-15)
 
 
 def test_solar_flux_swings_3_3_percent_over_the_year() -> None:
