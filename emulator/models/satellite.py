@@ -47,6 +47,11 @@ SOLAR_CONSTANT_W_M2 = 1361.0  # physics.md §3 "Solar constant" (design value)
 SEED_STREAMS = ("accelerator", "sensors.eps", "sensors.thermal", "sensors.sun")
 
 
+#: environment values in the satellite's truth
+TRUTH_ENV_FLOATS = ("sunlit_frac", "solar_flux_w_m2", "beta_deg", "lat_deg", "lon_deg", "alt_km", "local_solar_time_h",
+                    "tracking_solar_w_m2", "dose_rate_rad_s", "rad_flux_factor")
+
+
 class SatelliteConfig(BaseModel):
     """Everything that defines one satellite (the TOML file minus ``[sim]`` and ``[links]``)."""
 
@@ -603,15 +608,17 @@ class Satellite(SpacecraftModel):
 
     def truth(self) -> dict[str, Any]:
         env: dict[str, Any] = {}
-        if self._chunk is not None:
-            s = self._chunk.sample(self._i)
-            for key in ("sunlit_frac", "solar_flux_w_m2", "beta_deg", "lat_deg", "lon_deg", "alt_km",
-                        "local_solar_time_h", "tracking_solar_w_m2", "dose_rate_rad_s", "rad_flux_factor"):
-                if hasattr(s, key):
-                    env[key] = float(getattr(s, key))
+        c = self._chunk
+        if c is not None:  # straight from the chunk's arrays (a whole EnvironmentSample would copy the face arrays)
+            i = self._i
+            for key in TRUTH_ENV_FLOATS:
+                a = getattr(c, key, None)  # an injected environment may provide fewer fields
+                if a is not None:
+                    env[key] = float(a[i])
             for key in ("in_saa", "in_polar_horn"):
-                if hasattr(s, key):
-                    env[key] = bool(getattr(s, key))
+                a = getattr(c, key, None)
+                if a is not None:
+                    env[key] = bool(a[i])
         faults: dict[str, list[str]] = {}
         for b in self._banks:
             faults.update(b.active_faults())

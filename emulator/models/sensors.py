@@ -104,6 +104,7 @@ class ChannelSpec:
 
 
 FAULT_KINDS = ("stuck", "drift", "open", "noisy")
+NOISE_BLOCK = 256  # reads' worth of normal draws fetched from the Generator at once
 
 
 class SensorBank:
@@ -132,26 +133,69 @@ class SensorBank:
         self.drift_per_s = np.zeros(n)
         self.drift_t0_ns = np.zeros(n, dtype=np.int64)
         self.faults: dict[str, set[str]] = {}
+        # the per-read fast path (a read per telemetry sample: it must cost little): while every channel shares
+        # one sample period and took its last sample at the same index k, the hold check is one integer compare
+        periods = {s.period_ns for s in specs}
+        self._period = periods.pop() if len(periods) == 1 else 0
+        self._synced = self._period > 0
+        self._k = -1
+        self._sigma_nf = self.sigma * self.noise_factor
+        self._any_drift = self._any_open = self._any_stuck = False
+        # normal draws fetched a block at a time: the same stream as one draw of n per read (numpy fills in order)
+        self._z = np.empty((0, n))
+        self._zi = 0
+
+    def _normals(self) -> np.ndarray:
+        i = self._zi
+        if i >= len(self._z):
+            self._z = self.rng.standard_normal((NOISE_BLOCK, self.n))
+            i = 0
+        self._zi = i + 1
+        return self._z[i]
 
     def read(self, t_ns: int, truth: np.ndarray) -> np.ndarray:
         """Readings at ``t_ns`` of channels whose true values are ``truth`` (held between samples)."""
-        k = t_ns // self.period_ns
-        new = k != self.last_k
-        if new.any():
-            z = self.rng.standard_normal(self.n)
-            v = truth + self.offset + self.sigma * self.noise_factor * z
-            if self.drift_per_s.any():
-                v = v + self.drift_per_s * ((t_ns - self.drift_t0_ns) * 1e-9)
-            lo = self.lo
-            v = lo + self.lsb * np.round((v - lo) / self.lsb)
-            v = np.minimum(np.maximum(v, lo), self.hi)
-            if self.open.any():
-                v = np.where(self.open, self.open_val, v)
-            if self.stuck.any():
-                v = np.where(self.stuck, self.stuck_val, v)
+        if self._synced:
+            k = t_ns // self._period
+            if k == self._k:
+                return self.held
+            self._k = k
+            new = None
+        else:
+            k = t_ns // self.period_ns
+            new = k != self.last_k
+            if not new.any():
+                return self.held
+        v = truth + self.offset + self._sigma_nf * self._normals()
+        if self._any_drift:
+            v = v + self.drift_per_s * ((t_ns - self.drift_t0_ns) * 1e-9)
+        lo = self.lo
+        v = lo + self.lsb * np.rint((v - lo) / self.lsb)
+        v = np.minimum(np.maximum(v, lo), self.hi)
+        if self._any_open:
+            v = np.where(self.open, self.open_val, v)
+        if self._any_stuck:
+            v = np.where(self.stuck, self.stuck_val, v)
+        if new is None:
+            self.held = v
+        else:
             self.held = np.where(new, v, self.held)
             self.last_k = k
+            if self._period and bool((k == k[0]).all()):
+                self._synced = True
+                self._k = int(k[0])
         return self.held
+
+    def _touch(self, i: int) -> None:
+        """Channel ``i`` changed (a fault): it takes a fresh sample at the next read, the others hold."""
+        if self._synced:
+            self.last_k[:] = self._k
+            self._synced = False
+        self.last_k[i] = -1
+        self._sigma_nf = self.sigma * self.noise_factor
+        self._any_drift = bool(self.drift_per_s.any())
+        self._any_open = bool(self.open.any())
+        self._any_stuck = bool(self.stuck.any())
 
     def channel(self, name: str) -> int:
         i = self.index.get(name)
@@ -175,7 +219,7 @@ class SensorBank:
         else:
             raise CommandError(f"unknown sensor fault {kind!r}", field="name", valid=list(FAULT_KINDS))
         self.faults.setdefault(name, set()).add(kind)
-        self.last_k[i] = -1  # the fault shows at the next read
+        self._touch(i)  # the fault shows at the next read
 
     def clear(self, name: str, kind: str) -> None:
         i = self.channel(name)
@@ -188,7 +232,7 @@ class SensorBank:
         elif kind == "noisy":
             self.noise_factor[i] = 1.0
         self.faults.get(name, set()).discard(kind)
-        self.last_k[i] = -1
+        self._touch(i)
 
     def active_faults(self) -> dict[str, list[str]]:
         return {k: sorted(v) for k, v in self.faults.items() if v}

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulator.errors import CommandError
-from emulator.models.sensors import ChannelConfig, ChannelSpec, SensorBank
+from emulator.models.sensors import FAULT_KINDS, ChannelConfig, ChannelSpec, SensorBank
 
 NS = 1_000_000_000
 NOISE_STD_REL_TOL = 0.1   # sample std of 4000 draws is within ~2.2 % (1 sigma); 10 % is > 4 sigma
@@ -101,3 +101,92 @@ def test_open_can_read_the_top_rail() -> None:
     b = SensorBank([spec], np.random.default_rng(0))
     b.inject("i", "open")
     assert b.read(0, np.array([1.0]))[0] == 8.0
+
+
+class ReferenceBank:
+    """The sensor model written plainly (per channel, no fast paths, one draw of n normals per new sample):
+    the optimised :class:`SensorBank` must read exactly the same values."""
+
+    def __init__(self, specs: list[ChannelSpec], rng: np.random.Generator) -> None:
+        self.specs, self.rng, self.n = specs, rng, len(specs)
+        self.last_k = [-1] * self.n
+        self.held = [0.0] * self.n
+        self.stuck: dict[int, float] = {}
+        self.open: set[int] = set()
+        self.factor = [1.0] * self.n
+        self.drift: dict[int, tuple[float, int]] = {}
+
+    def read(self, t_ns: int, truth: list[float]) -> list[float]:
+        ks = [t_ns // s.period_ns for s in self.specs]
+        if ks == self.last_k:
+            return list(self.held)
+        z = self.rng.standard_normal(self.n)
+        for i, s in enumerate(self.specs):
+            if ks[i] == self.last_k[i]:
+                continue
+            v = truth[i] + s.offset + s.sigma * self.factor[i] * z[i]
+            if i in self.drift:
+                rate, t0 = self.drift[i]
+                v = v + rate * ((t_ns - t0) * 1e-9)
+            v = s.lo + s.lsb * round((v - s.lo) / s.lsb)
+            v = min(max(v, s.lo), s.hi)
+            if i in self.open:
+                v = s.lo if s.open_reads == "min" else s.hi
+            if i in self.stuck:
+                v = self.stuck[i]
+            self.held[i] = v
+        self.last_k = ks
+        return list(self.held)
+
+    def inject(self, i: int, kind: str, t_ns: int) -> None:
+        if kind == "stuck":
+            self.stuck[i] = self.held[i]
+        elif kind == "drift":
+            self.drift[i] = (3.0 / 3600.0, t_ns)
+        elif kind == "open":
+            self.open.add(i)
+        else:
+            self.factor[i] = 4.0
+        self.last_k[i] = -1
+
+    def clear(self, i: int, kind: str) -> None:
+        {"stuck": lambda: self.stuck.pop(i, None), "drift": lambda: self.drift.pop(i, None),
+         "open": lambda: self.open.discard(i), "noisy": lambda: self.factor.__setitem__(i, 1.0)}[kind]()
+        self.last_k[i] = -1
+
+
+def test_a_fault_resamples_only_its_channel_within_the_sample_period() -> None:
+    specs = [ChannelSpec(f"c{i}", "V", ChannelConfig(noise_lsb=2.0), -5.0, 20.0) for i in range(3)]
+    fast, plain = SensorBank(specs, np.random.default_rng(3)), ReferenceBank(specs, np.random.default_rng(3))
+    truth = [3.0, 4.0, 5.0]
+    before = fast.read(NS // 10, np.array(truth)).tolist()
+    assert before == plain.read(NS // 10, truth)
+    fast.inject("c1", "noisy", t_ns=NS // 5, factor=4.0)
+    plain.inject(1, "noisy", NS // 5)
+    after = fast.read(NS // 2, np.array(truth)).tolist()  # same 1 Hz sample period
+    assert after == plain.read(NS // 2, truth)
+    assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
+
+
+@given(rates=st.lists(st.sampled_from([1.0, 1.0, 1.0, 2.0, 0.5]), min_size=1, max_size=5),
+       ops=st.lists(st.tuples(st.integers(0, 4), st.sampled_from(["read", "read", "read", "inject", "clear"]),
+                              st.sampled_from(list(FAULT_KINDS)), st.integers(1, 700)), max_size=60),
+       seed=st.integers(0, 2**32 - 1))
+@settings(max_examples=300, deadline=None)
+def test_bank_reads_exactly_what_the_plain_model_reads(rates: list[float], ops: list, seed: int) -> None:
+    specs = [ChannelSpec(f"c{i}", "V", ChannelConfig(sample_hz=hz, noise_lsb=2.0, offset_lsb=1.5), -5.0, 20.0)
+             for i, hz in enumerate(rates)]
+    fast, plain = SensorBank(specs, np.random.default_rng(seed)), ReferenceBank(specs, np.random.default_rng(seed))
+    t_ns = 0
+    for ch, op, kind, dt_ms in ops:
+        t_ns += dt_ms * 1_000_000
+        i = ch % len(specs)
+        if op == "read":
+            truth = [3.0 + 0.37 * j + t_ns * 1e-10 for j in range(len(specs))]
+            assert fast.read(t_ns, np.array(truth)).tolist() == plain.read(t_ns, truth)
+        elif op == "inject":
+            fast.inject(f"c{i}", kind, t_ns=t_ns, rate_per_h=3.0, factor=4.0)
+            plain.inject(i, kind, t_ns)
+        else:
+            fast.clear(f"c{i}", kind)
+            plain.clear(i, kind)
