@@ -316,7 +316,7 @@ class Emulator:
         t = self.clock.now_ns()
         if self.clock.mode == ClockMode.LOCKSTEP and self._waiting_published_at != t:
             self._waiting_published_at = t
-            await self._publish(Message("sim.waiting", {"t_ns": t}), (Plane.BOARD, Plane.CONTROL))
+            await self._publish(Message("sim.waiting", {"t_ns": t}), (Plane.BOARD, Plane.CONTROL), event=True)
         if self.recorder is not None:
             self.recorder.flush()
         turn = asyncio.ensure_future(self.clock.wait_turn(self.step_ns))
@@ -356,7 +356,7 @@ class Emulator:
         planes = (Plane.BOARD, Plane.CONTROL) if spec is None or spec.plane == Plane.BOARD else (Plane.CONTROL,)
         if spec is None:
             log.warning("model emitted undeclared event %r", topic)
-        await self._publish(Message(topic, payload), planes)
+        await self._publish(Message(topic, payload), planes, event=True)
         if topic == "accel.power":
             self._run_power_hook(bool(payload.get("on")), str(payload.get("reason", "")))
 
@@ -364,7 +364,8 @@ class Emulator:
         self._seq += 1
         return self._seq
 
-    async def _publish(self, msg: Message, planes: tuple[Plane, ...]) -> None:
+    async def _publish(self, msg: Message, planes: tuple[Plane, ...], *, event: bool = False) -> None:
+        """Stamp, record and publish ``msg``; ``event``: not periodic telemetry (no link drops it for budget)."""
         msg = Message(msg.topic, msg.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
         self.stats.published += 1
         if self.recorder is not None:
@@ -374,7 +375,7 @@ class Emulator:
             link = self.board_link if plane == Plane.BOARD else self.control_link
             if link is not None:
                 try:
-                    await link.publish(msg)
+                    await link.publish(msg, event=event)
                 except EmulatorError as exc:  # a dead link never stops the simulation
                     log.warning("publish on %s failed: %s", plane, exc)
 

@@ -102,8 +102,8 @@ class HilEmulator(Emulator):
         for hook in list(self.message_hooks):
             hook(t_ns, plane, direction, msg)
 
-    async def _publish(self, msg: Message, planes: tuple[Plane, ...]) -> None:
-        await super()._publish(msg, planes)
+    async def _publish(self, msg: Message, planes: tuple[Plane, ...], *, event: bool = False) -> None:
+        await super()._publish(msg, planes, event=event)
         now = self.clock.now_ns()
         if msg.topic == "sim.waiting":
             self.waiting_since_wall_ns = self.clock.wall.now_ns()

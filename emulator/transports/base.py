@@ -132,18 +132,23 @@ class _Link:
 class ServerLink(_Link, ABC):
     """The emulator side of the board plane or of the control plane."""
 
-    async def publish(self, msg: Message) -> None:
+    async def publish(self, msg: Message, *, event: bool = False) -> None:
         """Send telemetry or an event to every connected client.
 
         Never blocks on a slow or dead peer: what cannot be sent now is dropped and counted in
-        ``stats.dropped_tx``.
+        ``stats.dropped_tx``. ``event=True`` marks a message that is not periodic telemetry (an event,
+        ``sim.waiting``): a medium that keeps its own send queue (serial) never drops one of those for
+        budget, only while the device is gone; the others treat both alike.
 
         Raises:
             TransportClosedError: the link is closed.
             CodecError: the payload cannot be encoded (a caller bug).
         """
         self._check_open()
-        await self._publish(msg)
+        if event:
+            await self._publish_event(msg)
+        else:
+            await self._publish(msg)
 
     async def recv(self) -> Incoming:
         """The next request from any client (waits while there is none, or while the device is gone).
@@ -175,6 +180,10 @@ class ServerLink(_Link, ABC):
 
     @abstractmethod
     async def _publish(self, msg: Message) -> None: ...
+
+    async def _publish_event(self, msg: Message) -> None:
+        """An event: sent as telemetry unless the medium tells them apart (serial does)."""
+        await self._publish(msg)
 
     @abstractmethod
     async def _recv(self) -> Incoming: ...

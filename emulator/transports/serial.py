@@ -17,7 +17,7 @@ Grammar and options::
     | exclusive | bool          | 1       | lock the device against a second opener                    |
     | pace      | bool          | 0       | pace transmitted bytes at the line rate (ptys ignore baud) |
     | reopen_s  | number > 0    | 1       | retry period after the device went away                    |
-    | hwm       | int >= 1      | 32      | telemetry frames queued before publish() drops them        |
+    | hwm       | int >= 1      | 32      | telemetry frames queued before publish() drops; not events |
     | name      | str           |         | label in logs                                              |
 
 One duplex byte stream. Every message is ``encode_message`` then ``encode_frame`` (COBS + CRC-16 +
@@ -37,7 +37,10 @@ Link budget: ``budget_bytes_s = baud / bits_per_char`` (8N1: 10 bits per byte). 
 link itself releases bytes no faster than that, from absolute deadlines (so asyncio's ~1 ms wake-up
 lateness does not lower the rate), for ptys and sockets that would otherwise move ~20 MB/s.
 Replies and requests (``send_to``/``send``) go before queued telemetry and are never dropped for
-budget; telemetry beyond ``hwm`` queued frames is dropped and counted.
+budget; telemetry beyond ``hwm`` queued frames is dropped and counted. Events (``publish(msg,
+event=True)``: ``sim.waiting``, ``accel.power``, ...) queue in order with telemetry and are never
+dropped for budget: a lockstep step can publish more telemetry at once than ``hwm``, and the
+``sim.waiting`` after it is what the board waits for.
 """
 
 from __future__ import annotations
@@ -107,7 +110,9 @@ class SerialPort:
         self._decoder = FrameDecoder()
         self._bad_before = 0  # bad frames counted by decoders of earlier openings
         self._prio: deque[memoryview] = deque()  # replies / requests: never dropped for budget
-        self._tele: deque[memoryview] = deque()  # telemetry: at most hwm frames
+        # published frames in publish order: telemetry (True: droppable, at most hwm queued) and events
+        self._tele: deque[tuple[memoryview, bool]] = deque()
+        self._tele_queued = 0  # droppable (telemetry) frames in _tele
         self._current: memoryview | None = None  # the frame being written
         self._writer_armed = False
         self._reader_armed = False
@@ -195,18 +200,27 @@ class SerialPort:
             await asyncio.sleep(_POLL_S)  # polling is the only option without a file descriptor
 
     # -- sending -------------------------------------------------------------------------------
-    def enqueue(self, frame: bytes, *, telemetry: bool) -> bool:
-        """Queue one frame. Telemetry beyond hwm, or while the device is gone, is dropped (False)."""
+    def enqueue(self, frame: bytes, *, telemetry: bool, event: bool = False) -> bool:
+        """Queue one frame: a request or reply (``telemetry=False``), else a published frame.
+
+        Published frames keep their order. Telemetry beyond ``hwm`` queued telemetry frames is dropped
+        (False); an event (``event=True``: ``sim.waiting``, ``accel.power``...) never is, as it is not
+        superseded by the next sample. While the device is gone, published frames are dropped and
+        requests and replies raise.
+        """
         if not self.stats.is_up:
             if telemetry:
                 self.stats.dropped_tx += 1
                 return False
             raise TransportBrokenError(f"{self.url.label}: the device is gone; reopening every {self.reopen_s:g} s")
         if telemetry:
-            if len(self._tele) >= self.hwm:
-                self.stats.dropped_tx += 1
-                return False
-            self._tele.append(memoryview(frame))
+            droppable = not event
+            if droppable:
+                if self._tele_queued >= self.hwm:
+                    self.stats.dropped_tx += 1
+                    return False
+                self._tele_queued += 1
+            self._tele.append((memoryview(frame), droppable))
         else:
             self._prio.append(memoryview(frame))
         self.stats.tx += 1
@@ -224,7 +238,8 @@ class SerialPort:
             if self._prio:
                 self._current = self._prio.popleft()
             elif self._tele:
-                self._current = self._tele.popleft()
+                self._current, droppable = self._tele.popleft()
+                self._tele_queued -= droppable
         return self._current
 
     def _write_some(self, data: memoryview) -> int:
@@ -324,11 +339,14 @@ class SerialPort:
                 due = burst
             if due <= 0:
                 pending = len(self._current) if self._current is not None else 0
-                for q in (self._prio, self._tele):
-                    for frame in q:
-                        if pending >= step:
-                            break
-                        pending += len(frame)
+                for frame in self._prio:
+                    if pending >= step:
+                        break
+                    pending += len(frame)
+                for frame, _ in self._tele:
+                    if pending >= step:
+                        break
+                    pending += len(frame)
                 need = min(pending, step)
                 await asyncio.sleep(max(0.0, t0 + (sent + need) / rate - now))
                 continue
@@ -360,6 +378,7 @@ class SerialPort:
         self.stats.dropped_tx += dropped
         self._prio.clear()
         self._tele.clear()
+        self._tele_queued = 0
         self._current = None
         self._bad_before += self._decoder.stats.bad_frames
         if self._writable is not None and not self._writable.done():
@@ -417,6 +436,9 @@ class SerialServerLink(ServerLink):
 
     async def _publish(self, msg: Message) -> None:
         self.port.enqueue(encode_frame(encode_message(msg)), telemetry=True)
+
+    async def _publish_event(self, msg: Message) -> None:
+        self.port.enqueue(encode_frame(encode_message(msg)), telemetry=True, event=True)
 
     async def _send_to(self, peer: bytes, msg: Message) -> None:
         if peer != SERIAL_PEER:

@@ -5,7 +5,8 @@ drive the POSIX program's ``--transcode`` mode: frames made by Python are decode
 msgpack, envelope) and written again by the C writer, then compared with the originals byte for byte. The live
 tests run the stub on the master side of a pty while the emulator (in-process) holds the slave through
 ``serial://`` (the real serial code path, with ``pace=1`` so bytes move at the line rate), in a lockstep run that
-the board drives with ``board.step``.
+the board drives with ``board.step``. One of them is a standard HIL scenario (configs/scenarios/latchup.toml) run by
+``hil.runner.run_scenario`` with the stub as the board at a ``serial://`` board URL.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from emulator.protocol.codec import decode_message, encode_message
 from emulator.protocol.envelope import Message
 from emulator.protocol.framing import FrameDecoder, crc16, encode_frame
 from emulator.runtime import Emulator
+from hil.runner import run_scenario
+from hil.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
 C_DIR = ROOT / "firmware_stubs" / "c"
@@ -336,10 +339,15 @@ class StubRun:
         return self.parse_summary()
 
     def parse_summary(self) -> dict[str, int]:
-        lines = [ln for ln in self.stderr_path.read_text().splitlines() if "stopped (" in ln]
-        assert lines, f"the stub printed no summary:\n{self.log()}"
-        self.summary = {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1])}
+        self.summary = read_summary(self.stderr_path)
         return self.summary
+
+
+def read_summary(stderr_path: Path) -> dict[str, int]:
+    """The counters of the stub's last summary line (it prints one on the way out)."""
+    lines = [ln for ln in stderr_path.read_text().splitlines() if "stopped (" in ln]
+    assert lines, f"the stub printed no summary:\n{stderr_path.read_text(errors='replace')[-4000:]}"
+    return {k: int(v) for k, v in re.findall(r"(\w+)=(\d+)", lines[-1])}
 
 
 @contextlib.asynccontextmanager
@@ -416,6 +424,33 @@ async def test_stub_says_hello_steps_time_and_gets_every_command_answered(stub_b
         assert summary["telemetry"] >= 4 * (turns - 1)
         assert emu.sent("eps.rail.set", rail="payload", on=True)
         assert summary["jobs_submitted"] >= 2 and emu.sent("accel.job.submit")
+
+
+async def test_a_step_publishing_more_telemetry_than_the_line_queues_still_ends_in_sim_waiting(
+        stub_bin: Path, tmp_path: Path) -> None:
+    """Regression: default 1 Hz telemetry, so each 10 s step publishes ~50 frames at once, more than the serial link
+    queues (hwm=32). The link used to count the step's sim.waiting as telemetry and drop it with the overflow, and
+    the stub then learnt that the clock waited only by pinging after its 5 s request time-out, every turn."""
+    turns = 6
+    async with stub_on_pty(stub_bin, tmp_path, baud=921600, pace=True, overrides={},
+                           args=("--max-turns", str(turns))) as run:
+        emu = run.emu
+        runner = asyncio.create_task(emu.run_for(10 * turns * 10.0), name="test-c-stub-emulator")
+        try:
+            async with asyncio.timeout(WALL_LIMIT_S):
+                code = await run.proc.wait()
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+        summary = run.parse_summary()
+        assert code == 0, run.log()
+        assert emu.board_link.stats.dropped_tx > 0  # telemetry did overflow the link's queue
+        # ...but every turn began on a sim.waiting: none was found by a ping
+        assert summary["steps"] == turns
+        assert summary["missed_waits"] == 0, run.log()
+        assert not emu.sent("ping")
+        assert summary["timeouts"] == summary["bad_frames"] == emu.board_link.stats.bad_frames == 0
 
 
 @pytest.mark.slow
@@ -545,6 +580,79 @@ async def test_stub_holds_the_die_below_the_slowdown_with_dvfs(stub_bin: Path, t
         assert seen["max_die_degc"] < emu.model.config.accelerator.sw_slowdown_degc
         assert seen["throttle"] == {0}  # no thermal slowdown was ever in force
         assert summary["dvfs_changes"] == len(dvfs)
+
+
+# -- a standard scenario through the HIL runner ---------------------------------------------------------------
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_latchup_scenario_passes_with_the_stub_as_the_board_through_the_hil_runner(
+        stub_bin: Path, tmp_path: Path) -> None:
+    """configs/scenarios/latchup.toml by ``hil.runner.run_scenario``, the stub as the board over a pty.
+
+    The runner's emulator listens on the pty's slave (``serial://...?baud=921600&pace=1``, a board URL as for a
+    real board); once it says it is waiting for a board, the stub starts on the master. A latch-up at 30 min trips
+    the payload rail's limiter, set to latch at the first trip: the board must reset the rail (the stub's
+    ``eps.rail.reset`` on a latched rail) to have the accelerator powered again within 2 min and reach 450 k units
+    in 2 h. The scenario is run as it is (config, seed, timeline, requirements) except for one bench setting: board
+    telemetry at 0.1 Hz, a fresh sample for each of the stub's 10 s turns. At the default 1 Hz it passes too, but
+    a step publishes ~14 kB of telemetry, which the paced line carries (what its queue holds) at 92 kB/s: the 2 h
+    take 80-90 s of wall time instead of ~14 s.
+    """
+    scenario = load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml")
+    scenario.overrides["telemetry.rates_hz"] = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1,
+                                                "thermal.telemetry": 0.0, "sim.clock": 0.0}
+    master, slave = os.openpty()
+    tty.setraw(slave)  # no echo or line editing before the emulator's pyserial configures it
+    url = f"serial://{os.ttyname(slave)}?baud=921600&pace=1"
+    log_path = tmp_path / "c-stub.log"
+    starts: list[asyncio.Task[asyncio.subprocess.Process]] = []
+
+    async def start_stub() -> asyncio.subprocess.Process:
+        nonlocal master
+        with log_path.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                str(stub_bin), "--fd", str(master), "--baud", "921600", "-v", pass_fds=(master,),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        os.close(master)  # the stub holds it now
+        master = -1
+        return proc
+
+    def status(text: str) -> None:
+        if "waiting for a board" in text and not starts:  # the slave is open: the stub's hello will be read
+            starts.append(asyncio.ensure_future(start_stub()))
+
+    proc = None
+    try:
+        async with asyncio.timeout(240):
+            result = await run_scenario(scenario, board_url=url, seed=None, record_dir=tmp_path, status=status)
+        assert starts, "the runner never said it was waiting for a board"
+        proc = await starts[0]
+        log = log_path.read_text(errors="replace")[-4000:]
+        assert result.error is None, f"{result.error}\nthe stub's log:\n{log}"
+        failed = [f"{v.label}: {v.reason}" for v in result.verdicts if not v.passed]
+        assert not failed, f"{failed}\nthe stub's log:\n{log}"
+        assert len(result.verdicts) == len(scenario.requirements) == 3
+        assert result.t_end_s == 7200.0
+        assert [text for _, text in result.timeline_log] == ["fault radiation.sel() [latch-up]"]
+        assert result.recording is not None and result.recording.stat().st_size > 0
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await proc.wait()
+        summary = read_summary(log_path)
+        # the stub stepped all of sim time, reset the latched rail, and the line lost nothing
+        assert summary["steps"] == 720, log
+        assert summary["rail_resets"] >= 1, log
+        assert summary["decode_errors"] == summary["bad_frames"] == summary["timeouts"] == 0, log
+    finally:
+        for task in starts:
+            with contextlib.suppress(Exception):
+                proc = await task
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        if master >= 0:
+            os.close(master)
+        os.close(slave)
 
 
 class NoisyLine:

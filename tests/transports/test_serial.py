@@ -102,6 +102,32 @@ async def test_over_budget_telemetry_is_dropped_but_replies_never(null_modem: An
                                                   ("reply", 105), ("eps.telemetry", 1), ("eps.telemetry", 2)]
 
 
+async def test_events_queue_with_telemetry_in_order_and_are_never_dropped_for_budget(null_modem: Any) -> None:
+    """Regression: events went through the telemetry queue's hwm, so a lockstep step that published more telemetry
+    than hwm at once lost the sim.waiting behind it, and a serial board learnt that the clock waited only by pinging
+    after its request time-out (5 s per turn for the C stub)."""
+    opts = "baud=9600&pace=1&hwm=2"
+    async with await listen(f"serial://{null_modem.a.link}?{opts}") as server, \
+            await connect(f"serial://{null_modem.b.link}?{opts}") as client:
+        await server.publish(Message("accel.power", {"on": True}, seq=1), event=True)
+        for seq in (2, 3, 4):
+            await server.publish(Message("eps.telemetry", {"n": seq}, seq=seq))
+        await server.publish(Message("accel.power", {"on": False}, seq=5), event=True)
+        await server.publish(Message("eps.telemetry", {"n": 6}, seq=6))
+        await server.publish(Message("sim.waiting", {"t_ns": 0}, seq=7), event=True)
+        # events do not count against hwm=2 and are never dropped; telemetry beyond two queued frames is
+        assert server.stats.dropped_tx == 2
+        async with asyncio.timeout(SAFETY_S):
+            got = [await client.recv() for _ in range(5)]
+        assert [(m.topic, m.seq) for m in got] == [("accel.power", 1), ("eps.telemetry", 2), ("eps.telemetry", 3),
+                                                  ("accel.power", 5), ("sim.waiting", 7)]
+        # the queue drained: telemetry fits again
+        await server.publish(Message("eps.telemetry", {"n": 8}, seq=8))
+        async with asyncio.timeout(SAFETY_S):
+            assert (await client.recv()).seq == 8
+        assert server.stats.dropped_tx == 2
+
+
 async def test_a_missing_device_is_unavailable_and_lists_the_ports() -> None:
     with pytest.raises(TransportUnavailableError, match="serial ports on this machine"):
         await listen("serial:///dev/ttyNOPE0?baud=115200")
