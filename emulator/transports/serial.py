@@ -17,7 +17,7 @@ Grammar and options::
     | exclusive | bool          | 1       | lock the device against a second opener                    |
     | pace      | bool          | 0       | pace transmitted bytes at the line rate (ptys ignore baud) |
     | reopen_s  | number > 0    | 1       | retry period after the device went away                    |
-    | hwm       | int >= 1      | 32      | telemetry frames queued before publish() drops; not events |
+    | hwm       | int >= 1      | 32      | telemetry frames queued; then the oldest goes; not events  |
     | name      | str           |         | label in logs                                              |
 
 One duplex byte stream. Every message is ``encode_message`` then ``encode_frame`` (COBS + CRC-16 +
@@ -37,9 +37,9 @@ Link budget: ``budget_bytes_s = baud / bits_per_char`` (8N1: 10 bits per byte). 
 link itself releases bytes no faster than that, from absolute deadlines (so asyncio's ~1 ms wake-up
 lateness does not lower the rate), for ptys and sockets that would otherwise move ~20 MB/s.
 Replies and requests (``send_to``/``send``) go before queued telemetry and are never dropped for
-budget; telemetry beyond ``hwm`` queued frames is dropped and counted. Events (``publish(msg,
-event=True)``: ``sim.waiting``, ``accel.power``, ...) queue in order with telemetry and are never
-dropped for budget: a lockstep step can publish more telemetry at once than ``hwm``, and the
+budget; beyond ``hwm`` queued telemetry frames the oldest is dropped (and counted) for the newest.
+Events (``publish(msg, event=True)``: ``sim.waiting``, ``accel.power``, ...) queue in order with
+telemetry and are never dropped for budget: a lockstep step can publish more telemetry at once than ``hwm``, and the
 ``sim.waiting`` after it is what the board waits for.
 """
 
@@ -203,10 +203,11 @@ class SerialPort:
     def enqueue(self, frame: bytes, *, telemetry: bool, event: bool = False) -> bool:
         """Queue one frame: a request or reply (``telemetry=False``), else a published frame.
 
-        Published frames keep their order. Telemetry beyond ``hwm`` queued telemetry frames is dropped
-        (False); an event (``event=True``: ``sim.waiting``, ``accel.power``...) never is, as it is not
-        superseded by the next sample. While the device is gone, published frames are dropped and
-        requests and replies raise.
+        Published frames keep their order. At ``hwm`` queued telemetry frames, the oldest queued telemetry
+        frame makes room for the new one (counted in ``dropped_tx``): a board wants the newest samples, and in
+        a lockstep burst the last of each topic. An event (``event=True``: ``sim.waiting``, ``accel.power``...)
+        is never dropped for budget, as no later sample supersedes it. While the device is gone, published
+        frames are dropped (False) and requests and replies raise.
         """
         if not self.stats.is_up:
             if telemetry:
@@ -217,9 +218,14 @@ class SerialPort:
             droppable = not event
             if droppable:
                 if self._tele_queued >= self.hwm:
+                    tele = self._tele
+                    for k, (_, old_droppable) in enumerate(tele):
+                        if old_droppable:
+                            del tele[k]
+                            break
                     self.stats.dropped_tx += 1
-                    return False
-                self._tele_queued += 1
+                else:
+                    self._tele_queued += 1
             self._tele.append((memoryview(frame), droppable))
         else:
             self._prio.append(memoryview(frame))
