@@ -1741,7 +1741,7 @@ class ClusterModel(SpacecraftModel):
         for r in range(len(pw.rail_names)):
             vals.append(pw.i_out[r, k] if pw.on[r, k] or pw.frac[r, k] > 0 else 0.0)
             vals.append(pw.v_out[r, k])
-        v = s.eps.read(self.t_ns, np.array(vals, float)).tolist()
+        v = s.eps.read(self.t_ns, np.array(vals, float).tolist())
         rails = [{"name": name, "on": bool(pw.on[r, k]), "tripped": bool(pw.tripped[r, k]),
                   "latched": bool(pw.latched[r, k]), "trips": int(pw.trips[r, k]), "current_a": v[5 + 2 * r],
                   "voltage_v": v[6 + 2 * r]} for r, name in enumerate(pw.rail_names)]
@@ -1751,7 +1751,7 @@ class ClusterModel(SpacecraftModel):
     def read_thermal(self, k: int) -> dict[str, Any]:
         s = self._sensors[k]
         truth = self.thermal.T[s.thermistor_idx, k] - KELVIN
-        v = s.thermal.read(self.t_ns, truth).tolist()
+        v = s.thermal.read(self.t_ns, truth.tolist())
         hs = self.heaters
         return {"sat": k, "temps_degc": dict(zip(s.thermistor_names, v, strict=True)),
                 "heaters": [{"name": name, "mode": HEATER_MODES[int(hs.mode[h, k])], "on": bool(hs.on[h, k])}
@@ -1760,7 +1760,7 @@ class ClusterModel(SpacecraftModel):
     def read_sun(self, k: int) -> dict[str, Any]:
         s = self._sensors[k]
         truth = 0.0 if self._chunk is None else float(self._chunk.tracking_solar_w_m2[self._i, k])
-        v = float(s.sun.read(self.t_ns, np.array([truth]))[0])
+        v = s.sun.read(self.t_ns, [truth])[0]
         return {"sat": k, "sun_w_m2": v, "eclipse": v < s.eclipse_w_m2}
 
     # -- interface --------------------------------------------------------------------------------------------------

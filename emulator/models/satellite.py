@@ -327,7 +327,7 @@ class Satellite(SpacecraftModel):
         sc, pc = self.config.sensors, self.config.power
         self.eps_bank = SensorBank(eps_channels(self.config), self.rngs["sensors.eps"])
         nodes = sc.thermistor_nodes if sc.thermistor_nodes is not None else self.thermal.names
-        self._thermistor_idx = np.array([self.thermal.index[n] for n in nodes], dtype=np.intp)
+        self._thermistor_idx = [self.thermal.index[n] for n in nodes]
         self._thermistor_names = list(nodes)
         self.thermal_bank = SensorBank([ChannelSpec(f"thermal.{n}", "degC", sc.thermistor, -55.0, 125.0)
                                         for n in nodes], self.rngs["sensors.thermal"])
@@ -336,7 +336,7 @@ class Satellite(SpacecraftModel):
         self._gauge_offset_a = sc.gauge_offset_a_per_ah * pc.battery.capacity_ah
         self._eclipse_w_m2 = sc.eclipse_threshold_w_m2
 
-    def _eps_truth(self) -> np.ndarray:
+    def _eps_truth(self) -> list[float]:
         pw = self.power
         q = pw.q_pack_c
         soc = pw.soc + (self._gauge_offset_a * pw.s_since_full / q if q > 0 else 0.0)
@@ -344,15 +344,15 @@ class Satellite(SpacecraftModel):
         for r in pw.rails:
             vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
             vals.append(r.v_out)
-        return np.array(vals)
+        return vals
 
-    def _sun_truth(self) -> np.ndarray:
+    def _sun_truth(self) -> list[float]:
         if self._chunk is None:
-            return np.zeros(1)
-        return np.array([self._track[self._i]])
+            return [0.0]
+        return [self._track[self._i]]
 
     def read_eps(self) -> dict[str, Any]:
-        v = self.eps_bank.read(self.t_ns, self._eps_truth()).tolist()
+        v = self.eps_bank.read(self.t_ns, self._eps_truth())
         pw = self.power
         rails = []
         for k, r in enumerate(pw.rails):
@@ -362,15 +362,15 @@ class Satellite(SpacecraftModel):
                 "mode": MODE_NAMES[pw.mode], "rails": rails}
 
     def read_thermal(self) -> dict[str, Any]:
-        truth = self.thermal.T[self._thermistor_idx] - KELVIN
-        v = self.thermal_bank.read(self.t_ns, truth).tolist()
+        temps = self.thermal.T.tolist()
+        v = self.thermal_bank.read(self.t_ns, [temps[i] - KELVIN for i in self._thermistor_idx])
         th = self.thermal
         return {"temps_degc": dict(zip(self._thermistor_names, v, strict=True)),
                 "heaters": [{"name": h.name, "mode": th.heater_mode[i], "on": th.heater_on[i]}
                             for i, h in enumerate(th.heaters)]}
 
     def read_sun(self) -> dict[str, Any]:
-        v = float(self.sun_bank.read(self.t_ns, self._sun_truth())[0])
+        v = self.sun_bank.read(self.t_ns, self._sun_truth())[0]
         return {"sun_w_m2": v, "eclipse": v < self._eclipse_w_m2}
 
     # -- environment chunks -----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ channel repeats the reading it had when it stuck.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
@@ -108,7 +109,12 @@ NOISE_BLOCK = 256  # reads' worth of normal draws fetched from the Generator at 
 
 
 class SensorBank:
-    """Channels read together (one telemetry topic). Deterministic given the Generator and read times."""
+    """Channels read together (one telemetry topic). Deterministic given the Generator and read times.
+
+    Plain Python floats per channel: a bank has 1 to ~20 channels and is read once per telemetry sample, where
+    numpy's per-call overhead would cost more than the arithmetic (the same IEEE operations in the same order,
+    so the readings are those of the vectorised formula bit for bit; ``round`` is half-to-even like ``rint``).
+    """
 
     def __init__(self, specs: list[ChannelSpec], rng: np.random.Generator) -> None:
         self.specs = specs
@@ -116,45 +122,46 @@ class SensorBank:
         self.index = {s.name: i for i, s in enumerate(specs)}
         self.n = n = len(specs)
         self.rng = rng
-        self.lo = np.array([s.lo for s in specs])
-        self.hi = np.array([s.hi for s in specs])
-        self.lsb = np.array([s.lsb for s in specs])
-        self.sigma = np.array([s.sigma for s in specs])
-        self.offset = np.array([s.offset for s in specs])
-        self.period_ns = np.array([s.period_ns for s in specs], dtype=np.int64)
-        self.open_val = np.array([s.lo if s.open_reads == "min" else s.hi for s in specs])
-        self.last_k = np.full(n, -1, dtype=np.int64)
-        self.held = np.zeros(n)
+        self.lo = [s.lo for s in specs]
+        self.hi = [s.hi for s in specs]
+        self.lsb = [s.lsb for s in specs]
+        self.sigma = [s.sigma for s in specs]
+        self.offset = [s.offset for s in specs]
+        self.period_ns = [s.period_ns for s in specs]
+        self.open_val = [s.lo if s.open_reads == "min" else s.hi for s in specs]
+        self.last_k = [-1] * n
+        self.held = [0.0] * n
         # faults
-        self.stuck = np.zeros(n, dtype=bool)
-        self.stuck_val = np.zeros(n)
-        self.open = np.zeros(n, dtype=bool)
-        self.noise_factor = np.ones(n)
-        self.drift_per_s = np.zeros(n)
-        self.drift_t0_ns = np.zeros(n, dtype=np.int64)
+        self.stuck = [False] * n
+        self.stuck_val = [0.0] * n
+        self.open = [False] * n
+        self.noise_factor = [1.0] * n
+        self.drift_per_s = [0.0] * n
+        self.drift_t0_ns = [0] * n
         self.faults: dict[str, set[str]] = {}
-        # the per-read fast path (a read per telemetry sample: it must cost little): while every channel shares
-        # one sample period and took its last sample at the same index k, the hold check is one integer compare
-        periods = {s.period_ns for s in specs}
+        # the per-read fast path: while every channel shares one sample period and took its last sample at the
+        # same index k, the hold check is one integer compare
+        periods = set(self.period_ns)
         self._period = periods.pop() if len(periods) == 1 else 0
         self._synced = self._period > 0
         self._k = -1
-        self._sigma_nf = self.sigma * self.noise_factor
-        self._any_drift = self._any_open = self._any_stuck = False
+        self._faulty = False
+        self._consts = list(zip(self.offset, self.sigma, self.lo, self.lsb, self.hi, strict=True))
         # normal draws fetched a block at a time: the same stream as one draw of n per read (numpy fills in order)
-        self._z = np.empty((0, n))
+        self._z: list[list[float]] = []
         self._zi = 0
 
-    def _normals(self) -> np.ndarray:
+    def _normals(self) -> list[float]:
         i = self._zi
         if i >= len(self._z):
-            self._z = self.rng.standard_normal((NOISE_BLOCK, self.n))
+            self._z = self.rng.standard_normal((NOISE_BLOCK, self.n)).tolist()
             i = 0
         self._zi = i + 1
         return self._z[i]
 
-    def read(self, t_ns: int, truth: np.ndarray) -> np.ndarray:
-        """Readings at ``t_ns`` of channels whose true values are ``truth`` (held between samples)."""
+    def read(self, t_ns: int, truth: Sequence[float]) -> list[float]:
+        """Readings at ``t_ns`` of channels whose true values are ``truth`` (held between samples). The list
+        returned is the bank's: copy it to keep it past the next read."""
         if self._synced:
             k = t_ns // self._period
             if k == self._k:
@@ -162,40 +169,56 @@ class SensorBank:
             self._k = k
             new = None
         else:
-            k = t_ns // self.period_ns
-            new = k != self.last_k
-            if not new.any():
+            ks = [t_ns // p for p in self.period_ns]
+            new = [a != b for a, b in zip(ks, self.last_k, strict=True)]
+            if not any(new):
                 return self.held
-        v = truth + self.offset + self._sigma_nf * self._normals()
-        if self._any_drift:
-            v = v + self.drift_per_s * ((t_ns - self.drift_t0_ns) * 1e-9)
-        lo = self.lo
-        v = lo + self.lsb * np.rint((v - lo) / self.lsb)
-        v = np.minimum(np.maximum(v, lo), self.hi)
-        if self._any_open:
-            v = np.where(self.open, self.open_val, v)
-        if self._any_stuck:
-            v = np.where(self.stuck, self.stuck_val, v)
+        z = self._normals()
+        if self._faulty:
+            v = self._read_faulty(t_ns, truth, z)
+        else:
+            try:
+                v = [hi if (q := lo + lsb * round((x + off + sig * zz - lo) / lsb)) > hi
+                     else lo if q < lo else q  # noqa: FURB136 (per read: no builtin call)
+                     for x, zz, (off, sig, lo, lsb, hi) in zip(truth, z, self._consts, strict=True)]
+            except (ValueError, OverflowError):  # a NaN or infinite truth: the careful path
+                v = self._read_faulty(t_ns, truth, z)
         if new is None:
             self.held = v
         else:
-            self.held = np.where(new, v, self.held)
-            self.last_k = k
-            if self._period and bool((k == k[0]).all()):
+            self.held = [a if b else c for a, b, c in zip(v, new, self.held, strict=True)]
+            self.last_k = ks
+            if self._period and ks.count(ks[0]) == len(ks):
                 self._synced = True
-                self._k = int(k[0])
+                self._k = ks[0]
         return self.held
+
+    def _read_faulty(self, t_ns: int, truth: Sequence[float], z: list[float]) -> list[float]:
+        """One channel at a time: faults, drift, and non-finite truths (NaN stays NaN, +-inf pins to the range)."""
+        out = []
+        for i, (off, sig, lo, lsb, hi) in enumerate(self._consts):
+            v = truth[i] + off + sig * self.noise_factor[i] * z[i]
+            rate = self.drift_per_s[i]
+            if rate:
+                v = v + rate * ((t_ns - self.drift_t0_ns[i]) * 1e-9)
+            q = (v - lo) / lsb
+            v = lo + lsb * (round(q) if q - q == 0.0 else q)  # q - q: NaN for NaN and +-inf
+            v = hi if v > hi else lo if v < lo else v  # noqa: FURB136 (NaN stays NaN)
+            if self.open[i]:
+                v = self.open_val[i]
+            if self.stuck[i]:
+                v = self.stuck_val[i]
+            out.append(v)
+        return out
 
     def _touch(self, i: int) -> None:
         """Channel ``i`` changed (a fault): it takes a fresh sample at the next read, the others hold."""
         if self._synced:
-            self.last_k[:] = self._k
+            self.last_k = [self._k] * self.n
             self._synced = False
         self.last_k[i] = -1
-        self._sigma_nf = self.sigma * self.noise_factor
-        self._any_drift = bool(self.drift_per_s.any())
-        self._any_open = bool(self.open.any())
-        self._any_stuck = bool(self.stuck.any())
+        self._faulty = (any(self.stuck) or any(self.open) or any(self.drift_per_s)
+                        or any(f != 1.0 for f in self.noise_factor))
 
     def channel(self, name: str) -> int:
         i = self.index.get(name)

@@ -159,11 +159,11 @@ def test_a_fault_resamples_only_its_channel_within_the_sample_period() -> None:
     specs = [ChannelSpec(f"c{i}", "V", ChannelConfig(noise_lsb=2.0), -5.0, 20.0) for i in range(3)]
     fast, plain = SensorBank(specs, np.random.default_rng(3)), ReferenceBank(specs, np.random.default_rng(3))
     truth = [3.0, 4.0, 5.0]
-    before = fast.read(NS // 10, np.array(truth)).tolist()
+    before = list(fast.read(NS // 10, truth))
     assert before == plain.read(NS // 10, truth)
     fast.inject("c1", "noisy", t_ns=NS // 5, factor=4.0)
     plain.inject(1, "noisy", NS // 5)
-    after = fast.read(NS // 2, np.array(truth)).tolist()  # same 1 Hz sample period
+    after = list(fast.read(NS // 2, truth))  # same 1 Hz sample period
     assert after == plain.read(NS // 2, truth)
     assert after[0] == before[0] and after[2] == before[2] and after[1] != before[1]
 
@@ -183,10 +183,19 @@ def test_bank_reads_exactly_what_the_plain_model_reads(rates: list[float], ops: 
         i = ch % len(specs)
         if op == "read":
             truth = [3.0 + 0.37 * j + t_ns * 1e-10 for j in range(len(specs))]
-            assert fast.read(t_ns, np.array(truth)).tolist() == plain.read(t_ns, truth)
+            assert fast.read(t_ns, truth) == plain.read(t_ns, truth)
         elif op == "inject":
             fast.inject(f"c{i}", kind, t_ns=t_ns, rate_per_h=3.0, factor=4.0)
             plain.inject(i, kind, t_ns)
         else:
             fast.clear(f"c{i}", kind)
             plain.clear(i, kind)
+
+
+def test_non_finite_truth_reads_nan_or_the_range_end_and_never_raises() -> None:
+    b = bank(noise_lsb=1.0)
+    nan, inf = float("nan"), float("inf")
+    v, t = b.read(0, [nan, inf])
+    assert v != v and t == 125.0  # NaN stays NaN (the board sees a bad reading), +inf pins to the top
+    v, t = b.read(NS, [-inf, 20.0])
+    assert v == 0.0 and t == pytest.approx(20.0, abs=0.5)
