@@ -330,6 +330,18 @@ class StubRun:
             pytest.fail(f"the stub stopped stepping at t={self.emu.clock.now_ns() / NS_PER_S:g} s "
                         f"(exit code {self.proc.returncode}); its log:\n{self.log()}")
 
+    async def run_until_exit(self, max_sim_s: float) -> int:
+        """Run the emulator (at most ``max_sim_s`` of sim time) until the stub exits by itself (``--max-turns``);
+        its exit code."""
+        runner = asyncio.create_task(self.emu.run_for(max_sim_s), name="test-c-stub-emulator")
+        try:
+            async with asyncio.timeout(WALL_LIMIT_S):
+                return await self.proc.wait()
+        finally:
+            runner.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await runner
+
     async def stop(self) -> dict[str, int]:
         """SIGTERM the stub; it prints its counters on the way out."""
         if self.proc.returncode is None:
@@ -398,14 +410,7 @@ async def test_stub_says_hello_steps_time_and_gets_every_command_answered(stub_b
         hello = next(r.payload for r in emu.requests if r.topic == "board.hello")
         assert hello == {"name": "c-stub", "version": "1.0.0", "capabilities": ["lockstep"]}
         assert emu.stats.boards_seen == {"c-stub": "1.0.0"}
-        runner = asyncio.create_task(emu.run_for(10 * turns * period_s), name="test-c-stub-emulator")
-        try:
-            async with asyncio.timeout(WALL_LIMIT_S):
-                code = await run.proc.wait()
-        finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        code = await run.run_until_exit(10 * turns * period_s)
         summary = run.parse_summary()
         assert code == 0, run.log()
         # sim time moved only by the stub's steps: the lockstep limit is the sum of its board.step durations
@@ -435,14 +440,7 @@ async def test_a_step_publishing_more_telemetry_than_the_line_queues_still_ends_
     async with stub_on_pty(stub_bin, tmp_path, baud=921600, pace=True, overrides={},
                            args=("--max-turns", str(turns))) as run:
         emu = run.emu
-        runner = asyncio.create_task(emu.run_for(10 * turns * 10.0), name="test-c-stub-emulator")
-        try:
-            async with asyncio.timeout(WALL_LIMIT_S):
-                code = await run.proc.wait()
-        finally:
-            runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await runner
+        code = await run.run_until_exit(10 * turns * 10.0)
         summary = run.parse_summary()
         assert code == 0, run.log()
         assert emu.board_link.stats.dropped_tx > 0  # telemetry did overflow the link's queue
