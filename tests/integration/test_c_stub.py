@@ -637,8 +637,10 @@ async def test_latchup_scenario_passes_with_the_stub_as_the_board_through_the_hi
         async with asyncio.timeout(10):
             await proc.wait()
         summary = read_summary(log_path)
-        # the stub stepped all of sim time, reset the latched rail, and the line lost nothing
-        assert summary["steps"] == 720, log
+        # the stub stepped all of sim time (t_end above; the runner may close the line after the 720th step and
+        # before its reply reaches the stub, which counts a step on the reply), reset the latched rail, and the
+        # line lost nothing
+        assert summary["steps"] in (719, 720), log
         assert summary["rail_resets"] >= 1, log
         assert summary["decode_errors"] == summary["bad_frames"] == summary["timeouts"] == 0, log
     finally:
