@@ -62,7 +62,7 @@ from emulator.models.orbit import (
     R_EARTH_KM,
     OrbitConfig,
 )
-from emulator.models.power import FACES, MODE_NAMES, PowerConfig, check_thresholds
+from emulator.models.power import FACES, MODE_NAMES, PowerConfig, updated_thresholds
 from emulator.models.radiation import KINDS, RadiationConfig
 from emulator.models.satellite import (
     SEED_STREAMS,
@@ -663,12 +663,7 @@ class PowerArrays:
 
     def stored_j(self) -> np.ndarray:
         """Chemical energy of each pack: Q_pack * integral_0^soc OCV_pack(s) ds (J)."""
-        s, v, cum = self.soc_pts, self.v_pts, self.cum_ocv
-        soc = np.clip(self.soc, 0.0, 1.0)
-        i = np.minimum(np.searchsorted(s, soc, side="right"), len(s) - 1)
-        x = soc - s[i - 1]
-        slope = (v[i] - v[i - 1]) / (s[i] - s[i - 1])
-        e = cum[i - 1] + v[i - 1] * x + 0.5 * slope * x * x
+        e = self._cell_energy(self.soc)
         return np.where(self.battery_connected, self.q_pack_c * self.connected_groups * e, 0.0)
 
     # -- mode machine -------------------------------------------------------------------------------------------
@@ -723,18 +718,7 @@ class PowerArrays:
         return {key: float(self.th[i, k]) for i, key in enumerate(TH_KEYS)}
 
     def set_thresholds(self, k: int, **values: float | None) -> dict[str, float]:
-        new = self.thresholds(k)
-        for key, v in values.items():
-            if key not in new:
-                raise CommandError(f"unknown threshold {key!r}{suggest(key, new)}", field=f"payload.{key}",
-                                   valid=list(new))
-            if v is not None:
-                new[key] = float(v)
-        try:
-            check_thresholds(new, self.ns)
-        except ValueError as exc:
-            bad = next((key for key in new if str(exc).startswith(key)), None)
-            raise CommandError(str(exc), field=f"payload.{bad}" if bad else "payload") from None
+        new = updated_thresholds(self.thresholds(k), values, self.ns)
         self.th[:, k] = [new[key] for key in TH_KEYS]
         self._bounds = None
         return new
@@ -895,32 +879,25 @@ class PowerArrays:
         self._retries_any = bool(self.retries.any())
         p_loads_in = p_in.sum(axis=0)
 
-        # 3. battery: P = V_term I with V_term = OCV + I R, two passes (mid-step OCV), over-current shed
+        # 3. battery: P = V_term I with V_term = OCV + I R, two passes (mean OCV) or more after an over-current shed
         conn = self.battery_connected
         soc0 = self.soc
         rr = self.pack_r(battery_temp_degc)
         cold = battery_temp_degc < self.chg_min_t
         q = np.where(self.q_pack_c > 0, self.q_pack_c, 1.0)
         ocv = self.pack_ocv(soc0)
-        i, shunt, bad = self._solve(p_avail, p_loads_in, ocv, rr, cold)
-        if (bad & conn).any():
-            p_loads_in = p_loads_in.copy()
-            for k in np.flatnonzero(bad & conn).tolist():
-                p_loads_in[k], i[k] = self._overcurrent_shed(k, p_avail[k], p_loads_in[k], ocv[k], rr[k])
-                shunt[k] = max(0.0, p_avail[k] - p_loads_in[k] - (ocv[k] + i[k] * rr[k]) * i[k])
-        second = i != 0.0
-        if second.any():
-            mid = np.maximum(soc0 + 0.5 * i * dt_s / q, 0.0)
-            ocv = np.where(second, self.pack_ocv(mid), ocv)
-            i2, shunt2, bad2 = self._solve(p_avail, p_loads_in, ocv, rr, cold)
-            bad2 &= conn & second
-            if bad2.any():
-                p_loads_in = p_loads_in.copy()
-                for k in np.flatnonzero(bad2).tolist():
-                    p_loads_in[k], i2[k] = self._overcurrent_shed(k, p_avail[k], p_loads_in[k], ocv[k], rr[k])
-                    shunt2[k] = max(0.0, p_avail[k] - p_loads_in[k] - (ocv[k] + i2[k] * rr[k]) * i2[k])
-            i = np.where(second, i2, i)
-            shunt = np.where(second, shunt2, shunt)
+        everyone = np.ones(len(soc0), dtype=bool)
+        i, shunt, p_loads_in, _ = self._solve_and_shed(everyone, p_avail, p_loads_in, ocv, rr, cold)
+        # the next pass takes the mean OCV over the step (the mid-SoC OCV on one segment of the table, its integral
+        # across a breakpoint); a member that sheds in it solves again from the mean over its new current (as
+        # PowerSystem.step; every shed removes a rail, so this ends)
+        todo = i != 0.0
+        while todo.any():
+            ocv = np.where(todo, self._mean_ocv(soc0, i, dt_s, q), ocv)
+            i2, shunt2, p_loads_in, shed = self._solve_and_shed(todo, p_avail, p_loads_in, ocv, rr, cold)
+            i = np.where(todo, i2, i)
+            shunt = np.where(todo, shunt2, shunt)
+            todo = shed & (i != 0.0)
         ds = i * dt_s / q
         empty = conn & (soc0 + ds < 0.0)
         brown: np.ndarray | None = None
@@ -996,6 +973,47 @@ class PowerArrays:
             self.mode = np.where(~conn & (self.bus_v > 0.0) & (self.mode == OFF), CRITICAL, self.mode)
             self._bounds = None
         self._set_rail_outputs()
+
+    def _mean_ocv(self, soc0: np.ndarray, i: np.ndarray, dt_s: float, q: np.ndarray) -> np.ndarray:
+        """Pack OCV averaged over the SoC a step at current ``i`` sweeps (exact on a piecewise-linear table)."""
+        ocv = self.pack_ocv(np.maximum(soc0 + 0.5 * i * dt_s / q, 0.0))
+        end = soc0 + i * dt_s / q
+        s = self.soc_pts
+        cross = ((np.searchsorted(s, soc0, side="right") != np.searchsorted(s, end, side="right"))
+                 & (end >= 0.0) & (end <= 1.0) & (soc0 <= 1.0))
+        if cross.any():
+            with np.errstate(divide="ignore", invalid="ignore"):
+                mean = ((self._cell_energy(end) - self._cell_energy(soc0)) / (end - soc0)) * self.connected_groups
+            ocv = np.where(cross, mean, ocv)
+        return ocv
+
+    def _cell_energy(self, soc: np.ndarray) -> np.ndarray:
+        """Integral of cell OCV over soc from 0 (V; times coulombs gives joules)."""
+        s, v, cum = self.soc_pts, self.v_pts, self.cum_ocv
+        soc = np.clip(soc, 0.0, 1.0)
+        i = np.minimum(np.searchsorted(s, soc, side="right"), len(s) - 1)
+        x = soc - s[i - 1]
+        slope = (v[i] - v[i - 1]) / (s[i] - s[i - 1])
+        return cum[i - 1] + v[i - 1] * x + 0.5 * slope * x * x
+
+    def _solve_and_shed(self, members: np.ndarray, p_avail: np.ndarray, p_loads_in: np.ndarray, ocv: np.ndarray,
+                        rr: np.ndarray, cold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`_solve`, then the over-current shed of the connected ``members`` whose discharge does not fit;
+        (current, shunt, loads after shedding, the members that shed)."""
+        i, shunt, bad = self._solve(p_avail, p_loads_in, ocv, rr, cold)
+        bad &= self.battery_connected & members
+        if bad.any():
+            p_loads_in = p_loads_in.copy()
+            for k in np.flatnonzero(bad).tolist():
+                p_loads_in[k], i[k] = self._overcurrent_shed(k, p_avail[k], p_loads_in[k], ocv[k], rr[k])
+                shunt[k] = max(0.0, p_avail[k] - p_loads_in[k] - (ocv[k] + i[k] * rr[k]) * i[k])
+            # the array now covers the loads left: the charge branch, with its limits
+            charge = bad & (p_avail - p_loads_in >= 0.0) & (i != 0.0)
+            if charge.any():
+                i_c, shunt_c, _ = self._solve(p_avail, p_loads_in, ocv, rr, cold)
+                i = np.where(charge, i_c, i)
+                shunt = np.where(charge, shunt_c, shunt)
+        return i, shunt, p_loads_in, bad
 
     def _solve(self, p_avail: np.ndarray, p_loads_in: np.ndarray, ocv: np.ndarray, rr: np.ndarray,
                cold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -228,6 +228,24 @@ def check_thresholds(th: dict[str, float], cells_series: int) -> None:
                          f"and full_v ({th['full_v']} V)")
 
 
+def updated_thresholds(current: dict[str, float], values: dict[str, float | None], cells_series: int
+                       ) -> dict[str, float]:
+    """``current`` with ``values`` applied (None: keep), checked as a set; CommandError naming the field
+    (``payload.<key>``) on an unknown key or a bad set. ``current`` is not changed."""
+    new = dict(current)
+    for k, v in values.items():
+        if k not in new:
+            raise CommandError(f"unknown threshold {k!r}{suggest(k, new)}", field=f"payload.{k}", valid=list(new))
+        if v is not None:
+            new[k] = float(v)
+    try:
+        check_thresholds(new, cells_series)
+    except ValueError as exc:
+        bad = next((k for k in new if str(exc).startswith(k)), None)
+        raise CommandError(str(exc), field=f"payload.{bad}" if bad else "payload") from None
+    return new
+
+
 class PowerConfig(_Strict):
     arrays: list[ArrayConfig] = Field(min_length=1)
     #: MPPT conversion efficiency: not found in a primary datasheet (physics.md §3); 0.95 is a typical
@@ -551,17 +569,7 @@ class PowerSystem:
 
     def set_thresholds(self, **values: float | None) -> dict[str, float]:
         """Change shed thresholds (pack volts); validated as a set, nothing changes on error."""
-        new = dict(self.th)
-        for k, v in values.items():
-            if k not in new:
-                raise CommandError(f"unknown threshold {k!r}{suggest(k, new)}", field=f"payload.{k}", valid=list(new))
-            if v is not None:
-                new[k] = float(v)
-        try:
-            check_thresholds(new, self.ns)
-        except ValueError as exc:
-            bad = next((k for k in new if str(exc).startswith(k)), None)
-            raise CommandError(str(exc), field=f"payload.{bad}" if bad else "payload") from None
+        new = updated_thresholds(self.th, values, self.ns)
         self.th = new
         return dict(new)
 
@@ -832,9 +840,12 @@ class PowerSystem:
             rr = r25 * _exp(r_b * (1.0 / (battery_temp_degc + 273.15) - 1.0 / 298.15)) * r_sum_inv
             cold = battery_temp_degc < chg_min_t
             net = p_avail - p_loads_in
-            # two passes: the second uses the OCV at the step's mid-SoC, which is the exact mean OCV over the
-            # step on a linear segment, so OCV * I * dt equals the change of stored energy (ledger closes)
-            for rep in (0, 1):
+            # two passes: the second uses the mean OCV over the step (the mid-SoC OCV on one linear segment, the
+            # integral across a breakpoint), so OCV * I * dt equals the change of stored energy (ledger closes).
+            # An over-current shed changes the loads: solve again (the pack may now charge, under its limits), and
+            # take the mean over the new current. Ends: every shed removes a rail, and nothing left gives i = 0.
+            final = False
+            while True:
                 shunt = 0.0
                 if net >= 0.0:
                     i_max = (v_eoc - ocv) / rr
@@ -857,17 +868,27 @@ class PowerSystem:
                         shunt = max(0.0, p_avail - p_loads_in - (ocv + i * rr) * i)
                         net = p_avail - p_loads_in
                         shed = True
-                if rep == 0:
-                    if i == 0.0:
-                        break
-                    mid = soc0 + 0.5 * i * dt_s / q
-                    if mid < 0.0:  # noqa: PLR1730 (per step: no builtin call)
-                        mid = 0.0
-                    s0, s1, v0, dv, w = self._seg
-                    if s0 <= mid < s1:
-                        ocv = (v0 + dv * (mid - s0) / w) * groups
-                    else:
-                        ocv = self.cell_ocv(mid) * groups
+                        final = False
+                        if net >= 0.0 and i != 0.0:
+                            continue  # the array now covers the loads left: the charge branch, with its limits
+                if final or i == 0.0:
+                    break
+                final = True
+                end = soc0 + i * dt_s / q
+                s0, s1, v0, dv, w = self._seg
+                if not (s0 <= soc0 <= s1 and s0 <= end <= s1) and 0.0 <= end <= 1.0:
+                    # the step crosses an OCV-table breakpoint: the mid-SoC OCV is no longer the mean; take the
+                    # mean of the piecewise-linear OCV over the step from its integral
+                    ocv = ((self._cell_energy_per_c(end) - self._cell_energy_per_c(soc0)) / (end - soc0)
+                           * groups)
+                    continue
+                mid = soc0 + 0.5 * i * dt_s / q
+                if mid < 0.0:  # noqa: PLR1730 (per step: no builtin call)
+                    mid = 0.0
+                if s0 <= mid < s1:
+                    ocv = (v0 + dv * (mid - s0) / w) * groups
+                else:
+                    ocv = self.cell_ocv(mid) * groups
             ds = i * dt_s / q
             soc = soc0 + ds
             if soc < 0.0:

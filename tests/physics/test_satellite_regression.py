@@ -2,6 +2,9 @@
 and reset, forced heater, string failure, cell loss, squeezed shed thresholds, telemetry sampling) end in the exact
 state the reference implementation produced before the step was optimised (commit 3435f72). Any change to the
 physics of the satellite's own models (power, thermal, accelerator, radiation, sensors, the glue) moves these numbers.
+One deliberate change since: the battery's second pass takes the exact mean OCV when a step crosses an OCV-table
+breakpoint, and a third pass after an over-current shed (the ledger closes to round-off); it moved the cubesat's
+stored energy and battery loss by 1e-9 relative, and those two values were re-pinned.
 
 The inputs are frozen so that nothing else can move them: the configs are copies of the shipped ones at that commit
 (``data/regression-*.toml``) and the environment is a scripted stand-in (eclipse, body-face and tracking flux,
@@ -244,7 +247,7 @@ EXPECTED: dict[str, dict[str, Any]] = {'suncatcher-proto': {'soc': 0.69300493297
                        'mode': 2,
                        'array_total_w': 0.0,
                        'shunt_w': 0.0,
-                       'stored_j': 16198.951960966062,
+                       'stored_j': 16198.951977743181,
                        'jobs_done': 1,
                        'jobs_failed': 3,
                        'units_done': 5,
@@ -254,7 +257,7 @@ EXPECTED: dict[str, dict[str, Any]] = {'suncatcher-proto': {'soc': 0.69300493297
                        'exposure_rad': 739.6873992500703,
                        'accel_events': 83,
                        'ledger.array_j': 44504.69140659743,
-                       'ledger.battery_loss_j': 1471.3646611400318,
+                       'ledger.battery_loss_j': 1471.3646595258856,
                        'ledger.converter_loss_j': 9608.456891153706,
                        'ledger.fault_loss_j': 19616.014297851012,
                        'ledger.load_j': 84720.65747492816,
