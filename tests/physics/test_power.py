@@ -338,7 +338,8 @@ class PowerMachine(RuleBasedStateMachine):
         led = p.ledger
         assert min(led.load_j, led.converter_loss_j, led.battery_loss_j, led.mppt_loss_j, led.shunt_j) >= -1e-9
         b = p.balance()
-        # a 60 s step across an OCV-table breakpoint leaves ~5e-5 (the mid-SoC OCV is exact only on a segment)
+        # two battery passes on a 60 s step at a high current leave up to ~5e-5: the current follows the OCV, so
+        # the second pass's current differs a little from the one its mean OCV was taken over
         assert abs(b["residual_j"]) <= 1e-4 * max(1.0, b["array_j"] + abs(b["delta_stored_j"]) + b["load_j"])
 
 
