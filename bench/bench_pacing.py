@@ -17,10 +17,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from emulator.clock import NS_PER_S  # noqa: E402
-from emulator.config import load_config  # noqa: E402
-from emulator.runtime import Emulator  # noqa: E402
-from emulator.transports import connect  # noqa: E402
+from emulator.clock import NS_PER_S
+from emulator.config import load_config
+from emulator.runtime import Emulator
+from emulator.transports import connect
 
 RATE_HZ = 100
 SECONDS = 5.0

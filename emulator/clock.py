@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import math
 import time
 from dataclasses import dataclass
 from enum import StrEnum
@@ -281,7 +282,7 @@ def _check_speed(speed: float) -> None:
         raise CommandError(f"speed must be between 0.001 and 1e6, got {speed!r}", field="payload.speed")
 
 
-def parse_duration_s(text: str | float | int) -> float:
+def parse_duration_s(text: str | float) -> float:
     """'1d', '6h', '90m', '1h10m', '40m10s', '250ms', '3600' -> seconds. Raises ValueError naming the format."""
     import re
 
@@ -296,6 +297,6 @@ def parse_duration_s(text: str | float | int) -> float:
             raise ValueError(f"bad duration {text!r}: use a number with an optional unit d, h, m, s or ms, or a "
                              "sum of them (e.g. '1d', '90m', '1h10m', '3600')")
         value = sum(float(num) * factors[unit] for num, unit in parts)
-    if not value > 0 or value != value or value == float("inf"):
+    if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"duration must be a positive, finite time, got {text!r}")
     return value

@@ -106,7 +106,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """Read a TOML file (or ``data``), apply dotted-key ``overrides``, validate everything."""
     raw, source = read_raw(path, overrides, data)
     run = split_run(raw, source)
-    from emulator.models.satellite import SatelliteConfig  # noqa: PLC0415 (late: keeps run config light)
+    from emulator.models.satellite import SatelliteConfig
 
     try:
         sat = SatelliteConfig.model_validate(raw)

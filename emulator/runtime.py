@@ -23,7 +23,7 @@ import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from emulator.clock import NS_PER_S, ClockMode, SimClock, WallSource
 from emulator.config import RunConfig
@@ -119,7 +119,7 @@ class Emulator:
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> Emulator:
         """Build the satellite described by a :class:`~emulator.config.Config` and wrap it."""
-        from emulator.models.satellite import Satellite  # noqa: PLC0415
+        from emulator.models.satellite import Satellite
 
         sim = config.run.sim
         model = Satellite(config.satellite, epoch_utc=sim.epoch_utc, seed=sim.seed, step_s=sim.step_s)
@@ -187,7 +187,7 @@ class Emulator:
         c["sim.stop"] = lambda p: (self.request_stop(p.reason), {"stopping": True})[1]
 
     # -- lifecycle ---------------------------------------------------------------------------
-    async def __aenter__(self) -> Emulator:
+    async def __aenter__(self) -> Self:
         await self.start()
         return self
 
@@ -201,7 +201,7 @@ class Emulator:
                 "step_s": self.run_config.sim.step_s, **self._meta})
         try:
             if self._board_url or self._control_url:
-                from emulator.transports import listen  # noqa: PLC0415 (in-process runs need no transport)
+                from emulator.transports import listen
             if self._board_url:
                 self.board_link = await listen(self._board_url)
                 self._check_budget(self.board_link)

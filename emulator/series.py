@@ -16,9 +16,7 @@ def flatten(tree: Mapping[str, Any], prefix: str = "", out: dict[str, float] | N
         out = {}
     for key, value in tree.items():
         name = f"{prefix}{key}"
-        if isinstance(value, bool):
-            out[name] = float(value)
-        elif isinstance(value, (int, float)):
+        if isinstance(value, (int, float)):  # bool is an int
             out[name] = float(value)
         elif isinstance(value, Mapping):
             flatten(value, name + ".", out)

@@ -91,7 +91,7 @@ class BoardClient:
                         self._events.put_nowait(msg)
         except asyncio.CancelledError:
             raise
-        except BaseException as exc:  # link broken: wake everyone waiting
+        except BaseException as exc:  # noqa: BLE001 - link broken: wake everyone waiting
             self.error = exc
             for fut in self._pending.values():
                 if not fut.done():
@@ -127,7 +127,7 @@ class BoardClient:
     def link_report(self) -> dict[str, Any]:
         """Round-trip percentiles and lag, as ``board.link`` carries them."""
         rtts = sorted(self.rtts_s) or [0.0]
-        pick = lambda q: rtts[min(len(rtts) - 1, int(q * len(rtts)))] * 1e3  # noqa: E731
+        pick = lambda q: rtts[min(len(rtts) - 1, int(q * len(rtts)))] * 1e3
         return {"rtt_p50_ms": pick(0.5), "rtt_p99_ms": pick(0.99), "rtt_max_ms": rtts[-1] * 1e3,
                 "requests": len(self.rtts_s), "lag_s": self.lag_s}
 
@@ -196,7 +196,7 @@ async def run_board(controller: Controller, url: str, *, max_ticks: int | None =
     speaks another protocol version.
     """
     if connect is None:
-        from emulator.transports import connect as _connect  # noqa: PLC0415
+        from emulator.transports import connect as _connect
 
         connect = _connect
     link = await connect(url)

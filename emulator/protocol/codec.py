@@ -56,7 +56,7 @@ def decode_message(data: bytes | bytearray | memoryview, *, max_bytes: int = MAX
             max_str_len=max_bytes, max_bin_len=max_bytes,
             max_array_len=65536, max_map_len=4096, max_ext_len=0,
         )
-    except Exception as exc:  # msgpack raises many types (ValueError, ExtraData, UnpackValueError, ...)
+    except Exception as exc:  # noqa: BLE001 - msgpack raises many types (ValueError, ExtraData, UnpackValueError, ...)
         raise CodecError(f"not a msgpack message: {type(exc).__name__}: {exc}"[:300], field="bytes") from None
     return envelope_from_obj(obj)
 
@@ -66,7 +66,7 @@ def envelope_from_obj(obj: Any) -> Message:
         raise CodecError(f"envelope must be a map, got {type(obj).__name__}", field="envelope")
     extra = set(obj) - set(_ENVELOPE_KEYS)
     if extra:
-        raise CodecError(f"unknown envelope field(s) {sorted(map(str, extra))}", field=str(sorted(map(str, extra))[0]),
+        raise CodecError(f"unknown envelope field(s) {sorted(map(str, extra))}", field=min(map(str, extra)),
                          valid=list(_ENVELOPE_KEYS))
     for key in _ENVELOPE_KEYS:
         if key not in obj:

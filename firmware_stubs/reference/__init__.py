@@ -34,7 +34,7 @@ class ReferenceController(Controller):
     period_s = 20.0
 
     rail = "payload"
-    levels = ["low", "mid", "high", "max"]
+    levels: tuple[str, ...] = ("low", "mid", "high", "max")
     soc_off = 0.30
     soc_low = 0.45
     soc_on = 0.55
@@ -160,7 +160,7 @@ class ReferenceController(Controller):
     async def _set_level(self, board: BoardClient, level: str) -> None:
         reply = await board.request("accel.dvfs.set", {"level": level}, check=False)
         if reply.get("ok") is False and reply.get("error", {}).get("field") == "payload.level":
-            self.levels = list(reply["error"].get("valid") or self.levels)
+            self.levels = tuple(reply["error"].get("valid") or self.levels)
             return
         self.level = level
         self.log.add(board.t_ns, f"DVFS -> {level}")

@@ -12,8 +12,8 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from emulator.clock import NS_PER_S
 from emulator.cli import main as flatsat
+from emulator.clock import NS_PER_S
 from emulator.config import load_config
 from emulator.errors import ConfigError
 from emulator.runtime import Emulator

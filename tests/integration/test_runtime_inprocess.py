@@ -8,8 +8,8 @@ from toy_model import Lamp
 from emulator.clock import NS_PER_S, VirtualWall
 from emulator.config import RunConfig, SimConfig, TelemetryConfig
 from emulator.errors import CommandError, ConfigError, SimTimeoutError
-from emulator.protocol.envelope import Message
 from emulator.protocol.catalogue import Plane
+from emulator.protocol.envelope import Message
 from emulator.recorder import read_recording
 from emulator.runtime import Emulator
 

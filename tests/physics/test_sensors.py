@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -196,6 +198,6 @@ def test_non_finite_truth_reads_nan_or_the_range_end_and_never_raises() -> None:
     b = bank(noise_lsb=1.0)
     nan, inf = float("nan"), float("inf")
     v, t = b.read(0, [nan, inf])
-    assert v != v and t == 125.0  # NaN stays NaN (the board sees a bad reading), +inf pins to the top
+    assert math.isnan(v) and t == 125.0  # NaN stays NaN (the board sees a bad reading), +inf pins to the top
     v, t = b.read(NS, [-inf, 20.0])
     assert v == 0.0 and t == pytest.approx(20.0, abs=0.5)
