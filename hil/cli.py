@@ -34,7 +34,11 @@ def add_commands(sub: Any) -> None:
                     "emulator listens there). Exit code 0: all passed, 1: any failed, 2: bad input.")
     test.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario file(s)")
     board = test.add_mutually_exclusive_group()
-    board.add_argument("--board", metavar="CMD", help="board command, e.g. 'python -m firmware_stubs.reference'")
+    board.add_argument("--board", metavar="CMD",
+                       help="board command, e.g. 'python -m firmware_stubs.reference' ('--url URL' appended, or "
+                            "'{url}' replaced); with '{fd}' it gets the master of a pty pair whose slave the "
+                            "emulator opens as a serial board (the C stub: 'flatsat_board_posix --fd {fd} "
+                            "--baud 921600')")
     board.add_argument("--board-url", metavar="URL", help="URL to listen on for a real board, e.g. "
                                                           "serial:///dev/ttyACM0?baud=921600")
     test.add_argument("--seed", type=int, help="seed (overrides each scenario's)")

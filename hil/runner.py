@@ -13,7 +13,10 @@ The run, step by step:
    name in the scenario against it (signals, faults and their params, topics), all at once;
 2. start it: the board plane listens on the board URL (an ephemeral loopback port for a board
    process); start the board process (``board_cmd --url URL``, or ``{url}`` in the command) or
-   wait for a real board; in both cases wait (wall clock) for its ``board.hello``;
+   wait for a real board; in both cases wait (wall clock) for its ``board.hello``. A board command
+   with ``{fd}`` talks serial instead: the runner opens a pty pair, the emulator takes the slave
+   (``serial://<pty>?baud=921600&pace=1``, the real serial code path) and the board process
+   inherits the master as descriptor ``{fd}`` (the C stub's ``--fd {fd}``);
 3. run the timeline: sim time advances segment by segment to each entry's time, where the
    entry is applied (faults, clears, control commands, board kill / restart); requirements
    are checked after every physics step and on every message of both planes;
@@ -41,6 +44,7 @@ import shutil
 import signal
 import sys
 import tempfile
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -147,13 +151,15 @@ def describe_exit(code: int | None) -> str:
 class BoardProcess:
     """A board stub run as a separate process (its own process group, so a kill takes its children too).
 
-    The command gets ``--url URL`` appended, or ``{url}`` in it replaced. Its stdout and stderr go
-    to ``log_path`` (a temporary file if None); :meth:`tail` reads the end back for error messages.
+    The command gets ``--url URL`` appended, or ``{url}`` in it replaced; ``{fd}`` is replaced by
+    ``pass_fd``, a descriptor the process inherits (then no ``--url`` is appended). Its stdout and stderr
+    go to ``log_path`` (a temporary file if None); :meth:`tail` reads the end back for error messages.
     """
 
     def __init__(self, cmd: str, log_path: Path | None = None,
-                 on_unexpected_exit: Callable[[int], None] | None = None) -> None:
+                 on_unexpected_exit: Callable[[int], None] | None = None, pass_fd: int | None = None) -> None:
         self.cmd = cmd
+        self.pass_fd = pass_fd
         self.log_path = log_path
         self.on_unexpected_exit = on_unexpected_exit
         self.proc: asyncio.subprocess.Process | None = None
@@ -172,8 +178,9 @@ class BoardProcess:
         if parts[0] in ("python", "python3"):
             # a simulated board is a Python program: run it with the interpreter (and virtualenv) flatsat runs in
             parts[0] = sys.executable
-        if any("{url}" in p for p in parts):
-            return [p.replace("{url}", url) for p in parts]
+        fd = "{fd}" if self.pass_fd is None else str(self.pass_fd)
+        if any("{url}" in p or "{fd}" in p for p in parts):
+            return [p.replace("{url}", url).replace("{fd}", fd) for p in parts]
         return [*parts, "--url", url]
 
     async def start(self, url: str) -> None:
@@ -188,7 +195,7 @@ class BoardProcess:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True)
+                start_new_session=True, pass_fds=() if self.pass_fd is None else (self.pass_fd,))
         except OSError as exc:
             raise ConfigError(f"cannot start board command {self.cmd!r}: {exc}", field="board") from None
         self.starts += 1
@@ -271,6 +278,35 @@ class BoardProcess:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+
+class BoardPty:
+    """A pty pair for a board command with ``{fd}``: the emulator opens the slave by its path (``url``), the board
+    process inherits the master. Both stay open here until :meth:`close`, so a board killed and started again
+    (board_restart) finds the same line, and the emulator's end never sees the line hang up in between."""
+
+    BAUD = 921600  # a fast MCU UART; pace=1 holds the pty to it (a pty alone moves ~20 MB/s)
+
+    def __init__(self) -> None:
+        import tty
+
+        try:
+            self.master, self.slave = os.openpty()
+        except (AttributeError, OSError) as exc:
+            raise ConfigError(f"a board command with {{fd}} needs a pty pair (POSIX): {exc}", field="board") from None
+        tty.setraw(self.slave)  # no echo or line editing before the emulator's pyserial configures the line
+        self.path = os.ttyname(self.slave)
+        self.url = f"serial://{self.path}?baud={self.BAUD}&pace=1"
+        self._finalizer = weakref.finalize(self, _close_fds, self.master, self.slave)
+
+    def close(self) -> None:
+        self._finalizer()
+
+
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        with contextlib.suppress(OSError):
+            os.close(fd)
 
 
 async def wait_for_hello(emu: HilEmulator, *, timeout_s: float, board: BoardProcess | None,
@@ -395,12 +431,20 @@ class ScenarioRun:
         self.recording = self.record_dir / f"{stem}.rec" if self.record_dir is not None else None
         self.board_log = self.record_dir / f"{stem}.board.log" if self.record_dir and board_cmd else None
         self.command = command or self._default_command()
+        self.pty: BoardPty | None = None
         if board_cmd:
-            program = BoardProcess(board_cmd).argv("URL")[0]
-            if shutil.which(program) is None:
-                raise ConfigError(f"board command {board_cmd!r}: program {program!r} not found (not a file, "
+            argv = BoardProcess(board_cmd).argv("URL")
+            if shutil.which(argv[0]) is None:
+                raise ConfigError(f"board command {board_cmd!r}: program {argv[0]!r} not found (not a file, "
                                   "not on PATH)", field="board")
-        self.emu = self._build(model_factory, wall)
+            if any("{fd}" in p for p in argv):
+                self.pty = BoardPty()
+        try:
+            self.emu = self._build(model_factory, wall)
+        except BaseException:
+            if self.pty is not None:
+                self.pty.close()
+            raise
         self._observe: Callable[[int], None] = lambda t_ns: None
         check_against(scenario, signals=flatten(self.emu.truth()).keys(), fault_params=self.emu.fault_schemas(),
                       catalogue=self.emu.catalogue, board=self.board_kind)  # type: ignore[arg-type]
@@ -415,7 +459,8 @@ class ScenarioRun:
 
     def _forced(self) -> dict[str, Any]:
         head = self.scenario.head
-        listen = self.board_url_arg if self.board_url_arg else "zmq+tcp://127.0.0.1:0" if self.board_cmd else None
+        listen = self.board_url_arg if self.board_url_arg else self.pty.url if self.pty is not None else \
+            "zmq+tcp://127.0.0.1:0" if self.board_cmd else None
         forced: dict[str, Any] = {
             "sim.seed": self.seed, "sim.step_s": head.step_s, "sim.mode": self.mode,
             "sim.duration_s": head.duration,
@@ -518,7 +563,8 @@ class ScenarioRun:
         emu.message_hooks.append(on_message)
         wall0 = emu.clock.wall.now_ns()
         if self.board_cmd:
-            board = BoardProcess(self.board_cmd, self.board_log, on_unexpected_exit=board_died)
+            board = BoardProcess(self.board_cmd, self.board_log, on_unexpected_exit=board_died,
+                                 pass_fd=None if self.pty is None else self.pty.master)
         watchdog: asyncio.Task[None] | None = None
         try:
             async with emu:
@@ -550,6 +596,8 @@ class ScenarioRun:
                     await watchdog
             if board is not None:
                 await board.aclose()
+            if self.pty is not None:
+                self.pty.close()
             emu.message_hooks.remove(on_message)
         t_end = emu.clock.now_ns()
         verdicts: list[Verdict] = []

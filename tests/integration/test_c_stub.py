@@ -587,72 +587,66 @@ async def test_latchup_scenario_passes_with_the_stub_as_the_board_through_the_hi
         stub_bin: Path, tmp_path: Path) -> None:
     """configs/scenarios/latchup.toml by ``hil.runner.run_scenario``, the stub as the board over a pty.
 
-    The runner's emulator listens on the pty's slave (``serial://...?baud=921600&pace=1``, a board URL as for a
-    real board); once it says it is waiting for a board, the stub starts on the master. A latch-up at 30 min trips
-    the payload rail's limiter, set to latch at the first trip: the board must reset the rail (the stub's
-    ``eps.rail.reset`` on a latched rail) to have the accelerator powered again within 2 min and reach 450 k units
-    in 2 h. The scenario is run as it is (config, seed, timeline, requirements) except for one bench setting: board
-    telemetry at 0.1 Hz, a fresh sample for each of the stub's 10 s turns. At the default 1 Hz it passes too, but
-    a step publishes ~14 kB of telemetry, which the paced line carries (what its queue holds) at 92 kB/s: the 2 h
-    take 80-90 s of wall time instead of ~14 s.
+    The board command has ``{fd}``: the runner opens a pty pair, its emulator listens on the slave
+    (``serial://...?baud=921600&pace=1``, a board URL as for a real board) and the stub inherits the master. A
+    latch-up at 30 min trips the payload rail's limiter, set to latch at the first trip: the board must reset the
+    rail (the stub's ``eps.rail.reset`` on a latched rail) to have the accelerator powered again within 2 min and
+    reach 450 k units in 2 h. The scenario is run as it is (config, seed, timeline, requirements) except for one
+    bench setting: board telemetry at 0.1 Hz, a fresh sample for each of the stub's 10 s turns. At the default
+    1 Hz it passes too, but a step publishes ~14 kB of telemetry, which the paced line carries (what its queue
+    holds) at 92 kB/s: the 2 h take 80-90 s of wall time instead of ~14 s.
     """
     scenario = load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml")
     scenario.overrides["telemetry.rates_hz"] = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1,
                                                 "thermal.telemetry": 0.0, "sim.clock": 0.0}
-    master, slave = os.openpty()
-    tty.setraw(slave)  # no echo or line editing before the emulator's pyserial configures it
-    url = f"serial://{os.ttyname(slave)}?baud=921600&pace=1"
-    log_path = tmp_path / "c-stub.log"
-    starts: list[asyncio.Task[asyncio.subprocess.Process]] = []
+    fds_before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    async with asyncio.timeout(240):
+        result = await run_scenario(scenario, board_cmd=f"{stub_bin} --fd {{fd}} --baud 921600 -v", seed=None,
+                                    record_dir=tmp_path)
+    assert result.board_log is not None
+    log = result.board_log.read_text(errors="replace")
+    assert result.error is None, f"{result.error}\nthe stub's log:\n{log[-4000:]}"
+    assert re.search(r"--fd \d+ --baud 921600", log), log[:400]  # {fd} became the inherited master
+    failed = [f"{v.label}: {v.reason}" for v in result.verdicts if not v.passed]
+    assert not failed, f"{failed}\nthe stub's log:\n{log[-4000:]}"
+    assert len(result.verdicts) == len(scenario.requirements) == 3
+    assert result.t_end_s == 7200.0
+    assert [text for _, text in result.timeline_log] == ["fault radiation.sel() [latch-up]"]
+    assert result.recording is not None and result.recording.stat().st_size > 0
+    # the runner stopped the stub (SIGTERM: it prints its summary) and closed both ends of the pty
+    summary = read_summary(result.board_log)
+    # the stub stepped all of sim time (t_end above; the runner may close the line after the 720th step and
+    # before its reply reaches the stub, which counts a step on the reply), reset the latched rail, and the
+    # line lost nothing
+    assert summary["steps"] in (719, 720), log[-4000:]
+    assert summary["rail_resets"] >= 1, log[-4000:]
+    assert summary["decode_errors"] == summary["bad_frames"] == summary["timeouts"] == 0, log[-4000:]
+    if fds_before is not None:
+        assert set(os.listdir("/proc/self/fd")) <= fds_before, "the runner left descriptors open"
 
-    async def start_stub() -> asyncio.subprocess.Process:
-        nonlocal master
-        with log_path.open("wb") as err:
-            proc = await asyncio.create_subprocess_exec(
-                str(stub_bin), "--fd", str(master), "--baud", "921600", "-v", pass_fds=(master,),
-                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
-        os.close(master)  # the stub holds it now
-        master = -1
-        return proc
 
-    def status(text: str) -> None:
-        if "waiting for a board" in text and not starts:  # the slave is open: the stub's hello will be read
-            starts.append(asyncio.ensure_future(start_stub()))
+@pytest.mark.timeout(120)
+def test_flatsat_test_restarts_the_stub_on_the_same_pty(stub_bin: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """``flatsat test --board '... --fd {fd}'``: the command line end to end, with a board_restart. The runner
+    kills the stub mid-run and starts a new one on the same pty master; it says hello again and steps on."""
+    sc = tmp_path / "reboot.toml"
+    sc.write_text(
+        '[scenario]\nname = "stub-reboot"\nconfig = "suncatcher-proto.toml"\nduration = "15m"\nseed = 3\n'
+        '[overrides]\n"telemetry.rates_hz" = { "eps.telemetry" = 0.1, "accel.status" = 0.1, "adcs.sun" = 0.1, '
+        '"thermal.telemetry" = 0.0, "sim.clock" = 0.0 }\n'
+        '[[timeline]]\nat = "5m"\ndo = "board_restart"\ndown = "1m"\n'
+        '[[requirement]]\nkind = "count"\ntopic = "board.hello"\nop = "=="\nvalue = 2\n'
+        '[[requirement]]\nkind = "count"\ntopic = "board.step"\nop = ">="\nvalue = 80\n')
+    from emulator.cli import main
 
-    proc = None
-    try:
-        async with asyncio.timeout(240):
-            result = await run_scenario(scenario, board_url=url, seed=None, record_dir=tmp_path, status=status)
-        assert starts, "the runner never said it was waiting for a board"
-        proc = await starts[0]
-        log = log_path.read_text(errors="replace")[-4000:]
-        assert result.error is None, f"{result.error}\nthe stub's log:\n{log}"
-        failed = [f"{v.label}: {v.reason}" for v in result.verdicts if not v.passed]
-        assert not failed, f"{failed}\nthe stub's log:\n{log}"
-        assert len(result.verdicts) == len(scenario.requirements) == 3
-        assert result.t_end_s == 7200.0
-        assert [text for _, text in result.timeline_log] == ["fault radiation.sel() [latch-up]"]
-        assert result.recording is not None and result.recording.stat().st_size > 0
-        proc.send_signal(signal.SIGTERM)
-        async with asyncio.timeout(10):
-            await proc.wait()
-        summary = read_summary(log_path)
-        # the stub stepped all of sim time (t_end above; the runner may close the line after the 720th step and
-        # before its reply reaches the stub, which counts a step on the reply), reset the latched rail, and the
-        # line lost nothing
-        assert summary["steps"] in (719, 720), log
-        assert summary["rail_resets"] >= 1, log
-        assert summary["decode_errors"] == summary["bad_frames"] == summary["timeouts"] == 0, log
-    finally:
-        for task in starts:
-            with contextlib.suppress(Exception):
-                proc = await task
-        if proc is not None and proc.returncode is None:
-            proc.kill()
-            await proc.wait()
-        if master >= 0:
-            os.close(master)
-        os.close(slave)
+    code = main(["test", str(sc), "--board", f"{stub_bin} --fd {{fd}} --baud 921600 -v",
+                 "--record", str(tmp_path / "rec"), "--quiet"])
+    log = (tmp_path / "rec" / "stub-reboot.board.log").read_text(errors="replace")
+    assert code == 0, f"{capsys.readouterr()}\n{log[-3000:]}"
+    starts = re.findall(r"^--- start (\d+): .*--fd (\d+) ", log, flags=re.MULTILINE)
+    assert [n for n, _ in starts] == ["1", "2"] and starts[0][1] == starts[1][1], log[-3000:]
+    assert read_summary(tmp_path / "rec" / "stub-reboot.board.log")["decode_errors"] == 0
 
 
 class NoisyLine:
