@@ -441,13 +441,14 @@ class ScenarioRun:
                 self.pty = BoardPty()
         try:
             self.emu = self._build(model_factory, wall)
+            check_against(scenario, signals=flatten(self.emu.truth()).keys(),
+                          fault_params=self.emu.fault_schemas(), catalogue=self.emu.catalogue,
+                          board=self.board_kind)  # type: ignore[arg-type]
         except BaseException:
-            if self.pty is not None:
+            if self.pty is not None:  # a refused scenario keeps no pty open
                 self.pty.close()
             raise
         self._observe: Callable[[int], None] = lambda t_ns: None
-        check_against(scenario, signals=flatten(self.emu.truth()).keys(), fault_params=self.emu.fault_schemas(),
-                      catalogue=self.emu.catalogue, board=self.board_kind)  # type: ignore[arg-type]
 
     def _default_command(self) -> str:
         parts = ["flatsat", "test", self.scenario.source]
@@ -459,8 +460,12 @@ class ScenarioRun:
 
     def _forced(self) -> dict[str, Any]:
         head = self.scenario.head
-        listen = self.board_url_arg if self.board_url_arg else self.pty.url if self.pty is not None else \
-            "zmq+tcp://127.0.0.1:0" if self.board_cmd else None
+        if self.board_url_arg:
+            listen: str | None = self.board_url_arg
+        elif self.pty is not None:
+            listen = self.pty.url
+        else:
+            listen = "zmq+tcp://127.0.0.1:0" if self.board_cmd else None
         forced: dict[str, Any] = {
             "sim.seed": self.seed, "sim.step_s": head.step_s, "sim.mode": self.mode,
             "sim.duration_s": head.duration,
