@@ -18,9 +18,8 @@ from emulator.errors import EmulatorError
 
 log = logging.getLogger("flatsat")
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-CONFIG_DIR = REPO_ROOT / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "suncatcher-proto.toml"
+#: a shipped config, by name (emulator.shipped); a path works too
+DEFAULT_CONFIG = "suncatcher-proto"
 
 
 def _duration(text: str) -> float:
@@ -53,7 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Start the emulator and the reference board controller as a separate "
                                       "process over ZeroMQ on loopback, fast-forward a few orbits in lockstep, "
                                       "then print a summary and write a plot.")
-    demo.add_argument("--config", default=str(DEFAULT_CONFIG), help="satellite config (default: %(default)s)")
+    demo.add_argument("--config", default=DEFAULT_CONFIG, help="satellite config, a file or a shipped name "
+                                                               "(default: %(default)s)")
     demo.add_argument("--orbits", type=float, default=3.0, help="how many orbits to run (default 3)")
     demo.add_argument("--plot", default="out/demo.png", help="plot file (default: %(default)s)")
     demo.add_argument("--board", default="python -m firmware_stubs.reference",
@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="TOML config file (default: %(default)s)")
+    p.add_argument("--config", default=DEFAULT_CONFIG, help="TOML config file, or the name of a shipped one: "
+                   "suncatcher-proto, cubesat-6u-jetson, cubesat-6u-jetson-external, starcloud-like "
+                   "(default: %(default)s)")
     p.add_argument("--mode", choices=["realtime", "scaled", "afap", "lockstep"], help="clock mode (overrides sim.mode)")
     p.add_argument("--speed", type=float, help="wall-clock multiplier for --mode scaled")
     p.add_argument("--duration", type=_duration, help="sim time to run, e.g. 1d, 6h, 90m, 3600 (default: config)")

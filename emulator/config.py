@@ -122,6 +122,9 @@ def read_raw(path: str | Path | None, overrides: dict[str, Any] | None = None,
     source = str(path) if path is not None else "<defaults>"
     raw: dict[str, Any] = {}
     if path is not None:
+        from emulator import shipped
+
+        path = shipped.resolve(path, "satellite")  # a path, or the name of a shipped config
         try:
             raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
         except FileNotFoundError:

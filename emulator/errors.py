@@ -13,6 +13,7 @@
      +-- ProtocolError
      |    +-- FramingError                                   strict decode helpers only; links count+drop
      |    +-- CodecError                                     bad envelope, unknown topic, bad field
+     |    +-- RateLimitedError                               a peer over its request rate limit
      +-- CommandError                                        a valid message the model refuses
      +-- ModelError                                          physics misuse (bad state or input)
      +-- SimTimeoutError                  (also TimeoutError) sim-time deadline
@@ -92,6 +93,12 @@ class FramingError(ProtocolError):
 
 class CodecError(ProtocolError):
     code = "codec"
+
+
+class RateLimitedError(ProtocolError):
+    """A peer sent more requests than its rate limit allows; the rest were dropped unread."""
+
+    code = "rate_limited"
 
 
 class CommandError(EmulatorError):

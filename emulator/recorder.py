@@ -6,8 +6,12 @@ File layout: a msgpack stream. The first object is a header map
 ``"out"`` (emulator -> peers) or ``"in"`` (peers -> emulator) and envelope is the exact
 msgpack bytes of the message. Appends are buffered and flushed to the OS at least once per
 wall-clock second, so a killed emulator leaves a readable file missing at most the last
-second; a truncated last record is ignored by :func:`read_recording`. Nothing wall-clock
-related is written, so ``afap`` and ``lockstep`` runs give byte-identical files.
+second; a truncated last record is ignored by :func:`read_recording`.
+
+Nothing that depends on the wall clock goes into that file, so ``afap`` and ``lockstep`` runs give
+byte-identical files on every medium: messages whose topic is marked ``wall_time`` (``sim.links``: drops
+that depend on pacing, lags; ``board.link``: round trips) go to a side file of the same format beside it,
+``NAME.wall`` for ``NAME.rec`` (:func:`wall_path`), created when the first such message comes.
 """
 
 from __future__ import annotations
@@ -35,21 +39,43 @@ class Record:
     raw: bytes
 
 
+def wall_path(path: str | Path) -> Path:
+    """The wall-time side file of a recording: ``run.rec`` -> ``run.wall`` (not ``*.rec``: globs of recordings
+    do not pick it up)."""
+    return Path(path).with_suffix(".wall")
+
+
 class Recorder:
     def __init__(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._fh: IO[bytes] | None = open(self.path, "wb", buffering=1 << 16)  # noqa: SIM115 (closed in close())
+        self._meta = meta or {}
         self._packer = msgpack.Packer(use_bin_type=True)
-        self._fh.write(self._packer.pack({"flatsat_recording": FORMAT_VERSION,
-                                          "protocol_version": PROTOCOL_VERSION, "meta": meta or {}}))
-        self._fh.flush()
+        self._fh: IO[bytes] | None = self._open(self.path, {})
+        self._wall_fh: IO[bytes] | None = None
+        self._closed = False
         self._last_flush_ns: int | None = None
         self.records = 0
+        self.wall_records = 0
 
-    def write(self, plane: str, direction: str, envelope: bytes) -> None:
-        if self._fh is None:
+    def _open(self, path: Path, extra: dict[str, Any]) -> IO[bytes]:
+        fh = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 (closed in close())
+        fh.write(self._packer.pack({"flatsat_recording": FORMAT_VERSION, "protocol_version": PROTOCOL_VERSION,
+                                    "meta": {**self._meta, **extra}}))
+        fh.flush()
+        return fh
+
+    def write(self, plane: str, direction: str, envelope: bytes, *, wall_time: bool = False) -> None:
+        """Append one message; ``wall_time``: its content depends on the wall clock (side file)."""
+        if self._closed:
             return
+        if wall_time:
+            if self._wall_fh is None:
+                self._wall_fh = self._open(wall_path(self.path), {"wall_time": True, "recording": self.path.name})
+            self._wall_fh.write(self._packer.pack((plane, direction, envelope)))
+            self.wall_records += 1
+            return
+        assert self._fh is not None
         self._fh.write(self._packer.pack((plane, direction, envelope)))
         self.records += 1
 
@@ -59,14 +85,17 @@ class Recorder:
             self._last_flush_ns = wall_ns
 
     def flush(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
+        for fh in (self._fh, self._wall_fh):
+            if fh is not None:
+                fh.flush()
 
     def close(self) -> None:
-        if self._fh is not None:
-            self._fh.flush()
-            self._fh.close()
-            self._fh = None
+        self._closed = True
+        for fh in (self._fh, self._wall_fh):
+            if fh is not None:
+                fh.flush()
+                fh.close()
+        self._fh = self._wall_fh = None
 
 
 def read_header(path: str | Path) -> dict[str, Any]:

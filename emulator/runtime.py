@@ -25,9 +25,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Self
 
+from emulator.bounded import LruDict
 from emulator.clock import NS_PER_S, ClockMode, SimClock, WallSource
 from emulator.config import RunConfig
-from emulator.errors import CodecError, CommandError, ConfigError, EmulatorError, SimTimeoutError, suggest
+from emulator.errors import (
+    CodecError,
+    CommandError,
+    ConfigError,
+    EmulatorError,
+    RateLimitedError,
+    SimTimeoutError,
+    suggest,
+)
 from emulator.models.base import Fault, Interface, SpacecraftModel, Telemetry
 from emulator.protocol.catalogue import Catalogue, Kind, Plane, TopicSpec
 from emulator.protocol.codec import encode_message
@@ -64,14 +73,44 @@ class ActiveFault:
                 "until_ns": -1 if self.until_ns is None else self.until_ns}
 
 
+#: boards remembered by name (hello) and by envelope src (lag, board.link); older ones are evicted
+MAX_BOARDS = 32
+#: requests handled in a row by one serve loop before the event loop runs the clock and the other plane
+SERVE_BATCH = 8
+
+
+def refusal_reason(err: EmulatorError, decoded: bool) -> str:
+    """Why a request was refused, as counted in ``stats.get`` / ``sim.links`` ``refused``."""
+    if isinstance(err, RateLimitedError):
+        return "rate_limited"
+    if isinstance(err, CodecError):
+        if not decoded:
+            return "undecodable"
+        return "unknown_topic" if err.field == "topic" else "invalid_field"
+    if isinstance(err, CommandError):
+        return "refused_by_model"
+    return "internal"
+
+
+def _copy_board(entry: dict[str, Any]) -> dict[str, Any]:
+    return {k: dict(v) if isinstance(v, dict) else v for k, v in entry.items()}
+
+
 @dataclass
 class RuntimeStats:
     commands: dict[str, int] = field(default_factory=lambda: {"board": 0, "control": 0})
     rejected: dict[str, int] = field(default_factory=lambda: {"board": 0, "control": 0})
+    #: per plane, refusals by reason (:func:`refusal_reason`)
+    refused: dict[str, dict[str, int]] = field(default_factory=lambda: {"board": {}, "control": {}})
     published: int = 0
-    boards_seen: dict[str, str] = field(default_factory=dict)  # name -> version
+    boards_seen: LruDict[str, str] = field(default_factory=lambda: LruDict(MAX_BOARDS))  # name -> version
     #: per board (envelope src): lag of its last request behind sim time, and what it reported on board.link
-    board_links: dict[str, dict[str, float]] = field(default_factory=dict)
+    board_links: LruDict[str, dict[str, float]] = field(default_factory=lambda: LruDict(MAX_BOARDS))
+
+    def refuse(self, plane: str, reason: str) -> None:
+        self.rejected[plane] += 1
+        table = self.refused[plane]
+        table[reason] = table.get(reason, 0) + 1
 
 
 class Emulator:
@@ -103,6 +142,9 @@ class Emulator:
         self._fault_heap: list[tuple[int, int]] = []
         self._next_fault_id = 1
         self._waiting_published_at: int | None = None
+        self._request_src = ""
+        #: an in-process observer wants every message (a test harness): telemetry is sampled even unsubscribed
+        self.observe_everything = False
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._events: list[tuple[str, dict[str, Any]]] = []
 
@@ -204,11 +246,15 @@ class Emulator:
                 from emulator.transports import listen
             if self._board_url:
                 self.board_link = await listen(self._board_url)
+                self.board_link.set_topics(s.topic for s in self.catalogue.topics(plane=Plane.BOARD)
+                                           if s.kind in (Kind.TELEMETRY, Kind.EVENT))
                 self._check_budget(self.board_link)
                 self._tasks.append(asyncio.create_task(self._serve(self.board_link, Plane.BOARD),
                                                        name="flatsat-serve-board"))
             if self._control_url:
                 self.control_link = await listen(self._control_url)
+                self.control_link.set_topics(s.topic for s in self.catalogue
+                                             if s.kind in (Kind.TELEMETRY, Kind.EVENT))
                 self._tasks.append(asyncio.create_task(self._serve(self.control_link, Plane.CONTROL),
                                                        name="flatsat-serve-control"))
         except BaseException:
@@ -346,10 +392,21 @@ class Emulator:
     async def _publish_due(self, now: int, force: bool = False) -> None:
         for item in self._schedule:
             if force or now >= item.due_ns:
-                await self._publish(Message(item.telemetry.spec.topic, item.telemetry.sample()), item.planes)
                 item.due_ns += item.period_ns
                 if item.due_ns <= now:  # after a pause or a slow step: no burst of catch-up samples
                     item.due_ns = now + item.period_ns
+                if self._wanted(item.telemetry.spec.topic, item.planes):  # nobody listens: not even sampled
+                    await self._publish(Message(item.telemetry.spec.topic, item.telemetry.sample()), item.planes)
+
+    def _wanted(self, topic: str, planes: tuple[Plane, ...]) -> bool:
+        """Someone receives ``topic``: the recorder, an observer of every message, or a subscriber."""
+        if self.recorder is not None or self.observe_everything:
+            return True
+        for plane in planes:
+            link = self.board_link if plane == Plane.BOARD else self.control_link
+            if link is not None and link.wants(topic):
+                return True
+        return False
 
     async def _emit_event(self, topic: str, payload: dict[str, Any]) -> None:
         spec = self.catalogue.get(topic) if topic in self.catalogue else None
@@ -365,19 +422,26 @@ class Emulator:
         return self._seq
 
     async def _publish(self, msg: Message, planes: tuple[Plane, ...], *, event: bool = False) -> None:
-        """Stamp, record and publish ``msg``; ``event``: not periodic telemetry (no link drops it for budget)."""
-        msg = Message(msg.topic, msg.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
+        """Stamp, record and publish ``msg`` (encoded once for every plane and the recorder); ``event``: not
+        periodic telemetry (no link drops it for budget)."""
+        topic = msg.topic
+        msg = Message(topic, msg.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
         self.stats.published += 1
+        data = encode_message(msg)
         if self.recorder is not None:
-            raw = encode_message(msg)
-            self.recorder.write("board" if Plane.BOARD in planes else "control", "out", raw)
+            self.recorder.write("board" if Plane.BOARD in planes else "control", "out", data,
+                                wall_time=self._wall_time(topic))
         for plane in planes:
             link = self.board_link if plane == Plane.BOARD else self.control_link
-            if link is not None:
+            if link is not None and link.wants(topic):
                 try:
-                    await link.publish(msg, event=event)
+                    link.publish_bytes(data, event=event)
                 except EmulatorError as exc:  # a dead link never stops the simulation
                     log.warning("publish on %s failed: %s", plane, exc)
+
+    def _wall_time(self, topic: str) -> bool:
+        spec = self.catalogue.get(topic) if topic in self.catalogue else None
+        return spec is not None and spec.wall_time
 
     def _clock_sample(self) -> dict[str, Any]:
         st = self.clock.stats
@@ -388,6 +452,7 @@ class Emulator:
     # -- requests ----------------------------------------------------------------------------
     async def _serve(self, link: Any, plane: Plane) -> None:
         name = str(plane)
+        handled = 0
         while True:
             try:
                 incoming = await link.recv()
@@ -400,25 +465,30 @@ class Emulator:
                 await self._stop_or_sleep()
                 continue
             if incoming.message is None:
-                self.stats.rejected[name] += 1
                 err = incoming.error or CodecError("undecodable request", field="bytes")
+                self.stats.commands[name] += 1
+                self.stats.refuse(name, refusal_reason(err, decoded=False))
                 reply = Message("reply", {"id": 0, "re": "?", "ok": False, "error": err.to_wire()})
             else:
                 msg = incoming.message
                 if self.recorder is not None:
-                    self.recorder.write(name, "in", encode_message(msg))
+                    self.recorder.write(name, "in", encode_message(msg), wall_time=self._wall_time(msg.topic))
                 if plane == Plane.BOARD:
                     # the request's t_ns is the board's view of sim time: how far behind it runs
                     lag_ns = max(0, self.clock.now_ns() - msg.t_ns)
-                    self.stats.board_links.setdefault(msg.src or "?", {})["lag_s"] = lag_ns / NS_PER_S
+                    self.stats.board_links.touch(msg.src or "?", {})["lag_s"] = lag_ns / NS_PER_S
                 reply = self.handle_request(msg, plane)
             reply = Message(reply.topic, reply.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
             if self.recorder is not None:
-                self.recorder.write(name, "out", encode_message(reply))
+                self.recorder.write(name, "out", encode_message(reply),
+                                    wall_time=incoming.message is not None and self._wall_time(incoming.message.topic))
             try:
                 await link.send_to(incoming.peer, reply)
             except EmulatorError as exc:
-                log.warning("%s link: reply to %r failed: %s", name, incoming.peer, exc)
+                log.debug("%s link: reply to %r failed: %s", name, incoming.peer, exc)
+            handled += 1
+            if handled % SERVE_BATCH == 0:
+                await asyncio.sleep(0)  # fairness: the clock and the other plane get their turn
 
     async def _stop_or_sleep(self) -> None:
         # a broken link is retried by the transport; give it a moment without spinning
@@ -430,16 +500,17 @@ class Emulator:
         name = str(plane)
         self.stats.commands[name] += 1
         table = self._board_cmds if plane == Plane.BOARD else self._control_cmds
+        self._request_src = msg.src
         try:
             model = self.catalogue.validate(msg.topic, msg.payload, plane=plane, kind=Kind.COMMAND)
             handler = table[msg.topic]
             data = handler(model)
         except EmulatorError as exc:
-            self.stats.rejected[name] += 1
+            self.stats.refuse(name, refusal_reason(exc, decoded=True))
             return msg.reply(ok=False, t_ns=self.clock.now_ns(), src=SRC, error=exc.to_wire())
         except Exception as exc:  # a model bug must not kill the run; it is reported, loudly
             log.exception("internal error handling %s", msg.topic)
-            self.stats.rejected[name] += 1
+            self.stats.refuse(name, "internal")
             return msg.reply(ok=False, t_ns=self.clock.now_ns(), src=SRC,
                              error={"code": "internal", "message": f"{type(exc).__name__}: {exc}"})
         return msg.reply(ok=True, t_ns=self.clock.now_ns(), src=SRC, data=data if data is not None else {})
@@ -464,20 +535,23 @@ class Emulator:
                 "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD))}
 
     def _cmd_board_link(self, p: Any) -> dict[str, Any]:
-        # the handler has no envelope; the serve loop keyed the lag by src, the report goes under "reported"
-        self.stats.board_links.setdefault("reported", {}).update(p.model_dump())
+        # what the board measured goes beside the lag the serve loop keyed by the same src
+        self.stats.board_links.touch(self._request_src or "?", {})["reported"] = p.model_dump()
         return {}
 
     def links_sample(self) -> dict[str, Any]:
-        """Link health for ``sim.links`` (counts of anomalies only, so lockstep recordings stay deterministic)."""
+        """Link health for ``sim.links``: bounded whatever the peers do (``MAX_BOARDS`` boards at most)."""
         out: dict[str, Any] = {}
         for name, link in (("board", self.board_link), ("control", self.control_link)):
             if link is None:
                 continue
             st = link.stats
-            out[name] = {k: getattr(st, k) for k in ("is_up", "reconnects", "bad_frames", "decode_errors",
-                                                      "dropped_tx") if hasattr(st, k)}
-        out["boards"] = {k: dict(v) for k, v in self.stats.board_links.items()}
+            out[name] = {"is_up": st.is_up, "reconnects": st.reconnects, "tx": st.tx, "rx": st.rx,
+                         "bad_frames": st.bad_frames, "decode_errors": st.decode_errors,
+                         "dropped_tx": st.dropped_tx, "drops": dict(sorted(st.drops.items())),
+                         "refused": dict(sorted(self.stats.refused[name].items()))}
+        out["boards"] = {k: _copy_board(v) for k, v in self.stats.board_links.items()}
+        out["boards_evicted"] = self.stats.board_links.evicted
         return out
 
     def _cmd_board_step(self, p: Any) -> dict[str, Any]:
@@ -549,14 +623,15 @@ class Emulator:
 
     def stats_snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {"clock": self.clock.status(), "commands": dict(self.stats.commands),
-                               "rejected": dict(self.stats.rejected), "published": self.stats.published,
-                               "boards": dict(self.stats.boards_seen),
-                               "board_links": {k: dict(v) for k, v in self.stats.board_links.items()}}
+                               "rejected": dict(self.stats.rejected),
+                               "refused": {k: dict(sorted(v.items())) for k, v in self.stats.refused.items()},
+                               "published": self.stats.published,
+                               "boards": dict(self.stats.boards_seen), "boards_evicted": self.stats.boards_seen.evicted,
+                               "board_links": {k: _copy_board(v) for k, v in self.stats.board_links.items()},
+                               "board_links_evicted": self.stats.board_links.evicted}
         for name, link in (("board_link", self.board_link), ("control_link", self.control_link)):
             if link is not None:
-                st = link.stats
-                out[name] = {k: v for k, v in vars(st).items() if isinstance(v, (int, float, bool, str))} \
-                    if hasattr(st, "__dict__") else str(st)
+                out[name] = link.stats.as_dict()
                 out[name]["url"] = str(link.url)
         if self.recorder is not None:
             out["recorded"] = self.recorder.records

@@ -58,9 +58,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
+from emulator import shipped
 from emulator.errors import ConfigError, EmulatorError, suggest
 from hil.scenario import (
-    CONFIG_DIR,
     Duration,
     Problem,
     Scenario,
@@ -70,8 +70,6 @@ from hil.scenario import (
     scenario_from_dict,
 )
 
-#: where a campaign's scenario ``file`` is looked up when it is not next to the campaign file
-SCENARIO_DIR = CONFIG_DIR / "scenarios"
 #: two-sided confidence of the Wilson intervals in the summary
 CONFIDENCE = 0.95
 #: failing runs listed by name in the summary (all of them are in results.jsonl)
@@ -234,8 +232,11 @@ def load_campaign(path: str | Path) -> Campaign:
         CampaignError: file missing, not TOML, unknown key, bad value, scenario missing or invalid
             (every problem listed with its key path).
     """
-    path = Path(path)
     source = str(path)
+    try:
+        path = shipped.resolve(path, "campaign")
+    except ConfigError as exc:
+        raise CampaignError(source, [Problem("file", exc.message, exc.valid)]) from None
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -274,13 +275,10 @@ def campaign_from_dict(data: Mapping[str, Any], *, source: str = "<campaign>",
     scenarios: list[Scenario] = []
     names: dict[str, int] = {}
     for i, entry in enumerate(parsed.scenario):
-        found = resolve_scenario(entry.file, base_dir)
-        if found is None:
-            where = [str(d) for d in ((base_dir,) if base_dir else ()) + (SCENARIO_DIR,)]
-            known = sorted(p.name for p in SCENARIO_DIR.glob("*.toml"))
-            problems.append(Problem(f"scenario[{i}].file", f"scenario file {entry.file!r} not found (looked in "
-                                                           f"{' and '.join(where)}){suggest(entry.file, known)}; "
-                                                           f"standard scenarios: {', '.join(known)}", known))
+        try:
+            found = shipped.resolve(entry.file, "scenario", base_dir)
+        except ConfigError as exc:
+            problems.append(Problem(f"scenario[{i}].file", exc.message, exc.valid))
             continue
         try:
             sc = load_scenario(found)
@@ -299,18 +297,6 @@ def campaign_from_dict(data: Mapping[str, Any], *, source: str = "<campaign>",
         raise CampaignError(source, problems)
     return Campaign(head=parsed.campaign, scenarios=scenarios, overrides=dict(parsed.overrides),
                     sweeps=list(parsed.sweep), source=source)
-
-
-def resolve_scenario(name: str, base_dir: Path | None) -> Path | None:
-    """A campaign's scenario ``file``: absolute, else next to the campaign file, else under configs/scenarios/."""
-    p = Path(name)
-    if p.is_absolute():
-        return p if p.is_file() else None
-    for d in ((base_dir,) if base_dir is not None else ()) + (SCENARIO_DIR,):
-        cand = d / p
-        if cand.is_file():
-            return cand.resolve()
-    return None
 
 
 def _problems(exc: ValidationError) -> list[Problem]:

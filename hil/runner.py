@@ -100,6 +100,7 @@ class HilEmulator(Emulator):
         self.waiting_since_wall_ns: int | None = None
         #: the last messages of both planes, newest last (for failure reports)
         self.recent: deque[tuple[int, str, str, Message]] = deque(maxlen=50)
+        self.observe_everything = True  # requirements read every message, subscribed or not
 
     def _emit(self, t_ns: int, plane: str, direction: str, msg: Message) -> None:
         self.recent.append((t_ns, plane, direction, msg))

@@ -43,11 +43,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
+from emulator import shipped
 from emulator.clock import parse_duration_s
 from emulator.errors import CodecError, ConfigError, suggest
-
-#: where a scenario's ``config`` is looked up when it is not next to the scenario file
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 TOP_KEYS = ("scenario", "overrides", "timeline", "requirement")
 OPS = ("<", "<=", ">", ">=", "==", "!=")
@@ -304,7 +302,10 @@ def load_scenario(path: str | Path) -> Scenario:
     Raises:
         ScenarioError: file missing, not TOML, or any structural problem (all listed at once).
     """
-    path = Path(path)
+    try:
+        path = shipped.resolve(path, "scenario")
+    except ConfigError as exc:
+        raise ScenarioError(str(path), [Problem("file", exc.message, exc.valid)]) from None
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
@@ -352,28 +353,15 @@ def scenario_from_dict(data: Mapping[str, Any], *, source: str = "<scenario>",
             problems.append(Problem(f"requirement[{i}].within", "within must be > 0"))
     config_path = None
     if parsed.scenario.config is not None:
-        config_path = resolve_config(parsed.scenario.config, base_dir)
-        if config_path is None:
-            where = [str(d) for d in ((base_dir,) if base_dir else ()) + (CONFIG_DIR,)]
-            problems.append(Problem("scenario.config", f"config file {parsed.scenario.config!r} not found "
-                                                       f"(looked in {' and '.join(where)})"))
+        try:
+            config_path = shipped.resolve(parsed.scenario.config, "satellite", base_dir)
+        except ConfigError as exc:
+            problems.append(Problem("scenario.config", exc.message, exc.valid))
     if problems:
         raise ScenarioError(source, problems)
     return Scenario(head=parsed.scenario, overrides=dict(parsed.overrides), timeline=timeline,
                     requirements=list(enumerate(parsed.requirement)), source=source, config_path=config_path,
                     raw=dict(data))
-
-
-def resolve_config(name: str, base_dir: Path | None) -> Path | None:
-    """A scenario's ``config``: absolute, else next to the scenario file, else under configs/."""
-    p = Path(name)
-    if p.is_absolute():
-        return p if p.is_file() else None
-    for d in ((base_dir,) if base_dir is not None else ()) + (CONFIG_DIR,):
-        cand = d / p
-        if cand.is_file():
-            return cand.resolve()
-    return None
 
 
 def key_path(loc: Iterable[Any]) -> str:

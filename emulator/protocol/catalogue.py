@@ -52,6 +52,9 @@ class TopicSpec:
     doc: str
     #: default publish rate of a telemetry topic, in Hz (None: not periodic)
     rate_hz: float | None = None
+    #: the payload depends on the wall clock (link health, round trips): recordings keep it in the
+    #: wall-time side file, so the same scenario and seed give the same recording on every medium
+    wall_time: bool = False
 
 
 class Catalogue:
@@ -75,6 +78,8 @@ class Catalogue:
 
     def get(self, topic: str, *, plane: Plane | None = None, kind: Kind | None = None) -> TopicSpec:
         spec = self._specs.get(topic)
+        if spec is not None and (plane is None or spec.plane == plane) and (kind is None or spec.kind == kind):
+            return spec
         candidates = [s.topic for s in self._specs.values()
                       if (plane is None or s.plane == plane) and (kind is None or s.kind == kind)]
         if spec is None:

@@ -3,7 +3,7 @@
 ::
 
     +--------------------------- msgpack map -----------------------------+
-    | "v": int  "topic": str  "seq": int  "t_ns": int  "src": str          |
+    | "topic": str  "v": int  "seq": int  "t_ns": int  "src": str          |
     | "payload": map (msgpack primitives: nil bool int float str bin       |
     |            array map)                                                |
     +----------------------------------------------------------------------+
@@ -31,13 +31,17 @@ _UINT64_MAX = (1 << 64) - 1
 #: msgpack itself nests ~1000 deep, deeper than Python's repr and pydantic can follow, so a
 #: hostile payload could otherwise crash whoever logs or validates the message.
 MAX_PAYLOAD_DEPTH = 32
+#: Most maps + arrays a request may hold. A 1 MiB message of empty arrays is a million Python lists
+#: (~60 MB): requests are small (the largest command has a few dozen containers), so the server
+#: stops decoding past this many and refuses the request.
+MAX_REQUEST_CONTAINERS = 1024
 
 
 def encode_message(msg: Message) -> bytes:
     """Encode one envelope. Raises :class:`CodecError` if the payload is not msgpack-able."""
     try:
         return msgpack.packb(
-            {"v": msg.v, "topic": msg.topic, "seq": msg.seq, "t_ns": msg.t_ns, "src": msg.src,
+            {"topic": msg.topic, "v": msg.v, "seq": msg.seq, "t_ns": msg.t_ns, "src": msg.src,
              "payload": msg.payload},
             use_bin_type=True,
         )
@@ -45,20 +49,57 @@ def encode_message(msg: Message) -> bytes:
         raise CodecError(f"cannot encode {msg.topic!r}: {exc}", field="payload") from None
 
 
-def decode_message(data: bytes | bytearray | memoryview, *, max_bytes: int = MAX_MESSAGE_BYTES) -> Message:
-    """Decode and check one envelope (shape, types, version, size)."""
+class _TooManyContainers(Exception):
+    pass
+
+
+def _container_budget(limit: int) -> Any:
+    left = [limit]
+
+    def count(obj: Any) -> Any:
+        left[0] -= 1
+        if left[0] < 0:
+            raise _TooManyContainers
+        return obj
+
+    return count
+
+
+def decode_message(data: bytes | bytearray | memoryview, *, max_bytes: int = MAX_MESSAGE_BYTES,
+                   max_containers: int | None = None) -> Message:
+    """Decode and check one envelope (shape, types, version, size).
+
+    ``max_containers`` bounds the maps and arrays decoded (the envelope map included): decoding stops as
+    soon as the budget is spent, so a hostile message cannot turn 1 MiB of bytes into gigabytes of objects.
+    """
     if len(data) > max_bytes:
         raise CodecError(f"message of {len(data)} bytes exceeds the limit of {max_bytes} bytes",
                          field="size")
+    hooks: dict[str, Any] = {}
+    if max_containers is not None:
+        hooks["list_hook"] = hooks["object_hook"] = _container_budget(max_containers)
     try:
         obj = msgpack.unpackb(
             data, raw=False, strict_map_key=True, use_list=True,
             max_str_len=max_bytes, max_bin_len=max_bytes,
-            max_array_len=65536, max_map_len=4096, max_ext_len=0,
+            max_array_len=65536, max_map_len=4096, max_ext_len=0, **hooks,
         )
+    except _TooManyContainers:
+        raise CodecError(f"message holds more than {max_containers} maps and arrays (the limit for a request)",
+                         field="payload") from None
     except Exception as exc:  # noqa: BLE001 - msgpack raises many types (ValueError, ExtraData, UnpackValueError, ...)
         raise CodecError(f"not a msgpack message: {type(exc).__name__}: {exc}"[:300], field="bytes") from None
     return envelope_from_obj(obj)
+
+
+def topic_prefix(topic: str) -> bytes:
+    """The first bytes of every encoded envelope of ``topic`` (the map header, the key, the topic string).
+
+    :func:`encode_message` writes ``topic`` first, so a ZeroMQ subscription to these bytes receives that
+    topic and no other.
+    """
+    return msgpack.packb({"topic": topic, "v": 0, "seq": 0, "t_ns": 0, "src": "", "payload": {}})[
+        : 7 + len(msgpack.packb(topic))]
 
 
 def envelope_from_obj(obj: Any) -> Message:

@@ -20,7 +20,7 @@ def render_topics(config_path: str | Path | None = None) -> str:
     from emulator.config import load_config
     from emulator.runtime import Emulator
 
-    cfg = load_config(config_path or REPO / "configs" / "suncatcher-proto.toml")
+    cfg = load_config(config_path or "suncatcher-proto")
     emu = Emulator.from_config(cfg, board_url=None, control_url=None, record_path=None)
     faults = emu.fault_list()
     lines = [emu.catalogue.markdown(), "### control plane: faults (`fault.inject` names)\n",

@@ -120,10 +120,13 @@ def system_topics() -> list[TopicSpec]:
                   "Lockstep driven by the board: allow sim time to advance (only if the run allows it)."),
         TopicSpec("ping", cmd, b, Empty, "Liveness check; the reply carries the sim time."),
         TopicSpec("board.link", cmd, b, BoardLink,
-                  "The board reports how its link performs (round trips, lag); shown on the control plane."),
+                  "The board reports how its link performs (round trips, lag); shown on the control plane.",
+                  wall_time=True),
         TopicSpec("sim.links", tel, c, Opaque,
-                  "Link health: per link up/down, reconnects, bad frames, decode errors, dropped telemetry; per "
-                  "board the lag of its requests behind sim time and its reported round trips.", rate_hz=1.0),
+                  "Link health: per link up/down, reconnects, messages sent and received, drops by reason "
+                  "(`drops`), requests refused by reason (`refused`); per board (the 32 most recent) the lag of "
+                  "its requests behind sim time and its reported round trips. Depends on the wall clock: "
+                  "recordings keep it in the side file.", rate_hz=1.0, wall_time=True),
         TopicSpec("clock.pause", cmd, c, Empty, "Pause sim time."),
         TopicSpec("clock.resume", cmd, c, Empty, "Resume a paused clock (not lockstep)."),
         TopicSpec("clock.step", cmd, c, ClockStep, "Advance a lockstep or paused clock by a duration."),

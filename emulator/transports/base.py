@@ -15,12 +15,13 @@ import asyncio
 import contextlib
 import weakref
 from abc import ABC, abstractmethod
-from collections import deque
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, Generic, Self, TypeVar
 
-from emulator.errors import CodecError, TransportBrokenError, TransportClosedError
+from emulator.errors import CodecError, RateLimitedError, TransportBrokenError, TransportClosedError
+from emulator.protocol.codec import MAX_REQUEST_CONTAINERS, decode_message, encode_message
 from emulator.protocol.envelope import Message
 from emulator.transports.url import TransportURL
 
@@ -34,9 +35,24 @@ class Incoming:
     error: CodecError | None = None  #: why the bytes were refused; the runtime replies with it
 
 
+#: Why a link dropped something: the keys of :attr:`LinkStats.drops` (docs/transports.md has the table).
+RX_REASONS = ("bad_crc", "bad_cobs", "too_short", "oversize", "decode_error", "rate_limited", "unauthorized",
+              "inbox_full")
+TX_REASONS = ("queue_full", "superseded", "device_gone", "peer_gone", "all_full")
+SUBSCRIPTION_REASONS = ("subscription_refused", "subscription_flood")
+DROP_REASONS = RX_REASONS + TX_REASONS + SUBSCRIPTION_REASONS
+_TX = frozenset(TX_REASONS)
+_FRAMING = frozenset(("bad_crc", "bad_cobs", "too_short", "oversize"))
+
+
 @dataclass
 class LinkStats:
-    """Counters of one link (message counts, not bytes)."""
+    """Counters of one link (message counts, not bytes).
+
+    ``drops`` counts every message or frame a link did not deliver, by reason (:data:`DROP_REASONS`);
+    ``dropped_tx``, ``bad_frames`` and ``decode_errors`` are sums over the outgoing, framing and decoding
+    reasons, kept for quick reading.
+    """
 
     tx: int = 0  #: messages handed to the medium
     rx: int = 0  #: messages received and decoded
@@ -45,9 +61,65 @@ class LinkStats:
     decode_errors: int = 0  #: received messages whose envelope did not decode
     reconnects: int = 0  #: times the link came back after going down
     is_up: bool = True  #: False while the peer (zmq client) or the device (serial) is gone
+    drops: dict[str, int] = field(default_factory=dict)  #: reason -> count
+
+    def drop(self, reason: str, n: int = 1) -> None:
+        """Count ``n`` drops for ``reason`` (one of :data:`DROP_REASONS`)."""
+        if n <= 0:
+            return
+        self.drops[reason] = self.drops.get(reason, 0) + n
+        if reason in _TX:
+            self.dropped_tx += n
+        elif reason == "decode_error":
+            self.decode_errors += n
+        elif reason in _FRAMING:
+            self.bad_frames += n
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        out["drops"] = dict(sorted(self.drops.items()))
+        return out
+
+
+class RateLimiter:
+    """A token bucket per peer: ``rate_hz`` requests per second on average, bursts of ``burst``.
+
+    Over the limit a request is dropped before it is decoded (cheap), and counted; the first one of
+    each second is answered with a ``rate_limited`` error so the peer learns why (``admit`` returns
+    ``"refuse"``), the rest are dropped silently (``"drop"``). The table of peers is bounded: the least
+    recently seen peer makes room for a new one (it starts again with a full bucket).
+    """
+
+    MAX_PEERS = 1024
+
+    def __init__(self, rate_hz: float, burst: int, now: Callable[[], float]) -> None:
+        self.rate_hz = rate_hz
+        self.burst = float(max(1, burst))
+        self._now = now
+        #: peer -> [tokens, last refill (s), last refusal answered (s)]
+        self._peers: OrderedDict[bytes, list[float]] = OrderedDict()
+
+    def admit(self, peer: bytes) -> str:
+        """``"ok"``, ``"refuse"`` (over the limit; answer this one) or ``"drop"`` (over the limit)."""
+        if self.rate_hz <= 0:
+            return "ok"
+        now = self._now()
+        state = self._peers.get(peer)
+        if state is None:
+            if len(self._peers) >= self.MAX_PEERS:
+                self._peers.popitem(last=False)
+            state = self._peers[peer] = [self.burst, now, -1.0]
+        else:
+            self._peers.move_to_end(peer)
+            state[0] = min(self.burst, state[0] + (now - state[1]) * self.rate_hz)
+            state[1] = now
+        if state[0] >= 1.0:
+            state[0] -= 1.0
+            return "ok"
+        if now - state[2] >= 1.0:
+            state[2] = now
+            return "refuse"
+        return "drop"
 
 
 T = TypeVar("T")
@@ -130,25 +202,51 @@ class _Link:
 
 
 class ServerLink(_Link, ABC):
-    """The emulator side of the board plane or of the control plane."""
+    """The emulator side of the board plane or of the control plane.
+
+    Requests are taken from the medium as raw bytes and decoded one at a time, when :meth:`recv` hands
+    them out, within a budget of maps and arrays (:data:`~emulator.protocol.codec.MAX_REQUEST_CONTAINERS`):
+    what waits in a queue is never more than its bytes. Each peer is rate limited (``peer_rate_hz``,
+    ``peer_burst`` URL options) before its bytes are decoded.
+    """
+
+    #: consecutive dropped requests after which recv() lets the event loop run others
+    YIELD_EVERY = 64
+
+    def __init__(self, url: TransportURL) -> None:
+        super().__init__(url)
+        self.limiter = RateLimiter(url.get("peer_rate_hz"), url.get("peer_burst"),
+                                   asyncio.get_running_loop().time)
+
+    def wants(self, topic: str) -> bool:
+        """True if a peer would receive ``topic`` now (media without subscriptions: always)."""
+        return True
+
+    def set_topics(self, topics: Iterable[str]) -> None:
+        """The topics this link may publish (media with subscriptions refuse the ones that select none)."""
+
+    def publish_bytes(self, data: bytes, *, event: bool = False) -> None:
+        """Send one encoded envelope to every connected client that wants it; never blocks.
+
+        What cannot be sent now is dropped and counted in ``stats.drops``. ``event=True`` marks a message
+        that is not periodic telemetry (an event, ``sim.waiting``): a medium that keeps its own send queue
+        (serial) never drops one of those for budget, only while the device is gone.
+
+        Raises:
+            TransportClosedError: the link is closed.
+        """
+        self._check_open()
+        self._publish_bytes(data, event)
 
     async def publish(self, msg: Message, *, event: bool = False) -> None:
-        """Send telemetry or an event to every connected client.
-
-        Never blocks on a slow or dead peer: what cannot be sent now is dropped and counted in
-        ``stats.dropped_tx``. ``event=True`` marks a message that is not periodic telemetry (an event,
-        ``sim.waiting``): a medium that keeps its own send queue (serial) never drops one of those for
-        budget, only while the device is gone; the others treat both alike.
+        """Encode ``msg`` and :meth:`publish_bytes` it.
 
         Raises:
             TransportClosedError: the link is closed.
             CodecError: the payload cannot be encoded (a caller bug).
         """
         self._check_open()
-        if event:
-            await self._publish_event(msg)
-        else:
-            await self._publish(msg)
+        self._publish_bytes(encode_message(msg), event)
 
     async def recv(self) -> Incoming:
         """The next request from any client (waits while there is none, or while the device is gone).
@@ -157,7 +255,29 @@ class ServerLink(_Link, ABC):
             TransportClosedError: the link is (or gets) closed.
         """
         self._check_open()
-        return await self._recv()
+        dropped = 0
+        while True:
+            peer, data, error = await self._recv_raw()
+            verdict = self.limiter.admit(peer)
+            if verdict != "ok":
+                self.stats.drop("rate_limited")
+                if verdict == "refuse":
+                    return Incoming(peer, None, RateLimitedError(
+                        f"too many requests from this peer: the limit is {self.limiter.rate_hz:g} per second "
+                        f"(bursts of {self.limiter.burst:g}); requests over it are dropped", field="rate"))
+                dropped += 1
+                if dropped % self.YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # a flood must not keep the loop from the clock
+                continue
+            if error is not None:
+                return Incoming(peer, None, error)
+            try:
+                msg = decode_message(data, max_containers=MAX_REQUEST_CONTAINERS)  # type: ignore[arg-type]
+            except CodecError as exc:
+                self.stats.drop("decode_error")
+                return Incoming(peer, None, exc)
+            self.stats.rx += 1
+            return Incoming(peer, msg, None)
 
     async def send_to(self, peer: bytes, msg: Message) -> None:
         """Send a reply to one client.
@@ -179,14 +299,11 @@ class ServerLink(_Link, ABC):
             raise StopAsyncIteration from None
 
     @abstractmethod
-    async def _publish(self, msg: Message) -> None: ...
-
-    async def _publish_event(self, msg: Message) -> None:
-        """An event: sent as telemetry unless the medium tells them apart (serial does)."""
-        await self._publish(msg)
+    def _publish_bytes(self, data: bytes, event: bool) -> None: ...
 
     @abstractmethod
-    async def _recv(self) -> Incoming: ...
+    async def _recv_raw(self) -> tuple[bytes, bytes | None, CodecError | None]:
+        """The next request as (peer, envelope bytes, None), or (peer, None, why its bytes were refused)."""
 
     @abstractmethod
     async def _send_to(self, peer: bytes, msg: Message) -> None: ...

@@ -24,10 +24,12 @@ import itertools
 from emulator.errors import CodecError, TransportBrokenError, TransportUnavailableError
 from emulator.protocol.codec import decode_message, encode_message
 from emulator.protocol.envelope import Message
-from emulator.transports.base import ClientLink, Incoming, Mailbox, ServerLink, TransportFactory
+from emulator.transports.base import ClientLink, Mailbox, ServerLink, TransportFactory
 from emulator.transports.url import TransportURL
 
 _CHANNELS: dict[str, LoopServerLink] = {}
+#: requests waiting for the server, and replies waiting for a client, beyond which they are dropped (counted)
+QUEUE_MAX = 4096
 _PEER_IDS = itertools.count(1)
 
 
@@ -43,34 +45,37 @@ class LoopServerLink(ServerLink):
         self.clients: dict[bytes, LoopClientLink] = {}
         self._inbox: Mailbox[tuple[bytes, bytes]] = Mailbox()
 
-    async def _publish(self, msg: Message) -> None:
-        data = encode_message(msg)
+    def wants(self, topic: str) -> bool:
+        return bool(self.clients)
+
+    def _publish_bytes(self, data: bytes, event: bool) -> None:
         self.stats.tx += 1
         for client in list(self.clients.values()):
             if client._telemetry_queued >= self.hwm:
-                self.stats.dropped_tx += 1
+                self.stats.drop("queue_full")
             else:
                 client._deliver(data, telemetry=True)
 
-    async def _recv(self) -> Incoming:
+    async def _recv_raw(self) -> tuple[bytes, bytes | None, CodecError | None]:
         peer, data = await self._inbox.get()
-        try:
-            msg = decode_message(data)
-        except CodecError as exc:
-            self.stats.decode_errors += 1
-            return Incoming(peer, None, exc)
-        self.stats.rx += 1
-        return Incoming(peer, msg, None)
+        return peer, data, None
 
     async def _send_to(self, peer: bytes, msg: Message) -> None:
         data = encode_message(msg)
         client = self.clients.get(peer)
         if client is None:
+            self.stats.drop("peer_gone")
             raise TransportBrokenError(f"peer {peer!r} is not connected to {self.url.label}")
+        if len(client._inbox) >= QUEUE_MAX:  # a client that never reads
+            self.stats.drop("queue_full")
+            return
         self.stats.tx += 1
-        client._deliver(data, telemetry=False)  # replies are never dropped
+        client._deliver(data, telemetry=False)
 
     def _deliver_request(self, peer: bytes, data: bytes) -> None:
+        if len(self._inbox) >= QUEUE_MAX:
+            self.stats.drop("inbox_full")
+            return
         self._inbox.put((peer, data))
 
     async def _aclose(self) -> None:
@@ -120,7 +125,7 @@ class LoopClientLink(ClientLink):
             try:
                 msg = decode_message(data)
             except CodecError:
-                self.stats.decode_errors += 1
+                self.stats.drop("decode_error")
                 continue
             self.stats.rx += 1
             return msg

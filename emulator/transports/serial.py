@@ -61,7 +61,7 @@ from emulator.errors import CodecError, TransportBrokenError, TransportUnavailab
 from emulator.protocol.codec import decode_message, encode_message
 from emulator.protocol.envelope import Message
 from emulator.protocol.framing import FrameDecoder, encode_frame
-from emulator.transports.base import ClientLink, Incoming, LinkStats, Mailbox, ServerLink, TransportFactory
+from emulator.transports.base import ClientLink, LinkStats, Mailbox, ServerLink, TransportFactory
 from emulator.transports.url import TransportURL
 
 log = logging.getLogger("flatsat.transports.serial")
@@ -69,10 +69,17 @@ log = logging.getLogger("flatsat.transports.serial")
 #: The peer id of the one thing at the other end of a serial line.
 SERIAL_PEER = b"serial"
 
-_READ_BYTES = 65536
-#: Received messages held for recv() before the link stops reading (the kernel and then the line
-#: push back, as flow control would); reading resumes below half of it.
+#: Bytes read per wake-up: a flood of tiny garbage frames costs at most ~1 ms of decoding before the
+#: event loop runs the clock again (a real 921600-baud line brings 92 kB/s).
+_READ_BYTES = 4096
+#: Received messages (or bytes) held for recv() before the link stops reading (the kernel and then the
+#: line push back, as flow control would); reading resumes below half of it.
 _RX_MAX = 4096
+_RX_MAX_BYTES = 8 * 1024 * 1024
+#: Bytes of replies (server) or requests (client) queued for transmission (~11 s of a 921600-baud line);
+#: beyond it a reply is dropped and counted (queue_full) and a request raises: a peer that never reads
+#: cannot grow the queue.
+_PRIO_MAX_BYTES = 1 << 20
 #: Polling period for pyserial handles without a file descriptor (loop://, rfc2217://).
 _POLL_S = 0.001
 #: pyserial loop:// queues at most this many bytes; writing more with no reader would block.
@@ -108,8 +115,10 @@ class SerialPort:
         self._ser: Any = None
         self._fd: int | None = None
         self._decoder = FrameDecoder()
-        self._bad_before = 0  # bad frames counted by decoders of earlier openings
+        self._framing_seen = (0, 0, 0, 0)  # the decoder's (bad_crc, bad_cobs, too_short, oversized) counted so far
+        self._rx_bytes = 0
         self._prio: deque[memoryview] = deque()  # replies / requests: never dropped for budget
+        self._prio_bytes = 0
         # published frames in publish order: telemetry (True: droppable, at most hwm queued) and events
         self._tele: deque[tuple[memoryview, bool]] = deque()
         self._tele_queued = 0  # droppable (telemetry) frames in _tele
@@ -139,6 +148,7 @@ class SerialPort:
                 fd = ser.fileno()
         self._ser, self._fd = ser, fd
         self._decoder = FrameDecoder()
+        self._framing_seen = (0, 0, 0, 0)
         if fd is not None:
             self._loop.add_reader(fd, self._on_readable)
             self._reader_armed = True
@@ -155,32 +165,41 @@ class SerialPort:
         fd = self._fd
         if fd is None:
             return
-        for _ in range(16):
-            try:
-                data = os.read(fd, _READ_BYTES)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                self._lost(exc)
-                return
-            if not data:
-                self._lost(OSError(errno.EIO, "end of file (the other end closed)"))
-                return
-            self._feed(data)
-            if len(data) < _READ_BYTES or not self._reader_armed:
-                return
+        try:
+            data = os.read(fd, _READ_BYTES)  # one read per wake-up: the loop stays responsive under a flood
+        except BlockingIOError:
+            return
+        except OSError as exc:
+            self._lost(exc)
+            return
+        if not data:
+            self._lost(OSError(errno.EIO, "end of file (the other end closed)"))
+            return
+        self._feed(data)
 
     def _feed(self, data: bytes) -> None:
         for message in self._decoder.feed(data):
             self.rx.put(message)
-        self.stats.bad_frames = self._bad_before + self._decoder.stats.bad_frames
-        if len(self.rx) >= _RX_MAX and self._reader_armed and self._fd is not None:
+            self._rx_bytes += len(message)
+        st = self._decoder.stats
+        now = (st.bad_crc, st.bad_cobs, st.too_short, st.oversized)
+        if now != self._framing_seen:
+            for reason, new, old in zip(("bad_crc", "bad_cobs", "too_short", "oversize"), now, self._framing_seen,
+                                        strict=True):
+                self.stats.drop(reason, new - old)
+            self._framing_seen = now
+        if self._rx_full() and self._reader_armed and self._fd is not None:
             self._loop.remove_reader(self._fd)
             self._reader_armed = False
 
-    def consumed(self) -> None:
+    def _rx_full(self) -> bool:
+        return len(self.rx) >= _RX_MAX or self._rx_bytes >= _RX_MAX_BYTES
+
+    def take(self, data: bytes) -> None:
         """Called after recv() took a message: resume reading once the backlog halved."""
-        if not self._reader_armed and self._fd is not None and self.stats.is_up and len(self.rx) < _RX_MAX // 2:
+        self._rx_bytes -= len(data)
+        if (not self._reader_armed and self._fd is not None and self.stats.is_up and len(self.rx) < _RX_MAX // 2
+                and self._rx_bytes < _RX_MAX_BYTES // 2):
             self._loop.add_reader(self._fd, self._on_readable)
             self._reader_armed = True
             self._on_readable()
@@ -190,8 +209,8 @@ class SerialPort:
         while self._ser is ser:
             try:
                 waiting = ser.in_waiting
-                if waiting and len(self.rx) < _RX_MAX:
-                    self._feed(ser.read(waiting))
+                if waiting and not self._rx_full():
+                    self._feed(ser.read(min(waiting, _READ_BYTES)))
             except (serial.SerialException, OSError) as exc:
                 self._lost(exc)
                 return
@@ -211,7 +230,7 @@ class SerialPort:
         """
         if not self.stats.is_up:
             if telemetry:
-                self.stats.dropped_tx += 1
+                self.stats.drop("device_gone")
                 return False
             raise TransportBrokenError(f"{self.url.label}: the device is gone; reopening every {self.reopen_s:g} s")
         if telemetry:
@@ -223,12 +242,16 @@ class SerialPort:
                         if old_droppable:
                             del tele[k]
                             break
-                    self.stats.dropped_tx += 1
+                    self.stats.drop("superseded")
                 else:
                     self._tele_queued += 1
             self._tele.append((memoryview(frame), droppable))
         else:
+            if self._prio_bytes + len(frame) > _PRIO_MAX_BYTES:  # the line does not drain: the peer does not read
+                self.stats.drop("queue_full")
+                return False
             self._prio.append(memoryview(frame))
+            self._prio_bytes += len(frame)
         self.stats.tx += 1
         if self.pace:
             self._wake.set()
@@ -243,6 +266,7 @@ class SerialPort:
         if self._current is None:
             if self._prio:
                 self._current = self._prio.popleft()
+                self._prio_bytes -= len(self._current)
             elif self._tele:
                 self._current, droppable = self._tele.popleft()
                 self._tele_queued -= droppable
@@ -381,12 +405,12 @@ class SerialPort:
         self._set_up(False)
         self._release_handle()
         dropped = len(self._prio) + len(self._tele) + (self._current is not None)
-        self.stats.dropped_tx += dropped
+        self.stats.drop("device_gone", dropped)
         self._prio.clear()
+        self._prio_bytes = 0
         self._tele.clear()
         self._tele_queued = 0
         self._current = None
-        self._bad_before += self._decoder.stats.bad_frames
         if self._writable is not None and not self._writable.done():
             self._writable.set_result(None)
         if self._reopen is None or self._reopen.done():
@@ -440,27 +464,18 @@ class SerialServerLink(ServerLink):
         self.port = _open_port(url, self.stats, self._set_up)
         self.budget_bytes_s = self.port.budget_bytes_s
 
-    async def _publish(self, msg: Message) -> None:
-        self.port.enqueue(encode_frame(encode_message(msg)), telemetry=True)
-
-    async def _publish_event(self, msg: Message) -> None:
-        self.port.enqueue(encode_frame(encode_message(msg)), telemetry=True, event=True)
+    def _publish_bytes(self, data: bytes, event: bool) -> None:
+        self.port.enqueue(encode_frame(data), telemetry=True, event=event)
 
     async def _send_to(self, peer: bytes, msg: Message) -> None:
         if peer != SERIAL_PEER:
             raise TransportBrokenError(f"{self.url.label} has one peer, {SERIAL_PEER!r}, not {peer!r}")
         self.port.enqueue(encode_frame(encode_message(msg)), telemetry=False)
 
-    async def _recv(self) -> Incoming:
+    async def _recv_raw(self) -> tuple[bytes, bytes | None, CodecError | None]:
         data = await self.port.rx.get()
-        self.port.consumed()
-        try:
-            msg = decode_message(data)
-        except CodecError as exc:
-            self.stats.decode_errors += 1
-            return Incoming(SERIAL_PEER, None, exc)
-        self.stats.rx += 1
-        return Incoming(SERIAL_PEER, msg, None)
+        self.port.take(data)
+        return SERIAL_PEER, data, None
 
     async def _aclose(self) -> None:
         await self.port.aclose(self._closed_error())
@@ -475,16 +490,18 @@ class SerialClientLink(ClientLink):
         self.budget_bytes_s = self.port.budget_bytes_s
 
     async def _send(self, msg: Message) -> None:
-        self.port.enqueue(encode_frame(encode_message(msg)), telemetry=False)
+        if not self.port.enqueue(encode_frame(encode_message(msg)), telemetry=False):
+            raise TransportBrokenError(f"{self.url.label}: {_PRIO_MAX_BYTES} bytes of requests wait for the line; "
+                                       "the other end does not read")
 
     async def _recv(self) -> Message:
         while True:
             data = await self.port.rx.get()
-            self.port.consumed()
+            self.port.take(data)
             try:
                 msg = decode_message(data)
             except CodecError:
-                self.stats.decode_errors += 1
+                self.stats.drop("decode_error")
                 continue
             self.stats.rx += 1
             return msg

@@ -131,6 +131,11 @@ def _str_option(name: str, doc: str, carriers: tuple[str | None, ...] | None = N
 #: Options any URL accepts.
 COMMON_OPTIONS: tuple[Option, ...] = (
     _str_option("name", "a label for the link in logs and reports"),
+    # 20000/s: a board on the bench sends tens of requests a second, a simulated board in lockstep a few
+    # thousand; a flood beyond this is dropped before it is decoded (docs/reliability.md).
+    _float_option("peer_rate_hz", 20000.0, "listen(): requests per second each peer may send (0: no limit); "
+                  "over it requests are dropped and counted (rate_limited), the first of each second answered"),
+    _int_option("peer_burst", 2000, "listen(): requests a peer may send at once above peer_rate_hz", lo=1),
 )
 
 
@@ -172,6 +177,9 @@ SCHEMES: dict[str, Scheme] = {
                     "against the secret key"),
         _str_option("curve_server", "connect(): the server's CurveZMQ public key (z85 or a file); "
                     "enables CURVE on the client"),
+        _str_option("curve_clients", "listen() with curve_secret: the client public keys allowed in: a directory "
+                    "of certificates (NAME.key), a file, or z85 keys separated by commas; '*': any client"),
+        _str_option("topics", "connect(): subscribe to these topics only (comma-separated); default: every topic"),
     ), "ZeroMQ XPUB/ROUTER server, SUB+DEALER client"),
     "serial": Scheme("serial", (None, "socket", "loop", "rfc2217"), (
         # 115200: the most common default of USB-UART bridges and MCU boot loaders.

@@ -50,8 +50,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -67,9 +68,9 @@ from emulator.errors import (
     TransportBrokenError,
     TransportUnavailableError,
 )
-from emulator.protocol.codec import decode_message, encode_message
+from emulator.protocol.codec import decode_message, encode_message, topic_prefix
 from emulator.protocol.envelope import MAX_MESSAGE_BYTES, Message
-from emulator.transports.base import ClientLink, Incoming, ServerLink, TransportFactory
+from emulator.transports.base import ClientLink, ServerLink, TransportFactory
 from emulator.transports.url import TransportURL, is_loopback_host, split_host_port
 
 log = logging.getLogger("flatsat.transports.zmq")
@@ -78,12 +79,23 @@ log = logging.getLogger("flatsat.transports.zmq")
 #: so the welcome can never be mistaken for an envelope.
 WELCOME = b"\xc1flatsat-welcome"
 
-#: Messages taken from one socket per wake-up before giving the others a turn.
+#: Messages taken from one socket per wake-up before giving the others a turn (client side).
 _DRAIN_BATCH = 256
 
 #: Requests bigger than this make libzmq drop the connection of the sender (protects memory);
 #: between MAX_MESSAGE_BYTES and this, the codec refuses them with a proper error reply.
-_MAX_WIRE_BYTES = 4 * MAX_MESSAGE_BYTES
+MAX_WIRE_BYTES = MAX_MESSAGE_BYTES + 4096
+#: Longest message a subscriber may send: a topic prefix is ~140 bytes at most, but libzmq applies the
+#: limit to the handshake too (a CURVE INITIATE is ~300 bytes); a longer one drops the connection.
+MAX_SUBSCRIPTION_BYTES = 1024
+#: Distinct subscription prefixes alive at once before the XPUB is rebuilt (flatsat has ~40 topics);
+#: with the length bound, libzmq's subscription trie stays under ~30 MB.
+MAX_SUBSCRIPTIONS = 256
+#: Requests waiting (as bytes) between libzmq and the runtime; beyond either bound libzmq holds them.
+INBOX_MESSAGES = 64
+INBOX_BYTES = 4 * MAX_MESSAGE_BYTES
+#: ROUTER receive high-water mark per peer (messages queued inside libzmq for one peer)
+ROUTER_RCVHWM = 64
 
 
 def shared_context() -> zmq.asyncio.Context:
@@ -116,6 +128,13 @@ def _load_key(url: TransportURL, option: str, *, secret: bool) -> bytes:
                                       field=option)
         return secret_key
     return public
+
+
+def endpoints(url: TransportURL) -> tuple[str, str]:
+    """The (telemetry, request) endpoints a client connects to for a resolved flatsat zmq URL, e.g.
+    ``("tcp://127.0.0.1:5550", "tcp://127.0.0.1:5551")``: for raw pyzmq peers (tests, tools)."""
+    ends = _Endpoints(url, server=False)
+    return ends.pub, ends.cmd
 
 
 class _Endpoints:
@@ -185,94 +204,296 @@ def _close_quietly(*socks: zmq.Socket[Any] | None) -> None:
                 sock.close()
 
 
-class ZmqServerLink(ServerLink):
-    """Emulator side: XPUB for telemetry/events, ROUTER for requests."""
+class _Subscriptions:
+    """What the XPUB's subscribers asked for: the distinct prefixes that have at least one subscriber.
 
-    def __init__(self, url: TransportURL, xpub: zmq.asyncio.Socket, router: zmq.asyncio.Socket) -> None:
+    libzmq passes a subscription up the first time any subscriber makes it and an unsubscription when the
+    last one drops it (or disconnects), so this set is exact. A topic is wanted when some live prefix is a
+    prefix of its envelopes (``b""``: everything) or the other way round.
+    """
+
+    def __init__(self) -> None:
+        self.prefixes: set[bytes] = set()
+        self._wants: dict[str, bool] = {}
+        self.known_topics: frozenset[str] = frozenset()
+
+    def useful(self, prefix: bytes) -> bool:
+        """A prefix that selects the welcome or some known topic (others are refused and counted)."""
+        if WELCOME.startswith(prefix) or prefix.startswith(WELCOME):
+            return True
+        if not self.known_topics:
+            return True  # nobody told the link its topics: take everything at face value
+        return any(_overlaps(prefix, topic_prefix(t)) for t in self.known_topics)
+
+    def change(self, prefix: bytes, add: bool) -> None:
+        if add:
+            self.prefixes.add(prefix)
+        else:
+            self.prefixes.discard(prefix)
+        self._wants.clear()
+
+    def clear(self) -> None:
+        self.prefixes.clear()
+        self._wants.clear()
+
+    def wants(self, topic: str) -> bool:
+        hit = self._wants.get(topic)
+        if hit is None:
+            head = topic_prefix(topic)
+            hit = self._wants[topic] = any(_overlaps(p, head) for p in self.prefixes)
+        return hit
+
+
+def _overlaps(prefix: bytes, head: bytes) -> bool:
+    return head.startswith(prefix) or prefix.startswith(head)
+
+
+class _CurveGuard:
+    """Client keys allowed on one server link's sockets, checked by the Context's ZAP handler."""
+
+    def __init__(self, allowed: frozenset[bytes] | None, stats: Any, label: str) -> None:
+        self.allowed = allowed  #: z85 public keys; None: any client that knows the server key
+        self.stats = stats
+        self.label = label
+        self._logged = 0.0
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        if self.allowed is None or key in self.allowed:
+            return True
+        if self.stats is not None:
+            self.stats.drop("unauthorized")  # from the authenticator's thread: one dict update, under the GIL
+        now = time.monotonic()
+        if now - self._logged >= 1.0:  # one line a second, whatever a scanner does
+            self._logged = now
+            log.warning("%s: refused a CURVE client whose key is not on the allow-list (curve_clients): %s",
+                        self.label, key.decode("ascii", "replace"))
+        return False
+
+
+class _ZapRegistry:
+    """One pyzmq ZAP authenticator per Context, shared by every CURVE server link of that Context."""
+
+    def __init__(self) -> None:
+        self._auth: dict[int, tuple[Any, dict[str, _CurveGuard]]] = {}
+        self._next = 0
+
+    def add(self, ctx: zmq.asyncio.Context, guard: _CurveGuard) -> str:
+        # pyzmq's thread authenticator: ZAP requests are answered even while the event loop is busy
+        # (a handshake never waits for a simulation step), and the answer is one set lookup.
+        from zmq.auth.thread import ThreadAuthenticator
+
+        entry = self._auth.get(id(ctx))
+        if entry is None:
+            auth = ThreadAuthenticator(ctx, log=logging.getLogger("flatsat.transports.zap"))
+            auth.start()
+            entry = self._auth[id(ctx)] = (auth, {})
+        self._next += 1
+        domain = f"flatsat-{self._next}"
+        entry[1][domain] = guard
+        entry[0].configure_curve_callback(domain, credentials_provider=guard)
+        return domain
+
+    def guard(self, ctx: zmq.asyncio.Context, domain: str) -> _CurveGuard:
+        return self._auth[id(ctx)][1][domain]
+
+    def remove(self, ctx: zmq.asyncio.Context, domain: str) -> None:
+        entry = self._auth.get(id(ctx))
+        if entry is None:
+            return
+        auth, guards = entry
+        guards.pop(domain, None)
+        auth.credentials_providers.pop(domain, None)
+        if not guards:
+            auth.stop()
+            del self._auth[id(ctx)]
+
+
+_ZAP = _ZapRegistry()
+
+
+def _load_client_keys(url: TransportURL) -> frozenset[bytes] | None:
+    """The allow-list of ``curve_clients``: '*', a directory or file of public certificates, or z85 keys."""
+    value: str = url.options["curve_clients"]
+    if value == "*":
+        return None
+    keys: set[bytes] = set()
+    for item in value.split(","):
+        item = item.strip()
+        if len(item) == 40 and not Path(item).exists():
+            try:
+                zmq.utils.z85.decode(item)
+            except (ValueError, KeyError, IndexError):
+                pass
+            else:
+                keys.add(item.encode("ascii"))
+                continue
+        path = Path(item)
+        files = sorted(path.glob("*.key")) if path.is_dir() else [path] if path.is_file() else []
+        if not files:
+            raise InvalidTransportURL(
+                f"option curve_clients: {item!r} is neither a 40-character z85 public key nor a directory or "
+                "file of public certificates (zmq.auth.create_certificates writes NAME.key)", field="curve_clients")
+        for file in files:
+            try:
+                public, _ = zmq.auth.load_certificate(file)
+            except (OSError, ValueError) as exc:
+                raise InvalidTransportURL(f"option curve_clients: cannot read {str(file)!r}: {exc}",
+                                          field="curve_clients") from None
+            keys.add(public)
+    if not keys:
+        raise InvalidTransportURL("option curve_clients lists no key", field="curve_clients")
+    return frozenset(keys)
+
+
+def key_fingerprint(public_z85: bytes) -> str:
+    """A short, comparable name for a CurveZMQ public key: SHA-256 of its 32 bytes, first 16 hex digits."""
+    import hashlib
+
+    return hashlib.sha256(zmq.utils.z85.decode(public_z85)).hexdigest()[:16]
+
+
+class ZmqServerLink(ServerLink):
+    """Emulator side: XPUB for telemetry/events, ROUTER for requests.
+
+    Bounded whatever peers send: a request is at most :data:`MAX_WIRE_BYTES` (libzmq drops the connection
+    of a peer that sends more), a subscription at most :data:`MAX_SUBSCRIPTION_BYTES`; at most
+    :data:`MAX_SUBSCRIPTIONS` distinct prefixes live at once (beyond that the XPUB is rebuilt: every
+    subscriber reconnects, counted as ``subscription_flood``); requests wait as bytes (at most
+    :data:`INBOX_MESSAGES` / :data:`INBOX_BYTES`; libzmq then pushes back on the peer) and are decoded
+    one at a time.
+    """
+
+    def __init__(self, url: TransportURL, xpub: zmq.asyncio.Socket, router: zmq.asyncio.Socket,
+                 make_xpub: Callable[[], zmq.asyncio.Socket], curve: tuple[zmq.asyncio.Context, str] | None) -> None:
         super().__init__(url)
-        self._xpub = xpub
         self._router = router
-        # Synchronous views of the same sockets: NOBLOCK sends/receives without a Future each.
-        self._xpub_sync = zmq.Socket.shadow(xpub.underlying)
         self._router_sync = zmq.Socket.shadow(router.underlying)
-        self._inbox: deque[Incoming] = deque()
+        self._make_xpub = make_xpub
+        self._curve = curve
+        self.curve_public: bytes | None = None  #: the server's public key (z85) when CURVE is on
+        self.subscriptions = _Subscriptions()
+        self._use_xpub(xpub)
+        self._inbox: deque[tuple[bytes, list[bytes]]] = deque()
+        self._inbox_bytes = 0
         # Reading the XPUB makes libzmq process new subscribers (and send their welcome) promptly
-        # even while nothing is being published.
+        # even while nothing is being published; it also brings the subscriptions.
         self._watcher = asyncio.get_running_loop().create_task(
             self._watch_subscribers(), name=f"flatsat-zmq-xpub {url.label}")
 
-    async def _watch_subscribers(self) -> None:
-        with contextlib.suppress(zmq.ZMQError):
-            while True:
-                await self._xpub.recv()
+    def _use_xpub(self, xpub: zmq.asyncio.Socket) -> None:
+        self._xpub = xpub
+        # Synchronous view of the same socket: a NOBLOCK send without a Future.
+        self._xpub_sync = zmq.Socket.shadow(xpub.underlying)
 
-    async def _publish(self, msg: Message) -> None:
-        data = encode_message(msg)
+    def set_topics(self, topics: Iterable[str]) -> None:
+        """The topics this link may publish: a subscription that selects none of them is refused."""
+        self.subscriptions.known_topics = frozenset(topics)
+
+    def wants(self, topic: str) -> bool:
+        return self.subscriptions.wants(topic)
+
+    async def _watch_subscribers(self) -> None:
+        subs = self.subscriptions
+        while True:
+            try:
+                data = await self._xpub.recv()
+            except zmq.ZMQError:
+                if self._closed:
+                    return
+                await asyncio.sleep(0.05)  # the socket is being rebuilt
+                continue
+            if not data or data[0] not in (0, 1):
+                self.stats.drop("subscription_refused")  # not a subscription: XPUB passes it up, we ignore it
+                continue
+            prefix, add = bytes(data[1:]), data[0] == 1
+            if add and not subs.useful(prefix):
+                self.stats.drop("subscription_refused")
+                log.debug("%s: subscription %r selects no topic", self.url.label, prefix[:40])
+            subs.change(prefix, add)
+            if len(subs.prefixes) > MAX_SUBSCRIPTIONS:
+                await self._rebuild_xpub()
+
+    async def _rebuild_xpub(self) -> None:
+        """libzmq keeps every subscription until its peer leaves: drop them all by rebuilding the socket."""
+        self.stats.drop("subscription_flood")
+        log.error("%s: more than %d distinct subscriptions: rebuilding the telemetry socket (every subscriber "
+                  "reconnects; counted as subscription_flood)", self.url.label, MAX_SUBSCRIPTIONS)
+        endpoint = self._xpub.getsockopt_string(zmq.LAST_ENDPOINT)
+        _close_quietly(self._xpub)
+        self.subscriptions.clear()
+        fresh = self._make_xpub()
+        for _ in range(100):  # the I/O thread releases the address shortly after close
+            try:
+                fresh.bind(endpoint)
+                break
+            except zmq.ZMQError:
+                await asyncio.sleep(0.02)
+        else:
+            log.error("%s: could not bind %s again; telemetry stops", self.url.label, endpoint)
+        self._use_xpub(fresh)
+
+    def _publish_bytes(self, data: bytes, event: bool) -> None:
         try:
             self._xpub_sync.send(data, zmq.NOBLOCK)
         except zmq.Again:
-            self.stats.dropped_tx += 1
+            self.stats.drop("all_full")
             return
         except zmq.ZMQError as exc:
+            if self._xpub.closed:  # being rebuilt after a subscription flood
+                self.stats.drop("subscription_flood")
+                return
             raise TransportBrokenError(f"publish on {self.url.label} failed: {exc}") from exc
         finally:
             # A synchronous send may consume the edge-triggered FD signal; asking for EVENTS through the
             # asyncio socket re-arms its watchers (what zmq.asyncio's own send does).
-            self._xpub.get(zmq.EVENTS)
+            with contextlib.suppress(zmq.ZMQError):
+                self._xpub.get(zmq.EVENTS)
         self.stats.tx += 1
-
-    def _take(self, frames: list[bytes]) -> None:
-        peer = frames[0]
-        if len(frames) != 2:
-            self.stats.decode_errors += 1
-            self._inbox.append(Incoming(peer, None, CodecError(
-                f"a request is one ZeroMQ frame holding one msgpack envelope; got {len(frames) - 1} frames",
-                field="frames")))
-            return
-        try:
-            msg = decode_message(frames[1])
-        except CodecError as exc:
-            self.stats.decode_errors += 1
-            self._inbox.append(Incoming(peer, None, exc))
-            return
-        self.stats.rx += 1
-        self._inbox.append(Incoming(peer, msg, None))
 
     def _drain(self) -> None:
         sock = self._router_sync
-        for _ in range(_DRAIN_BATCH):
+        while len(self._inbox) < INBOX_MESSAGES and self._inbox_bytes < INBOX_BYTES:
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK)
+                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
                 return
-            self._take(frames)
+            self._inbox.append((frames[0], frames[1:]))
+            self._inbox_bytes += sum(len(f) for f in frames)
 
-    async def _recv(self) -> Incoming:
-        while True:
-            if self._inbox:
-                return self._inbox.popleft()
+    async def _recv_raw(self) -> tuple[bytes, bytes | None, CodecError | None]:
+        while not self._inbox:
             try:
                 self._drain()
             except zmq.ZMQError as exc:
                 self._check_open()
                 raise TransportBrokenError(f"recv on {self.url.label} failed: {exc}") from exc
             if self._inbox:
-                continue
+                break
             # Idle: one awaited receive (lowest latency for a lone request); bursts are drained above.
             frames = await _await_zmq(self, self._router.recv_multipart())
-            self._take(frames)
+            self._inbox.append((frames[0], frames[1:]))
+            self._inbox_bytes += sum(len(f) for f in frames)
+        peer, body = self._inbox.popleft()
+        self._inbox_bytes -= sum(len(f) for f in body) + len(peer)
+        if len(body) != 1:
+            self.stats.drop("decode_error")
+            return peer, None, CodecError(
+                f"a request is one ZeroMQ frame holding one msgpack envelope; got {len(body)} frames",
+                field="frames")
+        return peer, body[0], None
 
     async def _send_to(self, peer: bytes, msg: Message) -> None:
         data = encode_message(msg)
         try:
             self._router_sync.send_multipart([peer, data], zmq.NOBLOCK)
         except zmq.Again:
-            self.stats.dropped_tx += 1
-            log.warning("%s: reply to %r dropped: its queue is full (hwm %d)", self.url.label, peer,
-                        self.url.get("hwm"))
+            self.stats.drop("queue_full")
+            log.debug("%s: reply to %r dropped: its queue is full (hwm %d)", self.url.label, peer,
+                      self.url.get("hwm"))
             return
         except zmq.ZMQError as exc:
             if exc.errno == zmq.EHOSTUNREACH:
+                self.stats.drop("peer_gone")
                 raise TransportBrokenError(f"peer {peer!r} is not connected to {self.url.label}") from exc
             raise TransportBrokenError(f"reply on {self.url.label} failed: {exc}") from exc
         finally:
@@ -285,6 +506,8 @@ class ZmqServerLink(ServerLink):
             await self._watcher
         self._inbox.clear()
         _close_quietly(self._xpub, self._router)
+        if self._curve is not None:
+            _ZAP.remove(*self._curve)
 
 
 class ZmqClientLink(ClientLink):
@@ -305,6 +528,10 @@ class ZmqClientLink(ClientLink):
         self._welcomed = False
         self._broken_pending = False
         self.stats.is_up = False  # until the server's welcome arrives
+        #: set by connect() when CURVE is on: (server key as given, this client's public key), both z85
+        self.curve_keys: tuple[bytes, bytes] | None = None
+        self._handshake_refused: int | None = None  # ZAP status of a refused CURVE handshake
+        self._handshake_failed = False
 
     def _on_welcome(self) -> None:
         if self.stats.is_up:
@@ -323,9 +550,14 @@ class ZmqClientLink(ClientLink):
                     event = parse_monitor_message(self._monitor_sync.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
                     break
-                if event["event"] == zmq.EVENT_DISCONNECTED and self.stats.is_up:
+                kind = event["event"]
+                if kind == zmq.EVENT_DISCONNECTED and self.stats.is_up:
                     self._set_up(False)
                     self._broken_pending = True
+                elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+                    self._handshake_refused = int(event["value"])
+                elif kind in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
+                    self._handshake_failed = True
         for sock in (self._sub_sync, self._dealer_sync):
             for _ in range(_DRAIN_BATCH):
                 try:
@@ -335,7 +567,7 @@ class ZmqClientLink(ClientLink):
                 if sock.rcvmore:  # not one of ours: a multi-frame message; skip all of it
                     while sock.rcvmore:
                         sock.recv()
-                    self.stats.decode_errors += 1
+                    self.stats.drop("decode_error")
                     continue
                 if data == WELCOME:
                     self._on_welcome()
@@ -343,7 +575,7 @@ class ZmqClientLink(ClientLink):
                 try:
                     msg = decode_message(data)
                 except CodecError:
-                    self.stats.decode_errors += 1
+                    self.stats.drop("decode_error")
                     continue
                 self.stats.rx += 1
                 self._inbox.append(msg)
@@ -386,11 +618,23 @@ class ZmqClientLink(ClientLink):
                     self._drain_checked()
                     if self.stats.is_up:
                         return
-                    await _await_zmq(self, self._poller.poll())
+                    if self._handshake_refused is not None and self.curve_keys is not None:
+                        raise TransportUnavailableError(
+                            f"the flatsat server at {self.url.label} refused this client's CURVE key (ZAP status "
+                            f"{self._handshake_refused}): it is not on the server's allow-list (curve_clients). "
+                            f"This client's public key: {self.curve_keys[1].decode()} (fingerprint "
+                            f"{key_fingerprint(self.curve_keys[1])}); ask for it to be added", field="curve_secret")
+                    await _await_zmq(self, self._poller.poll(250))
         except TimeoutError:
+            hint = "is the emulator running and is this its resolved URL?"
+            if self.curve_keys is not None:
+                hint = (f"with CURVE this is also what a wrong server key looks like: this client expects the "
+                        f"server key with fingerprint {key_fingerprint(self.curve_keys[0])}; compare it with the "
+                        "fingerprint the emulator prints at start (flatsat run), and check curve_server"
+                        + (" (the handshake failed)" if self._handshake_failed else ""))
             raise TransportUnavailableError(
-                f"no flatsat server answered at {self.url} within {timeout_s:g} s (connect_timeout_s); is the "
-                "emulator running and is this its resolved URL?", field="url") from None
+                f"no flatsat server answered at {self.url} within {timeout_s:g} s (connect_timeout_s); {hint}",
+                field="url") from None
 
     async def _send(self, msg: Message) -> None:
         await self._send_bytes([encode_message(msg)])
@@ -460,8 +704,10 @@ class ZmqTransport(TransportFactory):
             raise InvalidTransportURL(
                 f"{url} listens on {ends.host!r}, which is not a loopback address: anyone on the network could "
                 "inject commands or faults. Listen on 127.0.0.1, or give CurveZMQ keys: "
-                "?curve_secret=<z85 or key file> (zmq.auth.create_certificates)", field="location")
+                "?curve_secret=<z85 or key file>&curve_clients=<directory of client public keys> "
+                "(zmq.auth.create_certificates)", field="location")
         curve_public = None
+        allowed: frozenset[bytes] | None = None
         if curve_secret is not None:
             derived = zmq.curve_public(curve_secret)
             if "curve_public" in url.options:
@@ -470,31 +716,58 @@ class ZmqTransport(TransportFactory):
                     raise InvalidTransportURL(f"{url}: curve_public does not belong to curve_secret",
                                               field="curve_public")
             curve_public = derived
-        elif "curve_public" in url.options or "curve_server" in url.options:
-            raise InvalidTransportURL(f"{url}: a server needs curve_secret (curve_public alone is not enough; "
-                                      "curve_server is for clients)", field="curve_secret")
+            if "curve_clients" not in url.options:
+                raise InvalidTransportURL(
+                    f"{url}: a CURVE server needs the keys of the clients it lets in: curve_clients=<directory of "
+                    "public certificates, a file, or z85 keys separated by commas>, or curve_clients=* to let "
+                    "in any client that knows the server's public key", field="curve_clients")
+            allowed = _load_client_keys(url)
+        elif any(k in url.options for k in ("curve_public", "curve_server", "curve_clients")):
+            raise InvalidTransportURL(f"{url}: a server needs curve_secret (curve_public or curve_clients alone are "
+                                      "not enough; curve_server is for clients)", field="curve_secret")
         ctx = context or shared_context()
         xpub = router = None
-        try:
-            xpub = ctx.socket(zmq.XPUB)
-            router = ctx.socket(zmq.ROUTER)
-            for sock in (xpub, router):
-                _configure(sock, url, ends.ipv6)
-                if curve_secret is not None:
-                    sock.curve_secretkey = curve_secret
-                    sock.curve_publickey = curve_public
-                    sock.curve_server = True
-            xpub.setsockopt(zmq.XPUB_WELCOME_MSG, WELCOME)
+        curve = None
+
+        def secure(sock: zmq.asyncio.Socket) -> None:
+            _configure(sock, url, ends.ipv6)
+            if curve_secret is not None and curve is not None:
+                sock.zap_domain = curve[1].encode()
+                sock.curve_secretkey = curve_secret
+                sock.curve_publickey = curve_public
+                sock.curve_server = True
+
+        def make_xpub() -> zmq.asyncio.Socket:
+            sock = ctx.socket(zmq.XPUB)
+            secure(sock)
+            sock.setsockopt(zmq.MAXMSGSIZE, MAX_SUBSCRIPTION_BYTES)
+            sock.setsockopt(zmq.XPUB_WELCOME_MSG, WELCOME)
             if url.get("drop") == "all":
-                xpub.setsockopt(zmq.XPUB_NODROP, 1)
+                sock.setsockopt(zmq.XPUB_NODROP, 1)
+            return sock
+
+        try:
+            if curve_secret is not None:
+                curve = (ctx, _ZAP.add(ctx, _CurveGuard(allowed, None, url.label)))
+            xpub = make_xpub()
+            router = ctx.socket(zmq.ROUTER)
+            secure(router)
+            router.setsockopt(zmq.RCVHWM, min(url.get("hwm"), ROUTER_RCVHWM))
             router.setsockopt(zmq.ROUTER_MANDATORY, 1)
-            router.setsockopt(zmq.MAXMSGSIZE, _MAX_WIRE_BYTES)
+            router.setsockopt(zmq.MAXMSGSIZE, MAX_WIRE_BYTES)
             pub_ep = _bind(xpub, ends.pub, url)
             cmd_ep = _bind(router, ends.cmd, url)
         except BaseException:
             _close_quietly(xpub, router)
+            if curve is not None:
+                _ZAP.remove(*curve)
             raise
-        return ZmqServerLink(ends.resolved(pub_ep, cmd_ep), xpub, router)
+        link = ZmqServerLink(ends.resolved(pub_ep, cmd_ep), xpub, router, make_xpub, curve)
+        if curve is not None:
+            guard = _ZAP.guard(*curve)
+            guard.stats, guard.label = link.stats, link.url.label
+            link.curve_public = curve_public
+        return link
 
     @classmethod
     async def connect(cls, url: TransportURL, context: zmq.asyncio.Context | None = None) -> ZmqClientLink:
@@ -520,9 +793,17 @@ class ZmqTransport(TransportFactory):
                 _configure(sock, url, ends.ipv6)
                 if curve is not None:
                     sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = curve
-            sub.setsockopt(zmq.SUBSCRIBE, b"")
+            topics = [t.strip() for t in url.options.get("topics", "").split(",") if t.strip()]
+            if topics:
+                sub.setsockopt(zmq.SUBSCRIBE, WELCOME)
+                for topic in dict.fromkeys([*topics, "sim.waiting"]):  # lockstep boards need sim.waiting
+                    sub.setsockopt(zmq.SUBSCRIBE, topic_prefix(topic))
+            else:
+                sub.setsockopt(zmq.SUBSCRIBE, b"")
             if url.carrier != "inproc":  # inproc emits no connection events
-                monitor = dealer.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+                monitor = dealer.get_monitor_socket(
+                    zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
             sub.connect(ends.pub)
             dealer.connect(ends.cmd)
         except zmq.ZMQError as exc:
@@ -532,6 +813,8 @@ class ZmqTransport(TransportFactory):
             _close_quietly(monitor, sub, dealer)
             raise
         link = ZmqClientLink(url, sub, dealer, monitor)
+        if curve is not None:
+            link.curve_keys = (curve[0], curve[1])
         timeout_s = url.get("connect_timeout_s")
         if timeout_s > 0:
             try:

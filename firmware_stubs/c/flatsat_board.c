@@ -813,12 +813,13 @@ int fsb_envelope_decode(const uint8_t *msg, size_t len, fsb_envelope *env)
 
 void fsb_envelope_begin(fsb_mpw *w, const char *topic, uint64_t seq, uint64_t t_ns, const char *src)
 {
-    /* the emulator's key order (docs/protocol.md sec. 2); any order would do */
+    /* the emulator's key order (docs/protocol.md sec. 2): topic first, so that a ZeroMQ subscription
+       (a byte prefix) can name a topic; a decoder accepts any order */
     fsb_mpw_map(w, 6);
-    fsb_mpw_str(w, "v");
-    fsb_mpw_uint(w, FSB_PROTOCOL_VERSION);
     fsb_mpw_str(w, "topic");
     fsb_mpw_str(w, topic);
+    fsb_mpw_str(w, "v");
+    fsb_mpw_uint(w, FSB_PROTOCOL_VERSION);
     fsb_mpw_str(w, "seq");
     fsb_mpw_uint(w, seq);
     fsb_mpw_str(w, "t_ns");

@@ -278,10 +278,10 @@ static int transcode(size_t max_frame)
             }
             fsb_mpw_init(&w, msg, sizeof msg);
             fsb_mpw_map(&w, 6);
-            fsb_mpw_str(&w, "v");
-            fsb_mpw_int(&w, env.v);
             fsb_mpw_str(&w, "topic");
             fsb_mpw_str_n(&w, env.topic, env.topic_len);
+            fsb_mpw_str(&w, "v");
+            fsb_mpw_int(&w, env.v);
             fsb_mpw_str(&w, "seq");
             fsb_mpw_uint(&w, env.seq);
             fsb_mpw_str(&w, "t_ns");

@@ -47,7 +47,7 @@ def test_unknown_option_lists_the_valid_ones_and_suggests() -> None:
     text = str(err.value)
     assert "unknown option 'baudrate'" in text
     assert "did you mean 'baud'" in text
-    assert "baud, bytesize, exclusive, hwm, name, pace, parity, reopen_s, rtscts, stopbits" in text
+    assert "baud, bytesize, exclusive, hwm, name, pace, parity, peer_burst, peer_rate_hz, reopen_s, rtscts, stopbits" in text
     assert err.value.field == "baudrate"
     assert "baud" in (err.value.valid or [])
 

@@ -51,41 +51,80 @@ async def test_port_zero_resolves_both_ports_into_the_url() -> None:
             await listen(server.url)
 
 
-async def test_non_loopback_listen_requires_curve_keys() -> None:
+def q(key: bytes) -> str:
+    return quote(key.decode(), safe="")
+
+
+async def test_non_loopback_listen_requires_curve_keys_and_an_allow_list() -> None:
     with pytest.raises(InvalidTransportURL, match="not a loopback address") as err:
         await listen("zmq+tcp://0.0.0.0:0")
-    assert "curve_secret" in str(err.value)
+    assert "curve_secret" in str(err.value) and "curve_clients" in str(err.value)
     _public, secret = zmq.curve_keypair()
-    async with await listen(f"zmq+tcp://0.0.0.0:0?curve_secret={quote(secret.decode(), safe='')}") as server:
+    with pytest.raises(InvalidTransportURL, match="curve_clients=") as err:
+        await listen(f"zmq+tcp://0.0.0.0:0?curve_secret={q(secret)}")
+    assert err.value.field == "curve_clients" and "curve_clients=*" in str(err.value)
+    client_public, _ = zmq.curve_keypair()
+    async with await listen(f"zmq+tcp://0.0.0.0:0?curve_secret={q(secret)}&curve_clients={q(client_public)}") \
+            as server:
         assert server.url.location.startswith("0.0.0.0:")
 
 
-async def test_curve_link_round_trips_and_a_wrong_key_cannot_connect() -> None:
+async def test_curve_lets_in_listed_clients_only_and_counts_the_rest() -> None:
     public, secret = zmq.curve_keypair()
-    url = f"zmq+tcp://127.0.0.1:0?curve_secret={quote(secret.decode(), safe='')}"
+    good_public, good_secret = zmq.curve_keypair()
+    bad_public, bad_secret = zmq.curve_keypair()
+    url = f"zmq+tcp://127.0.0.1:0?curve_secret={q(secret)}&curve_clients={q(good_public)}"
     async with await listen(url) as server:
-        client_url = parse_transport_url(str(server.url)).replace(curve_secret=None, curve_server=public.decode())
-        async with await connect(client_url) as client:
+        base = parse_transport_url(str(server.url)).replace(curve_secret=None, curve_clients=None,
+                                                            curve_server=public.decode())
+        async with await connect(base.replace(curve_secret=good_secret.decode())) as client:
             await client.send(Message("ping", {}, seq=3))
             async with asyncio.timeout(SAFETY_S):
                 inc = await server.recv()
             assert inc.message is not None and inc.message.seq == 3
+        with pytest.raises(TransportUnavailableError, match="allow-list") as err:
+            await connect(base.replace(curve_secret=bad_secret.decode(), connect_timeout_s=3))
+        assert bad_public.decode() in str(err.value)  # the operator is told which key to add
+        assert server.stats.drops.get("unauthorized", 0) >= 1
+        with pytest.raises(TransportUnavailableError, match="allow-list"):  # an anonymous key pair: unlisted too
+            await connect(base.replace(connect_timeout_s=3))
+
+
+async def test_a_wrong_server_key_is_named_with_its_fingerprint() -> None:
+    from emulator.transports.zmq import key_fingerprint
+
+    public, secret = zmq.curve_keypair()
+    async with await listen(f"zmq+tcp://127.0.0.1:0?curve_secret={q(secret)}&curve_clients=*") as server:
+        assert server.curve_public == public
+        base = parse_transport_url(str(server.url)).replace(curve_secret=None, curve_clients=None)
+        async with await connect(base.replace(curve_server=public.decode())) as client:  # '*': any client key
+            assert client.stats.is_up
         wrong, _ = zmq.curve_keypair()
-        with pytest.raises(TransportUnavailableError, match="no flatsat server answered"):
-            await connect(client_url.replace(curve_server=wrong.decode(), connect_timeout_s=0.3))
+        with pytest.raises(TransportUnavailableError, match="wrong server key") as err:
+            await connect(base.replace(curve_server=wrong.decode(), connect_timeout_s=0.3))
+    assert key_fingerprint(wrong) in str(err.value) and key_fingerprint(public) != key_fingerprint(wrong)
 
 
 async def test_curve_keys_can_come_from_certificate_files(short_tmp: Path) -> None:
     import zmq.auth
 
-    public_file, secret_file = zmq.auth.create_certificates(short_tmp, "server")
-    async with await listen(f"zmq+tcp://127.0.0.1:0?curve_secret={secret_file}&curve_public={public_file}") as server:
-        client_url = parse_transport_url(str(server.url)).replace(curve_secret=None, curve_public=None,
-                                                                  curve_server=str(public_file))
+    for sub in ("server", "client", "clients"):
+        (short_tmp / sub).mkdir()
+    public_file, secret_file = zmq.auth.create_certificates(short_tmp / "server", "server")
+    clients = short_tmp / "clients"
+    _, client_secret_file = zmq.auth.create_certificates(short_tmp / "client", "board")
+    zmq.auth.create_certificates(clients, "other")
+    (clients / "board.key").write_bytes((short_tmp / "client" / "board.key").read_bytes())
+    async with await listen(f"zmq+tcp://127.0.0.1:0?curve_secret={secret_file}&curve_public={public_file}"
+                            f"&curve_clients={clients}") as server:
+        client_url = parse_transport_url(str(server.url)).replace(
+            curve_public=None, curve_clients=None, curve_secret=str(client_secret_file), curve_server=str(public_file))
         async with await connect(client_url) as client:
             assert client.stats.is_up
     with pytest.raises(InvalidTransportURL, match="neither a 40-character z85 key nor a readable key file"):
         await listen("zmq+tcp://127.0.0.1:0?curve_secret=/nonexistent/key")
+    with pytest.raises(InvalidTransportURL, match="curve_clients"):
+        await listen(f"zmq+tcp://127.0.0.1:0?curve_secret={secret_file}&curve_clients={short_tmp / 'nothing'}")
 
 
 async def test_connect_to_nothing_times_out_with_a_clear_error() -> None:
