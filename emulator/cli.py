@@ -167,6 +167,9 @@ async def _run(cfg: Any, *, plot: str | None, quiet: bool) -> int:
         if not quiet:
             print(f"flatsat: board plane {emu.board_url or '-'}  control plane {emu.control_url or '-'}  "
                   f"mode {emu.clock.mode}", file=sys.stderr)
+        for plane, link in (("board", emu.board_link), ("control", emu.control_link)):
+            if link is not None and link.server_key:  # printed even with --quiet: clients need it to connect
+                print(f"flatsat: {plane} plane {link.server_key}", file=sys.stderr)
         with _progress(emu, cfg.run.sim.duration_s, quiet):
             await emu.run()
     if not quiet:

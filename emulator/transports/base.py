@@ -212,6 +212,8 @@ class ServerLink(_Link, ABC):
 
     #: consecutive dropped requests after which recv() lets the event loop run others
     YIELD_EVERY = 64
+    #: what a client checks to know it talks to this server (CurveZMQ: the public key and its fingerprint)
+    server_key: str | None = None
 
     def __init__(self, url: TransportURL) -> None:
         super().__init__(url)

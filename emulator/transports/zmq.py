@@ -767,6 +767,7 @@ class ZmqTransport(TransportFactory):
             guard = _ZAP.guard(*curve)
             guard.stats, guard.label = link.stats, link.url.label
             link.curve_public = curve_public
+            link.server_key = f"CURVE public key {curve_public.decode()} (fingerprint {key_fingerprint(curve_public)})"
         return link
 
     @classmethod

@@ -781,3 +781,34 @@ async def test_stub_recovers_from_damaged_frames_on_a_noisy_line(stub_bin: Path,
     # a lost board.step reply makes the stub step again: time still moves only by its acknowledged steps
     steps = [r for r in emu.requests if r.topic == "board.step" and r.ok]
     assert emu.clock.status()["limit_ns"] == round(sum(r.payload["duration_s"] for r in steps) * NS_PER_S)
+
+
+@pytest.mark.timeout(180)
+async def test_the_same_scenario_and_seed_over_serial_record_byte_identical_files(stub_bin: Path,
+                                                                                   tmp_path: Path) -> None:
+    """Two runs over a paced pty at the default 1 Hz telemetry: each 10 s step queues more telemetry than the
+    line's ``hwm``, so which frames are superseded depends on wall-clock pacing. Those counts live in the
+    wall-time side file (``sim.links``); the recording itself is the same, byte for byte."""
+    sc = tmp_path / "det.toml"
+    sc.write_text('[scenario]\nname = "det"\nconfig = "suncatcher-proto.toml"\nduration = "8m"\nseed = 5\n'
+                  '[[requirement]]\nkind = "count"\ntopic = "board.step"\nop = ">="\nvalue = 40\n')
+    scenario = load_scenario(sc)
+    recordings = []
+    for run in ("a", "b"):
+        async with asyncio.timeout(120):
+            result = await run_scenario(scenario, board_cmd=f"{stub_bin} --fd {{fd}} --baud 921600", seed=None,
+                                        record_dir=tmp_path / run)
+        assert result.error is None and result.passed, result.error
+        assert result.recording is not None
+        recordings.append(result.recording)
+    side = [r.with_suffix(".wall") for r in recordings]
+    assert all(p.is_file() for p in side), "sim.links goes to the side file"
+    assert recordings[0].read_bytes() == recordings[1].read_bytes()
+    from emulator.recorder import read_recording
+
+    topics = {rec.message.topic for rec in read_recording(recordings[0])}
+    assert "sim.links" not in topics and "eps.telemetry" in topics
+    links = [rec.message.payload for rec in read_recording(side[0])]
+    assert links and {rec.message.topic for rec in read_recording(side[0])} == {"sim.links"}
+    # the case that made recordings differ: telemetry superseded on the line, a wall-clock matter
+    assert links[-1]["board"]["drops"].get("superseded", 0) > 0, links[-1]["board"]

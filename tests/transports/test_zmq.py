@@ -96,6 +96,7 @@ async def test_a_wrong_server_key_is_named_with_its_fingerprint() -> None:
     public, secret = zmq.curve_keypair()
     async with await listen(f"zmq+tcp://127.0.0.1:0?curve_secret={q(secret)}&curve_clients=*") as server:
         assert server.curve_public == public
+        assert server.server_key is not None and key_fingerprint(public) in server.server_key  # flatsat run prints it
         base = parse_transport_url(str(server.url)).replace(curve_secret=None, curve_clients=None)
         async with await connect(base.replace(curve_server=public.decode())) as client:  # '*': any client key
             assert client.stats.is_up
