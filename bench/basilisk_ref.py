@@ -28,9 +28,10 @@ def basilisk_available() -> tuple[bool, str]:
 
 
 def basilisk_day(alt_km: float, inc_deg: float, panel_area_m2: float, panel_efficiency: float,
-                 battery_capacity_wh: float, load_w: float, step_s: float, duration_s: float) -> dict[str, Any]:
+                 battery_capacity_wh: float, load_w: float, step_s: float, duration_s: float,
+                 log_every_s: float | None = None) -> dict[str, Any]:
     """Run Basilisk for ``duration_s`` at ``step_s``; return wall time (of ExecuteSimulation only), final SOC
-    and simulated seconds. The battery starts full."""
+    and simulated seconds. The battery starts full; its state is recorded every step (or every ``log_every_s``)."""
     from Basilisk.architecture import messaging
     from Basilisk.simulation import (
         eclipse,
@@ -101,7 +102,7 @@ def basilisk_day(alt_km: float, inc_deg: float, panel_area_m2: float, panel_effi
 
     for model in (sc, ecl, panel, sink, battery):
         sim.AddModelToTask("task", model)
-    rec = battery.batPowerOutMsg.recorder()
+    rec = battery.batPowerOutMsg.recorder(macros.sec2nano(log_every_s) if log_every_s else 0)
     sim.AddModelToTask("task", rec)
 
     sim.InitializeSimulation()
@@ -115,8 +116,14 @@ def basilisk_day(alt_km: float, inc_deg: float, panel_area_m2: float, panel_effi
 
 
 if __name__ == "__main__":
+    # As a whole process (bench/bench_run_day.py times it from start to exit):
+    #   python bench/basilisk_ref.py ALT_KM INC_DEG AREA_M2 EFFICIENCY CAPACITY_WH LOAD_W STEP_S DURATION_S LOG_EVERY_S
+    import json
+    import sys
+
     ok, why = basilisk_available()
     if not ok:
-        print(why)
-    else:
-        print(basilisk_day(650.0, 97.99, 1.0, 0.3, 100.0, 150.0, 1.0, 86400.0))
+        print(why, file=sys.stderr)
+        raise SystemExit(3)
+    args = [float(a) for a in sys.argv[1:]] or [650.0, 97.99, 1.0, 0.3, 100.0, 150.0, 1.0, 86400.0, 10.0]
+    print(json.dumps(basilisk_day(*args[:8], log_every_s=args[8] if len(args) > 8 else None)))

@@ -163,7 +163,8 @@ async def _run(cfg: Any, *, plot: str | None, quiet: bool) -> int:
     series = Series()
     async with emu:
         _install_signal_handlers(emu)
-        emu.add_observer(truth_sampler(emu, series, duration_s / 2000 if duration_s else 60.0))
+        if plot or not quiet:  # the summary and the plot are what read the series: nobody else, no sampling
+            emu.add_observer(truth_sampler(emu, series, duration_s / 2000 if duration_s else 60.0))
         if not quiet:
             print(f"flatsat: board plane {emu.board_url or '-'}  control plane {emu.control_url or '-'}  "
                   f"mode {emu.clock.mode}", file=sys.stderr)

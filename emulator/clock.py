@@ -32,6 +32,11 @@ from enum import StrEnum
 from emulator.errors import CommandError
 
 NS_PER_S = 1_000_000_000
+#: afap: let the event loop run others (links, the board, the control plane) at least this often, in wall
+#: time and in steps. A loop iteration costs about as much as a physics step, so yielding every step would
+#: halve the speed of a run that nobody talks to; a request waits at most ~1 ms.
+YIELD_NS = 1_000_000
+YIELD_STEPS = 64
 
 
 class ClockMode(StrEnum):
@@ -124,6 +129,8 @@ class SimClock:
         self._anchor_wall_ns: int | None = None
         self._anchor_sim_ns = start_ns
         self._run_wall_start: int | None = None
+        self._since_yield = 0
+        self._last_yield_ns = 0
 
     # -- reading ------------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -260,12 +267,17 @@ class SimClock:
             self.stats.max_lag_ns = max(self.stats.max_lag_ns, self.stats.lag_ns)
             if lag > dt_ns / self.speed:
                 self.stats.overruns += 1
+            now = wall.now_ns()
         else:
             self.stats.lag_ns = 0
-            await wall.yield_()
+            now = wall.now_ns()
+            self._since_yield += 1
+            if self._since_yield >= YIELD_STEPS or now - self._last_yield_ns >= YIELD_NS:
+                await wall.yield_()
+                now = self._last_yield_ns = wall.now_ns()
+                self._since_yield = 0
         self._t_ns = target
         self.stats.steps += 1
-        now = wall.now_ns()
         self.stats.wall_elapsed_ns += now - self._run_wall_start
         self._run_wall_start = now
 

@@ -26,7 +26,7 @@ RUN_TABLES = ("sim", "links", "telemetry", "record", "bench")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class SimConfig(_Strict):

@@ -48,6 +48,7 @@ from emulator.recorder import Recorder
 log = logging.getLogger("flatsat.runtime")
 
 SRC = "emulator"
+_NEVER = 1 << 63
 
 
 @dataclass
@@ -56,6 +57,7 @@ class _Scheduled:
     period_ns: int
     due_ns: int
     planes: tuple[Plane, ...]
+    wanted: bool = True  #: someone receives it (recomputed when subscriptions change)
 
 
 @dataclass
@@ -156,6 +158,8 @@ class Emulator:
         self._register(self.interface)
         self._install_system_commands()
         self._schedule: list[_Scheduled] = []
+        self._next_due_ns = 0
+        self._audience_seen: tuple[Any, ...] | None = None
         self._build_schedule()
 
     @classmethod
@@ -390,13 +394,28 @@ class Emulator:
             self.recorder.maybe_flush(self.clock.wall.now_ns())
 
     async def _publish_due(self, now: int, force: bool = False) -> None:
+        if now < self._next_due_ns and not force:
+            return
+        version = self._audience()
+        if version != self._audience_seen:  # subscriptions changed: who wants what, once per change
+            self._audience_seen = version
+            for item in self._schedule:
+                item.wanted = self._wanted(item.telemetry.spec.topic, item.planes)
+        next_due = _NEVER
         for item in self._schedule:
             if force or now >= item.due_ns:
                 item.due_ns += item.period_ns
                 if item.due_ns <= now:  # after a pause or a slow step: no burst of catch-up samples
                     item.due_ns = now + item.period_ns
-                if self._wanted(item.telemetry.spec.topic, item.planes):  # nobody listens: not even sampled
+                if item.wanted:  # nobody listens: not even sampled
                     await self._publish(Message(item.telemetry.spec.topic, item.telemetry.sample()), item.planes)
+            next_due = min(next_due, item.due_ns)
+        self._next_due_ns = next_due
+
+    def _audience(self) -> tuple[Any, ...]:
+        bl, cl = self.board_link, self.control_link
+        return (self.recorder is not None, self.observe_everything, id(bl), bl.audience if bl is not None else 0,
+                id(cl), cl.audience if cl is not None else 0)
 
     def _wanted(self, topic: str, planes: tuple[Plane, ...]) -> bool:
         """Someone receives ``topic``: the recorder, an observer of every message, or a subscriber."""

@@ -18,6 +18,7 @@ from emulator.errors import ConfigError, suggest
 
 #: kind -> folder under configs/
 KINDS = {"satellite": "", "scenario": "scenarios", "campaign": "campaigns"}
+_LABEL = {"satellite": "config", "scenario": "scenario", "campaign": "campaign"}
 
 
 def shipped_dir() -> Path | None:
@@ -67,6 +68,7 @@ def resolve(name: str | Path, kind: str, base_dir: Path | None = None) -> Path:
                 return cand.resolve()
     shipped = names(kind)
     where = ", ".join(str(c) for c in candidates)
-    raise ConfigError(f"{kind} config {text!r} not found (no file at {where}; shipped {kind} configs: "
-                      f"{', '.join(shipped) or 'none'}){suggest(Path(text).stem, shipped)}",
-                      field="config", valid=shipped)
+    with_ext = text.endswith(".toml")
+    hint = suggest(Path(text).name, [f"{n}.toml" for n in shipped] if with_ext else shipped)
+    raise ConfigError(f"{_LABEL[kind]} file {text!r} not found{hint} (no file at {where}; shipped "
+                      f"{_LABEL[kind]}s, by name: {', '.join(shipped) or 'none'})", field="config", valid=shipped)

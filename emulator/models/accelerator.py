@@ -81,7 +81,7 @@ MAX_SEED = 2**63 - 1
 
 
 class DvfsLevel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     name: str = Field(min_length=1, max_length=32)
     clock_mhz: float = Field(gt=0, le=10000)
@@ -101,7 +101,7 @@ DEFAULT_DVFS = (
 class AcceleratorConfig(BaseModel):
     """The accelerator board: mode, wiring, chips, DVFS table, power, thermal limits, jobs, external mode."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     #: "model": the emulator simulates the board; "external": a real board reports over ``accel.report``
     mode: Literal["model", "external"] = "model"

@@ -118,7 +118,7 @@ CHUNK_MEMBER_SAMPLES = 200_000
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 # -- configuration ---------------------------------------------------------------------------------------------

@@ -121,7 +121,7 @@ class OrbitConfig(BaseModel):
       ``ma_deg``: mean elements at the simulation epoch, propagated with J2 secular rates.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     tle_line1: str | None = None
     tle_line2: str | None = None

@@ -27,7 +27,7 @@ from emulator.errors import CommandError, suggest
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
 
 class ChannelConfig(_Strict):

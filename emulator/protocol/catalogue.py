@@ -34,7 +34,7 @@ class Plane(StrEnum):
 class Payload(BaseModel):
     """Base of every payload schema: strict types, no unknown fields, immutable."""
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, defer_build=True)
 
 
 def field(unit: str = "", doc: str = "", **kwargs: Any) -> Any:

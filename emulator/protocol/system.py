@@ -18,7 +18,7 @@ class Empty(Payload):
 class Opaque(Payload):
     """A map whose shape belongs to the models (ground truth, reply data)."""
 
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True)
+    model_config = ConfigDict(extra="allow", strict=True, frozen=True, defer_build=True)
 
 
 class ErrorInfo(Payload):

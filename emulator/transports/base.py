@@ -220,6 +220,9 @@ class ServerLink(_Link, ABC):
         self.limiter = RateLimiter(url.get("peer_rate_hz"), url.get("peer_burst"),
                                    asyncio.get_running_loop().time)
 
+    #: changes whenever what the peers want may have changed (subscriptions, clients coming and going)
+    audience: int = 0
+
     def wants(self, topic: str) -> bool:
         """True if a peer would receive ``topic`` now (media without subscriptions: always)."""
         return True

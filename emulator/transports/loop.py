@@ -43,10 +43,18 @@ class LoopServerLink(ServerLink):
         super().__init__(url)
         self.hwm: int = url.get("hwm")
         self.clients: dict[bytes, LoopClientLink] = {}
+        self._audience_changes = 0
         self._inbox: Mailbox[tuple[bytes, bytes]] = Mailbox()
 
     def wants(self, topic: str) -> bool:
         return bool(self.clients)
+
+    @property
+    def audience(self) -> int:  # type: ignore[override]
+        return self._audience_changes
+
+    def audience_changed(self) -> None:
+        self._audience_changes += 1
 
     def _publish_bytes(self, data: bytes, event: bool) -> None:
         self.stats.tx += 1
@@ -133,6 +141,7 @@ class LoopClientLink(ClientLink):
     async def _aclose(self) -> None:
         if self._server is not None:
             self._server.clients.pop(self.peer, None)
+            self._server.audience_changed()
             self._server = None
         self._inbox.fail(self._closed_error(), discard=True)
 
@@ -161,4 +170,5 @@ class LoopTransport(TransportFactory):
                 f"{', '.join(loop_channels()) or 'none'}", field="location", valid=loop_channels())
         client = LoopClientLink(url, server)
         server.clients[client.peer] = client
+        server.audience_changed()
         return client

@@ -215,6 +215,7 @@ class _Subscriptions:
     def __init__(self) -> None:
         self.prefixes: set[bytes] = set()
         self._wants: dict[str, bool] = {}
+        self.version = 0
         self.known_topics: frozenset[str] = frozenset()
 
     def useful(self, prefix: bytes) -> bool:
@@ -231,10 +232,12 @@ class _Subscriptions:
         else:
             self.prefixes.discard(prefix)
         self._wants.clear()
+        self.version += 1
 
     def clear(self) -> None:
         self.prefixes.clear()
         self._wants.clear()
+        self.version += 1
 
     def wants(self, topic: str) -> bool:
         hit = self._wants.get(topic)
@@ -391,6 +394,10 @@ class ZmqServerLink(ServerLink):
 
     def wants(self, topic: str) -> bool:
         return self.subscriptions.wants(topic)
+
+    @property
+    def audience(self) -> int:  # type: ignore[override]
+        return self.subscriptions.version
 
     async def _watch_subscribers(self) -> None:
         subs = self.subscriptions

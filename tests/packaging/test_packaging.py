@@ -41,7 +41,7 @@ def test_names_and_paths_resolve_and_a_typo_gets_a_suggestion(tmp_path: Path) ->
     mine.write_text("")
     assert shipped.resolve(str(mine), "satellite") == mine.resolve()
     assert shipped.resolve("mine.toml", "satellite", base_dir=tmp_path) == mine.resolve()
-    with pytest.raises(ConfigError, match="did you mean 'latchup'") as err:
+    with pytest.raises(ConfigError, match="scenario file 'latchpu' not found .did you mean 'latchup'") as err:
         shipped.resolve("latchpu", "scenario")
     assert "day-in-the-life" in str(err.value) and err.value.valid == shipped.names("scenario")
 

@@ -1,0 +1,102 @@
+"""Benchmark: `flatsat run` for one simulated day as a whole process, beside a Basilisk script as a whole process.
+
+    .venv/bin/python bench/bench_run_day.py [CONFIG ...] [--repeats 5] [--duration 1d]
+
+What a user types, timed from start to exit (interpreter start-up, imports, config, orbit set-up, sockets
+bound, the run, the summary skipped): ``flatsat run --config CONFIG --mode afap --duration 1d --seed 1 --quiet``
+(no board connected; the planes listen on ephemeral loopback ports). Beside it, ``python bench/basilisk_ref.py``
+as its own process: Basilisk's orbit + eclipse + solar panel + battery + constant load, the same altitude,
+inclination, panel and battery, logging the battery every 10 s. The two alternate; medians of ``--repeats``;
+the ratio is Basilisk's wall time over flatsat's (> 1: flatsat is faster). Needs ``bsk`` (pip install bsk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+SINGLE = ["suncatcher-proto", "cubesat-6u-jetson", "cubesat-6u-jetson-external", "starcloud-like"]
+
+
+def flatsat_cmd() -> list[str]:
+    script = shutil.which("flatsat", path=str(Path(sys.executable).parent))
+    return [script] if script else [sys.executable, "-m", "emulator"]
+
+
+def timed(argv: list[str]) -> tuple[float, str]:
+    t0 = time.perf_counter()
+    out = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT)
+    wall = time.perf_counter() - t0
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} exited {out.returncode}:\n{out.stderr[-2000:]}")
+    return wall, out.stdout
+
+
+def basilisk_args(config: str, duration_s: float) -> list[str]:
+    """Basilisk's inputs from the flatsat config: orbit (mean altitude, inclination), panel, battery, load."""
+    from bench_satellite_day import load, orbit_of, run_flatsat
+
+    cfg, sim = load(config)
+    pc = cfg.power
+    area = sum(a.area_m2 for a in pc.arrays)
+    eff = sum(a.area_m2 * a.efficiency for a in pc.arrays) / area
+    b = pc.battery
+    cap_wh = b.cells_series * b.cells_parallel * b.cell_capacity_ah * 3.6
+    probe = run_flatsat(cfg, sim, 3600.0, 1.0)  # an hour for the mean load the bus drew and the orbit
+    alt, inc = orbit_of(probe["sat"])
+    return [str(v) for v in (alt, inc, area, eff, cap_wh, probe["mean_bus_load_w"], 1.0, duration_s, 10.0)]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("configs", nargs="*", default=SINGLE)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--duration", default="1d")
+    args = ap.parse_args()
+    from basilisk_ref import basilisk_available
+
+    from emulator.clock import parse_duration_s
+
+    duration_s = parse_duration_s(args.duration)
+    have_bsk, why = basilisk_available()
+    if not have_bsk:
+        print(f"Basilisk skipped: {why} (pip install bsk)")
+    print(f"one {args.duration} run per process, 1 s steps, afap, {args.repeats} alternating runs each")
+    rows = []
+    for config in args.configs:
+        fs_cmd = [*flatsat_cmd(), "run", "--config", config, "--mode", "afap", "--duration", args.duration,
+                  "--seed", "1", "--quiet", "--board-url", "zmq+tcp://127.0.0.1:0",
+                  "--control-url", "zmq+tcp://127.0.0.1:0"]
+        bk_cmd = [sys.executable, str(ROOT / "bench" / "basilisk_ref.py"), *basilisk_args(config, duration_s)] \
+            if have_bsk else None
+        fs_walls, bk_walls = [], []
+        for rep in range(args.repeats):
+            fs_walls.append(timed(fs_cmd)[0])
+            line = f"  {config} run {rep + 1}: flatsat {fs_walls[-1]:.2f} s"
+            if bk_cmd:
+                wall, out = timed(bk_cmd)
+                bk_walls.append(wall)
+                line += f", Basilisk {wall:.2f} s (its ExecuteSimulation {json.loads(out)['wall_s']:.2f} s)"
+            print(line, flush=True)
+        fs_med = statistics.median(fs_walls)
+        bk_med = statistics.median(bk_walls) if bk_walls else float("nan")
+        rows.append((config, fs_med, bk_med))
+    print("\n| config | flatsat run (whole process) | Basilisk script (whole process) | Basilisk / flatsat |")
+    print("| --- | --- | --- | --- |")
+    for config, fs_med, bk_med in rows:
+        print(f"| {config} | {fs_med:.2f} s | {bk_med:.2f} s | {bk_med / fs_med:.2f}x |")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
