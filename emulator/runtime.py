@@ -47,6 +47,9 @@ from emulator.recorder import Recorder
 
 log = logging.getLogger("flatsat.runtime")
 
+#: called with (t_ns, plane, direction, message) for every message on either plane
+MessageObserver = Callable[[int, str, str, Message], None]
+
 SRC = "emulator"
 _NEVER = 1 << 63
 
@@ -145,8 +148,8 @@ class Emulator:
         self._next_fault_id = 1
         self._waiting_published_at: int | None = None
         self._request_src = ""
-        #: an in-process observer wants every message (a test harness): telemetry is sampled even unsubscribed
-        self.observe_everything = False
+        self._message_observers: list[MessageObserver] = []
+        self._unflushed = False
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._events: list[tuple[str, dict[str, Any]]] = []
 
@@ -307,6 +310,19 @@ class Emulator:
         self._observers.append(callback)
         return lambda: self._observers.remove(callback)
 
+    def add_message_observer(self, callback: MessageObserver) -> Callable[[], None]:
+        """Call ``callback(t_ns, plane, direction, message)`` for every message on either plane: published
+        (``"out"``), requests (``"in"``, as decoded, the in-process :meth:`control` ones too) and their replies
+        (``"out"``). While one is registered every telemetry topic is sampled, subscribed or not. Returns a
+        function that removes it."""
+        self._message_observers.append(callback)
+        return lambda: self._message_observers.remove(callback)
+
+    @property
+    def observe_everything(self) -> bool:
+        """An in-process observer wants every message (a test harness)."""
+        return bool(self._message_observers)
+
     # -- running -----------------------------------------------------------------------------
     async def run(self, duration_s: float | None = None) -> None:
         """Run until ``duration_s`` of sim time has passed (config ``sim.duration_s`` if None) or stop."""
@@ -349,6 +365,7 @@ class Emulator:
             clock.run_until(until_ns)
         if clock.now_ns() == 0 and clock.stats.steps == 0:
             await self._publish_due(0, force=True)
+            self._links_flush()
         while not self._stop.is_set():
             t = clock.now_ns()
             if (until_ns is not None and t >= until_ns) or (until_pred is not None and until_pred()):
@@ -366,7 +383,8 @@ class Emulator:
         t = self.clock.now_ns()
         if self.clock.mode == ClockMode.LOCKSTEP and self._waiting_published_at != t:
             self._waiting_published_at = t
-            await self._publish(Message("sim.waiting", {"t_ns": t}), (Plane.BOARD, Plane.CONTROL), event=True)
+            self._publish("sim.waiting", {"t_ns": t}, (Plane.BOARD, Plane.CONTROL), event=True)
+            self._links_flush()
         if self.recorder is not None:
             self.recorder.flush()
         turn = asyncio.ensure_future(self.clock.wait_turn(self.step_ns))
@@ -388,6 +406,8 @@ class Emulator:
         for topic, payload in self.model.drain_events():
             await self._emit_event(topic, payload)
         await self._publish_due(now)
+        if self._unflushed:
+            self._links_flush()
         for obs in list(self._observers):
             obs(now)
         if self.recorder is not None:
@@ -408,9 +428,15 @@ class Emulator:
                 if item.due_ns <= now:  # after a pause or a slow step: no burst of catch-up samples
                     item.due_ns = now + item.period_ns
                 if item.wanted:  # nobody listens: not even sampled
-                    await self._publish(Message(item.telemetry.spec.topic, item.telemetry.sample()), item.planes)
+                    self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes)
             next_due = min(next_due, item.due_ns)
         self._next_due_ns = next_due
+
+    def _links_flush(self) -> None:
+        self._unflushed = False
+        for link in (self.board_link, self.control_link):
+            if link is not None:
+                link.flush()
 
     def _audience(self) -> tuple[Any, ...]:
         bl, cl = self.board_link, self.control_link
@@ -432,7 +458,7 @@ class Emulator:
         planes = (Plane.BOARD, Plane.CONTROL) if spec is None or spec.plane == Plane.BOARD else (Plane.CONTROL,)
         if spec is None:
             log.warning("model emitted undeclared event %r", topic)
-        await self._publish(Message(topic, payload), planes, event=True)
+        self._publish(topic, payload, planes, event=True)
         if topic == "accel.power":
             self._run_power_hook(bool(payload.get("on")), str(payload.get("reason", "")))
 
@@ -440,16 +466,20 @@ class Emulator:
         self._seq += 1
         return self._seq
 
-    async def _publish(self, msg: Message, planes: tuple[Plane, ...], *, event: bool = False) -> None:
-        """Stamp, record and publish ``msg`` (encoded once for every plane and the recorder); ``event``: not
+    def _publish(self, topic: str, payload: dict[str, Any], planes: tuple[Plane, ...], *,
+                 event: bool = False) -> None:
+        """Stamp, record and publish a message (encoded once for every plane and the recorder); ``event``: not
         periodic telemetry (no link drops it for budget)."""
-        topic = msg.topic
-        msg = Message(topic, msg.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
+        self._seq += 1
+        msg = Message(topic, payload, seq=self._seq, t_ns=self.clock.now_ns(), src=SRC)
         self.stats.published += 1
+        self._unflushed = True
         data = encode_message(msg)
+        plane_name = "board" if Plane.BOARD in planes else "control"
         if self.recorder is not None:
-            self.recorder.write("board" if Plane.BOARD in planes else "control", "out", data,
-                                wall_time=self._wall_time(topic))
+            self.recorder.write(plane_name, "out", data, wall_time=self._wall_time(topic))
+        for observer in self._message_observers:
+            observer(msg.t_ns, plane_name, "out", msg)
         for plane in planes:
             link = self.board_link if plane == Plane.BOARD else self.control_link
             if link is not None and link.wants(topic):
@@ -516,6 +546,16 @@ class Emulator:
 
     def handle_request(self, msg: Message, plane: Plane) -> Message:
         """Validate and execute one request; always returns a ``reply`` (never raises)."""
+        reply = self._handle(msg, plane)
+        if self._message_observers:
+            now = self.clock.now_ns()
+            for observer in self._message_observers:
+                observer(now, str(plane), "in", msg)
+            for observer in self._message_observers:
+                observer(now, str(plane), "out", reply)
+        return reply
+
+    def _handle(self, msg: Message, plane: Plane) -> Message:
         name = str(plane)
         self.stats.commands[name] += 1
         table = self._board_cmds if plane == Plane.BOARD else self._control_cmds

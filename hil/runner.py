@@ -55,7 +55,7 @@ from emulator.clock import NS_PER_S, WallSource
 from emulator.config import RUN_TABLES, RunConfig, config_error
 from emulator.errors import CommandError, ConfigError, EmulatorError
 from emulator.models.base import SpacecraftModel
-from emulator.protocol.catalogue import Payload, Plane
+from emulator.protocol.catalogue import Payload
 from emulator.protocol.envelope import Message
 from emulator.runtime import Emulator
 from emulator.series import Series, flatten
@@ -87,7 +87,7 @@ OWNED_KEYS = ("sim.seed", "sim.step_s", "sim.mode", "sim.speed", "sim.duration_s
 class HilEmulator(Emulator):
     """The runtime with what a test harness needs to watch: every message, board hellos and steps.
 
-    Adds no behaviour: it only observes :meth:`_publish` and :meth:`handle_request`.
+    Adds no behaviour: it watches through the runtime's public message observer.
     """
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -100,33 +100,26 @@ class HilEmulator(Emulator):
         self.waiting_since_wall_ns: int | None = None
         #: the last messages of both planes, newest last (for failure reports)
         self.recent: deque[tuple[int, str, str, Message]] = deque(maxlen=50)
-        self.observe_everything = True  # requirements read every message, subscribed or not
+        self._hello_asked: dict[int, dict[str, Any]] = {}
+        self.add_message_observer(self._emit)  # requirements read every message, subscribed or not
 
     def _emit(self, t_ns: int, plane: str, direction: str, msg: Message) -> None:
         self.recent.append((t_ns, plane, direction, msg))
         for hook in list(self.message_hooks):
             hook(t_ns, plane, direction, msg)
-
-    async def _publish(self, msg: Message, planes: tuple[Plane, ...], *, event: bool = False) -> None:
-        await super()._publish(msg, planes, event=event)
-        now = self.clock.now_ns()
-        if msg.topic == "sim.waiting":
+        topic = msg.topic
+        if topic == "sim.waiting":
             self.waiting_since_wall_ns = self.clock.wall.now_ns()
-        plane = "board" if Plane.BOARD in planes else "control"
-        self._emit(now, plane, "out", Message(msg.topic, msg.payload, seq=self._seq, t_ns=now, src="emulator"))
-
-    def handle_request(self, msg: Message, plane: Plane) -> Message:
-        now = self.clock.now_ns()
-        self._emit(now, str(plane), "in", msg)
-        reply = super().handle_request(msg, plane)
-        self._emit(now, str(plane), "out", reply)
-        if reply.payload.get("ok"):
-            if msg.topic == "board.hello":
-                self.hellos.append(dict(msg.payload))
+        elif topic == "board.hello" and direction == "in":
+            self._hello_asked = {msg.seq: dict(msg.payload)}
+        elif topic == "reply" and msg.payload.get("ok"):
+            asked = msg.payload.get("re")
+            if asked == "board.hello" and msg.payload.get("id") in self._hello_asked:
+                self.hellos.append(self._hello_asked.pop(msg.payload["id"]))
+                del self.hellos[:-64]  # bounded: a board that says hello in a loop
                 self.hello.set()
-            elif msg.topic == "board.step":
+            elif asked == "board.step":
                 self.waiting_since_wall_ns = None
-        return reply
 
     def fault_schemas(self) -> dict[str, tuple[type[Payload], bool]]:
         """Fault name -> (params schema, clearable)."""

@@ -227,11 +227,16 @@ class ServerLink(_Link, ABC):
         """True if a peer would receive ``topic`` now (media without subscriptions: always)."""
         return True
 
+    def flush(self) -> None:
+        """After a batch of :meth:`publish_bytes` (the runtime calls it once per step): lets the medium catch
+        up with its peers (ZeroMQ: processes their commands, so freed queues and new subscribers are seen)."""
+
     def set_topics(self, topics: Iterable[str]) -> None:
         """The topics this link may publish (media with subscriptions refuse the ones that select none)."""
 
     def publish_bytes(self, data: bytes, *, event: bool = False) -> None:
-        """Send one encoded envelope to every connected client that wants it; never blocks.
+        """Send one encoded envelope to every connected client that wants it; never blocks. Call :meth:`flush`
+        after a batch of them (once per step).
 
         What cannot be sent now is dropped and counted in ``stats.drops``. ``event=True`` marks a message
         that is not periodic telemetry (an event, ``sim.waiting``): a medium that keeps its own send queue
@@ -252,6 +257,7 @@ class ServerLink(_Link, ABC):
         """
         self._check_open()
         self._publish_bytes(encode_message(msg), event)
+        self.flush()
 
     async def recv(self) -> Incoming:
         """The next request from any client (waits while there is none, or while the device is gone).

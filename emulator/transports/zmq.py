@@ -450,12 +450,14 @@ class ZmqServerLink(ServerLink):
                 self.stats.drop("subscription_flood")
                 return
             raise TransportBrokenError(f"publish on {self.url.label} failed: {exc}") from exc
-        finally:
-            # A synchronous send may consume the edge-triggered FD signal; asking for EVENTS through the
-            # asyncio socket re-arms its watchers (what zmq.asyncio's own send does).
-            with contextlib.suppress(zmq.ZMQError):
-                self._xpub.get(zmq.EVENTS)
         self.stats.tx += 1
+
+    def flush(self) -> None:
+        # Synchronous sends may consume the edge-triggered FD signal; asking for EVENTS through the asyncio
+        # socket re-arms its watchers (what zmq.asyncio's own send does), so new subscribers are still seen.
+        # Once per batch, not per message: it costs a getsockopt and an enum.
+        with contextlib.suppress(zmq.ZMQError):
+            self._xpub.get(zmq.EVENTS)
 
     def _drain(self) -> None:
         sock = self._router_sync

@@ -129,10 +129,16 @@ async def test_curve_keys_can_come_from_certificate_files(short_tmp: Path) -> No
 
 
 async def test_connect_to_nothing_times_out_with_a_clear_error() -> None:
-    async with await listen("zmq+tcp://127.0.0.1:0") as server:
-        dead_url = server.url.replace(connect_timeout_s=0.2)
-    with pytest.raises(TransportUnavailableError, match="no flatsat server answered"):
-        await connect(dead_url)
+    import socket
+
+    # a port held by a plain socket that never speaks ZeroMQ: nothing else on the machine can take it meanwhile
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        dead_url = f"zmq+tcp://127.0.0.1:{port}?cmd_port={port}&connect_timeout_s=0.2"
+        with pytest.raises(TransportUnavailableError, match="no flatsat server answered"):
+            await connect(dead_url)
 
 
 async def test_stuck_subscriber_is_muted_and_the_others_get_everything() -> None:
