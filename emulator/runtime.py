@@ -82,6 +82,8 @@ class ActiveFault:
 MAX_BOARDS = 32
 #: requests handled in a row by one serve loop before the event loop runs the clock and the other plane
 SERVE_BATCH = 8
+#: faults active at once (each holds a table entry until cleared or expired)
+MAX_ACTIVE_FAULTS = 256
 
 
 def refusal_reason(err: EmulatorError, decoded: bool) -> str:
@@ -631,6 +633,9 @@ class Emulator:
             valid = sorted(self._faults_by_name)
             raise CommandError(f"unknown fault {name!r}{suggest(name, valid)}", field="payload.name", valid=valid)
         fault = entry[0]
+        if len(self._faults) >= MAX_ACTIVE_FAULTS:
+            raise CommandError(f"{len(self._faults)} faults are active, the most this emulator holds; clear some "
+                               "first (fault.clear)", field="payload.name")
         if duration_s is not None and fault.clear is None:
             raise CommandError(f"fault {name!r} is permanent and cannot have a duration",
                                field="payload.duration_s")

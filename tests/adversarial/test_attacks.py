@@ -304,3 +304,19 @@ def test_the_bomb_is_what_the_issue_describes() -> None:
     assert 900_000 < len(data) < MAX_MESSAGE_BYTES
     env = msgpack.unpackb(data)  # valid msgpack: only the size of what it decodes to is hostile
     assert sum(len(a) for a in env["payload"]["a"]) > 900_000
+
+
+async def test_active_faults_are_bounded() -> None:
+    from toy_model import Lamp
+
+    from emulator.config import RunConfig
+    from emulator.errors import CommandError
+    from emulator.runtime import MAX_ACTIVE_FAULTS
+
+    async with Emulator(Lamp(), RunConfig(), board_url=None, control_url=None, record_path=None) as emu:
+        for _ in range(MAX_ACTIVE_FAULTS):
+            emu.control("fault.inject", {"name": "lamp.brownout", "params": {"factor": 0.5}, "duration_s": 1e6})
+        with pytest.raises(CommandError, match="faults are active") as err:
+            emu.control("fault.inject", {"name": "lamp.brownout", "params": {"factor": 0.5}})
+        assert err.value.field == "payload.name"
+        assert len(emu.fault_list()) == 1 and emu.stats.refused["control"] == {"refused_by_model": 1}
