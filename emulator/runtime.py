@@ -52,6 +52,8 @@ MessageObserver = Callable[[int, str, str, Message], None]
 
 SRC = "emulator"
 _NEVER = 1 << 63
+#: board-plane topics about the board's own session: not for ``board.command``
+BOARD_SESSION_TOPICS = frozenset({"board.hello", "board.step", "board.link", "ping"})
 
 
 @dataclass
@@ -236,6 +238,7 @@ class Emulator:
         c["fault.clear"] = lambda p: (self.clear_fault(p.fault_id), {"fault_id": p.fault_id})[1]
         c["stats.get"] = lambda p: self.stats_snapshot()
         c["sim.stop"] = lambda p: (self.request_stop(p.reason), {"stopping": True})[1]
+        c["board.command"] = self._cmd_board_command
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -614,6 +617,21 @@ class Emulator:
         out["boards"] = {k: _copy_board(v) for k, v in self.stats.board_links.items()}
         out["boards_evicted"] = self.stats.board_links.evicted
         return out
+
+    def _cmd_board_command(self, p: Any) -> dict[str, Any]:
+        # the control plane speaks for the board: the command meets the board's own validation and handler,
+        # so an operator's rail switch is exactly what the board's would be (no second path into the models)
+        valid = sorted(t for t in self._board_cmds if t not in BOARD_SESSION_TOPICS)
+        if p.topic not in valid:
+            raise CommandError(f"{p.topic!r} is not a board command{suggest(p.topic, valid)}", field="payload.topic",
+                               valid=valid)
+        try:
+            model = self.catalogue.validate(p.topic, p.payload, plane=Plane.BOARD, kind=Kind.COMMAND)
+            data = self._board_cmds[p.topic](model)
+        except EmulatorError as exc:
+            nested = exc.field.replace("payload", "payload.payload", 1) if exc.field else "payload.payload"
+            raise type(exc)(exc.message, field=nested, valid=exc.valid) from None
+        return {"topic": p.topic, "data": data if data is not None else {}}
 
     def _cmd_board_step(self, p: Any) -> dict[str, Any]:
         if self.clock.mode != ClockMode.LOCKSTEP or self.run_config.sim.lockstep_source != "board":

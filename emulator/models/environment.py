@@ -343,6 +343,18 @@ class Environment:
         wlat = np.where(dlat < 0, SAA_CENTRE_LAT_DEG - o["south"], o["north"] - SAA_CENTRE_LAT_DEG)
         return np.sqrt((dlon / wlon) ** 2 + (dlat / wlat) ** 2)
 
+    def saa_outline(self, t_s: float, n: int = 73) -> tuple[np.ndarray, np.ndarray]:
+        """The SAA outline at ``t_s`` (where :meth:`saa_rho` is 1, i.e. where ``in_saa`` switches), as a closed
+        polygon of ``n`` points: (lat_deg, lon_deg), longitudes wrapped to [-180, 180)."""
+        shift = float(self.saa_centre_lon_deg(t_s)) - SAA_CENTRE_LON_DEG
+        theta = np.linspace(0.0, 2.0 * math.pi, n)
+        c, s = np.cos(theta), np.sin(theta)
+        o = SAA_OUTLINE_DEG
+        wlon = np.where(c < 0, SAA_CENTRE_LON_DEG - o["west"], o["east"] - SAA_CENTRE_LON_DEG)
+        wlat = np.where(s < 0, SAA_CENTRE_LAT_DEG - o["south"], o["north"] - SAA_CENTRE_LAT_DEG)
+        lon = (SAA_CENTRE_LON_DEG + shift + wlon * c + 180.0) % 360.0 - 180.0
+        return SAA_CENTRE_LAT_DEG + wlat * s, lon
+
     def magnetic_lat_deg(self, r_ecef_km: np.ndarray) -> np.ndarray:
         """Latitude in the tilted-dipole frame (IGRF-13 2020 pole)."""
         return np.degrees(np.arcsin(np.clip(_unit(r_ecef_km) @ self._dipole, -1.0, 1.0)))

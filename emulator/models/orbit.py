@@ -621,12 +621,23 @@ class Orbit:
             hi = np.where(same, hi, mid)
         return 0.5 * (lo + hi)
 
-    def _crossings(self, f: Any, t: np.ndarray, ft: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _crossings(self, f: Any, t: np.ndarray, ft: np.ndarray, tol_s: float = 1e-6) -> tuple[np.ndarray, np.ndarray]:
         """Roots of f between grid points: (times, +1 where f goes up / -1 down)."""
         s = np.sign(ft)
         k = np.flatnonzero((s[:-1] != s[1:]) & (s[:-1] != 0))
-        roots = self._bisect(f, t[k], t[k + 1], ft[k])
+        roots = self._bisect(f, t[k], t[k + 1], ft[k], tol_s)
         return roots, np.sign(ft[k + 1] - ft[k])
+
+    def sunlit_crossings(self, t_s: np.ndarray, sunlit_frac: np.ndarray, level: float = 0.5,
+                         tol_s: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
+        """Where the sunlit fraction, sampled as ``sunlit_frac`` at ``t_s``, crosses ``level`` (refined to
+        ``tol_s`` by bisection): (times in s since the epoch, +1 leaving the shadow / -1 entering it).
+
+        A cheap look-ahead for displays (a few ms for an orbit); :meth:`find_eclipses` is the thorough search
+        (penumbra and umbra, grazing passes shorter than the sample spacing)."""
+        t = np.asarray(t_s, dtype=float)
+        return self._crossings(lambda x: self.sunlit_frac(x) - level, t, np.asarray(sunlit_frac, float) - level,
+                               tol_s)
 
     def find_eclipses(self, t0_s: float, t1_s: float, step_s: float = 10.0) -> list[Eclipse]:
         """Every eclipse that overlaps [t0_s, t1_s] (s since epoch), events refined to ~1 us by bisection.

@@ -40,7 +40,7 @@ from emulator.models.power import CELL_MAX_V, FACES, MODE_NAMES, PowerConfig, Po
 from emulator.models.radiation import RadiationConfig
 from emulator.models.sensors import ChannelSpec, SensorBank, SensorsConfig
 from emulator.models.thermal import KELVIN, ThermalConfig, ThermalNetwork
-from emulator.protocol.catalogue import Payload, field
+from emulator.protocol.catalogue import Payload, Plane, field
 
 SOLAR_CONSTANT_W_M2 = 1361.0  # physics.md §3 "Solar constant" (design value)
 #: child seed streams, in SeedSequence.spawn order (append only: the order is part of determinism)
@@ -238,6 +238,15 @@ class SensorDrift(Payload):
 class SensorNoisy(Payload):
     channel: str = field(doc="sensor channel")
     factor: float = field(doc="noise multiplier", gt=0, le=1e6, default=10.0)
+
+
+#: most ground-track samples one ``orbit.predict`` returns (keeps the reply far below the envelope limit)
+MAX_PREDICT_SAMPLES = 5000
+
+
+class OrbitPredict(Payload):
+    duration_s: float = field("s", "how far ahead of now to predict", gt=0, le=30 * 86400, default=6000.0)
+    step_s: float = field("s", "ground-track sample spacing", ge=1, le=3600, default=30.0)
 
 
 def eps_channels(config: SatelliteConfig) -> list[ChannelSpec]:
@@ -525,6 +534,12 @@ class Satellite(SpacecraftModel):
                                      "the cell window."), self._cmd_shed_set),
                 Command(command_spec("thermal.heater.set", HeaterSet, "Set a heater's mode and thermostat."),
                         self._cmd_heater_set),
+                Command(command_spec("orbit.predict", OrbitPredict,
+                                     "Control plane: the orbit ahead of now (ground track with sunlit fraction "
+                                     "and SAA flag, eclipses with entry and exit where the sunlit fraction "
+                                     "crosses 50 % (-1: before now / beyond the horizon), beta angle, period, "
+                                     "SAA outline). Pure: the run is not changed.", Plane.CONTROL),
+                        self._cmd_orbit_predict),
             ],
             faults=[
                 Fault("eps.array.string_fail", StringFail, "Strings of a solar array fail (open); clearing "
@@ -565,6 +580,41 @@ class Satellite(SpacecraftModel):
 
     def _cmd_heater_set(self, p: HeaterSet) -> dict[str, Any]:
         return self.thermal.set_heater(p.heater, p.mode, p.on_below_degc, p.off_above_degc)
+
+    def _cmd_orbit_predict(self, p: OrbitPredict) -> dict[str, Any]:
+        n = int(p.duration_s // p.step_s) + 1
+        if n > MAX_PREDICT_SAMPLES:
+            raise CommandError(f"duration_s / step_s gives {n} track samples, at most {MAX_PREDICT_SAMPLES}: raise "
+                               f"step_s to at least {p.duration_s / (MAX_PREDICT_SAMPLES - 1):.0f} s",
+                               field="payload.step_s")
+        t0 = self.t_ns
+        c = self.env.chunk(t0, round(p.step_s * 1e9), n)
+        out: dict[str, Any] = {
+            "t_ns": t0, "step_s": p.step_s, "beta_deg": float(c.beta_deg[0]),
+            "track": {"t_ns": c.t_ns.tolist(), "lat_deg": np.asarray(c.lat_deg, float).tolist(),
+                      "lon_deg": np.asarray(c.lon_deg, float).tolist(),
+                      "sunlit_frac": np.asarray(c.sunlit_frac, float).tolist(),
+                      "in_saa": np.asarray(c.in_saa, bool).tolist()},
+            "period_s": None, "eclipses": [], "saa_outline": None}
+        orbit = getattr(self.env, "orbit", None)  # an injected environment may have no orbit
+        if orbit is not None:
+            out["period_s"] = float(orbit.period_s)
+            t_s = c.t_ns.astype(float) * 1e-9
+            times, direction = orbit.sunlit_crossings(t_s, c.sunlit_frac)
+            entry: int | None = None if c.sunlit_frac[0] >= 0.5 else -1  # -1: in shadow at t0 (entered before)
+            for tc, d in zip(times.tolist(), direction.tolist(), strict=True):
+                if d < 0:
+                    entry = round(tc * 1e9)
+                elif entry is not None:
+                    out["eclipses"].append({"entry_ns": entry, "exit_ns": round(tc * 1e9)})
+                    entry = None
+            if entry is not None:
+                out["eclipses"].append({"entry_ns": entry, "exit_ns": -1})  # -1: beyond the horizon
+        outline = getattr(self.env, "saa_outline", None)
+        if outline is not None:
+            lat, lon = outline(t0 * 1e-9)
+            out["saa_outline"] = {"lat_deg": lat.tolist(), "lon_deg": lon.tolist()}
+        return out
 
     def _f_strings(self, p: StringFail) -> None:
         self.power.fail_strings(p.array, p.strings)

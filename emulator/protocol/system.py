@@ -101,6 +101,12 @@ class FaultClear(Payload):
     fault_id: int = field(doc="id returned by `fault.inject`", ge=1)
 
 
+class BoardCommand(Payload):
+    topic: str = field(doc="a board-plane command topic, e.g. `eps.rail.set` (not the board's own session "
+                           "topics `board.hello`, `board.step`, `board.link`, `ping`)")
+    payload: dict[str, Any] = field(doc="its payload, exactly as the board would send it", default_factory=dict)
+
+
 class SimStop(Payload):
     reason: str = field(doc="why (logged and recorded)", default="stop requested", max_length=200)
 
@@ -142,4 +148,8 @@ def system_topics() -> list[TopicSpec]:
         TopicSpec("fault.changed", ev, c, Opaque, "A fault was injected or cleared (id, name, params, t_ns)."),
         TopicSpec("stats.get", cmd, c, Empty, "Link, clock and command statistics."),
         TopicSpec("sim.stop", cmd, c, SimStop, "Stop the run cleanly (the recording is closed)."),
+        TopicSpec("board.command", cmd, c, BoardCommand,
+                  "Run a board-plane command as the board would send it (an operator at the bench, e.g. "
+                  "`flatsat console`): same validation and handler; the reply's data is `{topic, data}` with "
+                  "the board command's own reply data. Refusals name fields under `payload.payload`."),
     ]

@@ -115,3 +115,33 @@ def test_bad_telemetry_rate_topic_is_a_config_error() -> None:
     with pytest.raises(ConfigError) as exc:
         Emulator(Lamp(), run, board_url=None, control_url=None)
     assert "lamp.telemetry" in str(exc.value)
+
+
+async def test_board_command_runs_a_board_command_from_the_control_plane_as_the_board_would() -> None:
+    async with make() as emu:
+        data = emu.control("board.command", {"topic": "lamp.set", "payload": {"on": True, "power_w": 20.0}})
+        assert data == {"topic": "lamp.set", "data": {"on": True}}
+        assert emu.model.on and emu.model.power_w == 20.0
+        assert emu.stats.commands == {"board": 0, "control": 1}
+        # the board's own validation, with the field named under the nested payload
+        with pytest.raises(CommandError) as exc:
+            emu.control("board.command", {"topic": "lamp.set", "payload": {"on": True, "power_w": 500.0}})
+        assert exc.value.field == "payload.payload.power_w" and emu.model.power_w == 20.0
+        # the model's own refusal, worded by the model
+        emu.control("fault.inject", {"name": "lamp.brownout", "params": {"factor": 0.0}})
+        with pytest.raises(CommandError, match="lamp is browned out") as exc:
+            emu.control("board.command", {"topic": "lamp.set", "payload": {"on": True}})
+        assert exc.value.field == "payload.payload.on"
+        # only board commands, and not the board's own session topics
+        for topic in ("lamp.sett", "board.hello", "ping", "clock.pause"):
+            with pytest.raises(CommandError) as exc:
+                emu.control("board.command", {"topic": topic, "payload": {}})
+            assert exc.value.field == "payload.topic" and exc.value.valid == ["lamp.set"]
+        assert emu.stats.rejected["control"] == 6
+
+
+async def test_board_command_is_refused_on_the_board_plane_and_recorded_on_the_control_plane(tmp_path) -> None:
+    async with make(tmp_path) as emu:
+        reply = emu.handle_request(Message("board.command", {"topic": "lamp.set", "payload": {"on": True}}, seq=3),
+                                   Plane.BOARD)
+        assert reply.payload["ok"] is False and not emu.model.on

@@ -437,3 +437,64 @@ async def test_runs_under_the_runtime_with_a_timed_rail_short() -> None:
         await emu.run_for(30)
         rail = emu.truth()["satellite"]["power"]["rails"]["payload"]
         assert rail["trips"] == 4 and rail["latched"] and not rail["on"] and rail["short_a"] == 0.0
+
+
+def predict(sat: Satellite, payload: Any) -> dict[str, Any]:
+    """``orbit.predict`` through the satellite's interface, as the runtime calls it."""
+    return next(c for c in sat.interface().commands if c.spec.topic == "orbit.predict").handle(payload)
+
+
+def test_orbit_predict_matches_the_eclipse_search_and_changes_nothing() -> None:
+    from emulator.config import load_config
+    from emulator.models.satellite import OrbitPredict
+
+    cfg = load_config(CONFIGS / "suncatcher-proto.toml")
+    sat = Satellite(cfg.satellite, epoch_utc=cfg.run.sim.epoch_utc, seed=1, step_s=1.0)
+    for k in range(100):
+        sat.step(k * NS, NS)
+    before = sat.truth()
+    out = predict(sat, OrbitPredict(duration_s=2 * 6000.0, step_s=30.0))
+    assert sat.truth() == before  # a look-ahead, not a step
+    track = out["track"]
+    assert len(track["t_ns"]) == 401 and track["t_ns"][0] == 100 * NS and track["t_ns"][1] - track["t_ns"][0] == 30 * NS
+    assert all(-90 <= v <= 90 for v in track["lat_deg"]) and all(-180 <= v <= 180 for v in track["lon_deg"])
+    orbit = sat.env.orbit
+    ref = [e for e in orbit.find_eclipses(100.0, 12100.0) if e.entry_ns is not None and e.exit_ns is not None]
+    got = [e for e in out["eclipses"] if e["entry_ns"] > 0 and e["exit_ns"] > 0]
+    assert len(got) == len(ref) >= 1
+    for g, r in zip(got, ref, strict=True):
+        assert abs(g["entry_ns"] - r.entry_ns) < 2_000_000 and abs(g["exit_ns"] - r.exit_ns) < 2_000_000
+    # the satellite is in the Sun at 100 s; the track's sunlit fraction agrees with the eclipse times
+    in_shadow = [t for t, f in zip(track["t_ns"], track["sunlit_frac"], strict=True) if f < 0.5]
+    assert in_shadow and all(any(e["entry_ns"] <= t <= e["exit_ns"] for e in got) for t in in_shadow
+                             if t < got[-1]["exit_ns"])
+    assert out["period_s"] == pytest.approx(orbit.period_s)
+    assert out["beta_deg"] == pytest.approx(float(orbit.beta_deg(np.array([100.0]))[0]), abs=1e-6)
+    # the SAA outline is where the in_saa flag switches
+    env = sat.env
+    lat, lon = np.array(out["saa_outline"]["lat_deg"]), np.array(out["saa_outline"]["lon_deg"])
+    assert np.allclose(env.saa_rho(np.full(lat.shape, 100.0), lat, lon), 1.0)
+    inside = env.saa_rho(np.array(track["t_ns"]) * 1e-9, np.array(track["lat_deg"]), np.array(track["lon_deg"])) <= 1
+    assert track["in_saa"] == inside.tolist()
+
+
+def test_orbit_predict_bounds_the_reply_and_is_a_control_plane_command() -> None:
+    from emulator.config import load_config
+    from emulator.models.satellite import OrbitPredict
+    from emulator.protocol.catalogue import Plane
+
+    cfg = load_config(CONFIGS / "suncatcher-proto.toml")
+    sat = Satellite(cfg.satellite, epoch_utc=cfg.run.sim.epoch_utc, seed=1, step_s=1.0)
+    spec = next(c.spec for c in sat.interface().commands if c.spec.topic == "orbit.predict")
+    assert spec.plane == Plane.CONTROL
+    with pytest.raises(CommandError) as exc:
+        predict(sat, OrbitPredict(duration_s=86400.0, step_s=1.0))
+    assert exc.value.field == "payload.step_s" and "at most 5000" in exc.value.message
+    sat.step(0, NS)
+    # in shadow at the start: the open eclipse is reported with entry -1
+    shadow_t = next(e.entry_ns for e in sat.env.orbit.find_eclipses(0.0, 7000.0) if e.entry_ns)
+    sat2 = Satellite(cfg.satellite, epoch_utc=cfg.run.sim.epoch_utc, seed=1, step_s=60.0)
+    t = (shadow_t // (60 * NS) + 2) * 60 * NS
+    sat2.step(t - 60 * NS, 60 * NS)
+    first = predict(sat2, OrbitPredict(duration_s=3000.0, step_s=30.0))["eclipses"][0]
+    assert first["entry_ns"] == -1 and first["exit_ns"] > t
