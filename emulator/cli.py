@@ -71,6 +71,17 @@ def build_parser() -> argparse.ArgumentParser:
                                                            "plane only; long)")
     mon.set_defaults(func=cmd_monitor)
 
+    con = sub.add_parser("console", help="bench console in the browser: see and steer a running emulator live, "
+                                         "or play a recording back",
+                         description="Serve a web page (loopback only by default) that shows the emulated satellite "
+                                     "live from its control plane (power, rails, thermal, accelerator, radiation, "
+                                     "orbit, clock, links, plots of any telemetry field) and steers it (clock, "
+                                     "rails, heaters, faults), or plays a recording back with a time slider.")
+    from emulator.console import app as console_app  # argument table only; the web server loads when it runs
+
+    console_app.add_arguments(con)
+    con.set_defaults(func=console_app.run)
+
     orbit = sub.add_parser("orbit", help="eclipses, beta angle and passes of an orbit",
                            description="Propagate an orbit (TLE, elements, or sun-synchronous by altitude "
                                        "and LTAN) and print eclipses, orbits and a summary.")

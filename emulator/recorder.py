@@ -37,6 +37,9 @@ class Record:
     direction: str
     message: Message
     raw: bytes
+    #: where the record starts in the file and how many bytes it takes (for :func:`read_record_at`)
+    offset: int = -1
+    size: int = 0
 
 
 def wall_path(path: str | Path) -> Path:
@@ -117,6 +120,7 @@ def read_recording(path: str | Path) -> Iterator[Record]:
         unpacker = msgpack.Unpacker(fh, raw=False, max_buffer_size=64 << 20)
         next(unpacker)
         while True:
+            offset = unpacker.tell()
             try:
                 item = next(unpacker)
             except StopIteration:
@@ -129,4 +133,16 @@ def read_recording(path: str | Path) -> Iterator[Record]:
                 msg = decode_message(item[2])
             except CodecError:
                 continue
-            yield Record(plane=item[0], direction=item[1], message=msg, raw=item[2])
+            yield Record(plane=item[0], direction=item[1], message=msg, raw=item[2], offset=offset,
+                         size=unpacker.tell() - offset)
+
+
+def read_record_at(fh: IO[bytes], offset: int, size: int) -> Record:
+    """The record that :func:`read_recording` gave with this ``offset`` and ``size``, from an open file (random
+    access for playback with a time slider)."""
+    fh.seek(offset)
+    item = msgpack.unpackb(fh.read(size), raw=False)
+    if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], bytes)):
+        raise CodecError(f"no record at offset {offset}", field="offset")
+    return Record(plane=item[0], direction=item[1], message=decode_message(item[2]), raw=item[2], offset=offset,
+                  size=size)

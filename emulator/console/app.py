@@ -1,0 +1,105 @@
+"""``flatsat console``: serve the bench console for a running emulator's control plane, or for a recording."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import importlib.util
+import os
+import signal
+import sys
+from typing import Any
+
+#: what the console needs beyond flatsat's own dependencies (the ``console`` extra)
+NEEDS = {"aiohttp": "aiohttp", "plotly": "plotly"}
+INSTALL_HINT = "pip install 'flatsat[console]'   (or: pip install aiohttp plotly)"
+DEFAULT_LISTEN = "127.0.0.1:8800"
+TOKEN_ENV = "FLATSAT_CONSOLE_TOKEN"
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("url", nargs="?", metavar="CONTROL_URL",
+                   help="the emulator's control-plane URL, e.g. zmq+tcp://127.0.0.1:5560 (what `flatsat run` prints)")
+    p.add_argument("--recording", metavar="FILE", help="play a recording back instead (time slider, no steering)")
+    p.add_argument("--listen", default=DEFAULT_LISTEN, metavar="HOST:PORT",
+                   help="where the page is served (default %(default)s: this machine only; port 0: any free port). "
+                        "Any other address needs a token (--token, or one is made up and printed)")
+    p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
+                   help=f"access token the page must present (?token=..., then a cookie); default ${TOKEN_ENV}")
+
+
+def missing_packages() -> list[str]:
+    return [pkg for mod, pkg in NEEDS.items() if importlib.util.find_spec(mod) is None]
+
+
+def run(args: argparse.Namespace) -> int:
+    if bool(args.url) == bool(args.recording):
+        print("flatsat console: give a CONTROL_URL (a running emulator) or --recording FILE, not both",
+              file=sys.stderr)
+        return 2
+    missing = missing_packages()
+    if missing:
+        print(f"flatsat console needs {', '.join(missing)}, which is not installed; install it with:\n"
+              f"  {INSTALL_HINT}", file=sys.stderr)
+        return 2
+    import secrets
+
+    from emulator.errors import EmulatorError, InvalidTransportURL
+    from emulator.transports.url import is_loopback_host, split_host_port
+
+    try:
+        host, port = split_host_port(args.listen, args.listen)
+    except InvalidTransportURL as exc:
+        print(f"flatsat console: --listen: {exc}", file=sys.stderr)
+        return 2
+    token = args.token or None
+    loopback = is_loopback_host(host)
+    if not loopback and token is None:
+        token = secrets.token_urlsafe(18)
+    try:
+        return asyncio.run(_serve(args, host, port, token, loopback))
+    except EmulatorError as exc:
+        print(f"flatsat console: {exc}", file=sys.stderr)
+        return 2
+
+
+async def _serve(args: argparse.Namespace, host: str, port: int, token: str | None, loopback: bool) -> int:
+    from emulator.console.server import ConsoleServer
+    from emulator.console.sources import LiveSource, RecordingSource
+    from emulator.console.state import ConsoleState
+
+    state = ConsoleState()
+    source: Any
+    if args.recording:
+        source = RecordingSource(args.recording, state)
+        print(f"flatsat console: reading {args.recording} ...", file=sys.stderr)
+        await asyncio.to_thread(source.load)
+    else:
+        source = LiveSource(args.url, state)
+    await source.start()
+    server = ConsoleServer(source, token=token, loopback=loopback)
+    try:
+        url = await server.start(host, port)
+    except OSError as exc:
+        await source.aclose()
+        print(f"flatsat console: cannot listen on {args.listen}: {exc}", file=sys.stderr)
+        return 2
+    shown = f"{url}?token={token}" if token else url
+    what = f"recording {args.recording}" if args.recording else f"control plane {args.url}"
+    print(f"flatsat console: {what}\nflatsat console: open {shown}", file=sys.stderr)
+    if not loopback:
+        print(f"flatsat console: listening on {host}, not loopback: anyone who reaches it can steer the emulator, "
+              "so every request must carry the token above (keep it secret; HTTP is not encrypted)", file=sys.stderr)
+    sys.stderr.flush()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    try:
+        await stop.wait()
+    finally:
+        await server.aclose()
+        await source.aclose()
+    return 0

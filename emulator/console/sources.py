@@ -1,0 +1,391 @@
+"""Where the console's messages come from: a running emulator's control plane, or a recording.
+
+:class:`LiveSource` is a control-plane client like ``flatsat monitor``: it subscribes to everything the
+emulator publishes there, sends the page's commands as control-plane requests and matches the replies by id,
+and asks now and then for what is not published (active faults, statistics, the orbit ahead).
+:class:`RecordingSource` reads a recording once (history, eclipses, track, events, and where every telemetry
+message lies in the file), then serves the state at any instant of it for the time slider.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from emulator.clock import WallSource
+from emulator.console.state import ConsoleState, is_telemetry
+from emulator.errors import EmulatorError, TransportError
+from emulator.protocol.envelope import Message
+
+log = logging.getLogger("flatsat.console")
+
+NS_PER_S = 1_000_000_000
+SRC = "console"
+#: wall seconds between polls of what the control plane does not publish
+POLL_S = 2.0
+#: how far ahead orbit.predict looks, in orbits, and its track spacing
+PREDICT_ORBITS = 2.0
+PREDICT_STEP_S = 30.0
+REQUEST_TIMEOUT_S = 10.0
+PLAYBACK_TICK_S = 0.1
+RECORDING_EVENTS_KEPT = 200_000
+
+
+def _error(message: str, code: str = "console") -> dict[str, Any]:
+    return {"ok": False, "error": {"code": code, "message": message}}
+
+
+class LiveSource:
+    """A running emulator's control plane."""
+
+    kind = "live"
+
+    def __init__(self, url: str, state: ConsoleState, *, wall: WallSource | None = None,
+                 connect: Callable[[str], Any] | None = None) -> None:
+        self.url = url
+        self.state = state
+        self.wall = wall or WallSource()
+        self._connect = connect
+        self.link: Any = None
+        self.connected = False
+        self.error: str | None = None
+        self.predict_error: str | None = None
+        self.fault_schemas: list[dict[str, Any]] = []
+        self.meta_version = 0
+        self._seq = 0
+        self._pending: dict[int, asyncio.Future[Message]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._stop = asyncio.Event()
+        self._wake_poll = asyncio.Event()
+
+    @property
+    def label(self) -> str:
+        return self.url
+
+    async def start(self) -> None:
+        from emulator.transports import parse_transport_url
+
+        parse_transport_url(self.url)  # a bad URL is an error now, not a retry loop
+        self._tasks.append(asyncio.create_task(self._run(), name="console-live"))
+
+    async def aclose(self) -> None:
+        self._stop.set()
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self.link is not None:
+            with contextlib.suppress(Exception):
+                await self.link.aclose()
+
+    async def _open(self) -> Any:
+        if self._connect is not None:
+            return await self._connect(self.url)
+        from emulator.transports import connect
+
+        return await connect(self.url)
+
+    async def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.link = await self._open()
+            except EmulatorError as exc:
+                if self.error != str(exc):
+                    log.warning("control plane %s: %s (retrying)", self.url, exc)
+                self.error = str(exc)
+                self.meta_version += 1
+                await self._sleep(POLL_S)
+                continue
+            self.connected, self.error = True, None
+            self.meta_version += 1
+            reader = asyncio.create_task(self._read(), name="console-read")
+            poller = asyncio.create_task(self._poll(), name="console-poll")
+            try:
+                await asyncio.wait({reader, poller}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (reader, poller):
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, Exception):
+                        await task
+            return
+
+    async def _read(self) -> None:
+        link = self.link
+        while True:
+            try:
+                msg = await link.recv()
+            except TransportError as exc:  # the emulator went away; the link reconnects by itself
+                self.connected, self.error = False, str(exc)
+                self.meta_version += 1
+                self._fail_pending(str(exc))
+                continue
+            if not self.connected:
+                self.connected, self.error = True, None
+                self.meta_version += 1
+                self._wake_poll.set()
+            if msg.topic == "reply":
+                fut = self._pending.pop(msg.payload.get("id", -1), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(msg)
+                continue
+            self.state.ingest(msg)
+            if msg.topic == "fault.changed":
+                self._wake_poll.set()  # fetch the expiry of a new fault
+
+    def _fail_pending(self, why: str) -> None:
+        for fut in self._pending.values():
+            if not fut.done():
+                fut.set_exception(TransportError(why))
+        self._pending.clear()
+
+    async def request(self, topic: str, payload: dict[str, Any] | None = None,
+                      timeout_s: float = REQUEST_TIMEOUT_S) -> dict[str, Any]:
+        """Send a control-plane request; the reply's payload (``ok`` with ``data`` or ``error``), never raises."""
+        if self.link is None:
+            return _error(f"not connected to the emulator at {self.url}: {self.error or 'connecting'}")
+        self._seq += 1
+        seq = self._seq
+        fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
+        self._pending[seq] = fut
+        try:
+            await self.link.send(Message(topic, payload or {}, seq=seq, t_ns=self.state.t_ns, src=SRC))
+            async with asyncio.timeout(timeout_s):
+                reply = await fut
+        except TimeoutError:
+            return _error(f"{topic}: no reply from the emulator at {self.url} within {timeout_s:g} s")
+        except EmulatorError as exc:
+            return _error(f"{topic}: {exc}")
+        finally:
+            self._pending.pop(seq, None)
+        return dict(reply.payload)
+
+    async def _poll(self) -> None:
+        listed = False
+        while True:
+            if self.connected:
+                if not listed:
+                    reply = await self.request("fault.list")
+                    if reply.get("ok"):
+                        self.fault_schemas = reply["data"].get("faults", [])
+                        self.state.fault_schemas = self.fault_schemas
+                        listed = True
+                        self.meta_version += 1
+                reply = await self.request("truth.get")
+                if reply.get("ok"):
+                    self.state.apply_truth_get(reply["data"])
+                reply = await self.request("stats.get")
+                if reply.get("ok"):
+                    self.state.stats = reply["data"]
+                await self._maybe_predict()
+            self._wake_poll.clear()
+            await self._sleep(POLL_S, self._wake_poll)
+
+    async def _maybe_predict(self) -> None:
+        if self.predict_error is not None:
+            return
+        pred, now = self.state.prediction, self.state.t_ns
+        if pred is not None:
+            period_ns = round((pred.get("period_s") or 6000.0) * NS_PER_S)
+            if pred["t_ns"] <= now < pred["t_ns"] + period_ns * (PREDICT_ORBITS - 1):
+                return
+        period_s = (pred or {}).get("period_s") or 6000.0
+        reply = await self.request("orbit.predict", {"duration_s": PREDICT_ORBITS * period_s,
+                                                     "step_s": PREDICT_STEP_S})
+        if reply.get("ok"):
+            self.state.prediction = reply["data"]
+        else:  # e.g. a model without an orbit: say so once, keep the rest working
+            err = reply.get("error") or {}
+            if err.get("code") != "console":
+                self.predict_error = err.get("message", "refused")
+                self.meta_version += 1
+
+    async def _sleep(self, seconds: float, wake: asyncio.Event | None = None) -> None:
+        sleeper = asyncio.ensure_future(self.wall.sleep_until(self.wall.now_ns() + round(seconds * NS_PER_S)))
+        waits = {sleeper, asyncio.ensure_future(self._stop.wait())}
+        if wake is not None:
+            waits.add(asyncio.ensure_future(wake.wait()))
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for fut in waits:
+                fut.cancel()
+
+    def meta(self) -> dict[str, Any]:
+        return {"mode": "live", "source": self.url, "connected": self.connected, "error": self.error,
+                "fault_schemas": self.fault_schemas, "predict_error": self.predict_error}
+
+    def view(self) -> dict[str, Any]:
+        return self.state.view()
+
+    def map_data(self) -> dict[str, Any]:
+        return self.state.map_data()
+
+    def series(self, fields: list[str], window_s: float) -> dict[str, Any]:
+        return self.state.series(fields, window_s)
+
+
+class RecordingSource:
+    """A recording, read once, shown at any instant (the cursor) and played back at a speed."""
+
+    kind = "recording"
+
+    def __init__(self, path: str | Path, state: ConsoleState, *, wall: WallSource | None = None) -> None:
+        self.path = Path(path)
+        self.state = state
+        self.wall = wall or WallSource()
+        self.meta_version = 0
+        self._index: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self._events: list[dict[str, Any]] = []
+        self._event_t: list[int] = []
+        self.events_dropped = 0
+        self.commands = 0
+        self.t0_ns = self.t1_ns = 0
+        self.cursor_ns = 0
+        self.speed = 60.0
+        self.playing = False
+        self.header: dict[str, Any] = {}
+        self._fh: IO[bytes] | None = None
+        self._player: asyncio.Task[None] | None = None
+        self.fault_schemas: list[dict[str, Any]] = []
+
+    @property
+    def label(self) -> str:
+        return str(self.path)
+
+    def load(self) -> None:
+        """Read the whole file (raises ConfigError if it is not a recording)."""
+        from emulator.recorder import read_header, read_recording
+
+        self.header = read_header(self.path)
+        epoch = (self.header.get("meta") or {}).get("epoch_utc")
+        if isinstance(epoch, str):
+            self.state.set_epoch_utc(epoch)
+        index: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        first: int | None = None
+        last = 0
+        for rec in read_recording(self.path):
+            msg = rec.message
+            if rec.direction == "in":
+                self.commands += 1
+                continue
+            if msg.topic == "reply":
+                continue
+            first = msg.t_ns if first is None else first
+            last = max(last, msg.t_ns)
+            self.state.ingest(msg)
+            if is_telemetry(msg.topic):
+                t, off, size = index.setdefault(msg.topic, ([], [], []))
+                t.append(msg.t_ns)
+                off.append(rec.offset)
+                size.append(rec.size)
+            elif msg.topic != "sim.waiting":
+                if len(self._events) < RECORDING_EVENTS_KEPT:
+                    self._events.append({"t_ns": msg.t_ns, "topic": msg.topic, "payload": msg.payload})
+                    self._event_t.append(msg.t_ns)
+                else:
+                    self.events_dropped += 1
+        self._index = {k: (np.asarray(t, np.int64), np.asarray(o, np.int64), np.asarray(s, np.int64))
+                       for k, (t, o, s) in index.items()}
+        self.t0_ns, self.t1_ns = first or 0, last
+        self.cursor_ns = self.t1_ns
+        # a recording shows its faults by what fault.changed said; the live list makes no sense here
+        self.state.faults.clear()
+
+    async def start(self) -> None:
+        if self._fh is None:
+            self._fh = await asyncio.to_thread(self.path.open, "rb")
+
+    async def aclose(self) -> None:
+        self.pause()
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+
+    # -- the cursor ---------------------------------------------------------------------------------------------
+    def seek(self, t_ns: int) -> None:
+        self.cursor_ns = min(max(int(t_ns), self.t0_ns), self.t1_ns)
+
+    def play(self, speed: float | None = None) -> None:
+        if speed is not None:
+            self.speed = float(speed)
+        if self.cursor_ns >= self.t1_ns:
+            self.cursor_ns = self.t0_ns
+        if self._player is None or self._player.done():
+            self.playing = True
+            self._player = asyncio.create_task(self._play(), name="console-playback")
+
+    def pause(self) -> None:
+        self.playing = False
+        if self._player is not None:
+            self._player.cancel()
+            self._player = None
+
+    async def _play(self) -> None:
+        tick_ns = round(PLAYBACK_TICK_S * NS_PER_S)
+        next_wall = self.wall.now_ns()
+        while self.playing and self.cursor_ns < self.t1_ns:
+            next_wall += tick_ns
+            await self.wall.sleep_until(next_wall)
+            self.seek(self.cursor_ns + round(tick_ns * self.speed))
+        self.playing = False
+
+    def latest_at(self, t_ns: int) -> dict[str, tuple[int, dict[str, Any]]]:
+        from emulator.recorder import read_record_at
+
+        out: dict[str, tuple[int, dict[str, Any]]] = {}
+        if self._fh is None:
+            return out
+        for topic, (t, off, size) in self._index.items():
+            i = int(np.searchsorted(t, t_ns, side="right")) - 1
+            if i >= 0:
+                msg = read_record_at(self._fh, int(off[i]), int(size[i])).message
+                out[topic] = (msg.t_ns, dict(msg.payload))
+        return out
+
+    def _events_until(self, t_ns: int) -> list[dict[str, Any]]:
+        return self._events[:bisect.bisect_right(self._event_t, t_ns)]
+
+    def faults_at(self, t_ns: int) -> list[dict[str, Any]]:
+        active: dict[int, dict[str, Any]] = {}
+        for e in self._events_until(t_ns):
+            if e["topic"] == "fault.changed":
+                p = e["payload"]
+                if p.get("active"):
+                    active[p["fault_id"]] = {"fault_id": p["fault_id"], "name": p.get("name"),
+                                             "params": p.get("params", {}), "t_ns": p.get("t_ns", e["t_ns"]),
+                                             "until_ns": -1}
+                else:
+                    active.pop(p.get("fault_id"), None)
+        return list(active.values())
+
+    async def request(self, topic: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        return _error(f"{topic}: this console plays a recording ({self.path.name}); nothing can be steered")
+
+    def meta(self) -> dict[str, Any]:
+        meta = self.header.get("meta") or {}
+        return {"mode": "recording", "source": str(self.path), "connected": True, "error": None,
+                "fault_schemas": [], "predict_error": None,
+                "recording": {"t0_ns": self.t0_ns, "t1_ns": self.t1_ns, "epoch_utc": meta.get("epoch_utc"),
+                              "x0": self.state.unix_ms(self.t0_ns), "x1": self.state.unix_ms(self.t1_ns),
+                              "meta": meta, "commands": self.commands, "events_dropped": self.events_dropped}}
+
+    def view(self) -> dict[str, Any]:
+        t = self.cursor_ns
+        view = self.state.view(self.latest_at(t), t, self._events_until(t)[-200:], self.faults_at(t))
+        view["playback"] = {"cursor_ns": t, "playing": self.playing, "speed": self.speed,
+                            "x": self.state.unix_ms(t)}
+        return view
+
+    def map_data(self) -> dict[str, Any]:
+        return self.state.map_data(self.cursor_ns, ahead=True)
+
+    def series(self, fields: list[str], window_s: float) -> dict[str, Any]:
+        return self.state.series(fields, window_s, self.cursor_ns)
