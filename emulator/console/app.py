@@ -68,13 +68,17 @@ async def _serve(args: argparse.Namespace, host: str, port: int, token: str | No
     from emulator.console.server import ConsoleServer
     from emulator.console.sources import LiveSource, RecordingSource
     from emulator.console.state import ConsoleState
+    from emulator.errors import ConfigError
 
     state = ConsoleState()
     source: Any
     if args.recording:
         source = RecordingSource(args.recording, state)
         print(f"flatsat console: reading {args.recording} ...", file=sys.stderr)
-        await asyncio.to_thread(source.load)
+        try:
+            await asyncio.to_thread(source.load)
+        except OSError as exc:
+            raise ConfigError(f"{args.recording}: {exc.strerror or exc}", field="recording") from None
     else:
         source = LiveSource(args.url, state)
     await source.start()

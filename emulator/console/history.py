@@ -189,7 +189,7 @@ class History:
                 hi = np.fmax.reduceat(hi, starts, axis=0)
             t = t[starts]
             width *= k
-        mid = t + width // 2
+        mid = np.clip(t + width // 2, t0_ns, t1_ns)  # a bin's middle, kept inside the window
         out = []
         for j, name in enumerate(fields):
             a, b = lo[:, j].astype(float), hi[:, j].astype(float)

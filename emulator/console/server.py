@@ -260,8 +260,9 @@ class ConsoleServer:
             reply = {"ok": False, "error": {"code": "console", "message": "payload must be a JSON object"}}
         else:
             reply = await self.source.request(topic, payload)
-        page.post(f"reply:{req.get('id')}", _json(_clean({"type": "reply", "id": req.get("id"), "topic": topic,
-                                                          "payload": payload, **reply})))
+        frame = {"ok": reply.get("ok", False), "data": reply.get("data"), "error": reply.get("error"),
+                 "type": "reply", "id": req.get("id"), "topic": topic, "payload": payload}
+        page.post(f"reply:{req.get('id')}", _json(_clean(frame)))
         # what the command changed shows at once, not at the next tick
         self._post_all(page, force=False)
 

@@ -34,7 +34,12 @@ POLL_S = 2.0
 PREDICT_ORBITS = 2.0
 PREDICT_STEP_S = 30.0
 REQUEST_TIMEOUT_S = 10.0
+#: most messages of one telemetry topic a second (wall) that go into the plots' history; beyond it (1 kHz
+#: telemetry, a fast-forward) every n-th is taken, still binned min/max. The panels always show the newest.
+HISTORY_PER_TOPIC_HZ = 50.0
 PLAYBACK_TICK_S = 0.1
+#: requests that change nothing (no fresh poll after them)
+QUERIES = frozenset({"truth.get", "stats.get", "fault.list", "orbit.predict", "clock.status"})
 RECORDING_EVENTS_KEPT = 200_000
 
 
@@ -64,10 +69,32 @@ class LiveSource:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._wake_poll = asyncio.Event()
+        #: per telemetry topic: wall ns of its history window start, messages taken in it, every n-th to take
+        self._rate: dict[str, list[int]] = {}
+        self.history_skipped = 0
 
     @property
     def label(self) -> str:
         return self.url
+
+    def _take_for_history(self, topic: str) -> bool:
+        """Every message while a topic arrives at most HISTORY_PER_TOPIC_HZ; beyond, every n-th (n adapts each
+        wall second), so the plots' cost per second is bounded whatever the telemetry rate."""
+        now = self.wall.now_ns()
+        r = self._rate.get(topic)
+        if r is None:
+            r = self._rate[topic] = [now, 0, 1, 0]  # window start, seen, stride, counter
+        r[1] += 1
+        if now - r[0] >= NS_PER_S:
+            rate = r[1] * NS_PER_S / (now - r[0])
+            r[0], r[1] = now, 0
+            r[2] = max(1, int(rate / HISTORY_PER_TOPIC_HZ))
+        r[3] += 1
+        if r[3] >= r[2]:
+            r[3] = 0
+            return True
+        self.history_skipped += 1
+        return False
 
     async def start(self) -> None:
         from emulator.transports import parse_transport_url
@@ -136,7 +163,7 @@ class LiveSource:
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
                 continue
-            self.state.ingest(msg)
+            self.state.ingest(msg, history=not is_telemetry(msg.topic) or self._take_for_history(msg.topic))
             if msg.topic == "fault.changed":
                 self._wake_poll.set()  # fetch the expiry of a new fault
 
@@ -165,6 +192,8 @@ class LiveSource:
             return _error(f"{topic}: {exc}")
         finally:
             self._pending.pop(seq, None)
+        if topic not in QUERIES and reply.payload.get("ok"):
+            self._wake_poll.set()  # show what the command changed even if the run is paused
         return dict(reply.payload)
 
     async def _poll(self) -> None:

@@ -345,9 +345,10 @@ class Environment:
 
     def saa_outline(self, t_s: float, n: int = 73) -> tuple[np.ndarray, np.ndarray]:
         """The SAA outline at ``t_s`` (where :meth:`saa_rho` is 1, i.e. where ``in_saa`` switches), as a closed
-        polygon of ``n`` points: (lat_deg, lon_deg), longitudes wrapped to [-180, 180)."""
+        polygon of ``n`` points, clockwise seen from above (the winding spherical polygon code such as d3-geo
+        takes for "the small side"): (lat_deg, lon_deg), longitudes wrapped to [-180, 180)."""
         shift = float(self.saa_centre_lon_deg(t_s)) - SAA_CENTRE_LON_DEG
-        theta = np.linspace(0.0, 2.0 * math.pi, n)
+        theta = np.linspace(2.0 * math.pi, 0.0, n)
         c, s = np.cos(theta), np.sin(theta)
         o = SAA_OUTLINE_DEG
         wlon = np.where(c < 0, SAA_CENTRE_LON_DEG - o["west"], o["east"] - SAA_CENTRE_LON_DEG)

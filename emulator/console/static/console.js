@@ -157,12 +157,12 @@ function renderThermal(t) {
   const held = document.activeElement && document.activeElement.dataset && document.activeElement.dataset.heaterMode;
   if (held) return; // do not redraw a select the user is working with
   $("#heaters tbody").innerHTML = (t.heaters || []).map((h) => {
-    const sel = live ? `<select data-heater-mode="${esc(h.name)}">${["auto", "on", "off"].map((m) =>
+    const mode = live ? `<select data-heater-mode="${esc(h.name)}">${["auto", "on", "off"].map((m) =>
       `<option${m === h.mode ? " selected" : ""}>${m}</option>`).join("")}</select>
-      <button data-heater="${esc(h.name)}">Set</button>` : "";
-    return `<tr id="heater-${esc(h.name)}"><td>${esc(h.name)}</td><td>${esc(h.mode)}</td>
+      <button data-heater="${esc(h.name)}">Set</button>` : esc(h.mode);
+    return `<tr id="heater-${esc(h.name)}" data-mode="${esc(h.mode)}"><td>${esc(h.name)}</td>
       <td class="${h.on ? "on" : "off"}">${h.on ? "on" : "off"}</td>
-      <td>${num(h.on_below_degc, 1)} / ${num(h.off_above_degc, 1)}</td><td>${sel}</td></tr>`;
+      <td>${num(h.on_below_degc, 0)} / ${num(h.off_above_degc, 0)}</td><td>${mode}</td></tr>`;
   }).join("");
 }
 function renderOrbit(o) {

@@ -1,0 +1,236 @@
+"""`flatsat console` without a browser: the server, its WebSocket feed and guards, live and recording sources.
+
+A lockstep emulator moves only when the page steps it, so every check here waits on sim time, not wall time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aiohttp", reason="pip install 'flatsat[console]'")
+import aiohttp
+
+from emulator.config import load_config
+from emulator.console.server import ConsoleServer
+from emulator.console.sources import LiveSource, RecordingSource
+from emulator.console.state import ConsoleState
+from emulator.runtime import Emulator
+
+ROOT = Path(__file__).resolve().parents[2]
+CONFIG = ROOT / "configs" / "suncatcher-proto.toml"
+NS = 1_000_000_000
+WALL_GUARD_S = 20.0
+
+
+@contextlib.asynccontextmanager
+async def live_console(**server_kw: Any) -> AsyncIterator[tuple[Emulator, ConsoleServer, str]]:
+    cfg = load_config(CONFIG, {"sim.mode": "lockstep", "links.board": None, "links.control": "zmq+tcp://127.0.0.1:0"})
+    async with Emulator.from_config(cfg, record_path=None) as emu:
+        run = asyncio.create_task(emu.run(None))
+        source = LiveSource(emu.control_url, ConsoleState())
+        await source.start()
+        server = ConsoleServer(source, **server_kw)
+        url = await server.start("127.0.0.1", 0)
+        try:
+            yield emu, server, url
+        finally:
+            await server.aclose()
+            await source.aclose()
+            emu.request_stop("test done")
+            await run
+
+
+class Page:
+    """A WebSocket client that reads frames as the page does."""
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self.ws = ws
+        self.last: dict[str, dict[str, Any]] = {}
+        self.seq = 0
+
+    async def until(self, kind: str, pred: Callable[[dict[str, Any]], bool] = lambda f: True) -> dict[str, Any]:
+        async with asyncio.timeout(WALL_GUARD_S):
+            while True:
+                msg = await self.ws.receive()
+                assert msg.type == aiohttp.WSMsgType.TEXT, msg
+                frame = json.loads(msg.data)
+                self.last[frame["type"]] = frame
+                if frame["type"] == kind and pred(frame):
+                    return frame
+
+    async def command(self, topic: str, payload: dict[str, Any]) -> dict[str, Any]:
+        self.seq += 1
+        seq = self.seq
+        await self.ws.send_json({"op": "command", "id": seq, "topic": topic, "payload": payload})
+        return await self.until("reply", lambda f: f["id"] == seq)
+
+
+@contextlib.asynccontextmanager
+async def page_at(url: str, **kw: Any) -> AsyncIterator[Page]:
+    async with aiohttp.ClientSession() as http, http.ws_connect(url + "ws", **kw) as ws:
+        yield Page(ws)
+
+
+def rail(view: dict[str, Any], name: str) -> dict[str, Any]:
+    return next(r for r in view["rails"] if r["name"] == name)
+
+
+async def test_the_page_sees_the_satellite_and_steps_its_clock() -> None:
+    async with live_console() as (emu, _server, url), page_at(url) as page:
+        meta = await page.until("meta", lambda f: bool(f["fault_schemas"]))
+        assert meta["mode"] == "live" and meta["connected"] and meta["source"] == emu.control_url
+        view = await page.until("view", lambda f: f["clock"].get("mode") == "lockstep" and bool(f["rails"]))
+        assert {r["name"] for r in view["rails"]} == set(emu.truth()["satellite"]["power"]["rails"])
+        assert view["battery"]["soc"] == pytest.approx(emu.model.power.soc, rel=1e-6)
+        t0 = view["t_ns"]
+        reply = await page.command("clock.step", {"duration_s": 600.0})
+        assert reply["ok"], reply
+        later = await page.until("view", lambda f: f["t_ns"] >= t0 + 600 * NS)
+        assert later["utc"] > view["utc"] and later["clock"]["steps"] >= 600
+        # the orbit ahead comes from orbit.predict; the next eclipse lies ahead of now
+        orbit = (await page.until("view", lambda f: f["orbit"]["next_eclipse"] is not None))["orbit"]
+        assert orbit["next_eclipse"]["entry_in_s"] > 0 and orbit["beta_deg"] is not None
+        # a plot of any telemetry field, decimated, with the eclipses to shade
+        await page.ws.send_json({"op": "plots", "plots": [{"id": "a", "fields": ["satellite.power.soc",
+                                                                                 "eps.telemetry.bus_v"],
+                                                           "window_s": 3600}]})
+        series = await page.until("series", lambda f: all(len(s["x"]) > 100 for s in f["plots"]["a"]["series"]))
+        soc = series["plots"]["a"]["series"][0]
+        assert soc["field"] == "satellite.power.soc" and len(soc["x"]) <= 1200
+        assert soc["y"][-1] == pytest.approx(emu.model.power.soc, abs=1e-3)
+        wanted = {"satellite.power.bus_v", "sim.clock.lag_s", "accel.status.utilisation", "eps.telemetry.rails.3.current_a"}
+        meta = page.last["meta"]  # sent again only when the field list grows
+        assert wanted <= set(meta["fields"]) or wanted <= set((await page.until("meta"))["fields"])
+
+
+async def test_a_rail_switched_from_the_page_is_what_the_board_would_command() -> None:
+    async with live_console() as (emu, _server, url), page_at(url) as page:
+        await page.until("view", lambda f: bool(f["rails"]))
+        reply = await page.command("board.command", {"topic": "eps.rail.set", "payload": {"rail": "payload",
+                                                                                          "on": False}})
+        assert reply["ok"] and reply["data"] == {"topic": "eps.rail.set",
+                                                 "data": {"rail": "payload", "commanded_on": False, "on": False}}
+        assert emu.truth()["satellite"]["power"]["rails"]["payload"]["on"] is False
+        await page.command("clock.step", {"duration_s": 2.0})
+        view = await page.until("view", lambda f: rail(f, "payload")["on"] is False and f["t_ns"] >= 2 * NS)
+        assert rail(view, "payload")["commanded_on"] is False
+        # refusals as the emulator words them, with the field named
+        bad = await page.command("board.command", {"topic": "eps.rail.set", "payload": {"rail": "paylod",
+                                                                                        "on": True}})
+        assert bad["ok"] is False and bad["error"]["field"] == "payload.payload.rail"
+        assert "unknown rail 'paylod' (did you mean 'payload'?)" in bad["error"]["message"]
+        heater = await page.command("board.command", {"topic": "thermal.heater.set",
+                                                      "payload": {"heater": "battery_heater", "mode": "on"}})
+        assert heater["ok"] and emu.truth()["satellite"]["thermal"]["heaters"]["battery_heater"]["mode"] == "on"
+
+
+async def test_faults_from_their_schemas_with_a_duration_are_listed_and_cleared() -> None:
+    async with live_console() as (emu, _server, url), page_at(url) as page:
+        meta = await page.until("meta", lambda f: bool(f["fault_schemas"]))
+        short = next(f for f in meta["fault_schemas"] if f["name"] == "eps.rail.short")
+        assert short["clearable"] and set(short["params"]["required"]) == {"rail", "extra_a"}
+        reply = await page.command("fault.inject", {"name": "eps.rail.short", "params": {"rail": "comms_5v",
+                                                                                         "extra_a": 0.5},
+                                                    "duration_s": 300.0})
+        assert reply["ok"], reply
+        fid = reply["data"]["fault_id"]
+        await page.command("clock.step", {"duration_s": 1.0})
+        view = await page.until("view", lambda f: any(x["fault_id"] == fid for x in f["faults"]))
+        active = next(x for x in view["faults"] if x["fault_id"] == fid)
+        assert active["name"] == "eps.rail.short" and active["params"] == {"rail": "comms_5v", "extra_a": 0.5}
+        # truth.get (polled) adds the expiry of the duration
+        view = await page.until("view", lambda f: any(x["fault_id"] == fid and x["until_ns"] > 0 for x in f["faults"]))
+        assert next(x for x in view["faults"] if x["fault_id"] == fid)["until_ns"] == 300 * NS
+        cleared = await page.command("fault.clear", {"fault_id": fid})
+        assert cleared["ok"] and emu.truth()["faults"] == []
+        await page.command("clock.step", {"duration_s": 1.0})
+        await page.until("view", lambda f: not f["faults"])
+        bad = await page.command("fault.inject", {"name": "eps.rail.short", "params": {"rail": "comms_5v"}})
+        assert bad["ok"] is False and bad["error"]["field"] == "payload.params.extra_a"
+
+
+async def test_the_page_cannot_stop_the_run_and_bad_frames_are_answered() -> None:
+    async with live_console() as (emu, _server, url), page_at(url) as page:
+        reply = await page.command("sim.stop", {})
+        assert reply["ok"] is False and "does not send 'sim.stop'" in reply["error"]["message"]
+        assert not emu.stopped
+        await page.ws.send_str("not json")
+        err = await page.until("error")
+        assert "bad frame" in err["message"]
+
+
+async def test_token_host_and_origin_guards() -> None:
+    jar = aiohttp.CookieJar(unsafe=True)  # keep cookies for 127.0.0.1, as a browser does
+    async with live_console(token="s3cret") as (_emu, _server, url), aiohttp.ClientSession(cookie_jar=jar) as http:
+        async with http.get(url) as r:
+            assert r.status == 401 and "token" in await r.text()
+        async with http.get(url + "?token=wrong") as r:
+            assert r.status == 401
+        async with http.get(url + "?token=s3cret") as r:
+            assert r.status == 200 and "flatsat console" in await r.text()
+        async with http.get(url + "vendor/plotly.min.js") as r:  # the cookie carries the token from here on
+            assert r.status == 200 and len(await r.read()) > 1_000_000
+        async with http.get(url + "vendor/topojson/world_110m.json") as r:
+            assert r.status == 200 and "coastlines" in (await r.json())["objects"]
+        with pytest.raises(aiohttp.WSServerHandshakeError) as exc:
+            async with http.ws_connect(url + "ws", headers={"Origin": "http://evil.example"}):
+                pass
+        assert exc.value.status == 403
+        async with http.get(url, headers={"Host": "evil.example:8800"}) as r:
+            assert r.status == 403  # DNS rebinding onto a loopback console
+
+
+async def test_a_recording_is_played_back_at_any_instant(tmp_path: Path) -> None:
+    slow = {t: 0.1 for t in ("eps.telemetry", "thermal.telemetry", "adcs.sun", "accel.status", "sim.clock", "sim.links")}
+    cfg = load_config(CONFIG, {"sim.mode": "afap", "telemetry.rates_hz": slow, "telemetry.truth_rate_hz": 0.2})
+    rec = tmp_path / "run.rec"
+    async with Emulator.from_config(cfg, board_url=None, control_url=None, record_path=str(rec)) as emu:
+        await emu.run_for(1800)
+        emu.control("board.command", {"topic": "eps.rail.set", "payload": {"rail": "payload", "on": False}})
+        emu.control("fault.inject", {"name": "radiation.scale", "params": {"factor": 5.0}})
+        await emu.run_for(5400)
+    source = RecordingSource(rec, ConsoleState())
+    source.load()
+    await source.start()
+    try:
+        assert source.t0_ns == 0 and source.t1_ns == 7200 * NS and source.commands == 0
+        source.seek(900 * NS)
+        early = source.view()
+        source.seek(3600 * NS)
+        late = source.view()
+        assert rail(early, "payload")["on"] is True and rail(late, "payload")["on"] is False
+        assert early["faults"] == [] and [f["name"] for f in late["faults"]] == ["radiation.scale"]
+        assert early["utc"] == "2026-06-21T00:15:00Z" and late["playback"]["cursor_ns"] == 3600 * NS
+        # the eclipse around the cursor is known from the recording itself
+        assert late["orbit"]["next_eclipse"] is not None or late["orbit"]["eclipse_now"] is not None
+        x = source.series(["satellite.power.soc"], 3600.0)["series"][0]["x"]
+        assert len(x) > 50 and x[0] >= source.state.unix_ms(0) and x[-1] <= source.state.unix_ms(3600 * NS)
+        assert source.map_data()["now"] is not None
+        reply = await source.request("clock.pause", {})
+        assert reply["ok"] is False and "recording" in reply["error"]["message"]
+        source.seek(-5)
+        assert source.cursor_ns == 0
+    finally:
+        await source.aclose()
+
+
+def test_the_command_line_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator.console.app import run
+
+    args = argparse.Namespace(url=None, recording=None, listen="127.0.0.1:0", token=None)
+    assert run(args) == 2
+    assert "give a CONTROL_URL" in capsys.readouterr().err
+    args = argparse.Namespace(url="zmq+tcp://127.0.0.1:5560", recording=None, listen="nonsense", token=None)
+    assert run(args) == 2
+    assert "--listen" in capsys.readouterr().err
+    args = argparse.Namespace(url=None, recording="/nonexistent.rec", listen="127.0.0.1:0", token=None)
+    assert run(args) == 2
+    assert "/nonexistent.rec" in capsys.readouterr().err
