@@ -184,8 +184,10 @@ class LiveSource:
         self._pending[seq] = fut
         try:
             await self.link.send(Message(topic, payload or {}, seq=seq, t_ns=self.state.t_ns, src=SRC))
+            log.debug("request %d %s sent", seq, topic)
             async with asyncio.timeout(timeout_s):
                 reply = await fut
+            log.debug("request %d %s answered", seq, topic)
         except TimeoutError:
             return _error(f"{topic}: no reply from the emulator at {self.url} within {timeout_s:g} s")
         except EmulatorError as exc:

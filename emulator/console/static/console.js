@@ -6,7 +6,7 @@ const PLOT_CONFIG = { displaylogo: false, responsive: true, topojsonURL: "/vendo
 const STORE_KEY = "flatsat-console-plots";
 
 const ui = { meta: null, view: null, ws: null, nextId: 1, plots: [], fieldsKnown: [], faultSchemas: [],
-  sliderHeld: false, mapDrawn: false };
+  sliderHeld: false, mapDrawn: false, outbox: [], closes: [] };
 
 // -- formatting -------------------------------------------------------------------------------------------
 function esc(v) {
@@ -27,8 +27,26 @@ function dur(s) {
   const h = Math.floor(s / 3600), m = Math.floor((s % 3600) / 60), sec = Math.floor(s % 60);
   return h ? `${sign}${h}h${String(m).padStart(2, "0")}m` : `${sign}${m}m${String(sec).padStart(2, "0")}s`;
 }
+function setHTML(el, html) { if (el.dataset.html !== html) { el.innerHTML = html; el.dataset.html = html; } }
 function kv(el, rows) {
-  el.innerHTML = rows.map(([k, v, cls]) => `<dt>${esc(k)}</dt><dd class="${cls || ""}">${v}</dd>`).join("");
+  setHTML(el, rows.map(([k, v, cls]) => `<dt>${esc(k)}</dt><dd class="${cls || ""}">${v}</dd>`).join(""));
+}
+// keyed rows: a row (and its buttons) is made once and then only its cells change, so a click is never lost
+function keyedRows(tbody, items, key, make, update) {
+  const seen = new Set();
+  for (const item of items) {
+    const id = key(item);
+    seen.add(id);
+    let row = tbody.querySelector(`[data-key="${CSS.escape(id)}"]`);
+    if (!row) { row = make(item); row.dataset.key = id; tbody.appendChild(row); }
+    update(row, item);
+  }
+  for (const row of [...tbody.children]) if (row.dataset.key && !seen.has(row.dataset.key)) row.remove();
+}
+function cell(row, i, html, cls) {
+  const td = row.children[i];
+  if (td.dataset.html !== html) { td.innerHTML = html; td.dataset.html = html; }
+  if (cls !== undefined) td.className = cls;
 }
 function stamp(utc) { return utc ? esc(utc.replace("T", " ").replace("Z", "")) : "–"; }
 
@@ -42,10 +60,22 @@ function connect() {
     const fn = { meta: onMeta, view: onView, series: onSeries, map: onMap, reply: onReply, error: onError }[msg.type];
     if (fn) fn(msg);
   };
-  ws.onopen = () => { setBadge("#link-state", "page linked", "ok"); sendPlots(); };
-  ws.onclose = () => { setBadge("#link-state", "page link lost: reconnecting", "bad"); setTimeout(connect, 1000); };
+  ws.onopen = () => {
+    setBadge("#link-state", "page linked", "ok");
+    sendPlots();
+    for (const obj of ui.outbox.splice(0)) ws.send(JSON.stringify(obj));
+  };
+  ws.onclose = (ev) => {
+    ui.closes.push(ev.code);
+    setBadge("#link-state", "page link lost: reconnecting", "bad");
+    setTimeout(connect, 1000);
+  };
 }
-function send(obj) { if (ui.ws && ui.ws.readyState === WebSocket.OPEN) ui.ws.send(JSON.stringify(obj)); }
+// what the page sends while its link is down goes out when it is back (a command is never dropped silently)
+function send(obj) {
+  if (ui.ws && ui.ws.readyState === WebSocket.OPEN) ui.ws.send(JSON.stringify(obj));
+  else if (obj.op === "command") ui.outbox.push(obj);
+}
 function setBadge(sel, text, cls) { const el = $(sel); el.textContent = text; el.className = `badge ${cls || ""}`; }
 
 function onMeta(m) {
@@ -112,8 +142,8 @@ function onView(v) {
     ["events", Object.entries(r.counts || {}).map(([k, n]) => `${esc(k)} ${n}`).join(" · ") || "–"],
     ["unhandled", num(r.unhandled)], ["rate scale", `×${num(r.scale, 2)}`],
   ]);
-  $("#rad-events").innerHTML = (r.events || []).slice().reverse().map((e) =>
-    `<li><span class="t">${stamp(e.utc)}</span>${esc(e.kind)} chip ${esc(e.chip)} ${esc(e.region)} → ${esc(e.effect)}</li>`).join("");
+  setHTML($("#rad-events"), (r.events || []).slice().reverse().map((e) =>
+    `<li><span class="t">${stamp(e.utc)}</span>${esc(e.kind)} chip ${esc(e.chip)} ${esc(e.region)} → ${esc(e.effect)}</li>`).join(""));
   renderOrbit(v.orbit);
   kv($("#clock"), [
     ["mode", esc(c.mode ?? "–")], ["paused", num(c.paused)], ["speed", `×${num(c.speed, 3)}`],
@@ -123,8 +153,8 @@ function onView(v) {
   ]);
   renderLinks(v.links || {}, v.stats || {});
   renderFaults(v.faults || []);
-  $("#events").innerHTML = (v.events || []).map((e) =>
-    `<li><span class="t">${stamp(e.utc)}</span><b>${esc(e.topic)}</b> ${esc(e.text)}</li>`).join("");
+  setHTML($("#events"), (v.events || []).map((e) =>
+    `<li><span class="t">${stamp(e.utc)}</span><b>${esc(e.topic)}</b> ${esc(e.text)}</li>`).join(""));
   if (v.playback && !ui.sliderHeld && ui.meta && ui.meta.recording) {
     const rec = ui.meta.recording, span = Math.max(1, rec.t1_ns - rec.t0_ns);
     $("#slider").value = String(Math.round(1000 * (v.playback.cursor_ns - rec.t0_ns) / span));
@@ -139,31 +169,44 @@ function railState(r) {
 }
 function renderRails(rails) {
   const live = ui.meta && ui.meta.mode === "live";
-  $("#rails tbody").innerHTML = rails.map((r) => {
-    const [s, cls] = railState(r);
-    const btn = live ? `<button data-rail="${esc(r.name)}" data-act="on">On</button>
-      <button data-rail="${esc(r.name)}" data-act="off">Off</button>
-      <button data-rail="${esc(r.name)}" data-act="reset">Reset</button>` : "";
-    return `<tr id="rail-${esc(r.name)}" data-state="${s}"><td>${esc(r.name)}</td><td class="state ${cls}">${s}</td>
-      <td>${r.commanded_on == null ? "–" : r.commanded_on ? "on" : "off"}</td><td>${num(r.current_a)}</td>
-      <td>${num(r.voltage_v, 2)}</td><td>${num(r.power_w, 2)}</td><td>${num(r.trips)}</td><td>${num(r.short_a, 2)}</td>
-      <td>${btn}</td></tr>`;
-  }).join("");
+  keyedRows($("#rails tbody"), rails, (r) => r.name, (r) => {
+    const tr = document.createElement("tr");
+    tr.id = `rail-${r.name}`;
+    tr.innerHTML = `<td>${esc(r.name)}</td>` + "<td></td>".repeat(7) + "<td class=\"act\"></td>";
+    if (live) {
+      tr.lastChild.innerHTML = ["on", "off", "reset"].map((a) =>
+        `<button data-rail="${esc(r.name)}" data-act="${a}">${a[0].toUpperCase() + a.slice(1)}</button>`).join(" ");
+    }
+    return tr;
+  }, (tr, r) => {
+    const [state, cls] = railState(r);
+    tr.dataset.state = state;
+    cell(tr, 1, state, `state ${cls}`);
+    cell(tr, 2, r.commanded_on == null ? "–" : r.commanded_on ? "on" : "off");
+    cell(tr, 3, num(r.current_a)); cell(tr, 4, num(r.voltage_v, 2)); cell(tr, 5, num(r.power_w, 2));
+    cell(tr, 6, num(r.trips)); cell(tr, 7, num(r.short_a, 2));
+  });
 }
 function renderThermal(t) {
-  $("#temps tbody").innerHTML = Object.entries(t.temps_degc || {}).map(([n, d]) =>
-    `<tr><td>${esc(n)}</td><td>${num(d, 1)} °C</td></tr>`).join("");
+  setHTML($("#temps tbody"), Object.entries(t.temps_degc || {}).map(([n, d]) =>
+    `<tr><td>${esc(n)}</td><td>${num(d, 1)} °C</td></tr>`).join(""));
   const live = ui.meta && ui.meta.mode === "live";
-  const held = document.activeElement && document.activeElement.dataset && document.activeElement.dataset.heaterMode;
-  if (held) return; // do not redraw a select the user is working with
-  $("#heaters tbody").innerHTML = (t.heaters || []).map((h) => {
-    const mode = live ? `<select data-heater-mode="${esc(h.name)}">${["auto", "on", "off"].map((m) =>
-      `<option${m === h.mode ? " selected" : ""}>${m}</option>`).join("")}</select>
-      <button data-heater="${esc(h.name)}">Set</button>` : esc(h.mode);
-    return `<tr id="heater-${esc(h.name)}" data-mode="${esc(h.mode)}"><td>${esc(h.name)}</td>
-      <td class="${h.on ? "on" : "off"}">${h.on ? "on" : "off"}</td>
-      <td>${num(h.on_below_degc, 0)} / ${num(h.off_above_degc, 0)}</td><td>${mode}</td></tr>`;
-  }).join("");
+  keyedRows($("#heaters tbody"), t.heaters || [], (h) => h.name, (h) => {
+    const tr = document.createElement("tr");
+    tr.id = `heater-${h.name}`;
+    tr.innerHTML = `<td>${esc(h.name)}</td><td></td><td></td><td></td><td></td>`;
+    if (live) {
+      tr.lastChild.innerHTML = `<select data-heater-mode="${esc(h.name)}">${["auto", "on", "off"].map((m) =>
+        `<option${m === h.mode ? " selected" : ""}>${m}</option>`).join("")}</select>
+        <button data-heater="${esc(h.name)}">Set</button>`;
+    }
+    return tr;
+  }, (tr, h) => {
+    tr.dataset.mode = h.mode;
+    cell(tr, 1, esc(h.mode));
+    cell(tr, 2, h.on ? "on" : "off", h.on ? "on" : "off");
+    cell(tr, 3, `${num(h.on_below_degc, 0)} / ${num(h.off_above_degc, 0)}`);
+  });
 }
 function renderOrbit(o) {
   const e = o.next_eclipse, now = o.eclipse_now;
@@ -201,12 +244,21 @@ function renderLinks(l, st) {
 }
 function renderFaults(faults) {
   const live = ui.meta && ui.meta.mode === "live";
-  $("#faults-active").innerHTML = faults.length ? faults.map((f) => {
-    const until = f.until_ns > 0 ? ` until ${num(f.until_ns / 1e9, 0)} s` : "";
-    return `<li data-fault-id="${f.fault_id}" data-fault-name="${esc(f.name)}"><b>#${f.fault_id} ${esc(f.name)}</b>
-      ${esc(JSON.stringify(f.params))}${until}
-      ${live ? `<button data-clear="${f.fault_id}">Clear</button>` : ""}</li>`;
-  }).join("") : "<li class=\"doc\">none</li>";
+  const list = $("#faults-active");
+  keyedRows(list, faults, (f) => String(f.fault_id), (f) => {
+    const li = document.createElement("li");
+    li.dataset.faultId = f.fault_id;
+    li.dataset.faultName = f.name;
+    li.innerHTML = `<span></span> ${live ? `<button data-clear="${f.fault_id}">Clear</button>` : ""}`;
+    return li;
+  }, (li, f) => {
+    const until = f.until_ns > 0 ? ` until ${dur(f.until_ns / 1e9)} (sim)` : " until cleared";
+    const html = `<b>#${f.fault_id} ${esc(f.name)}</b> ${esc(JSON.stringify(f.params))}${until}`;
+    if (li.firstChild.dataset.html !== html) { li.firstChild.innerHTML = html; li.firstChild.dataset.html = html; }
+  });
+  let none = list.querySelector(".none");
+  if (!faults.length && !none) { none = document.createElement("li"); none.className = "doc none"; none.textContent = "none"; list.appendChild(none); }
+  if (faults.length && none) none.remove();
 }
 
 // -- the map (plotly scattergeo) --------------------------------------------------------------------------
