@@ -16,6 +16,8 @@ NEEDS = {"aiohttp": "aiohttp", "plotly": "plotly"}
 INSTALL_HINT = "pip install 'flatsat[console]'   (or: pip install aiohttp plotly)"
 DEFAULT_LISTEN = "127.0.0.1:8800"
 TOKEN_ENV = "FLATSAT_CONSOLE_TOKEN"
+#: the console is an observer: it yields the CPU to the emulator (and a board) when they compete for it
+DEFAULT_NICE = 10
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -27,6 +29,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "Any other address needs a token (--token, or one is made up and printed)")
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                    help=f"access token the page must present (?token=..., then a cookie); default ${TOKEN_ENV}")
+    p.add_argument("--nice", type=int, default=DEFAULT_NICE, metavar="N",
+                   help="run at this much lower CPU priority (default %(default)s; 0: as the emulator), so that "
+                        "on a busy machine watching never takes CPU time the emulator needs")
 
 
 def missing_packages() -> list[str]:
@@ -55,6 +60,9 @@ def run(args: argparse.Namespace) -> int:
         return 2
     token = args.token or None
     loopback = is_loopback_host(host)
+    if getattr(args, "nice", 0) > 0 and hasattr(os, "nice"):
+        with contextlib.suppress(OSError):
+            os.nice(args.nice)
     if not loopback and token is None:
         token = secrets.token_urlsafe(18)
     try:

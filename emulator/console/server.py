@@ -36,7 +36,7 @@ log = logging.getLogger("flatsat.console")
 NS_PER_S = 1_000_000_000
 VIEW_HZ = 4.0
 SERIES_S = 1.0
-MAP_S = 2.0
+MAP_S = 5.0
 MAX_PLOTS = 12
 MAX_FIELDS_PER_PLOT = 8
 MAX_WINDOW_S = 30 * 86400.0
@@ -81,8 +81,12 @@ class Page:
     skipped: int = 0
     meta_version: int = -1
     fields_seen: int = -1
+    last_text: dict[str, str] = field(default_factory=dict)
 
     def post(self, kind: str, text: str) -> None:
+        if self.last_text.get(kind) == text:
+            return  # nothing new (a paused run): the page does no work for it
+        self.last_text[kind] = text
         if kind in self.mailbox:
             self.skipped += 1
         self.mailbox[kind] = text
@@ -196,6 +200,7 @@ class ConsoleServer:
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=1 << 20)
         await ws.prepare(request)
         page = Page(ws)
+        page.last_text.clear()
         self.pages.add(page)
         self._post_all(page, force=True)
         sender = asyncio.create_task(self._send_loop(page), name="console-send")

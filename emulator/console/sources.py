@@ -38,6 +38,8 @@ REQUEST_TIMEOUT_S = 10.0
 #: telemetry, a fast-forward) every n-th is taken, still binned min/max. The panels always show the newest.
 HISTORY_PER_TOPIC_HZ = 50.0
 PLAYBACK_TICK_S = 0.1
+#: messages read in a row before the reader lets other tasks run
+YIELD_EVERY = 64
 #: requests that change nothing (no fresh poll after them)
 QUERIES = frozenset({"truth.get", "stats.get", "fault.list", "orbit.predict", "clock.status"})
 RECORDING_EVENTS_KEPT = 200_000
@@ -146,7 +148,13 @@ class LiveSource:
 
     async def _read(self) -> None:
         link = self.link
+        count = 0
         while True:
+            count += 1
+            if count % YIELD_EVERY == 0:
+                # recv() returns without suspending while messages wait (a fast-forward floods them): let the
+                # page's commands and the feed run between batches
+                await asyncio.sleep(0)
             try:
                 msg = await link.recv()
             except TransportError as exc:  # the emulator went away; the link reconnects by itself

@@ -82,22 +82,32 @@ class ConsoleState:
         self.stats: dict[str, Any] = {}
         self.epoch_unix_ns: int | None = None
         self.t_ns = 0
+        self.stream_t_ns = 0
         self.messages = 0
         self._truth_seen = False
 
     # -- feeding ------------------------------------------------------------------------------------------------
-    def ingest(self, msg: Message, *, history: bool = True) -> None:
-        """Take one message; ``history=False`` updates the panels but not the plots (the source decimates)."""
+    def ingest(self, msg: Message, *, history: bool = True, stream: bool = True) -> None:
+        """Take one message. ``history=False``: the panels, not the plots (the source decimates). ``stream=False``:
+        a sample the source asked for (``truth.get``), newer than what the stream has delivered when the console
+        reads a backlog: it only refreshes the panels."""
         topic = msg.topic
         if topic == "reply":
             return
-        self.messages += 1
         t = msg.t_ns
-        if t < self.t_ns - NS_PER_S:  # a new run at the same address: start over
-            self.reset_run()
-        self.t_ns = max(self.t_ns, t)
         payload = msg.payload if isinstance(msg.payload, dict) else {}
-        self.latest[topic] = (t, payload)
+        if not stream:
+            if t >= self.latest.get(topic, (-1, {}))[0]:
+                self.latest[topic] = (t, payload)
+                self.t_ns = max(self.t_ns, t)
+            return
+        self.messages += 1
+        if t < self.stream_t_ns - NS_PER_S:  # the stream went back in time: a new run at the same address
+            self.reset_run()
+        self.stream_t_ns = max(self.stream_t_ns, t)
+        self.t_ns = max(self.t_ns, t)
+        if t >= self.latest.get(topic, (-1, {}))[0]:
+            self.latest[topic] = (t, payload)
         if is_telemetry(topic):
             if history:
                 self.history.add(t, flat_numbers(payload, field_prefix(topic), {}))
@@ -157,13 +167,13 @@ class ConsoleState:
         t = data.get("t_ns")
         if isinstance(clock, dict):
             self.clock_status = dict(clock)
-            if isinstance(t, int) and t >= self.latest.get("sim.clock", (-1, {}))[0]:
-                self.latest["sim.clock"] = (t, dict(clock))
+            if isinstance(t, int):
+                self.ingest(Message("sim.clock", dict(clock), t_ns=t), stream=False)
                 if self.epoch_unix_ns is None:
                     self._set_epoch(clock)
         sat = data.get("satellite")
-        if isinstance(sat, dict) and isinstance(t, int) and t >= self.latest.get("truth.sample", (-1, {}))[0]:
-            self.ingest(Message("truth.sample", sat, t_ns=t))
+        if isinstance(sat, dict) and isinstance(t, int):
+            self.ingest(Message("truth.sample", sat, t_ns=t), stream=False)
 
     def reset_run(self) -> None:
         self.history.clear()
@@ -174,7 +184,7 @@ class ConsoleState:
         self.event_counts.clear()
         self.faults.clear()
         self.prediction = None
-        self.t_ns = 0
+        self.t_ns = self.stream_t_ns = 0
         self.epoch_unix_ns = None
         self._truth_seen = False
 

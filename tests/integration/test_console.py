@@ -225,12 +225,12 @@ async def test_a_recording_is_played_back_at_any_instant(tmp_path: Path) -> None
 def test_the_command_line_says_what_it_needs(capsys: pytest.CaptureFixture[str]) -> None:
     from emulator.console.app import run
 
-    args = argparse.Namespace(url=None, recording=None, listen="127.0.0.1:0", token=None)
+    args = argparse.Namespace(url=None, recording=None, listen="127.0.0.1:0", token=None, nice=0)
     assert run(args) == 2
     assert "give a CONTROL_URL" in capsys.readouterr().err
-    args = argparse.Namespace(url="zmq+tcp://127.0.0.1:5560", recording=None, listen="nonsense", token=None)
+    args = argparse.Namespace(url="zmq+tcp://127.0.0.1:5560", recording=None, listen="nonsense", token=None, nice=0)
     assert run(args) == 2
     assert "--listen" in capsys.readouterr().err
-    args = argparse.Namespace(url=None, recording="/nonexistent.rec", listen="127.0.0.1:0", token=None)
+    args = argparse.Namespace(url=None, recording="/nonexistent.rec", listen="127.0.0.1:0", token=None, nice=0)
     assert run(args) == 2
     assert "/nonexistent.rec" in capsys.readouterr().err

@@ -41,11 +41,11 @@ def _browser_or_skip() -> tuple[str, str]:
 
 pytest.importorskip("selenium", reason="pip install -e '.[test]'")
 pytest.importorskip("aiohttp", reason="pip install -e '.[test]'")
-from selenium import webdriver  # noqa: E402
-from selenium.webdriver.chrome.service import Service  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.support.ui import Select  # noqa: E402
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import Select
 
 
 def wait(what: str, check: Callable[[], Any], timeout_s: float = WAIT_S) -> Any:
@@ -150,8 +150,12 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     _browser_or_skip()
     d = tmp_path_factory.mktemp("console-run")
     rec = d / "run.rec"
+    # telemetry every 5 s of sim time keeps the fast-forward's recording small (quick to load for the slider)
+    rates = ", ".join(f'"{t}" = 0.2' for t in ("eps.telemetry", "thermal.telemetry", "adcs.sun", "accel.status",
+                                                "sim.clock", "sim.links"))
     emu, control_url = start(["run", "--mode", "scaled", "--speed", "30", "--duration", "6h", "--board-url", "none",
-                              "--control-url", "zmq+tcp://127.0.0.1:0", "--record", str(rec)],
+                              "--control-url", "zmq+tcp://127.0.0.1:0", "--record", str(rec),
+                              "--set", f"telemetry.rates_hz={{{rates}}}", "--set", "telemetry.truth_rate_hz=0.2"],
                              d / "emulator.log", r"control plane (zmq\+tcp://\S+)")
     con, page = start(["console", control_url, "--listen", "127.0.0.1:0"], d / "console.log",
                       r"open (http://\S+)")
@@ -203,16 +207,39 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     drv.find_element(By.ID, "fault-inject").click()
     err = wait("the refusal", lambda: drv.find_elements(By.CSS_SELECTOR, '#cmd-log li[data-ok="0"]'))[0]
     assert "unknown rail 'nosuchrail'" in err.text
-    wait("values on every panel", lambda: "jobs done" in text(drv, "#accel") and "board" not in text(drv, "#links")
-         or "control link" in text(drv, "#links"))
+    assert "jobs done" in text(drv, "#accel") and "control link" in text(drv, "#links")
+    # clear it from the list
+    wait("the fault's clear button", lambda: drv.find_elements(By.CSS_SELECTOR, "#faults-active button[data-clear]"))
+    drv.find_element(By.CSS_SELECTOR, "#faults-active button[data-clear]").click()
+    wait("the fault cleared", lambda: not drv.find_elements(By.CSS_SELECTOR, "#faults-active li[data-fault-id]"))
+    assert control(run["control"], "truth.get")["faults"] == []
+
+    # the clock from the page: fast-forward through the next eclipse, pause, step, back to scaled
+    ecl = next(e for e in control(run["control"], "orbit.predict")["eclipses"] if e["exit_ns"] > 0)
+    Select(drv.find_element(By.ID, "mode")).select_by_value("afap")
+    drv.find_element(By.ID, "btn-mode").click()
+    wait("the eclipse to pass", lambda: control(run["control"], "clock.status")["t_ns"] > ecl["exit_ns"] + 300 * NS,
+         timeout_s=3 * WAIT_S)
+    drv.find_element(By.ID, "btn-pause").click()
+    paused = wait("the clock paused", lambda: (st := control(run["control"], "clock.status"))["paused"] and st)
+    drv.find_element(By.ID, "step-s").clear()
+    drv.find_element(By.ID, "step-s").send_keys("120")
+    drv.find_element(By.ID, "btn-step").click()
+    wait("a step of 120 s", lambda: control(run["control"], "clock.status")["t_ns"] >= paused["t_ns"] + 120 * NS)
+    wait("the page paused after the step", lambda: "paused" in text(drv, "#clock-mode"))
+    wait("the eclipse shaded in a plot", lambda: drv.find_elements(By.CSS_SELECTOR, ".plot .shapelayer path"))
+    time.sleep(1.5)  # one more plot refresh, so the screenshot holds the newest series
     shoot(drv, "console-live.png")
     drv.find_element(By.CSS_SELECTOR, "#card-orbit").screenshot(str(SHOTS / "console-orbit.png"))
     drv.find_element(By.CSS_SELECTOR, "#plots").screenshot(str(SHOTS / "console-plots.png"))
+    drv.find_element(By.ID, "btn-resume").click()
+    drv.find_element(By.ID, "speed").clear()
+    drv.find_element(By.ID, "speed").send_keys("30")
+    Select(drv.find_element(By.ID, "mode")).select_by_value("scaled")
+    drv.find_element(By.ID, "btn-mode").click()
+    wait("scaled again", lambda: (st := control(run["control"], "clock.status"))["mode"] == "scaled"
+         and not st["paused"])
 
-    # clear it from the list
-    item.find_element(By.CSS_SELECTOR, "button[data-clear]").click()
-    wait("the fault cleared", lambda: not drv.find_elements(By.CSS_SELECTOR, "#faults-active li[data-fault-id]"))
-    assert control(run["control"], "truth.get")["faults"] == []
     assert console_errors(drv) == []
 
 

@@ -107,3 +107,20 @@ def test_state_keeps_faults_events_and_the_epoch_from_the_stream() -> None:
     assert view["events"][0]["topic"] == "eps.rail.tripped" and "rail=payload" in view["events"][0]["text"]
     st.ingest(Message("fault.changed", {"fault_id": 3, "active": False}, t_ns=7 * NS))
     assert st.view()["faults"] == [] and st.event_counts == {"fault.changed": 2, "eps.rail.tripped": 1}
+
+
+def test_a_polled_truth_ahead_of_a_backlogged_stream_neither_resets_nor_is_overwritten() -> None:
+    st = ConsoleState()
+    truth = {"power": {"soc": 0.5}, "environment": {"sunlit_frac": 1.0, "lat_deg": 0.0, "lon_deg": 0.0}}
+    for t in range(0, 100, 10):
+        st.ingest(Message("truth.sample", truth, t_ns=t * NS))
+    # the console reads a backlog: truth.get answers with now, the stream still delivers the past
+    st.apply_truth_get({"t_ns": 1000 * NS, "satellite": {**truth, "power": {"soc": 0.9}},
+                        "clock": {"t_ns": 1000 * NS, "utc": "2026-06-21T00:16:40Z", "mode": "afap"}, "faults": []})
+    st.ingest(Message("truth.sample", {**truth, "power": {"soc": 0.4}}, t_ns=100 * NS))
+    assert st.view()["battery"]["soc"] == 0.9 and st.t_ns == 1000 * NS
+    (soc,) = st.history.query(["satellite.power.soc"], 0, 1000 * NS)
+    assert len(soc.y) == 11 and soc.y[-1] == pytest.approx(0.4)  # nothing lost, the poll not plotted (float32 bins)
+    # a stream that really goes back in time is a new run
+    st.ingest(Message("truth.sample", truth, t_ns=0))
+    assert st.history.samples == 1 and st.t_ns == 0
