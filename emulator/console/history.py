@@ -193,10 +193,12 @@ class History:
         out = []
         for j, name in enumerate(fields):
             a, b = lo[:, j].astype(float), hi[:, j].astype(float)
+            has = ~(np.isnan(a) & np.isnan(b))  # bins where only other topics' fields had samples: no point
+            a, b, tm = a[has], b[has], mid[has]
             same = (a == b) | np.isnan(a) | np.isnan(b)
             # one point where min == max, else min and max at the same instant (a vertical stroke)
             reps = np.where(same, 1, 2)
-            tt = np.repeat(mid, reps)
+            tt = np.repeat(tm, reps)
             yy = np.empty(int(reps.sum()))
             pos = np.cumsum(reps) - reps
             yy[pos] = np.where(np.isnan(a), b, a)

@@ -181,7 +181,8 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     # a rail, as the board would switch it; the emulator's truth shows it off
     wait("the payload rail on", lambda: drv.find_element(By.ID, "rail-payload").get_attribute("data-state") == "ON")
     drv.find_element(By.CSS_SELECTOR, '#rail-payload button[data-act="off"]').click()
-    wait("the reply in the command log", lambda: drv.find_elements(By.CSS_SELECTOR, '#cmd-log li[data-ok="1"]'))
+    reply = wait("the reply in the command log", lambda: drv.find_elements(By.CSS_SELECTOR, "#cmd-log li"))[0]
+    assert reply.get_attribute("data-ok") == "1", reply.text
     rails = control(run["control"], "truth.get")["satellite"]["power"]["rails"]
     assert rails["payload"]["on"] is False and rails["payload"]["commanded_on"] is False
     wait("the page to show it off", lambda: drv.find_element(By.ID, "rail-payload").get_attribute("data-state") == "OFF")
@@ -228,7 +229,9 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     wait("a step of 120 s", lambda: control(run["control"], "clock.status")["t_ns"] >= paused["t_ns"] + 120 * NS)
     wait("the page paused after the step", lambda: "paused" in text(drv, "#clock-mode"))
     wait("the eclipse shaded in a plot", lambda: drv.find_elements(By.CSS_SELECTOR, ".plot .shapelayer path"))
-    time.sleep(1.5)  # one more plot refresh, so the screenshot holds the newest series
+    # a console that fell behind the fast-forward reads its backlog while the clock stands still
+    wait("the plots to catch up", lambda: drv.execute_script(
+        "return ui.plots.length && ui.view && Number(ui.plots[0].div.dataset.lastX) >= ui.view.unix_ms - 120000"))
     shoot(drv, "console-live.png")
     drv.find_element(By.CSS_SELECTOR, "#card-orbit").screenshot(str(SHOTS / "console-orbit.png"))
     drv.find_element(By.CSS_SELECTOR, "#plots").screenshot(str(SHOTS / "console-plots.png"))

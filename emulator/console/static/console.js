@@ -369,6 +369,7 @@ function onSeries(msg) {
         x: 0.5, y: 0.5, showarrow: false, font: { color: "#667085" } }] : [] };
     Plotly.react(`chart-${plot.id}`, traces, layout, PLOT_CONFIG);
     plot.div.dataset.points = String(d.series.reduce((n, s) => n + s.x.length, 0));
+    plot.div.dataset.lastX = String(Math.max(0, ...d.series.map((s) => (s.x.length ? s.x[s.x.length - 1] : 0))));
   }
 }
 
