@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -127,20 +128,25 @@ async def one_run(mode: str, seconds: float, attached: bool) -> dict[str, float]
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--page", help=argparse.SUPPRESS)
-    ap.add_argument("--seconds", type=float, default=8.0, help="wall seconds per measured run (default 8)")
+    ap.add_argument("--seconds", type=float, default=5.0, help="wall seconds per measured run (default 5)")
+    ap.add_argument("--pairs", type=int, default=3, help="alone/attached pairs per mode, alternating (default 3)")
     args = ap.parse_args()
     if args.page:
         asyncio.run(page(args.page))
         return 0
     out: dict[tuple[str, bool], list[dict[str, float]]] = {}
+    load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     for mode in ("realtime", "afap"):
-        for attached in (False, True, False, True):
-            out.setdefault((mode, attached), []).append(asyncio.run(one_run(mode, args.seconds, attached)))
+        for _ in range(args.pairs):
+            for attached in (False, True):
+                out.setdefault((mode, attached), []).append(asyncio.run(one_run(mode, args.seconds, attached)))
+    load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     def med(mode: str, attached: bool, key: str) -> float:
         return statistics.median(r[key] for r in out[(mode, attached)])
 
-    print(f"flatsat console attached vs not ({args.seconds:g} s per run, 2 runs each, medians)")
+    print(f"flatsat console attached vs not ({args.seconds:g} s per run, {args.pairs} alternating pairs, medians; "
+          f"load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs: a busy machine swamps the effect)")
     print(f"realtime at {FAST_HZ} Hz (1 ms step, 5 topics at {FAST_HZ} Hz), tick lateness in ms:")
     print(f"{'':26s} {'p50':>8s} {'p99':>8s} {'mean':>8s} {'overruns':>9s}")
     for attached, name in ((False, "emulator alone"), (True, "with console + page")):
