@@ -1,9 +1,11 @@
 """The cost of watching: the emulator with and without `flatsat console` (and a page) attached.
 
-Baseline, in the same run on the same machine: the emulator alone. Then the same emulator with a
-`flatsat console` process subscribed to its control plane and a page stand-in (a WebSocket client that asks
-for three plots, as the browser page does) attached to the console. Runs alternate (alone, attached, alone,
-attached) so machine noise falls on both sides.
+Baseline, in the same run on the same machine: the emulator with one plain subscriber on its control plane
+(a process that reads every message and drops it, as a recorder or a board would: the emulator samples and
+publishes a topic only while someone receives it, so with nobody listening it does less work, shown for
+reference). Then the same plus a `flatsat console` process on the control plane and a page stand-in (a
+WebSocket client that asks for three plots, as the browser page does) attached to the console. Runs alternate
+(baseline, attached, ...) so machine noise falls on both sides.
 
 1. Tick lateness in `realtime` at 1 kHz: the full satellite steps every 1 ms and publishes its board telemetry
    (eps, thermal, sun, accelerator) and sim.clock at 1 kHz, truth at 10 Hz: lateness of every released step.
@@ -45,6 +47,15 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(q * len(values)))]
 
 
+async def drain(url: str) -> None:
+    """A plain subscriber: every message on the control plane, read and dropped."""
+    from emulator.transports import connect
+
+    async with await connect(url) as link:
+        async for _ in link:
+            pass
+
+
 async def page(url: str) -> None:
     """A page stand-in: read every frame the console pushes, with three plots subscribed."""
     import aiohttp
@@ -58,13 +69,17 @@ async def page(url: str) -> None:
 
 
 class Attached:
-    """`flatsat console` on the control plane plus a page stand-in, as subprocesses."""
+    """Subprocesses on the control plane: a plain subscriber, and (``console``) `flatsat console` + a page."""
 
-    def __init__(self, control_url: str) -> None:
+    def __init__(self, control_url: str, console: bool) -> None:
         self.control_url = control_url
+        self.console = console
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Self:
+        self.procs.append(subprocess.Popen([sys.executable, __file__, "--drain", self.control_url], cwd=ROOT))
+        if not self.console:
+            return self
         con = subprocess.Popen([sys.executable, "-m", "emulator", "console", self.control_url, "--listen",
                                 "127.0.0.1:0"], stderr=subprocess.PIPE, cwd=ROOT)
         self.procs.append(con)
@@ -99,15 +114,17 @@ def config(mode: str) -> object:
     return load_config(ROOT / "configs" / "suncatcher-proto.toml", over)
 
 
-async def one_run(mode: str, seconds: float, attached: bool) -> dict[str, float]:
+async def one_run(mode: str, seconds: float, who: str) -> dict[str, float]:
+    """``who``: "alone" (nobody listening), "baseline" (a plain subscriber), "console" (plus console and page)."""
     emu = Emulator.from_config(config(mode), record_path=None)
     lags: list[float] = []
     async with emu:
-        ctx = Attached(emu.control_url) if attached else None
+        ctx = Attached(emu.control_url, who == "console") if who != "alone" else None
         if ctx is not None:
             ctx.__enter__()
         try:
-            if attached:  # let the console connect and the page subscribe before measuring
+            if ctx is not None:  # let the subscribers connect and the page subscribe before measuring
+                await asyncio.sleep(3.0)
                 await emu.run_for(2.0 if mode == "realtime" else 600.0)
             if mode == "realtime":
                 emu.add_observer(lambda t: lags.append(emu.clock.stats.lag_ns / 1e6))
@@ -128,38 +145,45 @@ async def one_run(mode: str, seconds: float, attached: bool) -> dict[str, float]
 def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--page", help=argparse.SUPPRESS)
+    ap.add_argument("--drain", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=5.0, help="wall seconds per measured run (default 5)")
     ap.add_argument("--pairs", type=int, default=3, help="alone/attached pairs per mode, alternating (default 3)")
     args = ap.parse_args()
     if args.page:
         asyncio.run(page(args.page))
         return 0
-    out: dict[tuple[str, bool], list[dict[str, float]]] = {}
+    if args.drain:
+        asyncio.run(drain(args.drain))
+        return 0
+    out: dict[tuple[str, str], list[dict[str, float]]] = {}
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     for mode in ("realtime", "afap"):
+        out[(mode, "alone")] = [asyncio.run(one_run(mode, args.seconds, "alone"))]
         for _ in range(args.pairs):
-            for attached in (False, True):
-                out.setdefault((mode, attached), []).append(asyncio.run(one_run(mode, args.seconds, attached)))
+            for who in ("baseline", "console"):
+                out.setdefault((mode, who), []).append(asyncio.run(one_run(mode, args.seconds, who)))
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
-    def med(mode: str, attached: bool, key: str) -> float:
-        return statistics.median(r[key] for r in out[(mode, attached)])
+    def med(mode: str, who: str, key: str) -> float:
+        return statistics.median(r[key] for r in out[(mode, who)])
 
     print(f"flatsat console attached vs not ({args.seconds:g} s per run, {args.pairs} alternating pairs, medians; "
           f"load average {load0:.1f} -> {load1:.1f} on {os.cpu_count()} CPUs: a busy machine swamps the effect)")
     print(f"realtime at {FAST_HZ} Hz (1 ms step, 5 topics at {FAST_HZ} Hz), tick lateness in ms:")
     print(f"{'':26s} {'p50':>8s} {'p99':>8s} {'mean':>8s} {'overruns':>9s}")
-    for attached, name in ((False, "emulator alone"), (True, "with console + page")):
-        print(f"{name:26s} {med('realtime', attached, 'p50'):8.3f} {med('realtime', attached, 'p99'):8.3f} "
-              f"{med('realtime', attached, 'mean'):8.3f} {med('realtime', attached, 'overruns'):9.0f}")
-    r_mean = med("realtime", True, "mean") / med("realtime", False, "mean")
-    r_p99 = med("realtime", True, "p99") / med("realtime", False, "p99")
+    names = (("alone", "nobody listening (ref.)"), ("baseline", "plain subscriber"),
+             ("console", "+ console + page"))
+    for who, name in names:
+        print(f"{name:26s} {med('realtime', who, 'p50'):8.3f} {med('realtime', who, 'p99'):8.3f} "
+              f"{med('realtime', who, 'mean'):8.3f} {med('realtime', who, 'overruns'):9.0f}")
+    r_mean = med("realtime", "console", "mean") / med("realtime", "baseline", "mean")
+    r_p99 = med("realtime", "console", "p99") / med("realtime", "baseline", "p99")
     print("afap speed, sim s per wall s:")
-    print(f"{'emulator alone':26s} {med('afap', False, 'speed'):10.0f}")
-    print(f"{'with console + page':26s} {med('afap', True, 'speed'):10.0f}")
-    r_speed = med("afap", True, "speed") / med("afap", False, "speed")
+    for who, name in names:
+        print(f"{name:26s} {med('afap', who, 'speed'):10.0f}")
+    r_speed = med("afap", "console", "speed") / med("afap", "baseline", "speed")
     ok = abs(r_mean - 1) < 0.05 and abs(r_speed - 1) < 0.05
-    print(f"ratio attached / alone: lateness mean {r_mean:.3f}, p99 {r_p99:.3f}; afap speed {r_speed:.3f} "
+    print(f"ratio with console / plain subscriber: lateness mean {r_mean:.3f}, p99 {r_p99:.3f}; afap speed {r_speed:.3f} "
           f"(goal: mean lateness and speed within 5 %: {'met' if ok else 'NOT met'})")
     return 0
 
