@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import heapq
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -291,7 +292,9 @@ class RecordingSource:
         self.speed = 60.0
         self.playing = False
         self.header: dict[str, Any] = {}
-        self._fh: IO[bytes] | None = None
+        self._paths = [self.path]
+        self._topic_file: dict[str, int] = {}
+        self._fhs: list[IO[bytes]] = []
         self._player: asyncio.Task[None] | None = None
         self.fault_schemas: list[dict[str, Any]] = []
 
@@ -301,16 +304,24 @@ class RecordingSource:
 
     def load(self) -> None:
         """Read the whole file (raises ConfigError if it is not a recording)."""
-        from emulator.recorder import read_header, read_recording
+        from emulator.recorder import read_header, read_recording, wall_path
 
         self.header = read_header(self.path)
         epoch = (self.header.get("meta") or {}).get("epoch_utc")
         if isinstance(epoch, str):
             self.state.set_epoch_utc(epoch)
+        # wall-time topics (sim.links) live in a side file beside the recording: both, in sim-time order
+        self._paths = [self.path]
+        streams = [((0, r) for r in read_recording(self.path))]
+        side = wall_path(self.path)
+        if side.is_file():
+            self._paths.append(side)
+            streams.append((1, r) for r in read_recording(side))
         index: dict[str, tuple[list[int], list[int], list[int]]] = {}
+        self._topic_file: dict[str, int] = {}
         first: int | None = None
         last = 0
-        for rec in read_recording(self.path):
+        for file_no, rec in heapq.merge(*streams, key=lambda fr: fr[1].message.t_ns):
             msg = rec.message
             if rec.direction == "in":
                 self.commands += 1
@@ -321,6 +332,7 @@ class RecordingSource:
             last = max(last, msg.t_ns)
             self.state.ingest(msg)
             if is_telemetry(msg.topic):
+                self._topic_file[msg.topic] = file_no
                 t, off, size = index.setdefault(msg.topic, ([], [], []))
                 t.append(msg.t_ns)
                 off.append(rec.offset)
@@ -339,14 +351,14 @@ class RecordingSource:
         self.state.faults.clear()
 
     async def start(self) -> None:
-        if self._fh is None:
-            self._fh = await asyncio.to_thread(self.path.open, "rb")
+        if not self._fhs:
+            self._fhs = [await asyncio.to_thread(p.open, "rb") for p in self._paths]
 
     async def aclose(self) -> None:
         self.pause()
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
+        for fh in self._fhs:
+            fh.close()
+        self._fhs = []
 
     # -- the cursor ---------------------------------------------------------------------------------------------
     def seek(self, t_ns: int) -> None:
@@ -380,12 +392,13 @@ class RecordingSource:
         from emulator.recorder import read_record_at
 
         out: dict[str, tuple[int, dict[str, Any]]] = {}
-        if self._fh is None:
+        if not self._fhs:
             return out
         for topic, (t, off, size) in self._index.items():
             i = int(np.searchsorted(t, t_ns, side="right")) - 1
             if i >= 0:
-                msg = read_record_at(self._fh, int(off[i]), int(size[i])).message
+                fh = self._fhs[self._topic_file.get(topic, 0)]
+                msg = read_record_at(fh, int(off[i]), int(size[i])).message
                 out[topic] = (msg.t_ns, dict(msg.payload))
         return out
 

@@ -228,8 +228,11 @@ function renderLinks(l, st) {
     const s = l[name];
     if (!s) continue;
     rows.push([`${name} link`, `${s.is_up ? "up" : "down"} · reconnects ${num(s.reconnects)}`, s.is_up ? "on" : "bad"]);
-    const drops = Object.entries(s).filter(([k]) => /drop|bad_frames|decode_errors/.test(k))
-      .map(([k, n]) => `${esc(k)} ${typeof n === "object" ? esc(JSON.stringify(n)) : num(n)}`).join(" · ");
+    // counts may be plain or by reason ({"hwm": 3, ...}): show every reason with its count
+    const fmt = (n) => (n && typeof n === "object"
+      ? Object.entries(n).map(([k, v]) => `${esc(k)} ${num(v)}`).join(", ") || "none" : num(n));
+    const drops = Object.entries(s).filter(([k]) => /drop|bad_frames|decode_errors|refused/.test(k))
+      .map(([k, n]) => `${esc(k)}: ${fmt(n)}`).join(" · ");
     rows.push([`${name} drops`, drops || "–"]);
   }
   for (const [board, b] of Object.entries(l.boards || {})) {
