@@ -38,6 +38,19 @@ def missing_packages() -> list[str]:
     return [pkg for mod, pkg in NEEDS.items() if importlib.util.find_spec(mod) is None]
 
 
+def access(host: str, token: str | None) -> tuple[str | None, bool]:
+    """(the token pages must present, whether ``host`` is loopback): any other address gets a token, made up
+    here if none was given."""
+    import secrets
+
+    from emulator.transports.url import is_loopback_host
+
+    loopback = is_loopback_host(host)
+    if not loopback and not token:
+        token = secrets.token_urlsafe(18)
+    return token or None, loopback
+
+
 def run(args: argparse.Namespace) -> int:
     if bool(args.url) == bool(args.recording):
         print("flatsat console: give a CONTROL_URL (a running emulator) or --recording FILE, not both",
@@ -48,23 +61,18 @@ def run(args: argparse.Namespace) -> int:
         print(f"flatsat console needs {', '.join(missing)}, which is not installed; install it with:\n"
               f"  {INSTALL_HINT}", file=sys.stderr)
         return 2
-    import secrets
-
     from emulator.errors import EmulatorError, InvalidTransportURL
-    from emulator.transports.url import is_loopback_host, split_host_port
+    from emulator.transports.url import split_host_port
 
     try:
         host, port = split_host_port(args.listen, args.listen)
     except InvalidTransportURL as exc:
         print(f"flatsat console: --listen: {exc}", file=sys.stderr)
         return 2
-    token = args.token or None
-    loopback = is_loopback_host(host)
+    token, loopback = access(host, args.token or None)
     if getattr(args, "nice", 0) > 0 and hasattr(os, "nice"):
         with contextlib.suppress(OSError):
             os.nice(args.nice)
-    if not loopback and token is None:
-        token = secrets.token_urlsafe(18)
     try:
         return asyncio.run(_serve(args, host, port, token, loopback))
     except EmulatorError as exc:

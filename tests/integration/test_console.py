@@ -235,3 +235,13 @@ def test_the_command_line_says_what_it_needs(capsys: pytest.CaptureFixture[str])
     args = argparse.Namespace(url=None, recording="/nonexistent.rec", listen="127.0.0.1:0", token=None, nice=0)
     assert run(args) == 2
     assert "/nonexistent.rec" in capsys.readouterr().err
+
+
+def test_a_non_loopback_address_always_needs_a_token() -> None:
+    from emulator.console.app import access
+
+    assert access("127.0.0.1", None) == (None, True) and access("::1", "t") == ("t", True)
+    token, loopback = access("0.0.0.0", None)
+    assert not loopback and token is not None and len(token) >= 20
+    assert access("192.0.2.7", "given") == ("given", False)
+    assert access("0.0.0.0", None)[0] != token  # made up anew, never a fixed default
