@@ -122,8 +122,8 @@ class ConsoleServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         await site.start()
-        sock = site._server.sockets[0] if site._server and site._server.sockets else None
-        bound_port = sock.getsockname()[1] if sock is not None else port
+        addresses = self._runner.addresses  # the bound (host, port, ...) of each listening socket
+        bound_port = addresses[0][1] if addresses else port
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{bound_port}/"
         self._tasks = [asyncio.create_task(self._push(), name="console-push")]
