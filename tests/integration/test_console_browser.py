@@ -229,7 +229,11 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     drv.find_element(By.ID, "btn-step").click()
     wait("a step of 120 s", lambda: control(run["control"], "clock.status")["t_ns"] >= paused["t_ns"] + 120 * NS)
     wait("the page paused after the step", lambda: "paused" in text(drv, "#clock-mode"))
-    wait("the eclipse shaded in a plot", lambda: drv.find_elements(By.CSS_SELECTOR, ".plot .shapelayer path"))
+    for select in drv.find_elements(By.CSS_SELECTOR, ".plot select.window"):  # 2 h: the eclipse is in view
+        Select(select).select_by_value("7200")
+    # a plot's shapes: the dotted line at now, and a shaded rectangle per eclipse
+    wait("the eclipse shaded in a plot", lambda: len(drv.find_elements(
+        By.CSS_SELECTOR, ".plot:first-child .shapelayer path")) >= 2)
     # a console that fell behind the fast-forward reads its backlog while the clock stands still
     wait("the plots to catch up", lambda: drv.execute_script(
         "return ui.plots.length && ui.view && Number(ui.plots[0].div.dataset.lastX) >= ui.view.unix_ms - 120000"))
