@@ -6,7 +6,7 @@ const PLOT_CONFIG = { displaylogo: false, responsive: true, topojsonURL: "/vendo
 const STORE_KEY = "flatsat-console-plots";
 
 const ui = { meta: null, view: null, ws: null, nextId: 1, plots: [], fieldsKnown: [], faultSchemas: [],
-  sliderHeld: false, mapDrawn: false, outbox: [], closes: [] };
+  sliderHeld: false, mapDrawn: false, outbox: [] };
 
 // -- formatting -------------------------------------------------------------------------------------------
 function esc(v) {
@@ -65,8 +65,7 @@ function connect() {
     sendPlots();
     for (const obj of ui.outbox.splice(0)) ws.send(JSON.stringify(obj));
   };
-  ws.onclose = (ev) => {
-    ui.closes.push(ev.code);
+  ws.onclose = () => {
     setBadge("#link-state", "page link lost: reconnecting", "bad");
     setTimeout(connect, 1000);
   };
