@@ -53,7 +53,7 @@ from typing import IO, Any
 
 from emulator.clock import NS_PER_S, WallSource
 from emulator.config import RUN_TABLES, RunConfig, config_error
-from emulator.errors import CommandError, ConfigError, EmulatorError
+from emulator.errors import CommandError, ConfigError, EmulatorError, TransportError
 from emulator.models.base import SpacecraftModel
 from emulator.protocol.catalogue import Payload
 from emulator.protocol.envelope import Message
@@ -535,6 +535,7 @@ class ScenarioRun:
         timeline_log: list[tuple[float, str]] = []
         board: BoardProcess | None = None
         started = [False]
+        started_emu = False
 
         def on_message(t_ns: int, plane: str, direction: str, msg: Message) -> None:
             for c in by_topic.get(msg.topic, ()):
@@ -567,6 +568,7 @@ class ScenarioRun:
         watchdog: asyncio.Task[None] | None = None
         try:
             async with emu:
+                started_emu = True
                 if board is not None:
                     self.status(f"{sc.name}: starting board: {shlex.join(board.argv(str(emu.board_url)))}")
                     await board.start(str(emu.board_url))
@@ -586,6 +588,8 @@ class ScenarioRun:
                 with _progress(emu, sc.duration_s, not self.progress):
                     await self._timeline(board, timeline_log, error)
         except EmulatorError as exc:
+            if isinstance(exc, TransportError) and not started_emu:
+                raise  # set-up, not a verdict: the emulator could not listen (a board URL whose port is in use)
             if not error:
                 error.append(str(exc))
         finally:
