@@ -290,6 +290,10 @@ class ResponseChecker(Checker):
         self.on_step(t_ns, values)
         r = self.req
         late_open = f"; {len(self.open)} still open at the end (window runs past the run)" if self.open else ""
+        if self.triggers == 0 and not r.allow_no_trigger:
+            return self._verdict(False, f"no {_where_text(r.trigger)} in the whole run, so nothing was tested: "
+                                        "check the trigger's topic and where values, or set allow_no_trigger = "
+                                        "true if a run without a trigger may pass")
         if not self.missed:
             slow = f", slowest {self.slowest_ns / NS_PER_S:g} s" if self.answered else ""
             return self._verdict(True, f"{self.triggers} trigger(s), {self.answered} answered in time{slow}"

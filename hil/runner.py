@@ -437,7 +437,7 @@ class ScenarioRun:
             self.emu = self._build(model_factory, wall)
             check_against(scenario, signals=flatten(self.emu.truth()).keys(),
                           fault_params=self.emu.fault_schemas(), catalogue=self.emu.catalogue,
-                          board=self.board_kind)  # type: ignore[arg-type]
+                          board=self.board_kind, names=self.emu.model.names())  # type: ignore[arg-type]
         except BaseException:
             if self.pty is not None:  # a refused scenario keeps no pty open
                 self.pty.close()

@@ -95,6 +95,11 @@ class SpacecraftModel(ABC):
     def truth(self) -> dict[str, Any]:
         """Ground truth of every model, msgpack primitives only (control plane ``truth.get``)."""
 
+    def names(self) -> dict[str, list[str]]:
+        """The names payload fields refer to, by field name (``rail``, ``heater``, ``node``, ``channel``, ...):
+        scenarios are checked against them before a run. Empty if the model names nothing."""
+        return {}
+
     def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
         """Events since the last call, as (topic, payload); topics are declared in ``Interface.events``."""
         return []

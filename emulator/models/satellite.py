@@ -603,6 +603,12 @@ class Satellite(SpacecraftModel):
         self._bank_of(p.channel).clear(p.channel, kind)
 
     # -- truth and events -------------------------------------------------------------------------------------
+    def names(self) -> dict[str, list[str]]:
+        cfg = self.config
+        return {"rail": [r.name for r in cfg.power.rails], "heater": [h.name for h in cfg.thermal.heaters],
+                "node": list(self.thermal.names), "array": [a.name for a in cfg.power.arrays],
+                "channel": self.sensor_channels(), "level": [lv.name for lv in cfg.accelerator.dvfs]}
+
     def sensor_channels(self) -> list[str]:
         return [n for b in self._banks for n in b.names]
 
