@@ -121,6 +121,11 @@ class RuntimeStats:
         table[reason] = table.get(reason, 0) + 1
 
 
+def utc_text(t: Any) -> str:
+    """The one UTC time format on the wire: ISO 8601 with a ``Z`` (``2026-06-21T00:00:00Z``)."""
+    return t.isoformat().replace("+00:00", "Z")
+
+
 async def _listen_plane(listen: Callable[[str], Any], url: str, plane: str) -> Any:
     """Listen on a plane's URL; a failure names the plane and the setting that chose the URL."""
     try:
@@ -156,6 +161,8 @@ class Emulator:
         self.stop_reason = ""
         #: set when a lockstep run gave up waiting for a step (sim.lockstep_timeout_s): why
         self.stalled: str | None = None
+        #: factor by which board telemetry rates were slowed to fit a serial link (1: not slowed)
+        self.decimation = 1.0
         self._observers: list[Callable[[int], None]] = []
         self._seq = 0
         self._faults: dict[int, ActiveFault] = {}
@@ -261,7 +268,7 @@ class Emulator:
     async def start(self) -> None:
         if self._record_path:
             self.recorder = Recorder(self._record_path, meta={
-                "seed": self.run_config.sim.seed, "epoch_utc": self.clock.utc(0).isoformat(),
+                "seed": self.run_config.sim.seed, "epoch_utc": utc_text(self.clock.utc(0)),
                 "step_s": self.run_config.sim.step_s, **self._meta})
         try:
             if self._board_url or self._control_url:
@@ -640,13 +647,16 @@ class Emulator:
     def _cmd_hello(self, p: Any) -> dict[str, Any]:
         self.stats.boards_seen[p.name] = p.version
         log.info("board %r (version %r) says hello", p.name, p.version)
-        return {"protocol_version": PROTOCOL_VERSION, "epoch_utc": self.clock.utc(0).isoformat(),
+        return {"protocol_version": PROTOCOL_VERSION, "epoch_utc": utc_text(self.clock.utc(0)),
                 "t_ns": self.clock.now_ns(), "step_s": self.step_ns / NS_PER_S, "mode": str(self.clock.mode),
                 "lockstep_source": self.run_config.sim.lockstep_source,
                 # a board that joins while a lockstep clock waits has missed that sim.waiting (PUB/SUB
                 # joins late): this tells it to take its first turn now
                 "waiting": self.clock.mode == ClockMode.LOCKSTEP and not self.clock.may_advance(self.step_ns),
-                "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD))}
+                "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD)),
+                "rates_hz": {item.telemetry.spec.topic: NS_PER_S / item.period_ns for item in self._schedule
+                             if Plane.BOARD in item.planes},
+                "decimation": self.decimation}
 
     def _cmd_board_link(self, p: Any) -> dict[str, Any]:
         # what the board measured goes beside the lag the serve loop keyed by the same src
@@ -780,6 +790,7 @@ class Emulator:
                 f"({usable:.0f} B/s usable at 80 %): {'; '.join(parts)}. Lower telemetry.rates_hz, raise the baud "
                 "rate, or set telemetry.on_budget = 'decimate'", field="telemetry.rates_hz")
         factor = demand / usable
+        self.decimation = factor
         log.warning("board telemetry needs %.0f B/s, link carries %.0f B/s: decimating all rates by %.2f",
                     demand, usable, factor)
         for item in self._schedule:

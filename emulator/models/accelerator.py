@@ -332,6 +332,34 @@ class ResetCmd(Payload):
     pass
 
 
+class DvfsReply(Payload):
+    level: str = field(doc="the level set")
+    clock_mhz: float = field("MHz", "that level's clock (the effective clock may be lower while throttled)", ge=0)
+
+
+class SubmitReply(Payload):
+    id: int = field(doc="the job's id (yours, or the next free one)", ge=0)
+    seed: int = field(doc="seed of its inputs", ge=0)
+    queue_len: int = field(doc="jobs queued or running, this one included", ge=0)
+
+
+class CancelReply(Payload):
+    id: int = field(doc="the job cancelled", ge=0)
+    queue_len: int = field(doc="jobs queued or running now", ge=0)
+
+
+class VerdictReply(Payload):
+    id: int = field(doc="the job", ge=0)
+    ok: bool = field(doc="your verdict, echoed")
+    matched: bool | None = field(doc="external mode only: `effect_id` named a pending `sdc` effect applied to "
+                                     "this job (false: the verdict was recorded but matched no effect)",
+                                 default=None)
+
+
+class StateReply(Payload):
+    state: StateName = field(doc="the board's state after the command")
+
+
 class Report(Payload):
     power_w: float = field("W", "board input power as the board measures it", ge=0, le=100000)
     utilisation: float = field(doc="accelerator busy fraction, 0..1", ge=0, le=1)
@@ -1135,18 +1163,24 @@ class AcceleratorBoard:
                 "accel.status", AccelStatus, "The accelerator board's own status: state, clock, throttle, die "
                 "temperature, power, jobs, ECC counters, refused commands.", 1.0), self.status)],
             commands=[
-                Command(command_spec("accel.dvfs.set", DvfsSet, "Set the DVFS level (power mode), model mode."),
+                Command(command_spec("accel.dvfs.set", DvfsSet, "Set the DVFS level (power mode), model mode.",
+                                     reply=DvfsReply),
                         self.cmd_dvfs_set),
                 Command(command_spec("accel.job.submit", JobSubmit, "Queue a job (model mode); every accepted job "
-                                     "ends with exactly one accel.job.done."), self.cmd_job_submit),
-                Command(command_spec("accel.job.cancel", JobCancel, "Cancel a queued or running job."),
+                                     "ends with exactly one accel.job.done.", reply=SubmitReply),
+                        self.cmd_job_submit),
+                Command(command_spec("accel.job.cancel", JobCancel, "Cancel a queued or running job.",
+                                     reply=CancelReply),
                         self.cmd_job_cancel),
                 Command(command_spec("accel.job.verdict", JobVerdict, "The board's checker verdict on a finished "
-                                     "job's result (how silent data corruption is detected)."), self.cmd_job_verdict),
+                                     "job's result (how silent data corruption is detected).", reply=VerdictReply),
+                        self.cmd_job_verdict),
                 Command(command_spec("accel.reset", ResetCmd, "Reset the board (clears a hang; restarts after a "
-                                     "thermal shutdown once cool). A latch-up needs a power cycle."), self.cmd_reset),
+                                     "thermal shutdown once cool). A latch-up needs a power cycle.", reply=StateReply),
+                        self.cmd_reset),
                 Command(command_spec("accel.report", Report, "External mode: the board's measured power, "
-                                     "utilisation, temperature and acknowledged effects."), self.cmd_report),
+                                     "utilisation, temperature and acknowledged effects.", reply=StateReply),
+                        self.cmd_report),
             ],
             faults=[
                 Fault("radiation.scale", ScaleParam, "Multiply every single-event rate by a factor (an SPE, a beam "
