@@ -62,7 +62,8 @@ OFF, BOOTING, IDLE, BUSY, THROTTLED, HUNG, LATCHED_UP, FAILED = (
 #: every allowed state change; anything else is a bug in this module (ModelError)
 TRANSITIONS: dict[BoardState, frozenset[BoardState]] = {
     OFF: frozenset({BOOTING}),                                       # supply back / reset after thermal shutdown
-    BOOTING: frozenset({IDLE, OFF, HUNG, LATCHED_UP}),               # boot done / supply lost or too hot / SEE
+    BOOTING: frozenset({IDLE, BUSY, THROTTLED, OFF, HUNG, LATCHED_UP}),  # boot done (straight into work or a
+    #                                                                 hardware slowdown) / supply lost or too hot / SEE
     IDLE: frozenset({BUSY, THROTTLED, BOOTING, OFF, HUNG, LATCHED_UP}),
     BUSY: frozenset({IDLE, THROTTLED, BOOTING, OFF, HUNG, LATCHED_UP}),
     THROTTLED: frozenset({IDLE, BUSY, BOOTING, OFF, HUNG, LATCHED_UP}),
@@ -288,15 +289,17 @@ class AccelStatus(Payload):
     state: StateName = field(doc="board state as its driver sees it")
     mode: Literal["model", "external"] = field(doc="model: simulated board; external: the board reports itself")
     level: str = field(doc="DVFS level set (from the config's table)")
-    clock_mhz: float = field("MHz", "effective clock after slowdown cap and throttle duty (0 when not running)",
-                             ge=0)
+    clock_mhz: float = field("MHz", "effective clock after slowdown cap and throttle duty; 0 when off, hung, latched "
+                                    "up or failed; external mode: as the board last reported (0 before its first "
+                                    "report since power-on or reset)", ge=0)
     throttle: ThrottleName = field(doc="thermal slowdown in force: none, software (clock cap), hardware (duty)")
     die_temp_degc: float = field("degC", "on-die sensor, 1 degC resolution")
     power_w: float = field("W", "board input power (its own power monitor)", ge=0)
-    utilisation: float = field(doc="busy fraction over the last step, 0..1", ge=0, le=1)
+    utilisation: float = field(doc="busy fraction over the last step, 0..1 (external mode: as reported once the "
+                                   "board has reported)", ge=0, le=1)
     queue_len: int = field(doc="jobs queued or running", ge=0)
     running_job: int | None = field(doc="id of the job running, if any", default=None)
-    jobs_done: int = field(doc="jobs finished with a result since start", ge=0)
+    jobs_done: int = field(doc="jobs finished with a result since start (external mode: as reported)", ge=0)
     jobs_failed: int = field(doc="jobs lost (error, reset, power, cancel) since start", ge=0)
     ecc_corrected: int = field(doc="single-bit HBM errors corrected since start", ge=0)
     ecc_uncorrected: int = field(doc="uncorrectable HBM errors since start", ge=0)
@@ -611,14 +614,17 @@ class AcceleratorBoard:
             elif st is BOOTING:
                 util = c.boot_utilisation
                 self._boot_left_s -= dt_s
-                if self._boot_left_s <= 0.0 and not self.external:
-                    self._set_state(IDLE, "boot complete")
+                if self._boot_left_s <= 0.0 and not self.external:  # one state event per instant
                     if self.throttle == 2:
-                        self._set_state(THROTTLED, "hardware slowdown")
+                        self._set_state(THROTTLED, "boot complete; hardware slowdown")
+                    else:
+                        self._set_state(IDLE, "boot complete")
             elif st is HUNG:
                 util = c.hung_utilisation
             else:  # latched up: the chips do nothing useful
                 util = 0.0
+            if self.external and self._ext_reported and (st is IDLE or st is BUSY or st is THROTTLED):
+                util = self._ext_last["utilisation"]  # the board's own figure, not the model's idle floor
             if t_ns >= self.mem.next_scrub_ns:
                 self.mem.scrub(t_ns)
             # single-event effects while powered
@@ -1102,14 +1108,12 @@ class AcceleratorBoard:
         self._ext_reported = True
         self._ext_last = p.model_dump()
         self.utilisation = p.utilisation
-        if st is BOOTING:
-            self._set_state(IDLE, "board reported")
-            st = IDLE
-            if self.throttle == 2:
-                self._set_state(THROTTLED, "hardware slowdown")
-                st = THROTTLED
         busy = p.utilisation >= self.config.external_busy_utilisation
-        if st is IDLE and busy:
+        # one state event per report: booting ends straight in the state the report calls for
+        if st is BOOTING:
+            target = THROTTLED if self.throttle == 2 else BUSY if busy else IDLE
+            self._set_state(target, "board reported" + ("; hardware slowdown" if target is THROTTLED else ""))
+        elif st is IDLE and busy:
             self._set_state(BUSY, "board reports work")
         elif st is BUSY and not busy:
             self._set_state(IDLE, "board reports idle")
@@ -1146,13 +1150,21 @@ class AcceleratorBoard:
             "clock_mhz": self.clock_mhz, "throttle": THROTTLE_NAMES[self.throttle],
             "die_temp_degc": float(round(self.die_temp_degc)), "power_w": self.load_w,
             "utilisation": min(1.0, max(0.0, self.utilisation)), "queue_len": len(self.queue),
-            "running_job": running, "jobs_done": self.jobs_done, "jobs_failed": self.jobs_failed,
+            "running_job": running,
+            "jobs_done": int(self._ext_last.get("jobs_done") or 0) if self.external else self.jobs_done,
+            "jobs_failed": self.jobs_failed,
             "ecc_corrected": sum(self.mem.corrected), "ecc_uncorrected": sum(self.mem.uncorrectable),
             "rejected_commands": self.rejected_commands}
 
     @property
     def clock_mhz(self) -> float:
-        return self._f_hz / 1e6 if self.state in _RUNNING else 0.0
+        """0 when off, hung, latched up or failed; in external mode the clock the board last reported (0 before its
+        first report since power-on or reset, or when it reports none)."""
+        if self.state not in _RUNNING:
+            return 0.0
+        if self.external:
+            return float(self._ext_last.get("clock_mhz") or 0.0) if self._ext_reported else 0.0
+        return self._f_hz / 1e6
 
     def interface(self) -> Interface:
         def fault(kind: str, doc: str) -> Fault:
