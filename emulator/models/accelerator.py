@@ -1122,14 +1122,14 @@ class AcceleratorBoard:
     # -- faults (control plane) ------------------------------------------------------------------------------------
     def _check_chip(self, chip: int) -> None:
         if not 0 <= chip < self.chips:
-            raise CommandError(f"chip must be within 0..{self.chips - 1}", field="params.chip",
+            raise CommandError(f"chip must be within 0..{self.chips - 1}", field="payload.params.chip",
                                valid=list(range(self.chips)))
 
     def inject(self, kind: str, chip: int = 0) -> RadEvent | None:
         """Inject one event now (control plane); counted like a drawn one."""
         self._check_chip(chip)
         if kind not in EVENT_KINDS[:-1]:
-            raise CommandError(f"unknown event kind {kind!r}", field="name", valid=list(EVENT_KINDS[:-1]))
+            raise CommandError(f"unknown event kind {kind!r}", field="payload.name", valid=list(EVENT_KINDS[:-1]))
         return self.apply_event(kind, chip, self.t_ns)
 
     def _scale_on(self, p: ScaleParam) -> None:

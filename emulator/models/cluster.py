@@ -1967,7 +1967,7 @@ class ClusterModel(SpacecraftModel):
     def _inject_see(self, kind: str, p: Any) -> None:
         k = self.member(p.sat)
         if not 0 <= p.chip < self.accel.chips:
-            raise CommandError(f"chip must be within 0..{self.accel.chips - 1}", field="params.chip",
+            raise CommandError(f"chip must be within 0..{self.accel.chips - 1}", field="payload.params.chip",
                                valid=list(range(self.accel.chips)))
         if k in self.boards:
             self.boards[k].inject(kind, p.chip)
@@ -2067,7 +2067,7 @@ class _MemberSensors:
             if channel in bank.index:
                 return bank
         valid = [n for b in self.banks.values() for n in b.names]
-        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="params.channel",
+        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="payload.params.channel",
                            valid=valid)
 
     def kind_of(self, bank: SensorBank) -> str:

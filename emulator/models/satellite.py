@@ -614,7 +614,7 @@ class Satellite(SpacecraftModel):
             if channel in bank.index:
                 return bank
         valid = [n for b in self._banks for n in b.names]
-        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="params.channel",
+        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="payload.params.channel",
                            valid=valid)
 
     def _f_sensor(self, p: Any, kind: str) -> None:

@@ -224,7 +224,7 @@ class SensorBank:
         i = self.index.get(name)
         if i is None:
             raise CommandError(f"unknown sensor channel {name!r}{suggest(name, self.names)}",
-                               field="params.channel", valid=self.names)
+                               field="payload.params.channel", valid=self.names)
         return i
 
     def inject(self, name: str, kind: str, *, t_ns: int = 0, rate_per_h: float = 0.0, factor: float = 1.0) -> None:
