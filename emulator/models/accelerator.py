@@ -1,6 +1,6 @@
 """AI accelerator board: states, DVFS, leakage + dynamic power, thermal throttling, jobs with real results, ECC.
 
-One board carries ``chips`` accelerator chips (a Suncatcher prototype flies 4 TPUs, physics.md §1) behind one
+One board carries ``chips`` accelerator chips (a Suncatcher prototype flies 4 TPUs, physics-sources.md §1) behind one
 PDU rail and one thermal node. Power drawn from the rail over a step::
 
     P = P_board + n * P_leak,ref * (V/V_top) * 2^((T - T_ref)/T_double) * (1 + k_tid * D_krad)
@@ -89,7 +89,7 @@ class DvfsLevel(BaseModel):
     core_v: float = Field(gt=0, le=2.0)
 
 
-# TPU v6e clocks and voltages are not published (physics.md §7). A four-point table spanning the usual
+# TPU v6e clocks and voltages are not published (physics-sources.md §7). A four-point table spanning the usual
 # 0.65-0.90 V DVFS range of 5-7 nm accelerators, top clock 1.75 GHz (chosen).
 DEFAULT_DVFS = (
     DvfsLevel(name="low", clock_mhz=600.0, core_v=0.65),
@@ -110,13 +110,13 @@ class AcceleratorConfig(BaseModel):
     rail: str = "payload"
     #: thermal node of the dies (thermal.nodes[].name)
     thermal_node: str = "accel_die"
-    #: Suncatcher prototype: 4 TPUs per test satellite (physics.md §1, conf. M)
+    #: Suncatcher prototype: 4 TPUs per test satellite (physics-sources.md §1, conf. M)
     chips: int = Field(4, ge=1, le=64)
     dvfs: list[DvfsLevel] = Field(default_factory=lambda: [lv.model_copy() for lv in DEFAULT_DVFS], min_length=1)
     #: level at power-on
     default_level: str = "high"
     #: dynamic power of one chip at the top level and full utilisation. TPU v6e TDP is not published; one
-    #: secondary estimates 150-200 W/chip (physics.md §1, conf. L): 120 W dynamic + leakage at ~80 degC ~ 150 W
+    #: secondary estimates 150-200 W/chip (physics-sources.md §1, conf. L): 120 W dynamic + leakage at ~80 degC ~ 150 W
     dynamic_max_w: float = Field(120.0, gt=0, le=5000)
     #: static leakage of one chip at leakage_ref_degc and the top level's voltage (chosen, ~10 % of TDP at 60 degC)
     leakage_ref_w: float = Field(15.0, ge=0, le=5000)
@@ -133,8 +133,8 @@ class AcceleratorConfig(BaseModel):
     boot_s: float = Field(20.0, ge=0, le=3600)
     #: below this the board browns out (a wide-input 4.5-36 V point-of-load front end; chosen)
     min_supply_v: float = Field(4.5, gt=0, le=1000)
-    #: thermal limits. TPU limits are not published (physics.md §4, §7); the Hopper values are used:
-    #: software slowdown 87 degC, hardware slowdown 89 degC, shutdown 92 degC, HBM max 95 degC (physics.md §4)
+    #: thermal limits. TPU limits are not published (physics-sources.md §4, §7); the Hopper values are used:
+    #: software slowdown 87 degC, hardware slowdown 89 degC, shutdown 92 degC, HBM max 95 degC (physics-sources.md §4)
     sw_slowdown_degc: float = Field(87.0, ge=0, le=200)
     hw_slowdown_degc: float = Field(89.0, ge=0, le=200)
     shutdown_degc: float = Field(92.0, ge=0, le=200)

@@ -42,7 +42,7 @@ from emulator.models.sensors import ChannelSpec, SensorBank, SensorsConfig
 from emulator.models.thermal import KELVIN, ThermalConfig, ThermalNetwork
 from emulator.protocol.catalogue import Payload, field
 
-SOLAR_CONSTANT_W_M2 = 1361.0  # physics.md §3 "Solar constant" (design value)
+SOLAR_CONSTANT_W_M2 = 1361.0  # physics-sources.md §3 "Solar constant" (design value)
 #: child seed streams, in SeedSequence.spawn order (append only: the order is part of determinism)
 SEED_STREAMS = ("accelerator", "sensors.eps", "sensors.thermal", "sensors.sun")
 
