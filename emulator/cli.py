@@ -101,6 +101,11 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
                    help="lockstep: wall seconds to wait for a step before giving up with exit code 2 "
                         "(overrides sim.lockstep_timeout_s, default 300; 0: wait for ever)")
     p.add_argument("--record", metavar="FILE", help="record every message on both planes to FILE")
+    p.add_argument("--record-max-mb", type=float, metavar="MB",
+                   help="stop writing the recording at this size (overrides record.max_mb, default 500)")
+    p.add_argument("--truth-rate", type=float, metavar="HZ",
+                   help="rate of the ground-truth stream (truth.sample, most of a recording's size; overrides "
+                        "telemetry.truth_rate_hz, default 1; 0: none)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="override any config key, e.g. --set power.battery.cell_capacity_ah=1.5 "
                         "or --set power.rails.payload.max_retries=0 (repeatable; VALUE is parsed as TOML)")
@@ -120,7 +125,8 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
             out[key.strip()] = value  # a bare word is a string
     for attr, key in (("mode", "sim.mode"), ("speed", "sim.speed"), ("duration", "sim.duration_s"),
                       ("seed", "sim.seed"), ("step", "sim.step_s"), ("record", "record.path"),
-                      ("lockstep_timeout", "sim.lockstep_timeout_s")):
+                      ("lockstep_timeout", "sim.lockstep_timeout_s"), ("record_max_mb", "record.max_mb"),
+                      ("truth_rate", "telemetry.truth_rate_hz")):
         value = getattr(args, attr, None)
         if value is not None:
             out[key] = value
@@ -241,8 +247,9 @@ async def _run(cfg: Any, *, plot: str | None, quiet: bool, movable: list[str] | 
         print(recording_line(emu.recorder), file=sys.stderr)
     if plot:
         from emulator.plotting import plot_run
+        from emulator.runtime import utc_text
 
-        plot_run(series, plot, title=f"{cfg.satellite.name}: {cfg.source}")
+        plot_run(series, plot, title=f"{cfg.satellite.name}: {cfg.source}", epoch_utc=utc_text(emu.clock.utc(0)))
         print(f"plot written to {plot}", file=sys.stderr)
     if emu.stalled:
         print(f"flatsat run: {emu.stalled}", file=sys.stderr)
@@ -266,10 +273,15 @@ def banner(emu: Any) -> list[str]:
 
 
 def recording_line(recorder: Any) -> str:
-    """'recording: out/run.rec (12.3 MB, 45,678 messages)'."""
+    """'recording: out/run.rec (12.3 MB, 45,678 messages)', and where a size cap cut it."""
     path = Path(recorder.path)
     size = path.stat().st_size if path.exists() else 0
-    return f"recording: {path} ({fmt_bytes(size)}, {recorder.records:,} messages)"
+    text = f"recording: {path} ({fmt_bytes(size)}, {recorder.records:,} messages)"
+    if recorder.capped_at_ns is not None:
+        text += (f"; CUT at sim t={_fmt_s(recorder.capped_at_ns / NS_PER_S)} by record.max_mb "
+                 f"({recorder.max_bytes / 1e6:g} MB): {recorder.dropped:,} later messages are not in it "
+                 "(--record-max-mb, or a lower --truth-rate)")
+    return text
 
 
 def fmt_bytes(n: float) -> str:
@@ -281,16 +293,24 @@ def fmt_bytes(n: float) -> str:
 
 
 def truth_sampler(emu: Any, series: Any, every_s: float) -> Any:
-    """An observer that appends the flattened ground truth to ``series`` every ``every_s`` of sim time."""
-    from emulator.series import flatten
+    """An observer that appends the flattened ground truth to ``series`` about every ``every_s`` of sim time,
+    looking 5 times as often and keeping each window's min and max of the plotted signals (spikes show)."""
+    from emulator.plotting import PANELS, SUMMARY_PATTERNS
+    from emulator.series import EnvelopeSampler, Series, flatten
 
     every_ns = max(emu.step_ns, round(every_s * NS_PER_S))
+    fine_ns = max(emu.step_ns, every_ns // 5)
+    first = emu.model.truth()
+    probe = Series()
+    probe.append(0, flatten(first))
+    keys = probe.match([*(p for _, _, pats in PANELS for p in pats), *SUMMARY_PATTERNS])
+    sampler = EnvelopeSampler(series, every_ns, keys, first)
     next_ns = [0]
 
     def sample(t_ns: int) -> None:
         if t_ns >= next_ns[0]:
-            next_ns[0] = t_ns + every_ns
-            series.append(t_ns, flatten(emu.model.truth()))
+            next_ns[0] = t_ns + fine_ns
+            sampler.observe(t_ns, emu.model.truth())
 
     return sample
 
@@ -433,8 +453,10 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
 
     Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     board_name = ", ".join(sorted(emu.stats.boards_seen)) or f"board {args.board!r} (no board.hello)"
+    from emulator.runtime import utc_text
+
     plot_run(series, args.plot, title=f"flatsat demo: {cfg.satellite.name}, {board_name}, "
-                                      f"{plural(args.orbits, 'orbit')}")
+                                      f"{plural(args.orbits, 'orbit')}", epoch_utc=utc_text(emu.clock.utc(0)))
     print(f"plot written to {args.plot}", file=sys.stderr)
     if intr.exit_code is not None:
         return intr.exit_code

@@ -83,6 +83,8 @@ class TelemetryConfig(_Strict):
 class RecordConfig(_Strict):
     #: recording file (every message on both planes, crash-safe); None: no recording
     path: str | None = None
+    #: stop writing when the file reaches this many MB (the run goes on; the end of the run says so); None: no cap
+    max_mb: float | None = Field(500.0, gt=0)
 
 
 class BenchConfig(_Strict):

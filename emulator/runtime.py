@@ -267,9 +267,11 @@ class Emulator:
 
     async def start(self) -> None:
         if self._record_path:
+            max_mb = self.run_config.record.max_mb
             self.recorder = Recorder(self._record_path, meta={
                 "seed": self.run_config.sim.seed, "epoch_utc": utc_text(self.clock.utc(0)),
-                "step_s": self.run_config.sim.step_s, **self._meta})
+                "step_s": self.run_config.sim.step_s, **self._meta},
+                max_bytes=None if max_mb is None else round(max_mb * 1e6), now_ns=self.clock.now_ns)
         try:
             if self._board_url or self._control_url:
                 from emulator.transports import listen

@@ -48,6 +48,11 @@ def add_commands(sub: Any) -> None:
     test.add_argument("--report", metavar="DIR", help="write HTML reports here (<scenario>.html, index.html)")
     test.add_argument("--record", metavar="DIR", default="out/hil",
                       help="recordings and board logs go here (default: %(default)s)")
+    test.add_argument("--truth-rate", type=float, metavar="HZ",
+                      help="ground-truth (truth.sample) rate in the recording; default: the scenario's, else 1 Hz "
+                           "for runs up to 30 min and 1800 samples over longer runs")
+    test.add_argument("--record-max-mb", type=float, metavar="MB",
+                      help="stop writing a recording at this size (default 500; the run goes on and says so)")
     test.add_argument("--hello-timeout", type=float, default=30.0, metavar="S",
                       help="wall seconds to wait for the board's board.hello (default 30)")
     test.add_argument("--board-timeout", type=float, default=30.0, metavar="S",
@@ -127,7 +132,8 @@ async def _test(scenarios: list[Any], args: argparse.Namespace) -> int:
             runs.append(ScenarioRun(sc, board_cmd=args.board, board_url=args.board_url, seed=args.seed,
                                     record_dir=args.record, progress=not args.quiet and sys.stderr.isatty(),
                                     hello_timeout_s=args.hello_timeout, board_timeout_s=args.board_timeout,
-                                    status=status))
+                                    status=status, truth_rate_hz=args.truth_rate,
+                                    record_max_mb=args.record_max_mb))
         except EmulatorError as exc:
             _err(f"flatsat test: {exc}")
             bad = True
@@ -236,7 +242,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     meta = read_header(args.file).get("meta", {})
     series = series_from_recording(args.file)
     title = f"{meta.get('scenario') or meta.get('satellite') or Path(args.file).stem} (seed {meta.get('seed', '?')})"
-    out = plot_run(series, args.output, title=title)
+    out = plot_run(series, args.output, title=title, epoch_utc=meta.get("epoch_utc"))
     _err(f"plot written to {out}")
     return 0
 

@@ -30,8 +30,8 @@ def render_topics(config_path: str | Path | None = None) -> str:
              "node": "thermal nodes", "array": "solar arrays", "level": "DVFS levels (`accel.dvfs.set` `level`)",
              "channel": "sensor channels (`sensor.*` faults)"}
     lines = [f"### Names on this satellite ({cfg.satellite.name})\n",
-             "Payload values that name a part must be one of these (they come from the satellite's config; "
-             "another satellite has others, and an unknown name is refused with `valid` listing them).\n",
+             ("Payload values that name a part must be one of these (they come from the satellite's config; "
+             "another satellite has others, and an unknown name is refused with `valid` listing them).\n"),
              "| what | names |", "| --- | --- |"]
     for key, text in shown.items():
         if names.get(key):

@@ -26,7 +26,7 @@ def test_numbers_are_traced_to_docs_physics_sources_not_outside_the_repository()
     import re
 
     sources = (ROOT / "docs" / "physics-sources.md").read_text(encoding="utf-8")
-    sections = set(re.findall(r"^## §(\d+)", sources, flags=re.M))
+    sections = set(re.findall(r"^## §(\d+)", sources, flags=re.MULTILINE))
     assert sections == {str(n) for n in range(1, 8)}
     cited = 0
     for path in [*ROOT.glob("configs/**/*.toml"), *ROOT.glob("docs/*.md"), *ROOT.glob("emulator/**/*.py"),
@@ -39,3 +39,11 @@ def test_numbers_are_traced_to_docs_physics_sources_not_outside_the_repository()
             cited += 1
             assert m.group(1) in sections, f"{path}: cites physics-sources.md §{m.group(1)}, which does not exist"
     assert cited > 100
+
+
+def test_every_standard_requirement_says_why_it_matters() -> None:
+    import tomllib
+
+    for path in sorted((ROOT / "configs" / "scenarios").glob("*.toml")):
+        for i, req in enumerate(tomllib.loads(path.read_text(encoding="utf-8")).get("requirement", [])):
+            assert req.get("why"), f"{path.name}: requirement[{i}] has no why (the report's 'why it matters')"
