@@ -63,12 +63,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     mon = sub.add_parser("monitor", help="live table of the telemetry published at a URL",
                          description="Subscribe to a board-plane or control-plane URL and show the latest "
-                                     "value of every telemetry field in the terminal.")
+                                     "value of every telemetry field: a live table on a terminal (as many rows as "
+                                     "fit; --topic narrows it, --once prints all), lines or JSON otherwise. Rails "
+                                     "and heaters show by name.")
     mon.add_argument("url", help="e.g. zmq+tcp://127.0.0.1:5560 (control plane sees everything)")
     mon.add_argument("--duration", type=_duration, default=None, help="stop after this much wall time")
     mon.add_argument("--once", action="store_true", help="print one snapshot after a full second of telemetry and exit")
     mon.add_argument("--truth", action="store_true", help="also show the ground truth stream (truth.sample, control "
                                                            "plane only; long)")
+    mon.add_argument("--format", choices=["table", "lines", "json"],
+                     help="table (live, the default on a terminal), lines (one per message, the default when stdout "
+                          "is not a terminal) or json (one object per message)")
+    mon.add_argument("--topic", action="append", metavar="PATTERN",
+                     help="only topics matching this glob, e.g. 'eps.*' (repeatable)")
     mon.set_defaults(func=cmd_monitor)
 
     orbit = sub.add_parser("orbit", help="eclipses, beta angle and passes of an orbit",
@@ -473,56 +480,14 @@ def plural(n: float, noun: str) -> str:
 
 # -- monitor -----------------------------------------------------------------------------------
 def cmd_monitor(args: argparse.Namespace) -> int:
-    return asyncio.run(_monitor(args.url, args.duration, args.once, args.truth))
+    return asyncio.run(_monitor(args.url, args.duration, args.once, args.truth, fmt=args.format,
+                                topics=args.topic or None))
 
 
-async def _monitor(url: str, duration_s: float | None, once: bool, truth: bool = False) -> int:
-    from rich.console import Console
-    from rich.live import Live
-    from rich.table import Table
+async def _monitor(url: str, duration_s: float | None, once: bool, truth: bool = False, **kwargs: Any) -> int:
+    from emulator.monitor import monitor
 
-    from emulator.series import flatten
-    from emulator.transports import connect
-
-    latest: dict[str, dict[str, float]] = {}
-    t_ns = 0
-
-    def render() -> Table:
-        table = Table(title=f"flatsat monitor {url}  sim t = {_fmt_s(t_ns / NS_PER_S)}")
-        table.add_column("topic")
-        table.add_column("field")
-        table.add_column("value", justify="right")
-        for topic in sorted(latest):
-            for key, value in latest[topic].items():
-                table.add_row(topic, key, f"{value:.4g}")
-        return table
-
-    console = Console()
-    async with await connect(url) as link:
-        with Live(render(), console=console, refresh_per_second=4, transient=once) as live:
-            async def loop() -> None:
-                nonlocal t_ns
-                first_clock: int | None = None
-                async for msg in link:
-                    t_ns = max(t_ns, msg.t_ns)
-                    if msg.topic == "sim.clock" and once:
-                        # a whole cycle of topics lies between two sim.clock messages
-                        if first_clock is not None and msg.t_ns > first_clock:
-                            return
-                        first_clock = msg.t_ns if first_clock is None else first_clock
-                    if msg.topic == "truth.sample" and not truth:
-                        continue
-                    latest[msg.topic] = flatten(msg.payload)
-                    live.update(render())
-
-            try:
-                async with asyncio.timeout(duration_s):
-                    await loop()
-            except TimeoutError:
-                pass
-        if once:
-            console.print(render())
-    return 0
+    return await monitor(url, duration_s, once, truth, **kwargs)
 
 
 if __name__ == "__main__":  # pragma: no cover
