@@ -56,7 +56,7 @@ def documented_topics() -> dict[str, dict[str, Any]]:
     text = DOC.read_text(encoding="utf-8")
     body = text.split("<!-- topics:begin -->", 1)[1].split("<!-- topics:end -->", 1)[0]
     out: dict[str, dict[str, Any]] = {}
-    for part in re.split(r"^#### ", body, flags=re.M)[1:]:
+    for part in re.split(r"^#### ", body, flags=re.MULTILINE)[1:]:
         topic = part.split("`", 2)[1]
         entry: dict[str, Any] = {"request": None, "reply": None, "nested": {}, "reply_nested": {}}
         in_reply = False
