@@ -31,7 +31,7 @@ from emulator.models.base import Interface
 from emulator.models.radiation import RadiationConfig
 
 NS = 1_000_000_000
-ORBIT_RAD_S = 150.0 / (365.25 * 86400)   # physics.md §1: ~150 rad(Si)/yr behind ~10 mm Al
+ORBIT_RAD_S = 150.0 / (365.25 * 86400)   # physics-sources.md §1: ~150 rad(Si)/yr behind ~10 mm Al
 REPEATS = 5
 #: a beam-like campaign: 1e5 x the orbit rates gives ~0.25 single events per 1 s step on 4 chips
 CAMPAIGN_SCALE = 1e5

@@ -91,8 +91,6 @@ print(n)
 async def run_runtime(sim_s: int) -> dict[str, float]:
     """The cluster in the runtime, afap, with a subscriber on the board plane reading every message (the bound
     member's telemetry at 1 Hz), beside the same model's physics alone for the same sim time."""
-    import subprocess
-
     lc = load_cluster_config(CONFIG)
     m = ClusterModel.from_config(lc)
     t0 = time.perf_counter()
@@ -101,14 +99,15 @@ async def run_runtime(sim_s: int) -> dict[str, float]:
     physics_wall = time.perf_counter() - t0
     m = ClusterModel.from_config(lc)
     async with Emulator(m, lc.run, board_url="zmq+tcp://127.0.0.1:0", control_url=None, record_path=None) as emu:
-        sub = subprocess.Popen([sys.executable, "-c", _SUBSCRIBER, emu.board_url], cwd=ROOT, stdout=subprocess.PIPE,
-                               text=True)
+        sub = await asyncio.create_subprocess_exec(sys.executable, "-c", _SUBSCRIBER, emu.board_url, cwd=ROOT,
+                                                   stdout=asyncio.subprocess.PIPE)
         while not emu.board_link.wants("sim.clock"):  # the subscription reached the emulator
             await asyncio.sleep(0.05)
         t0 = time.perf_counter()
         await emu.run_for(sim_s)
         wall = time.perf_counter() - t0
-    received = int(sub.communicate(timeout=60)[0].strip() or 0)
+        out, _ = await asyncio.wait_for(sub.communicate(), 60)
+    received = int(out.strip() or 0)
     return {"n": m.n, "wall_s": wall, "rate": sim_s / wall, "published": emu.stats.published, "received": received,
             "physics_rate": sim_s / physics_wall}
 

@@ -42,6 +42,11 @@ class SimConfig(_Strict):
     duration_s: float | None = Field(None, gt=0)
     #: who may say "step" in lockstep mode: only the control plane, or also the board (board.step)
     lockstep_source: Literal["control", "board"] = "control"
+    #: lockstep: wall seconds of waiting for a step before the emulator says what it waits for, and from which
+    #: URL (it says so again every 6x as long)
+    lockstep_notice_s: float = Field(5.0, gt=0)
+    #: lockstep: wall seconds of waiting for a step before the run gives up (``flatsat run`` exits 2); 0: never
+    lockstep_timeout_s: float = Field(300.0, ge=0)
 
     @field_validator("epoch_utc")
     @classmethod
@@ -78,6 +83,8 @@ class TelemetryConfig(_Strict):
 class RecordConfig(_Strict):
     #: recording file (every message on both planes, crash-safe); None: no recording
     path: str | None = None
+    #: stop writing when the file reaches this many MB (the run goes on; the end of the run says so); None: no cap
+    max_mb: float | None = Field(500.0, gt=0)
 
 
 class BenchConfig(_Strict):
@@ -102,18 +109,46 @@ class Config:
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                data: dict[str, Any] | None = None) -> Config:
-    """Read a TOML file (or ``data``), apply dotted-key ``overrides``, validate everything."""
+                data: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> Config:
+    """Read a TOML file (or ``data``), apply dotted-key ``overrides``, validate everything.
+
+    ``labels``: override key -> how the user gave it (``--set KEY=VALUE``); an error in that key is blamed
+    on it, not on the file.
+    """
     raw, source = read_raw(path, overrides, data)
-    run = split_run(raw, source)
+    by_path = {_loc_of(raw, key): label for key, label in (labels or {}).items()}
+    run = split_run(raw, source, by_path)
     from emulator.models.satellite import SatelliteConfig
 
     try:
         sat = SatelliteConfig.model_validate(raw)
     except ValidationError as exc:
         valid = list(RUN_TABLES) + list(SatelliteConfig.model_fields)
-        raise config_error(exc, SatelliteConfig, source, extra_valid=valid) from None
+        raise config_error(exc, SatelliteConfig, source, extra_valid=valid, labels=by_path) from None
     return Config(run=run, satellite=sat, source=source)
+
+
+def _loc_of(raw: dict[str, Any], key: str) -> str:
+    """An override key as the dotted path pydantic reports (list items named by ``name`` become indexes)."""
+    import re
+
+    out: list[str] = []
+    node: Any = raw
+    for part in key.split("."):
+        m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
+        if not m:
+            return key
+        steps: list[str | int] = [m.group(1), *[int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]]
+        for step in steps:
+            if isinstance(node, list) and isinstance(step, str):
+                index = next((i for i, it in enumerate(node) if isinstance(it, dict) and it.get("name") == step), None)
+                step = step if index is None else index
+            out.append(str(step))
+            try:
+                node = node[step]  # type: ignore[index]
+            except (KeyError, IndexError, TypeError):
+                node = None
+    return ".".join(out)
 
 
 def read_raw(path: str | Path | None, overrides: dict[str, Any] | None = None,
@@ -138,23 +173,34 @@ def read_raw(path: str | Path | None, overrides: dict[str, Any] | None = None,
     return raw, source
 
 
-def split_run(raw: dict[str, Any], source: str) -> RunConfig:
+def split_run(raw: dict[str, Any], source: str, labels: dict[str, str] | None = None) -> RunConfig:
     """Take the run tables out of ``raw`` (in place) and validate them."""
     run_raw = {k: raw.pop(k) for k in RUN_TABLES if k in raw}
     try:
         return RunConfig.model_validate(run_raw)
     except ValidationError as exc:
-        raise config_error(exc, RunConfig, source) from None
+        raise config_error(exc, RunConfig, source, labels=labels) from None
 
 
 def config_error(exc: ValidationError, root: type[BaseModel], source: str,
-                 extra_valid: list[str] | None = None) -> ConfigError:
-    """Turn a pydantic error into one ConfigError listing every bad key path with what is valid."""
+                 extra_valid: list[str] | None = None, labels: dict[str, str] | None = None) -> ConfigError:
+    """Turn a pydantic error into one ConfigError listing every bad key path with what is valid.
+
+    ``labels``: dotted path -> how an override gave it (``--set KEY=VALUE``): problems there name it, and when
+    every problem comes from an override the file is not blamed.
+    """
     lines = []
     first_field = None
     first_valid: list[str] | None = None
+    blamed: list[str] = []
+    in_file = False
     for err in exc.errors(include_url=False):
         path = ".".join(str(p) for p in err["loc"])
+        label = next((lab for p, lab in (labels or {}).items() if path == p or path.startswith(p + ".")), None)
+        if label is None:
+            in_file = True
+        elif label not in blamed:
+            blamed.append(label)
         first_field = first_field or path
         if err["type"] == "extra_forbidden":
             valid = _fields_at(root, err["loc"][:-1])
@@ -167,7 +213,11 @@ def config_error(exc: ValidationError, root: type[BaseModel], source: str,
             lines.append(f"{path}: required key is missing")
         else:
             lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-    head = f"{source}: invalid config ({len(lines)} problem{'s' if len(lines) > 1 else ''})"
+    count = f"{len(lines)} problem{'s' if len(lines) > 1 else ''}"
+    if blamed and not in_file:
+        head = f"invalid {', '.join(blamed)} ({count}; {source} itself is fine)"
+    else:
+        head = f"{source}: invalid config ({count})" + (f", from {', '.join(blamed)}" if blamed else "")
     return ConfigError(head + "\n  " + "\n  ".join(lines), field=first_field, valid=first_valid)
 
 

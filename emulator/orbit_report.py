@@ -252,6 +252,23 @@ def _saa_outline(lon_centre: float) -> tuple[np.ndarray, np.ndarray]:
     return lon_centre + wlon * cp, SAA_CENTRE_LAT_DEG + wlat * sp
 
 
+def _world_axes(fig: Any, spec: Any) -> tuple[Any, dict[str, Any]]:
+    """An equirectangular world map (cartopy, with its bundled Natural Earth image: no download), and the keyword
+    that places lon/lat data on it; a plain lon/lat grid when cartopy is not installed."""
+    try:
+        import cartopy.crs as ccrs
+    except ImportError:
+        ax = fig.add_subplot(spec)
+        ax.grid(alpha=0.3)
+        return ax, {}
+    ax = fig.add_subplot(spec, projection=ccrs.PlateCarree())
+    ax.stock_img()  # Natural Earth shaded relief, shipped inside cartopy
+    ax.set_xticks(range(-180, 181, 60), crs=ccrs.PlateCarree())
+    ax.set_yticks(range(-90, 91, 30), crs=ccrs.PlateCarree())
+    ax.gridlines(alpha=0.3)
+    return ax, {"transform": ccrs.PlateCarree()}
+
+
 def write_plot(report: dict[str, Any], path: str) -> None:
     import matplotlib
 
@@ -261,21 +278,28 @@ def write_plot(report: dict[str, Any], path: str) -> None:
     env: Environment = report["env"]
     orbit = env.orbit
     c = report["chunk"]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(11, 9), gridspec_kw={"height_ratios": [3, 2]})
+    fig = plt.figure(figsize=(11, 9.5))
+    grid = fig.add_gridspec(2, 1, height_ratios=[3, 2])
+    ax1, on_map = _world_axes(fig, grid[0])
+    ax2 = fig.add_subplot(grid[1])
     lon, lat = c.lon_deg, c.lat_deg
     dark = c.sunlit_frac < 0.5
-    ax1.scatter(lon[~dark], lat[~dark], s=0.3, c="goldenrod", label="sunlit")
-    ax1.scatter(lon[dark], lat[dark], s=0.3, c="midnightblue", label="eclipse (sunlit < 50 %)")
-    ax1.scatter(lon[c.in_saa], lat[c.in_saa], s=0.6, c="crimson", label="in SAA")
-    ol, oa = _saa_outline(float(env.saa_centre_lon_deg(0.0)))
-    ax1.plot(((ol + 180) % 360) - 180, oa, ".", ms=1, c="crimson")
+    ax1.scatter(lon[~dark], lat[~dark], s=0.3, c="goldenrod", label="sunlit", zorder=3, **on_map)
+    ax1.scatter(lon[dark], lat[dark], s=0.3, c="midnightblue", label="eclipse (sunlit < 50 %)", zorder=3, **on_map)
+    ax1.scatter(lon[c.in_saa], lat[c.in_saa], s=0.6, c="crimson", label="in SAA", zorder=4, **on_map)
+    centre_lon = float(env.saa_centre_lon_deg(0.0))
+    ol, oa = _saa_outline(centre_lon)
+    ax1.plot(((ol + 180) % 360) - 180, oa, "-", lw=1.2, c="crimson", zorder=4, **on_map)
+    ax1.annotate("South Atlantic Anomaly", (((centre_lon + 180) % 360) - 180, SAA_CENTRE_LAT_DEG), ha="center",
+                 va="center", fontsize=9, color="crimson", fontweight="bold", zorder=5,
+                 bbox={"boxstyle": "round", "fc": "white", "ec": "crimson", "alpha": 0.8}, **on_map)
     ax1.set_xlim(-180, 180)
     ax1.set_ylim(-90, 90)
     ax1.set_xlabel("longitude [deg]")
     ax1.set_ylabel("latitude [deg]")
-    ax1.set_title(f"Ground track from {report['summary']['start_utc']} ({report['duration_s'] / 3600:.1f} h)")
+    ax1.set_title(f"Ground track from {report['summary']['start_utc']} ({report['duration_s'] / 3600:.1f} h)"
+                  + ("" if on_map else "  (no world map: pip install 'flatsat[maps]')"))
     ax1.legend(loc="lower left", markerscale=10, fontsize=8)
-    ax1.grid(alpha=0.3)
     days = np.arange(0.0, 366.0)
     try:
         beta = orbit.beta_deg(days * 86400.0)

@@ -14,7 +14,7 @@ PANELS: list[tuple[str, str, list[str]]] = [
     ("Battery state of charge", "SoC (0..1)", ["power.soc", "*.soc"]),
     ("Bus voltage", "V", ["power.bus_v", "*bus_v"]),
     ("Power", "W", ["power.array_w", "accelerator.load_w", "power.shunt_w", "*array_w", "*load_w"]),
-    ("Temperatures", "°C", ["accelerator.die_temp_degc", "thermal.temps_degc.*", "*temp_degc"]),
+    ("Temperatures", "°C", ["accelerator.die_temp_degc", "thermal.temps_degc.*", "*temp_degc", "*thermal.temps_degc.*"]),
     ("Accelerator clock", "MHz", ["accelerator.clock_mhz", "*clock_mhz"]),
     ("Accelerator utilisation", "0..1", ["accelerator.utilisation", "*utilisation"]),
 ]
@@ -42,9 +42,19 @@ def summary_rows(series: Series, limit: int = 24) -> list[tuple[str, str, str, s
     return rows
 
 
+#: signals drawn on top, thick and dashed, so a node line of the same value cannot hide them
+EMPHASIS_PATTERNS = ["*accelerator.die_temp_degc"]
+
+
 def plot_run(series: Series, path: str | Path, *, title: str = "flatsat run",
-             marks: list[tuple[float, str]] | None = None) -> Path:
-    """One figure, a panel per signal group, eclipses shaded grey, ``marks`` as vertical lines."""
+             marks: list[tuple[float, str]] | None = None, events: list[tuple[float, str]] | None = None,
+             epoch_utc: str | None = None) -> Path:
+    """One figure, a panel per signal group, eclipses shaded grey, legends beside the panels (never on the data).
+
+    ``marks``: (sim time s, label) drawn red on every panel (failed requirements); ``events``: the timeline as
+    applied, grey dotted on every panel with its label on the top one; ``epoch_utc``: sim time 0, shown on the
+    time axis.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -55,29 +65,46 @@ def plot_run(series: Series, path: str | Path, *, title: str = "flatsat run",
     panels = [(t, y, series.match(p)) for t, y, p in PANELS]
     panels = [(t, y, [k for k in keys if np.isfinite(series.get(k)).any()][:8]) for t, y, keys in panels]
     panels = [p for p in panels if p[2]]
+    emphasis = set(series.match(EMPHASIS_PATTERNS))
     n = max(1, len(panels))
-    fig, axes = plt.subplots(n, 1, figsize=(11, 2.3 * n + 0.8), sharex=True, squeeze=False)
+    fig, axes = plt.subplots(n, 1, figsize=(13, 2.3 * n + 0.9), sharex=True, squeeze=False)
     t_h = series.time() / 3600.0
     sunlit_keys = series.match(SUNLIT_PATTERNS)
     sunlit = series.get(sunlit_keys[0]) if sunlit_keys else None
-    for ax, (ptitle, ylabel, keys) in zip(axes[:, 0], panels, strict=False):
+    for row, (ax, (ptitle, ylabel, keys)) in enumerate(zip(axes[:, 0], panels, strict=False)):
         for key in keys:
-            ax.plot(t_h, series.get(key), label=key, linewidth=1.1)
+            if key in emphasis:
+                ax.plot(t_h, series.get(key), label=_short(key), linewidth=2.2, linestyle="--", color="black",
+                        zorder=5)
+            else:
+                ax.plot(t_h, series.get(key), label=_short(key), linewidth=1.1)
         ax.set_title(ptitle, fontsize=10, loc="left")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="upper right", ncol=2)
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.005, 1.0), borderaxespad=0.0, frameon=False)
         if sunlit is not None:
             _shade_eclipses(ax, t_h, sunlit)
+        for t_s, label in events or []:
+            ax.axvline(t_s / 3600.0, color="0.35", linestyle=":", linewidth=0.9)
+            if row == 0:
+                ax.text(t_s / 3600.0, 1.0, f" {label}"[:40], fontsize=6, color="0.25", va="bottom", rotation=30,
+                        transform=ax.get_xaxis_transform())
         for t_s, label in marks or []:
             ax.axvline(t_s / 3600.0, color="red", linewidth=0.8, alpha=0.7)
             ax.text(t_s / 3600.0, ax.get_ylim()[1], f" {label}", fontsize=6, color="red", va="top", rotation=90)
-    axes[-1, 0].set_xlabel("sim time [h]  (grey: eclipse)")
+    start = f"hours since {epoch_utc.replace('T', ' ').replace('Z', ' UTC')}" if epoch_utc else "sim time [h]"
+    extra = "; dotted: timeline" if events else ""
+    axes[-1, 0].set_xlabel(f"{start}  (grey: eclipse{extra})")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return path
+
+
+def _short(key: str) -> str:
+    """A legend label: the key without the ``satellite.`` prefix every truth key has."""
+    return key.removeprefix("satellite.")
 
 
 def _shade_eclipses(ax: Any, t_h: np.ndarray, sunlit: np.ndarray) -> None:

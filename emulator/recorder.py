@@ -16,7 +16,7 @@ that depend on pacing, lags; ``board.link``: round trips) go to a side file of t
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -49,10 +49,20 @@ def wall_path(path: str | Path) -> Path:
 
 
 class Recorder:
-    def __init__(self, path: str | Path, meta: dict[str, Any] | None = None) -> None:
+    """Writes a recording; ``max_bytes``: stop writing once the file holds that much (``capped`` says when)."""
+
+    def __init__(self, path: str | Path, meta: dict[str, Any] | None = None, max_bytes: int | None = None,
+                 now_ns: Callable[[], int] | None = None) -> None:
         self.path = Path(path)
+        self.max_bytes = max_bytes
+        self._now_ns = now_ns or (lambda: 0)
+        #: sim time (ns) of the first message the cap kept out; None while not capped
+        self.capped_at_ns: int | None = None
+        #: messages the cap kept out of the file
+        self.dropped = 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._meta = meta or {}
+        self.bytes = 0
         self._packer = msgpack.Packer(use_bin_type=True)
         self._fh: IO[bytes] | None = self._open(self.path, {})
         self._wall_fh: IO[bytes] | None = None
@@ -63,9 +73,12 @@ class Recorder:
 
     def _open(self, path: Path, extra: dict[str, Any]) -> IO[bytes]:
         fh = open(path, "wb", buffering=1 << 16)  # noqa: SIM115 (closed in close())
-        fh.write(self._packer.pack({"flatsat_recording": FORMAT_VERSION, "protocol_version": PROTOCOL_VERSION,
-                                    "meta": {**self._meta, **extra}}))
+        header = self._packer.pack({"flatsat_recording": FORMAT_VERSION, "protocol_version": PROTOCOL_VERSION,
+                                    "meta": {**self._meta, **extra}})
+        fh.write(header)
         fh.flush()
+        if path == self.path:
+            self.bytes = len(header)
         return fh
 
     def write(self, plane: str, direction: str, envelope: bytes, *, wall_time: bool = False) -> None:
@@ -79,7 +92,14 @@ class Recorder:
             self.wall_records += 1
             return
         assert self._fh is not None
-        self._fh.write(self._packer.pack((plane, direction, envelope)))
+        packed = self._packer.pack((plane, direction, envelope))
+        if self.max_bytes is not None and self.bytes + len(packed) > self.max_bytes:
+            if self.capped_at_ns is None:
+                self.capped_at_ns = self._now_ns()
+            self.dropped += 1
+            return
+        self._fh.write(packed)
+        self.bytes += len(packed)
         self.records += 1
 
     def maybe_flush(self, wall_ns: int) -> None:

@@ -35,6 +35,7 @@ from emulator.errors import (
     EmulatorError,
     RateLimitedError,
     SimTimeoutError,
+    TransportError,
     suggest,
 )
 from emulator.models.base import Fault, Interface, SpacecraftModel, Telemetry
@@ -122,6 +123,21 @@ class RuntimeStats:
         table[reason] = table.get(reason, 0) + 1
 
 
+def utc_text(t: Any) -> str:
+    """The one UTC time format on the wire: ISO 8601 with a ``Z`` (``2026-06-21T00:00:00Z``)."""
+    return t.isoformat().replace("+00:00", "Z")
+
+
+async def _listen_plane(listen: Callable[[str], Any], url: str, plane: str) -> Any:
+    """Listen on a plane's URL; a failure names the plane and the setting that chose the URL."""
+    try:
+        return await listen(url)
+    except TransportError as exc:
+        exc.message = f"{plane} plane (links.{plane}, --{plane}-url): {exc.message}"
+        exc.args = (exc.message,)
+        raise
+
+
 class Emulator:
     """One emulated spacecraft on the wire. Use ``async with``."""
 
@@ -145,6 +161,10 @@ class Emulator:
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self.stop_reason = ""
+        #: set when a lockstep run gave up waiting for a step (sim.lockstep_timeout_s): why
+        self.stalled: str | None = None
+        #: factor by which board telemetry rates were slowed to fit a serial link (1: not slowed)
+        self.decimation = 1.0
         self._observers: list[Callable[[int], None]] = []
         self._seq = 0
         self._faults: dict[int, ActiveFault] = {}
@@ -250,21 +270,23 @@ class Emulator:
 
     async def start(self) -> None:
         if self._record_path:
+            max_mb = self.run_config.record.max_mb
             self.recorder = Recorder(self._record_path, meta={
-                "seed": self.run_config.sim.seed, "epoch_utc": self.clock.utc(0).isoformat(),
-                "step_s": self.run_config.sim.step_s, **self._meta})
+                "seed": self.run_config.sim.seed, "epoch_utc": utc_text(self.clock.utc(0)),
+                "step_s": self.run_config.sim.step_s, **self._meta},
+                max_bytes=None if max_mb is None else round(max_mb * 1e6), now_ns=self.clock.now_ns)
         try:
             if self._board_url or self._control_url:
                 from emulator.transports import listen
             if self._board_url:
-                self.board_link = await listen(self._board_url)
+                self.board_link = await _listen_plane(listen, self._board_url, "board")
                 self.board_link.set_topics(s.topic for s in self.catalogue.topics(plane=Plane.BOARD)
                                            if s.kind in (Kind.TELEMETRY, Kind.EVENT))
                 self._check_budget(self.board_link)
                 self._tasks.append(asyncio.create_task(self._serve(self.board_link, Plane.BOARD),
                                                        name="flatsat-serve-board"))
             if self._control_url:
-                self.control_link = await listen(self._control_url)
+                self.control_link = await _listen_plane(listen, self._control_url, "control")
                 self.control_link.set_topics(s.topic for s in self.catalogue
                                              if s.kind in (Kind.TELEMETRY, Kind.EVENT))
                 self._tasks.append(asyncio.create_task(self._serve(self.control_link, Plane.CONTROL),
@@ -395,13 +417,53 @@ class Emulator:
         turn = asyncio.ensure_future(self.clock.wait_turn(self.step_ns))
         stop = asyncio.ensure_future(self._stop.wait())
         try:
-            await asyncio.wait({turn, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if self.clock.mode == ClockMode.LOCKSTEP:
+                await self._wait_lockstep({turn, stop})
+            else:
+                await asyncio.wait({turn, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for fut in (turn, stop):
                 if not fut.done():
                     fut.cancel()
                     with contextlib.suppress(asyncio.CancelledError):
                         await fut
+
+    async def _wait_lockstep(self, futures: set[asyncio.Future[Any]]) -> None:
+        """Wait for a lockstep turn; say what is awaited (and where) now and then, give up after the timeout."""
+        sim = self.run_config.sim
+        notice_s, timeout_s = sim.lockstep_notice_s, sim.lockstep_timeout_s
+        waited_s, next_notice_s = 0.0, notice_s
+        while True:
+            until_s = next_notice_s if not timeout_s else min(next_notice_s, timeout_s)
+            done, _ = await asyncio.wait(futures, timeout=until_s - waited_s, return_when=asyncio.FIRST_COMPLETED)
+            if done:
+                return
+            waited_s = until_s
+            if timeout_s and waited_s >= timeout_s:
+                self.stalled = (f"lockstep: gave up after {timeout_s:g} s (wall clock) waiting for "
+                                f"{self.lockstep_awaits()} at sim t={self.clock.now_ns() / NS_PER_S:g} s; "
+                                "raise sim.lockstep_timeout_s or --lockstep-timeout (0: wait for ever)")
+                log.info("%s", self.stalled)
+                self.request_stop(self.stalled)
+                return
+            if waited_s >= next_notice_s:
+                next_notice_s += 6 * notice_s
+                log.warning("lockstep: sim t=%g s, waiting %.0f s so far for %s", self.clock.now_ns() / NS_PER_S,
+                            waited_s, self.lockstep_awaits())
+
+    def lockstep_awaits(self) -> str:
+        """What a waiting lockstep clock waits for, and from which URL (for people)."""
+        if self.run_config.sim.lockstep_source == "board":
+            where = self.board_url or "(no board link: links.board is none)"
+            seen = ", ".join(sorted(self.stats.boards_seen))
+            who = f"board {seen} said board.hello" if seen else "no board has said board.hello yet"
+            return f"a board.step from the board at {where} ({who})"
+        where = self.control_url or "the in-process control plane"
+        text = f"a clock.step or clock.run_until on the control plane at {where}"
+        if self.stats.boards_seen:
+            text += (" (the board cannot step this run: sim.lockstep_source is 'control'; "
+                     "set it to 'board' to let the board step)")
+        return text
 
     async def _after_step(self, now: int) -> None:
         if self._events:
@@ -590,13 +652,16 @@ class Emulator:
     def _cmd_hello(self, p: Any) -> dict[str, Any]:
         self.stats.boards_seen[p.name] = p.version
         log.info("board %r (version %r) says hello", p.name, p.version)
-        return {"protocol_version": PROTOCOL_VERSION, "epoch_utc": self.clock.utc(0).isoformat(),
+        return {"protocol_version": PROTOCOL_VERSION, "epoch_utc": utc_text(self.clock.utc(0)),
                 "t_ns": self.clock.now_ns(), "step_s": self.step_ns / NS_PER_S, "mode": str(self.clock.mode),
                 "lockstep_source": self.run_config.sim.lockstep_source,
                 # a board that joins while a lockstep clock waits has missed that sim.waiting (PUB/SUB
                 # joins late): this tells it to take its first turn now
                 "waiting": self.clock.mode == ClockMode.LOCKSTEP and not self.clock.may_advance(self.step_ns),
-                "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD))}
+                "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD)),
+                "rates_hz": {item.telemetry.spec.topic: NS_PER_S / item.period_ns for item in self._schedule
+                             if Plane.BOARD in item.planes},
+                "decimation": self.decimation}
 
     def _cmd_board_link(self, p: Any) -> dict[str, Any]:
         # what the board measured goes beside the lag the serve loop keyed by the same src
@@ -745,6 +810,7 @@ class Emulator:
                 f"({usable:.0f} B/s usable at 80 %): {'; '.join(parts)}. Lower telemetry.rates_hz, raise the baud "
                 "rate, or set telemetry.on_budget = 'decimate'", field="telemetry.rates_hz")
         factor = demand / usable
+        self.decimation = factor
         log.warning("board telemetry needs %.0f B/s, link carries %.0f B/s: decimating all rates by %.2f",
                     demand, usable, factor)
         for item in self._schedule:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -73,3 +74,103 @@ class Series:
 
     def to_columns(self) -> dict[str, list[float]]:
         return {"t_s": list(self.t_s), **{k: list(v) for k, v in self._cols.items()}}
+
+
+class SignalReader:
+    """Reads flattened ground-truth keys straight out of the nested truth tree (no full flatten per step).
+
+    Each key is resolved once against a sample tree into a path of dict keys / list indexes;
+    a key that does not resolve (or stops resolving) reads as NaN.
+    """
+
+    def __init__(self, keys: list[str], sample: Mapping[str, Any]) -> None:
+        self.paths: dict[str, tuple[Any, ...] | None] = {k: resolve_path(sample, k.split(".")) for k in keys}
+
+    def read(self, tree: Mapping[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for key, path in self.paths.items():
+            out[key] = math.nan if path is None else read_path(tree, path)
+        return out
+
+
+def resolve_path(node: Any, parts: list[str]) -> tuple[Any, ...] | None:
+    """The dict keys / list indexes that reach a flattened key (split at dots) in a tree, or None."""
+    if not parts:
+        return ()
+    if isinstance(node, Mapping):
+        # keys may themselves hold dots: try the longest key first
+        for n in range(len(parts), 0, -1):
+            key = ".".join(parts[:n])
+            if key in node:
+                rest = resolve_path(node[key], parts[n:])
+                if rest is not None:
+                    return (key, *rest)
+        return None
+    if isinstance(node, (list, tuple)) and parts[0].isdigit() and int(parts[0]) < len(node):
+        rest = resolve_path(node[int(parts[0])], parts[1:])
+        return None if rest is None else (int(parts[0]), *rest)
+    return None
+
+
+def read_path(tree: Any, path: tuple[Any, ...]) -> float:
+    node = tree
+    try:
+        for p in path:
+            node = node[p]
+    except (KeyError, IndexError, TypeError):
+        return math.nan
+    if isinstance(node, bool):
+        return float(node)
+    if isinstance(node, (int, float)):
+        return float(node)
+    return math.nan
+
+
+class EnvelopeSampler:
+    """Thins a per-step stream of ground truth into ``series``: about one row per ``every_ns`` of sim time, plus, in
+    a window where any of ``keys`` went below or above the row's value, a row of each key's window minimum and one
+    of its maximum (so a one-step spike survives the thinning, as in a min/max decimation for plots).
+
+    Call :meth:`observe` with the truth tree at every step; the rows are flattened trees (:func:`flatten`).
+    """
+
+    def __init__(self, series: Series, every_ns: int, keys: Iterable[str], sample: Mapping[str, Any]) -> None:
+        self.series = series
+        self.every_ns = max(1, every_ns)
+        self.reader = SignalReader(sorted(set(keys)), sample)
+        self.next_ns = 0
+        self.window_start_ns = 0
+        self.lo: dict[str, tuple[float, int]] = {}
+        self.hi: dict[str, tuple[float, int]] = {}
+
+    def observe(self, t_ns: int, tree: Mapping[str, Any]) -> None:
+        for key, v in self.reader.read(tree).items():
+            if math.isnan(v):
+                continue
+            if key not in self.lo or v < self.lo[key][0]:
+                self.lo[key] = (v, t_ns)
+            if key not in self.hi or v > self.hi[key][0]:
+                self.hi[key] = (v, t_ns)
+        if t_ns >= self.next_ns:
+            self.flush(t_ns, tree)
+
+    def flush(self, t_ns: int, tree: Mapping[str, Any]) -> None:
+        """Close the window at ``t_ns`` with the full sample there (also the last row of a run)."""
+        row = flatten(tree)
+        lo = {k: v for k, (v, _) in self.lo.items() if v < row.get(k, v)}
+        hi = {k: v for k, (v, _) in self.hi.items() if v > row.get(k, v)}
+        if (lo or hi) and len(self.series):
+            span = t_ns - self.window_start_ns
+            t_lo = min((t for _, t in self.lo.values()), default=t_ns)
+            t_hi = min((t for _, t in self.hi.values()), default=t_ns)
+            first, second = (lo, hi) if t_lo <= t_hi else (hi, lo)
+            prev = {k: v for k, v in row.items()}
+            for n, extreme in ((1, first), (2, second)):
+                if extreme:
+                    self.series.append(self.window_start_ns + span * n // 3, {**prev, **extreme})
+        if not len(self.series) or self.series.t_s[-1] != t_ns / NS_PER_S:
+            self.series.append(t_ns, row)
+        self.lo.clear()
+        self.hi.clear()
+        self.window_start_ns = t_ns
+        self.next_ns = t_ns + self.every_ns

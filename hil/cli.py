@@ -1,7 +1,9 @@
 """The HIL subcommands of ``flatsat``: test (run scenarios), replay, plot and export (recordings).
 
-``flatsat test`` exit codes: 0 every scenario passed, 1 any failed, 2 bad input (scenario,
-config, board command), printed without a traceback.
+``flatsat test`` exit codes: 0 every scenario passed, 1 any failed, 2 a set-up error (scenario,
+config, board command, a board URL whose port is in use), printed without a traceback; 130 on
+SIGINT (143 on SIGTERM), after writing the JUnit and the report of what ran, the interrupted
+scenario as an error "interrupted at sim t=...".
 """
 
 from __future__ import annotations
@@ -46,6 +48,11 @@ def add_commands(sub: Any) -> None:
     test.add_argument("--report", metavar="DIR", help="write HTML reports here (<scenario>.html, index.html)")
     test.add_argument("--record", metavar="DIR", default="out/hil",
                       help="recordings and board logs go here (default: %(default)s)")
+    test.add_argument("--truth-rate", type=float, metavar="HZ",
+                      help="ground-truth (truth.sample) rate in the recording; default: the scenario's, else 1 Hz "
+                           "for runs up to 30 min and 1800 samples over longer runs")
+    test.add_argument("--record-max-mb", type=float, metavar="MB",
+                      help="stop writing a recording at this size (default 500; the run goes on and says so)")
     test.add_argument("--hello-timeout", type=float, default=30.0, metavar="S",
                       help="wall seconds to wait for the board's board.hello (default 30)")
     test.add_argument("--board-timeout", type=float, default=30.0, metavar="S",
@@ -113,6 +120,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 async def _test(scenarios: list[Any], args: argparse.Namespace) -> int:
+    from emulator.interrupt import EXIT_SETUP, Interrupts, interrupted_line
     from hil.report import write_html, write_junit
     from hil.runner import ScenarioRun
 
@@ -124,28 +132,50 @@ async def _test(scenarios: list[Any], args: argparse.Namespace) -> int:
             runs.append(ScenarioRun(sc, board_cmd=args.board, board_url=args.board_url, seed=args.seed,
                                     record_dir=args.record, progress=not args.quiet and sys.stderr.isatty(),
                                     hello_timeout_s=args.hello_timeout, board_timeout_s=args.board_timeout,
-                                    status=status))
+                                    status=status, truth_rate_hz=args.truth_rate,
+                                    record_max_mb=args.record_max_mb))
         except EmulatorError as exc:
             _err(f"flatsat test: {exc}")
             bad = True
     if bad:
         return 2
     results = []
+    current: list[Any] = []
+    intr = Interrupts()
+    intr.install(lambda reason: current[-1].emu.request_stop(reason) if current else None)
     for run in runs:
-        res = await run.run()
+        current.append(run)
+        try:
+            res = await run.run()
+        except EmulatorError as exc:  # set-up: the emulator could not start (a board URL whose port is in use)
+            _err(f"flatsat test: {run.scenario.name}: {exc}")
+            return EXIT_SETUP
+        if intr.signum is not None:
+            line = interrupted_line("test", intr, res.t_end_s)
+            _err(f"{line} in scenario {run.scenario.name}")
+            res.error = f"{line.removeprefix('flatsat test: ')}; the scenario did not finish"
         results.append(res)
         if not args.quiet:
             from emulator.cli import print_summary
 
             print_summary(run.emu, res.series)
         print_result(res)
+        if run.emu.recorder is not None:
+            from emulator.cli import recording_line
+
+            _err(recording_line(run.emu.recorder))
+        if intr.signum is not None:
+            break
     if args.junit:
         _err(f"JUnit XML written to {write_junit(results, args.junit)}")
     if args.report:
         paths = write_html(results, args.report)
         _err(f"HTML report written to {paths[-1]}")
     failed = [r for r in results if not r.passed]
-    _err(f"flatsat test: {len(results) - len(failed)} of {len(results)} scenario(s) passed")
+    _err(f"flatsat test: {len(results) - len(failed)} of {len(results)} scenario(s) passed"
+         + (f" ({len(runs) - len(results)} not run: interrupted)" if len(results) < len(runs) else ""))
+    if intr.exit_code is not None:
+        return intr.exit_code
     return 1 if failed else 0
 
 
@@ -212,7 +242,7 @@ def cmd_plot(args: argparse.Namespace) -> int:
     meta = read_header(args.file).get("meta", {})
     series = series_from_recording(args.file)
     title = f"{meta.get('scenario') or meta.get('satellite') or Path(args.file).stem} (seed {meta.get('seed', '?')})"
-    out = plot_run(series, args.output, title=title)
+    out = plot_run(series, args.output, title=title, epoch_utc=meta.get("epoch_utc"))
     _err(f"plot written to {out}")
     return 0
 

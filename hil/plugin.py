@@ -360,12 +360,12 @@ class Sat:
         Raises:
             ConfigError: no such path (with close matches).
         """
-        from hil.requirements import _resolve
+        from emulator.series import resolve_path
 
         tree = self.emu.truth()
         if path is None:
             return tree
-        keys = _resolve(tree, path.split("."))
+        keys = resolve_path(tree, path.split("."))
         if keys is None:
             raise self._unknown(path, tree)
         node: Any = tree

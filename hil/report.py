@@ -115,7 +115,8 @@ def requirement_figure(res: ScenarioResult) -> bytes | None:
             ax.axvline(t_s / 3600.0, color="0.5", linestyle=":", linewidth=0.8)
         ax.set_title(sig, fontsize=9, loc="left")
         ax.grid(alpha=0.3)
-    axes[-1, 0].set_xlabel("sim time [h]  (dashed: limits; red: first violation; grey dotted: timeline)")
+    start = f"hours since {res.epoch_utc.replace('T', ' ').replace('Z', ' UTC')}" if res.epoch_utc else "sim time [h]"
+    axes[-1, 0].set_xlabel(f"{start}  (dashed: limits; red: first violation; grey dotted: timeline)")
     fig.suptitle(f"{res.scenario.name}: requirement signals", fontsize=11)
     fig.tight_layout()
     buf = io.BytesIO()
@@ -132,6 +133,7 @@ def overview_figure(res: ScenarioResult) -> bytes | None:
         return None
     with tempfile.TemporaryDirectory(prefix="flatsat-report-") as tmp:
         path = plot_run(res.series, Path(tmp) / "run.png", title=f"{res.scenario.name} (seed {res.seed})",
+                        events=res.timeline_log, epoch_utc=res.epoch_utc or None,
                         marks=res.marks())
         return path.read_bytes()
 

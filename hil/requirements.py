@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.protocol.envelope import Message
+from emulator.series import SignalReader  # noqa: F401 (re-exported: hil.requirements.SignalReader)
 from hil.scenario import (
     AlwaysRequirement,
     CountRequirement,
@@ -290,6 +291,10 @@ class ResponseChecker(Checker):
         self.on_step(t_ns, values)
         r = self.req
         late_open = f"; {len(self.open)} still open at the end (window runs past the run)" if self.open else ""
+        if self.triggers == 0 and not r.allow_no_trigger:
+            return self._verdict(False, f"no {_where_text(r.trigger)} in the whole run, so nothing was tested: "
+                                        "check the trigger's topic and where values, or set allow_no_trigger = "
+                                        "true if a run without a trigger may pass")
         if not self.missed:
             slow = f", slowest {self.slowest_ns / NS_PER_S:g} s" if self.answered else ""
             return self._verdict(True, f"{self.triggers} trigger(s), {self.answered} answered in time{slow}"
@@ -345,52 +350,3 @@ def make_checkers(requirements: list[tuple[int, Any]]) -> list[Checker]:
         else:  # pragma: no cover (the scenario schema admits nothing else)
             raise TypeError(f"unknown requirement {req!r}")
     return out
-
-
-class SignalReader:
-    """Reads flattened ground-truth keys straight out of the nested truth tree (no full flatten per step).
-
-    Each key is resolved once against a sample tree into a path of dict keys / list indexes;
-    a key that does not resolve (or stops resolving) reads as NaN.
-    """
-
-    def __init__(self, keys: list[str], sample: Mapping[str, Any]) -> None:
-        self.paths: dict[str, tuple[Any, ...] | None] = {k: _resolve(sample, k.split(".")) for k in keys}
-
-    def read(self, tree: Mapping[str, Any]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for key, path in self.paths.items():
-            out[key] = math.nan if path is None else _value(tree, path)
-        return out
-
-
-def _resolve(node: Any, parts: list[str]) -> tuple[Any, ...] | None:
-    if not parts:
-        return ()
-    if isinstance(node, Mapping):
-        # keys may themselves hold dots: try the longest key first
-        for n in range(len(parts), 0, -1):
-            key = ".".join(parts[:n])
-            if key in node:
-                rest = _resolve(node[key], parts[n:])
-                if rest is not None:
-                    return (key, *rest)
-        return None
-    if isinstance(node, (list, tuple)) and parts[0].isdigit() and int(parts[0]) < len(node):
-        rest = _resolve(node[int(parts[0])], parts[1:])
-        return None if rest is None else (int(parts[0]), *rest)
-    return None
-
-
-def _value(tree: Any, path: tuple[Any, ...]) -> float:
-    node = tree
-    try:
-        for p in path:
-            node = node[p]
-    except (KeyError, IndexError, TypeError):
-        return math.nan
-    if isinstance(node, bool):
-        return float(node)
-    if isinstance(node, (int, float)):
-        return float(node)
-    return math.nan

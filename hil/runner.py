@@ -53,12 +53,13 @@ from typing import IO, Any
 
 from emulator.clock import NS_PER_S, WallSource
 from emulator.config import RUN_TABLES, RunConfig, config_error
-from emulator.errors import CommandError, ConfigError, EmulatorError
+from emulator.errors import CommandError, ConfigError, EmulatorError, TransportError
 from emulator.models.base import SpacecraftModel
+from emulator.plotting import PANELS
 from emulator.protocol.catalogue import Payload
 from emulator.protocol.envelope import Message
-from emulator.runtime import Emulator
-from emulator.series import Series, flatten
+from emulator.runtime import Emulator, utc_text
+from emulator.series import EnvelopeSampler, Series, flatten
 from hil.requirements import Checker, SignalReader, Verdict, fmt_t, make_checkers
 from hil.scenario import (
     BoardKillAction,
@@ -78,6 +79,19 @@ log = logging.getLogger("flatsat.hil")
 ModelFactory = Callable[[Scenario, int], SpacecraftModel]
 #: called with (t_ns, plane, direction, message) for every message on either plane
 MessageHook = Callable[[int, str, str, Message], None]
+
+#: truth.sample messages a recording holds by default: one a second for runs up to 30 min, sparser for longer runs
+#: (the ground truth is most of a recording's size; requirements and reports read it in-process at every step)
+RECORDED_TRUTH_SAMPLES = 1800
+
+
+def auto_truth_rate_hz(duration_s: float) -> float:
+    """The default truth.sample rate of a scenario run: 1 Hz, or RECORDED_TRUTH_SAMPLES over the run."""
+    return min(1.0, RECORDED_TRUTH_SAMPLES / duration_s)
+
+
+#: how often a run's plotted signals are looked at (then thinned to max_samples windows, keeping min and max)
+FINE_SAMPLES = 20_000
 
 #: sim keys the [scenario] table and the runner own; an [overrides] entry may not set them
 OWNED_KEYS = ("sim.seed", "sim.step_s", "sim.mode", "sim.speed", "sim.duration_s", "sim.epoch_utc",
@@ -377,6 +391,8 @@ class ScenarioResult:
     mode: str = "afap"
     #: the last messages of both planes (t_ns, plane, direction, message)
     recent: list[tuple[int, str, str, Message]] = field(default_factory=list)
+    #: sim time 0 as UTC (ISO 8601 with a Z)
+    epoch_utc: str = ""
 
     @property
     def passed(self) -> bool:
@@ -403,11 +419,14 @@ class ScenarioRun:
                  model_factory: ModelFactory | None = None, wall: WallSource | None = None,
                  progress: bool = False, hello_timeout_s: float = 30.0, board_timeout_s: float = 30.0,
                  max_samples: int = 2000, command: str | None = None,
-                 status: Callable[[str], None] | None = None) -> None:
+                 status: Callable[[str], None] | None = None, truth_rate_hz: float | None = None,
+                 record_max_mb: float | None = None) -> None:
         if board_cmd and board_url:
             raise ConfigError("give a board command (--board CMD) or a board URL (--board-url URL), not both",
                               field="board")
         self.scenario = scenario
+        self.truth_rate_hz = truth_rate_hz
+        self.record_max_mb = record_max_mb
         self.board_cmd = board_cmd
         self.board_url_arg = board_url
         self.seed = scenario.seed if seed is None else seed
@@ -437,7 +456,7 @@ class ScenarioRun:
             self.emu = self._build(model_factory, wall)
             check_against(scenario, signals=flatten(self.emu.truth()).keys(),
                           fault_params=self.emu.fault_schemas(), catalogue=self.emu.catalogue,
-                          board=self.board_kind)  # type: ignore[arg-type]
+                          board=self.board_kind, names=self.emu.model.names())  # type: ignore[arg-type]
         except BaseException:
             if self.pty is not None:  # a refused scenario keeps no pty open
                 self.pty.close()
@@ -472,6 +491,17 @@ class ScenarioRun:
             forced["sim.epoch_utc"] = head.epoch_utc
         return forced
 
+    def _recording_keys(self) -> dict[str, Any]:
+        """The truth rate (given, the scenario's, or auto_truth_rate_hz) and the recording's size cap."""
+        out: dict[str, Any] = {}
+        if self.truth_rate_hz is not None:
+            out["telemetry.truth_rate_hz"] = self.truth_rate_hz
+        elif "telemetry.truth_rate_hz" not in self.scenario.overrides:
+            out["telemetry.truth_rate_hz"] = auto_truth_rate_hz(self.scenario.duration_s)
+        if self.record_max_mb is not None:
+            out["record.max_mb"] = self.record_max_mb
+        return out
+
     def _build(self, model_factory: ModelFactory | None, wall: WallSource | None) -> HilEmulator:
         sc = self.scenario
         owned = [k for k in sc.overrides if k in OWNED_KEYS]
@@ -487,7 +517,7 @@ class ScenarioRun:
         if model_factory is not None:
             raw: dict[str, Any] = {}
             for key, value in {**{k: v for k, v in sc.overrides.items() if k.split(".")[0] in RUN_TABLES},
-                               **forced}.items():
+                               **self._recording_keys(), **forced}.items():
                 node = raw
                 parts = key.split(".")
                 for p in parts[:-1]:
@@ -508,7 +538,7 @@ class ScenarioRun:
 
         path = sc.config_path or DEFAULT_CONFIG
         try:
-            cfg = load_config(path, {**sc.overrides, **forced})
+            cfg = load_config(path, {**sc.overrides, **self._recording_keys(), **forced})
         except ConfigError as exc:
             where = f'overrides."{exc.field}"' if exc.field in sc.overrides else \
                 "scenario.config" if exc.field == "config" else "overrides"
@@ -530,11 +560,20 @@ class ScenarioRun:
         series = Series()
         duration_ns = round(sc.duration_s * NS_PER_S)
         every_ns = max(emu.step_ns, duration_ns // max(1, self.max_samples))
+        # the plots' signals are looked at FINE_SAMPLES times a run (every step when requirements read the truth
+        # anyway) and thinned keeping each window's min and max, so a one-step spike shows in the report
+        fine_ns = max(emu.step_ns, duration_ns // FINE_SAMPLES)
+        first = emu.truth()
+        plotted = Series()
+        plotted.append(0, flatten(first))
+        sampler = EnvelopeSampler(series, every_ns, [*plotted.match(p for _, _, pats in PANELS for p in pats),
+                                                     *step_signals], first)
         next_sample = [0]
         error: list[str] = []
         timeline_log: list[tuple[float, str]] = []
         board: BoardProcess | None = None
         started = [False]
+        started_emu = False
 
         def on_message(t_ns: int, plane: str, direction: str, msg: Message) -> None:
             for c in by_topic.get(msg.topic, ()):
@@ -545,9 +584,10 @@ class ScenarioRun:
             values = reader.read(tree) if step_signals and tree is not None else {}
             for c in checkers:
                 c.on_step(t_ns, values)
-            if t_ns >= next_sample[0] and tree is not None:
-                series.append(t_ns, flatten(tree))
-                next_sample[0] = t_ns + every_ns
+            if tree is not None:
+                sampler.observe(t_ns, tree)
+                if t_ns >= next_sample[0]:
+                    next_sample[0] = t_ns + fine_ns
 
         def board_died(code: int) -> None:
             if not emu.hello.is_set():
@@ -567,6 +607,7 @@ class ScenarioRun:
         watchdog: asyncio.Task[None] | None = None
         try:
             async with emu:
+                started_emu = True
                 if board is not None:
                     self.status(f"{sc.name}: starting board: {shlex.join(board.argv(str(emu.board_url)))}")
                     await board.start(str(emu.board_url))
@@ -586,6 +627,8 @@ class ScenarioRun:
                 with _progress(emu, sc.duration_s, not self.progress):
                     await self._timeline(board, timeline_log, error)
         except EmulatorError as exc:
+            if isinstance(exc, TransportError) and not started_emu:
+                raise  # set-up, not a verdict: the emulator could not listen (a board URL whose port is in use)
             if not error:
                 error.append(str(exc))
         finally:
@@ -604,15 +647,14 @@ class ScenarioRun:
             tree = emu.truth()
             values = reader.read(tree)
             verdicts = [c.finish(t_end, values) for c in checkers]
-            if not series.t_s or series.t_s[-1] != t_end / NS_PER_S:
-                series.append(t_end, flatten(tree))
+            sampler.flush(t_end, tree)
         return ScenarioResult(
             scenario=sc, seed=self.seed, verdicts=verdicts, error=error[0] if error else None,
             t_end_s=t_end / NS_PER_S, wall_s=(emu.clock.wall.now_ns() - wall0) / NS_PER_S, series=series,
             recording=self.recording, board_log=self.board_log, timeline_log=timeline_log, command=self.command,
             board=self.board_cmd or self.board_url_arg or "none",
             mode=self.mode + (" (stepped by the board)" if self.lockstep_by_board else ""),
-            recent=list(emu.recent))
+            recent=list(emu.recent), epoch_utc=utc_text(emu.clock.utc(0)))
 
     async def _watchdog(self, error: list[str]) -> None:
         await step_watchdog(self.emu, self.board_timeout_s, error)

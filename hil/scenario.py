@@ -203,6 +203,8 @@ class ResponseRequirement(_Requirement):
     #: a payload field that must be equal in the trigger and its response (e.g. job_id)
     match: str | None = None
     within: Duration
+    #: pass when the trigger never fires (default: fail, since nothing was tested)
+    allow_no_trigger: bool = False
 
 
 class CountRequirement(_Requirement):
@@ -454,7 +456,8 @@ def close_signals(name: str, signals: Iterable[str], n: int = 6) -> list[str]:
 
 
 def check_against(scenario: Scenario, *, signals: Iterable[str], fault_params: Mapping[str, Any],
-                  catalogue: Any, board: Literal["process", "url"] | None) -> None:
+                  catalogue: Any, board: Literal["process", "url"] | None,
+                  names: Mapping[str, list[str]] | None = None) -> None:
     """Check every name in ``scenario`` against what a built emulator offers.
 
     Args:
@@ -462,6 +465,8 @@ def check_against(scenario: Scenario, *, signals: Iterable[str], fault_params: M
         fault_params: fault name -> (params pydantic model, clearable: bool).
         catalogue: the emulator's :class:`~emulator.protocol.catalogue.Catalogue`.
         board: how a board is attached (a process the runner controls, a URL, or none).
+        names: payload field name -> the names the model has (``rail``: the rails, ``node``: thermal nodes,
+            ...; :meth:`~emulator.models.base.SpacecraftModel.names`): a value there must be one of them.
 
     Raises:
         ScenarioError: listing every problem found (key path, what, what is valid).
@@ -471,6 +476,20 @@ def check_against(scenario: Scenario, *, signals: Iterable[str], fault_params: M
     signals = set(signals)
     problems: list[Problem] = []
     topics = sorted(s.topic for s in catalogue)
+    names = names or {}
+
+    def check_names(where: str, values: Mapping[str, Any], schema: type[BaseModel] | None) -> None:
+        """Values that name things (a rail, a node, a state): one of the model's names, or the field's choices."""
+        for key, value in values.items():
+            field_name = key.split(".")[-1]
+            valid = names.get(field_name)
+            if valid is None and schema is not None and "." not in key:
+                valid = _choices(schema, key)
+            if valid is None or not isinstance(value, str) or value in valid:
+                continue
+            what = field_name if field_name in names else f"{field_name} value"
+            problems.append(Problem(f"{where}.{key}", f"unknown {what} {value!r}{suggest(value, valid)}; valid: "
+                                                      f"{', '.join(map(str, valid))}", list(valid)))
     for i, action in scenario.timeline:
         base = f"timeline[{i}]"
         if isinstance(action, FaultAction):
@@ -481,6 +500,7 @@ def check_against(scenario: Scenario, *, signals: Iterable[str], fault_params: M
                                                         f"; valid: {', '.join(valid) or 'none'}", valid))
                 continue
             schema, clearable = entry
+            check_names(f"{base}.params", action.params, schema)
             cat = Catalogue([TopicSpec(f"fault:{action.name}", Kind.COMMAND, Plane.CONTROL, schema, "")])
             try:
                 cat.validate(f"fault:{action.name}", action.params)
@@ -524,6 +544,7 @@ def check_against(scenario: Scenario, *, signals: Iterable[str], fault_params: M
                 continue
             known = _payload_fields(catalogue.get(flt.topic).schema)
             fields_by_part[part] = known
+            check_names(f"{pre}where", flt.where, catalogue.get(flt.topic).schema)
             for key in flt.where:
                 head = key.split(".")[0]
                 if known is not None and head not in known:
@@ -541,6 +562,20 @@ def check_against(scenario: Scenario, *, signals: Iterable[str], fault_params: M
                                             known))
     if problems:
         raise ScenarioError(scenario.source, problems)
+
+
+def _choices(schema: type[BaseModel], key: str) -> list[Any] | None:
+    """The values a payload field accepts when they are a finite set (a Literal / enum), else None."""
+    js = schema.model_json_schema()
+    prop = js.get("properties", {}).get(key)
+    if prop is None:
+        return None
+    options = [prop, *prop.get("anyOf", [])]
+    options = [js.get("$defs", {}).get(o["$ref"].split("/")[-1], o) if "$ref" in o else o for o in options]
+    for option in options:
+        if "enum" in option:
+            return list(option["enum"])
+    return None
 
 
 def _payload_fields(schema: type[BaseModel]) -> list[str] | None:

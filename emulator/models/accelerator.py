@@ -1,6 +1,6 @@
 """AI accelerator board: states, DVFS, leakage + dynamic power, thermal throttling, jobs with real results, ECC.
 
-One board carries ``chips`` accelerator chips (a Suncatcher prototype flies 4 TPUs, physics.md §1) behind one
+One board carries ``chips`` accelerator chips (a Suncatcher prototype flies 4 TPUs, physics-sources.md §1) behind one
 PDU rail and one thermal node. Power drawn from the rail over a step::
 
     P = P_board + n * P_leak,ref * (V/V_top) * 2^((T - T_ref)/T_double) * (1 + k_tid * D_krad)
@@ -62,7 +62,8 @@ OFF, BOOTING, IDLE, BUSY, THROTTLED, HUNG, LATCHED_UP, FAILED = (
 #: every allowed state change; anything else is a bug in this module (ModelError)
 TRANSITIONS: dict[BoardState, frozenset[BoardState]] = {
     OFF: frozenset({BOOTING}),                                       # supply back / reset after thermal shutdown
-    BOOTING: frozenset({IDLE, OFF, HUNG, LATCHED_UP}),               # boot done / supply lost or too hot / SEE
+    BOOTING: frozenset({IDLE, BUSY, THROTTLED, OFF, HUNG, LATCHED_UP}),  # boot done (straight into work or a
+    #                                                                 hardware slowdown) / supply lost or too hot / SEE
     IDLE: frozenset({BUSY, THROTTLED, BOOTING, OFF, HUNG, LATCHED_UP}),
     BUSY: frozenset({IDLE, THROTTLED, BOOTING, OFF, HUNG, LATCHED_UP}),
     THROTTLED: frozenset({IDLE, BUSY, BOOTING, OFF, HUNG, LATCHED_UP}),
@@ -88,7 +89,7 @@ class DvfsLevel(BaseModel):
     core_v: float = Field(gt=0, le=2.0)
 
 
-# TPU v6e clocks and voltages are not published (physics.md §7). A four-point table spanning the usual
+# TPU v6e clocks and voltages are not published (physics-sources.md §7). A four-point table spanning the usual
 # 0.65-0.90 V DVFS range of 5-7 nm accelerators, top clock 1.75 GHz (chosen).
 DEFAULT_DVFS = (
     DvfsLevel(name="low", clock_mhz=600.0, core_v=0.65),
@@ -109,13 +110,13 @@ class AcceleratorConfig(BaseModel):
     rail: str = "payload"
     #: thermal node of the dies (thermal.nodes[].name)
     thermal_node: str = "accel_die"
-    #: Suncatcher prototype: 4 TPUs per test satellite (physics.md §1, conf. M)
+    #: Suncatcher prototype: 4 TPUs per test satellite (physics-sources.md §1, conf. M)
     chips: int = Field(4, ge=1, le=64)
     dvfs: list[DvfsLevel] = Field(default_factory=lambda: [lv.model_copy() for lv in DEFAULT_DVFS], min_length=1)
     #: level at power-on
     default_level: str = "high"
     #: dynamic power of one chip at the top level and full utilisation. TPU v6e TDP is not published; one
-    #: secondary estimates 150-200 W/chip (physics.md §1, conf. L): 120 W dynamic + leakage at ~80 degC ~ 150 W
+    #: secondary estimates 150-200 W/chip (physics-sources.md §1, conf. L): 120 W dynamic + leakage at ~80 degC ~ 150 W
     dynamic_max_w: float = Field(120.0, gt=0, le=5000)
     #: static leakage of one chip at leakage_ref_degc and the top level's voltage (chosen, ~10 % of TDP at 60 degC)
     leakage_ref_w: float = Field(15.0, ge=0, le=5000)
@@ -132,8 +133,8 @@ class AcceleratorConfig(BaseModel):
     boot_s: float = Field(20.0, ge=0, le=3600)
     #: below this the board browns out (a wide-input 4.5-36 V point-of-load front end; chosen)
     min_supply_v: float = Field(4.5, gt=0, le=1000)
-    #: thermal limits. TPU limits are not published (physics.md §4, §7); the Hopper values are used:
-    #: software slowdown 87 degC, hardware slowdown 89 degC, shutdown 92 degC, HBM max 95 degC (physics.md §4)
+    #: thermal limits. TPU limits are not published (physics-sources.md §4, §7); the Hopper values are used:
+    #: software slowdown 87 degC, hardware slowdown 89 degC, shutdown 92 degC, HBM max 95 degC (physics-sources.md §4)
     sw_slowdown_degc: float = Field(87.0, ge=0, le=200)
     hw_slowdown_degc: float = Field(89.0, ge=0, le=200)
     shutdown_degc: float = Field(92.0, ge=0, le=200)
@@ -288,15 +289,17 @@ class AccelStatus(Payload):
     state: StateName = field(doc="board state as its driver sees it")
     mode: Literal["model", "external"] = field(doc="model: simulated board; external: the board reports itself")
     level: str = field(doc="DVFS level set (from the config's table)")
-    clock_mhz: float = field("MHz", "effective clock after slowdown cap and throttle duty (0 when not running)",
-                             ge=0)
+    clock_mhz: float = field("MHz", "effective clock after slowdown cap and throttle duty; 0 when off, hung, latched "
+                                    "up or failed; external mode: as the board last reported (0 before its first "
+                                    "report since power-on or reset)", ge=0)
     throttle: ThrottleName = field(doc="thermal slowdown in force: none, software (clock cap), hardware (duty)")
     die_temp_degc: float = field("degC", "on-die sensor, 1 degC resolution")
     power_w: float = field("W", "board input power (its own power monitor)", ge=0)
-    utilisation: float = field(doc="busy fraction over the last step, 0..1", ge=0, le=1)
+    utilisation: float = field(doc="busy fraction over the last step, 0..1 (external mode: as reported once the "
+                                   "board has reported)", ge=0, le=1)
     queue_len: int = field(doc="jobs queued or running", ge=0)
     running_job: int | None = field(doc="id of the job running, if any", default=None)
-    jobs_done: int = field(doc="jobs finished with a result since start", ge=0)
+    jobs_done: int = field(doc="jobs finished with a result since start (external mode: as reported)", ge=0)
     jobs_failed: int = field(doc="jobs lost (error, reset, power, cancel) since start", ge=0)
     ecc_corrected: int = field(doc="single-bit HBM errors corrected since start", ge=0)
     ecc_uncorrected: int = field(doc="uncorrectable HBM errors since start", ge=0)
@@ -330,6 +333,34 @@ class JobVerdict(Payload):
 
 class ResetCmd(Payload):
     pass
+
+
+class DvfsReply(Payload):
+    level: str = field(doc="the level set")
+    clock_mhz: float = field("MHz", "that level's clock (the effective clock may be lower while throttled)", ge=0)
+
+
+class SubmitReply(Payload):
+    id: int = field(doc="the job's id (yours, or the next free one)", ge=0)
+    seed: int = field(doc="seed of its inputs", ge=0)
+    queue_len: int = field(doc="jobs queued or running, this one included", ge=0)
+
+
+class CancelReply(Payload):
+    id: int = field(doc="the job cancelled", ge=0)
+    queue_len: int = field(doc="jobs queued or running now", ge=0)
+
+
+class VerdictReply(Payload):
+    id: int = field(doc="the job", ge=0)
+    ok: bool = field(doc="your verdict, echoed")
+    matched: bool | None = field(doc="external mode only: `effect_id` named a pending `sdc` effect applied to "
+                                     "this job (false: the verdict was recorded but matched no effect)",
+                                 default=None)
+
+
+class StateReply(Payload):
+    state: StateName = field(doc="the board's state after the command")
 
 
 class Report(Payload):
@@ -583,14 +614,17 @@ class AcceleratorBoard:
             elif st is BOOTING:
                 util = c.boot_utilisation
                 self._boot_left_s -= dt_s
-                if self._boot_left_s <= 0.0 and not self.external:
-                    self._set_state(IDLE, "boot complete")
+                if self._boot_left_s <= 0.0 and not self.external:  # one state event per instant
                     if self.throttle == 2:
-                        self._set_state(THROTTLED, "hardware slowdown")
+                        self._set_state(THROTTLED, "boot complete; hardware slowdown")
+                    else:
+                        self._set_state(IDLE, "boot complete")
             elif st is HUNG:
                 util = c.hung_utilisation
             else:  # latched up: the chips do nothing useful
                 util = 0.0
+            if self.external and self._ext_reported and (st is IDLE or st is BUSY or st is THROTTLED):
+                util = self._ext_last["utilisation"]  # the board's own figure, not the model's idle floor
             if t_ns >= self.mem.next_scrub_ns:
                 self.mem.scrub(t_ns)
             # single-event effects while powered
@@ -1074,14 +1108,12 @@ class AcceleratorBoard:
         self._ext_reported = True
         self._ext_last = p.model_dump()
         self.utilisation = p.utilisation
-        if st is BOOTING:
-            self._set_state(IDLE, "board reported")
-            st = IDLE
-            if self.throttle == 2:
-                self._set_state(THROTTLED, "hardware slowdown")
-                st = THROTTLED
         busy = p.utilisation >= self.config.external_busy_utilisation
-        if st is IDLE and busy:
+        # one state event per report: booting ends straight in the state the report calls for
+        if st is BOOTING:
+            target = THROTTLED if self.throttle == 2 else BUSY if busy else IDLE
+            self._set_state(target, "board reported" + ("; hardware slowdown" if target is THROTTLED else ""))
+        elif st is IDLE and busy:
             self._set_state(BUSY, "board reports work")
         elif st is BUSY and not busy:
             self._set_state(IDLE, "board reports idle")
@@ -1090,14 +1122,14 @@ class AcceleratorBoard:
     # -- faults (control plane) ------------------------------------------------------------------------------------
     def _check_chip(self, chip: int) -> None:
         if not 0 <= chip < self.chips:
-            raise CommandError(f"chip must be within 0..{self.chips - 1}", field="params.chip",
+            raise CommandError(f"chip must be within 0..{self.chips - 1}", field="payload.params.chip",
                                valid=list(range(self.chips)))
 
     def inject(self, kind: str, chip: int = 0) -> RadEvent | None:
         """Inject one event now (control plane); counted like a drawn one."""
         self._check_chip(chip)
         if kind not in EVENT_KINDS[:-1]:
-            raise CommandError(f"unknown event kind {kind!r}", field="name", valid=list(EVENT_KINDS[:-1]))
+            raise CommandError(f"unknown event kind {kind!r}", field="payload.name", valid=list(EVENT_KINDS[:-1]))
         return self.apply_event(kind, chip, self.t_ns)
 
     def _scale_on(self, p: ScaleParam) -> None:
@@ -1118,13 +1150,21 @@ class AcceleratorBoard:
             "clock_mhz": self.clock_mhz, "throttle": THROTTLE_NAMES[self.throttle],
             "die_temp_degc": float(round(self.die_temp_degc)), "power_w": self.load_w,
             "utilisation": min(1.0, max(0.0, self.utilisation)), "queue_len": len(self.queue),
-            "running_job": running, "jobs_done": self.jobs_done, "jobs_failed": self.jobs_failed,
+            "running_job": running,
+            "jobs_done": int(self._ext_last.get("jobs_done") or 0) if self.external else self.jobs_done,
+            "jobs_failed": self.jobs_failed,
             "ecc_corrected": sum(self.mem.corrected), "ecc_uncorrected": sum(self.mem.uncorrectable),
             "rejected_commands": self.rejected_commands}
 
     @property
     def clock_mhz(self) -> float:
-        return self._f_hz / 1e6 if self.state in _RUNNING else 0.0
+        """0 when off, hung, latched up or failed; in external mode the clock the board last reported (0 before its
+        first report since power-on or reset, or when it reports none)."""
+        if self.state not in _RUNNING:
+            return 0.0
+        if self.external:
+            return float(self._ext_last.get("clock_mhz") or 0.0) if self._ext_reported else 0.0
+        return self._f_hz / 1e6
 
     def interface(self) -> Interface:
         def fault(kind: str, doc: str) -> Fault:
@@ -1135,18 +1175,24 @@ class AcceleratorBoard:
                 "accel.status", AccelStatus, "The accelerator board's own status: state, clock, throttle, die "
                 "temperature, power, jobs, ECC counters, refused commands.", 1.0), self.status)],
             commands=[
-                Command(command_spec("accel.dvfs.set", DvfsSet, "Set the DVFS level (power mode), model mode."),
+                Command(command_spec("accel.dvfs.set", DvfsSet, "Set the DVFS level (power mode), model mode.",
+                                     reply=DvfsReply),
                         self.cmd_dvfs_set),
                 Command(command_spec("accel.job.submit", JobSubmit, "Queue a job (model mode); every accepted job "
-                                     "ends with exactly one accel.job.done."), self.cmd_job_submit),
-                Command(command_spec("accel.job.cancel", JobCancel, "Cancel a queued or running job."),
+                                     "ends with exactly one accel.job.done.", reply=SubmitReply),
+                        self.cmd_job_submit),
+                Command(command_spec("accel.job.cancel", JobCancel, "Cancel a queued or running job.",
+                                     reply=CancelReply),
                         self.cmd_job_cancel),
                 Command(command_spec("accel.job.verdict", JobVerdict, "The board's checker verdict on a finished "
-                                     "job's result (how silent data corruption is detected)."), self.cmd_job_verdict),
+                                     "job's result (how silent data corruption is detected).", reply=VerdictReply),
+                        self.cmd_job_verdict),
                 Command(command_spec("accel.reset", ResetCmd, "Reset the board (clears a hang; restarts after a "
-                                     "thermal shutdown once cool). A latch-up needs a power cycle."), self.cmd_reset),
+                                     "thermal shutdown once cool). A latch-up needs a power cycle.", reply=StateReply),
+                        self.cmd_reset),
                 Command(command_spec("accel.report", Report, "External mode: the board's measured power, "
-                                     "utilisation, temperature and acknowledged effects."), self.cmd_report),
+                                     "utilisation, temperature and acknowledged effects.", reply=StateReply),
+                        self.cmd_report),
             ],
             faults=[
                 Fault("radiation.scale", ScaleParam, "Multiply every single-event rate by a factor (an SPE, a beam "

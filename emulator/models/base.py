@@ -73,8 +73,10 @@ def telemetry_spec(topic: str, schema: type[Payload], doc: str, rate_hz: float,
     return TopicSpec(topic=topic, kind=Kind.TELEMETRY, plane=plane, schema=schema, doc=doc, rate_hz=rate_hz)
 
 
-def command_spec(topic: str, schema: type[Payload], doc: str, plane: Plane = Plane.BOARD) -> TopicSpec:
-    return TopicSpec(topic=topic, kind=Kind.COMMAND, plane=plane, schema=schema, doc=doc)
+def command_spec(topic: str, schema: type[Payload], doc: str, plane: Plane = Plane.BOARD,
+                 reply: type[Payload] | None = None) -> TopicSpec:
+    """A command topic; ``reply``: the schema of its reply's ``data`` (documented, and checked by the tests)."""
+    return TopicSpec(topic=topic, kind=Kind.COMMAND, plane=plane, schema=schema, doc=doc, reply=reply)
 
 
 def event_spec(topic: str, schema: type[Payload], doc: str, plane: Plane = Plane.BOARD) -> TopicSpec:
@@ -94,6 +96,11 @@ class SpacecraftModel(ABC):
     @abstractmethod
     def truth(self) -> dict[str, Any]:
         """Ground truth of every model, msgpack primitives only (control plane ``truth.get``)."""
+
+    def names(self) -> dict[str, list[str]]:
+        """The names payload fields refer to, by field name (``rail``, ``heater``, ``node``, ``channel``, ...):
+        scenarios are checked against them before a run. Empty if the model names nothing."""
+        return {}
 
     def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
         """Events since the last call, as (topic, payload); topics are declared in ``Interface.events``."""

@@ -4,7 +4,7 @@ State is struct-of-arrays with the member on the last axis: ``soc[k]``, ``rail_o
 member has the single satellite's physics (same config classes, same equations: ``docs/models-cluster.md``):
 
 * **Orbits.** Either a formation on a reference orbit (the published lattice: 100 m radial x 200 m along-track,
-  members at the integer points of a disc of radius 5, 81 of them, physics.md §1), placed with the periodic
+  members at the integer points of a disc of radius 5, 81 of them, physics-sources.md §1), placed with the periodic
   Clohessy-Wiltshire (Hill) solution ``x = x0 cos nt + (y0/2) sin nt``, ``y = y0 cos nt - 2 x0 sin nt``: the lattice
   turns rigidly in the (x, y/2) plane, so neighbours stay 100..200 m apart and every member within 1 km; or any
   list of orbits (TLEs, elements).
@@ -125,11 +125,11 @@ class _Strict(BaseModel):
 class FormationConfig(_Strict):
     """A lattice formation on the reference orbit (the top-level ``[orbit]``), as Suncatcher's cluster study."""
 
-    #: lattice spacing along the radial axis: 100 m (physics.md §1 "Spacing", conf. M)
+    #: lattice spacing along the radial axis: 100 m (physics-sources.md §1 "Spacing", conf. M)
     radial_spacing_m: float = Field(100.0, gt=0, le=1e5)
-    #: lattice spacing along-track: 200 m (physics.md §1 "Spacing"); 2x radial is the natural 2:1 CW ellipse
+    #: lattice spacing along-track: 200 m (physics-sources.md §1 "Spacing"); 2x radial is the natural 2:1 CW ellipse
     along_track_spacing_m: float = Field(200.0, gt=0, le=1e5)
-    #: members are the integer points (i, j) with i^2 + j^2 <= disc_radius^2: radius 5 gives 81 (physics.md §1)
+    #: members are the integer points (i, j) with i^2 + j^2 <= disc_radius^2: radius 5 gives 81 (physics-sources.md §1)
     disc_radius: float = Field(5.0, ge=0, le=60)
     #: phase of the relative ellipses at the epoch (turns the lattice in the (x, y/2) plane)
     phase_deg: float = Field(0.0, ge=-360, le=360)
@@ -169,7 +169,7 @@ class PolicyConfig(_Strict):
     #: below this state of charge run at the lowest DVFS level (reference soc_low 0.45)
     low_power_below_soc: float = Field(0.45, ge=0, le=1)
     #: one DVFS level down above hot_degc, one up below cool_degc (reference 80 / 70 degC, under the 87 degC
-    #: software slowdown of physics.md §4)
+    #: software slowdown of physics-sources.md §4)
     hot_degc: float = Field(80.0, ge=-100, le=300)
     cool_degc: float = Field(70.0, ge=-100, le=300)
     #: after a thermal shutdown, reset the board once the die is below this (reference 75 degC)
@@ -1967,7 +1967,7 @@ class ClusterModel(SpacecraftModel):
     def _inject_see(self, kind: str, p: Any) -> None:
         k = self.member(p.sat)
         if not 0 <= p.chip < self.accel.chips:
-            raise CommandError(f"chip must be within 0..{self.accel.chips - 1}", field="params.chip",
+            raise CommandError(f"chip must be within 0..{self.accel.chips - 1}", field="payload.params.chip",
                                valid=list(range(self.accel.chips)))
         if k in self.boards:
             self.boards[k].inject(kind, p.chip)
@@ -2067,7 +2067,7 @@ class _MemberSensors:
             if channel in bank.index:
                 return bank
         valid = [n for b in self.banks.values() for n in b.names]
-        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="params.channel",
+        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="payload.params.channel",
                            valid=valid)
 
     def kind_of(self, bank: SensorBank) -> str:

@@ -4,7 +4,7 @@ The environment does not depend on the spacecraft's state, so :meth:`Environment
 time steps at once with numpy (a day at 1 s costs a few tens of ms). Equations and sources are in
 ``docs/models-orbit.md``:
 
-* direct solar on a face: S(d) * sunlit_frac * max(0, n . s), S(d) = S0 / d_AU^2 (physics.md §3);
+* direct solar on a face: S(d) * sunlit_frac * max(0, n . s), S(d) = S0 / d_AU^2 (physics-sources.md §3);
 * Earth IR and albedo: the view factor of a tilted planar element to a sphere (Howell, *A Catalog of
   Radiation Heat Transfer Configuration Factors*, "differential planar element to sphere"), IR = E_IR F,
   albedo = S a F max(0, cos zeta), zeta the solar zenith angle at the sub-satellite point (the usual
@@ -39,16 +39,16 @@ FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # body faces, outward normals; sam
 R_EARTH_MEAN_KM = 6371.0088  # IUGG mean radius: the sphere that radiates and reflects (view factors)
 SECONDS_PER_YEAR = 365.25 * 86400.0
 
-# physics.md §5: SPENVIS 4.6.11, 550 km, 100 deg, AP8-MIN + AE8, SHIELDOSE-2, per year (5-yr value / 5)
+# physics-sources.md §5: SPENVIS 4.6.11, 550 km, 100 deg, AP8-MIN + AE8, SHIELDOSE-2, per year (5-yr value / 5)
 SPENVIS_550KM_RAD_PER_YR: tuple[tuple[float, float], ...] = (
     (1.0, 6700.0), (2.0, 2300.0), (2.5, 1500.0), (3.0, 1000.0), (5.0, 290.0), (10.0, 110.0))
 SPENVIS_ALT_KM = 550.0
-# physics.md §1: ~150 rad(Si)/yr behind ~10 mm Al (Google, altitude of the anchor given as 650 km)
+# physics-sources.md §1: ~150 rad(Si)/yr behind ~10 mm Al (Google, altitude of the anchor given as 650 km)
 GOOGLE_650KM_10MM_RAD_PER_YR = 150.0
 #: e-folding altitude of the dose: the two anchors 110 rad/yr (550 km) and 150 rad/yr (650 km) at 10 mm
 DOSE_SCALE_HEIGHT_KM = 100.0 / math.log(GOOGLE_650KM_10MM_RAD_PER_YR / SPENVIS_550KM_RAD_PER_YR[-1][1])
 
-# physics.md §5: SAA centre ~26.6 S, 49.1 W, drifting west ~0.3 deg/yr; outline at ~500 km: lat -50..0,
+# physics-sources.md §5: SAA centre ~26.6 S, 49.1 W, drifting west ~0.3 deg/yr; outline at ~500 km: lat -50..0,
 # lon -90..+40. The centre coordinate is taken to hold at 2020.0 (the source gives no epoch).
 SAA_CENTRE_LAT_DEG = -26.6
 SAA_CENTRE_LON_DEG = -49.1
@@ -62,9 +62,9 @@ DIPOLE_POLE_LON_DEG = -72.68
 def default_annual_dose_rad(alt_km: float, shielding_mm_al: float) -> float:
     """Annual dose [rad(Si)/yr] behind ``shielding_mm_al`` of aluminium at ``alt_km``.
 
-    Log-log interpolation of the SPENVIS 550 km table in thickness (physics.md §5; the end slopes continue
+    Log-log interpolation of the SPENVIS 550 km table in thickness (physics-sources.md §5; the end slopes continue
     outside 1..10 mm), times exp((alt - 550 km) / H) with H set so that 10 mm gives Google's ~150 rad/yr at
-    650 km (physics.md §1). Inclination, solar cycle and GCR are not modelled.
+    650 km (physics-sources.md §1). Inclination, solar cycle and GCR are not modelled.
     """
     xs = np.log([p[0] for p in SPENVIS_550KM_RAD_PER_YR])
     ys = np.log([p[1] for p in SPENVIS_550KM_RAD_PER_YR])
@@ -86,23 +86,23 @@ class EnvironmentConfig(BaseModel):
     #: body frame: "nadir" (+X velocity, +Z nadir), "sun_pointing" (+Z to the Sun, +X toward nadir),
     #: "inertial" (body axes = TEME axes)
     attitude: Literal["nadir", "sun_pointing", "inertial"] = "nadir"
-    albedo: float = Field(0.30, ge=0.0, le=1.0)  # physics.md §4: orbit-average Earth albedo ~0.30
-    earth_ir_w_m2: float = Field(237.0, ge=0.0, le=500.0)  # physics.md §4: OLR ~237 W/m2
-    solar_constant_w_m2: float = Field(1361.0, ge=1200.0, le=1500.0)  # physics.md §3: 1361 W/m2 at 1 AU
-    #: aluminium-equivalent shielding in front of the electronics; physics.md §1: ~10 mm (Google)
+    albedo: float = Field(0.30, ge=0.0, le=1.0)  # physics-sources.md §4: orbit-average Earth albedo ~0.30
+    earth_ir_w_m2: float = Field(237.0, ge=0.0, le=500.0)  # physics-sources.md §4: OLR ~237 W/m2
+    solar_constant_w_m2: float = Field(1361.0, ge=1200.0, le=1500.0)  # physics-sources.md §3: 1361 W/m2 at 1 AU
+    #: aluminium-equivalent shielding in front of the electronics; physics-sources.md §1: ~10 mm (Google)
     shielding_mm_al: float = Field(10.0, gt=0.0, le=100.0)
     #: annual dose behind the shielding [rad(Si)/yr]; None -> default_annual_dose_rad(alt, shielding)
     annual_dose_rad: float | None = Field(None, ge=0.0, le=1e7)
     #: relative particle flux outside the SAA and the horns (GCR and the quiet inner zone)
     quiet_flux_weight: float = Field(1.0, ge=0.0, le=1e6)
     #: relative flux at the SAA's centre (x quiet). Chosen so that the SAA carries ~80 % of the dose of a
-    #: 650 km SSO (physics.md §5: "80-97 % of LEO SEUs in the SAA", confidence L)
+    #: 650 km SSO (physics-sources.md §5: "80-97 % of LEO SEUs in the SAA", confidence L)
     saa_peak_weight: float = Field(300.0, ge=0.0, le=1e6)
     #: relative flux at the centre of the polar-horn bands (outer-belt electrons, x quiet)
     polar_horn_weight: float = Field(5.0, ge=0.0, le=1e6)
     #: magnetic-latitude band of the polar horns [deg]: L-shells ~3..8 (invariant latitude acos(L^-1/2))
     polar_horn_mlat_deg: tuple[float, float] = (55.0, 70.0)
-    #: westward drift of the SAA (physics.md §5: ~0.3 deg/yr)
+    #: westward drift of the SAA (physics-sources.md §5: ~0.3 deg/yr)
     saa_drift_deg_per_yr: float = Field(0.3, ge=-5.0, le=5.0)
 
     @field_validator("polar_horn_mlat_deg")
@@ -334,7 +334,7 @@ class Environment:
         return SAA_CENTRE_LON_DEG - self.config.saa_drift_deg_per_yr * (year - SAA_REF_YEAR)
 
     def saa_rho(self, t_s: np.ndarray, lat_deg: np.ndarray, lon_deg: np.ndarray) -> np.ndarray:
-        """Normalised elliptical distance from the SAA centre: 1 on the physics.md outline (moved with the drift)."""
+        """Normalised elliptical distance from the SAA centre: 1 on the physics-sources.md outline (moved with the drift)."""
         shift = self.saa_centre_lon_deg(t_s) - SAA_CENTRE_LON_DEG
         dlon = (np.asarray(lon_deg) - (SAA_CENTRE_LON_DEG + shift) + 180.0) % 360.0 - 180.0
         dlat = np.asarray(lat_deg) - SAA_CENTRE_LAT_DEG

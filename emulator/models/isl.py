@@ -10,7 +10,7 @@ Pure and vectorised over pairs with numpy. Positions are geocentric (TEME or any
   energy per bit the rate is ``rate = min(max_gbps, k / d^2)``, ``k = max_gbps * d_full^2`` (the range up to which a
   link runs at its full rate), and 0 (outage) when occluded, beyond ``max_range_km`` or below ``min_gbps``.
   ``max_gbps = transceivers * gbps_per_transceiver``; the default is one pair at the 800 Gbps bench demo
-  (physics.md §1 "ISL bench demo"); Suncatcher's goal of "tens of Tbps" (physics.md §1) is tens of pairs.
+  (physics-sources.md §1 "ISL bench demo"); Suncatcher's goal of "tens of Tbps" (physics-sources.md §1) is tens of pairs.
 * **Transfer time.** One message of ``size_gb`` GB over one link: ``8 size_gb / rate + d / c + hop_latency_s``.
   A ring all-reduce of ``size_gb`` across P members (bandwidth-optimal ring: reduce-scatter then all-gather,
   Patarasuk & Yuan, J. Parallel Distrib. Comput. 69 (2009) 117) takes ``2 (P - 1)`` rounds; in each round every
@@ -39,12 +39,12 @@ class IslConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    #: one transceiver pair moves 800 Gbps each way (physics.md §1 "ISL bench demo", COTS DWDM, conf. H)
+    #: one transceiver pair moves 800 Gbps each way (physics-sources.md §1 "ISL bench demo", COTS DWDM, conf. H)
     gbps_per_transceiver: float = Field(800.0, gt=0, le=1e6)
-    #: transceiver pairs per link; 1 = the bench demo. "Tens of Tbps" (physics.md §1 "ISL requirement") needs ~13-40
+    #: transceiver pairs per link; 1 = the bench demo. "Tens of Tbps" (physics-sources.md §1 "ISL requirement") needs ~13-40
     transceivers: int = Field(1, ge=1, le=1000)
     #: the link keeps its full rate up to this range (km), then falls as 1/d^2. Chosen: Suncatcher flies members
-    #: "kilometers or less" apart to reach data-centre rates (physics.md §1 "Formation requirement"), so 2 km
+    #: "kilometers or less" apart to reach data-centre rates (physics-sources.md §1 "Formation requirement"), so 2 km
     full_rate_range_km: float = Field(2.0, gt=0, le=1e5)
     #: beyond this range the terminals cannot acquire each other: outage (chosen, pointing and acquisition limit)
     max_range_km: float = Field(100.0, gt=0, le=1e5)

@@ -31,12 +31,12 @@ from emulator.errors import ConfigError, ModelError
 
 # -- constants -----------------------------------------------------------------------------------------------
 MU_EARTH_KM3_S2 = 398600.4418  # EGM96 / WGS84 GM
-R_EARTH_KM = 6378.137  # WGS84 equatorial radius; physics.md §1 uses the same R_E
+R_EARTH_KM = 6378.137  # WGS84 equatorial radius; physics-sources.md §1 uses the same R_E
 WGS84_F = 1.0 / 298.257223563  # WGS84 flattening (geodetic latitude and altitude)
-J2_EARTH = 1.08262668e-3  # EGM96 J2 (physics.md §1 rounds it to 1.0826e-3)
+J2_EARTH = 1.08262668e-3  # EGM96 J2 (physics-sources.md §1 rounds it to 1.0826e-3)
 R_SUN_KM = 695_700.0  # IAU 2015 nominal solar radius
 AU_KM = 149_597_870.7  # IAU 2012
-TROPICAL_YEAR_D = 365.2422  # physics.md §1: the SSO condition uses 2 pi / 365.2422 d
+TROPICAL_YEAR_D = 365.2422  # physics-sources.md §1: the SSO condition uses 2 pi / 365.2422 d
 SSO_RAAN_RATE_RAD_S = 2.0 * math.pi / (TROPICAL_YEAR_D * 86400.0)
 MIN_ALT_KM = 160.0  # below this a satellite re-enters within days; refused
 REENTRY_ALT_KM = 100.0  # SGP4 positions below the Karman line: the object has re-entered
@@ -96,7 +96,7 @@ def parse_ltan_h(value: Any) -> float:
 
 
 def sso_inclination_deg(alt_km: float) -> float:
-    """Inclination of a circular sun-synchronous orbit at ``alt_km`` (physics.md §1).
+    """Inclination of a circular sun-synchronous orbit at ``alt_km`` (physics-sources.md §1).
 
     cos i = -Omega_dot_sun / (1.5 J2 n (R_E / a)^2), Omega_dot_sun = 2 pi / 365.2422 d, n = sqrt(mu / a^3).
     Raises ValueError above the highest sun-synchronous altitude (cos i < -1).
@@ -125,9 +125,9 @@ class OrbitConfig(BaseModel):
 
     tle_line1: str | None = None
     tle_line2: str | None = None
-    #: mean altitude a - R_E [km]; physics.md §1: Suncatcher's cluster study flies at ~650 km
+    #: mean altitude a - R_E [km]; physics-sources.md §1: Suncatcher's cluster study flies at ~650 km
     alt_km: float | None = None
-    #: local time of the ascending node [h], mean solar time; 18.0 = dawn-dusk (physics.md §1)
+    #: local time of the ascending node [h], mean solar time; 18.0 = dawn-dusk (physics-sources.md §1)
     ltan_h: float | None = None
     inc_deg: float | None = None
     raan_deg: float | None = None

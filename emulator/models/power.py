@@ -41,18 +41,18 @@ _sqrt = math.sqrt
 #: steps between two looks for rails whose outputs have settled (a cost knob only: results do not depend on it)
 QUIET_PROBE_STEPS = 16
 
-CELL_MIN_V = 2.5  # physics.md §3 "Li-ion cell window": minimum 2.5 V
-CELL_MAX_V = 4.2  # physics.md §3 "Li-ion cell window": maximum 4.2 V
+CELL_MIN_V = 2.5  # physics-sources.md §3 "Li-ion cell window": minimum 2.5 V
+CELL_MAX_V = 4.2  # physics-sources.md §3 "Li-ion cell window": maximum 4.2 V
 
 # Open-circuit voltage of one NMC/NCA 18650 cell vs state of charge: typical low-rate curve (shape as in
 # the Panasonic NCR18650B datasheet and Plett, "Battery Management Systems" vol. I, fig. 2.5), pinned to
-# the 3.0..4.2 V window the issue asks for; 4.2 V is the cell maximum in physics.md §3.
+# the 3.0..4.2 V window the issue asks for; 4.2 V is the cell maximum in physics-sources.md §3.
 DEFAULT_OCV_TABLE: tuple[tuple[float, float], ...] = (
     (0.00, 3.00), (0.05, 3.30), (0.10, 3.45), (0.20, 3.55), (0.30, 3.62), (0.40, 3.68),
     (0.50, 3.74), (0.60, 3.81), (0.70, 3.89), (0.80, 3.97), (0.90, 4.07), (1.00, 4.20),
 )
 
-# Per-cell shed thresholds: the 2S P31u values of physics.md §3 (full 8.3 / normal 7.4 / safe 7.2 /
+# Per-cell shed thresholds: the 2S P31u values of physics-sources.md §3 (full 8.3 / normal 7.4 / safe 7.2 /
 # critical 6.5 V, hardware off 6.0 V, back on 6.4 V) divided by 2, scaled by cells_series for other packs.
 P31U_PER_CELL_V = {"full_v": 4.15, "normal_v": 3.70, "safe_v": 3.60, "critical_v": 3.25,
                    "hw_off_v": 3.00, "hw_on_v": 3.20}
@@ -74,16 +74,16 @@ class ArrayConfig(_Strict):
     name: str = Field(min_length=1)
     #: cell area (active area; packing factor folded in)
     area_m2: float = Field(gt=0, le=1000)
-    #: BOL efficiency at 28 °C, AM0: XTJ 29.8 % average (physics.md §3 "Triple-junction GaAs efficiency")
+    #: BOL efficiency at 28 °C, AM0: XTJ 29.8 % average (physics-sources.md §3 "Triple-junction GaAs efficiency")
     efficiency: float = Field(0.29, gt=0, le=1)
-    #: relative power change per °C above ref_temp_degc: ~-0.2 %/°C for GaAs (physics.md §3, conf. L)
+    #: relative power change per °C above ref_temp_degc: ~-0.2 %/°C for GaAs (physics-sources.md §3, conf. L)
     temp_coeff_per_degc: float = Field(-0.002, ge=-0.02, le=0.0)
-    #: datasheet reference temperature 28 °C (physics.md §3 "Seasonal TSI swing" row)
+    #: datasheet reference temperature 28 °C (physics-sources.md §3 "Seasonal TSI swing" row)
     ref_temp_degc: float = 28.0
     #: "body": fixed to a face (uses face_solar_w_m2[face]); "tracking": a sun-tracking wing
     mount: Literal["body", "tracking"] = "body"
     face: Literal["+X", "-X", "+Y", "-Y", "+Z", "-Z"] | None = None
-    #: P_mp retention (radiation, UV): 0.89 at 5e14 1-MeV e/cm² for XTJ (physics.md §3); 1.0 = BOL
+    #: P_mp retention (radiation, UV): 0.89 at 5e14 1-MeV e/cm² for XTJ (physics-sources.md §3); 1.0 = BOL
     degradation: float = Field(1.0, gt=0, le=1)
     #: parallel strings; a string failure removes 1/strings of the array
     strings: int = Field(4, ge=1, le=1000)
@@ -100,26 +100,26 @@ class ArrayConfig(_Strict):
 
 
 class BatteryConfig(_Strict):
-    #: 2S (physics.md §3 "2S pack", AAUSAT3 / P31u)
+    #: 2S (physics-sources.md §3 "2S pack", AAUSAT3 / P31u)
     cells_series: int = Field(2, ge=1, le=16)
     cells_parallel: int = Field(2, ge=1, le=64)
-    #: Panasonic CGR18650AF, 2 Ah (physics.md §3 "2S pack")
+    #: Panasonic CGR18650AF, 2 Ah (physics-sources.md §3 "2S pack")
     cell_capacity_ah: float = Field(2.0, gt=0, le=1000)
     #: (soc, V) points, soc 0..1 increasing, V increasing; typical 18650 curve (see DEFAULT_OCV_TABLE)
     ocv_table: list[tuple[float, float]] = Field(default_factory=lambda: list(DEFAULT_OCV_TABLE))
     #: DC internal resistance of a fresh 18650 at 25 °C, ~40-60 mOhm (typical datasheet AC/DC IR;
-    #: not in physics.md, chosen as a typical value)
+    #: not in physics-sources.md, chosen as a typical value)
     cell_r_ohm: float = Field(0.05, gt=0, le=10)
     #: Arrhenius temperature dependence R(T) = R25 exp(B (1/T - 1/298.15)); B = 1800 K doubles R near -5 °C
-    #: (typical Li-ion; not in physics.md, chosen)
+    #: (typical Li-ion; not in physics-sources.md, chosen)
     r_activation_k: float = Field(1800.0, ge=0, le=10000)
     #: charge current limit, C-rate: 0.5 C standard charge of 18650 datasheets
     max_charge_c: float = Field(0.5, gt=0, le=10)
     #: discharge current limit, C-rate (typical 18650 continuous 2 C)
     max_discharge_c: float = Field(2.0, gt=0, le=30)
-    #: end-of-charge (CV) voltage per cell, 4.15 V (physics.md §3 "End-of-charge voltage")
+    #: end-of-charge (CV) voltage per cell, 4.15 V (physics-sources.md §3 "End-of-charge voltage")
     end_of_charge_v_cell: float = Field(4.15, ge=3.0, le=CELL_MAX_V)
-    #: no charging below this cell temperature: charging 0..30 °C (physics.md §4 "Li-ion battery temperatures")
+    #: no charging below this cell temperature: charging 0..30 °C (physics-sources.md §4 "Li-ion battery temperatures")
     charge_min_temp_degc: float = Field(0.0, ge=-40, le=45)
     initial_soc: float = Field(0.8, ge=0, le=1)
     thermal_node: str = "battery"
@@ -159,15 +159,15 @@ class RailConfig(_Strict):
     #: "regulated": a DC/DC converter at voltage_v; "unregulated": a switch on the battery bus
     kind: Literal["regulated", "unregulated"] = "regulated"
     voltage_v: float | None = Field(None, gt=0, le=100)
-    #: converter efficiency; ~0.9 typical buck/boost at load (not in physics.md: chosen), switch ~0.99
+    #: converter efficiency; ~0.9 typical buck/boost at load (not in physics-sources.md: chosen), switch ~0.99
     efficiency: float = Field(0.9, gt=0, le=1)
-    #: converter output rating; the P31u 5 V rail is <= 4 A (20 W), 3.3 V <= 5 A (physics.md §3)
+    #: converter output rating; the P31u 5 V rail is <= 4 A (20 W), 3.3 V <= 5 A (physics-sources.md §3)
     rating_w: float = Field(gt=0)
-    #: latching current limiter threshold: P31u outputs 0.5-3 A (physics.md §3 "CubeSat rails")
+    #: latching current limiter threshold: P31u outputs 0.5-3 A (physics-sources.md §3 "CubeSat rails")
     current_limit_a: float = Field(gt=0)
-    #: time over the limit before the LCL trips (ECSS LCL trip-off time; class table not found, physics.md §5)
+    #: time over the limit before the LCL trips (ECSS LCL trip-off time; class table not found, physics-sources.md §5)
     trip_delay_s: float = Field(0.01, ge=0, le=60)
-    #: off time before an automatic retry (Maxwell LPT re-applies power automatically, physics.md §5)
+    #: off time before an automatic retry (Maxwell LPT re-applies power automatically, physics-sources.md §5)
     retry_off_s: float = Field(1.0, gt=0, le=3600)
     #: automatic retries before latching off until eps.rail.reset; 0 = latch at the first trip
     max_retries: int = Field(3, ge=0, le=1000)
@@ -248,7 +248,7 @@ def updated_thresholds(current: dict[str, float], values: dict[str, float | None
 
 class PowerConfig(_Strict):
     arrays: list[ArrayConfig] = Field(min_length=1)
-    #: MPPT conversion efficiency: not found in a primary datasheet (physics.md §3); 0.95 is a typical
+    #: MPPT conversion efficiency: not found in a primary datasheet (physics-sources.md §3); 0.95 is a typical
     #: buck MPPT figure (one model assumes 0.8 end-to-end including the converters)
     mppt_efficiency: float = Field(0.95, gt=0, le=1)
     battery: BatteryConfig = Field(default_factory=BatteryConfig)

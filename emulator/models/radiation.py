@@ -6,7 +6,7 @@ Single-event effects (SEE) arrive as a Poisson process whose intensity follows t
 
 with ``D'`` the dose rate behind the shielding (rad(Si)/s, from the environment), ``s`` the scale factor
 (config x active ``radiation.scale`` faults) and ``R_k`` the rad(Si) per event per chip of kind k, calibrated to
-the Google TPU v6e proton campaign (physics.md §1). This is the same as ``sigma_k * flux``: for protons of
+the Google TPU v6e proton campaign (physics-sources.md §1). This is the same as ``sigma_k * flux``: for protons of
 energy E, one rad(Si) is a fluence of ``1 / (1.602e-8 * S(E))`` p/cm^2 (S the mass stopping power), so
 ``sigma_k = 1 / (R_k * fluence_per_rad)`` (see :func:`cross_section_cm2`).
 
@@ -55,7 +55,7 @@ def proton_stopping_power_si(energy_mev: float) -> float:
 
 
 def proton_fluence_per_rad(energy_mev: float = 67.0) -> float:
-    """Protons per cm^2 that deposit 1 rad(Si): 6.24e7 MeV/g / S(E). 67 MeV: the Crocker beam (physics.md §1)."""
+    """Protons per cm^2 that deposit 1 rad(Si): 6.24e7 MeV/g / S(E). 67 MeV: the Crocker beam (physics-sources.md §1)."""
     return _MEV_G_PER_RAD / proton_stopping_power_si(energy_mev)
 
 
@@ -69,22 +69,22 @@ class RadiationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", defer_build=True)
 
-    #: correctable single-bit upsets in HBM. Not published for the TPU (physics.md §1: correctable counts "not
+    #: correctable single-bit upsets in HBM. Not published for the TPU (physics-sources.md §1: correctable counts "not
     #: reliably available"); derived from the UECC rate and the V100 HBM2 figure that 31.5 % of memory upsets are
-    #: multi-bit (physics.md §5, conf. L): 44 rad x 0.315 / 0.685 = 20 rad per SBU
+    #: multi-bit (physics-sources.md §5, conf. L): 44 rad x 0.315 / 0.685 = 20 rad per SBU
     rad_per_seu: float | None = Field(20.0, gt=0)
-    #: HBM uncorrectable ECC: ~1 per 44 rad per chip (physics.md §1, TPU v6e, conf. M)
+    #: HBM uncorrectable ECC: ~1 per 44 rad per chip (physics-sources.md §1, TPU v6e, conf. M)
     rad_per_mbu: float | None = Field(44.0, gt=0)
-    #: silent data corruption in core logic / SRAM: 1 per 14.4-20 rad per chip, "~1/17 rad" (physics.md §1)
+    #: silent data corruption in core logic / SRAM: 1 per 14.4-20 rad per chip, "~1/17 rad" (physics-sources.md §1)
     rad_per_sdc: float | None = Field(17.0, gt=0)
-    #: system SEFI (crash / hang): ~1 per 5 krad per chip (physics.md §1, conf. M)
+    #: system SEFI (crash / hang): ~1 per 5 krad per chip (physics-sources.md §1, conf. M)
     rad_per_sefi: float | None = Field(5000.0, gt=0)
-    #: single-event latch-up: not reported for the TPU (physics.md §1). Zero SEL in >= 15 krad on one chip gives a
+    #: single-event latch-up: not reported for the TPU (physics-sources.md §1). Zero SEL in >= 15 krad on one chip gives a
     #: 95 % upper limit of 3 / 15 krad = 1 per 5 krad; in orbit heavy ions dominate SEL, so chosen 10x below
     #: that bound: 1 per 50 krad per chip (a 4-chip board at 150 rad/yr: one SEL per ~80 years)
     rad_per_sel: float | None = Field(50000.0, gt=0)
     #: fraction of SEFIs that reboot the board by themselves (the rest hang until reset or power cycle);
-    #: physics.md §1 reports SEFIs as crashes without a split, so all hang by default
+    #: physics-sources.md §1 reports SEFIs as crashes without a split, so all hang by default
     sefi_reboot_fraction: float = Field(0.0, ge=0, le=1)
     #: multiplies every SEE rate (a solar particle event, a 1000x test campaign); faults multiply on top
     scale: float = Field(1.0, ge=0, le=1e9)
@@ -93,25 +93,25 @@ class RadiationConfig(BaseModel):
     #: "dose_rate": SEE rates follow the environment's dose_rate_rad_s (which already follows position: SAA,
     #: horns); "dose_rate_x_flux_factor": the dose rate is an orbit average and rad_flux_factor carries position
     rate_source: Literal["dose_rate", "dose_rate_x_flux_factor"] = "dose_rate"
-    #: extra supply current of a latch-up at the board input. Xavier NX SEL surges ~2 A (physics.md §5, conf. L)
+    #: extra supply current of a latch-up at the board input. Xavier NX SEL surges ~2 A (physics-sources.md §5, conf. L)
     #: on a 15 W module; a latch-up shorting a data-centre chip's core supply through its regulator draws more than
     #: the board's full load (664 W / 12 V = 55 A by default): chosen 60 A. It must exceed the rail limiter's
     #: headroom (limit minus normal draw), or the limiter never sees the latch-up
     sel_current_a: float = Field(60.0, gt=0, le=10000)
     #: how long a latch-up may conduct before the chip is destroyed. SEL damage is thermal (metal voids,
-    #: physics.md §5); LPT-style protection cuts within ms. Chosen 5 s: an LCL that trips within one 1 s step
+    #: physics-sources.md §5); LPT-style protection cuts within ms. Chosen 5 s: an LCL that trips within one 1 s step
     #: saves the chip; a rail left on for several steps (limit above the latch current, no limiter) does not
     sel_damage_s: float = Field(5.0, gt=0, le=3600)
-    #: HBM first irregularities at 2 krad(Si) cumulative (physics.md §1, conf. H): the board turns "degraded"
+    #: HBM first irregularities at 2 krad(Si) cumulative (physics-sources.md §1, conf. H): the board turns "degraded"
     tid_degraded_krad: float = Field(2.0, gt=0)
     #: HBM UECC rate multiplier once degraded (no published figure; chosen: irregularities double the MBU rate)
     degraded_mbu_factor: float = Field(2.0, ge=1, le=1000)
     #: relative static-leakage growth per krad(Si) (no TPU figure; chosen: +2 %/krad, +30 % at the 15 krad the
-    #: TPU survived without hard failure, physics.md §1)
+    #: TPU survived without hard failure, physics-sources.md §1)
     leakage_per_krad: float = Field(0.02, ge=0, le=10)
     #: dose already accumulated at the start (ground tests, a satellite mid-mission)
     initial_dose_krad: float = Field(0.0, ge=0)
-    #: 64-bit ECC words of HBM per chip: 32 GB (physics.md §1, TPU v6e) / 8 B
+    #: 64-bit ECC words of HBM per chip: 32 GB (physics-sources.md §1, TPU v6e) / 8 B
     hbm_words_per_chip: int = Field(32 * 2**30 // 8, ge=1)
     #: patrol scrub interval (None: no scrubbing). A word with one upset that is hit again before the scrub
     #: rewrites it holds two bad bits: uncorrectable. Server DRAM patrol scrubbing covers memory in ~24 h (chosen)

@@ -42,7 +42,7 @@ from emulator.models.sensors import ChannelSpec, SensorBank, SensorsConfig
 from emulator.models.thermal import KELVIN, ThermalConfig, ThermalNetwork
 from emulator.protocol.catalogue import Payload, Plane, field
 
-SOLAR_CONSTANT_W_M2 = 1361.0  # physics.md §3 "Solar constant" (design value)
+SOLAR_CONSTANT_W_M2 = 1361.0  # physics-sources.md §3 "Solar constant" (design value)
 #: child seed streams, in SeedSequence.spawn order (append only: the order is part of determinism)
 SEED_STREAMS = ("accelerator", "sensors.eps", "sensors.thermal", "sensors.sun")
 
@@ -153,7 +153,8 @@ class HeaterReading(Payload):
 
 
 class ThermalTelemetry(Payload):
-    temps_degc: dict[str, float] = field("degC", "thermistor readings by node")
+    temps_degc: dict[str, float] = field("degC", "thermistor readings; keys: the thermistor's thermal node names "
+                                                 "(this satellite's are listed under 'Names')")
     heaters: list[HeaterReading] = field(doc="heater states")
 
 
@@ -178,6 +179,30 @@ class HeaterSet(Payload):
                                         ge=-100, le=150)
     off_above_degc: float | None = field("degC", "thermostat off threshold (unchanged if absent)", default=None,
                                          ge=-100, le=150)
+
+
+class RailSetReply(Payload):
+    rail: str = field(doc="rail name")
+    commanded_on: bool = field(doc="the state you commanded")
+    on: bool = field(doc="output on now (commanded on, not tripped, not shed)")
+
+
+class RailResetReply(Payload):
+    rail: str = field(doc="rail name")
+    on: bool = field(doc="output on now")
+    tripped: bool = field(doc="limiter still open (always false right after a reset)")
+
+
+class ShedSetReply(Payload):
+    thresholds_v: dict[str, float] = field("V", "every threshold now in force, by name (`full_v`, `normal_v`, "
+                                                 "`safe_v`, `critical_v`, `hw_off_v`, `hw_on_v`)")
+
+
+class HeaterSetReply(Payload):
+    heater: str = field(doc="heater name")
+    mode: Literal["auto", "on", "off"] = field(doc="mode now")
+    on_below_degc: float = field("degC", "thermostat on threshold now")
+    off_above_degc: float = field("degC", "thermostat off threshold now")
 
 
 class ShedSet(Payload):
@@ -524,16 +549,17 @@ class Satellite(SpacecraftModel):
                           self.read_sun),
             ],
             commands=[
-                Command(command_spec("eps.rail.set", RailSet, "Switch a PDU rail on or off."), self._cmd_rail_set),
+                Command(command_spec("eps.rail.set", RailSet, "Switch a PDU rail on or off.",
+                                     reply=RailSetReply), self._cmd_rail_set),
                 Command(command_spec("eps.rail.reset", RailReset,
                                      "Clear a tripped or latched current limiter (the rail comes back if "
-                                     "commanded on)."), self._cmd_rail_reset),
+                                     "commanded on).", reply=RailResetReply), self._cmd_rail_reset),
                 Command(command_spec("eps.shed.set", ShedSet,
                                      "Set undervoltage shed thresholds (pack volts); checked as a set: "
                                      "hw_off < critical < safe < normal < full, hw_off < hw_on < full, within "
-                                     "the cell window."), self._cmd_shed_set),
-                Command(command_spec("thermal.heater.set", HeaterSet, "Set a heater's mode and thermostat."),
-                        self._cmd_heater_set),
+                                     "the cell window.", reply=ShedSetReply), self._cmd_shed_set),
+                Command(command_spec("thermal.heater.set", HeaterSet, "Set a heater's mode and thermostat.",
+                                     reply=HeaterSetReply), self._cmd_heater_set),
                 Command(command_spec("orbit.predict", OrbitPredict,
                                      "Control plane: the orbit ahead of now (ground track with sunlit fraction "
                                      "and SAA flag, eclipses with entry and exit where the sunlit fraction "
@@ -638,7 +664,7 @@ class Satellite(SpacecraftModel):
             if channel in bank.index:
                 return bank
         valid = [n for b in self._banks for n in b.names]
-        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="params.channel",
+        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="payload.params.channel",
                            valid=valid)
 
     def _f_sensor(self, p: Any, kind: str) -> None:
@@ -653,6 +679,13 @@ class Satellite(SpacecraftModel):
         self._bank_of(p.channel).clear(p.channel, kind)
 
     # -- truth and events -------------------------------------------------------------------------------------
+    def names(self) -> dict[str, list[str]]:
+        cfg = self.config
+        return {"rail": [r.name for r in cfg.power.rails], "heater": [h.name for h in cfg.thermal.heaters],
+                "node": list(self.thermal.names), "array": [a.name for a in cfg.power.arrays],
+                "channel": self.sensor_channels(), "level": [lv.name for lv in cfg.accelerator.dvfs],
+                "thermistor": list(self._thermistor_names)}
+
     def sensor_channels(self) -> list[str]:
         return [n for b in self._banks for n in b.names]
 

@@ -69,7 +69,7 @@ class SensorsConfig(_Strict):
     battery_voltage: ChannelConfig = Field(default_factory=ChannelConfig)
     #: battery current, signed (charging > 0); range None: +-1.5 x the discharge limit
     battery_current: ChannelConfig = Field(default_factory=ChannelConfig)
-    #: array power; range None: 0 .. 1.2 x the arrays' power at 1361 W/m² (physics.md §3 solar constant)
+    #: array power; range None: 0 .. 1.2 x the arrays' power at 1361 W/m² (physics-sources.md §3 solar constant)
     array_power: ChannelConfig = Field(default_factory=ChannelConfig)
     #: state-of-charge estimate of the gauge, 0..1; 10-bit (0.1 %) and ~1 % noise like a fuel-gauge IC
     soc: ChannelConfig = Field(default_factory=lambda: ChannelConfig(bits=10, range_min=0.0, range_max=1.0,
@@ -224,7 +224,7 @@ class SensorBank:
         i = self.index.get(name)
         if i is None:
             raise CommandError(f"unknown sensor channel {name!r}{suggest(name, self.names)}",
-                               field="params.channel", valid=self.names)
+                               field="payload.params.channel", valid=self.names)
         return i
 
     def inject(self, name: str, kind: str, *, t_ns: int = 0, rate_per_h: float = 0.0, factor: float = 1.0) -> None:

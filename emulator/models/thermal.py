@@ -57,9 +57,9 @@ class SurfaceConfig(_Strict):
     node: str
     area_m2: float = Field(gt=0, le=10000)
     face: SurfaceFace
-    #: solar absorptivity (coatings table, physics.md §4)
+    #: solar absorptivity (coatings table, physics-sources.md §4)
     absorptivity: float = Field(ge=0, le=1)
-    #: IR emissivity (coatings table, physics.md §4)
+    #: IR emissivity (coatings table, physics-sources.md §4)
     emissivity: float = Field(ge=0, le=1)
 
 
@@ -69,7 +69,7 @@ class HeaterConfig(_Strict):
     power_w: float = Field(gt=0, le=100000)
     #: PDU rail feeding it
     rail: str = "heaters"
-    #: thermostat: on below, off above (battery charging needs > 0 °C, physics.md §4)
+    #: thermostat: on below, off above (battery charging needs > 0 °C, physics-sources.md §4)
     on_below_degc: float = 5.0
     off_above_degc: float = 10.0
     mode: Literal["auto", "on", "off"] = "auto"
@@ -87,7 +87,7 @@ class ThermalConfig(_Strict):
     links: list[LinkConfig] = Field(default_factory=list)
     surfaces: list[SurfaceConfig] = Field(default_factory=list)
     heaters: list[HeaterConfig] = Field(default_factory=list)
-    #: deep-space sink, ~3 K (physics.md §4 "Deep-space sink")
+    #: deep-space sink, ~3 K (physics-sources.md §4 "Deep-space sink")
     sink_temp_k: float = Field(3.0, ge=0, le=400)
     #: refresh the linearisation when a node moves this far from it (K); 1 K keeps the radiative
     #: derivative within ~1.5 % at 200 K

@@ -55,6 +55,8 @@ class TopicSpec:
     #: the payload depends on the wall clock (link health, round trips): recordings keep it in the
     #: wall-time side file, so the same scenario and seed give the same recording on every medium
     wall_time: bool = False
+    #: a command's reply ``data`` (None: not a command, or its data is not described)
+    reply: type[Payload] | None = None
 
 
 class Catalogue:
@@ -119,23 +121,66 @@ class Catalogue:
                 for spec in specs:
                     rate = f" Default rate {spec.rate_hz:g} Hz." if spec.rate_hz else ""
                     out.append(f"#### `{spec.topic}`\n\n{spec.doc}{rate}\n")
-                    out.append(schema_table(spec.schema))
+                    out.append(schema_table(spec.schema, nested=True))
+                    if spec.kind == Kind.COMMAND:
+                        if spec.reply is None:
+                            out.append("Reply `data`: not described.\n")
+                        else:
+                            doc = (spec.reply.__doc__ or "").strip()
+                            doc = "" if not doc or doc.startswith(("A base class", "Base of")) else f" {doc}"
+                            out.append(f"Reply `data`:{doc}\n")
+                            out.append(schema_table(spec.reply, nested=True))
         return "\n".join(out)
 
 
-def schema_table(schema: type[BaseModel]) -> str:
-    rows = ["| field | type | unit | valid | meaning |", "| --- | --- | --- | --- | --- |"]
+def schema_table(schema: type[BaseModel], nested: bool = False) -> str:
+    """A markdown table of a schema's fields; ``nested``: then a table for every map shape inside it
+    (the items of ``rails``, an ``error`` map), named by its path (``rails[]``, ``error``)."""
     js = schema.model_json_schema()
+    defs = js.get("$defs", {})
+    out = [_fields_table(js, defs)]
+    if nested:
+        seen: set[str] = set()
+        queue = [(name, prop) for name, prop in js.get("properties", {}).items()]
+        while queue:
+            path, prop = queue.pop(0)
+            for sub, ref in _nested_refs(path, prop):
+                if ref in seen and ref != "":
+                    continue
+                seen.add(ref)
+                inner = defs[ref]
+                out.append(f"`{sub}`: {inner.get('description', '').strip() or 'a map with these fields'}\n")
+                out.append(_fields_table(inner, defs))
+                queue += [(f"{sub}.{n}", p) for n, p in inner.get("properties", {}).items()]
+    return "\n".join(out)
+
+
+def _fields_table(js: Mapping[str, Any], defs: Mapping[str, Any]) -> str:
+    rows = ["| field | type | unit | valid | meaning |", "| --- | --- | --- | --- | --- |"]
     props = js.get("properties", {})
     required = set(js.get("required", []))
     for name, prop in props.items():
-        typ, valid = _describe(prop, js.get("$defs", {}))
+        typ, valid = _describe(prop, defs)
         unit = prop.get("unit", "")
         opt = "" if name in required else " (optional)"
         rows.append(f"| `{name}` | {typ}{opt} | {unit} | {valid} | {prop.get('description', '')} |")
     if not props:
         rows.append("| (none) | | | | |")
     return "\n".join(rows) + "\n"
+
+
+def _nested_refs(path: str, prop: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(shown path, $defs name) of the map schemas a property holds: itself, its items, its values."""
+    found: list[tuple[str, str]] = []
+    if "$ref" in prop:
+        found.append((path, prop["$ref"].split("/")[-1]))
+    for option in prop.get("anyOf", []):
+        found += _nested_refs(path, option)
+    if isinstance(prop.get("items"), Mapping):
+        found += _nested_refs(f"{path}[]", prop["items"])
+    if isinstance(prop.get("additionalProperties"), Mapping):
+        found += _nested_refs(f"{path}{{}}", prop["additionalProperties"])
+    return found
 
 
 def _describe(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> tuple[str, str]:
@@ -152,6 +197,10 @@ def _describe(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> tuple[str, st
            "array": "array", "object": "map", "null": "nil"}.get(prop.get("type", ""), prop.get("type", "any"))
     if typ == "array" and "items" in prop:
         typ = f"array of {_describe(prop['items'], defs)[0]}"
+    if typ == "map" and isinstance(prop.get("additionalProperties"), Mapping):
+        typ = f"map of str to {_describe(prop['additionalProperties'], defs)[0]}"
+    if "title" in prop and "properties" in prop:
+        typ = "map"
     bounds = []
     for key, sym in (("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")):
         if key in prop:

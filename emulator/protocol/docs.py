@@ -23,7 +23,26 @@ def render_topics(config_path: str | Path | None = None) -> str:
     cfg = load_config(config_path or "suncatcher-proto")
     emu = Emulator.from_config(cfg, board_url=None, control_url=None, record_path=None)
     faults = emu.fault_list()
-    lines = [emu.catalogue.markdown(), "### control plane: faults (`fault.inject` names)\n",
+    names = emu.model.names()
+    shown = {"rail": "rails (`eps.rail.set` / `eps.rail.reset` `rail`, `eps.telemetry` `rails[].name`)",
+             "heater": "heaters (`thermal.heater.set` `heater`, `thermal.telemetry` `heaters[].name`)",
+             "thermistor": "thermistors (`thermal.telemetry` `temps_degc` keys)",
+             "node": "thermal nodes", "array": "solar arrays", "level": "DVFS levels (`accel.dvfs.set` `level`)",
+             "channel": "sensor channels (`sensor.*` faults)"}
+    lines = [f"### Names on this satellite ({cfg.satellite.name})\n",
+             ("Payload values that name a part must be one of these (they come from the satellite's config; "
+             "another satellite has others, and an unknown name is refused with `valid` listing them).\n"),
+             "| what | names |", "| --- | --- |"]
+    for key, text in shown.items():
+        if names.get(key):
+            lines.append(f"| {text} | {', '.join(f'`{n}`' for n in names[key])} |")
+    lines.append("")
+    accel = getattr(cfg.satellite, "accelerator", None)
+    if accel is not None:
+        lines.append(f"The accelerator board is fed by the rail `{accel.rail}` (`[accelerator] rail` in the config): "
+                     "when that rail is off, shed or tripped, the board is unpowered (`accel.power` with "
+                     "`on: false`) and its jobs are lost.\n")
+    lines += [emu.catalogue.markdown(), "### control plane: faults (`fault.inject` names)\n",
              "| name | parameters | clearable | meaning |", "| --- | --- | --- | --- |"]
     for f in faults:
         params = ", ".join(f"`{k}`" for k in f["params"].get("properties", {})) or "(none)"

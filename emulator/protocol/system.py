@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Literal
 
 from pydantic import ConfigDict
@@ -111,10 +112,93 @@ class SimStop(Payload):
     reason: str = field(doc="why (logged and recorded)", default="stop requested", max_length=200)
 
 
+# -- reply data (the ``data`` map of an ``ok`` reply), per command -----------------------------------------------
+ModeName = Literal["realtime", "scaled", "afap", "lockstep"]
+
+
+class PingReply(Payload):
+    t_ns: int = field("ns", "sim time when the ping was handled", ge=0)
+
+
+class HelloReply(Payload):
+    protocol_version: int = field(doc="the protocol version the emulator speaks (`v`); stop if it is not yours",
+                                  ge=1)
+    epoch_utc: str = field(doc="UTC instant of sim time 0, ISO 8601 with a `Z`, e.g. `2026-06-21T00:00:00Z`")
+    t_ns: int = field("ns", "sim time now", ge=0)
+    step_s: float = field("s", "physics step: sim time advances in these steps", gt=0)
+    mode: ModeName = field(doc="clock mode of the run")
+    lockstep_source: Literal["control", "board"] = field(
+        doc="who steps a lockstep clock: `board` (you, with `board.step`) or `control` (the harness)")
+    waiting: bool = field(doc="a lockstep clock waits for `board.step` right now: take your first turn at once")
+    topics: list[str] = field(doc="the board-plane topics of this satellite")
+    rates_hz: dict[str, float] = field(doc="board telemetry topic -> the rate it is published at, after any "
+                                          "decimation for the link's budget")
+    decimation: float = field(doc="factor by which every board telemetry rate was slowed to fit a serial "
+                                  "link's budget (`telemetry.on_budget = \"decimate\"`); 1: none", ge=1)
+
+
+class LimitReply(Payload):
+    limit_ns: int = field("ns", "sim time the clock may now advance to (it waits there)", ge=0)
+
+
+class ClockStatusReply(Payload):
+    t_ns: int = field("ns", "sim time now", ge=0)
+    utc: str = field(doc="sim time as ISO 8601 UTC with a `Z`")
+    mode: ModeName = field(doc="clock mode")
+    speed: float = field(doc="wall-clock multiplier (realtime/scaled)", gt=0)
+    paused: bool = field(doc="true while paused")
+    limit_ns: int = field("ns", "lockstep / stepping limit; -1: none")
+    steps: int = field(doc="physics steps so far", ge=0)
+    lag_s: float = field("s", "how late the last paced step was released", ge=0)
+    max_lag_s: float = field("s", "largest lag so far", ge=0)
+    overruns: int = field(doc="paced steps released more than one step late", ge=0)
+    wall_elapsed_s: float = field("s", "wall time spent stepping (waits and pauses excluded)", ge=0)
+    realtime_factor: float = field(doc="sim seconds per wall second of stepping so far", ge=0)
+
+
+class ActiveFaultInfo(Payload):
+    fault_id: int = field(doc="id from `fault.inject`", ge=1)
+    name: str = field(doc="fault name")
+    params: dict[str, Any] = field(doc="the parameters it was injected with")
+    t_ns: int = field("ns", "when it was injected", ge=0)
+    until_ns: int = field("ns", "when it clears by itself; -1: until cleared")
+
+
+class TruthReply(Payload):
+    t_ns: int = field("ns", "sim time", ge=0)
+    clock: ClockStatusReply = field(doc="as `clock.status`")
+    satellite: dict[str, Any] = field(doc="ground truth of every model (shape per satellite; the same as "
+                                          "`truth.sample`)")
+    faults: list[ActiveFaultInfo] = field(doc="the active faults")
+
+
+class FaultInfo(Payload):
+    name: str = field(doc="fault name for `fault.inject`")
+    doc: str = field(doc="what it does")
+    params: dict[str, Any] = field(doc="JSON Schema of its `params`")
+    clearable: bool = field(doc="`fault.clear` (and `duration_s`) can undo it")
+
+
+class FaultListReply(Payload):
+    faults: list[FaultInfo] = field(doc="every fault this satellite accepts")
+
+
+class FaultIdReply(Payload):
+    fault_id: int = field(doc="id of the fault, for `fault.clear`", ge=1)
+
+
+class StatsReply(Opaque):
+    """Link, clock, command and per-board statistics, for people and dashboards; its keys may grow."""
+
+
+class StopReply(Payload):
+    stopping: bool = field(doc="always true: the run stops after this step")
+
+
 def system_topics() -> list[TopicSpec]:
     b, c = Plane.BOARD, Plane.CONTROL
     cmd, tel, ev, rep = Kind.COMMAND, Kind.TELEMETRY, Kind.EVENT, Kind.REPLY
-    return [
+    specs = [
         TopicSpec("reply", rep, b, Reply, "Answer to every request, on the plane it came from."),
         TopicSpec("sim.clock", tel, b, SimClockTelemetry, "Sim time, mode and pacing health.", rate_hz=1.0),
         TopicSpec("sim.waiting", ev, b, SimWaiting,
@@ -153,3 +237,11 @@ def system_topics() -> list[TopicSpec]:
                   "`flatsat console`): same validation and handler; the reply's data is `{topic, data}` with "
                   "the board command's own reply data. Refusals name fields under `payload.payload`."),
     ]
+    replies: dict[str, type[Payload]] = {
+        "board.hello": HelloReply, "board.step": LimitReply, "ping": PingReply, "board.link": Empty,
+        "clock.pause": ClockStatusReply, "clock.resume": ClockStatusReply, "clock.step": LimitReply,
+        "clock.run_until": ClockStatusReply, "clock.set_speed": ClockStatusReply,
+        "clock.set_mode": ClockStatusReply, "clock.status": ClockStatusReply, "truth.get": TruthReply,
+        "fault.list": FaultListReply, "fault.inject": FaultIdReply, "fault.clear": FaultIdReply,
+        "stats.get": StatsReply, "sim.stop": StopReply}
+    return [replace(s, reply=replies.get(s.topic)) for s in specs]

@@ -693,11 +693,39 @@ def _bind(sock: zmq.Socket[Any], endpoint: str, url: TransportURL) -> str:
     except zmq.ZMQError as exc:
         hint = ""
         if exc.errno == zmq.EADDRINUSE:
-            hint = " (address in use: another emulator? use port 0 for an ephemeral port)"
+            hint = busy_port_hint(url)
         elif exc.errno == getattr(zmq, "ENAMETOOLONG", -1) or "too long" in str(exc).lower():
             hint = " (ipc paths are limited to ~107 bytes)"
         raise TransportUnavailableError(f"cannot bind {endpoint} for {url}: {exc}{hint}", field="location") from exc
     return str(sock.getsockopt_string(zmq.LAST_ENDPOINT))
+
+
+def busy_port_hint(url: TransportURL) -> str:
+    """The exact fix for a zmq+tcp port in use: a free pair of ports to use instead, or port 0."""
+    if url.carrier != "tcp":
+        return " (address in use: another emulator? give another path)"
+    import socket
+
+    host, port = split_host_port(url.location, str(url))
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+
+    def free(p: int) -> bool:
+        with socket.socket(family, socket.SOCK_STREAM) as probe:
+            try:
+                probe.bind((host, p))
+            except OSError:
+                return False
+            return True
+
+    start = max(1024, port - port % 10 + 10)
+    for candidate in range(start, min(start + 400, 65534), 10):
+        if free(candidate) and free(candidate + 1):
+            base = url.replace(location=f"{'[' + host + ']' if ':' in host else host}:{candidate}", cmd_port=None)
+            return (f" (address in use: another emulator, or another program, has it). A zmq+tcp URL takes two "
+                    f"ports, the URL's (telemetry) and cmd_port (requests, default port+1): use free ones, e.g. "
+                    f"{base} (requests on {candidate + 1}), or port 0 for ephemeral ports "
+                    "(flatsat run prints the URL to give the board)")
+    return " (address in use: another emulator? use port 0 for ephemeral ports)"
 
 
 class ZmqTransport(TransportFactory):

@@ -134,3 +134,16 @@ def test_signal_reader_reads_nested_truth_by_flattened_key() -> None:
                                  "satellite.nope": reader.read(tree)["satellite.nope"]}
     assert math.isnan(reader.read(tree)["satellite.nope"])
     assert math.isnan(reader.read({"satellite": {}})["satellite.power.bus_v"])
+
+
+def test_a_response_whose_trigger_never_fires_fails_unless_allowed() -> None:
+    spec = {"kind": "response", "trigger": {"topic": "a", "where": {"x": 1}}, "response": {"topic": "b"},
+            "within": 5}
+    strict, lenient = checkers(spec, {**spec, "allow_no_trigger": True})
+    for c in (strict, lenient):
+        c.on_message(0, "out", Message("a", {"x": 2}))  # not the trigger: where differs
+        c.on_step(10 * S, {})
+    v = strict.finish(10 * S, {})
+    assert not v.passed and "no a(x=1) in the whole run, so nothing was tested" in v.reason
+    assert "allow_no_trigger = true" in v.reason
+    assert lenient.finish(10 * S, {}).passed

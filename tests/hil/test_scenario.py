@@ -209,3 +209,24 @@ def test_names_are_checked_against_the_emulator_all_at_once() -> None:
 def test_key_paths_read_like_the_file() -> None:
     assert key_path(("timeline", 2, "params", "factor")) == "timeline[2].params.factor"
     assert key_path(("overrides", "power.battery.capacity_wh")) == 'overrides."power.battery.capacity_wh"'
+
+
+def test_values_that_name_things_are_checked_against_the_model_with_did_you_mean(tmp_path: Path) -> None:
+    from hil.runner import ScenarioRun
+
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "configs" / "scenarios" / "latchup.toml").read_text()
+    good = text.replace('config = "suncatcher-proto.toml"', f'config = "{root / "configs" / "suncatcher-proto.toml"}"')
+    bad = (good.replace('where = { rail = "payload" }', 'where = { rail = "paylod" }')
+           .replace('where = { state = "failed" }', 'where = { state = "faild" }')
+           + '\n[[timeline]]\nat = "1h"\ndo = "fault"\nname = "sensor.stuck"\nparams = { channel = "thermal.batery" }\n')
+    path = tmp_path / "typo.toml"
+    path.write_text(bad)
+    with pytest.raises(ScenarioError) as err:
+        ScenarioRun(load_scenario(path), record_dir=None)
+    text = str(err.value)
+    assert "requirement[0].trigger.where.rail: unknown rail 'paylod' (did you mean 'payload'?)" in text
+    assert "requirement[2].where.state: unknown state value 'faild' (did you mean 'failed'?)" in text
+    assert "params.channel: unknown channel 'thermal.batery' (did you mean 'thermal.battery'?)" in text
+    path.write_text(good)
+    ScenarioRun(load_scenario(path), record_dir=None)  # the good file passes the check

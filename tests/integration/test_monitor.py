@@ -23,7 +23,7 @@ async def test_monitor_prints_a_table_of_the_latest_telemetry(capsys: pytest.Cap
         run = asyncio.create_task(emu.run_for(3600))
         try:
             async with asyncio.timeout(WALL_GUARD_S):
-                assert await _monitor(emu.control_url, None, once=True) == 0
+                assert await _monitor(emu.control_url, None, once=True, fmt="table") == 0
         finally:
             run.cancel()
     out = capsys.readouterr().out
@@ -32,3 +32,34 @@ async def test_monitor_prints_a_table_of_the_latest_telemetry(capsys: pytest.Cap
     for text in ("sim.clock", "eps.telemetry", "bus_v", "accel.status", "die_temp_degc", "sim.links"):
         assert text in out
     assert "truth.sample" not in out
+
+
+async def test_monitor_prints_lines_or_json_when_not_a_terminal_with_rails_by_name() -> None:
+    import io
+    import json
+
+    cfg = load_config(ROOT / "configs" / "suncatcher-proto.toml",
+                      {"sim.mode": "scaled", "sim.speed": 50.0, "links.board": None,
+                       "links.control": "zmq+tcp://127.0.0.1:0"})
+    async with Emulator.from_config(cfg) as emu:
+        run = asyncio.create_task(emu.run_for(3600))
+        try:
+            lines, js = io.StringIO(), io.StringIO()
+            async with asyncio.timeout(WALL_GUARD_S):
+                assert await _monitor(emu.control_url, 1.5, False, topics=["eps.*"], out=lines) == 0
+                assert await _monitor(emu.control_url, None, True, fmt="json", topics=["eps.telemetry"],
+                                      out=js) == 0
+        finally:
+            run.cancel()
+    text = lines.getvalue()  # a StringIO is not a terminal: lines, one per message
+    assert text.count("eps.telemetry") >= 1 and "accel.status" not in text
+    assert "rails.payload.current_a=" in text and "rails.0." not in text and "mode=" in text
+    obj = json.loads(js.getvalue().splitlines()[-1])
+    assert obj["topic"] == "eps.telemetry" and "rails.payload.on" in obj["fields"]
+
+
+def test_by_name_keys_named_lists() -> None:
+    from emulator.monitor import fields
+
+    got = fields({"rails": [{"name": "payload", "on": True, "current_a": 1.5}], "mode": "normal"})
+    assert got == {"mode": "normal", "rails.payload.current_a": 1.5, "rails.payload.on": True}

@@ -145,3 +145,39 @@ async def test_board_command_is_refused_on_the_board_plane_and_recorded_on_the_c
         reply = emu.handle_request(Message("board.command", {"topic": "lamp.set", "payload": {"on": True}}, seq=3),
                                    Plane.BOARD)
         assert reply.payload["ok"] is False and not emu.model.on
+
+
+async def test_lockstep_wait_says_what_it_waits_for_and_gives_up(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("WARNING", logger="flatsat.runtime")
+    emu = make(mode="lockstep", lockstep_source="board", lockstep_notice_s=0.05, lockstep_timeout_s=0.5)
+    async with emu:
+        await emu.run(60)
+    assert emu.clock.now_ns() == 0
+    assert emu.stalled is not None and "gave up after 0.5 s" in emu.stalled
+    assert "board.step from the board" in emu.stalled and "no board has said board.hello" in emu.stalled
+    notices = [r.getMessage() for r in caplog.records if "waiting" in r.getMessage()]
+    # first after notice_s, then every 6 x notice_s: 0.05, 0.35 s
+    assert len(notices) == 2, notices
+    assert emu.stop_reason == emu.stalled
+
+
+async def test_lockstep_by_control_says_the_board_cannot_step() -> None:
+    emu = make(mode="lockstep", lockstep_notice_s=0.05, lockstep_timeout_s=0.2)
+    async with emu:
+        emu.handle_request(Message("board.hello", {"name": "b1"}), Plane.BOARD)
+        await emu.run(60)
+    assert emu.stalled is not None
+    assert "clock.step or clock.run_until" in emu.stalled and "sim.lockstep_source is 'control'" in emu.stalled
+
+
+async def test_lockstep_timeout_zero_waits_until_stepped() -> None:
+    import asyncio
+
+    emu = make(mode="lockstep", lockstep_notice_s=0.05, lockstep_timeout_s=0)
+    async with emu:
+        run = asyncio.create_task(emu.run(5))
+        await asyncio.sleep(0.3)
+        assert not run.done()
+        emu.control("clock.step", {"duration_s": 5.0})
+        await asyncio.wait_for(run, 5)
+    assert emu.stalled is None and emu.clock.now_ns() == 5 * NS_PER_S

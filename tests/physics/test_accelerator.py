@@ -120,9 +120,22 @@ def _busy_then_cool(d: Drv) -> None:
     _cool(d)
 
 
+def _boot_hot(d: Drv) -> None:
+    d.step(int(d.b.config.boot_s) + 2, temp=90.0)  # the hardware slowdown comes on while booting
+
+
+def _external_board_reports_work_while_booting(d: Drv) -> None:
+    d.b = AcceleratorBoard(AcceleratorConfig(mode="external"), quiet_rad(), np.random.default_rng(1))
+    d.step()
+    assert d.b.state is S.BOOTING
+    d.b.cmd_report(Report(power_w=20.0, utilisation=0.9))
+
+
 TRIGGERS: dict[tuple[BoardState, BoardState], Callable[[Drv], object]] = {
     (S.OFF, S.BOOTING): lambda d: d.step(),
     (S.BOOTING, S.IDLE): lambda d: d.boot(),
+    (S.BOOTING, S.THROTTLED): _boot_hot,
+    (S.BOOTING, S.BUSY): _external_board_reports_work_while_booting,
     (S.BOOTING, S.OFF): lambda d: d.step(supply_v=0.0),
     (S.BOOTING, S.HUNG): lambda d: d.b.inject("sefi"),
     (S.BOOTING, S.LATCHED_UP): lambda d: d.b.inject("sel"),
@@ -618,6 +631,46 @@ def test_external_mode_uses_the_reported_power() -> None:
     with pytest.raises(CommandError):
         d.b.cmd_job_submit(JobSubmit(kind="inference", size=1))
     assert d.b.truth()["external"]["power_w"] == 3.0
+
+
+def test_external_status_follows_the_report_and_one_state_event_per_report() -> None:
+    d = Drv(AcceleratorConfig(mode="external", external_max_power_w=60.0))
+    d.step()
+    status = d.b.status()
+    assert status["state"] == "booting" and status["clock_mhz"] == 0.0  # no report yet: no clock to show
+    d.events += d.b.drain_events()
+    before = len(d.topics("accel.state"))
+    d.b.cmd_report(Report(power_w=12.5, utilisation=0.8, clock_mhz=1100.0, jobs_done=7))
+    d.events += d.b.drain_events()
+    states = d.topics("accel.state")[before:]
+    assert [(e["previous"], e["state"]) for e in states] == [("booting", "busy")]
+    d.step()
+    status = d.b.status()
+    assert (status["utilisation"], status["clock_mhz"], status["jobs_done"]) == (0.8, 1100.0, 7)
+    d.b.cmd_report(Report(power_w=3.0, utilisation=0.02, clock_mhz=300.0, jobs_done=9))
+    d.step()
+    status = d.b.status()
+    assert status["state"] == "idle"
+    assert (status["utilisation"], status["clock_mhz"], status["jobs_done"]) == (0.02, 300.0, 9)
+
+
+def test_external_reset_boots_until_the_next_report() -> None:
+    d = _external()
+    d.step()
+    d.b.cmd_reset(ResetCmd())
+    d.step(int(d.b.config.boot_s) + 5)  # the boot time is the model's; the board itself says when it is up
+    assert d.state is S.BOOTING and d.b.status()["clock_mhz"] == 0.0
+    d.b.cmd_report(Report(power_w=5.0, utilisation=0.0, clock_mhz=900.0))
+    assert d.state is S.IDLE
+
+
+def test_boot_into_a_hardware_slowdown_is_one_state_event() -> None:
+    d = Drv()
+    d.step()
+    _boot_hot(d)
+    assert d.state is S.THROTTLED
+    assert [(e["previous"], e["state"]) for e in d.topics("accel.state")] == [("off", "booting"),
+                                                                              ("booting", "throttled")]
 
 
 def test_external_mode_throttle_and_power_events() -> None:

@@ -44,10 +44,10 @@ ROOT = Path(__file__).resolve().parents[2]
 CLUSTER_TOML = ROOT / "configs" / "suncatcher-cluster.toml"
 PROTO_TOML = ROOT / "configs" / "suncatcher-proto.toml"
 EPOCH = dt.datetime(2026, 6, 21, tzinfo=dt.UTC)
-ORBIT_S = 5862  # one orbit at 650 km (physics.md §4: 97.7 min)
+ORBIT_S = 5862  # one orbit at 650 km (physics-sources.md §4: 97.7 min)
 RAD_OFF = {f"radiation.rad_per_{k}": None for k in ("seu", "mbu", "sdc", "sefi", "sel")}
 
-#: formation: physics.md §1 (81 members within 1 km; neighbours 100..200 m); float rounding of km-scale vectors
+#: formation: physics-sources.md §1 (81 members within 1 km; neighbours 100..200 m); float rounding of km-scale vectors
 SPACING_TOL_M = 1e-3
 #: the CW equations hold for the relative motion (finite differences of the closed form, 1 s step)
 CW_RESIDUAL_TOL_M_S2 = 1e-9
@@ -89,7 +89,7 @@ def cluster(radius: float = 0.0, *, sat: Any = None, policy: PolicyConfig | None
 # -- formation geometry --------------------------------------------------------------------------------------------
 def test_disc_of_radius_5_has_81_members_with_the_centre_at_index_40() -> None:
     pts = disc_lattice(5)
-    assert len(pts) == 81  # physics.md §1: "81 satellites"; Gauss circle N(5) = 81
+    assert len(pts) == 81  # physics-sources.md §1: "81 satellites"; Gauss circle N(5) = 81
     assert (pts[40] == [0, 0]).all()
     assert (np.sum(pts ** 2, axis=1) <= 25).all()
     assert len(disc_lattice(0)) == 1 and len(disc_lattice(1)) == 5
@@ -104,13 +104,13 @@ def test_shipped_cluster_config_loads_81_members_within_1_km() -> None:
     r, _ = m.env.states(t)
     centre = r[:, 40:41, :]
     d_m = np.linalg.norm(r - centre, axis=-1) * 1e3
-    assert d_m.max() <= 1000.0 + SPACING_TOL_M  # physics.md §1: within a 1 km radius
+    assert d_m.max() <= 1000.0 + SPACING_TOL_M  # physics-sources.md §1: within a 1 km radius
     assert d_m.max() >= 1000.0 - 1.0  # the rim reaches it (2 x 500 m along-track on the 2:1 ellipse)
     for k in range(len(t)):
         dd = np.linalg.norm(r[k][:, None, :] - r[k][None, :, :], axis=-1) * 1e3
         np.fill_diagonal(dd, np.inf)
         nn = dd.min(axis=1)
-        # physics.md §1: next-nearest neighbours oscillate ~100-200 m
+        # physics-sources.md §1: next-nearest neighbours oscillate ~100-200 m
         assert nn.min() >= 100.0 - SPACING_TOL_M and nn.max() <= 200.0 + SPACING_TOL_M
 
 

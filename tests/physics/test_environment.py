@@ -28,8 +28,8 @@ from emulator.models.orbit import OrbitConfig, config_error
 VIEW_FACTOR_TOL = 2e-3  # closed form vs a 600 x 1200 quadrature over the sphere
 FLUX_TOL_W_M2 = 1e-6  # identities that hold to rounding
 RAD_AVG_TOL_FRAC = 0.10  # orbit-average flux factor on a later day (ground track does not repeat exactly)
-SAA_SHARE_RANGE = (0.60, 0.97)  # physics.md §5: the SAA carries 80-97 % of LEO SEUs (confidence L)
-DOSE_TOL_FRAC = 0.01  # default dose vs the physics.md anchors it is built on
+SAA_SHARE_RANGE = (0.60, 0.97)  # physics-sources.md §5: the SAA carries 80-97 % of LEO SEUs (confidence L)
+DOSE_TOL_FRAC = 0.01  # default dose vs the physics-sources.md anchors it is built on
 
 EPOCH = dt.datetime(2026, 6, 21, tzinfo=dt.UTC)
 DAWN_DUSK = OrbitConfig(alt_km=650.0, ltan_h="18:00")
@@ -190,9 +190,9 @@ def test_orbit_average_flux_factor_is_one(orbit: OrbitConfig) -> None:
 
 
 def test_default_annual_dose_lands_on_the_published_figures() -> None:
-    for mm, rad in SPENVIS_550KM_RAD_PER_YR:  # physics.md §5, SPENVIS at 550 km
+    for mm, rad in SPENVIS_550KM_RAD_PER_YR:  # physics-sources.md §5, SPENVIS at 550 km
         assert default_annual_dose_rad(550.0, mm) == pytest.approx(rad, rel=DOSE_TOL_FRAC)
-    assert default_annual_dose_rad(650.0, 10.0) == pytest.approx(150.0, rel=DOSE_TOL_FRAC)  # physics.md §1
+    assert default_annual_dose_rad(650.0, 10.0) == pytest.approx(150.0, rel=DOSE_TOL_FRAC)  # physics-sources.md §1
     doses = [default_annual_dose_rad(650.0, mm) for mm in (0.5, 1, 2, 4, 8, 16, 32)]
     assert all(a > b for a, b in itertools.pairwise(doses))
     assert env().annual_dose_rad == pytest.approx(150.0, rel=DOSE_TOL_FRAC)

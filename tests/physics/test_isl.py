@@ -72,7 +72,7 @@ def test_pair_geometry_ranges_and_diagonal() -> None:
 
 
 def test_link_budget_full_rate_then_inverse_square_then_outage() -> None:
-    cfg = IslConfig()  # 1 x 800 Gbps (physics.md §1 demo), full rate to 2 km, 100 km max, 1 Gbps floor
+    cfg = IslConfig()  # 1 x 800 Gbps (physics-sources.md §1 demo), full rate to 2 km, 100 km max, 1 Gbps floor
     d = np.array([0.1, 2.0, 4.0, 20.0, 30.0, 99.0, 101.0])
     rate = link_rate_gbps(d, np.ones_like(d, bool), cfg)
     np.testing.assert_allclose(rate[:5], [800.0, 800.0, 200.0, 8.0, 800.0 * (2.0 / 30.0) ** 2], rtol=1e-12)
@@ -84,7 +84,7 @@ def test_link_budget_full_rate_then_inverse_square_then_outage() -> None:
     floor = IslConfig(min_gbps=10.0)
     assert link_rate_gbps(np.array([20.0]), np.array([True]), floor)[0] == 0.0  # 8 Gbps does not close
     tens = IslConfig(transceivers=25)
-    assert tens.max_gbps == 20_000.0  # "tens of Tbps" (physics.md §1) = tens of transceiver pairs
+    assert tens.max_gbps == 20_000.0  # "tens of Tbps" (physics-sources.md §1) = tens of transceiver pairs
 
 
 @given(st.floats(0.01, 200.0), st.floats(0.01, 200.0))

@@ -1,4 +1,4 @@
-"""Orbit, Sun, shadow and eclipse search against analytic results, physics.md figures and skyfield (DE421)."""
+"""Orbit, Sun, shadow and eclipse search against analytic results, physics-sources.md figures and skyfield (DE421)."""
 
 from __future__ import annotations
 
@@ -32,7 +32,7 @@ skyfield_data = pytest.importorskip("skyfield_data")
 from skyfield.sgp4lib import TEME
 
 # -- tolerances (units in the names) ------------------------------------------------------------------------
-INC_TOL_DEG = 0.01  # physics.md gives the SSO inclinations to 0.01 deg
+INC_TOL_DEG = 0.01  # physics-sources.md gives the SSO inclinations to 0.01 deg
 SUN_DIR_TOL_DEG = 0.01  # the issue's requirement for the Sun direction
 SUN_DIST_TOL_AU = 1e-4  # 15,000 km: 0.01 % of the flux
 SUN_INTERP_TOL_RAD = 1e-10  # Orbit.sun's knots vs the series: curvature bound 60^2/8 * 4e-14 = 2e-11 rad
@@ -40,13 +40,13 @@ SUN_INTERP_TOL_AU = 1e-12
 GMST_TOL_DEG = 0.005  # DUT1 (< 0.9 s) is ignored: 0.9 s of Earth rotation is 0.0038 deg
 LATLON_TOL_DEG = 0.005  # same, plus polar motion (~10 m)
 ALT_TOL_KM = 0.05
-PERIOD_TOL_MIN = 0.05  # physics.md quotes 97.7 min
+PERIOD_TOL_MIN = 0.05  # physics-sources.md quotes 97.7 min
 ECLIPSE_REF_TOL_S = 2.0  # the issue: entry and exit within 2 s of an independent reference
 ECLIPSE_PER_DAY_TOL_FRAC = 0.005  # the issue: eclipse minutes per day within 0.5 %
 ECLIPSE_ANALYTIC_TOL_S = 3.0  # conical 50 % crossing vs the cylindrical analytic formula (parallax, Sun radius)
 BETA_STAR_MARGIN_DEG = 0.7  # penumbra reaches a + (0.27 deg) beyond the cylindrical limit
-DAWN_DUSK_MAX_ECLIPSE_MIN = (18.5, 21.5)  # physics.md §4: "max eclipse ~20 min/orbit at 650 km"
-DAWN_DUSK_BETA_TOL_DEG = 0.3  # physics.md §4: beta 58.6..74.6 deg (rounded, derived)
+DAWN_DUSK_MAX_ECLIPSE_MIN = (18.5, 21.5)  # physics-sources.md §4: "max eclipse ~20 min/orbit at 650 km"
+DAWN_DUSK_BETA_TOL_DEG = 0.3  # physics-sources.md §4: beta 58.6..74.6 deg (rounded, derived)
 J2_RAAN_RATE_TOL_FRAC = 0.01  # J2-only vs SGP4 (J2 + J4 + drag) nodal regression
 FRACTION_TOL = 0.003  # overlap formula vs a 4,000-ray tracing of the solar disc (grid noise ~1e-3)
 
@@ -166,7 +166,7 @@ def compare_with_reference(orbit: Orbit, ref: ReferenceShadow, t1_s: float) -> t
     return worst, len(mine), mine_total, ref_total
 
 
-# -- sun-synchronous geometry (physics.md §1) -------------------------------------------------------------
+# -- sun-synchronous geometry (physics-sources.md §1) -------------------------------------------------------------
 @pytest.mark.parametrize(("alt_km", "inc_deg"), [(650.0, 97.99), (550.0, 97.59)])
 def test_sso_inclination_matches_physics_md(alt_km: float, inc_deg: float) -> None:
     assert sso_inclination_deg(alt_km) == pytest.approx(inc_deg, abs=INC_TOL_DEG)
@@ -243,7 +243,7 @@ def test_interpolated_sun_of_a_chunk_matches_the_series(t0_s: float, step_s: flo
 
 
 def test_solar_flux_swings_3_3_percent_over_the_year() -> None:
-    """physics.md §3: 1316 (aphelion) .. 1408 (perihelion) W/m2 from 1361 W/m2 at 1 AU."""
+    """physics-sources.md §3: 1316 (aphelion) .. 1408 (perihelion) W/m2 from 1361 W/m2 at 1 AU."""
     from emulator.models.environment import Environment, EnvironmentConfig
 
     env = Environment(OrbitConfig(alt_km=650, ltan_h="18:00"), EnvironmentConfig(), utc("2026-01-01T00:00:00Z"))
@@ -307,7 +307,7 @@ def _polar_orbit_with_beta(beta_deg: float, epoch: dt.datetime, alt_km: float = 
 
 
 def test_eclipse_at_beta_zero_matches_the_analytic_fraction() -> None:
-    """physics.md §4: f = acos(sqrt(h^2 + 2 R h) / (r cos beta)) / pi: 35.4 of 97.7 min at 650 km."""
+    """physics-sources.md §4: f = acos(sqrt(h^2 + 2 R h) / (r cos beta)) / pi: 35.4 of 97.7 min at 650 km."""
     epoch = utc("2026-03-20T12:00:00Z")
     orbit = _polar_orbit_with_beta(0.0, epoch)
     assert float(orbit.beta_deg(np.array([0.0]))[0]) == pytest.approx(0.0, abs=1e-6)
@@ -322,7 +322,7 @@ def test_eclipse_at_beta_zero_matches_the_analytic_fraction() -> None:
 
 
 def test_eclipse_free_beta_at_650_km_is_65_2_deg() -> None:
-    """physics.md §4: fully sunlit when beta > asin(R_E / r) = 65.2 deg at 650 km."""
+    """physics-sources.md §4: fully sunlit when beta > asin(R_E / r) = 65.2 deg at 650 km."""
     beta_star = math.degrees(math.asin(R_EARTH_KM / (R_EARTH_KM + 650.0)))
     assert beta_star == pytest.approx(65.2, abs=0.05)
     epoch = utc("2026-03-20T12:00:00Z")
@@ -387,7 +387,7 @@ def test_iss_eclipses_vs_skyfield_reference(sky: tuple) -> None:
 @pytest.mark.golden
 @pytest.mark.parametrize("epoch", ["2026-06-21T00:00:00Z", "2026-12-21T00:00:00Z"])
 def test_dawn_dusk_650_km_eclipses_vs_skyfield_reference(sky: tuple, epoch: str) -> None:
-    """Around both solstices: June has ~20 min eclipses, December none (physics.md §4); both agree with the
+    """Around both solstices: June has ~20 min eclipses, December none (physics-sources.md §4); both agree with the
     reference to 2 s."""
     ts, eph = sky
     start = utc(epoch)

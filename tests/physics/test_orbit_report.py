@@ -38,10 +38,10 @@ def test_json_records_for_a_dawn_dusk_day_in_june(capsys: pytest.CaptureFixture[
                 "penumbra_exit_utc")
         times = [e[k] for k in keys]
         assert all(t.endswith("Z") for t in times) and times == sorted(times)
-        assert 18.5 * 60 <= e["duration_s"] <= 21.5 * 60  # physics.md §4: ~20 min
+        assert 18.5 * 60 <= e["duration_s"] <= 21.5 * 60  # physics-sources.md §4: ~20 min
     for o in orbits:
         assert o["period_s"] == pytest.approx(5871.0, abs=5.0)  # nodal period at 650 km
-        assert o["beta_deg"] == pytest.approx(58.6, abs=0.3)  # physics.md §4
+        assert o["beta_deg"] == pytest.approx(58.6, abs=0.3)  # physics-sources.md §4
         assert o["eclipse_s"] == pytest.approx(full[0]["duration_s"], abs=5.0)
     s = recs[-1]
     assert s["kind"] == "sso" and s["inc_deg"] == pytest.approx(97.99, abs=0.01)

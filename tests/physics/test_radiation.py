@@ -1,5 +1,5 @@
 """Radiation: rates against their configuration (Poisson, 4 sigma), calibration against the published TPU v6e
-figures (physics.md §1), dose and degradation, scaling, ECC memory, reproducibility."""
+figures (physics-sources.md §1), dose and degradation, scaling, ECC memory, reproducibility."""
 
 from __future__ import annotations
 
@@ -19,11 +19,11 @@ from emulator.models.radiation import (
 )
 
 N_SIGMA = 4.0                       # Poisson tolerance: |n - mu| <= 4 sqrt(mu)
-SIGMA_TOL_REL = 0.10                # cross-sections vs physics.md ranges (their ends are themselves rounded)
+SIGMA_TOL_REL = 0.10                # cross-sections vs physics-sources.md ranges (their ends are themselves rounded)
 STOPPING_POWER_TOL = 0.4            # MeV cm^2/g: Bethe without shell corrections vs tabulated PSTAR (~7.8 at 67 MeV)
 DISPERSION_TOL = 0.25               # variance/mean of windowed counts: 1 for Poisson; ~0.1 sampling s.d. here
 DOSE_TOL_RAD = 1e-9
-ORBIT_RAD_PER_S = 150.0 / (365.25 * 86400)   # ~150 rad(Si)/yr behind ~10 mm Al (physics.md §1)
+ORBIT_RAD_PER_S = 150.0 / (365.25 * 86400)   # ~150 rad(Si)/yr behind ~10 mm Al (physics-sources.md §1)
 NS = 1_000_000_000
 ALL_OFF = {"rad_per_seu": None, "rad_per_mbu": None, "rad_per_sdc": None, "rad_per_sefi": None, "rad_per_sel": None}
 DEFAULT_RAD_PER = {"seu": 20.0, "mbu": 44.0, "sdc": 17.0, "sefi": 5000.0, "sel": 50000.0}
@@ -59,7 +59,7 @@ def test_bethe_stopping_power_of_67_mev_protons_in_silicon() -> None:
 
 
 @pytest.mark.parametrize(("rad_per_event", "sigma_lo", "sigma_hi"), [
-    ((14.4, 20.0), 6e-9, 9e-9),     # SDC: 1 per 14.4-20 rad <-> sigma 6-9e-9 cm^2/chip (physics.md §1)
+    ((14.4, 20.0), 6e-9, 9e-9),     # SDC: 1 per 14.4-20 rad <-> sigma 6-9e-9 cm^2/chip (physics-sources.md §1)
     ((44.0, 44.0), 3e-9, 3e-9),     # HBM UECC: 1 per 44 rad <-> sigma ~3e-9 cm^2/chip
 ])
 def test_rad_per_event_matches_published_cross_sections(rad_per_event: tuple[float, float], sigma_lo: float,
@@ -71,13 +71,13 @@ def test_rad_per_event_matches_published_cross_sections(rad_per_event: tuple[flo
 
 
 def test_sefi_cross_section_order_of_magnitude() -> None:
-    # physics.md: ~1 per 5 krad per chip, "sigma ~2e-11" (one significant figure)
+    # physics-sources.md: ~1 per 5 krad per chip, "sigma ~2e-11" (one significant figure)
     assert 1e-11 < cross_section_cm2(5000.0) < 4e-11
 
 
 @pytest.mark.parametrize(("kind", "days_lo", "days_hi"), [("sdc", 35.0, 49.0), ("mbu", 100.0, 115.0)])
 def test_orbit_intervals_match_physics_md(kind: str, days_lo: float, days_hi: float) -> None:
-    """physics.md §1 derived per-chip intervals at 150 rad/yr: SDC every ~35-49 days, HBM UECC every ~107 days."""
+    """physics-sources.md §1 derived per-chip intervals at 150 rad/yr: SDC every ~35-49 days, HBM UECC every ~107 days."""
     src = RadiationSource(RadiationConfig(), chips=1, rng=np.random.default_rng(0))
     interval_days = 1.0 / (src.rate_per_rad(kind) * ORBIT_RAD_PER_S) / 86400.0
     assert days_lo <= interval_days <= days_hi

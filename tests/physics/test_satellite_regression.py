@@ -37,7 +37,7 @@ SQUEEZED_PER_CELL_V = {"safe_v": 4.1625, "normal_v": 4.175, "full_v": 4.1875}
 SOLAR_W_M2 = 1361.0
 ECLIPSE_PHASE = (0.35, 0.72)  # a long (36 min) eclipse, to stress the pack
 SAA_PHASE = (0.10, 0.14)      # dose rate x 30
-DOSE_RAD_S = 4.75e-6          # ~150 rad/yr behind 10 mm Al (physics.md §1)
+DOSE_RAD_S = 4.75e-6          # ~150 rad/yr behind 10 mm Al (physics-sources.md §1)
 
 
 @dataclass(frozen=True)

@@ -212,5 +212,14 @@ def test_markdown_of_the_system_topics_covers_every_topic() -> None:
     md = cat.markdown()
     for spec in cat:
         assert f"#### `{spec.topic}`" in md
-    assert md.count("| field | type | unit | valid | meaning |") == len(list(cat))
+    # one table per topic, one per command's reply data, one per nested map shape (error, faults[], ...)
+    sections = md.split("#### ")[1:]
+    assert len(sections) == len(list(cat))
+    for section in sections:
+        topic = section.split("`", 2)[1]
+        tables = section.count("| field | type | unit | valid | meaning |")
+        if cat.get(topic).kind == "command":
+            assert "Reply `data`:" in section and tables >= 2, topic
+        else:
+            assert tables >= 1, topic
     assert "| (none) | | | | |" in md  # topics without payload fields say so
