@@ -125,14 +125,15 @@ class Supply:
                         first, exc)
 
     def close(self) -> None:
-        res, rm = self._res, self._rm
+        """Close this channel's session. The ResourceManager stays open: pyvisa hands every caller the same one
+        per backend, and closing it would close every other supply's session too."""
+        res = self._res
         self._res = self._rm = None
-        for thing in (res, rm):
-            if thing is not None:
-                try:
-                    thing.close()
-                except Exception as exc:  # noqa: BLE001 (closing a broken session must not raise)
-                    log.debug("%s: close: %s", self.name, exc)
+        if res is not None:
+            try:
+                res.close()
+            except Exception as exc:  # noqa: BLE001 (closing a broken session must not raise)
+                log.debug("%s: close: %s", self.name, exc)
 
     # -- lines -----------------------------------------------------------------------------------------------
     def _pace(self) -> None:
