@@ -64,6 +64,7 @@ class ScpiSupplySim:
         self.lock = threading.RLock()
         self.connections = 0
         self.refuse = False
+        self.max_v, self.max_a = MAX_V, MAX_A
         self._server: socketserver.ThreadingTCPServer | None = None
         self._clients: set = set()
 
@@ -174,7 +175,8 @@ class ScpiSupplySim:
                 if n is None:
                     return None
                 value = float(m.group(2))
-                limit = MAX_V * 1.1 if m.group(1) == "VOLT:PROT" else MAX_V if m.group(1) == "VOLT" else MAX_A
+                limit = (self.max_v * 1.1 if m.group(1) == "VOLT:PROT" else self.max_v if m.group(1) == "VOLT"
+                         else self.max_a)
                 if not 0 <= value <= limit:
                     self.errors.append('-222,"Data out of range"')
                     return None
