@@ -53,6 +53,8 @@ CC_SAG_V = 0.05
 SHUTDOWN_S = 10.0
 #: the guard process must say it is ready within this (s): it imports pyvisa and checks its spec
 GUARD_READY_S = 20.0
+#: the interpreter's thread switch interval while supplies run (s): see SupplyBench.start
+SWITCH_INTERVAL_S = 0.0005
 
 
 class Timing:
@@ -380,6 +382,7 @@ class SupplyBench:
         self._guard_task: asyncio.Task[None] | None = None
         self._remove_observer: Callable[[], None] | None = None
         self._remove_clock_guard: Callable[[], None] | None = None
+        self._switch_s: float | None = None
 
     def check_clock(self, mode: str, speed: float) -> None:
         why = realtime_problem(mode, speed)
@@ -410,12 +413,19 @@ class SupplyBench:
             raise
         self._remove_observer = self.emu.add_observer(self._on_step)
         self._remove_clock_guard = self.emu.add_clock_guard(self.check_clock)
+        # the supplies' worker threads need the GIL at once when an instrument answers, also while the event loop
+        # spins toward a step deadline (clock.WallSource): hand it over after 0.5 ms instead of Python's 5 ms
+        self._switch_s = sys.getswitchinterval()
+        sys.setswitchinterval(min(self._switch_s, SWITCH_INTERVAL_S))
 
     def _on_step(self, t_ns: int) -> None:
         for lp in self.loops:
             lp.on_step(t_ns)
 
     async def aclose(self) -> None:
+        if self._switch_s is not None:
+            sys.setswitchinterval(self._switch_s)
+            self._switch_s = None
         if self._remove_observer is not None:
             self._remove_observer()
             self._remove_observer = None
