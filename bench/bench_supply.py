@@ -22,6 +22,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -59,7 +60,7 @@ def baseline(sim: ScpiSupplySim) -> list[float]:
     return out
 
 
-async def flatsat(sim: ScpiSupplySim) -> dict[str, list[float]]:
+async def flatsat(sim: ScpiSupplySim) -> dict[str, Any]:
     cfg = supply_config(sim.resource, min_off_s=0.05, readback_hz=20.0)
     cut_to_off_inst: list[float] = []
     inject_to_off: list[float] = []
@@ -83,7 +84,7 @@ async def flatsat(sim: ScpiSupplySim) -> dict[str, list[float]]:
             await emu.wait_for(lambda: sim.ch[1].on, within_s=2.0, what="output back on")
             await emu.run_for(0.2)
         st = emu.stats_snapshot()["supplies"]["psu"]
-    return {"cut_to_off_inst": cut_to_off_inst, "inject_to_off": inject_to_off, "stats": [st]}  # type: ignore[dict-item]
+    return {"cut_to_off_inst": cut_to_off_inst, "inject_to_off": inject_to_off, "stats": st}
 
 
 def main() -> int:
@@ -94,7 +95,7 @@ def main() -> int:
         res = asyncio.run(flatsat(sim))
     finally:
         sim.stop()
-    st = res.pop("stats")[0]  # type: ignore[index]
+    st = res.pop("stats")
     print(f"bench supply latency, loopback SCPI socket, {TRIPS} rail cuts at 10 ms physics steps (ms)")
     print(f"{'':52s} {'p50':>8s} {'p99':>8s} {'max':>8s}")
     rows = [("baseline: raw pyvisa OUTP OFF + *OPC?", base),

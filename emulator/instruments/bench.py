@@ -27,6 +27,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import subprocess
 import sys
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -378,7 +380,7 @@ class SupplyBench:
             raise ConfigError(str(exc), field="bench.supply") from None
         self.emu = emu
         self.loops = [SupplyLoop(s, emu, name) for s, name in zip(supplies, names, strict=True)]
-        self._guard: asyncio.subprocess.Process | None = None
+        self._guard: subprocess.Popen[bytes] | None = None
         self._guard_task: asyncio.Task[None] | None = None
         self._remove_observer: Callable[[], None] | None = None
         self._remove_clock_guard: Callable[[], None] | None = None
@@ -440,43 +442,54 @@ class SupplyBench:
     async def _start_guard(self, guarded: list[SupplyConfig]) -> None:
         watchdog_s = min(s.watchdog_s for s in guarded)
         spec = {"watchdog_s": watchdog_s, "supplies": [s.model_dump(mode="json") for s in guarded]}
-        # its own session: a Ctrl-C in the terminal reaches the emulator (which switches off cleanly), not the guard
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "emulator.instruments.guard", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, start_new_session=True)
+        # a plain Popen, not an asyncio subprocess: asyncio kills a child that still runs when its transport closes,
+        # and the guard must outlive this process. Its own session: a Ctrl-C in the terminal reaches the emulator
+        # (which switches off cleanly and says bye), not the guard.
+        argv = [sys.executable, "-m", "emulator.instruments.guard"]
+        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,  # noqa: ASYNC220 (fork+exec, once)
+                                start_new_session=True)
         self._guard = proc
         assert proc.stdin is not None and proc.stdout is not None
         proc.stdin.write(json.dumps(spec).encode() + b"\n")
-        await proc.stdin.drain()
+        proc.stdin.flush()
         try:
-            line = await asyncio.wait_for(proc.stdout.readline(), GUARD_READY_S)
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), GUARD_READY_S)
         except TimeoutError:
             line = b""
         if line.strip() != b"ready":
             await self._stop_guard(clean=True)
             raise InstrumentError(f"bench.supply: the guard process did not start (it said {line!r}); see its "
                                   "message above")
-        period_s = watchdog_s / 4
-        self._guard_task = asyncio.create_task(self._heartbeat(period_s), name="flatsat-supply-guard")
+        os.set_blocking(proc.stdin.fileno(), False)   # a heartbeat never blocks the event loop
+        self._guard_task = asyncio.create_task(self._heartbeat(watchdog_s / 4), name="flatsat-supply-guard")
         log.info("supply guard running (pid %d): outputs go off if this process dies or stalls for %.1f s",
                  proc.pid, watchdog_s)
 
+    def _guard_say(self, word: bytes) -> bool:
+        proc = self._guard
+        if proc is None or proc.stdin is None:
+            return False
+        try:
+            os.write(proc.stdin.fileno(), word + b"\n")
+        except BlockingIOError:
+            return True   # the pipe is full of heartbeats the guard has not read: it is alive, or its timer trips
+        except (BrokenPipeError, OSError, ValueError):
+            return False
+        return True
+
     async def _heartbeat(self, period_s: float) -> None:
         proc = self._guard
-        assert proc is not None and proc.stdin is not None
+        assert proc is not None
         wall = self.emu.clock.wall
         while True:
-            if proc.returncode is not None:
+            if proc.poll() is not None:
                 reason = f"the supply guard exited ({proc.returncode}): outputs were switched off by it"
                 for lp in self.loops:
                     await lp._try_off()
                 self.emu.request_stop(reason)
                 return
-            try:
-                proc.stdin.write(b"h\n")
-                await proc.stdin.drain()
-            except (ConnectionError, OSError) as exc:
-                self.emu.request_stop(f"the supply guard is gone ({exc})")
+            if not self._guard_say(b"h"):
+                self.emu.request_stop("the supply guard is gone (its pipe is closed)")
                 return
             await wall.sleep_until(wall.now_ns() + round(period_s * NS_PER_S))
 
@@ -486,19 +499,21 @@ class SupplyBench:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._guard_task
             self._guard_task = None
-        proc, self._guard = self._guard, None
+        proc = self._guard
         if proc is None:
             return
-        with contextlib.suppress(ConnectionError, OSError, RuntimeError):
-            if proc.stdin is not None:
-                if clean:
-                    proc.stdin.write(b"bye\n")
-                    await proc.stdin.drain()
-                proc.stdin.close()
+        if clean:
+            self._guard_say(b"bye")
+        self._guard = None
+        for pipe in (proc.stdin, proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
         try:
-            await asyncio.wait_for(proc.wait(), 60 if not clean else 10)
-        except TimeoutError:
-            log.error("supply guard (pid %d) did not exit", proc.pid)
+            # unclean: the guard is switching the outputs off now; wait for its word (it logs to stderr)
+            await asyncio.to_thread(proc.wait, 10.0 if clean else 60.0)
+        except subprocess.TimeoutExpired:
+            log.error("supply guard (pid %d) did not exit; it goes on by itself", proc.pid)
 
     # -- figures -------------------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:

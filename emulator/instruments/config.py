@@ -129,7 +129,8 @@ class SupplyConfig(_Strict):
     def _resource(cls, v: str) -> str:
         if not v.upper().startswith(RESOURCE_PREFIXES):
             raise ValueError(f"not a VISA resource string: {v!r}; e.g. TCPIP::192.168.1.20::INSTR, "
-                             "TCPIP::192.168.1.20::5025::SOCKET, ASRL/dev/ttyUSB0::INSTR, USB0::0x2A8D::0x1102::MY123::INSTR")
+                             "TCPIP::192.168.1.20::5025::SOCKET, ASRL/dev/ttyUSB0::INSTR, "
+                             "USB0::0x2A8D::0x1102::MY123::INSTR")
         return v
 
     @field_validator("driver")
