@@ -208,3 +208,25 @@ async def test_the_loop_never_runs_on_a_model_without_supply_support() -> None:
     with pytest.raises(ConfigError, match="cannot be powered from a bench supply"):
         async with Emulator(Lamp(), cfg.run, board_url=None, control_url=None):
             pass
+
+
+async def test_two_supplies_play_two_rails(sim: ScpiSupplySim) -> None:
+    from supply_setup import raw_config
+
+    raw = raw_config(sim.resource)
+    raw.pop("links")
+    raw["power"]["loads"].append({"name": "mcu", "rail": "comms_5v", "source": "supply"})
+    one = raw["bench"]["supply"]
+    raw["bench"]["supply"] = [one, {**one, "name": "mcu-psu", "channel": 2, "rail": "comms_5v", "max_v": 5.5,
+                                    "max_a": 1.0}]
+    sim.ch[2].load_ohm = 10.0   # 0.5 A at 5 V
+    cfg = load_config(None, {"links.board": None, "links.control": None}, data=raw)
+    async with Emulator.from_config(cfg) as emu:
+        await emu.run_for(0.5)
+        rails = emu.truth()["satellite"]["power"]["rails"]
+        stats = emu.stats_snapshot()["supplies"]
+        assert sim.ch[1].on and sim.ch[1].v_set == 12.0
+        assert sim.ch[2].on and sim.ch[2].v_set == 5.0 and sim.ch[2].i_set == pytest.approx(1.0)  # max_a caps it
+        assert rails["comms_5v"]["current_a"] > 0.5   # the fixed radio load plus the measured 0.5 A
+        assert stats["mcu-psu"]["meas_a"] == pytest.approx(0.5)
+    assert not sim.ch[1].on and not sim.ch[2].on

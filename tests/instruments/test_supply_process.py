@@ -62,11 +62,12 @@ def guard_pids(parent: int) -> list[int]:
             if line.split()[1] == str(parent) and "emulator.instruments.guard" in line]
 
 
-def test_sigterm_switches_the_output_off(tmp_path: Path, sim: ScpiSupplySim) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_sigterm_or_ctrl_c_switches_the_output_off(tmp_path: Path, sim: ScpiSupplySim, sig: int) -> None:
     proc = start(tmp_path, sim, guard=True)
     guards = guard_pids(proc.pid)
     assert len(guards) == 1
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=START_WAIT_S)
     assert proc.returncode == 0, err.decode(errors="replace")[-2000:]
     assert not sim.ch[1].on
