@@ -262,7 +262,7 @@ class Supply:
         except InstrumentError:
             self.close()
             raise
-        self._save()
+        self.saved = self.read_settings()
         was_on = bool(self.saved.get("output"))
         self.output_off()
         if was_on:
@@ -276,9 +276,11 @@ class Supply:
                         self.name, self.dialect.title, self.cfg.max_v)
         return was_on
 
-    def _save(self) -> None:
+    def read_settings(self) -> dict[str, Any]:
+        """The channel's set points, OVP level and output state, as far as the dialect can query them (queries
+        only: nothing changes)."""
         d = self.dialect
-        self.saved = {}
+        found: dict[str, Any] = {}
         for key, q, parse in (("voltage_v", d.query_voltage, None), ("current_a", d.query_current, None),
                               ("ovp_v", d.query_ovp, None), ("output", d.query_output, parse_bool)):
             if q is None:
@@ -288,7 +290,8 @@ class Supply:
             reply = self.query(line)
             if reply is None:
                 continue
-            self.saved[key] = parse(reply) if parse else parse_float(line, reply)
+            found[key] = parse(reply) if parse else parse_float(line, reply)
+        return found
 
     def switch_on(self, volts: float, amps: float) -> tuple[float, float]:
         """Set the voltage and the current limit, then the output on; returns what was sent (clamped)."""

@@ -230,3 +230,23 @@ async def test_two_supplies_play_two_rails(sim: ScpiSupplySim) -> None:
         assert rails["comms_5v"]["current_a"] > 0.5   # the fixed radio load plus the measured 0.5 A
         assert stats["mcu-psu"]["meas_a"] == pytest.approx(0.5)
     assert not sim.ch[1].on and not sim.ch[2].on
+
+
+def test_check_tool_reads_without_changing_anything(sim: ScpiSupplySim, tmp_path, capsys) -> None:
+    import tomli_w
+    from supply_setup import raw_config
+
+    from emulator.instruments.__main__ import main
+
+    path = tmp_path / "bench.toml"
+    path.write_bytes(tomli_w.dumps(raw_config(sim.resource)).encode())
+    sim.ch[1].v_set, sim.ch[1].on = 3.3, True
+    assert main(["check", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "matches /^Keysight Technologies,E363" in out and "voltage_v 3.3" in out
+    assert "current limit 2.200 A" in out and "the output is ON" in out
+    assert all(line.endswith("?") or "? " in line for line in sim.sent())   # queries only
+    assert sim.ch[1].on and sim.ch[1].v_set == 3.3
+    sim.idn = "ACME,PS-3005,1,1"
+    assert main(["check", "--config", str(path)]) == 1
+    assert "FAILED" in capsys.readouterr().out
