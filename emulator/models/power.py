@@ -209,6 +209,13 @@ class LoadConfig(_Strict):
     source: Literal["fixed", "supply"] = "fixed"
     thermal_node: str = "structure"
 
+    @model_validator(mode="after")
+    def _power(self) -> LoadConfig:
+        if self.source == "fixed" and "power_w" not in self.model_fields_set:
+            raise ValueError(f"load {self.name!r}: a fixed load needs power_w (W); a board measured by a bench "
+                             "supply is source = 'supply'")
+        return self
+
 
 class ShedConfig(_Strict):
     """Battery-voltage thresholds of the mode machine (pack volts). None: P31u per-cell value x cells_series."""

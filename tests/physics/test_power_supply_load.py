@@ -116,6 +116,12 @@ def test_regulated_rail_browns_out_below_its_converter_headroom() -> None:
     assert raw.v_out == pytest.approx(5.3)
 
 
+def test_a_fixed_load_still_needs_its_power() -> None:
+    with pytest.raises(ValidationError, match="a fixed load needs power_w"):
+        LoadConfig(name="radio", rail="comms")
+    assert LoadConfig(name="board", rail="payload", source="supply").power_w == 0.0
+
+
 def test_dropout_only_on_regulated_rails() -> None:
     with pytest.raises(ValidationError, match="dropout_v is the headroom"):
         RailConfig(name="x", kind="unregulated", dropout_v=0.3, rating_w=1, current_limit_a=1)
