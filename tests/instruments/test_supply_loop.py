@@ -44,10 +44,10 @@ def closure(bal: dict[str, float]) -> float:
 
 async def test_closed_loop_short_trips_the_limiter_and_the_output_goes_off(sim: ScpiSupplySim) -> None:
     cfg = supply_config(sim.resource)
-    released: list[tuple[int, bool]] = []   # (wall ns, payload tripped) at every step's release
+    released: list[tuple[int, bool, int]] = []   # (wall ns, payload tripped, clock lag ns) at every step's release
     async with Emulator.from_config(cfg) as emu:
         pay = emu.model.power.rail("payload")
-        emu.add_observer(lambda t: released.append((time.monotonic_ns(), pay.tripped)))
+        emu.add_observer(lambda t: released.append((time.monotonic_ns(), pay.tripped, emu.clock.stats.lag_ns)))
         await emu.run_for(1.0)
         # model -> supply: the rail's 12 V, the limiter's 2 A plus 10 %, output on
         ch = sim.ch[1]
@@ -65,11 +65,15 @@ async def test_closed_loop_short_trips_the_limiter_and_the_output_goes_off(sim: 
         links = emu.links_sample()["supplies"]["psu"]
         bal = emu.model.power.balance()
 
-    trip_release_ns = next(t for t, tripped in released if tripped)
+    trip_release_ns = next(t for t, tripped, _ in released if tripped)
     offs = sim.offs_after(trip_release_ns)
     assert offs, "the supply's output never went off"
-    assert (offs[0] - trip_release_ns) / 1e9 < CUT_TO_OFF_BOUND_S
-    assert stats["cut_to_off"]["n"] == 1 and stats["cut_to_off"]["max_ms"] < CUT_TO_OFF_BOUND_S * 1000
+    # the bound holds while the emulator keeps real time: if this (shared, loaded) machine stalled the process
+    # after the trip, the steps released meanwhile were late by as much, and so may the supply be (sim.clock lag)
+    stall_s = max(lag for t, _, lag in released if trip_release_ns <= t <= offs[0] + 100_000_000) / 1e9
+    assert (offs[0] - trip_release_ns) / 1e9 < CUT_TO_OFF_BOUND_S + stall_s
+    assert stats["cut_to_off"]["n"] == 1
+    assert stats["cut_to_off"]["max_ms"] < (CUT_TO_OFF_BOUND_S + stall_s) * 1000
     assert stats["readback"]["n"] >= 15 and stats["set"]["n"] >= 2
     assert stats["errors"] == 0 and stats["is_up"] is True
     assert set(links) >= {"is_up", "lag_s", "set_ms", "readback_ms", "cut_to_off_ms"}
