@@ -74,7 +74,7 @@ async def flatsat(sim: ScpiSupplySim) -> dict[str, Any]:
             t_inj = time.monotonic_ns()
             fid = emu.inject_fault("eps.rail.short", {"rail": "payload", "extra_a": 5.0})
             await emu.wait_for(lambda: pay.tripped, within_s=1.0, what="trip")
-            await emu.wait_for(lambda: bool(sim.offs_after(t_inj)), within_s=1.0, what="output off")
+            await emu.wait_for(lambda t0=t_inj: bool(sim.offs_after(t0)), within_s=1.0, what="output off")
             t_rel = next(t for t, tripped in released if tripped)
             off = sim.offs_after(t_inj)[0]
             cut_to_off_inst.append((off - t_rel) / 1e6)
