@@ -66,6 +66,12 @@ class WallSource:
     async def yield_(self) -> None:
         await asyncio.sleep(0)
 
+    def block_until(self, wall_ns: int) -> None:
+        """Block the calling *worker thread* until a wall instant (instrument I/O pacing; never the event loop)."""
+        remaining = wall_ns - time.monotonic_ns()
+        if remaining > 0:
+            time.sleep(remaining / NS_PER_S)
+
 
 class VirtualWall(WallSource):
     """A wall clock for tests: sleeping jumps the time forward at once.
@@ -91,6 +97,9 @@ class VirtualWall(WallSource):
     async def yield_(self) -> None:
         self._now_ns += self.work_ns
         await asyncio.sleep(0)
+
+    def block_until(self, wall_ns: int) -> None:
+        self._now_ns = max(self._now_ns, wall_ns)
 
 
 @dataclass

@@ -17,10 +17,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emulator.clock import ClockMode
 from emulator.errors import ConfigError, suggest
+from emulator.instruments.config import (
+    SupplyConfig,
+    as_list,
+    check_against_satellite,
+    check_unique,
+    realtime_problem,
+)
 
 RUN_TABLES = ("sim", "links", "telemetry", "record", "bench")
 
@@ -91,6 +98,19 @@ class BenchConfig(_Strict):
     #: shell commands run when the payload rail is cut / restored (e.g. a USB relay or uhubctl)
     power_off_cmd: str | None = None
     power_on_cmd: str | None = None
+    #: programmable supplies that play rails of the bus (``[bench.supply]`` or ``[[bench.supply]]``; docs/hardware.md)
+    supply: list[SupplyConfig] = Field(default_factory=list)
+
+    @field_validator("supply", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return as_list(v)
+
+    @field_validator("supply")
+    @classmethod
+    def _unique(cls, v: list[SupplyConfig]) -> list[SupplyConfig]:
+        check_unique(v)
+        return v
 
 
 class RunConfig(_Strict):
@@ -99,6 +119,14 @@ class RunConfig(_Strict):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     record: RecordConfig = Field(default_factory=RecordConfig)
     bench: BenchConfig = Field(default_factory=BenchConfig)
+
+    @model_validator(mode="after")
+    def _supplies_need_real_time(self) -> RunConfig:
+        if self.bench.supply:
+            why = realtime_problem(str(self.sim.mode), self.sim.speed)
+            if why:
+                raise ValueError(f"bench.supply: {why}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -125,6 +153,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     except ValidationError as exc:
         valid = list(RUN_TABLES) + list(SatelliteConfig.model_fields)
         raise config_error(exc, SatelliteConfig, source, extra_valid=valid, labels=by_path) from None
+    if run.bench.supply:
+        try:
+            check_against_satellite(run.bench.supply, sat)
+        except ValueError as exc:
+            raise ConfigError(f"{source}: {exc}", field="bench.supply") from None
     return Config(run=run, satellite=sat, source=source)
 
 

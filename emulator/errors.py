@@ -16,6 +16,8 @@
      |    +-- RateLimitedError                               a peer over its request rate limit
      +-- CommandError                                        a valid message the model refuses
      +-- ModelError                                          physics misuse (bad state or input)
+     +-- InstrumentError                                     a bench instrument refused a command or the start
+     |    +-- InstrumentLostError                            its connection broke (or it stopped answering)
      +-- SimTimeoutError                  (also TimeoutError) sim-time deadline
 
 Errors that concern one field carry ``field`` (a dotted path such as ``payload.rail``) and,
@@ -109,6 +111,22 @@ class CommandError(EmulatorError):
 
 class ModelError(EmulatorError):
     code = "model"
+
+
+class InstrumentError(EmulatorError):
+    """A bench instrument (a supply) refused to start, reported an error, or answered nonsense. ``command`` is the
+    SCPI line that caused it, where one did."""
+
+    code = "instrument"
+
+    def __init__(self, message: str, *, command: str | None = None, field: str | None = None,
+                 valid: Iterable[Any] | None = None) -> None:
+        super().__init__(message, field=field, valid=valid)
+        self.command = command
+
+
+class InstrumentLostError(InstrumentError):
+    code = "instrument_lost"
 
 
 class SimTimeoutError(EmulatorError, TimeoutError):

@@ -176,6 +176,9 @@ class Emulator:
         self._unflushed = False
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._events: list[tuple[str, dict[str, Any]]] = []
+        #: bench supplies playing rails ([bench.supply]; emulator.instruments.bench.SupplyBench), started by start()
+        self.supplies: Any = None
+        self._clock_guards: list[Callable[[str, float], None]] = []
 
         self.interface = model.interface()
         self.catalogue = Catalogue(system_topics())
@@ -249,8 +252,10 @@ class Emulator:
         c["clock.resume"] = lambda p: (self.clock.resume(), self.clock.status())[1]
         c["clock.step"] = lambda p: {"limit_ns": self.clock.step(round(p.duration_s * NS_PER_S))}
         c["clock.run_until"] = lambda p: (self.clock.run_until(round(p.t_s * NS_PER_S)), self.clock.status())[1]
-        c["clock.set_speed"] = lambda p: (self.clock.set_speed(p.speed), self.clock.status())[1]
-        c["clock.set_mode"] = lambda p: (self.clock.set_mode(p.mode, p.speed), self.clock.status())[1]
+        c["clock.set_speed"] = lambda p: (self._check_clock(None, p.speed), self.clock.set_speed(p.speed),
+                                          self.clock.status())[2]
+        c["clock.set_mode"] = lambda p: (self._check_clock(p.mode, p.speed), self.clock.set_mode(p.mode, p.speed),
+                                         self.clock.status())[2]
         c["clock.status"] = lambda p: self.clock.status()
         c["truth.get"] = lambda p: self.truth()
         c["fault.list"] = lambda p: {"faults": self.fault_list()}
@@ -269,6 +274,17 @@ class Emulator:
         await self.aclose()
 
     async def start(self) -> None:
+        if self.run_config.bench.supply:
+            # first: a supply that refuses (identity, limits, mode) stops the start before anything listens
+            from emulator.instruments.bench import SupplyBench
+
+            self.supplies = SupplyBench(self, self.run_config.bench.supply)
+            try:
+                await self.supplies.start()
+            except BaseException:
+                self.supplies = None
+                await self.aclose()
+                raise
         if self._record_path:
             max_mb = self.run_config.record.max_mb
             self.recorder = Recorder(self._record_path, meta={
@@ -297,6 +313,9 @@ class Emulator:
 
     async def aclose(self) -> None:
         self._stop.set()
+        if self.supplies is not None:  # outputs off before anything else
+            supplies, self.supplies = self.supplies, None
+            await supplies.aclose()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -331,6 +350,20 @@ class Emulator:
     @property
     def control_url(self) -> str | None:
         return str(self.control_link.url) if self.control_link is not None else None
+
+    def add_clock_guard(self, check: Callable[[str, float], None]) -> Callable[[], None]:
+        """``check(mode, speed)`` runs before a control-plane clock change and may refuse it (raise CommandError);
+        returns a function that removes it. Bench supplies use it: they need real time."""
+        self._clock_guards.append(check)
+        return lambda: self._clock_guards.remove(check)
+
+    def _check_clock(self, mode: str | None, speed: float | None) -> None:
+        clock = self.clock
+        new_mode = str(mode) if mode is not None else (
+            "scaled" if speed is not None and speed != 1.0 else str(clock.mode))
+        new_speed = 1.0 if new_mode == "realtime" else (speed if speed is not None else clock.speed)
+        for check in list(self._clock_guards):
+            check(new_mode, new_speed)
 
     def add_observer(self, callback: Callable[[int], None]) -> Callable[[], None]:
         """Call ``callback(t_ns)`` after every physics step; returns a function that removes it."""
@@ -681,6 +714,8 @@ class Emulator:
                          "refused": dict(sorted(self.stats.refused[name].items()))}
         out["boards"] = {k: _copy_board(v) for k, v in self.stats.board_links.items()}
         out["boards_evicted"] = self.stats.board_links.evicted
+        if self.supplies is not None:
+            out["supplies"] = self.supplies.links_sample()
         return out
 
     def _cmd_board_command(self, p: Any) -> dict[str, Any]:
@@ -782,6 +817,8 @@ class Emulator:
                 out[name]["url"] = str(link.url)
         if self.recorder is not None:
             out["recorded"] = self.recorder.records
+        if self.supplies is not None:
+            out["supplies"] = self.supplies.stats()
         return out
 
     # -- link budget and bench hooks ---------------------------------------------------------

@@ -483,6 +483,8 @@ class AcceleratorBoard:
         self._supply_good = False
         self._supply_v = 0.0
         self._announced_on = False
+        #: times the board lost power (every accel.power {on: false}): a bench supply cuts its output for each
+        self.power_offs = 0
         self._thermal_latched = False
         self._boot_left_s = 0.0
         self._latch_t_ns = 0
@@ -548,6 +550,8 @@ class AcceleratorBoard:
         on = self._supply_good and self.state is not FAILED and not self._thermal_latched
         if on != self._announced_on:
             self._announced_on = on
+            if not on:
+                self.power_offs += 1
             self._events.append(("accel.power", {"on": on, "reason": reason}))
 
     def _boot(self, reason: str) -> None:
@@ -555,6 +559,17 @@ class AcceleratorBoard:
         self._boot_left_s = self.config.boot_s
         self._ext_reported = False
         self._ext_power_w = self.config.external_default_power_w
+
+    @property
+    def powered(self) -> bool:
+        """The board has power as the last ``accel.power`` said: its rail is good and it is not shut down
+        (thermal shutdown, failed) in a way that only a power cycle (or nothing) ends."""
+        return self._announced_on
+
+    @property
+    def latchup_w(self) -> float:
+        """Extra draw of a latch-up at the present supply voltage (0.0 unless latched up)."""
+        return self.rad_config.sel_current_a * self._supply_v if self.state is LATCHED_UP else 0.0
 
     # -- the step --------------------------------------------------------------------------------------------------
     def step(self, t_ns: int, dt_s: float, *, supply_v: float, die_temp_degc: float, dose_rate_rad_s: float,

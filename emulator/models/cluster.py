@@ -217,6 +217,10 @@ def load_cluster_config(path: str | Path | None = None, overrides: dict[str, Any
     Everything is validated, including the members' cross references (:func:`resolve_members`)."""
     raw, source = read_raw(path, overrides, data)
     run = split_run(raw, source)
+    if run.bench.supply:
+        raise ConfigError(f"{source}: [bench.supply] powers one real board from one satellite's bus; a cluster run "
+                          "has no single bus to play (run that member as a single-satellite config instead)",
+                          field="bench.supply")
     cluster_raw = raw.pop("cluster", None)
     if cluster_raw is None:
         raise ConfigError(f"{source}: no [cluster] table: a cluster config needs one (name, formation or members)",
@@ -232,6 +236,11 @@ def load_cluster_config(path: str | Path | None = None, overrides: dict[str, Any
     except ValidationError as exc:
         valid = [*RUN_TABLES, "cluster", *SatelliteConfig.model_fields]
         raise config_error(exc, SatelliteConfig, source, extra_valid=valid) from None
+    supplied = [ld.name for ld in sat.power.loads if ld.source == "supply"]
+    if supplied:
+        raise ConfigError(f"{source}: power.loads {', '.join(supplied)}: source = 'supply' (a board on a bench "
+                          "supply) is for single-satellite runs; a cluster member's loads are fixed",
+                          field="power.loads")
     cfg = ClusterConfig(satellite=sat, cluster=spec)
     resolve_members(cfg)
     return ClusterRunConfig(run=run, config=cfg, source=source)

@@ -159,6 +159,10 @@ class RailConfig(_Strict):
     #: "regulated": a DC/DC converter at voltage_v; "unregulated": a switch on the battery bus
     kind: Literal["regulated", "unregulated"] = "regulated"
     voltage_v: float | None = Field(None, gt=0, le=100)
+    #: regulated rails: the converter's dropout (input headroom it needs above voltage_v). With the bus below
+    #: voltage_v + dropout_v the output browns out and follows bus_v - dropout_v (a buck in dropout). None: an
+    #: ideal converter that holds voltage_v whatever the bus (a buck-boost; the hardware cut-off ends it)
+    dropout_v: float | None = Field(None, ge=0, le=100)
     #: converter efficiency; ~0.9 typical buck/boost at load (not in physics-sources.md: chosen), switch ~0.99
     efficiency: float = Field(0.9, gt=0, le=1)
     #: converter output rating; the P31u 5 V rail is <= 4 A (20 W), 3.3 V <= 5 A (physics-sources.md §3)
@@ -185,16 +189,32 @@ class RailConfig(_Strict):
             raise ValueError(f"rail {self.name!r}: a regulated rail needs voltage_v (e.g. 3.3, 5.0, 12.0)")
         if self.kind == "unregulated" and self.voltage_v is not None:
             raise ValueError(f"rail {self.name!r}: an unregulated rail follows the battery; leave voltage_v out")
+        if self.kind == "unregulated" and self.dropout_v is not None:
+            raise ValueError(f"rail {self.name!r}: dropout_v is the headroom of a regulated rail's converter; an "
+                             "unregulated rail has none (leave dropout_v out)")
         return self
 
 
 class LoadConfig(_Strict):
-    """A constant-power load (OBC, radio, ...) on a rail; its power ends up as heat in thermal_node."""
+    """A load on a rail (OBC, radio, ...); its power ends up as heat in thermal_node.
+
+    ``source = "fixed"``: it draws ``power_w``, constant. ``source = "supply"``: a real board powered by a bench
+    supply that plays this rail; it draws what the supply measures, an input set from outside the model with
+    :meth:`PowerSystem.set_supply_load` (``power_w`` is its draw until the first reading, usually 0).
+    """
 
     name: str = Field(min_length=1)
     rail: str
-    power_w: float = Field(ge=0, le=100000)
+    power_w: float = Field(0.0, ge=0, le=100000)
+    source: Literal["fixed", "supply"] = "fixed"
     thermal_node: str = "structure"
+
+    @model_validator(mode="after")
+    def _power(self) -> LoadConfig:
+        if self.source == "fixed" and "power_w" not in self.model_fields_set:
+            raise ValueError(f"load {self.name!r}: a fixed load needs power_w (W); a board measured by a bench "
+                             "supply is source = 'supply'")
+        return self
 
 
 class ShedConfig(_Strict):
@@ -318,7 +338,10 @@ class _Rail:
     __slots__ = (
         "cfg",
         "cmd_on",
+        "cuts",
+        "dropout_v",
         "eff",
+        "follows_bus",
         "frac",
         "good_s",
         "heat_w",
@@ -353,6 +376,10 @@ class _Rail:
         self.idx = idx
         self.regulated = cfg.kind == "regulated"
         self.v_nom = cfg.voltage_v or 0.0
+        #: the output voltage follows the bus: unregulated, or a regulated converter that can brown out
+        self.dropout_v = cfg.dropout_v
+        self.follows_bus = not self.regulated or cfg.dropout_v is not None
+        self.cuts = 0  # times the output went from on to off (switched, tripped, shed, cut off)
         self.eff = cfg.efficiency
         self.limit_a = cfg.current_limit_a
         self.trip_s = cfg.trip_delay_s
@@ -377,6 +404,17 @@ class _Rail:
         self.frac = 0.0
         self.heat_w = 0.0  # converter loss + power dissipated in a short, over the last step
         self.q_demand_w = -1.0  # demand at the last quiet probe (PowerSystem._probe_quiet)
+
+
+def _rail_v(r: _Rail, bus_v: float) -> float:
+    """Output voltage of a conducting rail whose output follows the bus: the bus itself (unregulated), or the set
+    point while the converter has its headroom, bus - dropout below that (browned out)."""
+    if not r.regulated:
+        return bus_v
+    v = bus_v - r.dropout_v  # type: ignore[operator]  # follows_bus and regulated: dropout_v is set
+    if v >= r.v_nom:
+        return r.v_nom
+    return max(0.0, v)
 
 
 class PowerSystem:
@@ -414,7 +452,7 @@ class PowerSystem:
         self._array_gains()
 
         self.rails = [_Rail(r, i) for i, r in enumerate(config.rails)]
-        self._unregulated = [r for r in self.rails if not r.regulated]
+        self._bus_following = [r for r in self.rails if r.follows_bus]
         self._out_mode = -1
         self._rails_dirty = True
         # quiet rails: outputs that cannot change until their demand, the mode or a command changes are not
@@ -430,8 +468,14 @@ class PowerSystem:
         self.quiet_version = 0
         self.rail_index = {r.name: r.idx for r in self.rails}
         self.static_load_w = [0.0] * len(self.rails)
+        self._fixed_load_w = [0.0] * len(self.rails)
+        #: loads with source "supply": name -> rail index, and their measured draw (W), see set_supply_load
+        self.supply_load_rail = {ld.name: self.rail_index[ld.rail] for ld in config.loads if ld.source == "supply"}
+        self.supply_load_w = {ld.name: ld.power_w for ld in config.loads if ld.source == "supply"}
         for ld in config.loads:
-            self.static_load_w[self.rail_index[ld.rail]] += ld.power_w
+            if ld.source == "fixed":
+                self._fixed_load_w[self.rail_index[ld.rail]] += ld.power_w
+        self._sum_static()
         # shed order under battery over-current: lowest min_mode is shed last; payload ("safe") first
         self._shed_order = sorted(self.rails, key=lambda r: -r.min_mode)
 
@@ -601,8 +645,11 @@ class PowerSystem:
         mode = self.mode
         bus = self.bus_v
         for r in self.rails:
-            r.on = on = r.cmd_on and not r.tripped and mode >= r.min_mode and mode != OFF
-            r.v_out = (r.v_nom if r.regulated else bus) if on else 0.0
+            on = r.cmd_on and not r.tripped and mode >= r.min_mode and mode != OFF
+            if r.on and not on:
+                r.cuts += 1
+            r.on = on
+            r.v_out = (_rail_v(r, bus) if r.follows_bus else r.v_nom) if on else 0.0
         # step() redoes this only when the mode or a limiter changed; else it just follows the bus
         self._out_mode = mode
         self._rails_dirty = False
@@ -610,6 +657,34 @@ class PowerSystem:
     def rail_voltage(self, idx: int) -> float:
         """Output voltage of rail ``idx`` for the coming step; 0.0 when off, tripped, shed or cut."""
         return self.rails[idx].v_out
+
+    # -- the "supply" load source ---------------------------------------------------------------------------
+    def set_supply_load(self, name: str, power_w: float) -> None:
+        """Input: the draw of load ``name`` (``source = "supply"``), as a bench supply measured it, in W.
+
+        A real board on a bench supply that plays the load's rail draws what it draws; the caller (the bench
+        supply loop, at the edge of the emulator) reports it here between steps, and from the next step on it is
+        that rail's load like any other: the battery, the shed logic, the limiter and the ledger see it. The
+        value holds until the next call. ``power_w`` must be finite and >= 0 (a supply does not sink power).
+        """
+        idx = self.supply_load_rail.get(name)
+        if idx is None:
+            valid = list(self.supply_load_rail)
+            raise ModelError(f"{name!r} is not a load with source = 'supply'{suggest(name, valid)}; such loads: "
+                             f"{', '.join(valid) or 'none'}", field="load", valid=valid)
+        if not (math.isfinite(power_w) and power_w >= 0.0):
+            raise ModelError(f"supply load {name!r}: power_w must be finite and >= 0, got {power_w!r}",
+                             field="power_w")
+        if power_w != self.supply_load_w[name]:
+            self.supply_load_w[name] = power_w
+            self._sum_static()
+            self._thaw()
+
+    def _sum_static(self) -> None:
+        static = list(self._fixed_load_w)
+        for name, idx in self.supply_load_rail.items():
+            static[idx] += self.supply_load_w[name]
+        self.static_load_w[:] = static
 
     def _array_gains(self) -> None:
         self._array_k = [(a.area_m2 * a.efficiency * a.degradation * f, a.temp_coeff_per_degc, a.ref_temp_degc)
@@ -704,7 +779,7 @@ class PowerSystem:
             d = static[r.idx] + loads_w[r.idx]
             if r.on:
                 if (d == r.q_demand_w and r.frac == 1.0 and r.over_s == 0.0 and r.good_s >= r.window_s
-                        and (r.regulated or r.short_a == 0.0)):
+                        and (not r.follows_bus or r.short_a == 0.0)):
                     settled.append(r)
             elif not r.tripped or r.latched:
                 settled.append(r)
@@ -715,7 +790,7 @@ class PowerSystem:
         active = [r for r in self.rails if r not in quiet]
         self._quiet = quiet
         self._active = active
-        self._quiet_bus = [r for r in quiet if r.on and not r.regulated]
+        self._quiet_bus = [r for r in quiet if r.on and r.follows_bus]
         on = [r.idx for r in quiet if r.on]
         self._quiet_get = itemgetter(*on) if on else None
         self._quiet_loads = self._quiet_get(loads_w) if on else None
@@ -960,9 +1035,9 @@ class PowerSystem:
             self._set_rail_outputs()
         else:
             bus = self.bus_v
-            for r in self._unregulated:
+            for r in self._bus_following:
                 if r.on:
-                    r.v_out = bus
+                    r.v_out = _rail_v(r, bus)
             self._probe_in -= 1
             if self._probe_in <= 0 and brown == 1.0 and not shed:
                 self._probe_quiet(loads_w)
@@ -1035,7 +1110,7 @@ class PowerSystem:
             "shunt_w": self.shunt_w, "mode": self.mode_name, "thresholds_v": dict(self.th),
             "rails": {r.name: {"on": r.on, "commanded_on": r.cmd_on, "tripped": r.tripped, "latched": r.latched,
                                "trips": r.trips, "retries": r.retries, "voltage_v": r.v_out, "current_a": r.i_out,
-                               "power_w": r.p_out, "input_w": r.p_in, "short_a": r.short_a}
+                               "power_w": r.p_out, "input_w": r.p_in, "short_a": r.short_a, "cuts": r.cuts}
                       for r in self.rails},
             "energy": self.balance(),
         }

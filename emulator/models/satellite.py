@@ -17,7 +17,7 @@ path is plain Python floats plus one small matrix-vector product.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -294,6 +294,15 @@ def eps_channels(config: SatelliteConfig) -> list[ChannelSpec]:
     return eps
 
 
+class RailDelivery(NamedTuple):
+    """What a rail delivers to the device on it (:meth:`Satellite.rail_delivery`)."""
+
+    on: bool                 #: conducting (commanded on, not tripped, latched or shed, battery not cut off)
+    voltage_v: float         #: output voltage now (set point, browned-out value, or the bus); 0.0 when off
+    current_limit_a: float   #: the rail's latching current limiter threshold
+    cuts: int                #: times the output was cut since start: a rise means "power-cycle the device"
+
+
 class Satellite(SpacecraftModel):
     """One simulated satellite. ``environment`` / ``accelerator`` may be injected (tests); else built from config."""
 
@@ -323,7 +332,16 @@ class Satellite(SpacecraftModel):
         # static loads' heat at full conduction, and per rail what to take back when it conducted less
         self._static_q = [0.0] * th.n
         self._rail_loads: list[list[tuple[int, float]]] = [[] for _ in pw.rails]
+        # loads whose draw a bench supply measures (an input, see set_supply_load): heat routed every step
+        self._supply_heat = [(ld.name, pw.rails[pw.rail_index[ld.rail]], th.index[ld.thermal_node])
+                             for ld in config.power.loads if ld.source == "supply"]
+        # a real board in external mode on a supply: the supply measures the accelerator's draw, so the board's own
+        # report is not put on the rail a second time (only a simulated latch-up's extra current is)
+        self._acc_supplied = getattr(config.accelerator, "mode", "model") == "external" and any(
+            ld.rail == config.accelerator.rail for ld in config.power.loads if ld.source == "supply")
         for ld in config.power.loads:
+            if ld.source == "supply":
+                continue
             node = th.index[ld.thermal_node]
             self._static_q[node] += ld.power_w
             self._rail_loads[pw.rail_index[ld.rail]].append((node, ld.power_w))
@@ -494,7 +512,8 @@ class Satellite(SpacecraftModel):
         if th.thermostat(temps):
             self._heaters_switched()
         loads = self._heater_loads.copy()
-        loads[self._accel_rail] += acc.load_w
+        acc_w = acc.latchup_w if self._acc_supplied else acc.load_w
+        loads[self._accel_rail] += acc_w
         an = self._array_nodes
         if len(an) == 1:
             pw.step(dt_s, solar, [temps[an[0]] - KELVIN], temps[batt_node] - KELVIN, loads)
@@ -518,7 +537,11 @@ class Satellite(SpacecraftModel):
                 q[rnode] += h
         for r, node, p in self._heater_on_route:
             q[node] += p * r.frac
-        q[acc_node] += acc.heat_w * acc_rail.frac
+        q[acc_node] += (acc_w if self._acc_supplied else acc.heat_w) * acc_rail.frac
+        if self._supply_heat:
+            sw = pw.supply_load_w
+            for name, r, node in self._supply_heat:
+                q[node] += sw[name] * r.frac
         ia = pw.battery_a
         q[batt_node] += ia * ia * pw.battery_r_ohm
         q[eps_node] += pw.array_total_w * (1.0 - pw.mppt_eff)
@@ -535,6 +558,29 @@ class Satellite(SpacecraftModel):
         if pw.events:
             self._events += pw.events
             pw.events.clear()
+
+    # -- bench supplies: what a rail delivers, what a real board on it draws ---------------------------------
+    def supply_loads(self) -> dict[str, str]:
+        """Loads with ``source = "supply"`` (a real board on a bench supply): load name -> rail name."""
+        return {ld.name: ld.rail for ld in self.config.power.loads if ld.source == "supply"}
+
+    def set_supply_load(self, name: str, power_w: float) -> None:
+        """Input: what a bench supply measured on load ``name`` (W); see :meth:`PowerSystem.set_supply_load`."""
+        self.power.set_supply_load(name, power_w)
+
+    def rail_delivery(self, rail: str) -> RailDelivery:
+        """Output: what rail ``rail`` delivers now to the device on it, for a bench supply that plays it.
+
+        On the external accelerator's rail the device is the real board: it also goes dark while the model's board
+        is shut down in a way only a power cycle ends (thermal shutdown, failed), and every such power loss
+        counts as a cut."""
+        pw = self.power
+        r = pw.rail(rail)
+        on, cuts = r.on, r.cuts
+        if self._acc_supplied and r.idx == self._accel_rail:
+            on = on and self.accel.powered
+            cuts += self.accel.power_offs
+        return RailDelivery(on, r.v_out if on else 0.0, r.limit_a, cuts)
 
     # -- interface --------------------------------------------------------------------------------------------
     def interface(self) -> Interface:
