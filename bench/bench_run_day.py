@@ -7,7 +7,8 @@ bound, the run, the summary skipped): ``flatsat run --config CONFIG --mode afap 
 (no board connected; the planes listen on ephemeral loopback ports). Beside it, ``python bench/basilisk_ref.py``
 as its own process: Basilisk's orbit + eclipse + solar panel + battery + constant load, the same altitude,
 inclination, panel and battery, logging the battery every 10 s. The two alternate; medians of ``--repeats``;
-the ratio is Basilisk's wall time over flatsat's (> 1: flatsat is faster). Needs ``bsk`` (pip install bsk).
+the ratio is Basilisk's wall time over flatsat's (> 1: flatsat is faster). Needs ``bsk`` (pip install bsk, the
+``basilisk`` extra).
 """
 
 from __future__ import annotations

@@ -215,7 +215,8 @@ def system_topics() -> list[TopicSpec]:
         TopicSpec("sim.links", tel, c, Opaque,
                   "Link health: per link up/down, reconnects, messages sent and received, drops by reason "
                   "(`drops`), requests refused by reason (`refused`); per board (the 32 most recent) the lag of "
-                  "its requests behind sim time and its reported round trips. Depends on the wall clock: "
+                  "its requests behind sim time and its reported round trips; per bench supply (`supplies`) its "
+                  "state and set / readback / rail-cut-to-output-off times. Depends on the wall clock: "
                   "recordings keep it in the side file.", rate_hz=1.0, wall_time=True),
         TopicSpec("clock.pause", cmd, c, Empty, "Pause sim time."),
         TopicSpec("clock.resume", cmd, c, Empty, "Resume a paused clock (not lockstep)."),
