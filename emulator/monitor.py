@@ -173,3 +173,25 @@ async def _table(link: Any, url: str, duration_s: float | None, once: bool, want
     if once:
         console.print(render(None))
     return 0
+
+
+def add_arguments(p: Any) -> None:
+    """``flatsat monitor`` arguments."""
+    from emulator.run_command import duration_arg
+
+    p.add_argument("url", help="e.g. zmq+tcp://127.0.0.1:5560 (control plane sees everything)")
+    p.add_argument("--duration", type=duration_arg, default=None, help="stop after this much wall time")
+    p.add_argument("--once", action="store_true", help="print one snapshot after a full second of telemetry and exit")
+    p.add_argument("--truth", action="store_true", help="also show the ground truth stream (truth.sample, control "
+                                                         "plane only; long)")
+    p.add_argument("--format", choices=["table", "lines", "json"],
+                   help="table (live, the default on a terminal), lines (one per message, the default when stdout "
+                        "is not a terminal) or json (one object per message)")
+    p.add_argument("--topic", action="append", metavar="PATTERN",
+                   help="only topics matching this glob, e.g. 'eps.*' (repeatable)")
+
+
+def run(args: Any) -> int:
+    """``flatsat monitor``."""
+    return asyncio.run(monitor(args.url, args.duration, args.once, args.truth, fmt=args.format,
+                               topics=args.topic or None))

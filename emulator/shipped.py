@@ -16,6 +16,8 @@ from pathlib import Path
 
 from emulator.errors import ConfigError, suggest
 
+#: the satellite a command uses when none is named
+DEFAULT_SATELLITE = "suncatcher-proto"
 #: kind -> folder under configs/
 KINDS = {"satellite": "", "scenario": "scenarios", "campaign": "campaigns"}
 _LABEL = {"satellite": "config", "scenario": "scenario", "campaign": "campaign"}

@@ -343,8 +343,8 @@ def validate_campaign(campaign: Campaign, *, board_cmd: str | None = None,
     Raises:
         CampaignError: every problem, located by key path (``sweep[0].key``, ``scenario[1]``).
     """
-    from emulator.cli import DEFAULT_CONFIG
     from emulator.config import load_config
+    from emulator.shipped import DEFAULT_SATELLITE as DEFAULT_CONFIG
     from hil.runner import ScenarioRun
 
     problems: list[Problem] = []
@@ -1022,14 +1022,8 @@ def summarise(campaign: Campaign, rows: list[dict[str, Any]], out_dir: str | Pat
 
 
 # -- command line ----------------------------------------------------------------------------
-def add_command(sub: Any) -> None:
-    """Register ``flatsat campaign`` on the ``flatsat`` subparsers."""
-    p = sub.add_parser(
-        "campaign", help="run scenarios x seeds x config sweeps in parallel; Monte Carlo summary",
-        description="Run every scenario of CAMPAIGN (TOML) with every seed and every combination of its "
-                    "[[sweep]] values, on a local process pool or a Dask cluster (--scheduler). Writes "
-                    "results.jsonl (as runs finish), results.csv, summary.json/.md and report.html to --out. "
-                    "Exit code 0: every run passed, 1: any failed, 2: bad input.")
+def add_arguments(p: Any) -> None:
+    """``flatsat campaign`` arguments."""
     p.add_argument("file", metavar="CAMPAIGN", help="campaign file, e.g. configs/campaigns/battery-sweep.toml")
     p.add_argument("--workers", type=int, metavar="N", help="local worker processes (default: CPU count)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="Dask scheduler, e.g. tcp://10.0.0.5:8786 "
@@ -1041,7 +1035,6 @@ def add_command(sub: Any) -> None:
     p.add_argument("--resume", action="store_true", help="keep the rows in DIR/results.jsonl, run the rest")
     p.add_argument("--record", action="store_true", help="keep every run's recording under DIR/runs/")
     p.add_argument("--quiet", action="store_true", help="no line per run, no summary table")
-    p.set_defaults(func=cmd_campaign)
 
 
 def cmd_campaign(args: Any) -> int:
@@ -1093,6 +1086,6 @@ def print_summary(res: CampaignResult) -> None:
                       f"{w['command']}", highlight=False, markup=False)
 
 
-__all__ = ["Campaign", "CampaignError", "CampaignResult", "FailureStat", "RunSpec", "add_command",
+__all__ = ["Campaign", "CampaignError", "CampaignResult", "FailureStat", "RunSpec", "add_arguments",
            "campaign_from_dict", "failure_stats", "load_campaign", "run_campaign", "run_job", "summarise",
            "validate_campaign", "wilson_interval", "worst_runs"]

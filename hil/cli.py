@@ -27,13 +27,8 @@ from emulator.series import Series, flatten
 TRUTH_PREFIX = "satellite."
 
 
-def add_commands(sub: Any) -> None:
-    """Register ``test``, ``replay``, ``plot``, ``export`` and ``campaign`` on the ``flatsat`` subparsers."""
-    test = sub.add_parser(
-        "test", help="run scenario files headless: exit code, JUnit XML, HTML report",
-        description="Run each SCENARIO (TOML) against the emulator with a board process (--board CMD; "
-                    "'--url URL' is appended, or '{url}' replaced) or a real board (--board-url URL, the "
-                    "emulator listens there). Exit code 0: all passed, 1: any failed, 2: bad input.")
+def add_test_arguments(test: argparse.ArgumentParser) -> None:
+    """``flatsat test`` arguments."""
     test.add_argument("scenarios", nargs="+", metavar="SCENARIO", help="scenario file(s)")
     board = test.add_mutually_exclusive_group()
     board.add_argument("--board", metavar="CMD",
@@ -59,12 +54,10 @@ def add_commands(sub: Any) -> None:
                       help="wall seconds a lockstep run waits for the board's board.step before it gives up "
                            "(default 30)")
     test.add_argument("--quiet", action="store_true", help="no progress bar, no summaries")
-    test.set_defaults(func=cmd_test)
 
-    rep = sub.add_parser(
-        "replay", help="play a recording's messages back at sim-time pacing",
-        description="Publish a recording's outgoing messages (board plane by default) at URL, paced by their "
-                    "sim time x --speed, to whoever subscribes there (a board, flatsat monitor).")
+
+def add_replay_arguments(rep: argparse.ArgumentParser) -> None:
+    """``flatsat replay`` arguments."""
     rep.add_argument("file", help="recording (.rec)")
     rep.add_argument("--speed", type=float, default=1.0, help="x sim time (default 1: real time)")
     rep.add_argument("--to", default="zmq+tcp://127.0.0.1:5550", metavar="URL", help="listen here (default "
@@ -73,29 +66,21 @@ def add_commands(sub: Any) -> None:
                      help="which plane's messages to play (default: board)")
     rep.add_argument("--wait", type=float, default=1.0, metavar="S",
                      help="wall seconds between listening and the first message, for peers to connect")
-    rep.set_defaults(func=cmd_replay)
 
-    plot = sub.add_parser("plot", help="plot a recording's ground truth (truth.sample) to a PNG",
-                          description="Plot battery, bus, power, temperatures and eclipses from a recording's "
-                                      "truth.sample messages.")
+
+def add_plot_arguments(plot: argparse.ArgumentParser) -> None:
+    """``flatsat plot`` arguments."""
     plot.add_argument("file", help="recording (.rec)")
     plot.add_argument("-o", "--output", required=True, metavar="PNG", help="image file to write")
-    plot.set_defaults(func=cmd_plot)
 
-    exp = sub.add_parser("export", help="export a recording's ground truth to CSV / Parquet",
-                         description="Write a recording's truth.sample stream as a table (t_s and one column per "
-                                     "flattened signal, e.g. satellite.power.bus_v); --topic adds the fields of "
-                                     "other topics (columns TOPIC.FIELD).")
+
+def add_export_arguments(exp: argparse.ArgumentParser) -> None:
+    """``flatsat export`` arguments."""
     exp.add_argument("file", help="recording (.rec)")
     exp.add_argument("--csv", metavar="OUT", help="CSV file to write")
     exp.add_argument("--parquet", metavar="OUT", help="Parquet file to write (needs pyarrow)")
     exp.add_argument("--topic", action="append", default=[], metavar="TOPIC",
                      help="also export this topic's fields (repeatable), e.g. sim.clock")
-    exp.set_defaults(func=cmd_export)
-
-    from hil.campaign import add_command as add_campaign  # flatsat campaign: scenarios x seeds x sweeps
-
-    add_campaign(sub)
 
 
 def _err(text: str) -> None:
@@ -156,12 +141,12 @@ async def _test(scenarios: list[Any], args: argparse.Namespace) -> int:
             res.error = f"{line.removeprefix('flatsat test: ')}; the scenario did not finish"
         results.append(res)
         if not args.quiet:
-            from emulator.cli import print_summary
+            from emulator.terminal import print_summary
 
             print_summary(run.emu, res.series)
         print_result(res)
         if run.emu.recorder is not None:
-            from emulator.cli import recording_line
+            from emulator.terminal import recording_line
 
             _err(recording_line(run.emu.recorder))
         if intr.signum is not None:
@@ -334,4 +319,5 @@ async def _replay(args: argparse.Namespace) -> int:
     return 0
 
 
-__all__ = ["add_commands", "replay", "series_from_recording", "write_csv"]
+__all__ = ["add_export_arguments", "add_plot_arguments", "add_replay_arguments", "add_test_arguments", "replay",
+           "series_from_recording", "write_csv"]

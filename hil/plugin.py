@@ -209,7 +209,7 @@ def make_emulator(config: pytest.Config, *, seed: int, with_board: bool, record_
     if model is not None:
         run = RunConfig.model_validate({"sim": {k.split(".")[1]: v for k, v in forced.items()}})
         return HilEmulator(model, run, **kwargs)
-    from emulator.cli import DEFAULT_CONFIG
+    from emulator.shipped import DEFAULT_SATELLITE as DEFAULT_CONFIG
 
     cfg = load_config(s.config or DEFAULT_CONFIG, forced)
     return HilEmulator.from_config(cfg, **kwargs)

@@ -533,8 +533,8 @@ class ScenarioRun:
                                                                                            sc.source)))]) from None
                 raise
             return HilEmulator(model_factory(sc, self.seed), run, **kwargs)
-        from emulator.cli import DEFAULT_CONFIG
         from emulator.config import load_config
+        from emulator.shipped import DEFAULT_SATELLITE as DEFAULT_CONFIG
 
         path = sc.config_path or DEFAULT_CONFIG
         try:
@@ -622,7 +622,7 @@ class ScenarioRun:
                 self._observe = observe
                 observe(0)
                 emu.add_observer(observe)
-                from emulator.cli import _progress
+                from emulator.terminal import progress as _progress
 
                 with _progress(emu, sc.duration_s, not self.progress):
                     await self._timeline(board, timeline_log, error)

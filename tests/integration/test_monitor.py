@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from emulator.cli import _monitor
 from emulator.config import load_config
+from emulator.monitor import monitor as _monitor
 from emulator.runtime import Emulator
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from emulator import __version__
-from emulator.cli import build_parser, main, overrides_from_args
+from emulator.cli import build_parser, main
+from emulator.run_command import overrides_from_args
 
 
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
@@ -43,3 +44,36 @@ def test_overrides_map_flags_to_dotted_keys() -> None:
     ov = overrides_from_args(args)
     assert ov == {"power.battery.capacity_wh": 40, "name": "sat-a", "sim.speed": 100.0, "sim.duration_s": 7200.0,
                   "sim.seed": 7, "sim.mode": "scaled", "links.board": None}
+
+
+HEAVY = ("numpy", "pydantic", "rich", "matplotlib", "zmq", "hil", "emulator.models", "emulator.runtime")
+
+
+def _imported_after(argv: list[str]) -> set[str]:
+    """Top-level modules (and flatsat's packages) imported by ``flatsat ARGV`` in a fresh interpreter."""
+    import json
+    import subprocess
+    import sys
+
+    code = ("import json, sys\nfrom emulator.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(sys.modules)), file=sys.stderr)" % (argv,))
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    mods = set(json.loads(out.stderr.strip().splitlines()[-1]))
+    return {m for m in HEAVY if m in mods or any(x.startswith(m + ".") for x in mods)}
+
+
+def test_version_and_run_help_load_nothing_heavy() -> None:
+    """What makes `flatsat --version` and `flatsat run --help` start fast: the command table loads only the module
+    of the command asked for (the start-up times are in docs/bench.md; no timing is asserted here)."""
+    assert _imported_after(["--version"]) == set()
+    assert _imported_after(["run", "--help"]) == set()
+
+
+def test_emulator_finds_hil_commands_through_the_entry_point_group(capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator.cli import plugin_commands
+
+    names = {c.name for c in plugin_commands()}
+    assert {"test", "replay", "plot", "export", "campaign"} <= names
+    with pytest.raises(SystemExit):
+        main(["test", "--help"])
+    assert "SCENARIO" in capsys.readouterr().out
