@@ -274,6 +274,34 @@ class OrbitPredict(Payload):
     step_s: float = field("s", "ground-track sample spacing", ge=1, le=3600, default=30.0)
 
 
+class OrbitTrack(Payload):
+    t_ns: list[int] = field("ns", "sample times since the epoch")
+    lat_deg: list[float] = field("deg", "geodetic latitude")
+    lon_deg: list[float] = field("deg", "longitude, -180..180")
+    sunlit_frac: list[float] = field(doc="fraction of the Sun's disc seen, 0..1 (umbra 0, penumbra between)")
+    in_saa: list[bool] = field(doc="inside the South Atlantic Anomaly")
+
+
+class OrbitEclipse(Payload):
+    entry_ns: int = field("ns", "entry (sunlit fraction falls through 50 %); -1: before now")
+    exit_ns: int = field("ns", "exit; -1: beyond the horizon")
+
+
+class SaaOutline(Payload):
+    lat_deg: list[float] = field("deg", "outline latitude")
+    lon_deg: list[float] = field("deg", "outline longitude")
+
+
+class OrbitPredictReply(Payload):
+    t_ns: int = field("ns", "sim time of the first track sample (now)", ge=0)
+    step_s: float = field("s", "track sample spacing")
+    beta_deg: float = field("deg", "beta angle now")
+    period_s: float | None = field("s", "orbital period (null for an environment without an orbit)")
+    track: OrbitTrack = field(doc="the ground track ahead")
+    eclipses: list[OrbitEclipse] = field(doc="eclipses within the horizon")
+    saa_outline: SaaOutline | None = field(doc="the SAA's outline at the orbit's altitude (null if none)")
+
+
 def eps_channels(config: SatelliteConfig) -> list[ChannelSpec]:
     """The EPS board's measurement channels (bus, battery, gauge, arrays, every rail) with their ranges."""
     sc, pc = config.sensors, config.power
@@ -610,7 +638,8 @@ class Satellite(SpacecraftModel):
                                      "Control plane: the orbit ahead of now (ground track with sunlit fraction "
                                      "and SAA flag, eclipses with entry and exit where the sunlit fraction "
                                      "crosses 50 % (-1: before now / beyond the horizon), beta angle, period, "
-                                     "SAA outline). Pure: the run is not changed.", Plane.CONTROL),
+                                     "SAA outline). Pure: the run is not changed.", Plane.CONTROL,
+                                     reply=OrbitPredictReply),
                         self._cmd_orbit_predict),
             ],
             faults=[

@@ -195,6 +195,11 @@ class StopReply(Payload):
     stopping: bool = field(doc="always true: the run stops after this step")
 
 
+class BoardCommandReply(Payload):
+    topic: str = field(doc="the board command that ran")
+    data: dict[str, Any] = field(doc="its own reply `data`, as the board would get it (shape per board command)")
+
+
 def system_topics() -> list[TopicSpec]:
     b, c = Plane.BOARD, Plane.CONTROL
     cmd, tel, ev, rep = Kind.COMMAND, Kind.TELEMETRY, Kind.EVENT, Kind.REPLY
@@ -244,5 +249,5 @@ def system_topics() -> list[TopicSpec]:
         "clock.run_until": ClockStatusReply, "clock.set_speed": ClockStatusReply,
         "clock.set_mode": ClockStatusReply, "clock.status": ClockStatusReply, "truth.get": TruthReply,
         "fault.list": FaultListReply, "fault.inject": FaultIdReply, "fault.clear": FaultIdReply,
-        "stats.get": StatsReply, "sim.stop": StopReply}
+        "stats.get": StatsReply, "sim.stop": StopReply, "board.command": BoardCommandReply}
     return [replace(s, reply=replies.get(s.topic)) for s in specs]

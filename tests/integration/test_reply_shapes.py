@@ -51,6 +51,10 @@ async def test_every_control_command_reply_matches_its_declared_shape() -> None:
         assert ok("truth.get")["faults"][0]["fault_id"] == fid["fault_id"]
         ok("fault.clear", {"fault_id": fid["fault_id"]})
         ok("stats.get")
+        rail = ok("board.command", {"topic": "eps.rail.set", "payload": {"rail": "payload", "on": True}})
+        assert rail["topic"] == "eps.rail.set"
+        ahead = ok("orbit.predict", {"duration_s": 6000.0, "step_s": 60.0})
+        assert len(ahead["track"]["t_ns"]) == 101 and ahead["eclipses"] is not None
         ok("sim.stop", {"reason": "test"})
     every = {s.topic for s in emu.catalogue.topics(plane=c, kind=Kind.COMMAND)}
     assert every == sent

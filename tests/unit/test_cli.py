@@ -55,8 +55,8 @@ def _imported_after(argv: list[str]) -> set[str]:
     import subprocess
     import sys
 
-    code = ("import json, sys\nfrom emulator.cli import main\ntry:\n    main(%r)\nexcept SystemExit:\n    pass\n"
-            "print(json.dumps(sorted(sys.modules)), file=sys.stderr)" % (argv,))
+    code = (f"import json, sys\nfrom emulator.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
+            "print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     mods = set(json.loads(out.stderr.strip().splitlines()[-1]))
     return {m for m in HEAVY if m in mods or any(x.startswith(m + ".") for x in mods)}
