@@ -172,7 +172,7 @@ class SimClock:
     def pause(self) -> None:
         self._paused = True
         self._anchor_wall_ns = None
-        self._notify()
+        self.notify()
 
     def resume(self) -> None:
         if self.mode == ClockMode.LOCKSTEP:
@@ -181,7 +181,7 @@ class SimClock:
         self._paused = False
         self._pause_at_ns = None
         self._anchor_wall_ns = None  # re-anchor so the pause is not counted as lag
-        self._notify()
+        self.notify()
 
     def set_speed(self, speed: float) -> None:
         if self.mode not in (ClockMode.SCALED, ClockMode.REALTIME):
@@ -192,7 +192,7 @@ class SimClock:
         if speed != 1.0:
             self.mode = ClockMode.SCALED
         self._anchor_wall_ns = None
-        self._notify()
+        self.notify()
 
     def set_mode(self, mode: ClockMode | str, speed: float | None = None) -> None:
         self.mode = ClockMode(mode)
@@ -203,7 +203,7 @@ class SimClock:
             self.speed = 1.0
         self._limit_ns = self._t_ns if self.mode == ClockMode.LOCKSTEP else None
         self._anchor_wall_ns = None
-        self._notify()
+        self.notify()
 
     def step(self, duration_ns: int) -> int:
         """Allow time to advance by ``duration_ns`` more (lockstep or paused); returns the new limit."""
@@ -216,7 +216,7 @@ class SimClock:
             self._pause_at_ns = self._t_ns + duration_ns
             self._paused = False
             self._anchor_wall_ns = None
-        self._notify()
+        self.notify()
         return self._limit_ns if self._limit_ns is not None else self._pause_at_ns  # type: ignore[return-value]
 
     def run_until(self, t_ns: int) -> None:
@@ -229,9 +229,10 @@ class SimClock:
             self._pause_at_ns = t_ns
             self._paused = False
             self._anchor_wall_ns = None
-        self._notify()
+        self.notify()
 
-    def _notify(self) -> None:
+    def notify(self) -> None:
+        """Wake whoever waits for a turn (the runtime calls it when it stops), so it looks again."""
         self._changed.set()
 
     # -- advancing (the runtime's loop) -------------------------------------------------------

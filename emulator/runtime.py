@@ -39,7 +39,7 @@ from emulator.errors import (
     suggest,
 )
 from emulator.models.base import Fault, Interface, SpacecraftModel, Telemetry
-from emulator.protocol.catalogue import Catalogue, Kind, Plane, TopicSpec
+from emulator.protocol.catalogue import Catalogue, Kind, Payload, Plane, TopicSpec
 from emulator.protocol.codec import encode_message
 from emulator.protocol.envelope import PROTOCOL_VERSION, Message
 from emulator.protocol.framing import frame_overhead
@@ -337,10 +337,16 @@ class Emulator:
             self.stop_reason = reason
             log.info("stopping: %s", reason)
         self._stop.set()
-        self.clock._notify()
+        self.clock.notify()
 
     @property
     def stopped(self) -> bool:
+        return self._stop.is_set()
+
+    async def wait_stopped(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` (wall) for the run to stop; True if it did."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout_s)
         return self._stop.is_set()
 
     @property
@@ -741,6 +747,10 @@ class Emulator:
         return {"limit_ns": self.clock.step(round(p.duration_s * NS_PER_S))}
 
     # -- faults ------------------------------------------------------------------------------
+    def fault_schemas(self) -> dict[str, tuple[type[Payload], bool]]:
+        """Fault name -> (params schema, clearable)."""
+        return {name: (f.params, f.clear is not None) for name, (f, _) in self._faults_by_name.items()}
+
     def fault_list(self) -> list[dict[str, Any]]:
         return [{"name": name, "doc": f.doc, "params": f.params.model_json_schema(),
                  "clearable": f.clear is not None} for name, (f, _) in sorted(self._faults_by_name.items())]

@@ -739,7 +739,7 @@ def write_html(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], st
                sweep_keys: Sequence[str], path: Path) -> Path:
     import base64
 
-    from hil.report import _CSS
+    from hil.report import REPORT_CSS
 
     def e(x: Any) -> str:
         return html.escape(str(x))
@@ -749,7 +749,7 @@ def write_html(summary: Mapping[str, Any], rows: Sequence[Mapping[str, Any]], st
             f'<p><img alt="{e(alt)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"></p>'
 
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>flatsat campaign: "
-              f"{e(summary['campaign'])}</title><style>{_CSS}</style></head><body>"),
+              f"{e(summary['campaign'])}</title><style>{REPORT_CSS}</style></head><body>"),
              f"<h1>Campaign {e(summary['campaign'])}: {summary['passed']} of {summary['runs']} runs passed</h1>",
              f"<p>{e(summary.get('description', ''))}</p>",
              (f"<p>Source: <code>{e(summary['source'])}</code>; seeds: {e(summary['seeds'])}; runs: "

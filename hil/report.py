@@ -139,7 +139,7 @@ def overview_figure(res: ScenarioResult) -> bytes | None:
 
 
 # -- HTML ------------------------------------------------------------------------------------
-_CSS = """
+REPORT_CSS = """
 body{font-family:system-ui,sans-serif;margin:2em;max-width:1200px;color:#222}
 h1 .pass{color:#1a7f37} h1 .fail{color:#c62828}
 table{border-collapse:collapse;margin:0.5em 0 1.5em} td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;
@@ -183,7 +183,7 @@ def html_report(res: ScenarioResult) -> str:
     if sc.overrides:
         info.append(("overrides", ", ".join(f"{k} = {v!r}" for k, v in sc.overrides.items())))
     parts = [(f"<!doctype html><html><head><meta charset='utf-8'><title>flatsat: {_e(sc.name)}</title>"
-              f"<style>{_CSS}</style></head><body>"),
+              f"<style>{REPORT_CSS}</style></head><body>"),
              f"<h1>{_e(sc.name)}: {verdict}</h1>",
              "<table>" + "".join(f"<tr><th>{_e(k)}</th><td>{_e(v)}</td></tr>" for k, v in info) + "</table>"]
     if res.error:
@@ -238,7 +238,7 @@ def write_html(results: Iterable[ScenarioResult], out_dir: str | Path) -> list[P
                     f"<td>{_e(why)}</td></tr>")
     index = out_dir / "index.html"
     index.write_text(f"<!doctype html><html><head><meta charset='utf-8'><title>flatsat test report</title>"
-                     f"<style>{_CSS}</style></head><body><h1>flatsat test report</h1><table><tr><th>scenario</th>"
+                     f"<style>{REPORT_CSS}</style></head><body><h1>flatsat test report</h1><table><tr><th>scenario</th>"
                      f"<th>result</th><th>seed</th><th>failed</th></tr>{''.join(rows)}</table></body></html>",
                      encoding="utf-8")
     return [*written, index]

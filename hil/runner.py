@@ -56,7 +56,6 @@ from emulator.config import RUN_TABLES, RunConfig, config_error
 from emulator.errors import CommandError, ConfigError, EmulatorError, TransportError
 from emulator.models.base import SpacecraftModel
 from emulator.plotting import PANELS
-from emulator.protocol.catalogue import Payload
 from emulator.protocol.envelope import Message
 from emulator.runtime import Emulator, utc_text
 from emulator.series import EnvelopeSampler, Series, flatten
@@ -135,15 +134,6 @@ class HilEmulator(Emulator):
             elif asked == "board.step":
                 self.waiting_since_wall_ns = None
 
-    def fault_schemas(self) -> dict[str, tuple[type[Payload], bool]]:
-        """Fault name -> (params schema, clearable)."""
-        return {name: (f.params, f.clear is not None) for name, (f, _) in self._faults_by_name.items()}
-
-    async def wait_stopped(self, timeout_s: float) -> bool:
-        """Wait up to ``timeout_s`` (wall) for the run to stop; True if it did."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), timeout_s)
-        return self._stop.is_set()
 
 
 def describe_exit(code: int | None) -> str:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from emulator.protocol.docs import main as protocol_docs
+from emulator.protocol_docs import main as protocol_docs
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_protocol_topic_tables_match_the_catalogue() -> None:
     assert protocol_docs([str(ROOT / "docs" / "protocol.md"), "--check"]) == 0, \
-        "docs/protocol.md is stale: run python -m emulator.protocol.docs"
+        "docs/protocol.md is stale: run python -m emulator.protocol_docs"
 
 
 def test_readme_gives_the_two_commands_and_links_exist() -> None:

@@ -1,6 +1,9 @@
-"""Render the topic tables of ``docs/protocol.md`` from the live catalogue.
+"""Render the topic tables of ``docs/protocol.md`` from the live catalogue (a tool for the repository's docs).
 
-``python -m emulator.protocol.docs [docs/protocol.md] [--config FILE] [--check]`` rewrites the
+It builds the reference satellite in an emulator to read its catalogue, so it sits above the runtime, not in
+``emulator.protocol``, which the runtime depends on.
+
+``python -m emulator.protocol_docs [docs/protocol.md] [--config FILE] [--check]`` rewrites the
 text between ``<!-- topics:begin -->`` and ``<!-- topics:end -->``; with ``--check`` it only
 reports whether the file is current (a test runs that, so the docs stay true to the code).
 """
@@ -13,7 +16,8 @@ from pathlib import Path
 
 BEGIN = "<!-- topics:begin -->"
 END = "<!-- topics:end -->"
-REPO = Path(__file__).resolve().parents[2]
+#: the docs are the repository's: this tool runs from a source checkout
+REPO = Path(__file__).resolve().parents[1]
 
 
 def render_topics(config_path: str | Path | None = None) -> str:
@@ -69,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     new = splice(text, render_topics(args.config))
     if args.check:
         if new != text:
-            print(f"{path} is out of date: run python -m emulator.protocol.docs", file=sys.stderr)
+            print(f"{path} is out of date: run python -m emulator.protocol_docs", file=sys.stderr)
             return 1
         return 0
     path.write_text(new, encoding="utf-8")
