@@ -20,7 +20,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from emulator.clock import ClockMode
-from emulator.errors import ConfigError, suggest
+from emulator.errors import ConfigError, ConfigProblem, suggest
 from emulator.instruments.config import (
     SupplyConfig,
     as_list,
@@ -144,7 +144,7 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     on it, not on the file.
     """
     raw, source = read_raw(path, overrides, data)
-    by_path = {_loc_of(raw, key): label for key, label in (labels or {}).items()}
+    by_path = origins(raw, overrides, labels)
     run = split_run(raw, source, by_path)
     from emulator.models.satellite import SatelliteConfig
 
@@ -159,6 +159,13 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         except ValueError as exc:
             raise ConfigError(f"{source}: {exc}", field="bench.supply") from None
     return Config(run=run, satellite=sat, source=source)
+
+
+def origins(raw: dict[str, Any], overrides: dict[str, Any] | None,
+            labels: dict[str, str] | None = None) -> dict[str, tuple[str, str]]:
+    """Pydantic key path -> (override key, how the user gave it), for every override: a problem found there is
+    blamed on the override (``--set KEY=VALUE``, a scenario's ``[overrides]``), not on the file."""
+    return {_loc_of(raw, key): (key, (labels or {}).get(key, f"override {key}")) for key in (overrides or {})}
 
 
 def _loc_of(raw: dict[str, Any], key: str) -> str:
@@ -186,27 +193,95 @@ def _loc_of(raw: dict[str, Any], key: str) -> str:
 
 def read_raw(path: str | Path | None, overrides: dict[str, Any] | None = None,
              data: dict[str, Any] | None = None) -> tuple[dict[str, Any], str]:
-    """The TOML file as a dict (``data`` merged in, dotted ``overrides`` applied) and its name for errors."""
+    """The TOML file as a dict (what it ``extends`` under it, ``data`` merged in, dotted ``overrides`` applied)
+    and its name for errors."""
     source = str(path) if path is not None else "<defaults>"
-    raw: dict[str, Any] = {}
-    if path is not None:
-        from emulator import shipped
-
-        path = shipped.resolve(path, "satellite")  # a path, or the name of a shipped config
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file not found: {path}", field="config") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path}: not valid TOML: {exc}", field="config") from None
+    raw: dict[str, Any] = read_toml(path) if path is not None else {}
     if data is not None:
-        _merge(raw, data)
-    for key, value in (overrides or {}).items():
-        _set_dotted(raw, key, value)
+        merge_config(raw, data, by_name=False)
+    apply_overrides(raw, overrides or {})
     return raw, source
 
 
-def split_run(raw: dict[str, Any], source: str, labels: dict[str, str] | None = None) -> RunConfig:
+#: how deep ``extends`` may chain (a loop is an error long before)
+MAX_EXTENDS = 8
+
+
+def read_toml(path: str | Path, _chain: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """One config file as a dict, with what it ``extends`` under it.
+
+    ``extends = "suncatcher-proto"`` (a path, relative to this file, or a shipped name) makes that config the base:
+    this file's tables are merged over it, key by key; a list of tables whose items have a ``name`` (rails, nodes,
+    arrays...) is merged item by item by name (a new name is appended), any other list is replaced.
+    """
+    from emulator import shipped
+
+    base_dir = Path(_chain[-1]).parent if _chain else None
+    try:
+        found = shipped.resolve(path, "satellite", base_dir)  # a path, or the name of a shipped config
+    except ConfigError as exc:
+        if _chain:
+            raise ConfigError(f"{_chain[-1]}: extends {str(path)!r}: {exc.message}", field="extends",
+                              valid=exc.valid) from None
+        raise
+    if found in _chain or len(_chain) >= MAX_EXTENDS:
+        loop = " -> ".join(str(p) for p in (*_chain, found))
+        raise ConfigError(f"extends goes round in a loop (or deeper than {MAX_EXTENDS}): {loop}", field="extends")
+    try:
+        raw = tomllib.loads(found.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {found}", field="config") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{found}: not valid TOML: {exc}", field="config") from None
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{found}: extends must be the name or path of one config, got {parent!r}",
+                          field="extends")
+    base = read_toml(parent, (*_chain, found))
+    merge_config(base, raw)
+    return base
+
+
+def merge_config(into: dict[str, Any], new: dict[str, Any], *, by_name: bool = True) -> None:
+    """Merge ``new`` over ``into`` in place: tables key by key, lists of named tables item by item by ``name``
+    (``by_name=False``: any list replaced whole)."""
+    for k, v in new.items():
+        old = into.get(k)
+        if isinstance(v, dict) and isinstance(old, dict):
+            merge_config(old, v, by_name=by_name)
+        elif by_name and _named_list(v) and _named_list(old):
+            named = {item["name"]: item for item in old}
+            for item in v:
+                if item["name"] in named:
+                    merge_config(named[item["name"]], item)
+                else:
+                    old.append(item)
+        else:
+            into[k] = v
+
+
+def _named_list(v: Any) -> bool:
+    return isinstance(v, list) and bool(v) and all(isinstance(x, dict) and isinstance(x.get("name"), str) for x in v)
+
+
+def apply_overrides(raw: dict[str, Any], overrides: dict[str, Any]) -> None:
+    """Apply dotted-key ``overrides`` to a config dict in place: the one implementation every entry point uses
+    (``--set``, a scenario's ``[overrides]``, a campaign's sweeps, the pytest plugin, cluster members).
+
+    ``a.b.c`` reaches nested tables; a list of tables is indexed by an item's ``name`` or by ``[i]``:
+    ``power.rails.payload.max_retries`` and ``power.rails[3].max_retries`` both reach the ``max_retries`` of the
+    rail named ``payload`` (the fourth ``[[power.rails]]``).
+
+    Raises:
+        ConfigError: a key that cannot be set; its problem names the override (``override``).
+    """
+    for key, value in overrides.items():
+        set_dotted(raw, key, value)
+
+
+def split_run(raw: dict[str, Any], source: str, labels: dict[str, tuple[str, str]] | None = None) -> RunConfig:
     """Take the run tables out of ``raw`` (in place) and validate them."""
     run_raw = {k: raw.pop(k) for k in RUN_TABLES if k in raw}
     try:
@@ -216,42 +291,46 @@ def split_run(raw: dict[str, Any], source: str, labels: dict[str, str] | None = 
 
 
 def config_error(exc: ValidationError, root: type[BaseModel], source: str,
-                 extra_valid: list[str] | None = None, labels: dict[str, str] | None = None) -> ConfigError:
-    """Turn a pydantic error into one ConfigError listing every bad key path with what is valid.
+                 extra_valid: list[str] | None = None, labels: dict[str, tuple[str, str]] | None = None,
+                 prefix: str = "") -> ConfigError:
+    """Turn a pydantic error into one ConfigError listing every bad key path with what is valid; its
+    ``problems`` carry each one located (path, message, valid values, the override it came from).
 
-    ``labels``: dotted path -> how an override gave it (``--set KEY=VALUE``): problems there name it, and when
-    every problem comes from an override the file is not blamed.
+    ``labels``: dotted path -> (override key, how it was given, e.g. ``--set KEY=VALUE``): problems there name it,
+    and when every problem comes from an override the file is not blamed. ``prefix``: the table the model was
+    read from (``cluster.``), put in front of every path.
     """
-    lines = []
-    first_field = None
-    first_valid: list[str] | None = None
+    problems: list[ConfigProblem] = []
     blamed: list[str] = []
     in_file = False
     for err in exc.errors(include_url=False):
-        path = ".".join(str(p) for p in err["loc"])
-        label = next((lab for p, lab in (labels or {}).items() if path == p or path.startswith(p + ".")), None)
-        if label is None:
+        path = prefix + ".".join(str(p) for p in err["loc"])
+        origin = next((o for p, o in (labels or {}).items() if path == p or path.startswith(p + ".")), None)
+        if origin is None:
             in_file = True
-        elif label not in blamed:
-            blamed.append(label)
-        first_field = first_field or path
+        elif origin[1] not in blamed:
+            blamed.append(origin[1])
+        valid: list[str] | None = None
         if err["type"] == "extra_forbidden":
-            valid = _fields_at(root, err["loc"][:-1])
+            fields = _fields_at(root, err["loc"][:-1])
             if not err["loc"][:-1] and extra_valid:
-                valid = extra_valid
+                fields = extra_valid
             name = str(err["loc"][-1])
-            lines.append(f"{path}: unknown key{suggest(name, valid)}; valid keys here: {', '.join(sorted(valid))}")
-            first_valid = first_valid or sorted(valid)
+            valid = sorted(fields)
+            message = f"unknown key{suggest(name, fields)}; valid keys here: {', '.join(valid)}"
         elif err["type"] == "missing":
-            lines.append(f"{path}: required key is missing")
+            message = "required key is missing"
         else:
-            lines.append(f"{path}: {err['msg']} (got {err.get('input')!r})")
-    count = f"{len(lines)} problem{'s' if len(lines) > 1 else ''}"
+            message = f"{err['msg']} (got {err.get('input')!r})"
+        problems.append(ConfigProblem(path, message, valid, origin[0] if origin else None))
+    count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
     if blamed and not in_file:
         head = f"invalid {', '.join(blamed)} ({count}; {source} itself is fine)"
     else:
         head = f"{source}: invalid config ({count})" + (f", from {', '.join(blamed)}" if blamed else "")
-    return ConfigError(head + "\n  " + "\n  ".join(lines), field=first_field, valid=first_valid)
+    first = problems[0] if problems else ConfigProblem("", head)
+    return ConfigError(head + "\n  " + "\n  ".join(map(str, problems)), field=first.path or None,
+                       valid=next((p.valid for p in problems if p.valid), None), problems=problems)
 
 
 def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:
@@ -279,27 +358,15 @@ def _model_of(annotation: Any) -> Any:
     return None
 
 
-def _merge(into: dict[str, Any], new: dict[str, Any]) -> None:
-    for k, v in new.items():
-        if isinstance(v, dict) and isinstance(into.get(k), dict):
-            _merge(into[k], v)
-        else:
-            into[k] = v
-
-
-def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``a.b.c`` in nested tables; a list of named tables is indexed by name or ``[i]``.
-
-    ``power.rails.payload.max_retries`` and ``power.rails[3].max_retries`` both reach the
-    ``max_retries`` of the rail named ``payload`` (the fourth ``[[power.rails]]``).
-    """
+def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    """Set one dotted key (see :func:`apply_overrides`)."""
     import re
 
     parts: list[str | int] = []
     for part in key.split("."):
         m = re.fullmatch(r"([^\[\]]+)((?:\[\d+\])*)", part)
         if not m:
-            raise ConfigError(f"override {key!r}: bad key syntax at {part!r}", field=key)
+            raise _override_error(key, f"bad key syntax at {part!r}")
         parts.append(m.group(1))
         parts += [int(i) for i in re.findall(r"\[(\d+)\]", m.group(2))]
     node: Any = raw
@@ -312,21 +379,26 @@ def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
             node[p] = [] if isinstance(nxt, int) else {}
         node = node[p]
         if not isinstance(node, (dict, list)):
-            raise ConfigError(f"override {key!r}: {p!r} is not a table", field=key)
+            raise _override_error(key, f"{p!r} is not a table")
     last = parts[-1]
     if isinstance(node, list):
-        raise ConfigError(f"override {key!r} must name a key inside an item, e.g. {key}.<key>", field=key)
+        raise _override_error(key, f"must name a key inside an item, e.g. {key}.<key>")
     node[last] = value
 
 
 def _list_item(items: list[Any], sel: str | int, key: str) -> Any:
     if isinstance(sel, int):
         if not 0 <= sel < len(items):
-            raise ConfigError(f"override {key!r}: index {sel} out of range (0..{len(items) - 1})", field=key)
+            raise _override_error(key, f"index {sel} out of range (0..{len(items) - 1})")
         return items[sel]
     names = [it.get("name") for it in items if isinstance(it, dict)]
     for it in items:
         if isinstance(it, dict) and it.get("name") == sel:
             return it
-    raise ConfigError(f"override {key!r}: no item named {sel!r}{suggest(str(sel), [str(n) for n in names])}",
-                      field=key, valid=[str(n) for n in names])
+    raise _override_error(key, f"no item named {sel!r}{suggest(str(sel), [str(n) for n in names])}",
+                          [str(n) for n in names])
+
+
+def _override_error(key: str, what: str, valid: list[str] | None = None) -> ConfigError:
+    return ConfigError(f"override {key!r}: {what}", field=key, valid=valid,
+                       problems=[ConfigProblem(key, what, valid, override=key)])

@@ -28,6 +28,7 @@ where a finite set is valid, ``valid``; :meth:`EmulatorError.to_wire` turns them
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -57,8 +58,30 @@ class EmulatorError(Exception):
         return out
 
 
+@dataclass(frozen=True)
+class ConfigProblem:
+    """One thing wrong in a configuration: where (a dotted key path), what, what would be valid, and which
+    override (a dotted key given on the command line, a scenario or a campaign) it comes from, if any."""
+
+    path: str
+    message: str
+    valid: list[Any] | None = None
+    override: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
 class ConfigError(EmulatorError, ValueError):
+    """A configuration that cannot run. ``problems`` lists each thing wrong, located (no need to parse text)."""
+
     code = "config"
+
+    def __init__(self, message: str, *, field: str | None = None, valid: Iterable[Any] | None = None,
+                 problems: Iterable[ConfigProblem] | None = None) -> None:
+        super().__init__(message, field=field, valid=valid)
+        self.problems: list[ConfigProblem] = list(problems) if problems is not None else \
+            [ConfigProblem(field or "", message, self.valid)]
 
 
 class TransportError(EmulatorError):

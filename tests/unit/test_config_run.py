@@ -46,16 +46,16 @@ def test_rates_must_be_physical() -> None:
 
 
 def test_dotted_overrides_reach_named_list_items() -> None:
-    from emulator.config import _set_dotted
+    from emulator.config import set_dotted
 
     raw = {"power": {"rails": [{"name": "obc", "max_retries": 3}, {"name": "payload", "max_retries": 3}]}}
-    _set_dotted(raw, "power.rails.payload.max_retries", 0)
-    _set_dotted(raw, "power.rails[0].max_retries", 1)
-    _set_dotted(raw, "sim.seed", 4)
+    set_dotted(raw, "power.rails.payload.max_retries", 0)
+    set_dotted(raw, "power.rails[0].max_retries", 1)
+    set_dotted(raw, "sim.seed", 4)
     assert raw["power"]["rails"] == [{"name": "obc", "max_retries": 1}, {"name": "payload", "max_retries": 0}]
     assert raw["sim"] == {"seed": 4}
     with pytest.raises(ConfigError) as exc:
-        _set_dotted(raw, "power.rails.payloda.max_retries", 0)
+        set_dotted(raw, "power.rails.payloda.max_retries", 0)
     assert "did you mean 'payload'" in str(exc.value) and exc.value.valid == ["obc", "payload"]
     with pytest.raises(ConfigError):
-        _set_dotted(raw, "power.rails[7].max_retries", 0)
+        set_dotted(raw, "power.rails[7].max_retries", 0)
