@@ -154,7 +154,7 @@ class CampaignError(ConfigError):
         text = f"{source}: invalid campaign ({n} problem{'s' if n != 1 else ''})\n  " + \
             "\n  ".join(str(p).replace("\n", "\n  ") for p in problems)
         super().__init__(text, field=problems[0].path if problems else None,
-                         valid=problems[0].valid if problems else None)
+                         valid=problems[0].valid if problems else None, problems=problems)
 
 
 @dataclass(frozen=True)
@@ -271,7 +271,8 @@ def campaign_from_dict(data: Mapping[str, Any], *, source: str = "<campaign>",
                        *((f"sweep[{i}].key", s.key) for i, s in enumerate(parsed.sweep))]:
         if key in OWNED_KEYS:
             problems.append(Problem(where, f"{key!r} is set by the scenario or the runner, not an override "
-                                           "(seeds: [campaign] seeds; duration: [[scenario]] duration)"))
+                                           "(seeds: [campaign] seeds; duration: [[scenario]] duration)",
+                                    override=key, kind="key"))
     scenarios: list[Scenario] = []
     names: dict[str, int] = {}
     for i, entry in enumerate(parsed.scenario):
@@ -345,7 +346,7 @@ def validate_campaign(campaign: Campaign, *, board_cmd: str | None = None,
     """
     from emulator.config import load_config
     from emulator.shipped import DEFAULT_SATELLITE as DEFAULT_CONFIG
-    from hil.runner import ScenarioRun
+    from hil.runner import ScenarioRun, override_labels, scenario_config_error
 
     problems: list[Problem] = []
     sweep_of = {s.key: i for i, s in enumerate(campaign.sweeps)}
@@ -358,10 +359,14 @@ def validate_campaign(campaign: Campaign, *, board_cmd: str | None = None,
                 if n == 0 or model_factory is not None:
                     ScenarioRun(built, board_cmd=board_cmd, seed=campaign.seeds[0], model_factory=model_factory)
                 else:
-                    load_config(built.config_path or DEFAULT_CONFIG, built.overrides)
+                    config = built.config_path or DEFAULT_CONFIG
+                    try:
+                        load_config(config, built.overrides, labels=override_labels(built))
+                    except ConfigError as exc:
+                        raise scenario_config_error(built, exc, config) from None
             except ConfigError as exc:
-                problems.append(_locate(exc, sc, combo, merged, sweep_of, i))
-                if isinstance(exc, ScenarioError) and not any(k in str(exc) for k in merged):
+                problems += located(exc, sc, combo, merged, sweep_of, i)
+                if isinstance(exc, ScenarioError) and not any(p.override in merged for p in exc.problems):
                     break  # the scenario itself is at fault: once is enough
     if problems:
         # the same bad key shows up in many combinations: keep each message once
@@ -370,29 +375,27 @@ def validate_campaign(campaign: Campaign, *, board_cmd: str | None = None,
     return campaign.runs()
 
 
-def _locate(exc: ConfigError, sc: Scenario, combo: Mapping[str, Any], merged: Mapping[str, Any],
-            sweep_of: Mapping[str, int], i: int) -> Problem:
-    text = str(exc)
-    fld = exc.field or ""
-    # a load_config problem names the key path; find which of our keys it is
-    for key in merged:
-        dotted = key.replace("[", ".").replace("]", "")
-        if fld.strip('"') in (key, dotted) or f'overrides."{key}"' in fld or f"{dotted}:" in text \
-                or f"override {key!r}" in text:
-            # the lines about this key, without the file / scenario headers around them
-            lines = [ln.strip() for ln in text.splitlines()
-                     if (dotted in ln or key in ln) and "invalid config" not in ln and "invalid scenario" not in ln]
-            detail = "; ".join(ln.removeprefix(f'overrides."{key}": ') for ln in lines) or text
-            if exc.valid and "valid" not in detail:
-                detail += f"; valid: {', '.join(map(str, exc.valid))}"
-            if any(w in text for w in ("unknown key", "no item named", "not a table", "bad key syntax",
-                                       "out of range", "must name a key")):
-                where = f"sweep[{sweep_of[key]}].key" if key in sweep_of else f'overrides."{key}"'
-                return Problem(where, f"{detail} (scenario {sc.name!r})", exc.valid)
-            where = f"sweep[{sweep_of[key]}].values" if key in sweep_of else f'overrides."{key}"'
-            return Problem(where, f"{key} = {merged[key]!r}: {detail} (scenario {sc.name!r})", exc.valid)
+def located(exc: ConfigError, sc: Scenario, combo: Mapping[str, Any], merged: Mapping[str, Any],
+            sweep_of: Mapping[str, int], i: int) -> list[Problem]:
+    """The problems of one scenario x sweep combination, each blamed on the campaign key it comes from (its
+    ``override``): a bad key on ``sweep[i].key`` / ``overrides."KEY"``, a bad value on ``sweep[i].values``; any
+    other on the scenario."""
+    out: list[Problem] = []
     label = ", ".join(f"{k} = {v!r}" for k, v in combo.items())
-    return Problem(f"scenario[{i}]", (f"with {label}: " if label else "") + text, exc.valid)
+    for p in exc.problems:
+        key = p.override
+        if key is None or key not in merged:
+            out.append(Problem(f"scenario[{i}]", (f"with {label}: " if label else "") + str(p), p.valid))
+            continue
+        sweep = sweep_of.get(key)
+        if p.kind == "key":
+            where = f"sweep[{sweep}].key" if sweep is not None else f'overrides."{key}"'
+            text = f"{key}: {p.message}"
+        else:
+            where = f"sweep[{sweep}].values" if sweep is not None else f'overrides."{key}"'
+            text = f"{key} = {merged[key]!r}: {p.message}"
+        out.append(Problem(where, f"{text} (scenario {sc.name!r})", p.valid, override=key, kind=p.kind))
+    return out
 
 
 # -- one run (in a worker) -------------------------------------------------------------------

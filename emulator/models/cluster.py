@@ -29,15 +29,16 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from emulator.config import RUN_TABLES, RunConfig, config_error, read_raw, split_run
-from emulator.errors import CommandError, ConfigError, ModelError, suggest
+from emulator.config import RUN_TABLES, RunConfig, read_raw, split_run
+from emulator.dotted import parse_key, set_dotted
+from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError, suggest
 from emulator.models.accelerator import (
     AcceleratorBoard,
     AcceleratorConfig,
@@ -88,6 +89,7 @@ from emulator.models.satellite import (
 from emulator.models.sensors import ChannelSpec, SensorBank
 from emulator.models.thermal import KELVIN, ThermalNetwork
 from emulator.protocol.catalogue import Payload, Plane, field
+from emulator.validation import config_error
 
 OFF, CRITICAL, SAFE, NORMAL, FULL = 0, 1, 2, 3, 4  # shed modes, as emulator.models.power
 _MIN_MODE = {"safe": NORMAL, "critical": SAFE, "never": CRITICAL}
@@ -284,32 +286,25 @@ class Members:
                            else [0, n - 1])
 
 
-def _override(data: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """Set a dotted override in a satellite-config dict; list elements are addressed by name."""
-    parts = key.split(".")
+def _member_override(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Set one of OVERRIDABLE in a member's satellite-config dict (emulator.dotted: list items by name or [i])."""
+    try:
+        parts = parse_key(key)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}", field=where, valid=list(OVERRIDABLE)) from None
     patterns = [p.split(".") for p in OVERRIDABLE]
     ok = any(len(p) == len(parts) and all(a == b or a.startswith("<") for a, b in zip(p, parts, strict=True))
              for p in patterns)
     if not ok:
         raise ConfigError(f"{where}: unknown override {key!r}{suggest(key, OVERRIDABLE)}; a member may override "
-                          f"only: {', '.join(OVERRIDABLE)}", field=where, valid=list(OVERRIDABLE))
-    node: Any = data
-    i = 0
-    while i < len(parts) - 1:
-        nxt = node[parts[i]]
-        if isinstance(nxt, list):
-            want = parts[i + 1]
-            names = [str(x.get("name")) for x in nxt]
-            if want not in names:
-                what = parts[i].removesuffix("s")
-                raise ConfigError(f"{where}: {key!r}: no {what} named {want!r}{suggest(want, names)}; valid: "
-                                  f"{', '.join(names)}", field=where, valid=names)
-            node = nxt[names.index(want)]
-            i += 2
-        else:
-            node = nxt
-            i += 1
-    node[parts[-1]] = value
+                          f"only: {', '.join(OVERRIDABLE)}", field=where, valid=list(OVERRIDABLE),
+                          problems=[ConfigProblem(where, f"unknown override {key!r}", list(OVERRIDABLE),
+                                                  kind="key")])
+    try:
+        set_dotted(data, key, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.problems[0].message}", field=where, valid=exc.valid,
+                          problems=[replace(p, path=where) for p in exc.problems]) from None
 
 
 def resolve_members(cfg: ClusterConfig, bind: list[int | str] | None = None) -> Members:
@@ -367,7 +362,7 @@ def resolve_members(cfg: ClusterConfig, bind: list[int | str] | None = None) -> 
         if m.overrides:
             data = sat.model_dump(mode="python")
             for key, value in m.overrides.items():
-                _override(data, key, value, f"{where}.overrides.{key}")
+                _member_override(data, key, value, f"{where}.overrides.{key}")
             try:
                 configs[k] = SatelliteConfig.model_validate(data)
             except ValidationError as exc:
