@@ -1,9 +1,10 @@
 """Run configuration: TOML -> validated pydantic models; errors name the key path and what is valid.
 
 A config file has the run tables ``[sim]``, ``[links]``, ``[telemetry]``, ``[record]`` and
-``[bench]`` (defined here) and the satellite tables (``name``, ``[orbit]``, ``[environment]``,
-``[power]``, ``[thermal]``, ``[sensors]``, ``[accelerator]``, ``[radiation]``), which
-validate into :class:`emulator.models.satellite.SatelliteConfig`.
+``[bench]`` (defined here) and the tables of one model kind (:mod:`emulator.model_kinds`): the satellite
+tables (``name``, ``[orbit]``, ``[environment]``, ``[power]``, ``[thermal]``, ``[sensors]``,
+``[accelerator]``, ``[radiation]``), which validate into :class:`emulator.models.satellite.SatelliteConfig`,
+and for a cluster a ``[cluster]`` table besides (:class:`emulator.models.cluster.ClusterConfig`).
 
 Precedence, lowest to highest: model defaults, the TOML file, explicit overrides (CLI flags,
 keyword arguments) given as dotted keys (``{"sim.mode": "afap"}``).
@@ -19,13 +20,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from emulator import model_kinds
 from emulator.clock import ClockMode
 from emulator.dotted import apply_overrides, merge_config, override_loc, set_dotted
 from emulator.errors import ConfigError
 from emulator.instruments.config import (
     SupplyConfig,
     as_list,
-    check_against_satellite,
     check_unique,
     realtime_problem,
 )
@@ -137,34 +138,47 @@ class RunConfig(_Strict):
 
 @dataclass(frozen=True)
 class Config:
+    """The run spec: one validated config file. ``run`` holds the run tables; ``model`` the model's config, of the
+    model ``kind`` the file describes (:mod:`emulator.model_kinds`: ``satellite`` -> SatelliteConfig, ``cluster``
+    -> ClusterConfig)."""
+
     run: RunConfig
-    satellite: Any  # emulator.models.satellite.SatelliteConfig (imported lazily: physics is optional here)
+    model: Any
+    kind: str = "satellite"
     source: str = "<defaults>"
+
+    @property
+    def satellite(self) -> Any:
+        """The satellite design: the satellite's config, or a cluster's member design."""
+        return model_kinds.get(self.kind).design(self.model)
+
+    @property
+    def name(self) -> str:
+        """The satellite's or the cluster's name."""
+        return str(model_kinds.get(self.kind).title(self.model))
+
+    def build_model(self) -> Any:
+        """The model this config describes (a Satellite, a ClusterModel), for :class:`emulator.runtime.Emulator`."""
+        return model_kinds.build(self, self.kind)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
                 data: dict[str, Any] | None = None, labels: dict[str, str] | None = None) -> Config:
-    """Read a TOML file (or ``data``), apply dotted-key ``overrides``, validate everything.
+    """The one config loader: read a TOML file (or ``data``; what it ``extends`` under it), apply dotted-key
+    ``overrides``, pick the model kind from the config (a ``[cluster]`` table: a cluster) and validate everything.
 
     ``labels``: override key -> how the user gave it (``--set KEY=VALUE``); an error in that key is blamed
     on it, not on the file.
+
+    Raises:
+        ConfigError: every problem located in ``problems`` (path, message, valid values, the override).
     """
     raw, source = read_raw(path, overrides, data)
     by_path = origins(raw, overrides, labels)
     run = split_run(raw, source, by_path)
-    from emulator.models.satellite import SatelliteConfig
-
-    try:
-        sat = SatelliteConfig.model_validate(raw)
-    except ValidationError as exc:
-        valid = list(RUN_TABLES) + list(SatelliteConfig.model_fields)
-        raise config_error(exc, SatelliteConfig, source, extra_valid=valid, labels=by_path) from None
-    if run.bench.supply:
-        try:
-            check_against_satellite(run.bench.supply, sat)
-        except ValueError as exc:
-            raise ConfigError(f"{source}: {exc}", field="bench.supply") from None
-    return Config(run=run, satellite=sat, source=source)
+    kind = model_kinds.kind_of(raw)
+    model = kind.validate(raw, run, source, by_path, [*RUN_TABLES, *model_kinds.top_keys()])
+    return Config(run=run, model=model, kind=kind.name, source=source)
 
 
 def origins(raw: dict[str, Any], overrides: dict[str, Any] | None,

@@ -57,6 +57,7 @@ from emulator.dotted import apply_overrides
 from emulator.errors import CommandError, ConfigError, EmulatorError, TransportError
 from emulator.models.base import SpacecraftModel
 from emulator.plotting import PANELS
+from emulator.protocol.catalogue import Plane
 from emulator.protocol.envelope import Message
 from emulator.runtime import Emulator, utc_text
 from emulator.series import EnvelopeSampler, Series, flatten
@@ -467,6 +468,11 @@ class ScenarioRun:
                 self.pty = BoardPty()
         try:
             self.emu = self._build(model_factory, wall)
+            if self.board_kind and not any(c.spec.plane == Plane.BOARD for c in self.emu.interface.commands):
+                raise ScenarioError(scenario.source, [Problem(
+                    "board", "the model takes no board-plane command (a cluster with no member in "
+                    "cluster.bind.members): a board has nothing to drive; run without --board / --board-url, or "
+                    "bind a member")])
             check_against(scenario, signals=flatten(self.emu.truth()).keys(),
                           fault_params=self.emu.fault_schemas(), catalogue=self.emu.catalogue,
                           board=self.board_kind, names=self.emu.model.names())  # type: ignore[arg-type]

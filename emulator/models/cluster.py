@@ -30,13 +30,11 @@ import datetime as dt
 import functools
 import math
 from dataclasses import dataclass, replace
-from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from emulator.config import RUN_TABLES, RunConfig, read_raw, split_run
 from emulator.dotted import parse_key, set_dotted
 from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError, suggest
 from emulator.models.accelerator import (
@@ -203,49 +201,6 @@ class ClusterConfig(_Strict):
 
     satellite: SatelliteConfig
     cluster: ClusterSpec
-
-
-@dataclass(frozen=True)
-class ClusterRunConfig:
-    run: RunConfig
-    config: ClusterConfig
-    source: str = "<defaults>"
-
-
-def load_cluster_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                        data: dict[str, Any] | None = None) -> ClusterRunConfig:
-    """Read a cluster TOML (run tables, the member design's tables, ``[cluster]``); dotted ``overrides`` on top.
-
-    Everything is validated, including the members' cross references (:func:`resolve_members`)."""
-    raw, source = read_raw(path, overrides, data)
-    run = split_run(raw, source)
-    if run.bench.supply:
-        raise ConfigError(f"{source}: [bench.supply] powers one real board from one satellite's bus; a cluster run "
-                          "has no single bus to play (run that member as a single-satellite config instead)",
-                          field="bench.supply")
-    cluster_raw = raw.pop("cluster", None)
-    if cluster_raw is None:
-        raise ConfigError(f"{source}: no [cluster] table: a cluster config needs one (name, formation or members)",
-                          field="cluster")
-    try:
-        spec = ClusterSpec.model_validate(cluster_raw)
-    except ValidationError as exc:
-        err = config_error(exc, ClusterSpec, source)
-        raise ConfigError(err.message.replace("\n  ", "\n  cluster."), field=f"cluster.{err.field}",
-                          valid=err.valid) from None
-    try:
-        sat = SatelliteConfig.model_validate(raw)
-    except ValidationError as exc:
-        valid = [*RUN_TABLES, "cluster", *SatelliteConfig.model_fields]
-        raise config_error(exc, SatelliteConfig, source, extra_valid=valid) from None
-    supplied = [ld.name for ld in sat.power.loads if ld.source == "supply"]
-    if supplied:
-        raise ConfigError(f"{source}: power.loads {', '.join(supplied)}: source = 'supply' (a board on a bench "
-                          "supply) is for single-satellite runs; a cluster member's loads are fixed",
-                          field="power.loads")
-    cfg = ClusterConfig(satellite=sat, cluster=spec)
-    resolve_members(cfg)
-    return ClusterRunConfig(run=run, config=cfg, source=source)
 
 
 # -- members -------------------------------------------------------------------------------------------------
@@ -1528,7 +1483,7 @@ class ClusterModel(SpacecraftModel):
                  bind: list[int | str] | None = None, chunk_steps: int | None = None) -> None:
         self.config = config
         self.members = mem = resolve_members(config, bind)
-        self.names = mem.names
+        self.member_names = mem.names
         self.n = n = mem.n
         self.bound = list(mem.bound)
         self.topics_mode = config.cluster.bind.topics
@@ -1629,9 +1584,11 @@ class ClusterModel(SpacecraftModel):
         self._events: list[tuple[str, dict[str, Any]]] = []
 
     @classmethod
-    def from_config(cls, loaded: ClusterRunConfig, **kwargs: Any) -> ClusterModel:
-        sim = loaded.run.sim
-        return cls(loaded.config, epoch_utc=sim.epoch_utc, seed=sim.seed, step_s=sim.step_s, **kwargs)
+    def from_config(cls, spec: Any, **kwargs: Any) -> ClusterModel:
+        """From a run spec (:class:`emulator.config.Config` of kind ``cluster``: ``spec.model`` is the ClusterConfig,
+        ``spec.run.sim`` the epoch, seed and step)."""
+        sim = spec.run.sim
+        return cls(spec.model, epoch_utc=sim.epoch_utc, seed=sim.seed, step_s=sim.step_s, **kwargs)
 
     # -- environment chunks -----------------------------------------------------------------------------------------
     def _load_chunk(self, t_ns: int, dt_ns: int) -> None:
@@ -1796,7 +1753,7 @@ class ClusterModel(SpacecraftModel):
         return iface
 
     def _member_interface(self, k: int) -> Interface:
-        name = self.names[k]
+        name = self.member_names[k]
         t = functools.partial(self._topic, k)
         who = f" Member {k} ({name})."
         board = self.boards[k]
@@ -1945,7 +1902,7 @@ class ClusterModel(SpacecraftModel):
     def _member_sensors(self, k: int) -> _MemberSensors:
         s = self._sensors.get(k)
         if s is None:
-            raise CommandError(f"params.sat: member {k} ({self.names[k]}) runs the built-in reference behaviour and "
+            raise CommandError(f"params.sat: member {k} ({self.member_names[k]}) runs the built-in reference behaviour and "
                                "has no board sensors; sensor faults address bound members", field="params.sat",
                                valid=self.bound)
         return s
@@ -1989,6 +1946,12 @@ class ClusterModel(SpacecraftModel):
         self.isl.forced_down.discard((min(a, b), max(a, b)))
 
     # -- truth and events -------------------------------------------------------------------------------------------
+    def names(self) -> dict[str, list[str]]:
+        """The names payload fields refer to (as :meth:`Satellite.names`; ``sat`` takes a member index)."""
+        sat = self.template
+        return {"rail": list(self.power.rail_names), "heater": list(self.heaters.names), "node": list(self.node_names),
+                "array": list(self.power.array_names), "level": [lv.name for lv in sat.accelerator.dvfs]}
+
     def truth(self) -> dict[str, Any]:
         pw, th, acc = self.power, self.thermal, self.accel
         env: dict[str, Any] = {}
@@ -2015,7 +1978,7 @@ class ClusterModel(SpacecraftModel):
             "name": self.config.cluster.name,
             "t_ns": self.t_ns,
             "n": self.n,
-            "names": list(self.names),
+            "names": list(self.member_names),
             "bound": list(self.bound),
             "environment": env,
             "power": {
