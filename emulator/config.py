@@ -34,7 +34,7 @@ from emulator.validation import config_error
 
 #: the dotted-override and validation helpers, public here too (one implementation: emulator.dotted, .validation)
 __all__ = ["RUN_TABLES", "Config", "RunConfig", "apply_overrides", "config_error", "load_config", "merge_config",
-           "read_raw", "read_toml", "set_dotted", "split_run"]
+           "origins", "read_raw", "read_toml", "set_dotted", "split_run"]
 
 RUN_TABLES = ("sim", "links", "telemetry", "record", "bench")
 
@@ -159,7 +159,7 @@ class Config:
 
     def build_model(self) -> Any:
         """The model this config describes (a Satellite, a ClusterModel), for :class:`emulator.runtime.Emulator`."""
-        return model_kinds.build(self, self.kind)
+        return model_kinds.build(self)
 
 
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,

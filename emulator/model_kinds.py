@@ -28,6 +28,7 @@ class RunSpecLike(Protocol):
 
     run: Any
     model: Any
+    kind: str
     source: str
 
 
@@ -93,9 +94,9 @@ def top_keys() -> list[str]:
     return out
 
 
-def build(spec: RunSpecLike, kind: str) -> Any:
-    """The model of a run spec, ready for :class:`emulator.runtime.Emulator`."""
-    return get(kind).build(spec)
+def build(spec: RunSpecLike) -> Any:
+    """The model of a run spec (of its ``kind``), ready for :class:`emulator.runtime.Emulator`."""
+    return get(spec.kind).build(spec)
 
 
 # -- the single satellite ------------------------------------------------------------------------------------------

@@ -367,6 +367,24 @@ def test_bind_out_of_range_is_refused_naming_the_key_and_the_valid_members() -> 
     assert exc.value.field == "cluster.bind.topics"
 
 
+def test_member_overrides_reach_list_items_by_name_or_by_index() -> None:
+    """A member's overrides use the one dotted-override syntax: ``power.arrays.wings`` and ``power.arrays[0]`` are the
+    same array (and ``thermal.nodes[2]`` the battery node of the proto design)."""
+    def member_configs(overrides: dict[str, Any]) -> Any:
+        lc = load_config(CLUSTER_TOML, overrides={"cluster.members": [{"member": 5, "overrides": overrides}]})
+        return ClusterModel.from_config(lc, bind=[]).members.configs[5]
+
+    by_name = member_configs({"power.arrays.wings.degradation": 0.8, "thermal.nodes.battery.initial_temp_degc": 3.0})
+    by_index = member_configs({"power.arrays[0].degradation": 0.8, "thermal.nodes[2].initial_temp_degc": 3.0})
+    assert by_name == by_index
+    assert by_name.power.arrays[0].degradation == 0.8 and by_name.thermal.nodes[2].name == "battery"
+    assert by_name.thermal.nodes[2].initial_temp_degc == 3.0
+    with pytest.raises(ConfigError) as exc:
+        member_configs({"power.arrays[3].degradation": 0.8})
+    assert exc.value.field == "cluster.members[0].overrides.power.arrays[3].degradation"
+    assert "index 3 out of range" in exc.value.message
+
+
 def test_unknown_or_invalid_override_is_refused_with_what_is_valid() -> None:
     bad = {"cluster.members": [{"member": 2, "overrides": {"power.battery.cells_series": 4}}]}
     with pytest.raises(ConfigError) as exc:
