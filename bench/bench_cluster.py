@@ -44,7 +44,7 @@ def radius_for(n: int) -> float:
 
 def run_cluster(radius: float, sim_s: int, bind: list[int] | None = None) -> dict[str, float]:
     lc = load_config(CONFIG, overrides={"cluster.formation.disc_radius": radius, "cluster.members": [],
-                                                "cluster.bind.members": bind or []})
+                                        "cluster.bind.members": bind or []})
     n = len(disc_lattice(radius))
     m = ClusterModel.from_config(lc, chunk_steps=min(sim_s, max(60, min(3600, CHUNK_MEMBER_SAMPLES // n))))
     step = m.step
