@@ -5,7 +5,7 @@ Options (each from the command line, else the environment, else the ini file, el
 ==================== ================ ================== ===========================================
 flag                 ini key          environment        meaning
 ==================== ================ ================== ===========================================
---hil-config X       hil_config       HIL_CONFIG         satellite config TOML, or ``module:factory``
+--hil-config X       hil_config       HIL_CONFIG         config TOML (a satellite or a cluster), or ``module:factory``
                                                          returning a SpacecraftModel (tests)
 --hil-board CMD      hil_board        HIL_BOARD          start this board process (``--url URL`` added)
 --hil-board-url URL  hil_board_url    HIL_BOARD_URL      listen here for a real board
