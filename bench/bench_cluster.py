@@ -24,7 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from emulator.models.cluster import CHUNK_MEMBER_SAMPLES, ClusterModel, disc_lattice, load_cluster_config
+from emulator.config import load_config
+from emulator.models.cluster import CHUNK_MEMBER_SAMPLES, ClusterModel, disc_lattice
 from emulator.models.environment import Environment
 from emulator.models.satellite import Satellite
 from emulator.runtime import Emulator
@@ -42,8 +43,8 @@ def radius_for(n: int) -> float:
 
 
 def run_cluster(radius: float, sim_s: int, bind: list[int] | None = None) -> dict[str, float]:
-    lc = load_cluster_config(CONFIG, overrides={"cluster.formation.disc_radius": radius, "cluster.members": [],
-                                                "cluster.bind.members": bind or []})
+    lc = load_config(CONFIG, overrides={"cluster.formation.disc_radius": radius, "cluster.members": [],
+                                        "cluster.bind.members": bind or []})
     n = len(disc_lattice(radius))
     m = ClusterModel.from_config(lc, chunk_steps=min(sim_s, max(60, min(3600, CHUNK_MEMBER_SAMPLES // n))))
     step = m.step
@@ -56,8 +57,8 @@ def run_cluster(radius: float, sim_s: int, bind: list[int] | None = None) -> dic
 
 
 def run_baseline(n: int, sim_s: int) -> dict[str, float]:
-    lc = load_cluster_config(CONFIG)
-    sat_cfg = lc.config.satellite
+    lc = load_config(CONFIG)
+    sat_cfg = lc.model.satellite
     epoch = lc.run.sim.epoch_utc
     env = Environment(sat_cfg.orbit, sat_cfg.environment, epoch)  # shared object; every satellite makes its own chunks
     chunk = min(sim_s, 3600)  # chunks no longer than the run (as the cluster's): no environment computed in vain
@@ -91,7 +92,7 @@ print(n)
 async def run_runtime(sim_s: int) -> dict[str, float]:
     """The cluster in the runtime, afap, with a subscriber on the board plane reading every message (the bound
     member's telemetry at 1 Hz), beside the same model's physics alone for the same sim time."""
-    lc = load_cluster_config(CONFIG)
+    lc = load_config(CONFIG)
     m = ClusterModel.from_config(lc)
     t0 = time.perf_counter()
     for k in range(sim_s):

@@ -29,7 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 
 class EmulatorError(Exception):
@@ -61,12 +61,14 @@ class EmulatorError(Exception):
 @dataclass(frozen=True)
 class ConfigProblem:
     """One thing wrong in a configuration: where (a dotted key path), what, what would be valid, and which
-    override (a dotted key given on the command line, a scenario or a campaign) it comes from, if any."""
+    override (a dotted key given on the command line, a scenario or a campaign) it comes from, if any. ``kind``
+    says what is wrong: the ``key`` itself (unknown, unreachable) or the ``value`` given for it."""
 
     path: str
     message: str
     valid: list[Any] | None = None
     override: str | None = None
+    kind: Literal["key", "value"] = "value"
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"

@@ -191,7 +191,7 @@ async def _run(cfg: Any, *, plot: str | None, quiet: bool, movable: list[str] | 
         from emulator.plotting import plot_run
         from emulator.runtime import utc_text
 
-        plot_run(series, plot, title=f"{cfg.satellite.name}: {cfg.source}", epoch_utc=utc_text(emu.clock.utc(0)))
+        plot_run(series, plot, title=f"{cfg.name}: {cfg.source}", epoch_utc=utc_text(emu.clock.utc(0)))
         print(f"plot written to {plot}", file=sys.stderr)
     if emu.stalled:
         print(f"flatsat run: {emu.stalled}", file=sys.stderr)
@@ -227,7 +227,7 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
             f"{args.board} --url {emu.board_url}"
         if board_cmd.split(" ", 1)[0] in ("python", "python3"):  # the interpreter flatsat runs in (its venv)
             board_cmd = f"{shlex.quote(sys.executable)} {board_cmd.split(' ', 1)[1]}"
-        print(f"flatsat demo: {cfg.satellite.name}, {plural(args.orbits, 'orbit')} ({fmt_hms(duration_s)} of sim time), "
+        print(f"flatsat demo: {cfg.name}, {plural(args.orbits, 'orbit')} ({fmt_hms(duration_s)} of sim time), "
               f"board: {board_cmd}", file=sys.stderr)
         proc = await asyncio.create_subprocess_exec(*shlex.split(board_cmd))
         try:
@@ -256,7 +256,7 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
     board_name = ", ".join(sorted(emu.stats.boards_seen)) or f"board {args.board!r} (no board.hello)"
     from emulator.runtime import utc_text
 
-    plot_run(series, args.plot, title=f"flatsat demo: {cfg.satellite.name}, {board_name}, "
+    plot_run(series, args.plot, title=f"flatsat demo: {cfg.name}, {board_name}, "
                                       f"{plural(args.orbits, 'orbit')}", epoch_utc=utc_text(emu.clock.utc(0)))
     print(f"plot written to {args.plot}", file=sys.stderr)
     if intr.exit_code is not None:

@@ -194,13 +194,13 @@ class Emulator:
 
     @classmethod
     def from_config(cls, config: Any, **kwargs: Any) -> Emulator:
-        """Build the satellite described by a :class:`~emulator.config.Config` and wrap it."""
-        from emulator.models.satellite import Satellite
-
-        sim = config.run.sim
-        model = Satellite(config.satellite, epoch_utc=sim.epoch_utc, seed=sim.seed, step_s=sim.step_s)
-        kwargs.setdefault("meta", {"config": Path(config.source).name, "satellite": config.satellite.name})
-        return cls(model, config.run, **kwargs)
+        """Build the model a run spec (:class:`~emulator.config.Config`) describes, of its kind (a satellite, a
+        cluster: :mod:`emulator.model_kinds`), and wrap it."""
+        meta = {"config": Path(config.source).name, "satellite": config.name}
+        if config.kind != "satellite":
+            meta["model"] = config.kind
+        kwargs.setdefault("meta", meta)
+        return cls(config.build_model(), config.run, **kwargs)
 
     # -- setup -------------------------------------------------------------------------------
     def _register(self, iface: Interface) -> None:

@@ -117,6 +117,8 @@ def board_summary(emu: Any) -> str:
     seen = emu.stats.boards_seen
     if seen:
         return ", ".join(f"{name} {version}".strip() for name, version in sorted(seen.items()))
+    if not any(str(c.spec.plane) == "board" for c in emu.interface.commands):
+        return "none needed: the model takes no board command (e.g. a cluster with no bound member)"
     return "no board connected: the accelerator idles"
 
 

@@ -23,7 +23,7 @@ COMMANDS = [
             "Write a recording's truth.sample stream as a table (t_s and one column per flattened signal, e.g. "
             "satellite.power.bus_v); --topic adds the fields of other topics (columns TOPIC.FIELD)."),
     Command("campaign", "run scenarios x seeds x config sweeps in parallel; Monte Carlo summary",
-            "hil.campaign:add_arguments", "hil.campaign:cmd_campaign",
+            "hil.campaign.cli:add_arguments", "hil.campaign.cli:cmd_campaign",
             "Run every scenario of CAMPAIGN (TOML, a path or a shipped name) with every seed and every combination "
             "of its [[sweep]] values, on a local process pool or a Dask cluster (--scheduler). Writes results.jsonl "
             "(as runs finish), results.csv, summary.json/.md and report.html to --out. Exit code 0: every run "

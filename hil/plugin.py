@@ -5,7 +5,7 @@ Options (each from the command line, else the environment, else the ini file, el
 ==================== ================ ================== ===========================================
 flag                 ini key          environment        meaning
 ==================== ================ ================== ===========================================
---hil-config X       hil_config       HIL_CONFIG         satellite config TOML, or ``module:factory``
+--hil-config X       hil_config       HIL_CONFIG         config TOML (a satellite or a cluster), or ``module:factory``
                                                          returning a SpacecraftModel (tests)
 --hil-board CMD      hil_board        HIL_BOARD          start this board process (``--url URL`` added)
 --hil-board-url URL  hil_board_url    HIL_BOARD_URL      listen here for a real board
@@ -192,7 +192,8 @@ def make_emulator(config: pytest.Config, *, seed: int, with_board: bool, record_
     Raises:
         ConfigError: bad --hil-config.
     """
-    from emulator.config import RunConfig, load_config
+    from emulator.config import load_config, split_run
+    from emulator.dotted import apply_overrides
     from hil.runner import HilEmulator
 
     s = config.stash[SETTINGS_KEY]
@@ -207,7 +208,9 @@ def make_emulator(config: pytest.Config, *, seed: int, with_board: bool, record_
         params = inspect.signature(factory).parameters
         model = factory(seed=seed) if "seed" in params else factory()
     if model is not None:
-        run = RunConfig.model_validate({"sim": {k.split(".")[1]: v for k, v in forced.items()}})
+        raw: dict[str, Any] = {}
+        apply_overrides(raw, forced)
+        run = split_run(raw, "--hil-config")
         return HilEmulator(model, run, **kwargs)
     from emulator.shipped import DEFAULT_SATELLITE as DEFAULT_CONFIG
 

@@ -47,15 +47,17 @@ import tempfile
 import weakref
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
 from emulator.clock import NS_PER_S, WallSource
-from emulator.config import RUN_TABLES, RunConfig, config_error
+from emulator.config import RUN_TABLES, origins, split_run
+from emulator.dotted import apply_overrides
 from emulator.errors import CommandError, ConfigError, EmulatorError, TransportError
 from emulator.models.base import SpacecraftModel
 from emulator.plotting import PANELS
+from emulator.protocol.catalogue import Plane
 from emulator.protocol.envelope import Message
 from emulator.runtime import Emulator, utc_text
 from emulator.series import EnvelopeSampler, Series, flatten
@@ -95,6 +97,28 @@ FINE_SAMPLES = 20_000
 #: sim keys the [scenario] table and the runner own; an [overrides] entry may not set them
 OWNED_KEYS = ("sim.seed", "sim.step_s", "sim.mode", "sim.speed", "sim.duration_s", "sim.epoch_utc",
               "sim.lockstep_source", "links.board", "links.control", "record.path")
+
+
+def override_labels(scenario: Scenario) -> dict[str, str]:
+    """How each override was given, for config errors: the scenario's ``[overrides]`` by their key path."""
+    return {k: f'overrides."{k}"' for k in scenario.overrides}
+
+
+def scenario_config_error(scenario: Scenario, exc: ConfigError, config: str | Path | None) -> ScenarioError:
+    """A config problem as the scenario's: blamed on its ``[overrides]`` entry (the problem keeps ``override``
+    and ``kind``), or on its config file."""
+    problems: list[Problem] = []
+    for p in exc.problems:
+        if p.override in scenario.overrides:
+            text = p.message if p.path == p.override else f"{p.path}: {p.message}"
+            problems.append(replace(p, path=f'overrides."{p.override}"', message=text))
+        elif p.path in ("config", "extends"):
+            problems.append(replace(p, path="scenario.config"))
+        elif config is not None:
+            problems.append(replace(p, path="scenario.config", message=f"{Path(config).name}: {p}"))
+        else:
+            problems.append(p)
+    return ScenarioError(scenario.source, problems)
 
 
 class HilEmulator(Emulator):
@@ -444,6 +468,11 @@ class ScenarioRun:
                 self.pty = BoardPty()
         try:
             self.emu = self._build(model_factory, wall)
+            if self.board_kind and not any(c.spec.plane == Plane.BOARD for c in self.emu.interface.commands):
+                raise ScenarioError(scenario.source, [Problem(
+                    "board", "the model takes no board-plane command (a cluster with no member in "
+                    "cluster.bind.members): a board has nothing to drive; run without --board / --board-url, or "
+                    "bind a member")])
             check_against(scenario, signals=flatten(self.emu.truth()).keys(),
                           fault_params=self.emu.fault_schemas(), catalogue=self.emu.catalogue,
                           board=self.board_kind, names=self.emu.model.names())  # type: ignore[arg-type]
@@ -498,41 +527,29 @@ class ScenarioRun:
         if owned:
             raise ScenarioError(sc.source, [Problem(f'overrides."{k}"', "set by the [scenario] table or the runner "
                                                                         "(seed, step_s, mode, speed, duration, "
-                                                                        "epoch_utc, board); not an override")
-                                            for k in owned])
+                                                                        "epoch_utc, board); not an override",
+                                                    override=k, kind="key") for k in owned])
         forced = self._forced()
         meta = {"scenario": sc.name, "scenario_file": Path(sc.source).name, "board": self.board_kind or "none"}
         kwargs: dict[str, Any] = {"wall": wall, "board_url": forced["links.board"], "control_url": None,
                                   "record_path": forced["record.path"], "meta": meta}
         if model_factory is not None:
-            raw: dict[str, Any] = {}
-            for key, value in {**{k: v for k, v in sc.overrides.items() if k.split(".")[0] in RUN_TABLES},
-                               **self._recording_keys(), **forced}.items():
-                node = raw
-                parts = key.split(".")
-                for p in parts[:-1]:
-                    node = node.setdefault(p, {})
-                node[parts[-1]] = value
+            run_keys = {k: v for k, v in sc.overrides.items() if k.split(".")[0].split("[")[0] in RUN_TABLES}
             try:
-                run = RunConfig.model_validate(raw)
-            except Exception as exc:  # pydantic ValidationError
-                from pydantic import ValidationError
-
-                if isinstance(exc, ValidationError):
-                    raise ScenarioError(sc.source, [Problem("overrides", str(config_error(exc, RunConfig,
-                                                                                           sc.source)))]) from None
-                raise
+                raw: dict[str, Any] = {}
+                apply_overrides(raw, {**run_keys, **self._recording_keys(), **forced})
+                run = split_run(raw, sc.source, origins(raw, run_keys, override_labels(sc)))
+            except ConfigError as exc:
+                raise scenario_config_error(sc, exc, None) from None
             return HilEmulator(model_factory(sc, self.seed), run, **kwargs)
         from emulator.config import load_config
         from emulator.shipped import DEFAULT_SATELLITE as DEFAULT_CONFIG
 
         path = sc.config_path or DEFAULT_CONFIG
         try:
-            cfg = load_config(path, {**sc.overrides, **self._recording_keys(), **forced})
+            cfg = load_config(path, {**sc.overrides, **self._recording_keys(), **forced}, labels=override_labels(sc))
         except ConfigError as exc:
-            where = f'overrides."{exc.field}"' if exc.field in sc.overrides else \
-                "scenario.config" if exc.field == "config" else "overrides"
-            raise ScenarioError(sc.source, [Problem(where, str(exc), exc.valid)]) from None
+            raise scenario_config_error(sc, exc, path) from None
         meta["config"] = Path(path).name
         return HilEmulator.from_config(cfg, **kwargs)
 

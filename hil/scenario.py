@@ -45,7 +45,7 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationEr
 
 from emulator import shipped
 from emulator.clock import parse_duration_s
-from emulator.errors import CodecError, ConfigError, suggest
+from emulator.errors import CodecError, ConfigError, ConfigProblem, suggest
 
 TOP_KEYS = ("scenario", "overrides", "timeline", "requirement")
 OPS = ("<", "<=", ">", ">=", "==", "!=")
@@ -232,16 +232,9 @@ class ScenarioFile(_Strict):
 
 
 # -- errors ----------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Problem:
-    """One thing wrong in a scenario: where (key path), what, and what would be valid."""
-
-    path: str
-    message: str
-    valid: list[str] | None = None
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+#: one thing wrong in a scenario (or a campaign): where (key path), what, what would be valid, and the override it
+#: comes from; the config's own problem type, so a config problem carries over without parsing its text
+Problem = ConfigProblem
 
 
 class ScenarioError(ConfigError):
@@ -254,7 +247,7 @@ class ScenarioError(ConfigError):
         text = f"{source}: invalid scenario ({n} problem{'s' if n != 1 else ''})\n  " + \
             "\n  ".join(str(p) for p in problems)
         super().__init__(text, field=problems[0].path if problems else None,
-                         valid=problems[0].valid if problems else None)
+                         valid=problems[0].valid if problems else None, problems=problems)
 
 
 # -- the loaded scenario ---------------------------------------------------------------------

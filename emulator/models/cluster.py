@@ -29,15 +29,14 @@ from __future__ import annotations
 import datetime as dt
 import functools
 import math
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
 
-from emulator.config import RUN_TABLES, RunConfig, config_error, read_raw, split_run
-from emulator.errors import CommandError, ConfigError, ModelError, suggest
+from emulator.dotted import parse_key, set_dotted
+from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError, suggest
 from emulator.models.accelerator import (
     AcceleratorBoard,
     AcceleratorConfig,
@@ -88,6 +87,7 @@ from emulator.models.satellite import (
 from emulator.models.sensors import ChannelSpec, SensorBank
 from emulator.models.thermal import KELVIN, ThermalNetwork
 from emulator.protocol.catalogue import Payload, Plane, field
+from emulator.validation import config_error
 
 OFF, CRITICAL, SAFE, NORMAL, FULL = 0, 1, 2, 3, 4  # shed modes, as emulator.models.power
 _MIN_MODE = {"safe": NORMAL, "critical": SAFE, "never": CRITICAL}
@@ -203,49 +203,6 @@ class ClusterConfig(_Strict):
     cluster: ClusterSpec
 
 
-@dataclass(frozen=True)
-class ClusterRunConfig:
-    run: RunConfig
-    config: ClusterConfig
-    source: str = "<defaults>"
-
-
-def load_cluster_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None,
-                        data: dict[str, Any] | None = None) -> ClusterRunConfig:
-    """Read a cluster TOML (run tables, the member design's tables, ``[cluster]``); dotted ``overrides`` on top.
-
-    Everything is validated, including the members' cross references (:func:`resolve_members`)."""
-    raw, source = read_raw(path, overrides, data)
-    run = split_run(raw, source)
-    if run.bench.supply:
-        raise ConfigError(f"{source}: [bench.supply] powers one real board from one satellite's bus; a cluster run "
-                          "has no single bus to play (run that member as a single-satellite config instead)",
-                          field="bench.supply")
-    cluster_raw = raw.pop("cluster", None)
-    if cluster_raw is None:
-        raise ConfigError(f"{source}: no [cluster] table: a cluster config needs one (name, formation or members)",
-                          field="cluster")
-    try:
-        spec = ClusterSpec.model_validate(cluster_raw)
-    except ValidationError as exc:
-        err = config_error(exc, ClusterSpec, source)
-        raise ConfigError(err.message.replace("\n  ", "\n  cluster."), field=f"cluster.{err.field}",
-                          valid=err.valid) from None
-    try:
-        sat = SatelliteConfig.model_validate(raw)
-    except ValidationError as exc:
-        valid = [*RUN_TABLES, "cluster", *SatelliteConfig.model_fields]
-        raise config_error(exc, SatelliteConfig, source, extra_valid=valid) from None
-    supplied = [ld.name for ld in sat.power.loads if ld.source == "supply"]
-    if supplied:
-        raise ConfigError(f"{source}: power.loads {', '.join(supplied)}: source = 'supply' (a board on a bench "
-                          "supply) is for single-satellite runs; a cluster member's loads are fixed",
-                          field="power.loads")
-    cfg = ClusterConfig(satellite=sat, cluster=spec)
-    resolve_members(cfg)
-    return ClusterRunConfig(run=run, config=cfg, source=source)
-
-
 # -- members -------------------------------------------------------------------------------------------------
 def disc_lattice(radius: float) -> np.ndarray:
     """Integer points (i, j) with i^2 + j^2 <= radius^2, ordered by i then j: (N, 2) int. radius 5: 81 points."""
@@ -284,32 +241,25 @@ class Members:
                            else [0, n - 1])
 
 
-def _override(data: dict[str, Any], key: str, value: Any, where: str) -> None:
-    """Set a dotted override in a satellite-config dict; list elements are addressed by name."""
-    parts = key.split(".")
+def _member_override(data: dict[str, Any], key: str, value: Any, where: str) -> None:
+    """Set one of OVERRIDABLE in a member's satellite-config dict (emulator.dotted: list items by name or [i])."""
+    try:
+        parts = parse_key(key)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.message}", field=where, valid=list(OVERRIDABLE)) from None
     patterns = [p.split(".") for p in OVERRIDABLE]
     ok = any(len(p) == len(parts) and all(a == b or a.startswith("<") for a, b in zip(p, parts, strict=True))
              for p in patterns)
     if not ok:
         raise ConfigError(f"{where}: unknown override {key!r}{suggest(key, OVERRIDABLE)}; a member may override "
-                          f"only: {', '.join(OVERRIDABLE)}", field=where, valid=list(OVERRIDABLE))
-    node: Any = data
-    i = 0
-    while i < len(parts) - 1:
-        nxt = node[parts[i]]
-        if isinstance(nxt, list):
-            want = parts[i + 1]
-            names = [str(x.get("name")) for x in nxt]
-            if want not in names:
-                what = parts[i].removesuffix("s")
-                raise ConfigError(f"{where}: {key!r}: no {what} named {want!r}{suggest(want, names)}; valid: "
-                                  f"{', '.join(names)}", field=where, valid=names)
-            node = nxt[names.index(want)]
-            i += 2
-        else:
-            node = nxt
-            i += 1
-    node[parts[-1]] = value
+                          f"only: {', '.join(OVERRIDABLE)}", field=where, valid=list(OVERRIDABLE),
+                          problems=[ConfigProblem(where, f"unknown override {key!r}", list(OVERRIDABLE),
+                                                  kind="key")])
+    try:
+        set_dotted(data, key, value)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc.problems[0].message}", field=where, valid=exc.valid,
+                          problems=[replace(p, path=where) for p in exc.problems]) from None
 
 
 def resolve_members(cfg: ClusterConfig, bind: list[int | str] | None = None) -> Members:
@@ -367,7 +317,7 @@ def resolve_members(cfg: ClusterConfig, bind: list[int | str] | None = None) -> 
         if m.overrides:
             data = sat.model_dump(mode="python")
             for key, value in m.overrides.items():
-                _override(data, key, value, f"{where}.overrides.{key}")
+                _member_override(data, key, value, f"{where}.overrides.{key}")
             try:
                 configs[k] = SatelliteConfig.model_validate(data)
             except ValidationError as exc:
@@ -1533,7 +1483,7 @@ class ClusterModel(SpacecraftModel):
                  bind: list[int | str] | None = None, chunk_steps: int | None = None) -> None:
         self.config = config
         self.members = mem = resolve_members(config, bind)
-        self.names = mem.names
+        self.member_names = mem.names
         self.n = n = mem.n
         self.bound = list(mem.bound)
         self.topics_mode = config.cluster.bind.topics
@@ -1634,9 +1584,11 @@ class ClusterModel(SpacecraftModel):
         self._events: list[tuple[str, dict[str, Any]]] = []
 
     @classmethod
-    def from_config(cls, loaded: ClusterRunConfig, **kwargs: Any) -> ClusterModel:
-        sim = loaded.run.sim
-        return cls(loaded.config, epoch_utc=sim.epoch_utc, seed=sim.seed, step_s=sim.step_s, **kwargs)
+    def from_config(cls, spec: Any, **kwargs: Any) -> ClusterModel:
+        """From a run spec (:class:`emulator.config.Config` of kind ``cluster``: ``spec.model`` is the ClusterConfig,
+        ``spec.run.sim`` the epoch, seed and step)."""
+        sim = spec.run.sim
+        return cls(spec.model, epoch_utc=sim.epoch_utc, seed=sim.seed, step_s=sim.step_s, **kwargs)
 
     # -- environment chunks -----------------------------------------------------------------------------------------
     def _load_chunk(self, t_ns: int, dt_ns: int) -> None:
@@ -1801,7 +1753,7 @@ class ClusterModel(SpacecraftModel):
         return iface
 
     def _member_interface(self, k: int) -> Interface:
-        name = self.names[k]
+        name = self.member_names[k]
         t = functools.partial(self._topic, k)
         who = f" Member {k} ({name})."
         board = self.boards[k]
@@ -1950,7 +1902,7 @@ class ClusterModel(SpacecraftModel):
     def _member_sensors(self, k: int) -> _MemberSensors:
         s = self._sensors.get(k)
         if s is None:
-            raise CommandError(f"params.sat: member {k} ({self.names[k]}) runs the built-in reference behaviour and "
+            raise CommandError(f"params.sat: member {k} ({self.member_names[k]}) runs the built-in reference behaviour and "
                                "has no board sensors; sensor faults address bound members", field="params.sat",
                                valid=self.bound)
         return s
@@ -1994,6 +1946,12 @@ class ClusterModel(SpacecraftModel):
         self.isl.forced_down.discard((min(a, b), max(a, b)))
 
     # -- truth and events -------------------------------------------------------------------------------------------
+    def names(self) -> dict[str, list[str]]:
+        """The names payload fields refer to (as :meth:`Satellite.names`; ``sat`` takes a member index)."""
+        sat = self.template
+        return {"rail": list(self.power.rail_names), "heater": list(self.heaters.names), "node": list(self.node_names),
+                "array": list(self.power.array_names), "level": [lv.name for lv in sat.accelerator.dvfs]}
+
     def truth(self) -> dict[str, Any]:
         pw, th, acc = self.power, self.thermal, self.accel
         env: dict[str, Any] = {}
@@ -2020,7 +1978,7 @@ class ClusterModel(SpacecraftModel):
             "name": self.config.cluster.name,
             "t_ns": self.t_ns,
             "n": self.n,
-            "names": list(self.names),
+            "names": list(self.member_names),
             "bound": list(self.bound),
             "environment": env,
             "power": {

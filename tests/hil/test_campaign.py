@@ -24,7 +24,7 @@ from hil.campaign import (
     wilson_interval,
 )
 from hil.runner import run_scenario_sync
-from hil.scenario import Scenario, load_scenario
+from hil.scenario import Scenario, load_scenario, scenario_from_dict
 
 REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "configs" / "campaigns" / "battery-sweep.toml"
@@ -300,27 +300,47 @@ def test_unknown_override_key_is_refused_before_any_run(tmp_path: Path, capsys: 
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize(("sweep", "expected"), [
-    (("power.battery.cell_capacity_ah", [1.0, -2.0]),
-     ("sweep[0].values: power.battery.cell_capacity_ah = -2.0: power.battery.cell_capacity_ah: Input should be "
-      "greater than 0")),
-    (("power.rails.nosuchrail.max_retries", [1]),
-     ("sweep[0].key: override 'power.rails.nosuchrail.max_retries': no item named 'nosuchrail'; valid: obc_3v3, "
+@pytest.mark.parametrize(("sweep", "where", "kind", "expected"), [
+    (("power.battery.cell_capacity_ah", [1.0, -2.0]), "sweep[0].values", "value",
+     "sweep[0].values: power.battery.cell_capacity_ah = -2.0: Input should be greater than 0"),
+    (("power.rails.nosuchrail.max_retries", [1]), "sweep[0].key", "key",
+     ("sweep[0].key: power.rails.nosuchrail.max_retries: no item named 'nosuchrail'; valid: obc_3v3, "
       "comms_5v, payload, heaters")),
-    (("thermal.surfaces[99].area_m2", [0.1]),
-     "sweep[0].key: override 'thermal.surfaces[99].area_m2': index 99 out of range"),
-    (("sim.seed", [1, 2]), "sweep[0].key: 'sim.seed' is set by the scenario or the runner"),
+    (("thermal.surfaces[99].area_m2", [0.1]), "sweep[0].key", "key",
+     "sweep[0].key: thermal.surfaces[99].area_m2: index 99 out of range"),
+    (("power.rails.payload.max_retries", [1, -1]), "sweep[0].values", "value",
+     "sweep[0].values: power.rails.payload.max_retries = -1: power.rails.2.max_retries: Input should be greater"),
+    (("sim.seed", [1, 2]), "sweep[0].key", "key", "sweep[0].key: 'sim.seed' is set by the scenario or the runner"),
 ])
-def test_bad_override_values_and_list_items_are_located(tmp_path: Path, sweep: tuple[str, list[Any]],
-                                                        expected: str) -> None:
+def test_bad_override_values_and_list_items_are_located(tmp_path: Path, sweep: tuple[str, list[Any]], where: str,
+                                                        kind: str, expected: str) -> None:
     with pytest.raises(CampaignError) as info:
         validate_campaign(load_campaign(real_campaign(tmp_path, sweep)))
     assert expected in str(info.value)
+    # located from the structured problems (path, override, kind), not from the message text
+    assert [(p.path, p.kind) for p in info.value.problems] == [(where, kind)]
+    assert info.value.problems[0].override == sweep[0]
 
 
 def test_a_list_item_sweep_by_index_is_accepted(tmp_path: Path) -> None:
     camp = load_campaign(real_campaign(tmp_path, ("thermal.surfaces[2].area_m2", [0.05, 0.1])))
     assert len(validate_campaign(camp)) == 2
+
+
+def test_a_sweep_by_item_name_and_by_index_reaches_every_run(tmp_path: Path) -> None:
+    from hil.runner import ScenarioRun
+
+    camp = load_campaign(real_campaign(tmp_path, ("power.rails.payload.max_retries", [0, 2]),
+                                       ("thermal.nodes[0].initial_temp_degc", [5.0])))
+    runs = validate_campaign(camp)
+    assert [r.overrides for r in runs] == [
+        {"power.rails.payload.max_retries": 0, "thermal.nodes[0].initial_temp_degc": 5.0},
+        {"power.rails.payload.max_retries": 2, "thermal.nodes[0].initial_temp_degc": 5.0}]
+    for run, retries in zip(runs, (0, 2), strict=True):
+        sc = scenario_from_dict(run.scenario_data, source=run.scenario_file, base_dir=Path(run.base_dir))
+        cfg = ScenarioRun(sc, seed=run.seed).emu.model.config
+        assert {r.name: r.max_retries for r in cfg.power.rails}["payload"] == retries
+        assert cfg.thermal.nodes[0].initial_temp_degc == 5.0
 
 
 def test_missing_scenario_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -159,3 +159,17 @@ async def test_uses_my_emulator(sat):
     assert sat.signal("satellite.steps") == 2
 ''')
     hil.runpytest().assert_outcomes(passed=1)
+
+
+def test_hil_config_may_be_a_cluster(hil: pytest.Pytester) -> None:
+    """--hil-config goes through the one config loader: a cluster config gives the cluster model."""
+    hil.makepyfile('''
+async def test_cluster(sat, emulator):
+    assert emulator.model.n == 5
+    fid = sat.inject("eps.rail.short", {"sat": 3, "rail": "payload", "extra_a": 65.0}, duration_s=10)
+    await sat.wait_for(lambda: sat.signal("satellite.power.rail_trips.payload.3") >= 4, within_s=60)
+    assert sat.signal("satellite.power.rail_trips.payload.2") == 0 and fid > 0
+''')
+    # small-cluster.toml extends suncatcher-cluster, which extends suncatcher-proto
+    result = hil.runpytest("--hil-config", str(Path(__file__).with_name("small-cluster.toml")), "--hil-seed", "3")
+    result.assert_outcomes(passed=1)

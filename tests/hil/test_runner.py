@@ -256,3 +256,27 @@ async def test_plot_and_export_read_a_recordings_truth(tmp_path: Path, capsys: p
     res = await run_scenario(empty, record_dir=tmp_path, model_factory=toy, wall=VirtualWall())
     assert main(["plot", str(res.recording), "-o", str(tmp_path / "q.png")]) == 2
     assert "no truth.sample" in capsys.readouterr().err
+
+
+def test_scenario_overrides_reach_list_items_by_name_and_by_index() -> None:
+    """One dotted-override implementation (emulator.dotted): a scenario's [overrides] name a list item by its
+    ``name`` or by ``[i]``, and a wrong one is refused naming the override."""
+    from hil.runner import ScenarioRun
+
+    sc = scenario_from_dict({"scenario": {"name": "x", "duration": 60},
+                             "overrides": {"power.rails.payload.max_retries": 0, "power.rails[0].current_limit_a": 2.5,
+                                           "thermal.nodes.battery.initial_temp_degc": 7.0}})
+    power = ScenarioRun(sc).emu.model.config.power
+    rails = {r.name: r for r in power.rails}
+    assert rails["payload"].max_retries == 0 and power.rails[0].current_limit_a == 2.5
+    assert power.rails[0].name != "payload"
+    nodes = {n.name: n for n in ScenarioRun(sc).emu.model.config.thermal.nodes}
+    assert nodes["battery"].initial_temp_degc == 7.0
+    bad = scenario_from_dict({"scenario": {"name": "x", "duration": 60},
+                              "overrides": {"power.rails.payloda.max_retries": 0}})
+    with pytest.raises(ScenarioError) as exc:
+        ScenarioRun(bad)
+    (p,) = exc.value.problems
+    assert (p.path, p.override, p.kind) == ('overrides."power.rails.payloda.max_retries"',
+                                            "power.rails.payloda.max_retries", "key")
+    assert "did you mean 'payload'" in p.message and "payload" in p.valid

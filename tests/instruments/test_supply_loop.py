@@ -17,7 +17,6 @@ from supply_setup import supply_config
 
 from emulator.config import load_config
 from emulator.errors import CommandError, ConfigError, InstrumentError
-from emulator.models.cluster import load_cluster_config
 from emulator.runtime import Emulator
 
 #: the issue: an injected rail short switches the supply's output off within 100 ms
@@ -200,9 +199,10 @@ def test_a_list_of_supplies_and_a_cluster_refusal() -> None:
     with pytest.raises(ConfigError, match="two supplies are named 'psu'"):
         load_config(None, {"links.board": None, "links.control": None}, data=raw)
     with pytest.raises(ConfigError, match="a cluster run"):
-        load_cluster_config(None, data={
+        load_config(None, data={
             "bench": {"supply": {"resource": "TCPIP::192.0.2.7::INSTR", "driver": "rigol_dp800", "rail": "payload",
-                                 "max_v": 13.0, "max_a": 2.0}}, "sim": {"mode": "realtime"}})
+                                 "max_v": 13.0, "max_a": 2.0}}, "sim": {"mode": "realtime"},
+            "cluster": {"formation": {"disc_radius": 1}}})
 
 
 async def test_the_loop_never_runs_on_a_model_without_supply_support() -> None:

@@ -27,7 +27,6 @@ from emulator.models.cluster import (
     PolicyConfig,
     cw_relative_state,
     disc_lattice,
-    load_cluster_config,
     sat_schema,
 )
 from emulator.models.environment import Environment
@@ -96,10 +95,10 @@ def test_disc_of_radius_5_has_81_members_with_the_centre_at_index_40() -> None:
 
 
 def test_shipped_cluster_config_loads_81_members_within_1_km() -> None:
-    lc = load_cluster_config(CLUSTER_TOML)
+    lc = load_config(CLUSTER_TOML)
     m = ClusterModel.from_config(lc, bind=[])
-    assert m.n == 81 and m.names[0] == "suncatcher-00" and m.names[-1] == "suncatcher-80"
-    assert lc.config.cluster.bind.members == [40]
+    assert m.n == 81 and m.member_names[0] == "suncatcher-00" and m.member_names[-1] == "suncatcher-80"
+    assert lc.model.cluster.bind.members == [40]
     t = np.linspace(0.0, ORBIT_S, 41)
     r, _ = m.env.states(t)
     centre = r[:, 40:41, :]
@@ -115,9 +114,20 @@ def test_shipped_cluster_config_loads_81_members_within_1_km() -> None:
 
 
 def test_cluster_members_are_the_proto_design() -> None:
-    """configs/suncatcher-cluster.toml repeats the suncatcher-proto member tables: they must stay in step."""
-    member = load_cluster_config(CLUSTER_TOML).config.satellite.model_dump(exclude={"name"})
+    """configs/suncatcher-cluster.toml extends suncatcher-proto (no copied member tables): the member design is the
+    proto's, the cluster changes only the name and the run tables it writes."""
+    import tomllib
+
+    text = tomllib.loads(CLUSTER_TOML.read_text(encoding="utf-8"))
+    assert text["extends"] == "suncatcher-proto"
+    assert not {"orbit", "environment", "power", "thermal", "sensors", "accelerator", "radiation"} & set(text)
+    lc = load_config(CLUSTER_TOML)
+    assert lc.kind == "cluster" and lc.name == "suncatcher" and lc.model.satellite.name == "suncatcher-member"
+    member = lc.model.satellite.model_dump(exclude={"name"})
     assert member == proto().model_dump(exclude={"name"})
+    base = load_config("suncatcher-proto").run.model_dump()
+    base["sim"]["duration_s"], base["telemetry"]["truth_rate_hz"] = 86400.0, 0.1
+    assert lc.run.model_dump() == base
 
 
 def test_relative_motion_solves_the_clohessy_wiltshire_equations() -> None:
@@ -245,7 +255,7 @@ def test_shared_linearisation_keeps_a_member_on_the_single_satellite() -> None:
     hot = {f"thermal.nodes.{nd.name}.initial_temp_degc": nd.initial_temp_degc + 20.0 for nd in sat.thermal.nodes}
     members = [MemberConfig(member=k, overrides=hot) for k in (0, 1, 3, 4)]
     m = cluster(1, sat=sat, members=members)
-    assert m.names[2] == "c-2" and (disc_lattice(1)[2] == [0, 0]).all()
+    assert m.member_names[2] == "c-2" and (disc_lattice(1)[2] == [0, 0]).all()
     single = Satellite(sat, epoch_utc=EPOCH, seed=7)
     worst = run_pair(m, 2, single, ORBIT_S, busy=True)
     assert worst["temp_k"] < TEMP_SHARED_LIN_TOL_K
@@ -257,7 +267,7 @@ def test_shared_linearisation_keeps_a_member_on_the_single_satellite() -> None:
 
 
 def test_energy_closes_for_every_member_of_the_shipped_cluster() -> None:
-    lc = load_cluster_config(CLUSTER_TOML, overrides={"cluster.bind.members": []})
+    lc = load_config(CLUSTER_TOML, overrides={"cluster.bind.members": []})
     m = ClusterModel.from_config(lc, chunk_steps=600)
     for k in range(1200):
         m.step(k * NS, NS)
@@ -346,36 +356,54 @@ def test_latchup_is_cleared_by_the_rail_limiter_and_the_board_recovers() -> None
 # -- bad input --------------------------------------------------------------------------------------------------------
 def test_bind_out_of_range_is_refused_naming_the_key_and_the_valid_members() -> None:
     with pytest.raises(ConfigError) as exc:
-        load_cluster_config(CLUSTER_TOML, overrides={"cluster.bind.members": [81]})
+        load_config(CLUSTER_TOML, overrides={"cluster.bind.members": [81]})
     assert exc.value.field == "cluster.bind.members[0]"
     assert exc.value.valid == list(range(81)) and "0..80" in exc.value.message
     with pytest.raises(ConfigError) as exc:
-        load_cluster_config(CLUSTER_TOML, overrides={"cluster.bind.members": ["suncatcher-4O"]})
+        load_config(CLUSTER_TOML, overrides={"cluster.bind.members": ["suncatcher-4O"]})
     assert "did you mean 'suncatcher-" in exc.value.message  # a suggestion from the names
     with pytest.raises(ConfigError) as exc:
-        load_cluster_config(CLUSTER_TOML, overrides={"cluster.bind.members": [3, 4]})  # plain topics, two boards
+        load_config(CLUSTER_TOML, overrides={"cluster.bind.members": [3, 4]})  # plain topics, two boards
     assert exc.value.field == "cluster.bind.topics"
+
+
+def test_member_overrides_reach_list_items_by_name_or_by_index() -> None:
+    """A member's overrides use the one dotted-override syntax: ``power.arrays.wings`` and ``power.arrays[0]`` are the
+    same array (and ``thermal.nodes[2]`` the battery node of the proto design)."""
+    def member_configs(overrides: dict[str, Any]) -> Any:
+        lc = load_config(CLUSTER_TOML, overrides={"cluster.members": [{"member": 5, "overrides": overrides}]})
+        return ClusterModel.from_config(lc, bind=[]).members.configs[5]
+
+    by_name = member_configs({"power.arrays.wings.degradation": 0.8, "thermal.nodes.battery.initial_temp_degc": 3.0})
+    by_index = member_configs({"power.arrays[0].degradation": 0.8, "thermal.nodes[2].initial_temp_degc": 3.0})
+    assert by_name == by_index
+    assert by_name.power.arrays[0].degradation == 0.8 and by_name.thermal.nodes[2].name == "battery"
+    assert by_name.thermal.nodes[2].initial_temp_degc == 3.0
+    with pytest.raises(ConfigError) as exc:
+        member_configs({"power.arrays[3].degradation": 0.8})
+    assert exc.value.field == "cluster.members[0].overrides.power.arrays[3].degradation"
+    assert "index 3 out of range" in exc.value.message
 
 
 def test_unknown_or_invalid_override_is_refused_with_what_is_valid() -> None:
     bad = {"cluster.members": [{"member": 2, "overrides": {"power.battery.cells_series": 4}}]}
     with pytest.raises(ConfigError) as exc:
-        load_cluster_config(CLUSTER_TOML, overrides=bad)
+        load_config(CLUSTER_TOML, overrides=bad)
     assert exc.value.field == "cluster.members[0].overrides.power.battery.cells_series"
     assert exc.value.valid == list(OVERRIDABLE)
     bad = {"cluster.members": [{"member": 2, "overrides": {"power.battery.initial_soc": 1.5}}]}
     with pytest.raises(ConfigError) as exc:
-        load_cluster_config(CLUSTER_TOML, overrides=bad)
+        load_config(CLUSTER_TOML, overrides=bad)
     assert "initial_soc" in exc.value.field
     bad = {"cluster.members": [{"member": 2, "overrides": {"power.arrays.wing.degradation": 0.9}}]}
     with pytest.raises(ConfigError) as exc:
-        load_cluster_config(CLUSTER_TOML, overrides=bad)
+        load_config(CLUSTER_TOML, overrides=bad)
     assert exc.value.valid == ["wings"] and "wings" in exc.value.message
     with pytest.raises(ConfigError) as exc:
-        load_cluster_config(CLUSTER_TOML, overrides={"cluster.members": [{"member": 99}]})
+        load_config(CLUSTER_TOML, overrides={"cluster.members": [{"member": 99}]})
     assert exc.value.field == "cluster.members[0].member"
     with pytest.raises(ConfigError) as exc:
-        load_cluster_config(CLUSTER_TOML, overrides={"cluster.formation.disc_radiu": 3})
+        load_config(CLUSTER_TOML, overrides={"cluster.formation.disc_radiu": 3})
     assert exc.value.field == "cluster.formation.disc_radiu" and "disc_radius" in exc.value.message
 
 

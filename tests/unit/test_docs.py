@@ -30,7 +30,7 @@ def test_numbers_are_traced_to_docs_physics_sources_not_outside_the_repository()
     assert sections == {str(n) for n in range(1, 8)}
     cited = 0
     for path in [*ROOT.glob("configs/**/*.toml"), *ROOT.glob("docs/*.md"), *ROOT.glob("emulator/**/*.py"),
-                 *ROOT.glob("hil/*.py"), *ROOT.glob("bench/*.py"), *ROOT.glob("tests/**/*.py"),
+                 *ROOT.glob("hil/**/*.py"), *ROOT.glob("bench/*.py"), *ROOT.glob("tests/**/*.py"),
                  *ROOT.glob("tests/**/*.toml"), ROOT / "README.md"]:
         text = path.read_text(encoding="utf-8")
         if path.name != "test_docs.py":
@@ -47,3 +47,17 @@ def test_every_standard_requirement_says_why_it_matters() -> None:
     for path in sorted((ROOT / "configs" / "scenarios").glob("*.toml")):
         for i, req in enumerate(tomllib.loads(path.read_text(encoding="utf-8")).get("requirement", [])):
             assert req.get("why"), f"{path.name}: requirement[{i}] has no why (the report's 'why it matters')"
+
+
+def test_configs_md_shows_the_override_error_the_loader_gives() -> None:
+    import pytest
+
+    from emulator.config import load_config
+    from emulator.errors import ConfigError
+
+    text = " ".join((ROOT / "docs" / "configs.md").read_text(encoding="utf-8").split())
+    with pytest.raises(ConfigError) as exc:
+        load_config("suncatcher-proto", {"power.rails.payloda.max_retries": 0})
+    assert exc.value.message in text
+    assert "configs/suncatcher-cluster.toml" in text and "extends" in text
+
