@@ -1,6 +1,10 @@
 """Benchmark: `flatsat run` for one simulated day as a whole process, beside a Basilisk script as a whole process.
 
-    .venv/bin/python bench/bench_run_day.py [CONFIG ...] [--repeats 5] [--duration 1d]
+    .venv/bin/python bench/bench_run_day.py [CONFIG ...] [--repeats 5] [--duration 1d] [--flatsat PATH]
+
+Time flatsat as users install it: ``python -m venv /tmp/plain && /tmp/plain/bin/pip install .`` then
+``--flatsat /tmp/plain/bin/flatsat`` (an editable install in an environment with PYTHONDONTWRITEBYTECODE set
+compiles every flatsat module again at each start, ~0.1-0.2 s that no installed copy pays).
 
 What a user types, timed from start to exit (interpreter start-up, imports, config, orbit set-up, sockets
 bound, the run, the summary skipped): ``flatsat run --config CONFIG --mode afap --duration 1d --seed 1 --quiet``
@@ -29,8 +33,10 @@ sys.path.insert(0, str(ROOT / "bench"))
 SINGLE = ["suncatcher-proto", "cubesat-6u-jetson", "cubesat-6u-jetson-external", "starcloud-like"]
 
 
-def flatsat_cmd() -> list[str]:
-    script = shutil.which("flatsat", path=str(Path(sys.executable).parent))
+def flatsat_cmd(script: str | None = None) -> list[str]:
+    """The console script a user runs: ``--flatsat PATH`` (e.g. from a venv made with a plain ``pip install .``,
+    whose modules pip compiled at install) or the one beside this interpreter."""
+    script = script or shutil.which("flatsat", path=str(Path(sys.executable).parent))
     return [script] if script else [sys.executable, "-m", "emulator"]
 
 
@@ -63,6 +69,8 @@ def main() -> int:
     ap.add_argument("configs", nargs="*", default=SINGLE)
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--duration", default="1d")
+    ap.add_argument("--flatsat", help="the flatsat console script to time (default: the one beside this python); "
+                                      "time an install made with a plain `pip install .`, as users have it")
     args = ap.parse_args()
     from basilisk_ref import basilisk_available
 
@@ -75,7 +83,7 @@ def main() -> int:
     print(f"one {args.duration} run per process, 1 s steps, afap, {args.repeats} alternating runs each")
     rows = []
     for config in args.configs:
-        fs_cmd = [*flatsat_cmd(), "run", "--config", config, "--mode", "afap", "--duration", args.duration,
+        fs_cmd = [*flatsat_cmd(args.flatsat), "run", "--config", config, "--mode", "afap", "--duration", args.duration,
                   "--seed", "1", "--quiet", "--board-url", "zmq+tcp://127.0.0.1:0",
                   "--control-url", "zmq+tcp://127.0.0.1:0"]
         bk_cmd = [sys.executable, str(ROOT / "bench" / "basilisk_ref.py"), *basilisk_args(config, duration_s)] \

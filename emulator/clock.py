@@ -140,6 +140,8 @@ class SimClock:
         self._run_wall_start: int | None = None
         self._since_yield = 0
         self._last_yield_ns = 0
+        #: steps that fit in YIELD_NS of wall time, as last measured (batches are sized by it)
+        self._steps_per_yield = 1
 
     # -- reading ------------------------------------------------------------------------------
     def now_ns(self) -> int:
@@ -243,6 +245,55 @@ class SimClock:
             return False
         return not (self._pause_at_ns is not None and self._t_ns >= self._pause_at_ns)
 
+    def batch(self, dt_ns: int, most: int) -> int:
+        """How many of the next ``most`` steps of ``dt_ns`` the runtime may take in one go, then release together
+        with :meth:`advance_many` (0: none now, wait for a turn).
+
+        Only a clock with no wall deadlines batches (afap, lockstep): within the lockstep limit and a
+        ``run_until`` pause, and no more than fit before the next yield to the event loop (YIELD_STEPS, or
+        YIELD_NS of wall time judged by the speed of the last batches). Realtime and scaled: one step at a time.
+        """
+        if not self.may_advance(dt_ns):
+            return 0
+        if self.mode in (ClockMode.REALTIME, ClockMode.SCALED):
+            return 1
+        n = min(most, self._steps_per_yield - self._since_yield)
+        if self._limit_ns is not None:
+            n = min(n, (self._limit_ns - self._t_ns) // dt_ns)
+        if self._pause_at_ns is not None:  # steps until t >= pause_at, as may_advance allows them one by one
+            n = min(n, -(-(self._pause_at_ns - self._t_ns) // dt_ns))
+        return max(n, 1)
+
+    async def advance_many(self, steps: int, dt_ns: int) -> None:
+        """Release ``steps`` steps of ``dt_ns`` at once (afap and lockstep: no wall deadline); sized by
+        :meth:`batch`. Yields to the event loop at least every YIELD_STEPS steps or YIELD_NS of wall time."""
+        if steps == 1 or self.mode in (ClockMode.REALTIME, ClockMode.SCALED):
+            for _ in range(steps):
+                await self.advance(dt_ns)
+            return
+        wall = self.wall
+        now = wall.now_ns()
+        if self._run_wall_start is None:
+            self._run_wall_start = now
+        self.stats.lag_ns = 0
+        self._since_yield += steps
+        elapsed = now - self._last_yield_ns
+        if self._since_yield >= self._steps_per_yield or elapsed >= YIELD_NS:
+            self._resize(elapsed)
+            await wall.yield_()
+            now = self._last_yield_ns = wall.now_ns()
+            self._since_yield = 0
+        self._t_ns += steps * dt_ns
+        self.stats.steps += steps
+        self.stats.wall_elapsed_ns += now - self._run_wall_start
+        self._run_wall_start = now
+
+    def _resize(self, elapsed_ns: int) -> None:
+        # steps per YIELD_NS from the batch just run: grow at most 2x at a time, never above YIELD_STEPS
+        if self._since_yield and 0 < elapsed_ns < 50 * YIELD_NS:
+            fit = self._since_yield * YIELD_NS // elapsed_ns
+            self._steps_per_yield = max(1, min(YIELD_STEPS, fit, 2 * self._steps_per_yield))
+
     async def wait_turn(self, dt_ns: int) -> None:
         """Wait until a step of ``dt_ns`` is allowed (not paused, within the lockstep limit)."""
         while not self.may_advance(dt_ns):
@@ -283,6 +334,7 @@ class SimClock:
             now = wall.now_ns()
             self._since_yield += 1
             if self._since_yield >= YIELD_STEPS or now - self._last_yield_ns >= YIELD_NS:
+                self._resize(now - self._last_yield_ns)
                 await wall.yield_()
                 now = self._last_yield_ns = wall.now_ns()
                 self._since_yield = 0

@@ -436,14 +436,33 @@ class Emulator:
             t = clock.now_ns()
             if (until_ns is not None and t >= until_ns) or (until_pred is not None and until_pred()):
                 break
-            if not clock.may_advance(step_ns):
+            # steps up to the next thing the runtime must do between two steps (telemetry due, a fault's end,
+            # the end of the run) run in one go; per-step observers and pending events mean one at a time
+            most = 1 if self._observers or self._events else self._steps_to(t, until_ns)
+            n = clock.batch(step_ns, most)
+            if n == 0:
                 await self._wait_turn()
                 continue
-            model.step(t, step_ns)
-            await clock.advance(step_ns)
-            now = t + step_ns
+            if n == 1:
+                model.step(t, step_ns)
+            else:
+                n = model.step_many(t, step_ns, n)
+            await clock.advance_many(n, step_ns)
+            now = t + n * step_ns
             self._expire_faults(now)
             await self._after_step(now)
+
+    def _steps_to(self, t: int, until_ns: int | None) -> int:
+        """Steps from ``t`` until the first one that ends at or after the next telemetry due, fault end or
+        ``until_ns`` (what the loop checks after every step)."""
+        edge = self._next_due_ns
+        if self._fault_heap:
+            edge = min(edge, self._fault_heap[0][0])
+        if until_ns is not None:
+            edge = min(edge, until_ns)
+        if edge <= t:
+            return 1
+        return -(-(edge - t) // self.step_ns)
 
     async def _wait_turn(self) -> None:
         t = self.clock.now_ns()
@@ -520,21 +539,27 @@ class Emulator:
             self.recorder.maybe_flush(self.clock.wall.now_ns())
 
     async def _publish_due(self, now: int, force: bool = False) -> None:
-        if now < self._next_due_ns and not force:
-            return
         version = self._audience()
-        if version != self._audience_seen:  # subscriptions changed: who wants what, once per change
+        changed = version != self._audience_seen
+        if now < self._next_due_ns and not force and not changed:
+            return
+        if changed:  # subscriptions changed: who wants what, once per change
             self._audience_seen = version
             for item in self._schedule:
-                item.wanted = self._wanted(item.telemetry.spec.topic, item.planes)
+                wanted = self._wanted(item.telemetry.spec.topic, item.planes)
+                if wanted and not item.wanted and item.due_ns < now:  # back on its grid, from now on
+                    item.due_ns += -(-(now - item.due_ns) // item.period_ns) * item.period_ns
+                item.wanted = wanted
+        # topics nobody wants are not sampled and do not set the next wake-up (the loop then runs long batches)
         next_due = _NEVER
         for item in self._schedule:
+            if not item.wanted:
+                continue
             if force or now >= item.due_ns:
                 item.due_ns += item.period_ns
                 if item.due_ns <= now:  # after a pause or a slow step: no burst of catch-up samples
                     item.due_ns = now + item.period_ns
-                if item.wanted:  # nobody listens: not even sampled
-                    self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes)
+                self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes)
             next_due = min(next_due, item.due_ns)
         self._next_due_ns = next_due
 

@@ -1258,6 +1258,9 @@ class AcceleratorBoard:
             "external": dict(self._ext_last) if self.external else None,
         }
 
+    def has_events(self) -> bool:
+        return bool(self._events)
+
     def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
         out = self._events
         self._events = []

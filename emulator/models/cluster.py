@@ -2004,6 +2004,9 @@ class ClusterModel(SpacecraftModel):
             "members": {str(k): {"accelerator": b.truth()} for k, b in self.boards.items()},
         }
 
+    def has_events(self) -> bool:
+        return bool(self._events) or any(b.has_events() for b in self.boards.values())
+
     def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
         out = self._events
         self._events = []

@@ -790,6 +790,9 @@ class Satellite(SpacecraftModel):
             "accelerator": self.accel.truth(),
         }
 
+    def has_events(self) -> bool:
+        return bool(self._events) or self.accel.has_events()
+
     def drain_events(self) -> list[tuple[str, dict[str, Any]]]:
         out = self._events
         self._events = []
