@@ -189,6 +189,7 @@ class Emulator:
         self._install_system_commands()
         self._schedule: list[_Scheduled] = []
         self._next_due_ns = 0
+        self._initial_published = False
         self._audience_seen: tuple[Any, ...] | None = None
         self._build_schedule()
 
@@ -299,17 +300,35 @@ class Emulator:
                 self.board_link.set_topics(s.topic for s in self.catalogue.topics(plane=Plane.BOARD)
                                            if s.kind in (Kind.TELEMETRY, Kind.EVENT))
                 self._check_budget(self.board_link)
-                self._tasks.append(asyncio.create_task(self._serve(self.board_link, Plane.BOARD),
-                                                       name="flatsat-serve-board"))
             if self._control_url:
                 self.control_link = await _listen_plane(listen, self._control_url, "control")
                 self.control_link.set_topics(s.topic for s in self.catalogue
                                              if s.kind in (Kind.TELEMETRY, Kind.EVENT))
+            # the t = 0 telemetry before any request is served: a board that connects fast and one that connects
+            # late leave the same recording
+            await self._publish_initial()
+            if self.board_link is not None:
+                self._tasks.append(asyncio.create_task(self._serve(self.board_link, Plane.BOARD),
+                                                       name="flatsat-serve-board"))
+            if self.control_link is not None:
                 self._tasks.append(asyncio.create_task(self._serve(self.control_link, Plane.CONTROL),
                                                        name="flatsat-serve-control"))
         except BaseException:
             await self.aclose()
             raise
+
+    async def _publish_initial(self) -> None:
+        """The t = 0 telemetry, once: as the emulator starts, or as it first runs if it was never started."""
+        clock = self.clock
+        if not self._initial_published and clock.now_ns() == 0 and clock.stats.steps == 0:
+            self._initial_published = True
+            await self._publish_due(0, force=True)
+            if clock.mode == ClockMode.LOCKSTEP and not clock.may_advance(self.step_ns):
+                # a lockstep clock waits from the start: say so now, not when the loop first looks (a board's
+                # first requests would land before or after it, run to run)
+                self._waiting_published_at = 0
+                self._publish("sim.waiting", {"t_ns": 0}, (Plane.BOARD, Plane.CONTROL), event=True)
+            self._links_flush()
 
     async def aclose(self) -> None:
         self._stop.set()
@@ -429,9 +448,7 @@ class Emulator:
         if (extend_lockstep and until_ns is not None and clock.mode == ClockMode.LOCKSTEP
                 and self.run_config.sim.lockstep_source == "control" and until_ns > (clock.limit_ns or 0)):
             clock.run_until(until_ns)
-        if clock.now_ns() == 0 and clock.stats.steps == 0:
-            await self._publish_due(0, force=True)
-            self._links_flush()
+        await self._publish_initial()
         while not self._stop.is_set():
             t = clock.now_ns()
             if (until_ns is not None and t >= until_ns) or (until_pred is not None and until_pred()):
