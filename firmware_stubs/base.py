@@ -473,6 +473,8 @@ class BoardClient:
         self.hello = hello
         self.repeat_all = int(hello.get("duplicate_window") or 0) > 0
         t = int(hello.get("t_ns", 0))
+        if again:  # a new emulator: its clock, not the old one's
+            self.t_ns = t
         self.step_ns = round(float(hello.get("step_s", 0.0)) * NS_PER_S)
         self.turn_ns = -1
         self.limit_ns = t
@@ -527,12 +529,8 @@ class BoardClient:
             if clock is None or self._waiting_t > self.turn_ns:
                 continue
             now, waiting = clock
-            if now < self.turn_ns:
-                log.warning("the emulator's clock went back (t=%.0f s, last turn at %.0f s): it restarted; saying "
-                            "hello again", now / NS_PER_S, self.turn_ns / NS_PER_S)
-                self.counters.rehellos += 1
-                assert self._hello_payload is not None
-                await self.say_hello(self._hello_payload, again=True)
+            if now < self.turn_ns and self._hello_payload is not None:
+                await self._greet_again(now, self.turn_ns)
                 continue
             if waiting is None:  # the emulator's own rule: waiting when one more step would pass the limit
                 waiting = now + self.step_ns > self.limit_ns
@@ -545,6 +543,13 @@ class BoardClient:
                 # only an emulator that says `waiting` tells this apart: the last step did not run after all
                 log.warning("the clock still waits at the last turn (t=%.0f s): stepping again", now / NS_PER_S)
                 await self.step(self._last_step_s)
+
+    async def _greet_again(self, now: int, last: int) -> None:
+        assert self._hello_payload is not None
+        log.warning("the emulator's clock went back (t=%.0f s, the board was at %.0f s): it restarted; saying hello "
+                    "again", now / NS_PER_S, last / NS_PER_S)
+        self.counters.rehellos += 1
+        await self.say_hello(self._hello_payload, again=True)
 
     async def step(self, duration_s: float) -> None:
         """Lockstep: ``board.step`` from the current turn, until the emulator has it. Never gives up (without the
@@ -596,15 +601,31 @@ class BoardClient:
 
     # -- free-running ------------------------------------------------------------------------------------------
     async def wait_sim_time(self, t_ns: int) -> None:
-        """Free-running mode: wait until messages show sim time >= t_ns (lost telemetry only delays it)."""
+        """Free-running mode: wait until messages show sim time >= t_ns (lost telemetry only delays it).
+
+        When no message moves sim time on for ``resync_after_s`` (wall; then longer), the board asks the clock: a
+        clock earlier than the board's means the emulator restarted, and the board says hello again and returns
+        at once (its next turn is due on the new clock).
+        """
+        wait_s = self.policy.resync_after_s
         while self.t_ns < t_ns:
             self._check_alive()
             self._progress.clear()
             progress = asyncio.ensure_future(self._progress.wait())
             closed = asyncio.ensure_future(self.closed.wait())
-            await asyncio.wait({progress, closed}, return_when=asyncio.FIRST_COMPLETED)
-            for fut in (progress, closed):
-                fut.cancel()
+            try:
+                done, _ = await asyncio.wait({progress, closed}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for fut in (progress, closed):
+                    fut.cancel()
+            if done:
+                wait_s = self.policy.resync_after_s
+                continue
+            wait_s = self.policy.longer(wait_s)  # a paused clock: ask less and less often
+            clock = await self._clock()
+            if clock is not None and clock[0] < self.t_ns and self._hello_payload is not None:
+                await self._greet_again(clock[0], self.t_ns)
+                return
 
 
 class Controller(ABC):

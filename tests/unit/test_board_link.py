@@ -61,7 +61,9 @@ class FakeEmulator:
     that long (a slow command: the requests behind it wait, as in the runtime's serve loop).
     """
 
-    def __init__(self, *, t0_s: float = 0.0, duplicate_window: int = 0, ping_tells_waiting: bool = False) -> None:
+    def __init__(self, *, t0_s: float = 0.0, duplicate_window: int = 0, ping_tells_waiting: bool = False,
+                 mode: str = "lockstep") -> None:
+        self.mode = mode
         self.t_ns = round(t0_s * NS)
         self.limit_ns = self.t_ns
         self.step_ns = round(STEP_S * NS)
@@ -122,7 +124,7 @@ class FakeEmulator:
     def handle(self, msg: Message) -> dict[str, Any]:
         self.executed.append((msg.topic, msg.seq, self.t_ns))
         if msg.topic == "board.hello":
-            return {"protocol_version": PROTOCOL_VERSION, "t_ns": self.t_ns, "step_s": STEP_S, "mode": "lockstep",
+            return {"protocol_version": PROTOCOL_VERSION, "t_ns": self.t_ns, "step_s": STEP_S, "mode": self.mode,
                     "lockstep_source": "board", "waiting": self.waiting, "duplicate_window": self.duplicate_window}
         if msg.topic == "ping":
             out: dict[str, Any] = {"t_ns": self.t_ns}
@@ -424,6 +426,32 @@ async def test_a_restarted_emulator_is_greeted_again() -> None:
         second.close()
     assert board.counters.rehellos == 1
     assert [t for t, _, _ in second.executed].count("board.hello") == 1
+
+
+async def test_a_free_running_board_greets_a_restarted_emulator_again() -> None:
+    first = FakeEmulator(mode="afap", t0_s=500.0)
+    board = await client(first)
+    try:
+        await board.say_hello({"name": "board"})
+        assert not board.lockstep and board.t_ns == 500 * NS
+        # a paused clock: the board asks now and then (less and less often) and waits on
+        waiter = asyncio.create_task(board.wait_sim_time(510 * NS))
+        await asyncio.sleep(20.0)
+        assert not waiter.done()
+        assert [t for t, _, _ in first.executed].count("ping") == 3  # after 2, 6 and 14 s
+        # the emulator restarts behind the same link at t = 3 s: its telemetry does not move the board's time on
+        second = FakeEmulator(mode="afap", t0_s=3.0)
+        link: Any = board.link
+        second.link, link.emulator = link, second
+        second.to_board(Message("eps.telemetry", {"soc": 0.5}))
+        async with asyncio.timeout(STALL_S):
+            await waiter
+    finally:
+        await board.aclose()
+        first.close()
+        second.close()
+    assert board.t_ns == 3 * NS and board.counters.rehellos == 1
+    assert [t for t, _, _ in second.executed] == ["ping", "board.hello"]
 
 
 # -- the link itself ------------------------------------------------------------------------------------------
