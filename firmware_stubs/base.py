@@ -77,7 +77,7 @@ class RetryPolicy:
     for ``sim.waiting`` after its step before asking the clock (a slow step then only costs a ping).
     """
 
-    timeout_s: float = 0.5
+    timeout_s: float = 1.0
     #: each silent round (not even the ping answered) waits this much longer than the last, up to max_wait_s
     backoff: float = 2.0
     max_wait_s: float = 8.0

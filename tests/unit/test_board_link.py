@@ -40,7 +40,7 @@ pytestmark = pytest.mark.looptime
 NS = 1_000_000_000
 STEP_S = 1.0
 PERIOD_S = 10.0
-POLICY = RetryPolicy()  # 0.5 s time-out, x2 up to 8 s, 5 attempts, resync after 2 s
+POLICY = RetryPolicy(timeout_s=0.5, backoff=2.0, max_wait_s=8.0, attempts=5, resync_after_s=2.0)
 #: a rule that loses a message: (message, how many of its topic went that way before it) -> lost?
 Drop = Callable[[Message, int], bool]
 
