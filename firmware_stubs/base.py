@@ -44,7 +44,7 @@ from emulator.protocol.envelope import PROTOCOL_VERSION, Message
 log = logging.getLogger("flatsat.board")
 
 NS_PER_S = 1_000_000_000
-#: free-running boards report their link figures (board.link) every this many control turns
+#: boards report their link figures (board.link) every this many control turns
 LINK_REPORT_TICKS = 6
 #: events kept for the controller between two turns; older ones are dropped (and counted) beyond it
 MAX_EVENTS = 1024
@@ -725,12 +725,13 @@ async def run_board(controller: Controller, url: str, *, max_ticks: int | None =
                 next_tick = board.t_ns + round(controller.period_s * NS_PER_S)
             await _turn(controller, board, lambda: controller.on_tick(board))
             ticks += 1
-            if lockstep:
-                await board.step(controller.period_s)
-            elif ticks % LINK_REPORT_TICKS == 0:
-                # wall-clock figures: only when free-running (a lockstep recording must stay deterministic)
+            if ticks % LINK_REPORT_TICKS == 0:
+                # wall-clock figures: recordings keep board.link in their side file; in lockstep it goes before the
+                # step, while the clock waits, so the recorded stream around it is the same in every run
                 with contextlib.suppress(RequestLostError):
                     await board.request("board.link", board.link_report())
+            if lockstep:
+                await board.step(controller.period_s)
     except TransportError as exc:
         if not board.closed.is_set():
             raise
