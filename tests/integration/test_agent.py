@@ -71,7 +71,7 @@ def agent_options(sysfs: Path, **more: Any) -> AgentOptions:
 
 @contextlib.asynccontextmanager
 async def emulator_and_agent(tmp_path: Path, overrides: dict[str, Any] | None = None, *, agent_url: str | None = None,
-                             policy: RetryPolicy | None = None,
+                             policy: RetryPolicy | None = None, wall_guard_s: float = WALL_GUARD_S,
                              **agent_opts: Any) -> AsyncIterator[tuple[Emulator, Agent]]:
     cfg = load_config(CONFIG, {"sim.mode": "lockstep", "sim.lockstep_source": "board",
                                "links.board": f"loop://agent-{tmp_path.name}", "links.control": None,
@@ -80,7 +80,7 @@ async def emulator_and_agent(tmp_path: Path, overrides: dict[str, Any] | None = 
         agent = Agent(agent_options(fake_sysfs(tmp_path / "sys"), **agent_opts))
         task = asyncio.create_task(run_agent(agent, agent_url or emu.board_url, policy=policy))
         try:
-            async with asyncio.timeout(WALL_GUARD_S):
+            async with asyncio.timeout(wall_guard_s):
                 yield emu, agent
         finally:
             task.cancel()
@@ -168,6 +168,7 @@ async def test_reboot_and_mbu_are_acknowledged(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 async def test_the_agent_rides_out_a_noisy_serial_line(tmp_path: Path) -> None:
     """BER 1e-4 both ways on a pty (the emulator injects it, docs/transports.md): reboots are still acknowledged,
     the clock keeps moving under the agent's steps, and it counts what the line cost it."""
@@ -178,6 +179,7 @@ async def test_the_agent_rides_out_a_noisy_serial_line(tmp_path: Path) -> None:
     try:
         async with emulator_and_agent(tmp_path, {"radiation.sefi_reboot_fraction": 1.0, "links.board": line},
                                       agent_url=f"serial+fd://{master}?baud=921600", policy=policy,
+                                      wall_guard_s=240.0,  # ~20 s on a quiet machine; every lost frame costs wall time
                                       report_hz=0.2) as (emu, agent):  # a turn per 5 s of sim time
             await until(emu, lambda: acc(emu)["state"] in ("idle", "busy"), "first report")
             for n in range(1, 4):
