@@ -765,16 +765,24 @@ def run_until_signalled(main: Awaitable[Any]) -> Any:
 
     async def runner() -> Any:
         task = asyncio.ensure_future(main)
+        signalled = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows' proactor loop
-                loop.add_signal_handler(sig, task.cancel)
+                loop.add_signal_handler(sig, signalled.set)
+        stop = asyncio.ensure_future(signalled.wait())
         try:
-            return await task
-        except asyncio.CancelledError:
-            if task.cancelled():
-                return None
-            raise
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        # Cancelled again until it ends: on Python < 3.12 a wait_for that finishes in the same loop turn as the
+        # cancel swallows it, and a board that then sees its link gone would go on reconnecting until SIGKILL.
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.5)
+        if task.cancelled():
+            return None
+        return task.result()
 
     return asyncio.run(runner())
 
