@@ -1374,10 +1374,10 @@ static uint32_t backoff_ms(const fsb_board *b, uint32_t k)
     return wait;
 }
 
-/* Send the request written since begin_request and wait for its reply (reading everything else
- * that arrives meanwhile). FSB_OK, FSB_REFUSED, or an error. */
 static int send_and_wait(fsb_board *b, const char *topic, size_t n);
 
+/* Send the request written since begin_request and wait for its reply (reading everything else
+ * that arrives meanwhile). FSB_OK, FSB_REFUSED, or an error. */
 static int finish_request(fsb_board *b, const char *topic)
 {
     size_t n;
@@ -1713,7 +1713,8 @@ static int step_lost(fsb_board *b)
         return rc < 0 ? rc : FSB_OK; /* no answer: the step goes out again at the next poll */
     }
     if (b->ping_t_ns > b->last_turn_ns) {
-        uint64_t from = b->step_limit_ns > (uint64_t)b->last_turn_ns ? b->step_limit_ns : (uint64_t)b->last_turn_ns;
+        uint64_t turn = (uint64_t)b->last_turn_ns;
+        uint64_t from = b->step_limit_ns > turn ? b->step_limit_ns : turn;
         b->step_limit_ns = from + (uint64_t)(b->cfg.period_s * NS_PER_S);
         b->step_owed = false;
         b->step_seq = 0;
