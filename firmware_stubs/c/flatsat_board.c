@@ -1349,12 +1349,38 @@ static fsb_mpw *begin_request(fsb_board *b, const char *topic)
     return &b->w;
 }
 
+/* A request that a second copy cannot hurt (docs/protocol.md sec. 3.1): sent again, same seq, when
+ * its reply does not come. Not a job submission (two jobs) nor a board.step (poll checks the clock). */
+static bool repeatable(const char *topic)
+{
+    static const char *const safe[] = {"ping", "board.hello", "eps.rail.set", "eps.rail.reset",
+                                       "accel.dvfs.set", "accel.reset"};
+    size_t i;
+    for (i = 0; i < sizeof safe / sizeof safe[0]; i++) {
+        if (strcmp(topic, safe[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The wait after the k-th copy (0-based): the time-out, doubled each time, at most 8 times it. */
+static uint32_t backoff_ms(const fsb_board *b, uint32_t k)
+{
+    uint32_t wait = b->cfg.request_timeout_ms;
+    while (k-- > 0 && wait < b->cfg.request_timeout_ms * FSB_BACKOFF_MAX) {
+        wait *= 2u;
+    }
+    return wait;
+}
+
+static int send_and_wait(fsb_board *b, const char *topic, size_t n);
+
 /* Send the request written since begin_request and wait for its reply (reading everything else
  * that arrives meanwhile). FSB_OK, FSB_REFUSED, or an error. */
 static int finish_request(fsb_board *b, const char *topic)
 {
     size_t n;
-    uint32_t start;
     if (b->w.overflow) {
         return FSB_ERR_OVERFLOW;
     }
@@ -1362,6 +1388,15 @@ static int finish_request(fsb_board *b, const char *topic)
     if (n == 0) {
         return FSB_ERR_OVERFLOW;
     }
+    return send_and_wait(b, topic, n);
+}
+
+/* Send the frame in tx_frame (n bytes, request id b->seq) and wait for its reply; a repeatable
+ * request goes out again (the same frame: a late reply to either copy answers it) with a longer
+ * wait each time, up to FSB_MAX_SENDS copies. */
+static int send_and_wait(fsb_board *b, const char *topic, size_t n)
+{
+    uint32_t start, sends = 0;
     b->pending = b->seq;
     b->pending_topic = topic;
     b->reply_seen = false;
@@ -1384,10 +1419,23 @@ static int finish_request(fsb_board *b, const char *topic)
             idle(b);
         }
         /* unsigned difference: correct across the wrap of a 32-bit tick */
-        if (!b->reply_seen && (uint32_t)(b->io.millis(b->io.ctx) - start) >= b->cfg.request_timeout_ms) {
+        /* a hello is not backed off: the emulator may come up at any moment, and a runner waits for
+         * the hello only so long (flatsat test --hello-timeout) */
+        if (!b->reply_seen && (uint32_t)(b->io.millis(b->io.ctx) - start) >=
+                                  backoff_ms(b, strcmp(topic, "board.hello") == 0 ? 0u : sends)) {
             b->stats.timeouts++;
-            b->pending = 0;
-            return FSB_ERR_TIMEOUT;
+            sends++;
+            if (!repeatable(topic) || sends >= FSB_MAX_SENDS) {
+                b->stats.lost++;
+                b->pending = 0;
+                return FSB_ERR_TIMEOUT;
+            }
+            b->stats.retries++;
+            if (!b->io.write_bytes(b->io.ctx, b->tx_frame, n)) {
+                b->pending = 0;
+                return FSB_ERR_CLOSED;
+            }
+            start = b->io.millis(b->io.ctx);
         }
     }
     b->pending = 0;
@@ -1482,17 +1530,34 @@ static int say_hello(fsb_board *b)
     return finish_request(b, "board.hello");
 }
 
+/* The turn's board.step; sent again after a loss with the same seq and envelope (step_seq), so a
+ * late reply to the first copy answers the second. */
 static int board_step(fsb_board *b)
 {
     int rc;
-    fsb_mpw *w = begin_request(b, "board.step");
+    uint64_t newest = b->seq;
+    fsb_mpw *w;
+    if (b->step_seq == 0) {
+        w = begin_request(b, "board.step");
+        b->step_seq = b->seq;
+        b->step_t_ns = b->t_ns;
+    } else {
+        b->seq = b->step_seq; /* for this request only: ids go on from the newest afterwards */
+        fsb_mpw_init(&b->w, b->tx_msg, sizeof b->tx_msg);
+        fsb_envelope_begin(&b->w, "board.step", b->step_seq, b->step_t_ns, b->cfg.name);
+        w = &b->w;
+    }
     fsb_mpw_map(w, 1);
     fsb_mpw_str(w, "duration_s");
     fsb_mpw_float64(w, b->cfg.period_s);
     rc = finish_request(b, "board.step");
+    if (b->seq < newest) {
+        b->seq = newest;
+    }
     if (rc == FSB_OK) {
         b->stats.steps++;
         b->quiet_since_ms = b->io.millis(b->io.ctx);
+        b->quiet_wait_ms = b->cfg.request_timeout_ms;
     }
     return rc;
 }
@@ -1638,6 +1703,29 @@ static int control_turn(fsb_board *b)
 
 /* ---- the loop --------------------------------------------------------------------------------- */
 
+/* A board.step without a reply: lost on its way, or its reply lost? Ask the clock (a ping, repeated
+ * if need be). A clock past the turn has run the step: it is not sent again (that would run one
+ * period without a turn), and its limit is known. A clock still at the turn did not get it. */
+static int step_lost(fsb_board *b)
+{
+    int rc = ping(b);
+    if (rc != FSB_OK) {
+        return rc < 0 ? rc : FSB_OK; /* no answer: the step goes out again at the next poll */
+    }
+    if (b->ping_t_ns > b->last_turn_ns) {
+        uint64_t turn = (uint64_t)b->last_turn_ns;
+        uint64_t from = b->step_limit_ns > turn ? b->step_limit_ns : turn;
+        b->step_limit_ns = from + (uint64_t)(b->cfg.period_s * NS_PER_S);
+        b->step_owed = false;
+        b->step_seq = 0;
+        b->stats.unacked_steps++;
+        b->quiet_since_ms = b->io.millis(b->io.ctx);
+        b->quiet_wait_ms = b->cfg.request_timeout_ms;
+        say(b, "the clock ran the step whose reply was lost: not stepping again");
+    }
+    return FSB_OK;
+}
+
 int fsb_board_start(fsb_board *b)
 {
     static const uint8_t flush = 0;
@@ -1665,6 +1753,7 @@ int fsb_board_start(fsb_board *b)
     }
     b->next_tick_ns = b->t_ns;
     b->quiet_since_ms = b->io.millis(b->io.ctx);
+    b->quiet_wait_ms = b->cfg.request_timeout_ms;
     say(b, b->lockstep ? "hello answered: lockstep, the board steps time" : "hello answered: free-running");
     rc = rail_set(b, true);
     if (rc < 0) {
@@ -1697,7 +1786,7 @@ int fsb_board_poll(fsb_board *b)
                 /* a sim.waiting not later than the last turn is stale (it was already answered) */
                 due = b->waiting_t_ns;
             }
-            if (due < 0 && (uint32_t)(b->io.millis(b->io.ctx) - b->quiet_since_ms) >= b->cfg.request_timeout_ms) {
+            if (due < 0 && (uint32_t)(b->io.millis(b->io.ctx) - b->quiet_since_ms) >= b->quiet_wait_ms) {
                 /* Quiet for a whole time-out: maybe the sim.waiting was lost on the line (a damaged
                  * frame is dropped, never answered) and the emulator waits for ever. Ask for the
                  * time: a clock at or past the last step's limit is waiting for this board. */
@@ -1711,6 +1800,8 @@ int fsb_board_poll(fsb_board *b)
                     due = b->ping_t_ns;
                     b->stats.missed_waits++;
                     say(b, "the clock waits but no sim.waiting came: taking the turn");
+                } else if (b->quiet_wait_ms < b->cfg.request_timeout_ms * FSB_BACKOFF_MAX) {
+                    b->quiet_wait_ms *= 2u; /* still running (a slow machine): ask less often */
                 }
             }
             if (due < 0) {
@@ -1718,19 +1809,22 @@ int fsb_board_poll(fsb_board *b)
                 return FSB_OK;
             }
             b->last_turn_ns = due;
+            b->quiet_wait_ms = b->cfg.request_timeout_ms;
             /* owed even when the turn fails half-way (a time-out): the emulator waits for it */
             b->step_owed = true;
+            b->step_seq = 0;
             rc = control_turn(b);
             if (rc < 0) {
                 return rc;
             }
         }
-        /* After a time-out the step is sent again at the next poll: a lost request would leave the
-         * emulator waiting for ever, a lost reply costs one extra step. */
         rc = board_step(b);
-        if (rc != FSB_ERR_TIMEOUT) {
-            b->step_owed = false;
+        if (rc == FSB_ERR_TIMEOUT) {
+            /* the emulator waits for ever for a lost step; a lost reply must not cost a second one */
+            return step_lost(b);
         }
+        b->step_owed = false;
+        b->step_seq = 0;
         return rc < 0 ? rc : FSB_OK;
     }
     if (b->t_ns >= b->next_tick_ns) {

@@ -46,6 +46,8 @@ extern "C" {
 #ifndef FSB_MAX_LEVELS
 #define FSB_MAX_LEVELS 8 /* DVFS levels remembered */
 #endif
+#define FSB_MAX_SENDS 5   /* copies of a repeatable request sent before it is given up */
+#define FSB_BACKOFF_MAX 8u /* the longest wait for a reply, in request time-outs (doubling from one) */
 #define FSB_NAME_MAX 32 /* rail names, DVFS level names, error fields (with the NUL) */
 
 /* Worst-case COBS output for n input bytes: one code byte per 254 data bytes, at least one. */
@@ -278,7 +280,10 @@ typedef struct fsb_stats {
     uint32_t requests;      /* requests sent (every one gets a reply or times out) */
     uint32_t acked;         /* replies with ok: true */
     uint32_t refused;       /* replies with ok: false */
-    uint32_t timeouts;      /* requests that got no reply in time */
+    uint32_t timeouts;      /* waits for a reply that ran out (a repeated request may have several) */
+    uint32_t retries;       /* copies sent again (same seq) of a request safe to repeat */
+    uint32_t lost;          /* requests given up without a reply (not repeatable, or FSB_MAX_SENDS) */
+    uint32_t unacked_steps; /* board.step whose reply was lost, but the clock (a ping) shows it ran */
     uint32_t stale_replies; /* replies to no outstanding request (late, after a time-out) */
     uint32_t missed_waits;  /* turns taken after a ping showed the clock waiting (sim.waiting lost) */
     uint32_t telemetry;     /* telemetry messages read */
@@ -325,7 +330,10 @@ typedef struct fsb_board {
     uint64_t next_tick_ns; /* free-running mode: next turn */
     uint64_t step_limit_ns; /* lockstep: where the last board.step lets the clock run (its reply) */
     int64_t ping_t_ns;      /* sim time in the last ping reply */
+    uint64_t step_seq;      /* the turn's board.step id once sent (a repeat uses it again), 0: none */
+    uint64_t step_t_ns;     /* its envelope t_ns */
     uint32_t quiet_since_ms; /* lockstep: when the board last stepped or took a turn (wall ms) */
+    uint32_t quiet_wait_ms;  /* lockstep: quiet this long, ask the clock (doubles while it runs) */
     uint64_t hello_t_ns;
     bool hello_waiting;
     char hello_mode[16];

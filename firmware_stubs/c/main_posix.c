@@ -507,13 +507,15 @@ int main(int argc, char **argv)
 
     fprintf(stderr,
             "%s: stopped (%s) turns=%" PRIu32 " steps=%" PRIu32 " requests=%" PRIu32 " acked=%" PRIu32
-            " refused=%" PRIu32 " timeouts=%" PRIu32 " missed_waits=%" PRIu32 " telemetry=%" PRIu32
+            " refused=%" PRIu32 " timeouts=%" PRIu32 " retries=%" PRIu32 " lost=%" PRIu32
+            " unacked_steps=%" PRIu32 " missed_waits=%" PRIu32 " telemetry=%" PRIu32
             " events=%" PRIu32
             " decode_errors=%" PRIu32 " bad_frames=%" PRIu32 " sheds=%" PRIu32 " hang_resets=%" PRIu32
             " power_cycles=%" PRIu32 " rail_resets=%" PRIu32 " dvfs_changes=%" PRIu32
             " jobs_submitted=%" PRIu32 " jobs_done=%" PRIu32 " jobs_lost=%" PRIu32 " t_s=%" PRIu64 "\n",
             cfg.name, fsb_strerror(rc), board.stats.turns, board.stats.steps, board.stats.requests,
-            board.stats.acked, board.stats.refused, board.stats.timeouts, board.stats.missed_waits,
+            board.stats.acked, board.stats.refused, board.stats.timeouts, board.stats.retries,
+            board.stats.lost, board.stats.unacked_steps, board.stats.missed_waits,
             board.stats.telemetry,
             board.stats.events, board.stats.decode_errors,
             board.rx.stats.bad_cobs + board.rx.stats.too_short + board.rx.stats.bad_crc + board.rx.stats.oversized,

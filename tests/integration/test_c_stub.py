@@ -39,7 +39,7 @@ from emulator.protocol.codec import decode_message, encode_message
 from emulator.protocol.envelope import Message
 from emulator.protocol.framing import FrameDecoder, crc16, encode_frame
 from emulator.runtime import Emulator
-from hil.runner import run_scenario
+from hil.runner import ScenarioRun, run_scenario
 from hil.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -623,6 +623,44 @@ async def test_latchup_scenario_passes_with_the_stub_as_the_board_through_the_hi
     assert summary["decode_errors"] == summary["bad_frames"] == summary["timeouts"] == 0, log[-4000:]
     if fds_before is not None:
         assert set(os.listdir("/proc/self/fd")) <= fds_before, "the runner left descriptors open"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(240)
+async def test_the_stub_survives_ber_1e_4_both_ways_stays_in_step_and_still_passes_latchup(
+        stub_bin: Path, tmp_path: Path) -> None:
+    """The latch-up run above, with bit errors at 1e-4 injected both ways on the pty (``line_options``): one
+    process throughout, every 10 s turn stepped exactly once (a lost step reply is checked with a ping, never
+    answered by a second step), and the scenario still passes. 100 ms time-outs: a reply takes a few ms here."""
+    scenario = load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml")
+    scenario.overrides["telemetry.rates_hz"] = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1,
+                                                "thermal.telemetry": 0.0, "sim.clock": 0.0}
+    steps_at: list[int] = []
+    run = ScenarioRun(scenario, board_cmd=f"{stub_bin} --fd {{fd}} --baud 921600 --timeout-ms 100 -v",
+                      record_dir=tmp_path, line_options="ber=1e-4&ber_seed=3&pace=0")
+    run.emu.message_hooks.append(lambda t_ns, plane, direction, msg: steps_at.append(t_ns) if (
+        plane == "board" and direction == "in" and msg.topic == "board.step") else None)
+    async with asyncio.timeout(220):
+        result = await run.run()
+    assert result.board_log is not None
+    log = result.board_log.read_text(errors="replace")
+    assert result.error is None, f"{result.error}\nthe stub's log:\n{log[-4000:]}"
+    assert len(re.findall(r"^--- start ", log, flags=re.MULTILINE)) == 1, log[-4000:]
+    failed = [f"{v.label}: {v.reason}" for v in result.verdicts if not v.passed]
+    assert not failed, f"{failed}\nthe stub's log:\n{log[-4000:]}"
+    assert result.t_end_s == 7200.0
+    # in step: the emulator carried out one board.step per 10 s turn, in order (a repeat with the same seq only
+    # when the first copy never arrived, so it shows once here too)
+    turns = [k * 10 * NS_PER_S for k in range(720)]
+    assert steps_at[:720] == turns, [t / NS_PER_S for t in steps_at][:60]
+    assert steps_at[720:] in ([], [7200 * NS_PER_S])
+    summary = read_summary(result.board_log)
+    stats: Any = run.emu.board_link.stats
+    # the line really was bad both ways, and the stub got through it by repeats, pings and resyncs
+    assert stats.bad_frames >= 20 and summary["bad_frames"] >= 20, (stats, summary)
+    assert summary["decode_errors"] == stats.decode_errors == 0
+    assert summary["timeouts"] >= 20 and summary["retries"] >= 1 and summary["lost"] >= 1, summary
+    assert summary["unacked_steps"] + summary["missed_waits"] >= 1, summary
 
 
 @pytest.mark.timeout(120)
