@@ -663,7 +663,8 @@ class Emulator:
                 continue
             if incoming.message is None:
                 err = incoming.error or CodecError("undecodable request", field="bytes")
-                self.stats.commands[name] += 1
+                if not isinstance(err, RateLimitedError):  # the link counted it already (drops: rate_limited)
+                    self.stats.commands[name] += 1
                 self.stats.refuse(name, refusal_reason(err, decoded=False))
                 reply = Message("reply", {"id": 0, "re": "?", "ok": False, "error": err.to_wire()})
             else:
