@@ -268,7 +268,7 @@ typedef struct fsb_config {
     int32_t job_size;     /* batches per job */
     /* A request is sent again (same id, so a late reply still answers it) when no reply came within
      * request_timeout_ms, then twice that, and so on up to 4 x; after request_retries resends it has
-     * failed (a time-out). */
+     * failed (a time-out). board.step is the exception: see fsb_board_poll. */
     uint32_t request_timeout_ms;
     uint32_t request_retries;
     /* No valid frame for this long (wall ms) although the board pinged: the link or the emulator is
@@ -293,7 +293,8 @@ typedef enum fsb_accel_state {
 
 typedef struct fsb_stats {
     uint32_t turns;         /* control turns taken */
-    uint32_t steps;         /* board.step requests acknowledged */
+    uint32_t steps;         /* board.step requests acknowledged (by a reply, or by the clock) */
+    uint32_t steps_by_clock; /* board.step whose reply was lost, known to have arrived as the clock moved on */
     uint32_t requests;      /* requests sent (every one gets a reply or fails) */
     uint32_t acked;         /* replies with ok: true */
     uint32_t refused;       /* replies with ok: false */

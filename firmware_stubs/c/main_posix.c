@@ -603,7 +603,8 @@ int main(int argc, char **argv)
     }
 
     fprintf(stderr,
-            "%s: stopped (%s) turns=%" PRIu32 " steps=%" PRIu32 " requests=%" PRIu32 " acked=%" PRIu32
+            "%s: stopped (%s) turns=%" PRIu32 " steps=%" PRIu32 " steps_by_clock=%" PRIu32 " requests=%" PRIu32
+            " acked=%" PRIu32
             " refused=%" PRIu32 " timeouts=%" PRIu32 " retries=%" PRIu32 " failed=%" PRIu32 " pings=%" PRIu32
             " restarts=%" PRIu32 " missed_waits=%" PRIu32 " telemetry=%" PRIu32
             " events=%" PRIu32
@@ -611,7 +612,8 @@ int main(int argc, char **argv)
             " power_cycles=%" PRIu32 " rail_resets=%" PRIu32 " dvfs_changes=%" PRIu32
             " jobs_submitted=%" PRIu32 " jobs_done=%" PRIu32 " jobs_lost=%" PRIu32 " jobs_checked=%" PRIu32
             " sdc_detected=%" PRIu32 " verdicts=%" PRIu32 " verdicts_dropped=%" PRIu32 " t_s=%" PRIu64 "\n",
-            cfg.name, fsb_strerror(rc), board.stats.turns, board.stats.steps, board.stats.requests,
+            cfg.name, fsb_strerror(rc), board.stats.turns, board.stats.steps, board.stats.steps_by_clock,
+            board.stats.requests,
             board.stats.acked, board.stats.refused, board.stats.timeouts, board.stats.retries, board.stats.failed,
             board.stats.pings, board.stats.restarts, board.stats.missed_waits,
             board.stats.telemetry,
