@@ -130,6 +130,10 @@ void uart0_handler(void);
 void watchdog_handler(void);
 int main(void);
 
+extern uint32_t _stack_bottom, _stack_top; /* the linker script's stack reserve */
+
+#define STACK_PAINT 0xA5A5A5A5u
+
 static volatile uint32_t g_ms;
 static uint8_t g_rx_ring[RX_RING];
 static volatile uint32_t g_rx_head; /* written by the interrupt */
@@ -330,6 +334,26 @@ static void port_log(void *ctx, uint64_t t_ns, const char *text)
     log_str("\n");
 }
 
+/* The stack is painted at boot: the deepest word no longer holding the paint is the high-water mark. */
+static void stack_paint(void)
+{
+    uintptr_t sp;
+    volatile uint32_t *p = &_stack_bottom;
+    __asm__ volatile("mov %0, sp" : "=r"(sp));
+    while ((uintptr_t)p < sp - 64u) { /* leave this frame alone */
+        *p++ = STACK_PAINT;
+    }
+}
+
+static uint32_t stack_used_bytes(void)
+{
+    const uint32_t *p = &_stack_bottom;
+    while (p < &_stack_top && *p == STACK_PAINT) {
+        p++;
+    }
+    return (uint32_t)((uintptr_t)&_stack_top - (uintptr_t)p);
+}
+
 static void log_stats(const fsb_board *b)
 {
     const fsb_stats *s = &b->stats;
@@ -356,6 +380,7 @@ static void log_stats(const fsb_board *b)
     log_field("jobs_checked", s->jobs_checked);
     log_field("sdc_detected", s->sdc_detected);
     log_field("verdicts", s->verdicts);
+    log_field("stack_used", stack_used_bytes());
     log_field("t_s", (uint32_t)(b->t_ns / 1000000000u));
     log_str("\n");
 }
@@ -408,6 +433,7 @@ int main(void)
     uint32_t last_stats_turn = 0;
     uint32_t reset_cause;
 
+    stack_paint();
     clock_init();
     watchdog_init();
     systick_init();
