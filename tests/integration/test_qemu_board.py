@@ -151,12 +151,13 @@ def qemu_cmd(image: Image, log_uart: bool = True) -> str:
     return cmd + " -serial mon:stdio" if log_uart else cmd
 
 
-async def run_all(jobs: Iterable[tuple[Scenario, str]], record_dir: Path) -> list[ScenarioResult]:
+async def run_all(jobs: Iterable[tuple[Scenario, str]], record_dir: Path,
+                  limit_s: float = RUN_LIMIT_S) -> list[ScenarioResult]:
     """Run the scenarios, PARALLEL at a time, each in its own record directory."""
     gate = asyncio.Semaphore(PARALLEL)
 
     async def one(k: int, scenario: Scenario, board: str) -> ScenarioResult:
-        async with gate, asyncio.timeout(RUN_LIMIT_S):
+        async with gate, asyncio.timeout(limit_s):
             return await run_scenario(scenario, board_cmd=board, record_dir=record_dir / f"{k}-{scenario.name}",
                                       board_timeout_s=60.0)
 
@@ -337,7 +338,7 @@ FULL_SKIP = "set FLATSAT_QEMU_FULL=1 to run every standard scenario in full with
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(3600)
+@pytest.mark.timeout(4 * 3600)
 @pytest.mark.skipif(not os.environ.get("FLATSAT_QEMU_FULL"), reason=FULL_SKIP)
 async def test_every_standard_scenario_in_full(images: dict[str, Image], tmp_path: Path) -> None:
     """Every configs/scenarios/*.toml as it is (bench setting: one telemetry sample per turn): the reference image
@@ -350,7 +351,7 @@ async def test_every_standard_scenario_in_full(images: dict[str, Image], tmp_pat
         jobs.append((scenario, qemu_cmd(good)))
         if name in NAIVE_MUST_FAIL:
             jobs.append((scenario, qemu_cmd(images["naive"])))
-    results = await run_all(jobs, tmp_path)
+    results = await run_all(jobs, tmp_path, limit_s=2 * 3600.0)
     problems = {}
     for (scenario, board), result in zip(jobs, results, strict=True):
         naive = "naive" in board
