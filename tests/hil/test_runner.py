@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
@@ -13,6 +15,7 @@ import pytest
 from toy_model import Lamp
 
 from emulator.clock import NS_PER_S, VirtualWall
+from emulator.errors import ConfigError
 from emulator.recorder import read_recording
 from emulator.transports import open_links
 from hil import cli as hil_cli
@@ -103,6 +106,35 @@ async def test_same_scenario_and_seed_give_byte_identical_recordings_with_a_boar
     # while the board was down (300-330 s) the runner stepped the clock and the lamp held its state
     hellos = [r.message.t_ns for r in read_recording(a.recording) if r.message.topic == "board.hello"]
     assert len(hellos) == 2
+
+
+async def test_a_board_command_with_pty_gets_a_serial_path_that_survives_a_restart(tmp_path: Path) -> None:
+    """``{pty}``: the board opens a pty by path (as QEMU's ``-serial {pty}`` does), the runner joins it to the pty the
+    emulator listens on through ``serial://``; the restarted board opens the same path. The toy board over serial
+    does what it does over ZeroMQ: the same energy, both hellos, the recording the same but for the board's link."""
+    sc = scenario(timeline=[BROWNOUT, {"at": "5m", "do": "board_restart", "down": "30s"}],
+                  requirements=[{"kind": "count", "topic": "board.hello", "op": "==", "value": 2}])
+    fds_before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    over_serial = await run_scenario(sc, board_cmd=f"{TOY_BOARD} --url serial://{{pty}}?baud=921600",
+                                     record_dir=tmp_path / "serial", model_factory=toy)
+    over_zmq = await run_scenario(sc, board_cmd=TOY_BOARD, record_dir=tmp_path / "zmq", model_factory=toy)
+    assert over_serial.passed and over_zmq.passed, (over_serial.error, over_serial.verdicts)
+    assert over_serial.board_log is not None
+    log = over_serial.board_log.read_text()
+    paths = re.findall(r"^--- start \d+: .* --url '?serial://(/dev/[^?]+)\?baud=921600", log, flags=re.MULTILINE)
+    assert len(paths) == 2 and paths[0] == paths[1], log
+    assert over_serial.series.get("satellite.energy_j")[-1] == over_zmq.series.get("satellite.energy_j")[-1]
+    assert over_serial.recording is not None and over_zmq.recording is not None
+    topics = [r.message.topic for r in read_recording(over_serial.recording)]
+    assert topics == [r.message.topic for r in read_recording(over_zmq.recording)]
+    if fds_before is not None:
+        assert set(os.listdir("/proc/self/fd")) <= fds_before, "the runner left descriptors open"
+
+
+async def test_a_board_command_takes_fd_or_pty_not_both(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\{fd\} \(a descriptor\) or as \{pty\}"):
+        await run_scenario(scenario(), board_cmd=f"{TOY_BOARD} --fd {{fd}} --url serial://{{pty}}",
+                           record_dir=tmp_path, model_factory=toy)
 
 
 async def test_a_board_that_dies_fails_the_run_with_its_exit_code_and_keeps_the_recording(tmp_path: Path) -> None:
