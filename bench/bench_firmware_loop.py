@@ -43,7 +43,7 @@ def build(out: Path) -> tuple[Path, Path]:
 
 
 async def one_run(scenario_path: Path, hours: float | None, board: str, record_dir: Path) -> tuple[float, float]:
-    """(wall seconds, CPU seconds of the board process and its children) for one run."""
+    """(wall seconds, CPU seconds of the board process and its children) per simulated hour of one run."""
     import dataclasses
 
     scenario = load_scenario(scenario_path)
@@ -61,8 +61,9 @@ async def one_run(scenario_path: Path, hours: float | None, board: str, record_d
     after = os.times()
     if result.error is not None:
         raise SystemExit(f"run failed ({board}): {result.error}")
-    return wall / (scenario.duration_s / 3600.0), (after.children_user + after.children_system
-                                                   - before.children_user - before.children_system)
+    sim_h = scenario.duration_s / 3600.0
+    board_cpu = after.children_user + after.children_system - before.children_user - before.children_system
+    return wall / sim_h, board_cpu / sim_h
 
 
 def main() -> int:
@@ -91,12 +92,12 @@ def main() -> int:
                 walls[name].append(wall)
                 cpus[name].append(cpu)
                 print(f"  run {rep + 1}: {name}: {wall:.1f} s per sim hour (board CPU {cpu:.1f} s)", flush=True)
+    print(f"\n{args.scenario}: seconds per simulated hour, median of {args.repeats}, load {os.getloadavg()[0]:.1f}")
     med = {k: statistics.median(v) for k, v in walls.items()}
     qemu, host_name, ref = boards
-    print(f"\n{args.scenario}: wall seconds per simulated hour, median of {args.repeats}, load {os.getloadavg()[0]:.1f}")
     for name in boards:
-        print(f"  {name:28s} {med[name]:7.1f} s/h   ({3600.0 / med[name]:6.0f}x real time)   "
-              f"board CPU {statistics.median(cpus[name]):.1f} s")
+        print(f"  {name:28s} wall {med[name]:6.1f} s ({3600.0 / med[name]:5.0f}x real time), "
+              f"board CPU {statistics.median(cpus[name]):5.1f} s")
     print(f"  QEMU / host C stub       {med[qemu] / med[host_name]:.2f}")
     print(f"  QEMU / Python reference  {med[qemu] / med[ref]:.2f}")
     print(f"  host C stub / reference  {med[host_name] / med[ref]:.2f}")

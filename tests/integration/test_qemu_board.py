@@ -9,7 +9,7 @@ listens on (``serial://...?baud=921600&pace=1``), and ``board_restart`` restarts
 Time budget (QEMU delivers received bytes one at a time, ~20-30 us of host CPU each): the standard scenarios run
 here cut to the part that makes their point (the fault and the response window; see ``CUTS``), two at a time,
 with board telemetry at one sample per 20 s control period. ``FLATSAT_QEMU_FULL=1`` runs every standard scenario in
-full, with both images (test_every_standard_scenario_in_full; ~20 min).
+full, with both images (test_every_standard_scenario_in_full; 23 min on a loaded 2-core machine).
 
 The tools come from Debian (``.ci/run`` installs them); without them these tests skip with the install line.
 """
@@ -332,7 +332,8 @@ def test_flatsat_test_runs_the_qemu_command_and_restarts_it_on_the_same_line(ima
 
 
 # -- every standard scenario in full (opt-in) ------------------------------------------------------------------------
-FULL_SKIP = "set FLATSAT_QEMU_FULL=1 to run every standard scenario in full with the QEMU board (~20 min)"
+FULL_SKIP = ("set FLATSAT_QEMU_FULL=1 to run every standard scenario in full with the QEMU board (both images: "
+             "23 min on a loaded 2-core machine)")
 
 
 @pytest.mark.slow
