@@ -943,7 +943,8 @@ async def test_stub_stays_in_step_and_passes_on_a_line_with_ber_1e_4_both_ways(s
     assert summary["timeouts"] > 5 and summary["retries"] > 0 and summary["missed_waits"] > 0, summary
     # in step all along: it never lost the emulator, took its turn in the periods (a lost step reply is told
     # from a lost step by the clock; at worst a step is sent twice when the emulator is slow to move the clock),
-    # and saw the clock to its last period
+    # every turn's step counted but maybe the last (the run ends when it lands, and its reply may not), and it
+    # saw the clock to its last period
     assert summary["restarts"] == 0, log[-3000:]
-    assert summary["steps"] == summary["turns"] >= 300 - 2, summary
+    assert summary["turns"] >= 300 - 2 and summary["turns"] - 1 <= summary["steps"] <= summary["turns"], summary
     assert summary["t_s"] >= 3000 - 10
