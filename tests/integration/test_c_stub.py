@@ -78,7 +78,8 @@ WORKING = ("idle", "busy", "throttled")
 def stub_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cc = shutil.which("cc")
     if cc is None:
-        pytest.skip("no C compiler: `cc` is not on PATH, so the C stub (firmware_stubs/c) cannot be built")
+        pytest.skip("no C compiler: `cc` is not on PATH, so the C stub (firmware_stubs/c) cannot be built; install "
+                    "one with `apt-get install -y gcc libc6-dev make` (as root)")
     out = tmp_path_factory.mktemp("c-stub")
     if shutil.which("make"):
         # explicit CC and CFLAGS: the build must not depend on what the environment exports
