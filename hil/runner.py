@@ -363,7 +363,14 @@ class BoardPtyPath:
     between two UARTs. The runner keeps both slaves open until :meth:`close`, so a board killed and started again
     (board_restart) opens the same path and neither end sees the line hang up. Each direction buffers at most
     ``MAX_PENDING`` bytes; beyond that it stops reading its source, so the pty (and then the sender) waits,
-    as on a line with flow control: nothing is dropped here.
+    as on a line with flow control.
+
+    What the emulator sends before the board's first byte (a board speaks first: its hello) is dropped and
+    counted (``dropped_before_board``), as by a UART not yet powered or set up: QEMU takes received bytes into
+    its model UART from its start, and the firmware's own set-up then loses one of them (enabling the PL011's
+    FIFO empties it), which cut a frame at random. After the board's first byte the emulator's bytes go on from
+    the next frame's start, so the board never gets the tail of a frame. The same holds again after each
+    restart.
     """
 
     BAUD = BOARD_LINE_BAUD
@@ -381,6 +388,12 @@ class BoardPtyPath:
         self.pass_fd: int | None = None
         #: bytes carried each way: (emulator -> board, board -> emulator)
         self.carried = [0, 0]
+        #: bytes from the emulator dropped because the board had not spoken yet (since its last start)
+        self.dropped_before_board = 0
+        self._board_spoke = False
+        self._board_synced = False
+        #: the emulator's stream is between frames (its last byte was a 0x00 delimiter)
+        self._emu_at_frame_start = True
         self._pending = {self.emu_master: bytearray(), self.board_master: bytearray()}
         self._peer = {self.emu_master: self.board_master, self.board_master: self.emu_master}
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -400,6 +413,7 @@ class BoardPtyPath:
         """A board (re)starts: drop what waited for the previous one, as a UART's FIFO is empty after a reset."""
         import termios
 
+        self._board_spoke = self._board_synced = False
         self._pending[self.board_master].clear()
         with contextlib.suppress(OSError, termios.error):
             termios.tcflush(self.board_slave, termios.TCIOFLUSH)
@@ -426,11 +440,33 @@ class BoardPtyPath:
             return
         if not data:
             return
+        if src == self.board_master:
+            self._board_spoke = True
+        else:
+            data = self._from_emulator(data)
+            if not data:
+                return
         self.carried[0 if src == self.emu_master else 1] += len(data)
         self._pending[dst] += data
         self._drain(dst)
         if len(self._pending[dst]) >= self.MAX_PENDING:
             self._read_off(src)  # let the line push back until the far side reads
+
+    def _from_emulator(self, data: bytes) -> bytes:
+        """What of ``data`` goes on to the board: nothing before the board's first byte, and once it has spoken,
+        from the next frame's start on (the byte after a 0x00 delimiter), so it never gets a frame's tail."""
+        at_frame_start = self._emu_at_frame_start
+        self._emu_at_frame_start = data[-1] == 0
+        if self._board_synced:
+            return data
+        if self._board_spoke:
+            end = -1 if at_frame_start else data.find(0)
+            if at_frame_start or end >= 0:
+                self._board_synced = True
+                self.dropped_before_board += end + 1
+                return data[end + 1:]
+        self.dropped_before_board += len(data)
+        return b""
 
     def _drain(self, dst: int) -> None:
         buf = self._pending[dst]

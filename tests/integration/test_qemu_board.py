@@ -246,10 +246,11 @@ async def test_standard_scenarios_pass_with_the_qemu_board(images: dict[str, Ima
         stats = last_stats(result)
         assert stats["decode_errors"] == stats["bad_frames"] == stats["rx_overruns"] == 0, (name, stats)
         assert stats["jobs_checked"] == stats["jobs_done"], (name, stats)  # every result recomputed on the MCU
-    assert last_stats(by_name["saa-radiation-storm"])["sdc_detected"] >= 1
-    assert last_stats(by_name["latchup"])["rail_resets"] >= 1
-    # what the firmware did about each fault, in its own log: the latched rail reset, the hang reset, and in the
-    # eclipse the accelerator taken down the DVFS levels as the charge fell
+    # what the firmware did about each fault, in its own log (the stats line of the run's last turn may be cut
+    # off): the SDC caught by the digest, the latched rail reset, the hang reset, and in the eclipse the
+    # accelerator taken down the DVFS levels as the charge fell
+    assert "job result corrupted (digest mismatch)" in board_log(by_name["saa-radiation-storm"])
+    assert "rail latched off by its limiter: reset it" in board_log(by_name["latchup"])
     assert "rail latched off by its limiter: reset it" in board_log(by_name["rail-short"])
     assert "board hung: reset" in board_log(by_name["saa-radiation-storm"])
     assert board_log(by_name["eclipse-depletion"]).count("DVFS level changed") >= 2
