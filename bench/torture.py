@@ -2,7 +2,7 @@
 
     python bench/torture.py                 # every attack (about 5 minutes)
     python bench/torture.py flood bombs     # some of them: flood, garbage, bombs, names, mute, subscription,
-                                            # subflood, frames, curve
+                                            # subflood, frames, curve, noisy
 
 Each attack runs against a fresh `flatsat run` process (realtime, 100 Hz physics, `sim.clock` at 100 Hz so
 every published sample carries the lateness of a step), with the attack as its own process
@@ -295,15 +295,64 @@ async def curve() -> None:
         print(f"   board_link drops {stats['board_link']['drops']} (server key fingerprint {key_fingerprint(public)})")
 
 
+async def noisy(ber: float = 1e-4) -> None:
+    """The boards on a noisy serial line: latchup.toml (2 h of sim time) through the HIL runner, bit errors at
+    ``ber`` both ways on the pty, the reference board and the C stub, each as its own process (`{fd}`)."""
+    import shutil
+    import tempfile
+
+    from hil.runner import ScenarioRun
+    from hil.scenario import load_scenario
+
+    build = Path(tempfile.mkdtemp(prefix="torture-c-"))
+    make = await asyncio.create_subprocess_exec("make", "-s", "-C", str(ROOT / "firmware_stubs" / "c"),
+                                                f"BUILD={build}")
+    if await make.wait() != 0:
+        raise RuntimeError("building the C stub failed")
+    boards = {
+        "reference board": ((f"{sys.executable} -m firmware_stubs.reference --url serial+fd://{{fd}}?baud=921600"
+                             " --timeout 0.02 --resync-after 0.1"), 20.0),
+        "C stub": (f"{build / 'flatsat_board_posix'} --fd {{fd}} --baud 921600 --timeout-ms 100", 10.0),
+    }
+    for label, (cmd, period_s) in boards.items():
+        scenario = load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml")
+        scenario.overrides["telemetry.rates_hz"] = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1,
+                                                    "thermal.telemetry": 0.0, "sim.clock": 0.0}
+        steps_at: list[int] = []
+        run = ScenarioRun(scenario, board_cmd=cmd, record_dir=build, line_options=f"ber={ber:g}&ber_seed=11&pace=0")
+        run.emu.message_hooks.append(lambda t_ns, plane, direction, msg, steps_at=steps_at: steps_at.append(
+            t_ns) if (plane == "board" and direction == "in" and msg.topic == "board.step") else None)
+        t0 = time.monotonic()
+        result = await run.run()
+        wall_s = time.monotonic() - t0
+        log = result.board_log.read_text(errors="replace") if result.board_log else ""
+        starts = len(re.findall(r"^--- start ", log, flags=re.MULTILINE))
+        turns = [k * round(period_s * 1e9) for k in range(round(scenario.duration_s / period_s))]
+        in_step = steps_at[: len(turns)] == turns and len(steps_at) - len(turns) in (0, 1)
+        summary = [ln for ln in log.splitlines() if ln.startswith("reference: ") or "stopped (" in ln]
+        stats = run.emu.board_link.stats
+        passed = sum(v.passed for v in result.verdicts)
+        print(f"\n== {label} on a line with BER {ber:g} both ways, latchup.toml ({scenario.duration_s / 3600:g} h "
+              f"of sim time, {wall_s:.0f} s wall)")
+        print(f"   processes started {starts}, error {result.error}, sim time reached {result.t_end_s:g} s, "
+              f"every turn stepped once: {in_step} ({len(steps_at)} steps), requirements passed "
+              f"{passed}/{len(result.verdicts)}")
+        print(f"   emulator dropped {stats.bad_frames} damaged frames, decode errors {stats.decode_errors}")
+        print(f"   board: {summary[-1] if summary else '(no summary line)'}")
+    shutil.rmtree(build, ignore_errors=True)
+
+
 ATTACKS = {"flood": lambda: flood("ping-flood"), "garbage": lambda: flood("garbage-flood"), "bombs": bombs,
            "names": names, "subscription": subscription, "subflood": subflood, "mute": mute,
-           "serialflood": serial_flood, "frames": frames, "curve": curve}
+           "serialflood": serial_flood, "frames": frames, "curve": curve,
+           "noisy": noisy}
 
 
 async def main(which: list[str]) -> None:
     print(f"flatsat torture, {time.strftime('%Y-%m-%d %H:%M')}, {os.cpu_count()} CPUs; emulator: `flatsat run` "
           "realtime, 100 Hz steps, sim.clock at 100 Hz")
-    await baseline()
+    if set(which) != {"noisy"}:  # the noisy line is about the boards: no emulator under attack
+        await baseline()
     for name in which or list(ATTACKS):
         await ATTACKS[name]()
 

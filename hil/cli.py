@@ -55,6 +55,9 @@ def add_test_arguments(test: argparse.ArgumentParser) -> None:
     test.add_argument("--board-timeout", type=float, default=30.0, metavar="S",
                       help="wall seconds a lockstep run waits for the board's board.step before it gives up "
                            "(default 30)")
+    test.add_argument("--line", metavar="OPTIONS",
+                      help="serial options added to the pty line of a '{fd}' or '{pty}' board, e.g. "
+                           "'ber=1e-4&ber_seed=7' (bit errors both ways: does the board survive a noisy line?)")
     test.add_argument("--quiet", action="store_true", help="no progress bar, no summaries")
 
 
@@ -120,7 +123,7 @@ async def _test(scenarios: list[Any], args: argparse.Namespace) -> int:
                                     record_dir=args.record, progress=not args.quiet and sys.stderr.isatty(),
                                     hello_timeout_s=args.hello_timeout, board_timeout_s=args.board_timeout,
                                     status=status, truth_rate_hz=args.truth_rate,
-                                    record_max_mb=args.record_max_mb))
+                                    record_max_mb=args.record_max_mb, line_options=args.line))
         except EmulatorError as exc:
             _err(f"flatsat test: {exc}")
             bad = True

@@ -16,9 +16,11 @@ The run, step by step:
    wait for a real board; in both cases wait (wall clock) for its ``board.hello``. A board command
    with ``{fd}`` talks serial instead: the runner opens a pty pair, the emulator takes the slave
    (``serial://<pty>?baud=921600&pace=1``, the real serial code path) and the board process
-   inherits the master as descriptor ``{fd}`` (the C stub's ``--fd {fd}``); with ``{pty}`` the board
-   gets a pty *path* to open (QEMU's ``-serial {pty}``): a second pty pair whose master the runner
-   joins to the emulator's, byte for byte, like a cable between two UARTs;
+   inherits the master as descriptor ``{fd}`` (the C stub's ``--fd {fd}``, a Python stub's
+   ``--url serial+fd://{fd}``); with ``{pty}`` the board gets a pty *path* to open (QEMU's
+   ``-serial {pty}``): a second pty pair whose master the runner joins to the emulator's, byte for
+   byte, like a cable between two UARTs; ``line_options`` adds serial options to the emulator's end of
+   that line (``ber=1e-4``: a noisy line);
 3. run the timeline: sim time advances segment by segment to each entry's time, where the
    entry is applied (faults, clears, control commands, board kill / restart); requirements
    are checked after every physics step and on every message of both planes;
@@ -337,13 +339,35 @@ class BoardPty:
 
     BAUD = BOARD_LINE_BAUD
 
-    def __init__(self) -> None:
+    def __init__(self, line_options: str | None = None) -> None:
         self.master, self.slave = _open_raw_pty("{fd}")
         self.path = os.ttyname(self.slave)
-        self.url = f"serial://{self.path}?baud={self.BAUD}&pace=1"
         self.pass_fd: int | None = self.master
         self.board_path: str | None = None
         self._finalizer = weakref.finalize(self, _close_fds, self.master, self.slave)
+        try:
+            self.url = self.line_url(self.path, line_options)
+        except ConfigError:
+            self.close()
+            raise
+
+    @classmethod
+    def line_url(cls, path: str, line_options: str | None) -> str:
+        """The emulator's URL of the line: ``serial://<path>?baud=921600&pace=1`` plus ``line_options``.
+
+        Raises:
+            ConfigError: ``line_options`` are not serial options (each problem named).
+        """
+        from emulator.transports import parse_transport_url
+
+        url = f"serial://{path}?baud={cls.BAUD}&pace=1"
+        if not line_options:
+            return url
+        try:
+            given = parse_transport_url(f"serial://{path}?{line_options.lstrip('?&')}")
+            return str(parse_transport_url(url).replace(**dict(given.options)))
+        except ValueError as exc:  # InvalidTransportURL
+            raise ConfigError(f"line options {line_options!r}: {exc}", field="line_options") from None
 
     def start(self) -> None:
         """Nothing to start: the board holds the master itself."""
@@ -376,14 +400,21 @@ class BoardPtyPath:
     BAUD = BOARD_LINE_BAUD
     MAX_PENDING = 65536
 
-    def __init__(self) -> None:
+    def __init__(self, line_options: str | None = None) -> None:
         self.emu_master, self.emu_slave = _open_raw_pty("{pty}")
         try:
             self.board_master, self.board_slave = _open_raw_pty("{pty}")
         except ConfigError:
             _close_fds(self.emu_master, self.emu_slave)
             raise
-        self.url = f"serial://{os.ttyname(self.emu_slave)}?baud={self.BAUD}&pace=1"
+        self._finalizer = weakref.finalize(self, _close_fds, self.emu_master, self.emu_slave, self.board_master,
+                                           self.board_slave)
+        try:
+            # the emulator's end of the line, as for {fd}: line_options (e.g. injected noise) apply there
+            self.url = BoardPty.line_url(os.ttyname(self.emu_slave), line_options)
+        except ConfigError:
+            self._finalizer()
+            raise
         self.board_path: str | None = os.ttyname(self.board_slave)
         self.pass_fd: int | None = None
         #: bytes carried each way: (emulator -> board, board -> emulator)
@@ -399,8 +430,6 @@ class BoardPtyPath:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._reading: set[int] = set()
         self._writing: set[int] = set()
-        self._finalizer = weakref.finalize(self, _close_fds, self.emu_master, self.emu_slave, self.board_master,
-                                           self.board_slave)
 
     def start(self) -> None:
         """Start copying (in the running event loop)."""
@@ -610,7 +639,7 @@ class ScenarioRun:
                  progress: bool = False, hello_timeout_s: float = 30.0, board_timeout_s: float = 30.0,
                  max_samples: int = 2000, command: str | None = None,
                  status: Callable[[str], None] | None = None, truth_rate_hz: float | None = None,
-                 record_max_mb: float | None = None) -> None:
+                 record_max_mb: float | None = None, line_options: str | None = None) -> None:
         if board_cmd and board_url:
             raise ConfigError("give a board command (--board CMD) or a board URL (--board-url URL), not both",
                               field="board")
@@ -619,6 +648,7 @@ class ScenarioRun:
         self.record_max_mb = record_max_mb
         self.board_cmd = board_cmd
         self.board_url_arg = board_url
+        self.line_options = line_options
         self.seed = scenario.seed if seed is None else seed
         self.record_dir = Path(record_dir) if record_dir is not None else None
         self.progress = progress
@@ -645,9 +675,13 @@ class ScenarioRun:
                 raise ConfigError(f"board command {board_cmd!r}: give it the line as {{fd}} (a descriptor) or as "
                                   "{pty} (a device path), not both", field="board")
             if uses_fd:
-                self.pty = BoardPty()
+                self.pty = BoardPty(line_options)
             elif uses_pty:
-                self.pty = BoardPtyPath()
+                self.pty = BoardPtyPath(line_options)
+        if line_options and self.pty is None:
+            raise ConfigError("line options apply to the pty line of a board command with '{fd}' or '{pty}'; this "
+                              "run has none (give the options in --board-url for a real board's line)",
+                              field="line_options")
         try:
             self.emu = self._build(model_factory, wall)
             if self.board_kind and not any(c.spec.plane == Plane.BOARD for c in self.emu.interface.commands):
@@ -670,6 +704,8 @@ class ScenarioRun:
             parts += ["--board", self.board_cmd]
         if self.board_url_arg:
             parts += ["--board-url", self.board_url_arg]
+        if self.line_options:
+            parts += ["--line", self.line_options]
         return shlex.join([*parts, "--seed", str(self.seed)])
 
     def _forced(self) -> dict[str, Any]:
@@ -950,7 +986,9 @@ async def run_scenario(scenario: Scenario, *, board_cmd: str | None = None, boar
         record_dir: directory for the recording (``<name>.rec``) and the board's log; None: no recording.
         model_factory: build the model from (scenario, seed) instead of the scenario's satellite config.
         **kwargs: ``wall``, ``progress``, ``hello_timeout_s``, ``board_timeout_s`` (wall seconds),
-            ``max_samples`` (series points), ``command`` (the reproduce line), ``status`` (callback).
+            ``max_samples`` (series points), ``command`` (the reproduce line), ``status`` (callback),
+            ``line_options`` (serial options for the pty line of a ``{fd}`` or ``{pty}`` board, e.g.
+            ``"ber=1e-4&ber_seed=7"``).
 
     Returns:
         The :class:`ScenarioResult` (a board that died or a refused action fail it; they do not raise).

@@ -66,6 +66,13 @@ class BoardLink(Payload):
     rtt_max_ms: float = field("ms", "largest round trip", ge=0)
     requests: int = field(doc="requests the figures cover", ge=0)
     lag_s: float = field("s", "how far behind the emulator's sim time the board's newest telemetry was", ge=0)
+    timeouts: int = field(doc="waits for a reply that ran out (each checked with a ping)", default=0, ge=0)
+    retries: int = field(doc="requests sent again (same seq) after a proven loss", default=0, ge=0)
+    lost: int = field(doc="requests given up (no reply will come; not repeated)", default=0, ge=0)
+    resyncs: int = field(doc="lockstep turns taken after a lost `sim.waiting` (the clock, asked, was waiting)",
+                         default=0, ge=0)
+    link_errors: int = field(doc="errors of the board's link (send failed, peer gone), survived", default=0, ge=0)
+    reconnects: int = field(doc="times the board opened its link again", default=0, ge=0)
 
 
 class BoardStep(Payload):

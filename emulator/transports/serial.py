@@ -1,4 +1,5 @@
-"""Serial links through pyserial: ``serial://<device>``, ``serial+socket://``, ``serial+loop://``, ``serial+rfc2217://``.
+"""Serial links: ``serial://<device>``, ``serial+socket://``, ``serial+loop://``, ``serial+rfc2217://`` through pyserial,
+and ``serial+fd://<n>``, a descriptor the process inherited.
 
 Grammar and options::
 
@@ -6,6 +7,7 @@ Grammar and options::
     serial+socket://<host>:<port>     pyserial socket:// (ser2net, TCP-to-serial bridges)
     serial+rfc2217://<host>:<port>    pyserial rfc2217:// (network serial ports)
     serial+loop://                    pyserial loop://: single-ended echo, recv() returns what was sent
+    serial+fd://<n>                   an open descriptor (a pty master passed by a parent); used as it is
 
     | option    | type          | default | meaning                                                    |
     |-----------|---------------|---------|------------------------------------------------------------|
@@ -18,6 +20,8 @@ Grammar and options::
     | pace      | bool          | 0       | pace transmitted bytes at the line rate (ptys ignore baud) |
     | reopen_s  | number > 0    | 1       | retry period after the device went away                    |
     | hwm       | int >= 1      | 32      | telemetry frames queued; then the oldest goes; not events  |
+    | ber       | number 0..0.5 | 0       | bit errors injected into both directions (testing)         |
+    | ber_seed  | int >= 0      | 0       | seed of the injected bit errors                            |
     | name      | str           |         | label in logs                                              |
 
 One duplex byte stream. Every message is ``encode_message`` then ``encode_frame`` (COBS + CRC-16 +
@@ -62,6 +66,7 @@ from emulator.protocol.codec import decode_message, encode_message
 from emulator.protocol.envelope import Message
 from emulator.protocol.framing import FrameDecoder, encode_frame
 from emulator.transports.base import ClientLink, LinkStats, Mailbox, ServerLink, TransportFactory
+from emulator.transports.noise import BitErrors
 from emulator.transports.url import TransportURL
 
 log = logging.getLogger("flatsat.transports.serial")
@@ -97,6 +102,16 @@ def _pyserial_url(url: TransportURL) -> str:
     return f"{url.carrier}://{url.location}"
 
 
+def _line_noise(url: TransportURL) -> tuple[BitErrors | None, BitErrors | None]:
+    """(what this end sends, what it receives) damaged at the URL's ``ber``; (None, None) for a clean line."""
+    ber: float = url.get("ber")
+    if ber <= 0:
+        return None, None
+    seed = url.get("ber_seed")
+    log.warning("%s: injecting bit errors at a rate of %g in both directions (ber_seed=%d)", url.label, ber, seed)
+    return BitErrors(ber, f"{seed}:tx"), BitErrors(ber, f"{seed}:rx")
+
+
 class SerialPort:
     """One open (or re-opening) pyserial handle: framing, queues, pacing, unplug recovery."""
 
@@ -130,11 +145,16 @@ class SerialPort:
         self._writable: asyncio.Future[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._reopen: asyncio.Task[None] | None = None
+        #: injected line noise (the ``ber`` option): on frames as they are queued, and on bytes as they are read
+        self.noise_tx, self.noise_rx = _line_noise(url)
 
     # -- opening -------------------------------------------------------------------------------
     def open(self) -> None:
         """Open the device; raises serial.SerialException / OSError / ValueError."""
         url = self.url
+        if url.carrier == "fd":
+            self._open_fd(int(url.location))
+            return
         loop_handler = url.carrier == "loop"
         ser = serial.serial_for_url(
             _pyserial_url(url), baudrate=self.baud, bytesize=url.get("bytesize"), parity=url.get("parity"),
@@ -154,6 +174,18 @@ class SerialPort:
             self._reader_armed = True
         else:
             self._tasks.append(self._loop.create_task(self._poll(ser), name=f"flatsat-serial-poll {url.label}"))
+        self._set_up(True)
+
+    def _open_fd(self, fd: int) -> None:
+        """An inherited descriptor: no device to configure (the parent set the line up); reopening after a loss
+        only arms it again, and it is closed with the link."""
+        os.fstat(fd)  # OSError (EBADF) when nothing is open there
+        os.set_blocking(fd, False)
+        self._ser, self._fd = None, fd
+        self._decoder = FrameDecoder()
+        self._framing_seen = (0, 0, 0, 0)
+        self._loop.add_reader(fd, self._on_readable)
+        self._reader_armed = True
         self._set_up(True)
 
     def start(self) -> None:
@@ -178,6 +210,8 @@ class SerialPort:
         self._feed(data)
 
     def _feed(self, data: bytes) -> None:
+        if self.noise_rx is not None:
+            data = self.noise_rx.apply(data)
         for message in self._decoder.feed(data):
             self.rx.put(message)
             self._rx_bytes += len(message)
@@ -233,6 +267,8 @@ class SerialPort:
                 self.stats.drop("device_gone")
                 return False
             raise TransportBrokenError(f"{self.url.label}: the device is gone; reopening every {self.reopen_s:g} s")
+        if self.noise_tx is not None:
+            frame = self.noise_tx.apply(frame)
         if telemetry:
             droppable = not event
             if droppable:
@@ -386,17 +422,21 @@ class SerialPort:
                 await self._wait_writable()
 
     # -- device loss and reopening ---------------------------------------------------------------
-    def _release_handle(self) -> None:
-        if self._fd is not None:
+    def _release_handle(self, *, final: bool = False) -> None:
+        fd = self._fd
+        if fd is not None:
             if self._reader_armed:
-                self._loop.remove_reader(self._fd)
+                self._loop.remove_reader(fd)
             if self._writer_armed:
-                self._loop.remove_writer(self._fd)
+                self._loop.remove_writer(fd)
         self._reader_armed = self._writer_armed = False
         ser, self._ser, self._fd = self._ser, None, None
         if ser is not None:
             with contextlib.suppress(Exception):  # the device may already be gone; nothing to report
                 ser.close()
+        if final and self.url.carrier == "fd":
+            with contextlib.suppress(OSError):  # the link owns an inherited descriptor until it is closed
+                os.close(int(self.url.location))
 
     def _lost(self, exc: BaseException) -> None:
         if self._closed or not self.stats.is_up:
@@ -439,7 +479,7 @@ class SerialPort:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        self._release_handle()
+        self._release_handle(final=True)
         self.rx.fail(closed_error, discard=True)
 
 

@@ -11,6 +11,7 @@ Grammar::
     serial://<device>                      a serial device: /dev/ttyUSB0, COM3, a pty path
     serial+socket://<host>:<port>          pyserial socket:// (ser2net, TCP-to-serial bridges)
     serial+loop://                         pyserial loop:// (single-ended echo; functional tests)
+    serial+fd://<n>                        an open descriptor this process inherited (a pty master)
 
 Parsing rules (house style B4): the scheme is lower-cased and split at ``+`` into kind and carrier;
 ``location = netloc + path`` with case preserved (never ``hostname``, which lower-cases ``COM3``);
@@ -72,15 +73,16 @@ def _int_option(name: str, default: int | None, doc: str, lo: int | None = None,
     return Option(name, kind, parse, str, default, doc, carriers)
 
 
-def _float_option(name: str, default: float | None, doc: str, lo: float = 0.0, lo_open: bool = False) -> Option:
-    kind = f"number {'>' if lo_open else '>='} {lo:g}"
+def _float_option(name: str, default: float | None, doc: str, lo: float = 0.0, lo_open: bool = False,
+                  hi: float | None = None) -> Option:
+    kind = f"number {'>' if lo_open else '>='} {lo:g}" if hi is None else f"number in {lo:g}..{hi:g}"
 
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             raise ValueError(f"not a number: {text!r}") from None
-        if not math.isfinite(value) or value < lo or (lo_open and value == lo):
+        if not math.isfinite(value) or value < lo or (lo_open and value == lo) or (hi is not None and value > hi):
             raise ValueError(f"{text} is out of range")
         return value
 
@@ -181,7 +183,7 @@ SCHEMES: dict[str, Scheme] = {
                     "of certificates (NAME.key), a file, or z85 keys separated by commas; '*': any client"),
         _str_option("topics", "connect(): subscribe to these topics only (comma-separated); default: every topic"),
     ), "ZeroMQ XPUB/ROUTER server, SUB+DEALER client"),
-    "serial": Scheme("serial", (None, "socket", "loop", "rfc2217"), (
+    "serial": Scheme("serial", (None, "socket", "loop", "rfc2217", "fd"), (
         # 115200: the most common default of USB-UART bridges and MCU boot loaders.
         _int_option("baud", 115200, "line rate in bit/s", lo=1),
         _choice_option("parity", {"N": "N", "E": "E", "O": "O"}, "N", "parity bit", fold_case=True),
@@ -195,6 +197,11 @@ SCHEMES: dict[str, Scheme] = {
                       lo=0.0, lo_open=True),
         # 32 frames: at 115200 baud a 400-byte frame takes 35 ms, so telemetry is never more than ~1 s stale.
         _int_option("hwm", 32, "telemetry frames queued for transmission before publish() drops them", lo=1),
+        # test aid: a noisy line without a noisy cable (0.5: beyond it a flip is likelier than not)
+        _float_option("ber", 0.0, "bit error rate injected by this end into what it sends and what it receives "
+                      "(testing: a noisy line on a clean cable); 0: none", hi=0.5),
+        _int_option("ber_seed", 0, "seed of the injected bit errors (the same seed damages the same bit "
+                    "positions of each direction's byte stream)", lo=0),
     ), "COBS+CRC framed byte stream through pyserial"),
 }
 
@@ -400,6 +407,9 @@ def _check_location(url: TransportURL, text: str) -> TransportURL:
                                       field="location")
         if url.carrier in ("socket", "rfc2217"):
             split_host_port(url.location, text)
+        if url.carrier == "fd" and not re.fullmatch(r"[0-9]{1,9}", url.location):
+            raise InvalidTransportURL(f"{text!r} needs an open file descriptor number, e.g. serial+fd://3 (a pty "
+                                      "master the process inherited)", field="location")
     return url
 
 

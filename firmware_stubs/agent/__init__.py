@@ -36,7 +36,17 @@ import numpy as np
 from emulator.errors import CommandError, ConfigError, EmulatorError
 from firmware_stubs.agent.sensors import Reading, SensorOptions, Sensors
 from firmware_stubs.agent.workload import CommandWorkload, FinishedJob, NumpyWorkload, Workload
-from firmware_stubs.base import NS_PER_S, BoardClient, BoardLog, Controller, run_board
+from firmware_stubs.base import (
+    NS_PER_S,
+    BoardClient,
+    BoardLog,
+    Controller,
+    RetryPolicy,
+    add_link_arguments,
+    policy_from,
+    run_board,
+    run_until_signalled,
+)
 from firmware_stubs.jobcheck import expected_result
 
 log = logging.getLogger("flatsat.agent")
@@ -111,11 +121,13 @@ class Agent(Controller):
         return caps[:MAX_CAPABILITIES]
 
     @staticmethod
-    async def _ask(board: BoardClient, topic: str, payload: dict[str, Any] | None = None
-                   ) -> tuple[dict[str, Any] | None, CommandError | None]:
-        """A request whose refusal is an answer, not an exception: ``(data, None)`` or ``(None, error)``."""
+    async def _ask(board: BoardClient, topic: str, payload: dict[str, Any] | None = None, *,
+                   repeat: bool | None = None) -> tuple[dict[str, Any] | None, CommandError | None]:
+        """A request whose refusal is an answer, not an exception: ``(data, None)`` or ``(None, error)``. A request
+        lost on the line raises :class:`~firmware_stubs.base.RequestLostError` (the turn ends; the next one tries
+        again from what telemetry shows)."""
         try:
-            return await board.request(topic, payload or {}), None
+            return await board.request(topic, payload or {}, repeat=repeat), None
         except CommandError as exc:
             return None, exc
 
@@ -308,7 +320,8 @@ class Agent(Controller):
             payload["die_temp_degc"] = float(reading.die_temp_degc)
         if reading.clock_mhz is not None and 0 <= reading.clock_mhz <= 10000:
             payload["clock_mhz"] = float(reading.clock_mhz)
-        data, err = await self._ask(board, "accel.report", payload)
+        # a report that acknowledges effects is not repeated: a second copy would be refused (already acknowledged)
+        data, err = await self._ask(board, "accel.report", payload, repeat=not self._acks)
         if err is None:
             self.stats["reports"] += 1
             self.last_report = payload
@@ -341,13 +354,14 @@ class Agent(Controller):
 
 
 async def run_agent(agent: Agent, url: str, *, max_ticks: int | None = None, stop: Callable[[], bool] | None = None,
-                    connect: Callable[[str], Awaitable[Any]] | None = None) -> BoardLog:
-    """Connect to the emulator at ``url`` and run ``agent`` until the link closes or ``stop()``; always shuts the
-    agent down (workload stopped, clock cap restored). :func:`firmware_stubs.base.run_board` with the agent's
-    capabilities in ``board.hello``."""
+                    connect: Callable[[str], Awaitable[Any]] | None = None,
+                    policy: RetryPolicy | None = None) -> BoardLog:
+    """Connect to the emulator at ``url`` and run ``agent`` until ``max_ticks``, ``stop()`` or cancellation; always
+    shuts the agent down (workload stopped, clock cap restored). :func:`firmware_stubs.base.run_board` with the
+    agent's capabilities in ``board.hello`` (a bad line is survived the same way)."""
     try:
         return await run_board(agent, url, max_ticks=max_ticks, stop=stop, connect=connect,
-                               capabilities=agent.capabilities())
+                               capabilities=agent.capabilities(), policy=policy)
     finally:
         agent.shutdown()
 
@@ -386,6 +400,7 @@ def _parser() -> argparse.ArgumentParser:
                         "(e.g. payload; default: leave rails to the OBC)")
     w.add_argument("--watchdog-s", type=float, default=5.0,
                    help="wall seconds without progress before accel.reset (default 5; 0: never)")
+    add_link_arguments(p)
     p.add_argument("--list-sensors", action="store_true", help="print what this board can measure, and exit")
     p.add_argument("-v", "--verbose", action="store_true", help="log every action")
     return p
@@ -425,13 +440,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"agent: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(run_agent(agent, args.url))
-    except KeyboardInterrupt:
-        return 130
+        run_until_signalled(run_agent(agent, args.url, policy=policy_from(args)))
     except EmulatorError as exc:
         print(f"agent: {exc}", file=sys.stderr)
         return 2
-    print(f"agent: {agent.summary()}", file=sys.stderr)
+    print(f"agent: {agent.summary()}; link: {agent.log.link_summary()}", file=sys.stderr, flush=True)
     return 0
 
 

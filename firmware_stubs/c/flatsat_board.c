@@ -880,10 +880,7 @@ void fsb_config_default(fsb_config *cfg)
     cfg->temp_restart_degc = 75.0;
     cfg->queue_target = 2;
     cfg->job_size = 1000; /* ~12 s of inference at 4 x 1500 MHz: two queued jobs fill a 10 s period */
-    /* 5 s, 10 s, 20 s, 20 s: a reply normally takes milliseconds, so a loaded host never resends by
-     * mistake (a resent board.step is a second step), and a lost frame costs a few seconds */
     cfg->request_timeout_ms = 5000;
-    cfg->request_retries = 3;
     cfg->link_lost_ms = 60000;
 }
 
@@ -1418,38 +1415,38 @@ static fsb_mpw *begin_request(fsb_board *b, const char *topic)
     return &b->w;
 }
 
-/* Wait for the pending request's reply, reading everything else that arrives meanwhile: FSB_OK when
- * it came, FSB_ERR_TIMEOUT after timeout_ms, or a link error. */
-static int await_reply(fsb_board *b, uint32_t timeout_ms)
+/* A request that a second copy cannot hurt (docs/protocol.md sec. 3.1): sent again, same seq, when
+ * its reply does not come. Not a job submission (two jobs) nor a board.step (poll checks the clock). */
+static bool repeatable(const char *topic)
 {
-    uint32_t start = b->io.millis(b->io.ctx);
-    while (!b->reply_seen) {
-        int rc = pump(b);
-        if (rc != FSB_OK) {
-            return rc;
+    static const char *const safe[] = {"ping", "board.hello", "eps.rail.set", "eps.rail.reset",
+                                       "accel.dvfs.set", "accel.reset"};
+    size_t i;
+    for (i = 0; i < sizeof safe / sizeof safe[0]; i++) {
+        if (strcmp(topic, safe[i]) == 0) {
+            return true;
         }
-        if (b->reply_seen) {
-            break;
-        }
-        /* unsigned difference: correct across the wrap of a 32-bit tick */
-        if ((uint32_t)(b->io.millis(b->io.ctx) - start) >= timeout_ms) {
-            return FSB_ERR_TIMEOUT;
-        }
-        idle(b);
     }
-    return FSB_OK;
+    return false;
 }
 
-/* Send the request written since begin_request and wait for its reply. A frame damaged on the line is
- * dropped and never answered, so after a time-out the same frame (the same id) goes again, `retries`
- * times, with the wait doubled each time up to 4 x: a late reply to any copy answers it, and a lost reply
- * costs a resend (the emulator then handles the request twice: harmless for every request this board
- * resends; board.step is never resent this way, see board_step). FSB_OK, FSB_REFUSED, or an error. */
-static int send_request(fsb_board *b, const char *topic, uint32_t retries)
+/* The wait after the k-th copy (0-based): the time-out, doubled each time, at most 8 times it. */
+static uint32_t backoff_ms(const fsb_board *b, uint32_t k)
+{
+    uint32_t wait = b->cfg.request_timeout_ms;
+    while (k-- > 0 && wait < b->cfg.request_timeout_ms * FSB_BACKOFF_MAX) {
+        wait *= 2u;
+    }
+    return wait;
+}
+
+static int send_and_wait(fsb_board *b, const char *topic, size_t n);
+
+/* Send the request written since begin_request and wait for its reply (reading everything else
+ * that arrives meanwhile). FSB_OK, FSB_REFUSED, or an error. */
+static int finish_request(fsb_board *b, const char *topic)
 {
     size_t n;
-    uint32_t attempt, wait_ms = b->cfg.request_timeout_ms;
-    int rc = FSB_ERR_TIMEOUT;
     if (b->w.overflow) {
         return FSB_ERR_OVERFLOW;
     }
@@ -1457,6 +1454,15 @@ static int send_request(fsb_board *b, const char *topic, uint32_t retries)
     if (n == 0) {
         return FSB_ERR_OVERFLOW;
     }
+    return send_and_wait(b, topic, n);
+}
+
+/* Send the frame in tx_frame (n bytes, request id b->seq) and wait for its reply; a repeatable
+ * request goes out again (the same frame: a late reply to either copy answers it) with a longer
+ * wait each time, up to FSB_MAX_SENDS copies. */
+static int send_and_wait(fsb_board *b, const char *topic, size_t n)
+{
+    uint32_t start, sends = 0;
     b->pending = b->seq;
     b->pending_topic = topic;
     b->reply_seen = false;
@@ -1464,30 +1470,41 @@ static int send_request(fsb_board *b, const char *topic, uint32_t retries)
     b->err_field[0] = '\0';
     b->n_err_valid = 0;
     b->stats.requests++;
-    for (attempt = 0; attempt <= retries; attempt++) {
-        if (attempt > 0) {
-            b->stats.retries++;
-            if (wait_ms < 4u * b->cfg.request_timeout_ms) {
-                wait_ms *= 2u;
-            }
-        }
-        if (!b->io.write_bytes(b->io.ctx, b->tx_frame, n)) {
+    if (!b->io.write_bytes(b->io.ctx, b->tx_frame, n)) {
+        b->pending = 0;
+        return FSB_ERR_CLOSED;
+    }
+    start = b->io.millis(b->io.ctx);
+    while (!b->reply_seen) {
+        int rc = pump(b);
+        if (rc != FSB_OK) {
             b->pending = 0;
-            return FSB_ERR_CLOSED;
+            return rc;
         }
-        rc = await_reply(b, wait_ms);
-        if (rc != FSB_ERR_TIMEOUT) {
-            break;
+        if (!b->reply_seen) {
+            idle(b);
         }
-        b->stats.timeouts++;
+        /* unsigned difference: correct across the wrap of a 32-bit tick */
+        /* a hello is not backed off: the emulator may come up at any moment, and a runner waits for
+         * the hello only so long (flatsat test --hello-timeout) */
+        if (!b->reply_seen && (uint32_t)(b->io.millis(b->io.ctx) - start) >=
+                                  backoff_ms(b, strcmp(topic, "board.hello") == 0 ? 0u : sends)) {
+            b->stats.timeouts++;
+            sends++;
+            if (!repeatable(topic) || sends >= FSB_MAX_SENDS) {
+                b->stats.lost++;
+                b->pending = 0;
+                return FSB_ERR_TIMEOUT;
+            }
+            b->stats.retries++;
+            if (!b->io.write_bytes(b->io.ctx, b->tx_frame, n)) {
+                b->pending = 0;
+                return FSB_ERR_CLOSED;
+            }
+            start = b->io.millis(b->io.ctx);
+        }
     }
     b->pending = 0;
-    if (rc != FSB_OK) {
-        if (rc == FSB_ERR_TIMEOUT) {
-            b->stats.failed++;
-        }
-        return rc;
-    }
     if (!b->reply_ok && b->io.log != NULL) {
         char line[96];
         size_t k = append(line, sizeof line, 0, "refused: ");
@@ -1500,11 +1517,6 @@ static int send_request(fsb_board *b, const char *topic, uint32_t retries)
         say(b, line);
     }
     return b->reply_ok ? FSB_OK : FSB_REFUSED;
-}
-
-static int finish_request(fsb_board *b, const char *topic)
-{
-    return send_request(b, topic, b->cfg.request_retries);
 }
 
 static int rail_set(fsb_board *b, bool on)
@@ -1630,39 +1642,34 @@ static int say_hello(fsb_board *b)
     return finish_request(b, "board.hello");
 }
 
-static int ping(fsb_board *b);
-
-/* Let the lockstep clock run one period. Sent once: a second copy would be a second step, so when no reply
- * comes the clock says whether the step arrived. Only a step that arrived moves it on from the turn it
- * waited at: then the reply was lost, and the step is taken as acknowledged (steps_by_clock). Otherwise the
- * step was lost and FSB_ERR_TIMEOUT makes the next poll send it again. */
+/* The turn's board.step; sent again after a loss with the same seq and envelope (step_seq), so a
+ * late reply to the first copy answers the second. */
 static int board_step(fsb_board *b)
 {
     int rc;
-    fsb_mpw *w = begin_request(b, "board.step");
+    uint64_t newest = b->seq;
+    fsb_mpw *w;
+    if (b->step_seq == 0) {
+        w = begin_request(b, "board.step");
+        b->step_seq = b->seq;
+        b->step_t_ns = b->t_ns;
+    } else {
+        b->seq = b->step_seq; /* for this request only: ids go on from the newest afterwards */
+        fsb_mpw_init(&b->w, b->tx_msg, sizeof b->tx_msg);
+        fsb_envelope_begin(&b->w, "board.step", b->step_seq, b->step_t_ns, b->cfg.name);
+        w = &b->w;
+    }
     fsb_mpw_map(w, 1);
     fsb_mpw_str(w, "duration_s");
     fsb_mpw_float64(w, b->cfg.period_s);
-    rc = send_request(b, "board.step", 0);
-    if (rc == FSB_ERR_TIMEOUT) {
-        bool moved = b->waiting_t_ns > b->last_turn_ns; /* a later sim.waiting: the clock ran to the new limit */
-        if (!moved) {
-            int prc = ping(b);
-            if (prc < 0 && prc != FSB_ERR_TIMEOUT) {
-                return prc;
-            }
-            moved = prc == FSB_OK && b->ping_t_ns > b->last_turn_ns;
-        }
-        if (moved) {
-            b->step_limit_ns = (uint64_t)b->last_turn_ns + (uint64_t)(b->cfg.period_s * NS_PER_S);
-            b->stats.steps_by_clock++;
-            say(b, "board.step reply lost, but the clock moved on: the step arrived");
-            rc = FSB_OK;
-        }
+    rc = finish_request(b, "board.step");
+    if (b->seq < newest) {
+        b->seq = newest;
     }
     if (rc == FSB_OK) {
         b->stats.steps++;
         b->quiet_since_ms = b->io.millis(b->io.ctx);
+        b->quiet_wait_ms = b->cfg.request_timeout_ms;
     }
     return rc;
 }
@@ -1845,6 +1852,29 @@ static int control_turn(fsb_board *b)
 
 /* ---- the loop --------------------------------------------------------------------------------- */
 
+/* A board.step without a reply: lost on its way, or its reply lost? Ask the clock (a ping, repeated
+ * if need be). A clock past the turn has run the step: it is not sent again (that would run one
+ * period without a turn), and its limit is known. A clock still at the turn did not get it. */
+static int step_lost(fsb_board *b)
+{
+    int rc = ping(b);
+    if (rc != FSB_OK) {
+        return rc < 0 ? rc : FSB_OK; /* no answer: the step goes out again at the next poll */
+    }
+    if (b->ping_t_ns > b->last_turn_ns) {
+        uint64_t turn = (uint64_t)b->last_turn_ns;
+        uint64_t from = b->step_limit_ns > turn ? b->step_limit_ns : turn;
+        b->step_limit_ns = from + (uint64_t)(b->cfg.period_s * NS_PER_S);
+        b->step_owed = false;
+        b->step_seq = 0;
+        b->stats.unacked_steps++;
+        b->quiet_since_ms = b->io.millis(b->io.ctx);
+        b->quiet_wait_ms = b->cfg.request_timeout_ms;
+        say(b, "the clock ran the step whose reply was lost: not stepping again");
+    }
+    return FSB_OK;
+}
+
 int fsb_board_start(fsb_board *b)
 {
     static const uint8_t flush = 0;
@@ -1872,6 +1902,7 @@ int fsb_board_start(fsb_board *b)
     }
     b->next_tick_ns = b->t_ns;
     b->quiet_since_ms = b->io.millis(b->io.ctx);
+    b->quiet_wait_ms = b->cfg.request_timeout_ms;
     say(b, b->lockstep ? "hello answered: lockstep, the board steps time" : "hello answered: free-running");
     rc = rail_set(b, true);
     if (rc < 0) {
@@ -1950,7 +1981,7 @@ int fsb_board_poll(fsb_board *b)
                 /* a sim.waiting not later than the last turn is stale (it was already answered) */
                 due = b->waiting_t_ns;
             }
-            if (due < 0 && (uint32_t)(b->io.millis(b->io.ctx) - b->quiet_since_ms) >= b->cfg.request_timeout_ms) {
+            if (due < 0 && (uint32_t)(b->io.millis(b->io.ctx) - b->quiet_since_ms) >= b->quiet_wait_ms) {
                 /* Quiet for a whole time-out: maybe the sim.waiting was lost on the line (a damaged
                  * frame is dropped, never answered) and the emulator waits for ever. Ask for the
                  * time: a clock at or past the last step's limit is waiting for this board. */
@@ -1964,6 +1995,8 @@ int fsb_board_poll(fsb_board *b)
                     due = b->ping_t_ns;
                     b->stats.missed_waits++;
                     say(b, "the clock waits but no sim.waiting came: taking the turn");
+                } else if (b->quiet_wait_ms < b->cfg.request_timeout_ms * FSB_BACKOFF_MAX) {
+                    b->quiet_wait_ms *= 2u; /* still running (a slow machine): ask less often */
                 }
             }
             if (due < 0) {
@@ -1971,19 +2004,22 @@ int fsb_board_poll(fsb_board *b)
                 return FSB_OK;
             }
             b->last_turn_ns = due;
+            b->quiet_wait_ms = b->cfg.request_timeout_ms;
             /* owed even when the turn fails half-way (a time-out): the emulator waits for it */
             b->step_owed = true;
+            b->step_seq = 0;
             rc = control_turn(b);
             if (rc < 0) {
                 return rc;
             }
         }
-        /* A step that got no reply, and did not move the clock, goes again at the next poll: a lost
-         * request would leave the emulator waiting for ever. */
         rc = board_step(b);
-        if (rc != FSB_ERR_TIMEOUT) {
-            b->step_owed = false;
+        if (rc == FSB_ERR_TIMEOUT) {
+            /* the emulator waits for ever for a lost step; a lost reply must not cost a second one */
+            return step_lost(b);
         }
+        b->step_owed = false;
+        b->step_seq = 0;
         return rc < 0 ? rc : FSB_OK;
     }
     if (b->t_ns >= b->next_tick_ns) {

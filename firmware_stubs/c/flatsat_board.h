@@ -54,6 +54,8 @@ extern "C" {
 #ifndef FSB_MAX_VERDICTS
 #define FSB_MAX_VERDICTS 8 /* checked job results waiting to be reported (accel.job.verdict) */
 #endif
+#define FSB_MAX_SENDS 5   /* copies of a repeatable request sent before it is given up */
+#define FSB_BACKOFF_MAX 8u /* the longest wait for a reply, in request time-outs (doubling from one) */
 #define FSB_NAME_MAX 32 /* rail names, DVFS level names, error fields (with the NUL) */
 
 /* Worst-case COBS output for n input bytes: one code byte per 254 data bytes, at least one. */
@@ -266,11 +268,10 @@ typedef struct fsb_config {
     double temp_high_degc, temp_low_degc, temp_restart_degc;
     int32_t queue_target; /* inference jobs kept queued */
     int32_t job_size;     /* batches per job */
-    /* A request is sent again (same id, so a late reply still answers it) when no reply came within
-     * request_timeout_ms, then twice that, and so on up to 4 x; after request_retries resends it has
-     * failed (a time-out). board.step is the exception: see fsb_board_poll. */
+    /* Wall-clock wait for a reply. A request safe to repeat then goes again (same id, so a late reply
+     * still answers it), waiting twice as long each time up to FSB_BACKOFF_MAX time-outs, at most
+     * FSB_MAX_SENDS copies; a board.step is checked with a ping instead (see fsb_board_poll). */
     uint32_t request_timeout_ms;
-    uint32_t request_retries;
     /* No valid frame for this long (wall ms) although the board pinged: the link or the emulator is
      * gone, and the board restarts (fsb_io.reset) to say hello again. 0: never. */
     uint32_t link_lost_ms;
@@ -293,14 +294,14 @@ typedef enum fsb_accel_state {
 
 typedef struct fsb_stats {
     uint32_t turns;         /* control turns taken */
-    uint32_t steps;         /* board.step requests acknowledged (by a reply, or by the clock) */
-    uint32_t steps_by_clock; /* board.step whose reply was lost, known to have arrived as the clock moved on */
-    uint32_t requests;      /* requests sent (every one gets a reply or fails) */
+    uint32_t steps;         /* board.step requests acknowledged */
+    uint32_t requests;      /* requests sent (every one gets a reply or times out) */
     uint32_t acked;         /* replies with ok: true */
     uint32_t refused;       /* replies with ok: false */
-    uint32_t timeouts;      /* attempts that got no reply in time (each lost request or reply costs one) */
-    uint32_t retries;       /* requests sent again after a time-out */
-    uint32_t failed;        /* requests with no reply after every retry */
+    uint32_t timeouts;      /* waits for a reply that ran out (a repeated request may have several) */
+    uint32_t retries;       /* copies sent again (same seq) of a request safe to repeat */
+    uint32_t lost;          /* requests given up without a reply (not repeatable, or FSB_MAX_SENDS) */
+    uint32_t unacked_steps; /* board.step whose reply was lost, but the clock (a ping) shows it ran */
     uint32_t pings;         /* pings sent to find out whether the clock waits or the emulator is there */
     uint32_t restarts;      /* starts over after the emulator fell silent (link_lost_ms) */
     uint32_t stale_replies; /* replies to no outstanding request (late, after a time-out) */
@@ -319,7 +320,7 @@ typedef struct fsb_stats {
     uint32_t jobs_checked;     /* results recomputed and compared with their digest */
     uint32_t sdc_detected;     /* results whose digest did not match (rejected and resubmitted) */
     uint32_t verdicts;         /* accel.job.verdict answered */
-    uint32_t verdicts_dropped; /* checked results not reported: the verdict queue was full */
+    uint32_t verdicts_dropped; /* checked results not reported (the queue was full, or no reply) */
 } fsb_stats;
 
 typedef struct fsb_board {
@@ -353,7 +354,10 @@ typedef struct fsb_board {
     uint64_t next_tick_ns; /* free-running mode: next turn */
     uint64_t step_limit_ns; /* lockstep: where the last board.step lets the clock run (its reply) */
     int64_t ping_t_ns;      /* sim time in the last ping reply */
+    uint64_t step_seq;      /* the turn's board.step id once sent (a repeat uses it again), 0: none */
+    uint64_t step_t_ns;     /* its envelope t_ns */
     uint32_t quiet_since_ms; /* lockstep: when the board last stepped or took a turn (wall ms) */
+    uint32_t quiet_wait_ms;  /* lockstep: quiet this long, ask the clock (doubles while it runs) */
     uint32_t last_rx_ms;     /* when the last good frame arrived (wall ms) */
     uint32_t last_ping_ms;   /* when the board last pinged (wall ms) */
     uint64_t hello_t_ns;

@@ -399,9 +399,8 @@ static void usage(FILE *f)
             "  --bus-on-v V      back on at this bus voltage (default 30.2)\n"
             "  --queue N         inference jobs kept queued (default 2)\n"
             "  --job-size N      batches per job (default 1000)\n"
-            "  --timeout-ms N    wall-clock wait for a reply before the request goes again (default 5000;\n"
-            "                    doubled at each resend, up to 4x)\n"
-            "  --retries N       resends of a request without a reply (default 3)\n"
+            "  --timeout-ms N    wall-clock wait for a reply (default 5000); a request safe to repeat then\n"
+            "                    goes again, waiting twice as long each time (up to 8x, 5 copies)\n"
             "  --link-lost-ms N  start over (hello again) after this long without a frame (default 60000;\n"
             "                    0: never)\n"
             "  --max-turns N     stop after N control turns (their steps acknowledged)\n"
@@ -511,9 +510,6 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--timeout-ms") == 0) {
             ok = parse_long(val, &v) && v >= 1 && v <= 600000;
             cfg.request_timeout_ms = (uint32_t)v;
-        } else if (strcmp(a, "--retries") == 0) {
-            ok = parse_long(val, &v) && v >= 0 && v <= 100;
-            cfg.request_retries = (uint32_t)v;
         } else if (strcmp(a, "--link-lost-ms") == 0) {
             ok = parse_long(val, &v) && v >= 0 && v <= 86400000L;
             cfg.link_lost_ms = (uint32_t)v;
@@ -603,19 +599,18 @@ int main(int argc, char **argv)
     }
 
     fprintf(stderr,
-            "%s: stopped (%s) turns=%" PRIu32 " steps=%" PRIu32 " steps_by_clock=%" PRIu32 " requests=%" PRIu32
-            " acked=%" PRIu32
-            " refused=%" PRIu32 " timeouts=%" PRIu32 " retries=%" PRIu32 " failed=%" PRIu32 " pings=%" PRIu32
-            " restarts=%" PRIu32 " missed_waits=%" PRIu32 " telemetry=%" PRIu32
-            " events=%" PRIu32
+            "%s: stopped (%s) turns=%" PRIu32 " steps=%" PRIu32 " requests=%" PRIu32 " acked=%" PRIu32
+            " refused=%" PRIu32 " timeouts=%" PRIu32 " retries=%" PRIu32 " lost=%" PRIu32
+            " unacked_steps=%" PRIu32 " pings=%" PRIu32 " restarts=%" PRIu32 " missed_waits=%" PRIu32
+            " telemetry=%" PRIu32 " events=%" PRIu32
             " decode_errors=%" PRIu32 " bad_frames=%" PRIu32 " sheds=%" PRIu32 " hang_resets=%" PRIu32
             " power_cycles=%" PRIu32 " rail_resets=%" PRIu32 " dvfs_changes=%" PRIu32
             " jobs_submitted=%" PRIu32 " jobs_done=%" PRIu32 " jobs_lost=%" PRIu32 " jobs_checked=%" PRIu32
             " sdc_detected=%" PRIu32 " verdicts=%" PRIu32 " verdicts_dropped=%" PRIu32 " t_s=%" PRIu64 "\n",
-            cfg.name, fsb_strerror(rc), board.stats.turns, board.stats.steps, board.stats.steps_by_clock,
-            board.stats.requests,
-            board.stats.acked, board.stats.refused, board.stats.timeouts, board.stats.retries, board.stats.failed,
-            board.stats.pings, board.stats.restarts, board.stats.missed_waits,
+            cfg.name, fsb_strerror(rc), board.stats.turns, board.stats.steps, board.stats.requests,
+            board.stats.acked, board.stats.refused, board.stats.timeouts, board.stats.retries,
+            board.stats.lost, board.stats.unacked_steps, board.stats.pings, board.stats.restarts,
+            board.stats.missed_waits,
             board.stats.telemetry,
             board.stats.events, board.stats.decode_errors,
             board.rx.stats.bad_cobs + board.rx.stats.too_short + board.rx.stats.bad_crc + board.rx.stats.oversized,

@@ -14,13 +14,16 @@ What it does, every control period (10 s of sim time by default), from what a bo
   verdict, and resubmits a corrupted job.
 - **Hangs and latch-ups.** Resets a hung board; power-cycles its rail after a latch-up or a
   latched current limiter (``eps.rail.reset`` + off/on).
+- **A bad line.** Every decision is made again each turn from the latest telemetry, so a request
+  lost on the line (:class:`~firmware_stubs.base.RequestLostError`) only cuts a turn short: the next
+  turn sees whether it took effect and acts again. A lost event handler does not cost the others.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from firmware_stubs.base import NS_PER_S, BoardClient, Controller
+from firmware_stubs.base import NS_PER_S, BoardClient, Controller, RequestLostError
 from firmware_stubs.jobcheck import check_job
 
 WORKING = ("idle", "busy", "throttled")
@@ -61,7 +64,10 @@ class ReferenceController(Controller):
 
     async def on_tick(self, board: BoardClient) -> None:
         for ev in board.events():
-            await self.on_event(board, ev.topic, ev.payload)
+            try:
+                await self.on_event(board, ev.topic, ev.payload)
+            except RequestLostError as exc:
+                self.log.add(board.t_ns, f"{ev.topic}: {exc}")
         eps = board.latest.get("eps.telemetry")
         acc = board.latest.get("accel.status")
         if eps is None or acc is None:

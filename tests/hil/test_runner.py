@@ -114,10 +114,11 @@ async def test_a_board_command_with_pty_gets_a_serial_path_that_survives_a_resta
     does what it does over ZeroMQ: the same energy, both hellos, the recording the same but for the board's link."""
     sc = scenario(timeline=[BROWNOUT, {"at": "5m", "do": "board_restart", "down": "30s"}],
                   requirements=[{"kind": "count", "topic": "board.hello", "op": "==", "value": 2}])
+    # over ZeroMQ first: its process-wide context keeps descriptors open, which are not the runner's to close
+    over_zmq = await run_scenario(sc, board_cmd=TOY_BOARD, record_dir=tmp_path / "zmq", model_factory=toy)
     fds_before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
     over_serial = await run_scenario(sc, board_cmd=f"{TOY_BOARD} --url serial://{{pty}}?baud=921600",
                                      record_dir=tmp_path / "serial", model_factory=toy)
-    over_zmq = await run_scenario(sc, board_cmd=TOY_BOARD, record_dir=tmp_path / "zmq", model_factory=toy)
     assert over_serial.passed and over_zmq.passed, (over_serial.error, over_serial.verdicts)
     assert over_serial.board_log is not None
     log = over_serial.board_log.read_text()
@@ -181,6 +182,45 @@ async def test_a_real_board_at_a_url_is_waited_for(tmp_path: Path) -> None:
             p.terminate()
             p.wait(10)
     assert len(procs) == 1 and res.passed, (res.error, res.verdicts)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("line", ["serial+fd://{fd}", "serial://{pty}"])
+async def test_a_python_board_over_a_noisy_pty_line(tmp_path: Path, line: str) -> None:
+    """``line_options`` put bit errors on the emulator's end of a ``{fd}`` or ``{pty}`` board's line (here the toy
+    board, a Python stub, through ``serial+fd://{fd}``, or opening the runner's relayed pty by path as QEMU does):
+    frames are lost both ways, the board repeats and resynchronises, the run goes on."""
+    # the toy board switches the lamp when its telemetry disagrees: lost samples and commands delay a switch by
+    # a turn or two (24 switches on a clean line), the board keeps acting
+    sc = scenario(requirements=[{"kind": "count", "topic": "lamp.toggled", "op": ">=", "value": 6}])
+    board = f"{TOY_BOARD} --url {line}?baud=921600 --timeout 0.05 --resync-after 0.2"
+    res = await run_scenario(sc, board_cmd=board, record_dir=tmp_path, model_factory=toy,
+                             line_options="ber=3e-4&ber_seed=2&pace=0")
+    assert res.board_log is not None
+    log = res.board_log.read_text()
+    assert res.passed and res.t_end_s == 600.0, (res.error, res.verdicts, log[-2000:])
+    assert len(re.findall(r"^--- start ", log, flags=re.MULTILINE)) == 1
+    assert "--line 'ber=3e-4&ber_seed=2&pace=0'" in res.command
+    last = [line for line in log.splitlines() if line.startswith("toy-lamp: ")][-1]
+    counts = {k: int(v) for v, k in re.findall(r"(\d+) ([a-z ]+?)(?=,|;|$)", last.split("link: ")[1])}
+    assert counts["bad frames"] > 0 and counts["timeouts"] > 0, last
+    assert counts["resyncs"] + counts["unacked steps"] + counts["retries"] > 0, last
+
+
+def test_line_options_need_a_pty_line_and_valid_serial_options() -> None:
+    from emulator.errors import ConfigError
+    from hil.runner import ScenarioRun
+
+    fds = len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    with pytest.raises(ConfigError, match="line options apply to the pty line") as exc:
+        ScenarioRun(scenario(), board_cmd=TOY_BOARD, model_factory=toy, line_options="ber=1e-4")
+    assert exc.value.field == "line_options"
+    for line in ("serial+fd://{fd}", "serial://{pty}"):
+        with pytest.raises(ConfigError, match="unknown option 'bre'.*did you mean 'ber'") as exc:
+            ScenarioRun(scenario(), board_cmd=f"{TOY_BOARD} --url {line}", model_factory=toy, line_options="bre=1e-4")
+        assert exc.value.field == "line_options"
+    if fds is not None:
+        assert len(os.listdir("/proc/self/fd")) == fds, "the refused run left its pty open"
 
 
 async def test_bad_names_are_refused_before_anything_starts(tmp_path: Path) -> None:

@@ -18,7 +18,14 @@ import logging
 import os
 import sys
 
-from firmware_stubs.base import BoardClient, Controller, run_board
+from firmware_stubs.base import (
+    BoardClient,
+    Controller,
+    add_link_arguments,
+    policy_from,
+    run_board,
+    run_until_signalled,
+)
 
 NS_PER_S = 1_000_000_000
 CRASH_EXIT_CODE = 3
@@ -63,12 +70,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--off-ticks", type=int, default=2)
     parser.add_argument("--crash-at", type=float, default=None, help="exit with code 3 at this sim time (s)")
     parser.add_argument("--hang-at", type=float, default=None, help="stop stepping at this sim time (s)")
+    add_link_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="[toy-lamp] %(message)s", stream=sys.stderr)
     board = ToyLampBoard(args.on_ticks, args.off_ticks, args.crash_at, args.hang_at)
     board.period_s = args.period
-    result = asyncio.run(run_board(board, args.url))
-    print(f"toy-lamp: {len(result.actions)} actions, {len(result.errors)} refused", file=sys.stderr)
+    run_until_signalled(run_board(board, args.url, policy=policy_from(args)))
+    result = board.log
+    print(f"toy-lamp: {len(result.actions)} actions, {len(result.errors)} refused; link: {result.link_summary()}",
+          file=sys.stderr, flush=True)
     return 0
 
 

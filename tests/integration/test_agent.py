@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
+import tty
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -18,6 +20,7 @@ from emulator.recorder import read_recording
 from emulator.runtime import Emulator
 from firmware_stubs.agent import Agent, AgentOptions, run_agent
 from firmware_stubs.agent.sensors import SensorOptions
+from firmware_stubs.base import RetryPolicy
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "cubesat-6u-jetson-external.toml"
@@ -67,16 +70,17 @@ def agent_options(sysfs: Path, **more: Any) -> AgentOptions:
 
 
 @contextlib.asynccontextmanager
-async def emulator_and_agent(tmp_path: Path, overrides: dict[str, Any] | None = None,
+async def emulator_and_agent(tmp_path: Path, overrides: dict[str, Any] | None = None, *, agent_url: str | None = None,
+                             policy: RetryPolicy | None = None, wall_guard_s: float = WALL_GUARD_S,
                              **agent_opts: Any) -> AsyncIterator[tuple[Emulator, Agent]]:
     cfg = load_config(CONFIG, {"sim.mode": "lockstep", "sim.lockstep_source": "board",
                                "links.board": f"loop://agent-{tmp_path.name}", "links.control": None,
                                **(overrides or {})})
     async with Emulator.from_config(cfg) as emu:
         agent = Agent(agent_options(fake_sysfs(tmp_path / "sys"), **agent_opts))
-        task = asyncio.create_task(run_agent(agent, emu.board_url))
+        task = asyncio.create_task(run_agent(agent, agent_url or emu.board_url, policy=policy))
         try:
-            async with asyncio.timeout(WALL_GUARD_S):
+            async with asyncio.timeout(wall_guard_s):
                 yield emu, agent
         finally:
             task.cancel()
@@ -161,6 +165,36 @@ async def test_reboot_and_mbu_are_acknowledged(tmp_path: Path) -> None:
         # every acknowledgement named a pending effect (an unknown id would have been refused)
         assert acc(emu)["rejected_commands"] == 0 and agent.stats["reports_refused"] == 0
         assert acc(emu)["radiation"]["unhandled"] == []
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_the_agent_rides_out_a_noisy_serial_line(tmp_path: Path) -> None:
+    """BER 1e-4 both ways on a pty (the emulator injects it, docs/transports.md): reboots are still acknowledged,
+    the clock keeps moving under the agent's steps, and it counts what the line cost it."""
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    line = f"serial://{os.ttyname(slave)}?baud=921600&ber=1e-4&ber_seed=4"
+    policy = RetryPolicy(timeout_s=0.05, resync_after_s=0.2)  # replies take milliseconds on a pty
+    try:
+        async with emulator_and_agent(tmp_path, {"radiation.sefi_reboot_fraction": 1.0, "links.board": line},
+                                      agent_url=f"serial+fd://{master}?baud=921600", policy=policy,
+                                      wall_guard_s=240.0,  # ~20 s on a quiet machine; every lost frame costs wall time
+                                      report_hz=0.2) as (emu, agent):  # a turn per 5 s of sim time
+            await until(emu, lambda: acc(emu)["state"] in ("idle", "busy"), "first report")
+            for n in range(1, 4):
+                emu.control("fault.inject", {"name": "radiation.sefi", "params": {}})
+                await until(emu, lambda n=n: handled(emu, "sefi") == n, f"reboot {n} acknowledged")
+            t_end = emu.clock.now_ns() + 600 * 10**9
+            await until(emu, lambda: emu.clock.now_ns() >= t_end, "10 more minutes (120 turns)")
+            bad_at_emulator = emu.board_link.stats.bad_frames
+    finally:
+        with contextlib.suppress(OSError):
+            os.close(slave)
+    assert acc(emu)["radiation"]["unhandled"] == []
+    assert agent.stats["reports"] >= 100 and bad_at_emulator > 0
+    assert agent.log.link["timeouts"] > 0 and agent.log.line["bad_frames"] > 0, (agent.log.link, agent.log.line)
+    assert agent.log.link["reconnects"] == 0
 
 
 async def test_latched_limiter_is_reset_when_the_agent_acts_as_the_obc(tmp_path: Path) -> None:

@@ -47,7 +47,8 @@ def test_unknown_option_lists_the_valid_ones_and_suggests() -> None:
     text = str(err.value)
     assert "unknown option 'baudrate'" in text
     assert "did you mean 'baud'" in text
-    assert "baud, bytesize, exclusive, hwm, name, pace, parity, peer_burst, peer_rate_hz, reopen_s, rtscts, stopbits" in text
+    assert ("baud, ber, ber_seed, bytesize, exclusive, hwm, name, pace, parity, peer_burst, peer_rate_hz, reopen_s, "
+            "rtscts, stopbits") in text
     assert err.value.field == "baudrate"
     assert "baud" in (err.value.valid or [])
 
@@ -132,6 +133,8 @@ def urls(draw: st.DrawFn) -> TransportURL:
         location = f"127.0.0.{draw(st.integers(1, 254))}:{draw(st.integers(0, 65535))}"
     elif kind == "serial" and carrier in ("socket", "rfc2217"):
         location = f"host:{draw(st.integers(0, 65535))}"
+    elif kind == "serial" and carrier == "fd":
+        location = str(draw(st.integers(0, 10**9 - 1)))
     elif kind == "loop":
         location = draw(_location_text.filter(lambda s: "/" not in s))
     else:

@@ -364,7 +364,9 @@ static void log_stats(const fsb_board *b)
     log_field("refused", s->refused);
     log_field("timeouts", s->timeouts);
     log_field("retries", s->retries);
-    log_field("failed", s->failed);
+    log_field("lost", s->lost);
+    log_field("unacked_steps", s->unacked_steps);
+    log_field("missed_waits", s->missed_waits);
     log_field("restarts", s->restarts);
     log_field("decode_errors", s->decode_errors);
     log_field("bad_frames", b->rx.stats.bad_cobs + b->rx.stats.too_short + b->rx.stats.bad_crc + b->rx.stats.oversized);
