@@ -35,7 +35,9 @@ def add_test_arguments(test: argparse.ArgumentParser) -> None:
                        help="board command, e.g. 'python -m firmware_stubs.reference' ('--url URL' appended, or "
                             "'{url}' replaced); with '{fd}' it gets the master of a pty pair whose slave the "
                             "emulator opens as a serial board (the C stub: 'flatsat_board_posix --fd {fd} "
-                            "--baud 921600')")
+                            "--baud 921600'); with '{pty}' it gets a pty path to open, joined to the emulator's "
+                            "(QEMU: 'qemu-system-arm -M lm3s6965evb -nographic -kernel flatsat_board.elf "
+                            "-serial {pty}')")
     board.add_argument("--board-url", metavar="URL", help="URL to listen on for a real board, e.g. "
                                                           "serial:///dev/ttyACM0?baud=921600")
     test.add_argument("--seed", type=int, help="seed (overrides each scenario's)")
@@ -54,8 +56,8 @@ def add_test_arguments(test: argparse.ArgumentParser) -> None:
                       help="wall seconds a lockstep run waits for the board's board.step before it gives up "
                            "(default 30)")
     test.add_argument("--line", metavar="OPTIONS",
-                      help="serial options added to the pty line of a '{fd}' board, e.g. 'ber=1e-4&ber_seed=7' "
-                           "(bit errors both ways: does the board survive a noisy line?)")
+                      help="serial options added to the pty line of a '{fd}' or '{pty}' board, e.g. "
+                           "'ber=1e-4&ber_seed=7' (bit errors both ways: does the board survive a noisy line?)")
     test.add_argument("--quiet", action="store_true", help="no progress bar, no summaries")
 
 

@@ -17,8 +17,10 @@ The run, step by step:
    with ``{fd}`` talks serial instead: the runner opens a pty pair, the emulator takes the slave
    (``serial://<pty>?baud=921600&pace=1``, the real serial code path) and the board process
    inherits the master as descriptor ``{fd}`` (the C stub's ``--fd {fd}``, a Python stub's
-   ``--url serial+fd://{fd}``); ``line_options`` adds serial options to that line (``ber=1e-4``: a
-   noisy line);
+   ``--url serial+fd://{fd}``); with ``{pty}`` the board gets a pty *path* to open (QEMU's
+   ``-serial {pty}``): a second pty pair whose master the runner joins to the emulator's, byte for
+   byte, like a cable between two UARTs; ``line_options`` adds serial options to the emulator's end of
+   that line (``ber=1e-4``: a noisy line);
 3. run the timeline: sim time advances segment by segment to each entry's time, where the
    entry is applied (faults, clears, control commands, board kill / restart); requirements
    are checked after every physics step and on every message of both planes;
@@ -162,6 +164,10 @@ class HilEmulator(Emulator):
 
 
 
+#: placeholders of a board command that give it the line instead of ``--url URL``
+LINE_KEYS = ("{url}", "{fd}", "{pty}")
+
+
 def describe_exit(code: int | None) -> str:
     """'3', or '-9 (killed by SIGKILL)'."""
     if code is None:
@@ -176,14 +182,17 @@ class BoardProcess:
     """A board stub run as a separate process (its own process group, so a kill takes its children too).
 
     The command gets ``--url URL`` appended, or ``{url}`` in it replaced; ``{fd}`` is replaced by
-    ``pass_fd``, a descriptor the process inherits (then no ``--url`` is appended). Its stdout and stderr
-    go to ``log_path`` (a temporary file if None); :meth:`tail` reads the end back for error messages.
+    ``pass_fd``, a descriptor the process inherits, and ``{pty}`` by ``pty_path``, a serial device to open
+    (then no ``--url`` is appended). Its stdout and stderr go to ``log_path`` (a temporary file if None);
+    :meth:`tail` reads the end back for error messages.
     """
 
     def __init__(self, cmd: str, log_path: Path | None = None,
-                 on_unexpected_exit: Callable[[int], None] | None = None, pass_fd: int | None = None) -> None:
+                 on_unexpected_exit: Callable[[int], None] | None = None, pass_fd: int | None = None,
+                 pty_path: str | None = None) -> None:
         self.cmd = cmd
         self.pass_fd = pass_fd
+        self.pty_path = pty_path
         self.log_path = log_path
         self.on_unexpected_exit = on_unexpected_exit
         self.proc: asyncio.subprocess.Process | None = None
@@ -203,8 +212,9 @@ class BoardProcess:
             # a simulated board is a Python program: run it with the interpreter (and virtualenv) flatsat runs in
             parts[0] = sys.executable
         fd = "{fd}" if self.pass_fd is None else str(self.pass_fd)
-        if any("{url}" in p or "{fd}" in p for p in parts):
-            return [p.replace("{url}", url).replace("{fd}", fd) for p in parts]
+        pty = "{pty}" if self.pty_path is None else self.pty_path
+        if any(key in p for p in parts for key in LINE_KEYS):
+            return [p.replace("{url}", url).replace("{fd}", fd).replace("{pty}", pty) for p in parts]
         return [*parts, "--url", url]
 
     async def start(self, url: str) -> None:
@@ -304,22 +314,36 @@ class BoardProcess:
             self._log = None
 
 
+#: line rate of the serial line the runner gives a board command with {fd} or {pty}: a fast MCU UART (the
+#: LM3S6965 and STM32 UARTs and the common USB-UARTs all do it); pace=1 holds the pty to it (a pty alone moves
+#: ~20 MB/s), so the board reads its telemetry at the pace a real line would give it
+BOARD_LINE_BAUD = 921600
+
+
+def _open_raw_pty(what: str) -> tuple[int, int]:
+    import tty
+
+    try:
+        master, slave = os.openpty()
+    except (AttributeError, OSError) as exc:
+        raise ConfigError(f"a board command with {what} needs a pty pair (POSIX): {exc}", field="board") from None
+    tty.setraw(slave)  # no echo or line editing before the emulator's pyserial configures the line
+    return master, slave
+
+
 class BoardPty:
     """A pty pair for a board command with ``{fd}``: the emulator opens the slave by its path (``url``), the board
-    process inherits the master. Both stay open here until :meth:`close`, so a board killed and started again
-    (board_restart) finds the same line, and the emulator's end never sees the line hang up in between."""
+    process inherits the master (``pass_fd``). Both stay open here until :meth:`close`, so a board killed and
+    started again (board_restart) finds the same line, and the emulator's end never sees the line hang up in
+    between."""
 
-    BAUD = 921600  # a fast MCU UART; pace=1 holds the pty to it (a pty alone moves ~20 MB/s)
+    BAUD = BOARD_LINE_BAUD
 
     def __init__(self, line_options: str | None = None) -> None:
-        import tty
-
-        try:
-            self.master, self.slave = os.openpty()
-        except (AttributeError, OSError) as exc:
-            raise ConfigError(f"a board command with {{fd}} needs a pty pair (POSIX): {exc}", field="board") from None
-        tty.setraw(self.slave)  # no echo or line editing before the emulator's pyserial configures the line
+        self.master, self.slave = _open_raw_pty("{fd}")
         self.path = os.ttyname(self.slave)
+        self.pass_fd: int | None = self.master
+        self.board_path: str | None = None
         self._finalizer = weakref.finalize(self, _close_fds, self.master, self.slave)
         try:
             self.url = self.line_url(self.path, line_options)
@@ -345,7 +369,164 @@ class BoardPty:
         except ValueError as exc:  # InvalidTransportURL
             raise ConfigError(f"line options {line_options!r}: {exc}", field="line_options") from None
 
+    def start(self) -> None:
+        """Nothing to start: the board holds the master itself."""
+
+    def board_starting(self) -> None:
+        """Nothing to do: what the line held stays for the next board (as on a pty, which has no reset)."""
+
     def close(self) -> None:
+        self._finalizer()
+
+
+class BoardPtyPath:
+    """The line for a board command with ``{pty}`` (an emulator such as QEMU opens a serial device by path).
+
+    Two pty pairs: the emulator opens one slave by its path (``url``, the real serial code path), the board the
+    other (``board_path``); the runner copies bytes between the two masters unchanged, both ways, like a cable
+    between two UARTs. The runner keeps both slaves open until :meth:`close`, so a board killed and started again
+    (board_restart) opens the same path and neither end sees the line hang up. Each direction buffers at most
+    ``MAX_PENDING`` bytes; beyond that it stops reading its source, so the pty (and then the sender) waits,
+    as on a line with flow control.
+
+    What the emulator sends before the board's first byte (a board speaks first: its hello) is dropped and
+    counted (``dropped_before_board``), as by a UART not yet powered or set up: QEMU takes received bytes into
+    its model UART from its start, and the firmware's own set-up then loses one of them (enabling the PL011's
+    FIFO empties it), which cut a frame at random. After the board's first byte the emulator's bytes go on from
+    the next frame's start, so the board never gets the tail of a frame. The same holds again after each
+    restart.
+    """
+
+    BAUD = BOARD_LINE_BAUD
+    MAX_PENDING = 65536
+
+    def __init__(self, line_options: str | None = None) -> None:
+        self.emu_master, self.emu_slave = _open_raw_pty("{pty}")
+        try:
+            self.board_master, self.board_slave = _open_raw_pty("{pty}")
+        except ConfigError:
+            _close_fds(self.emu_master, self.emu_slave)
+            raise
+        self._finalizer = weakref.finalize(self, _close_fds, self.emu_master, self.emu_slave, self.board_master,
+                                           self.board_slave)
+        try:
+            # the emulator's end of the line, as for {fd}: line_options (e.g. injected noise) apply there
+            self.url = BoardPty.line_url(os.ttyname(self.emu_slave), line_options)
+        except ConfigError:
+            self._finalizer()
+            raise
+        self.board_path: str | None = os.ttyname(self.board_slave)
+        self.pass_fd: int | None = None
+        #: bytes carried each way: (emulator -> board, board -> emulator)
+        self.carried = [0, 0]
+        #: bytes from the emulator dropped because the board had not spoken yet (since its last start)
+        self.dropped_before_board = 0
+        self._board_spoke = False
+        self._board_synced = False
+        #: the emulator's stream is between frames (its last byte was a 0x00 delimiter)
+        self._emu_at_frame_start = True
+        self._pending = {self.emu_master: bytearray(), self.board_master: bytearray()}
+        self._peer = {self.emu_master: self.board_master, self.board_master: self.emu_master}
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._reading: set[int] = set()
+        self._writing: set[int] = set()
+
+    def start(self) -> None:
+        """Start copying (in the running event loop)."""
+        self._loop = asyncio.get_running_loop()
+        for fd in self._peer:
+            os.set_blocking(fd, False)
+            self._read_on(fd)
+
+    def board_starting(self) -> None:
+        """A board (re)starts: drop what waited for the previous one, as a UART's FIFO is empty after a reset."""
+        import termios
+
+        self._board_spoke = self._board_synced = False
+        self._pending[self.board_master].clear()
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcflush(self.board_slave, termios.TCIOFLUSH)
+        self._read_on(self.emu_master)
+
+    def _read_on(self, fd: int) -> None:
+        if self._loop is not None and fd not in self._reading:
+            self._loop.add_reader(fd, self._on_readable, fd)
+            self._reading.add(fd)
+
+    def _read_off(self, fd: int) -> None:
+        if self._loop is not None and fd in self._reading:
+            self._loop.remove_reader(fd)
+            self._reading.discard(fd)
+
+    def _on_readable(self, src: int) -> None:
+        dst = self._peer[src]
+        try:
+            data = os.read(src, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError:  # EIO: no slave open on this side (cannot happen while the runner holds both)
+            self._read_off(src)
+            return
+        if not data:
+            return
+        if src == self.board_master:
+            self._board_spoke = True
+        else:
+            data = self._from_emulator(data)
+            if not data:
+                return
+        self.carried[0 if src == self.emu_master else 1] += len(data)
+        self._pending[dst] += data
+        self._drain(dst)
+        if len(self._pending[dst]) >= self.MAX_PENDING:
+            self._read_off(src)  # let the line push back until the far side reads
+
+    def _from_emulator(self, data: bytes) -> bytes:
+        """What of ``data`` goes on to the board: nothing before the board's first byte, and once it has spoken,
+        from the next frame's start on (the byte after a 0x00 delimiter), so it never gets a frame's tail."""
+        at_frame_start = self._emu_at_frame_start
+        self._emu_at_frame_start = data[-1] == 0
+        if self._board_synced:
+            return data
+        if self._board_spoke:
+            end = -1 if at_frame_start else data.find(0)
+            if at_frame_start or end >= 0:
+                self._board_synced = True
+                self.dropped_before_board += end + 1
+                return data[end + 1:]
+        self.dropped_before_board += len(data)
+        return b""
+
+    def _drain(self, dst: int) -> None:
+        buf = self._pending[dst]
+        while buf:
+            try:
+                n = os.write(dst, buf)
+            except (BlockingIOError, InterruptedError):
+                n = 0
+            except OSError:
+                buf.clear()
+                break
+            if n == 0:
+                break
+            del buf[:n]
+        assert self._loop is not None
+        if buf and dst not in self._writing:
+            self._loop.add_writer(dst, self._drain, dst)
+            self._writing.add(dst)
+        elif not buf and dst in self._writing:
+            self._loop.remove_writer(dst)
+            self._writing.discard(dst)
+        if len(buf) < self.MAX_PENDING // 2:
+            self._read_on(self._peer[dst])
+
+    def close(self) -> None:
+        if self._loop is not None and not self._loop.is_closed():
+            for fd in list(self._reading):
+                self._read_off(fd)
+            for fd in list(self._writing):
+                self._loop.remove_writer(fd)
+            self._writing.clear()
         self._finalizer()
 
 
@@ -483,17 +664,23 @@ class ScenarioRun:
         self.recording = self.record_dir / f"{stem}.rec" if self.record_dir is not None else None
         self.board_log = self.record_dir / f"{stem}.board.log" if self.record_dir and board_cmd else None
         self.command = command or self._default_command()
-        self.pty: BoardPty | None = None
+        self.pty: BoardPty | BoardPtyPath | None = None
         if board_cmd:
             argv = BoardProcess(board_cmd).argv("URL")
             if shutil.which(argv[0]) is None:
                 raise ConfigError(f"board command {board_cmd!r}: program {argv[0]!r} not found (not a file, "
                                   "not on PATH)", field="board")
-            if any("{fd}" in p for p in argv):
+            uses_fd, uses_pty = (any(key in p for p in argv) for key in ("{fd}", "{pty}"))
+            if uses_fd and uses_pty:
+                raise ConfigError(f"board command {board_cmd!r}: give it the line as {{fd}} (a descriptor) or as "
+                                  "{pty} (a device path), not both", field="board")
+            if uses_fd:
                 self.pty = BoardPty(line_options)
+            elif uses_pty:
+                self.pty = BoardPtyPath(line_options)
         if line_options and self.pty is None:
-            raise ConfigError("line options apply to the pty line of a board command with '{fd}'; this run has "
-                              "none (give the options in --board-url for a real board's line)",
+            raise ConfigError("line options apply to the pty line of a board command with '{fd}' or '{pty}'; this "
+                              "run has none (give the options in --board-url for a real board's line)",
                               field="line_options")
         try:
             self.emu = self._build(model_factory, wall)
@@ -641,11 +828,14 @@ class ScenarioRun:
         wall0 = emu.clock.wall.now_ns()
         if self.board_cmd:
             board = BoardProcess(self.board_cmd, self.board_log, on_unexpected_exit=board_died,
-                                 pass_fd=None if self.pty is None else self.pty.master)
+                                 pass_fd=None if self.pty is None else self.pty.pass_fd,
+                                 pty_path=None if self.pty is None else self.pty.board_path)
         watchdog: asyncio.Task[None] | None = None
         try:
             async with emu:
                 started_emu = True
+                if self.pty is not None:
+                    self.pty.start()
                 if board is not None:
                     self.status(f"{sc.name}: starting board: {shlex.join(board.argv(str(emu.board_url)))}")
                     await board.start(str(emu.board_url))
@@ -749,6 +939,8 @@ class ScenarioRun:
         if action == "start":
             assert board is not None
             emu.hello.clear()
+            if self.pty is not None:
+                self.pty.board_starting()
             await board.start(str(emu.board_url))
             await wait_for_hello(emu, timeout_s=self.hello_timeout_s, board=board, where=str(emu.board_url))
             return f"board started again (start {board.starts})"
@@ -795,7 +987,8 @@ async def run_scenario(scenario: Scenario, *, board_cmd: str | None = None, boar
         model_factory: build the model from (scenario, seed) instead of the scenario's satellite config.
         **kwargs: ``wall``, ``progress``, ``hello_timeout_s``, ``board_timeout_s`` (wall seconds),
             ``max_samples`` (series points), ``command`` (the reproduce line), ``status`` (callback),
-            ``line_options`` (serial options for the pty of a ``{fd}`` board, e.g. ``"ber=1e-4&ber_seed=7"``).
+            ``line_options`` (serial options for the pty line of a ``{fd}`` or ``{pty}`` board, e.g.
+            ``"ber=1e-4&ber_seed=7"``).
 
     Returns:
         The :class:`ScenarioResult` (a board that died or a refused action fail it; they do not raise).

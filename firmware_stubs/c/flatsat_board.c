@@ -5,6 +5,7 @@
  * no recursion on received data. See flatsat_board.h for the API and docs/protocol.md for the wire.
  */
 #include "flatsat_board.h"
+#include "fsb_jobcheck.h"
 
 #include <float.h>
 #include <string.h>
@@ -855,7 +856,11 @@ static const struct {
 void fsb_config_default(fsb_config *cfg)
 {
     memset(cfg, 0, sizeof *cfg);
+#ifdef FLATSAT_NAIVE
+    cfg->name = "c-stub-naive";
+#else
     cfg->name = "c-stub";
+#endif
     cfg->version = FSB_VERSION;
     cfg->rail = "payload";
     cfg->period_s = 10.0;
@@ -876,16 +881,22 @@ void fsb_config_default(fsb_config *cfg)
     cfg->queue_target = 2;
     cfg->job_size = 1000; /* ~12 s of inference at 4 x 1500 MHz: two queued jobs fill a 10 s period */
     cfg->request_timeout_ms = 5000;
+    cfg->link_lost_ms = 60000;
+}
+
+static void copy_name_n(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+    if (n > cap - 1u) {
+        n = cap - 1u;
+    }
+    memcpy(dst, src, n);
+    dst[n] = '\0';
 }
 
 static void copy_name(char *dst, const char *src)
 {
-    size_t n = strlen(src);
-    if (n > FSB_NAME_MAX - 1u) {
-        n = FSB_NAME_MAX - 1u;
-    }
-    memcpy(dst, src, n);
-    dst[n] = '\0';
+    copy_name_n(dst, FSB_NAME_MAX, src);
 }
 
 void fsb_board_init(fsb_board *b, const fsb_config *cfg, const fsb_io *io)
@@ -908,6 +919,7 @@ void fsb_board_init(fsb_board *b, const fsb_config *cfg, const fsb_io *io)
     b->waiting_t_ns = -1;
     b->last_turn_ns = -1;
     b->state = FSB_ACC_UNKNOWN;
+    b->last_rx_ms = b->last_ping_ms = b->io.millis(b->io.ctx);
 }
 
 static void say(fsb_board *b, const char *text)
@@ -1077,6 +1089,41 @@ static void on_waiting(fsb_board *b, const fsb_envelope *env)
     }
 }
 
+/* A finished job with a result: recompute it from its seed and compare the digest (the reference
+ * controller's check, firmware_stubs/jobcheck.py), and queue the verdict for the next turn. A result
+ * without a digest is accepted, as the reference does; a kind the recipe does not know is not judged. */
+static void check_job(fsb_board *b, int64_t id, uint64_t seed, const char *kind, const char *digest,
+                      size_t digest_len, bool has_digest)
+{
+#ifdef FLATSAT_NAIVE
+    (void)b, (void)id, (void)seed, (void)kind, (void)digest, (void)digest_len, (void)has_digest;
+#else
+    struct fsb_verdict *v;
+    uint32_t salt = fsb_job_salt(kind, strlen(kind));
+    bool good = true;
+    if (salt == 0 || id < 0) {
+        return;
+    }
+    if (has_digest) {
+        good = fsb_job_digest_matches(seed, salt, digest, digest_len);
+        b->stats.jobs_checked++;
+    }
+    if (!good) {
+        b->stats.sdc_detected++;
+        say(b, "job result corrupted (digest mismatch): reject it and run the job again");
+    }
+    if (b->n_verdicts >= FSB_MAX_VERDICTS) {
+        b->stats.verdicts_dropped++;
+        return;
+    }
+    v = &b->verdicts[b->n_verdicts++];
+    v->id = id;
+    v->seed = seed;
+    copy_name_n(v->kind, sizeof v->kind, kind);
+    v->ok = good;
+#endif
+}
+
 static void on_accel_event(fsb_board *b, const fsb_envelope *env)
 {
     fsb_mpr r;
@@ -1085,8 +1132,11 @@ static void on_accel_event(fsb_board *b, const fsb_envelope *env)
     bool is_power = fsb_envelope_topic_is(env, "accel.power");
     bool is_state = fsb_envelope_topic_is(env, "accel.state");
     bool is_done = fsb_envelope_topic_is(env, "accel.job.done");
-    bool on = true, ok = false;
+    bool on = true, ok = false, has_id = false, has_seed = false, has_digest = false;
     char reason[FSB_NAME_MAX] = "";
+    char kind[16] = "";
+    char digest[FSB_DIGEST_HEX_LEN + 1] = "";
+    int64_t id = -1, seed = -1;
     if (!payload_map(&r, env, &n)) {
         return;
     }
@@ -1104,11 +1154,26 @@ static void on_accel_event(fsb_board *b, const fsb_envelope *env)
             b->state = parse_state(&t);
         } else if (is_done && fsb_mp_str_eq(&k, "ok") && t.type == FSB_MP_BOOL) {
             ok = t.v.b;
+        } else if (is_done && fsb_mp_str_eq(&k, "id")) {
+            has_id = fsb_mp_as_i64(&t, &id) && id >= 0;
+        } else if (is_done && fsb_mp_str_eq(&k, "seed")) {
+            has_seed = fsb_mp_as_i64(&t, &seed) && seed >= 0;
+        } else if (is_done && fsb_mp_str_eq(&k, "kind")) {
+            (void)fsb_mp_str_copy(&t, kind, sizeof kind);
+        } else if (is_done && fsb_mp_str_eq(&k, "digest") && t.type == FSB_MP_STR) {
+            /* a digest of another length is kept empty: it fails the check */
+            has_digest = true;
+            if (t.len == FSB_DIGEST_HEX_LEN) {
+                (void)fsb_mp_str_copy(&t, digest, sizeof digest);
+            }
         }
     }
     if (is_done) {
         if (ok) {
             b->stats.jobs_done++;
+            if (has_id && has_seed) {
+                check_job(b, id, (uint64_t)seed, kind, digest, strlen(digest), has_digest);
+            }
         } else {
             b->stats.jobs_lost++;
         }
@@ -1319,6 +1384,7 @@ static int pump(fsb_board *b)
         }
         n = fsb_deframer_feed(&b->rx, (uint8_t)c, &msg);
         if (n > 0) {
+            b->last_rx_ms = b->io.millis(b->io.ctx); /* a good frame: the emulator is there */
             handle_message(b, msg, n);
             if (b->pending != 0 && b->reply_seen) {
                 return FSB_OK;
@@ -1464,6 +1530,7 @@ static int rail_set(fsb_board *b, bool on)
     return finish_request(b, "eps.rail.set");
 }
 
+#ifndef FLATSAT_NAIVE /* the naive controller never recovers anything */
 static int rail_reset(fsb_board *b)
 {
     fsb_mpw *w = begin_request(b, "eps.rail.reset");
@@ -1478,19 +1545,64 @@ static int accel_reset(fsb_board *b)
     fsb_mpw_map(begin_request(b, "accel.reset"), 0);
     return finish_request(b, "accel.reset");
 }
+#endif
 
-static int submit_job(fsb_board *b)
+static int submit_job(fsb_board *b, const char *kind, uint64_t seed)
 {
+    int rc;
     fsb_mpw *w = begin_request(b, "accel.job.submit");
     fsb_mpw_map(w, 3);
     fsb_mpw_str(w, "kind");
-    fsb_mpw_str(w, "inference");
+    fsb_mpw_str(w, kind);
     fsb_mpw_str(w, "size");
     fsb_mpw_int(w, b->cfg.job_size);
     fsb_mpw_str(w, "seed");
-    fsb_mpw_int(w, b->next_seed);
-    return finish_request(b, "accel.job.submit");
+    fsb_mpw_uint(w, seed);
+    rc = finish_request(b, "accel.job.submit");
+    if (rc == FSB_OK) {
+        b->stats.jobs_submitted++;
+    }
+    return rc;
 }
+
+#ifndef FLATSAT_NAIVE
+static int send_verdict(fsb_board *b, int64_t id, bool ok)
+{
+    fsb_mpw *w = begin_request(b, "accel.job.verdict");
+    fsb_mpw_map(w, 2);
+    fsb_mpw_str(w, "id");
+    fsb_mpw_int(w, id);
+    fsb_mpw_str(w, "ok");
+    fsb_mpw_bool(w, ok);
+    return finish_request(b, "accel.job.verdict");
+}
+
+/* Report every checked result, oldest first (the reference controller reads its events first), and
+ * run a corrupted job again (same kind and seed: the emulator counts that as handled too). A verdict
+ * that gets no reply is dropped and counted: one lost on the line must not hold up every later turn. */
+static int report_verdicts(fsb_board *b)
+{
+    while (b->n_verdicts > 0) {
+        struct fsb_verdict v = b->verdicts[0];
+        int rc;
+        memmove(&b->verdicts[0], &b->verdicts[1], (size_t)(b->n_verdicts - 1u) * sizeof b->verdicts[0]);
+        b->n_verdicts--;
+        rc = send_verdict(b, v.id, v.ok);
+        if (rc < 0) {
+            b->stats.verdicts_dropped++;
+            return rc;
+        }
+        b->stats.verdicts++;
+        if (!v.ok) {
+            rc = submit_job(b, v.kind, v.seed);
+            if (rc < 0) {
+                return rc;
+            }
+        }
+    }
+    return FSB_OK;
+}
+#endif
 
 static int set_level(fsb_board *b, const char *level)
 {
@@ -1565,12 +1677,15 @@ static int board_step(fsb_board *b)
 static int ping(fsb_board *b)
 {
     b->ping_t_ns = -1;
+    b->stats.pings++;
+    b->last_ping_ms = b->io.millis(b->io.ctx);
     fsb_mpw_map(begin_request(b, "ping"), 0);
     return finish_request(b, "ping");
 }
 
 /* ---- the controller --------------------------------------------------------------------------- */
 
+#ifndef FLATSAT_NAIVE
 static int level_index(const fsb_board *b, const char *level)
 {
     uint8_t i;
@@ -1581,6 +1696,7 @@ static int level_index(const fsb_board *b, const char *level)
     }
     return b->n_levels / 2;
 }
+#endif
 
 /* A link error ends the turn and goes up; a refusal ends the turn too (the reference controller's
  * checked requests raise), and is already counted. */
@@ -1592,6 +1708,38 @@ static int level_index(const fsb_board *b, const char *level)
         }                                                                                              \
     } while (0)
 
+static bool accel_working(const fsb_board *b)
+{
+    return b->state == FSB_ACC_IDLE || b->state == FSB_ACC_BUSY || b->state == FSB_ACC_THROTTLED;
+}
+
+#ifdef FLATSAT_NAIVE
+/* The naive controller (firmware_stubs/naive): flat out whatever the battery, the heat or the board's
+ * health. Never checks a result, never resets a hung board, never power-cycles after a latch-up. */
+static int control_turn(fsb_board *b)
+{
+    int32_t k;
+    int rc;
+    b->stats.turns++;
+    if (!b->have_acc || !accel_working(b)) {
+        return FSB_OK;
+    }
+    if (strcmp(b->level, "max") != 0) {
+        rc = set_level(b, "max");
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    for (k = b->queue_len; k < 4; k++) {
+        rc = submit_job(b, "inference", (uint64_t)b->next_seed);
+        b->next_seed++;
+        if (rc < 0) {
+            return rc;
+        }
+    }
+    return FSB_OK;
+}
+#else
 /* One control turn: the reference controller's rules in its order (firmware_stubs/reference),
  * from what the board has seen. Returns FSB_OK or a link error. */
 static int control_turn(fsb_board *b)
@@ -1602,6 +1750,7 @@ static int control_turn(fsb_board *b)
     int32_t k;
 
     b->stats.turns++;
+    TRY(report_verdicts(b));
     if (!b->have_eps || !b->have_acc) {
         return FSB_OK; /* nothing to decide on yet */
     }
@@ -1666,7 +1815,7 @@ static int control_turn(fsb_board *b)
         }
         return FSB_OK;
     }
-    working = b->state == FSB_ACC_IDLE || b->state == FSB_ACC_BUSY || b->state == FSB_ACC_THROTTLED;
+    working = accel_working(b);
     if (!working) {
         return FSB_OK;
     }
@@ -1693,13 +1842,13 @@ static int control_turn(fsb_board *b)
     /* -- work: keep a short queue while energy and heat allow -- */
     if (!starved && b->die_temp_degc < c->temp_high_degc) {
         for (k = b->queue_len; k < c->queue_target; k++) {
-            TRY(submit_job(b));
+            TRY(submit_job(b, "inference", (uint64_t)b->next_seed));
             b->next_seed++;
-            b->stats.jobs_submitted++;
         }
     }
     return FSB_OK;
 }
+#endif
 
 /* ---- the loop --------------------------------------------------------------------------------- */
 
@@ -1763,9 +1912,51 @@ int fsb_board_start(fsb_board *b)
     return FSB_OK;
 }
 
+void fsb_board_restart(fsb_board *b)
+{
+    fsb_config cfg = b->cfg;
+    fsb_io io = b->io;
+    fsb_stats stats = b->stats;
+    fsb_frame_stats rx = b->rx.stats;
+    if (io.reset != NULL) {
+        io.reset(io.ctx); /* an MCU resets here and never returns */
+    }
+    fsb_board_init(b, &cfg, &io);
+    b->stats = stats; /* a host keeps counting across restarts */
+    b->rx.stats = rx;
+    b->stats.restarts++;
+}
+
+/* Is the emulator still there? Silent for a quarter of link_lost_ms: ask (ping; in lockstep the turn
+ * logic pings sooner). Silent for all of it although the board kept asking: start over, as a
+ * supervisor MCU's communication watchdog would (hello again; a new run is picked up from its reply).
+ * Returns FSB_OK (restarted set when it started over) or a link error. */
+static int watch_link(fsb_board *b, bool *restarted)
+{
+    uint32_t now = b->io.millis(b->io.ctx);
+    uint32_t silent = now - b->last_rx_ms;
+    uint32_t ask_after = b->cfg.link_lost_ms / 4u;
+    *restarted = false;
+    if (b->cfg.link_lost_ms == 0) {
+        return FSB_OK;
+    }
+    if (silent >= b->cfg.link_lost_ms) {
+        say(b, "the emulator has been silent too long: starting over");
+        fsb_board_restart(b);
+        *restarted = true;
+        return FSB_OK;
+    }
+    if (silent >= ask_after && (uint32_t)(now - b->last_ping_ms) >= ask_after) {
+        int rc = ping(b);
+        return rc < 0 && rc != FSB_ERR_TIMEOUT ? rc : FSB_OK;
+    }
+    return FSB_OK;
+}
+
 int fsb_board_poll(fsb_board *b)
 {
     int rc;
+    bool restarted;
     if (!b->started) {
         rc = fsb_board_start(b);
         if (rc != FSB_OK) {
@@ -1774,6 +1965,10 @@ int fsb_board_poll(fsb_board *b)
     }
     rc = pump(b);
     if (rc != FSB_OK) {
+        return rc;
+    }
+    rc = watch_link(b, &restarted);
+    if (rc != FSB_OK || restarted) {
         return rc;
     }
     if (b->lockstep) {

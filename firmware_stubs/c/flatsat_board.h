@@ -12,12 +12,17 @@
  *                       (nil, bool, int, uint, float32/64, str, bin, array, map; ext is skipped)
  *   fsb_envelope_*      the six-key envelope {v, topic, seq, t_ns, src, payload} (sec. 2)
  *   fsb_board_*         a board controller: hello, lockstep turns (board.step), telemetry, events,
- *                       requests matched to replies by id, and the reference controller's rules
- *                       (load shed, DVFS on heat, hang reset, latch-up power cycle, job queue)
+ *                       requests matched to replies by id (retried with back-off), and the reference
+ *                       controller's rules (load shed, DVFS on heat, hang reset, latch-up power cycle,
+ *                       job queue, every result checked for silent data corruption: fsb_jobcheck.h)
  *
  * No malloc, no globals, no OS calls: every buffer lives in a struct the application owns, and the
- * application supplies byte I/O and a millisecond tick through fsb_io. Nothing recurses on input
- * (nested msgpack is skipped with a counter), so a hostile frame cannot exhaust the stack.
+ * application (the port: main_posix.c on a host, targets/<mcu>/ on a microcontroller) supplies UART
+ * bytes in and out, a millisecond tick, a reset and a log line through fsb_io. Nothing recurses on
+ * input (nested msgpack is skipped with a counter), so a hostile frame cannot exhaust the stack.
+ *
+ * Built with -DFLATSAT_NAIVE the controller is the deliberately naive one of firmware_stubs/naive
+ * (flat out, no checks, no recovery): the standard scenarios must fail it.
  */
 #ifndef FLATSAT_BOARD_H
 #define FLATSAT_BOARD_H
@@ -45,6 +50,9 @@ extern "C" {
 #endif
 #ifndef FSB_MAX_LEVELS
 #define FSB_MAX_LEVELS 8 /* DVFS levels remembered */
+#endif
+#ifndef FSB_MAX_VERDICTS
+#define FSB_MAX_VERDICTS 8 /* checked job results waiting to be reported (accel.job.verdict) */
 #endif
 #define FSB_MAX_SENDS 5   /* copies of a repeatable request sent before it is given up */
 #define FSB_BACKOFF_MAX 8u /* the longest wait for a reply, in request time-outs (doubling from one) */
@@ -239,6 +247,10 @@ typedef struct fsb_io {
     void (*idle)(void *ctx);
     /* Optional (NULL): one line about an action and why, at sim time t_ns. */
     void (*log)(void *ctx, uint64_t t_ns, const char *text);
+    /* Optional (NULL): restart the board as from power-on (an MCU: a system reset, never returns). The
+     * core calls it when the emulator has been silent for link_lost_ms although the board kept asking;
+     * if it is NULL or returns, the core starts over by itself (fsb_board_restart). */
+    void (*reset)(void *ctx);
     void *ctx;
 } fsb_io;
 
@@ -256,7 +268,13 @@ typedef struct fsb_config {
     double temp_high_degc, temp_low_degc, temp_restart_degc;
     int32_t queue_target; /* inference jobs kept queued */
     int32_t job_size;     /* batches per job */
+    /* Wall-clock wait for a reply. A request safe to repeat then goes again (same id, so a late reply
+     * still answers it), waiting twice as long each time up to FSB_BACKOFF_MAX time-outs, at most
+     * FSB_MAX_SENDS copies; a board.step is checked with a ping instead (see fsb_board_poll). */
     uint32_t request_timeout_ms;
+    /* No valid frame for this long (wall ms) although the board pinged: the link or the emulator is
+     * gone, and the board restarts (fsb_io.reset) to say hello again. 0: never. */
+    uint32_t link_lost_ms;
 } fsb_config;
 
 /* The reference controller's defaults (firmware_stubs/reference). */
@@ -284,6 +302,8 @@ typedef struct fsb_stats {
     uint32_t retries;       /* copies sent again (same seq) of a request safe to repeat */
     uint32_t lost;          /* requests given up without a reply (not repeatable, or FSB_MAX_SENDS) */
     uint32_t unacked_steps; /* board.step whose reply was lost, but the clock (a ping) shows it ran */
+    uint32_t pings;         /* pings sent to find out whether the clock waits or the emulator is there */
+    uint32_t restarts;      /* starts over after the emulator fell silent (link_lost_ms) */
     uint32_t stale_replies; /* replies to no outstanding request (late, after a time-out) */
     uint32_t missed_waits;  /* turns taken after a ping showed the clock waiting (sim.waiting lost) */
     uint32_t telemetry;     /* telemetry messages read */
@@ -295,8 +315,12 @@ typedef struct fsb_stats {
     uint32_t rail_resets;   /* eps.rail.reset of a latched limiter */
     uint32_t dvfs_changes;  /* accel.dvfs.set acknowledged */
     uint32_t jobs_submitted;
-    uint32_t jobs_done; /* accel.job.done with ok: true */
-    uint32_t jobs_lost; /* accel.job.done with ok: false */
+    uint32_t jobs_done;        /* accel.job.done with ok: true */
+    uint32_t jobs_lost;        /* accel.job.done with ok: false */
+    uint32_t jobs_checked;     /* results recomputed and compared with their digest */
+    uint32_t sdc_detected;     /* results whose digest did not match (rejected and resubmitted) */
+    uint32_t verdicts;         /* accel.job.verdict answered */
+    uint32_t verdicts_dropped; /* checked results not reported (the queue was full, or no reply) */
 } fsb_stats;
 
 typedef struct fsb_board {
@@ -334,6 +358,8 @@ typedef struct fsb_board {
     uint64_t step_t_ns;     /* its envelope t_ns */
     uint32_t quiet_since_ms; /* lockstep: when the board last stepped or took a turn (wall ms) */
     uint32_t quiet_wait_ms;  /* lockstep: quiet this long, ask the clock (doubles while it runs) */
+    uint32_t last_rx_ms;     /* when the last good frame arrived (wall ms) */
+    uint32_t last_ping_ms;   /* when the board last pinged (wall ms) */
     uint64_t hello_t_ns;
     bool hello_waiting;
     char hello_mode[16];
@@ -359,6 +385,15 @@ typedef struct fsb_board {
     bool power_cycle_pending;
     bool shutdown_thermal;
     bool rail_off_by_me;
+
+    /* checked results waiting for their accel.job.verdict (oldest first) */
+    struct fsb_verdict {
+        int64_t id;
+        uint64_t seed;
+        char kind[16];
+        bool ok; /* the recomputed digest matched */
+    } verdicts[FSB_MAX_VERDICTS];
+    uint8_t n_verdicts;
 } fsb_board;
 
 void fsb_board_init(fsb_board *b, const fsb_config *cfg, const fsb_io *io);
@@ -372,6 +407,8 @@ int fsb_board_start(fsb_board *b);
 int fsb_board_poll(fsb_board *b);
 /* fsb_board_poll until the link closes; returns the error that ended it. */
 int fsb_board_run(fsb_board *b);
+/* Start over as from power-on (hello again), keeping cfg, io and the cumulative stats. */
+void fsb_board_restart(fsb_board *b);
 
 const char *fsb_strerror(int rc);
 

@@ -6,8 +6,13 @@
  *   flatsat_board_posix [options] --fd 3             use an inherited descriptor (a pty master)
  *   flatsat_board_posix --transcode [--max-frame N]  codec check: frames on stdin are decoded and
  *                                                    re-encoded by the core onto stdout
+ *   flatsat_board_posix --job-digest SEED KIND       the digest the core computes for a job
  *
- * On exit (link closed, SIGTERM, SIGINT) it prints one summary line of counters to stderr.
+ * This is the host port of the core (flatsat_board.h): UART bytes in and out are a tty's, the tick is
+ * CLOCK_MONOTONIC, the reset drops what the tty holds (the core then starts over), the log is stderr.
+ * A device opened by path that goes away (a USB-UART unplugged) is opened again every second; only
+ * SIGTERM, SIGINT, --max-turns, a refused hello, another protocol version, or an inherited descriptor
+ * whose other side closed end the program. On exit it prints one summary line of counters to stderr.
  */
 #define _POSIX_C_SOURCE 200809L
 #define _DEFAULT_SOURCE /* glibc: baud rates above 230400 (B460800, B921600, ...) */
@@ -25,6 +30,7 @@
 #include <unistd.h>
 
 #include "flatsat_board.h"
+#include "fsb_jobcheck.h"
 
 /* Set from the signal handler only; the core has no globals, the host program needs this one. */
 static volatile sig_atomic_t g_stop = 0;
@@ -121,6 +127,18 @@ static uint32_t link_millis(void *ctx)
     (void)ctx;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint32_t)((uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u);
+}
+
+/* The port's reset: what a UART reset would do to the line (drop what is queued both ways); the core
+ * then starts over by itself. */
+static void link_reset(void *ctx)
+{
+    posix_link *l = ctx;
+    l->pos = l->len = 0;
+    (void)tcflush(l->fd_in, TCIOFLUSH);
+    if (l->verbose) {
+        fprintf(stderr, "[%s] reset: starting over\n", l->name);
+    }
 }
 
 static void link_log(void *ctx, uint64_t t_ns, const char *text)
@@ -307,6 +325,42 @@ static int transcode(size_t max_frame)
     return 0;
 }
 
+static int job_digest(const char *seed_text, const char *kind)
+{
+    char *end;
+    unsigned long long seed;
+    uint32_t salt = fsb_job_salt(kind, strlen(kind));
+    char hex[FSB_DIGEST_HEX_LEN + 1];
+    errno = 0;
+    seed = strtoull(seed_text, &end, 10);
+    if (errno != 0 || end == seed_text || *end != '\0' || seed_text[0] == '-' || salt == 0) {
+        fprintf(stderr, "flatsat_board_posix: --job-digest SEED KIND: SEED an integer 0..2^64-1, KIND "
+                        "inference or training\n");
+        return 2;
+    }
+    fsb_job_digest_hex((uint64_t)seed, salt, hex);
+    printf("%s\n", hex);
+    return 0;
+}
+
+static int sha256_of_stdin(void)
+{
+    uint8_t buf[4096], out[32];
+    fsb_sha256 s;
+    ssize_t n;
+    size_t i;
+    fsb_sha256_init(&s);
+    while ((n = read(0, buf, sizeof buf)) > 0) {
+        fsb_sha256_update(&s, buf, (size_t)n);
+    }
+    fsb_sha256_final(&s, out);
+    for (i = 0; i < sizeof out; i++) {
+        printf("%02x", out[i]);
+    }
+    printf("\n");
+    return 0;
+}
+
 static int crc_of_stdin(void)
 {
     static uint8_t data[TRANSCODE_MAX];
@@ -328,6 +382,8 @@ static void usage(FILE *f)
             "       flatsat_board_posix [options] --fd N\n"
             "       flatsat_board_posix --transcode [--max-frame BYTES]\n"
             "       flatsat_board_posix --crc16   (CRC-16/GENIBUS of stdin, in hex)\n"
+            "       flatsat_board_posix --sha256  (SHA-256 of stdin, in hex)\n"
+            "       flatsat_board_posix --job-digest SEED KIND   (the job's result digest, as the board checks it)\n"
             "\n"
             "The flatsat C firmware stub on a serial line (docs/protocol.md).\n"
             "\n"
@@ -343,7 +399,10 @@ static void usage(FILE *f)
             "  --bus-on-v V      back on at this bus voltage (default 30.2)\n"
             "  --queue N         inference jobs kept queued (default 2)\n"
             "  --job-size N      batches per job (default 1000)\n"
-            "  --timeout-ms N    wall-clock wait for a reply (default 5000)\n"
+            "  --timeout-ms N    wall-clock wait for a reply (default 5000); a request safe to repeat then\n"
+            "                    goes again, waiting twice as long each time (up to 8x, 5 copies)\n"
+            "  --link-lost-ms N  start over (hello again) after this long without a frame (default 60000;\n"
+            "                    0: never)\n"
             "  --max-turns N     stop after N control turns (their steps acknowledged)\n"
             "  -v, --verbose     log every action to stderr\n");
 }
@@ -402,6 +461,14 @@ int main(int argc, char **argv)
             continue;
         } else if (strcmp(a, "--crc16") == 0) {
             return crc_of_stdin();
+        } else if (strcmp(a, "--sha256") == 0) {
+            return sha256_of_stdin();
+        } else if (strcmp(a, "--job-digest") == 0) {
+            if (i + 2 >= argc) {
+                fprintf(stderr, "flatsat_board_posix: --job-digest needs SEED and KIND\n");
+                return 2;
+            }
+            return job_digest(argv[i + 1], argv[i + 2]);
         } else if (a[0] != '-') {
             path = a;
             continue;
@@ -441,8 +508,11 @@ int main(int argc, char **argv)
         } else if (strcmp(a, "--max-turns") == 0) {
             ok = parse_long(val, &max_turns) && max_turns >= 1;
         } else if (strcmp(a, "--timeout-ms") == 0) {
-            ok = parse_long(val, &v) && v >= 1;
+            ok = parse_long(val, &v) && v >= 1 && v <= 600000;
             cfg.request_timeout_ms = (uint32_t)v;
+        } else if (strcmp(a, "--link-lost-ms") == 0) {
+            ok = parse_long(val, &v) && v >= 0 && v <= 86400000L;
+            cfg.link_lost_ms = (uint32_t)v;
         } else {
             fprintf(stderr, "flatsat_board_posix: unknown option %s\n", a);
             usage(stderr);
@@ -485,17 +555,40 @@ int main(int argc, char **argv)
     l.read_wait_ms = 0;
     l.verbose = verbose;
     l.name = cfg.name;
+    memset(&io, 0, sizeof io);
     io.read_byte = link_read_byte;
     io.write_bytes = link_write_bytes;
     io.millis = link_millis;
     io.idle = link_idle;
     io.log = link_log;
+    io.reset = link_reset;
     io.ctx = &l;
     fsb_board_init(&board, &cfg, &io);
 
-    /* fsb_board_run, plus the turn limit */
+    /* fsb_board_run, plus the turn limit and a device that comes back */
     for (;;) {
         rc = fsb_board_poll(&board);
+        if (rc == FSB_ERR_CLOSED && path != NULL && !g_stop) {
+            /* unplugged (or a pty whose other side closed): open the same path again, then start over */
+            fprintf(stderr, "%s: %s went away; opening it again every second\n", cfg.name, path);
+            close((int)fd);
+            fd = -1;
+            while (!g_stop && fd < 0) {
+                (void)poll(NULL, 0, 1000);
+                fd = open(path, O_RDWR | O_NOCTTY);
+                if (fd >= 0 && make_raw((int)fd, baud) < 0) {
+                    close((int)fd);
+                    fd = -1;
+                }
+            }
+            if (fd < 0) {
+                break; /* stopped by a signal while waiting */
+            }
+            l.fd_in = l.fd_out = (int)fd;
+            l.pos = l.len = 0;
+            fsb_board_restart(&board);
+            continue;
+        }
         if (rc == FSB_ERR_CLOSED || rc == FSB_ERR_VERSION || (rc == FSB_REFUSED && !board.started)) {
             break;
         }
@@ -508,21 +601,24 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "%s: stopped (%s) turns=%" PRIu32 " steps=%" PRIu32 " requests=%" PRIu32 " acked=%" PRIu32
             " refused=%" PRIu32 " timeouts=%" PRIu32 " retries=%" PRIu32 " lost=%" PRIu32
-            " unacked_steps=%" PRIu32 " missed_waits=%" PRIu32 " telemetry=%" PRIu32
-            " events=%" PRIu32
+            " unacked_steps=%" PRIu32 " pings=%" PRIu32 " restarts=%" PRIu32 " missed_waits=%" PRIu32
+            " telemetry=%" PRIu32 " events=%" PRIu32
             " decode_errors=%" PRIu32 " bad_frames=%" PRIu32 " sheds=%" PRIu32 " hang_resets=%" PRIu32
             " power_cycles=%" PRIu32 " rail_resets=%" PRIu32 " dvfs_changes=%" PRIu32
-            " jobs_submitted=%" PRIu32 " jobs_done=%" PRIu32 " jobs_lost=%" PRIu32 " t_s=%" PRIu64 "\n",
+            " jobs_submitted=%" PRIu32 " jobs_done=%" PRIu32 " jobs_lost=%" PRIu32 " jobs_checked=%" PRIu32
+            " sdc_detected=%" PRIu32 " verdicts=%" PRIu32 " verdicts_dropped=%" PRIu32 " t_s=%" PRIu64 "\n",
             cfg.name, fsb_strerror(rc), board.stats.turns, board.stats.steps, board.stats.requests,
             board.stats.acked, board.stats.refused, board.stats.timeouts, board.stats.retries,
-            board.stats.lost, board.stats.unacked_steps, board.stats.missed_waits,
+            board.stats.lost, board.stats.unacked_steps, board.stats.pings, board.stats.restarts,
+            board.stats.missed_waits,
             board.stats.telemetry,
             board.stats.events, board.stats.decode_errors,
             board.rx.stats.bad_cobs + board.rx.stats.too_short + board.rx.stats.bad_crc + board.rx.stats.oversized,
             board.stats.sheds, board.stats.hang_resets, board.stats.power_cycles, board.stats.rail_resets,
             board.stats.dvfs_changes, board.stats.jobs_submitted, board.stats.jobs_done, board.stats.jobs_lost,
+            board.stats.jobs_checked, board.stats.sdc_detected, board.stats.verdicts, board.stats.verdicts_dropped,
             board.t_ns / 1000000000u);
-    if (path != NULL) {
+    if (path != NULL && fd >= 0) {
         close((int)fd);
     }
     /* a link that closed (or a signal) and the turn limit are normal ends; a protocol mismatch or

@@ -15,6 +15,7 @@ import pytest
 from toy_model import Lamp
 
 from emulator.clock import NS_PER_S, VirtualWall
+from emulator.errors import ConfigError
 from emulator.recorder import read_recording
 from emulator.transports import open_links
 from hil import cli as hil_cli
@@ -107,6 +108,36 @@ async def test_same_scenario_and_seed_give_byte_identical_recordings_with_a_boar
     assert len(hellos) == 2
 
 
+async def test_a_board_command_with_pty_gets_a_serial_path_that_survives_a_restart(tmp_path: Path) -> None:
+    """``{pty}``: the board opens a pty by path (as QEMU's ``-serial {pty}`` does), the runner joins it to the pty the
+    emulator listens on through ``serial://``; the restarted board opens the same path. The toy board over serial
+    does what it does over ZeroMQ: the same energy, both hellos, the recording the same but for the board's link."""
+    sc = scenario(timeline=[BROWNOUT, {"at": "5m", "do": "board_restart", "down": "30s"}],
+                  requirements=[{"kind": "count", "topic": "board.hello", "op": "==", "value": 2}])
+    # over ZeroMQ first: its process-wide context keeps descriptors open, which are not the runner's to close
+    over_zmq = await run_scenario(sc, board_cmd=TOY_BOARD, record_dir=tmp_path / "zmq", model_factory=toy)
+    fds_before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
+    over_serial = await run_scenario(sc, board_cmd=f"{TOY_BOARD} --url serial://{{pty}}?baud=921600",
+                                     record_dir=tmp_path / "serial", model_factory=toy)
+    assert over_serial.passed and over_zmq.passed, (over_serial.error, over_serial.verdicts)
+    assert over_serial.board_log is not None
+    log = over_serial.board_log.read_text()
+    paths = re.findall(r"^--- start \d+: .* --url '?serial://(/dev/[^?]+)\?baud=921600", log, flags=re.MULTILINE)
+    assert len(paths) == 2 and paths[0] == paths[1], log
+    assert over_serial.series.get("satellite.energy_j")[-1] == over_zmq.series.get("satellite.energy_j")[-1]
+    assert over_serial.recording is not None and over_zmq.recording is not None
+    topics = [r.message.topic for r in read_recording(over_serial.recording)]
+    assert topics == [r.message.topic for r in read_recording(over_zmq.recording)]
+    if fds_before is not None:
+        assert set(os.listdir("/proc/self/fd")) <= fds_before, "the runner left descriptors open"
+
+
+async def test_a_board_command_takes_fd_or_pty_not_both(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"\{fd\} \(a descriptor\) or as \{pty\}"):
+        await run_scenario(scenario(), board_cmd=f"{TOY_BOARD} --fd {{fd}} --url serial://{{pty}}",
+                           record_dir=tmp_path, model_factory=toy)
+
+
 async def test_a_board_that_dies_fails_the_run_with_its_exit_code_and_keeps_the_recording(tmp_path: Path) -> None:
     sc = scenario(requirements=[{"kind": "count", "topic": "lamp.toggled", "op": ">=", "value": 1}])
     res = await run_scenario(sc, board_cmd=f"{TOY_BOARD} --crash-at 200", record_dir=tmp_path, model_factory=toy)
@@ -154,13 +185,15 @@ async def test_a_real_board_at_a_url_is_waited_for(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-async def test_a_python_board_over_a_noisy_pty_line(tmp_path: Path) -> None:
-    """``line_options`` put bit errors on the pty of a ``{fd}`` board (here the toy board, a Python stub, through
-    ``serial+fd://{fd}``): frames are lost both ways, the board repeats and resynchronises, the run goes on."""
+@pytest.mark.parametrize("line", ["serial+fd://{fd}", "serial://{pty}"])
+async def test_a_python_board_over_a_noisy_pty_line(tmp_path: Path, line: str) -> None:
+    """``line_options`` put bit errors on the emulator's end of a ``{fd}`` or ``{pty}`` board's line (here the toy
+    board, a Python stub, through ``serial+fd://{fd}``, or opening the runner's relayed pty by path as QEMU does):
+    frames are lost both ways, the board repeats and resynchronises, the run goes on."""
     # the toy board switches the lamp when its telemetry disagrees: lost samples and commands delay a switch by
     # a turn or two (24 switches on a clean line), the board keeps acting
     sc = scenario(requirements=[{"kind": "count", "topic": "lamp.toggled", "op": ">=", "value": 6}])
-    board = f"{TOY_BOARD} --url serial+fd://{{fd}}?baud=921600 --timeout 0.05 --resync-after 0.2"
+    board = f"{TOY_BOARD} --url {line}?baud=921600 --timeout 0.05 --resync-after 0.2"
     res = await run_scenario(sc, board_cmd=board, record_dir=tmp_path, model_factory=toy,
                              line_options="ber=3e-4&ber_seed=2&pace=0")
     assert res.board_log is not None
@@ -182,10 +215,10 @@ def test_line_options_need_a_pty_line_and_valid_serial_options() -> None:
     with pytest.raises(ConfigError, match="line options apply to the pty line") as exc:
         ScenarioRun(scenario(), board_cmd=TOY_BOARD, model_factory=toy, line_options="ber=1e-4")
     assert exc.value.field == "line_options"
-    with pytest.raises(ConfigError, match="unknown option 'bre'.*did you mean 'ber'") as exc:
-        ScenarioRun(scenario(), board_cmd=f"{TOY_BOARD} --url serial+fd://{{fd}}", model_factory=toy,
-                    line_options="bre=1e-4")
-    assert exc.value.field == "line_options"
+    for line in ("serial+fd://{fd}", "serial://{pty}"):
+        with pytest.raises(ConfigError, match="unknown option 'bre'.*did you mean 'ber'") as exc:
+            ScenarioRun(scenario(), board_cmd=f"{TOY_BOARD} --url {line}", model_factory=toy, line_options="bre=1e-4")
+        assert exc.value.field == "line_options"
     if fds is not None:
         assert len(os.listdir("/proc/self/fd")) == fds, "the refused run left its pty open"
 

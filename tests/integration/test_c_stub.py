@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import math
 import os
 import random
@@ -30,6 +31,9 @@ from typing import Any
 
 import msgpack
 import pytest
+from scenario_tools import cut, one_sample_per_turn
+from transports.conftest import NullModem
+from transports.test_line_noise import bit_flipper
 
 from emulator.clock import NS_PER_S
 from emulator.config import load_config
@@ -38,7 +42,9 @@ from emulator.protocol.catalogue import Plane
 from emulator.protocol.codec import decode_message, encode_message
 from emulator.protocol.envelope import Message
 from emulator.protocol.framing import FrameDecoder, crc16, encode_frame
+from emulator.recorder import read_recording
 from emulator.runtime import Emulator
+from firmware_stubs.jobcheck import digest_of, expected_result
 from hil.runner import ScenarioRun, run_scenario
 from hil.scenario import load_scenario
 
@@ -46,6 +52,8 @@ ROOT = Path(__file__).resolve().parents[2]
 C_DIR = ROOT / "firmware_stubs" / "c"
 CONFIG = ROOT / "configs" / "suncatcher-proto.toml"
 CFLAGS = ["-std=c99", "-Wall", "-Wextra", "-Werror", "-O2"]
+#: the portable core: every port (main_posix.c, targets/*) builds these
+CORE = ("flatsat_board.c", "fsb_jobcheck.c")
 
 #: messages in the codec round-trip
 N_MESSAGES = 300
@@ -70,13 +78,14 @@ WORKING = ("idle", "busy", "throttled")
 def stub_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     cc = shutil.which("cc")
     if cc is None:
-        pytest.skip("no C compiler: `cc` is not on PATH, so the C stub (firmware_stubs/c) cannot be built")
+        pytest.skip("no C compiler: `cc` is not on PATH, so the C stub (firmware_stubs/c) cannot be built; install "
+                    "one with `apt-get install -y gcc libc6-dev make` (as root)")
     out = tmp_path_factory.mktemp("c-stub")
     if shutil.which("make"):
         # explicit CC and CFLAGS: the build must not depend on what the environment exports
         cmd = ["make", "-C", str(C_DIR), f"BUILD={out}", f"CC={cc}", "CFLAGS=-O2"]
     else:
-        cmd = [cc, *CFLAGS, "-o", str(out / "flatsat_board_posix"), str(C_DIR / "flatsat_board.c"),
+        cmd = [cc, *CFLAGS, "-o", str(out / "flatsat_board_posix"), *(str(C_DIR / f) for f in CORE),
                str(C_DIR / "main_posix.c")]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, f"building the C stub failed:\n{proc.stdout}\n{proc.stderr}"
@@ -87,9 +96,37 @@ def test_build_is_warning_free_with_strict_flags(stub_bin: Path) -> None:
     """The core compiles clean with the warnings an 8/16-bit target would trip on (conversions, shadowing)."""
     flags = [*CFLAGS, "-pedantic", "-Wshadow", "-Wconversion", "-Wsign-conversion", "-Wcast-qual",
              "-Wstrict-prototypes", "-Wmissing-prototypes"]
-    proc = subprocess.run(["cc", *flags, "-c", "-o", os.devnull, str(C_DIR / "flatsat_board.c")],
-                          capture_output=True, text=True, check=False)
-    assert proc.returncode == 0, proc.stderr
+    for naive in ([], ["-DFLATSAT_NAIVE"]):
+        for source in CORE:
+            proc = subprocess.run(["cc", *flags, *naive, "-c", "-o", os.devnull, str(C_DIR / source)],
+                                  capture_output=True, text=True, check=False)
+            assert proc.returncode == 0, f"{source} {naive}: {proc.stderr}"
+
+
+# -- the job check: C against the documented recipe --------------------------------------------------------------
+def test_sha256_is_fips_180_4(stub_bin: Path) -> None:
+    """The core's SHA-256 against hashlib: the standard vectors and random inputs across the block boundaries."""
+    rng = random.Random(180)
+    inputs = [b"", b"abc", b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq"]
+    inputs += [rng.randbytes(n) for n in (1, 55, 56, 57, 63, 64, 65, 119, 120, 1024, 100_003)]
+    for data in inputs:
+        out = subprocess.run([str(stub_bin), "--sha256"], input=data, capture_output=True, check=True, timeout=30)
+        assert out.stdout.decode().strip() == hashlib.sha256(data).hexdigest(), len(data)
+
+
+def test_job_digest_is_the_documented_one(stub_bin: Path) -> None:
+    """What the board recomputes for accel.job.done is docs/protocol-accelerator.md's digest (the Python checker's),
+    for both kinds and seeds across the whole uint64 range."""
+    rng = random.Random(16)
+    seeds = [0, 1, 2**31, 2**63 - 1, 2**64 - 1, *(rng.randrange(2**64) for _ in range(10))]
+    for seed in seeds:
+        for kind in ("inference", "training"):
+            out = subprocess.run([str(stub_bin), "--job-digest", str(seed), kind], capture_output=True, text=True,
+                                 check=True, timeout=30)
+            assert out.stdout.strip() == digest_of(expected_result(seed, kind)), (seed, kind)
+    bad = subprocess.run([str(stub_bin), "--job-digest", "-1", "inference"], capture_output=True, text=True,
+                         check=False, timeout=30)
+    assert bad.returncode == 2 and "SEED" in bad.stderr
 
 
 # -- codec: C against Python -----------------------------------------------------------------------------------
@@ -850,3 +887,105 @@ async def test_the_same_scenario_and_seed_over_serial_record_byte_identical_file
     assert links and {rec.message.topic for rec in read_recording(side[0])} == {"sim.links"}
     # the case that made recordings differ: telemetry superseded on the line, a wall-clock matter
     assert links[-1]["board"]["drops"].get("superseded", 0) > 0, links[-1]["board"]
+
+
+# -- results checked on the board, and a noisy line ----------------------------------------------------------------
+SCENARIOS = ROOT / "configs" / "scenarios"
+SDC_DETECTED = "every SDC in a result is detected within 2 min"
+SEFI_RESET = "every hang (SEFI) is reset within 1 min"
+STORM_HAD_SDCS = "the storm did produce SDCs (the scenario can fail)"
+LATCHUP_RECOVERED = "the accelerator is powered again within 2 min of the trip"
+CHIP_INTACT = "the chip is never damaged"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+async def test_stub_rejects_the_corrupted_result_of_the_radiation_storm(stub_bin: Path, tmp_path: Path) -> None:
+    """configs/scenarios/saa-radiation-storm.toml to 1h05m (past its SDC at 40m15s and its hang at 1h): the stub
+    recomputes the digest of every result (fsb_jobcheck.c), sends its verdict, rejects the corrupted one and runs
+    that job again; the hang is reset. The full 3 h, and the work it requires, run with the QEMU board
+    (test_qemu_board.py) and the reference board (tests/hil)."""
+    scenario = cut(load_scenario(SCENARIOS / "saa-radiation-storm.toml"), duration_s=3900.0,
+                   keep=[SDC_DETECTED, SEFI_RESET, STORM_HAD_SDCS], rates_hz=one_sample_per_turn(10.0))
+    async with asyncio.timeout(240):
+        result = await run_scenario(scenario, board_cmd=f"{stub_bin} --fd {{fd}} --baud 921600 -v",
+                                    record_dir=tmp_path)
+    assert result.board_log is not None
+    log = result.board_log.read_text(errors="replace")
+    assert result.error is None, f"{result.error}\n{log[-3000:]}"
+    failed = [f"{v.label}: {v.reason}" for v in result.verdicts if not v.passed]
+    assert not failed, f"{failed}\n{log[-3000:]}"
+    summary = read_summary(result.board_log)
+    assert summary["sdc_detected"] >= 1
+    # every finished result was recomputed and reported, none judged wrongly (no false alarm: the emulator counts)
+    assert summary["jobs_checked"] == summary["jobs_done"] > 100
+    assert summary["verdicts_dropped"] == 0 and summary["verdicts"] >= summary["jobs_checked"] - 3
+    assert result.recording is not None
+    verdicts = [r.message.payload for r in read_recording(result.recording)
+                if r.direction == "in" and r.message.topic == "accel.job.verdict"]
+    assert result.series.get("satellite.accelerator.verdicts.false_alarm")[-1] == 0
+    rejected = [v["id"] for v in verdicts if not v["ok"]]
+    assert len(rejected) == summary["sdc_detected"]
+    # the rejected job ran again: same kind and seed, submitted after its verdict
+    done = {r.message.payload["id"]: r.message.payload for r in read_recording(result.recording)
+            if r.direction == "out" and r.message.topic == "accel.job.done"}
+    resubmitted = [r.message.payload["seed"] for r in read_recording(result.recording)
+                   if r.direction == "in" and r.message.topic == "accel.job.submit"]
+    for job_id in rejected:
+        assert resubmitted.count(done[job_id]["seed"]) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(400)
+async def test_stub_stays_in_step_and_passes_on_a_line_with_ber_1e_4_both_ways(stub_bin: Path, tmp_path: Path) -> None:
+    """Bit errors at 1e-4 in both directions (tests/transports: a relay between two ptys flips bits at random), the
+    emulator on one end through ``serial://`` (a board URL, as for a real board), the stub on the other by path.
+
+    About one frame in twelve is damaged (one in three telemetry frames of ~600 bytes). The stub sends a lost
+    request that is safe to repeat again with the same id after --timeout-ms (doubling), asks the clock whether a
+    board.step whose reply was lost ran (instead of stepping twice), pings when a sim.waiting goes missing, and
+    never needs to start over (link_lost_ms):
+    latchup.toml up to 50 min (the trip at 30 min and the recovery) passes as on a clean line, the stub takes a
+    turn in (nearly) every one of the 300 periods, and it is still running at the end.
+    """
+    modem = NullModem(tmp_path)
+    modem.noise = bit_flipper(1e-4, seed=13)
+    scenario = cut(load_scenario(SCENARIOS / "latchup.toml"), duration_s=3000.0, keep=[LATCHUP_RECOVERED, CHIP_INTACT],
+                   rates_hz=one_sample_per_turn(10.0))
+    run = ScenarioRun(scenario, board_url=f"serial://{modem.a.link}?baud=921600&pace=1", record_dir=tmp_path)
+    log_path = tmp_path / "c-stub.log"
+    proc = None
+    try:
+        with log_path.open("wb") as err:
+            proc = await asyncio.create_subprocess_exec(
+                str(stub_bin), "--baud", "921600", "--timeout-ms", "100", "-v", str(modem.b.link),
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+        async with asyncio.timeout(330):
+            result = await run.run()
+        alive = proc.returncode is None
+        proc.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(10):
+            await proc.wait()
+    finally:
+        if proc is not None and proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+        modem.close()
+    log = log_path.read_text(errors="replace")
+    assert alive, f"the stub exited on the noisy line:\n{log[-3000:]}"
+    assert result.error is None, f"{result.error}\n{log[-3000:]}"
+    failed = [f"{v.label}: {v.reason}" for v in result.verdicts if not v.passed]
+    assert not failed, f"{failed}\n{log[-3000:]}"
+    assert result.t_end_s == 3000.0
+    summary = read_summary(log_path)
+    # damage both ways, counted on both sides, and recovered from by repeats, step checks and pings
+    assert summary["bad_frames"] > 20 and run.emu.board_link.stats.bad_frames > 5, summary
+    assert summary["timeouts"] > 5 and summary["retries"] > 0 and summary["missed_waits"] > 0, summary
+    # in step all along: it never lost the emulator, took its turn in the periods (a lost step reply is told
+    # from a lost step by the clock),
+    # every turn's step counted (by its reply, or by the clock when the reply was lost: unacked_steps) but maybe
+    # the last (the run ends when it lands, and its reply may not), and it saw the clock to its last period
+    assert summary["restarts"] == 0, log[-3000:]
+    steps = summary["steps"] + summary["unacked_steps"]
+    assert summary["turns"] >= 300 - 2 and summary["turns"] - 1 <= steps <= summary["turns"], summary
+    assert summary["t_s"] >= 3000 - 10

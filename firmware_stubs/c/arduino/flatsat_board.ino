@@ -5,14 +5,18 @@
  * the emulator's config names that adapter: [links] board = "serial:///dev/ttyUSB0?baud=921600".
  * The USB port (Serial) prints what the board does and why.
  *
- * Building: the Arduino IDE compiles only the sketch's own folder, so copy (or symlink)
- * ../flatsat_board.c and ../flatsat_board.h next to this file. The core needs about 3 KiB of RAM
- * with its default buffers (FSB_RX_FRAME_MAX 2048): a Mega 2560, Due, Zero, ESP32, RP2040 or any
- * STM32 board is fine; an Uno (2 KiB) is not. To shrink it, define FSB_RX_FRAME_MAX (at least
- * 1024 for the reference satellite) in the build flags, not here: the .c file must see the same value.
+ * Building: the Arduino IDE compiles only the sketch's own folder, so copy (or symlink) the core,
+ * ../flatsat_board.[ch] and ../fsb_jobcheck.[ch], next to this file. The core needs about 4.2 KiB of
+ * RAM with its default buffers (FSB_RX_FRAME_MAX 2048) and ~1.7 KiB of stack: a Mega 2560, Due, Zero,
+ * ESP32, RP2040 or any STM32 board is fine; an Uno (2 KiB) is not. To shrink it, define
+ * FSB_RX_FRAME_MAX (at least 1024 for the reference satellite) in the build flags, not here: the .c
+ * files must see the same value.
  *
- * Not compiled by the tests (firmware_stubs/c/main_posix.c is the host program that is).
+ * Not compiled by the tests (main_posix.c, the host port, and targets/lm3s6965/, the bare-metal
+ * Cortex-M3 port that QEMU runs, are). See ../README.md, "Porting to a real board".
  */
+#include <string.h>
+
 #include "flatsat_board.h"
 
 static const long BAUD = 921600; /* must match ?baud= in the emulator's serial:// URL */
@@ -59,11 +63,13 @@ void setup()
     /* cfg.bus_off_v = ...;       set the shed thresholds for your satellite's bus */
 
     fsb_io io;
+    memset(&io, 0, sizeof io); /* optional functions left NULL */
     io.read_byte = uart_read_byte;
     io.write_bytes = uart_write_bytes;
     io.millis = tick_ms;
     io.idle = NULL; /* or a function that sleeps until the UART interrupt (WFI) */
     io.log = log_line;
+    io.reset = NULL; /* the core starts over by itself; or a function that resets the chip (watchdog) */
     io.ctx = NULL;
     fsb_board_init(&board, &cfg, &io);
 }
