@@ -87,6 +87,9 @@ MAX_BOARDS = 32
 SERVE_BATCH = 8
 #: faults active at once (each holds a table entry until cleared or expired)
 MAX_ACTIVE_FAULTS = 256
+#: a board's repeated request (same src and seq among its last this many) is answered from a cache, not run again
+#: (board.hello reply ``duplicate_window``): a board that lost a reply may repeat any request, board.step included
+DUPLICATE_WINDOW = 64
 
 
 def refusal_reason(err: EmulatorError, decoded: bool) -> str:
@@ -116,6 +119,8 @@ class RuntimeStats:
     boards_seen: LruDict[str, str] = field(default_factory=lambda: LruDict(MAX_BOARDS))  # name -> version
     #: per board (envelope src): lag of its last request behind sim time, and what it reported on board.link
     board_links: LruDict[str, dict[str, float]] = field(default_factory=lambda: LruDict(MAX_BOARDS))
+    #: board requests answered from the duplicate cache (a repeat of one already run)
+    duplicates: int = 0
 
     def refuse(self, plane: str, reason: str) -> None:
         self.rejected[plane] += 1
@@ -190,6 +195,8 @@ class Emulator:
         self._schedule: list[_Scheduled] = []
         self._next_due_ns = 0
         self._initial_published = False
+        #: per board (peer, src): its last replies by request seq (the duplicate cache), bounded both ways
+        self._replies: LruDict[tuple[bytes, str], LruDict[int, Message]] = LruDict(MAX_BOARDS)
         self._audience_seen: tuple[Any, ...] | None = None
         self._build_schedule()
 
@@ -675,7 +682,9 @@ class Emulator:
                     # the request's t_ns is the board's view of sim time: how far behind it runs
                     lag_ns = max(0, self.clock.now_ns() - msg.t_ns)
                     self.stats.board_links.touch(msg.src or "?", {})["lag_s"] = lag_ns / NS_PER_S
-                reply = self.handle_request(msg, plane)
+                    reply = self._board_request(incoming.peer, msg)
+                else:
+                    reply = self.handle_request(msg, plane)
             reply = Message(reply.topic, reply.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
             if self.recorder is not None:
                 self.recorder.write(name, "out", encode_message(reply),
@@ -687,6 +696,26 @@ class Emulator:
             handled += 1
             if handled % SERVE_BATCH == 0:
                 await asyncio.sleep(0)  # fairness: the clock and the other plane get their turn
+
+    def _board_request(self, peer: bytes, msg: Message) -> Message:
+        """A board request, run once: a repeat of one of the board's last DUPLICATE_WINDOW requests (same peer,
+        src, seq and topic) gets the first answer again. A board.hello starts the board's window afresh (a
+        restarted board counts its seq from the start again) and is always run."""
+        key = (peer, msg.src)
+        if msg.topic == "board.hello":
+            self._replies.pop(key, None)
+            return self.handle_request(msg, Plane.BOARD)
+        window = self._replies.get(key)
+        if window is not None:
+            cached = window.get(msg.seq)
+            if cached is not None and cached.payload.get("re") == msg.topic:
+                self.stats.duplicates += 1
+                return cached
+        reply = self.handle_request(msg, Plane.BOARD)
+        if window is None:
+            window = self._replies[key] = LruDict(DUPLICATE_WINDOW)
+        window[msg.seq] = reply
+        return reply
 
     async def _stop_or_sleep(self) -> None:
         # a broken link is retried by the transport; give it a moment without spinning
@@ -743,7 +772,7 @@ class Emulator:
                 "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD)),
                 "rates_hz": {item.telemetry.spec.topic: NS_PER_S / item.period_ns for item in self._schedule
                              if Plane.BOARD in item.planes},
-                "decimation": self.decimation}
+                "decimation": self.decimation, "duplicate_window": DUPLICATE_WINDOW}
 
     def _cmd_board_link(self, p: Any) -> dict[str, Any]:
         # what the board measured goes beside the lag the serve loop keyed by the same src
@@ -863,7 +892,8 @@ class Emulator:
                                "published": self.stats.published,
                                "boards": dict(self.stats.boards_seen), "boards_evicted": self.stats.boards_seen.evicted,
                                "board_links": {k: _copy_board(v) for k, v in self.stats.board_links.items()},
-                               "board_links_evicted": self.stats.board_links.evicted}
+                               "board_links_evicted": self.stats.board_links.evicted,
+                               "duplicates": self.stats.duplicates}
         for name, link in (("board_link", self.board_link), ("control_link", self.control_link)):
             if link is not None:
                 out[name] = link.stats.as_dict()

@@ -142,6 +142,9 @@ class HelloReply(Payload):
                                           "decimation for the link's budget")
     decimation: float = field(doc="factor by which every board telemetry rate was slowed to fit a serial "
                                   "link's budget (`telemetry.on_budget = \"decimate\"`); 1: none", ge=1)
+    duplicate_window: int = field(doc="a repeated (`src`, `seq`) among your last this many requests is answered "
+                                      "from a cache, not run again: any request may be repeated with its `seq`",
+                                  default=0, ge=0)
 
 
 class LimitReply(Payload):

@@ -82,7 +82,10 @@ async def test_reference_board_survives_ber_1e_4_both_ways_and_still_passes_latc
     assert stats.bad_frames >= 50, stats  # board -> emulator frames dropped by the emulator's CRC
     assert counts["bad_frames"] >= 50, counts  # emulator -> board frames dropped by the board's CRC
     assert counts["decode_errors"] == stats.decode_errors == 0
-    assert counts["timeouts"] >= 50 and counts["retries"] >= 5 and counts["lost"] >= 5, counts
-    assert counts["resyncs"] >= 3 and counts["unacked_steps"] >= 3, counts
+    assert counts["timeouts"] >= 50 and counts["retries"] >= 5, counts
+    # the emulator's board.hello reply promises a duplicate window: the board repeats every request (steps and
+    # job submissions too) and gives none up; a repeat of a request that had run is answered from the cache
+    assert counts["lost"] == 0 and run.emu.stats.duplicates >= 5, (counts, run.emu.stats.duplicates)
+    assert counts["resyncs"] >= 3, counts
     assert counts["reconnects"] == counts["rehellos"] == 0, counts
     assert seen["ping"] >= counts["resyncs"], seen  # each resync asked the clock
