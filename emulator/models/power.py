@@ -865,13 +865,13 @@ class PowerSystem:
                     prev = r.over_s
                     r.over_s = prev + dt_s
                     r.good_s = 0.0
+                    r.i_out = i_out
                     frac = 1.0
                     if r.over_s >= r.trip_s:
                         # conducts until the trip instant within this step
                         frac = (r.trip_s - prev) / dt_s
                         frac = max(frac, 0.0)
                         self._trip(r)
-                    r.i_out = i_out
                     r.p_out = p_out = p_out * frac
                     r.p_in = p_in = p_out / r.eff
                     r.heat_w = p_in - p_out + p_short * frac

@@ -165,6 +165,21 @@ def test_rail_short_trips_retries_then_latches_until_reset() -> None:
     assert pay.on and pay.p_out == pytest.approx(10.0)
 
 
+def test_a_trip_reports_the_current_that_tripped_the_limiter() -> None:
+    """The event carries the over-limit current of the tripping step (load + short), not the step before's (found by
+    tests/physics/test_twins.py: the cluster's form reported it, the single one reported the last current)."""
+    p = ps(battery=BatteryConfig(initial_soc=0.9))
+    loads = [0.0, 0.0, 10.0, 0.0]
+    p.step(1.0, [1361.0, 0.0], [28.0, 28.0], 20.0, loads)
+    p.events.clear()
+    p.short_rail("payload", 5.0)
+    p.step(1.0, [1361.0, 0.0], [28.0, 28.0], 20.0, loads)
+    trips = [e for t, e in p.events if t == "eps.rail.tripped"]
+    assert len(trips) == 1
+    assert trips[0]["current_a"] == pytest.approx(10.0 / 12.0 + 5.0, rel=1e-12)
+    assert trips[0]["current_a"] == p.rail("payload").i_out
+
+
 def test_unknown_rail_names_the_valid_rails_and_changes_nothing() -> None:
     p = ps()
     before = [r.cmd_on for r in p.rails]

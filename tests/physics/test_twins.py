@@ -68,7 +68,6 @@ RAD_OFF = {"rad_per_seu": None, "rad_per_mbu": None, "rad_per_sdc": None, "rad_p
 #: differences the twins have today, each a bug in one (or both) of them (fixed, with its own test, in the commits that
 #: follow; each fix removes its line): field (or ``event <topic>.<field>``) -> what is wrong
 KNOWN: dict[str, str] = {
-    "event eps.rail.tripped.current_a": "PowerSystem reports the previous step's current, not the one that tripped",
     "state_changes": "AcceleratorArrays boots straight to busy or throttled (illegal: booting -> idle first) and counts "
                      "a SEFI on a hung or booting board as a state change",
     "boot_left_s": "AcceleratorArrays.reset leaves a booting board alone; the board restarts its boot",
