@@ -730,8 +730,7 @@ class PowerSystem:
         if not self.np_alive or min(self.np_alive) == 0:
             self.battery_connected = False
             self.battery_a = 0.0
-        if self.np_alive:
-            self._update_pack()
+        self._update_pack()
         after = self.stored_j()
         self.ledger.fault_loss_j += before - after
         self.events.append(("eps.battery.fault", {"mode": mode, "group": group,

@@ -267,6 +267,20 @@ def test_cell_short_removes_a_series_cell() -> None:
     assert p.battery_connected
 
 
+def test_shorting_every_series_group_leaves_no_capacity() -> None:
+    """With the last group shorted there is no pack: no capacity and no stored energy, as when the last cell of a group
+    opens (found by tests/physics/test_twins.py: the single form kept the capacity of the pack it no longer had)."""
+    p = ps(battery=BatteryConfig(cells_series=2, initial_soc=0.5))
+    e0 = p.stored_j()
+    p.lose_cell(0, "short")
+    p.lose_cell(0, "short")
+    assert not p.battery_connected and p.np_alive == []
+    assert p.q_pack_c == 0.0 and p.truth()["capacity_ah"] == 0.0 and p.stored_j() == 0.0
+    assert p.ledger.fault_loss_j == pytest.approx(e0, rel=1e-12)
+    p.step(1.0, [1361.0, 0.0], [20.0, 20.0], 20.0, [0.0] * 4)
+    assert abs(p.balance()["residual_j"]) < 1e-6
+
+
 # -- energy balance over a day ------------------------------------------------------------------------------------
 def test_energy_balance_closes_over_a_simulated_day() -> None:
     p = ps(battery=BatteryConfig(initial_soc=0.6))

@@ -71,7 +71,6 @@ KNOWN: dict[str, str] = {
     "state_changes": "AcceleratorArrays boots straight to busy or throttled (illegal: booting -> idle first) and counts "
                      "a SEFI on a hung or booting board as a state change",
     "boot_left_s": "AcceleratorArrays.reset leaves a booting board alone; the board restarts its boot",
-    "q_pack_c": "PowerSystem keeps the capacity of a pack whose last series group was shorted",
 }
 # -- comparing ---------------------------------------------------------------------------------------------------------
 def diff(a: dict[str, Any], b: dict[str, Any], where: str, prefix: str = "") -> list[str]:
