@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from emulator.dotted import parse_key, set_dotted
 from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError, suggest
 from emulator.models.accelerator import (
+    TRANSITIONS,
     AcceleratorBoard,
     AcceleratorConfig,
     BoardState,
@@ -97,6 +98,8 @@ TH_FULL, TH_NORMAL, TH_SAFE, TH_CRIT, TH_HWOFF, TH_HWON = range(6)
 #: board states as small ints, in BoardState order
 STATE_NAMES = tuple(s.value for s in BoardState)
 S_OFF, S_BOOTING, S_IDLE, S_BUSY, S_THROTTLED, S_HUNG, S_LATCHED, S_FAILED = range(8)
+#: _LEGAL[old, new]: the board's TRANSITIONS as a matrix over the state numbers
+_LEGAL = np.array([[BoardState(b) in TRANSITIONS[BoardState(a)] for b in STATE_NAMES] for a in STATE_NAMES])
 THROTTLE_NAMES = ("none", "software", "hardware")
 HEATER_MODES = ("auto", "on", "off")
 
@@ -1253,8 +1256,24 @@ class AcceleratorArrays:
 
     def _set(self, mask: np.ndarray, new: int) -> None:
         changed = mask & (self.state != new)
-        self.state_changes += changed
-        self.state = np.where(mask, new, self.state)
+        if changed.any():
+            bad = changed & ~_LEGAL[self.state, new]
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                old = BoardState(STATE_NAMES[int(self.state[k])])
+                raise ModelError(f"illegal accelerator transition {old} -> {STATE_NAMES[new]} (member {k})",
+                                 field="state", valid=sorted(TRANSITIONS[old]))
+            self.state_changes += changed
+            self.state = np.where(mask, new, self.state)
+
+    def _set_one(self, k: int, new: int) -> None:
+        old = int(self.state[k])
+        if old != new:
+            if not _LEGAL[old, new]:
+                raise ModelError(f"illegal accelerator transition {STATE_NAMES[old]} -> {STATE_NAMES[new]} (member {k})",
+                                 field="state", valid=sorted(TRANSITIONS[BoardState(STATE_NAMES[old])]))
+            self.state[k] = new
+            self.state_changes[k] += 1
 
     # -- the step ---------------------------------------------------------------------------------------------------
     def step(self, t_ns: int, dt_s: float, supply_v: np.ndarray, die_temp_degc: np.ndarray, dose_rate_rad_s: np.ndarray,
@@ -1341,9 +1360,9 @@ class AcceleratorArrays:
             self.boot_left_s = np.where(booting, self.boot_left_s - dt_s, self.boot_left_s)
             done = booting & (self.boot_left_s <= 0.0)
             if done.any():
+                self._set(done, S_IDLE)
                 self._set(done & (self.throttle == 2), S_THROTTLED)
                 self._set(done & (self.throttle != 2) & working, S_BUSY)
-                self._set(done & (self.throttle != 2) & ~working, S_IDLE)
         f_eff, dyn, leak = self._op()
         self.units_done += busy * (workload * f_eff) * (self.chips * dt_s / self.unit_cycles)
         # single-event effects while powered
@@ -1412,26 +1431,25 @@ class AcceleratorArrays:
             if st not in (S_LATCHED, S_HUNG) or (st == S_HUNG and not reboot):
                 hit = True
                 self.work_lost[k] += busy
-                self.state_changes[k] += 1
                 if reboot:
-                    self.state[k] = S_BOOTING
+                    self._set_one(k, S_BOOTING)
                     self.boot_left_s[k] = self.cfg.boot_s
                 else:
-                    self.state[k] = S_HUNG
+                    self._set_one(k, S_HUNG)
         elif kind == "sel" and st != S_LATCHED:
             hit = True
             self.work_lost[k] += busy
-            self.state[k] = S_LATCHED
-            self.state_changes[k] += 1
+            self._set_one(k, S_LATCHED)
             self.latch_t_ns[k] = t_ns
         self.effects[i, k] += hit
         return hit
 
     def reset(self, mask: np.ndarray) -> None:
-        """Reset (reboot) the boards in ``mask`` that are hung, working or cooled after a thermal shutdown."""
+        """Reset (reboot) the boards in ``mask`` that are booting (the boot restarts), hung, working or cooled after a
+        thermal shutdown."""
         c = self.cfg
         st = self.state
-        ok = mask & (((st >= S_IDLE) & (st <= S_HUNG)) | ((st == S_OFF) & self.thermal_latched & self.supply_good))
+        ok = mask & (((st >= S_BOOTING) & (st <= S_HUNG)) | ((st == S_OFF) & self.thermal_latched & self.supply_good))
         self.work_lost += ok & ((st == S_BUSY) | (st == S_THROTTLED))
         self.thermal_latched &= ~ok
         self._set(ok, S_BOOTING)
