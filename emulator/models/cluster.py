@@ -88,6 +88,7 @@ from emulator.models.satellite import (
 from emulator.models.sensors import ChannelSpec, SensorBank
 from emulator.models.thermal import KELVIN, ThermalNetwork
 from emulator.protocol.catalogue import Payload, Plane, field
+from emulator.reference_policy import REFERENCE
 from emulator.validation import config_error
 
 OFF, CRITICAL, SAFE, NORMAL, FULL = 0, 1, 2, 3, 4  # shed modes, as emulator.models.power
@@ -158,25 +159,25 @@ class BindConfig(_Strict):
 
 
 class PolicyConfig(_Strict):
-    """The built-in reference behaviour of unbound members (vectorised; thresholds of the reference controller in
-    ``firmware_stubs/reference``)."""
+    """The built-in reference behaviour of unbound members (vectorised); the defaults are the one reference policy's
+    numbers (``emulator.reference_policy``, also read by the reference board and the C stub)."""
 
     enabled: bool = True
-    #: decisions every period_s of sim time: the reference controller's 10 s control period
-    period_s: float = Field(10.0, gt=0, le=86400)
+    #: decisions every period_s of sim time: the reference control period
+    period_s: float = Field(REFERENCE.period_s, gt=0, le=86400)
     #: the work the payload keeps running (busy fraction of the accelerator): 1.0 = always busy ("keep working")
     workload_utilisation: float = Field(1.0, ge=0, le=1)
-    #: switch the payload rail off below this state of charge, back on above resume_above_soc (reference 0.30/0.55)
-    shed_below_soc: float = Field(0.30, ge=0, le=1)
-    resume_above_soc: float = Field(0.55, ge=0, le=1)
-    #: below this state of charge run at the lowest DVFS level (reference soc_low 0.45)
-    low_power_below_soc: float = Field(0.45, ge=0, le=1)
-    #: one DVFS level down above hot_degc, one up below cool_degc (reference 80 / 70 degC, under the 87 degC
-    #: software slowdown of physics-sources.md §4)
-    hot_degc: float = Field(80.0, ge=-100, le=300)
-    cool_degc: float = Field(70.0, ge=-100, le=300)
-    #: after a thermal shutdown, reset the board once the die is below this (reference 75 degC)
-    restart_below_degc: float = Field(75.0, ge=-100, le=300)
+    #: switch the payload rail off below this state of charge, back on above resume_above_soc
+    shed_below_soc: float = Field(REFERENCE.soc_off, ge=0, le=1)
+    resume_above_soc: float = Field(REFERENCE.soc_on, ge=0, le=1)
+    #: below this state of charge run at the lowest DVFS level
+    low_power_below_soc: float = Field(REFERENCE.soc_low, ge=0, le=1)
+    #: one DVFS level down above hot_degc, one up below cool_degc (under the 87 degC software slowdown of
+    #: physics-sources.md §4)
+    hot_degc: float = Field(REFERENCE.temp_high_degc, ge=-100, le=300)
+    cool_degc: float = Field(REFERENCE.temp_low_degc, ge=-100, le=300)
+    #: after a thermal shutdown, reset the board once the die is below this
+    restart_below_degc: float = Field(REFERENCE.temp_restart_degc, ge=-100, le=300)
 
     @model_validator(mode="after")
     def _bands(self) -> PolicyConfig:

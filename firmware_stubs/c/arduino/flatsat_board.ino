@@ -6,8 +6,8 @@
  * The USB port (Serial) prints what the board does and why.
  *
  * Building: the Arduino IDE compiles only the sketch's own folder, so copy (or symlink)
- * ../flatsat_board.c and ../flatsat_board.h next to this file. The core needs about 3 KiB of RAM
- * with its default buffers (FSB_RX_FRAME_MAX 2048): a Mega 2560, Due, Zero, ESP32, RP2040 or any
+ * ../flatsat_board.c, ../flatsat_board.h and ../fsb_policy.h next to this file. The core needs
+ * about 3 KiB of RAM with its default buffers (FSB_RX_FRAME_MAX 2048): a Mega 2560, Due, Zero, ESP32, RP2040 or any
  * STM32 board is fine; an Uno (2 KiB) is not. To shrink it, define FSB_RX_FRAME_MAX (at least
  * 1024 for the reference satellite) in the build flags, not here: the .c file must see the same value.
  *
