@@ -26,7 +26,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from emulator.models.cluster import ClusterModel, load_cluster_config
+from emulator.models.cluster import ClusterModel
+
+try:  # the one config loader (a run spec); checkouts before it had the cluster's own
+    from emulator.models.cluster import load_cluster_config as load_config  # type: ignore[attr-defined]
+except ImportError:
+    from emulator.config import load_config
 
 NS = 1_000_000_000
 PARTS = ("power", "thermal", "heaters", "accel")
@@ -37,7 +42,7 @@ def arrays(obj: Any) -> dict[str, np.ndarray]:
 
 
 def record(out: Path) -> None:
-    m = ClusterModel.from_config(load_cluster_config(ROOT / "configs" / "suncatcher-cluster.toml"))
+    m = ClusterModel.from_config(load_config(ROOT / "configs" / "suncatcher-cluster.toml"))
     a_km = 6378.137 + m.config.satellite.orbit.alt_km
     steps = round(2 * math.pi * math.sqrt(a_km ** 3 / 398600.4418))
     digests, truths, events, final = [], [], [], {}
