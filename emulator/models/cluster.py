@@ -38,6 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from emulator.dotted import parse_key, set_dotted
 from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError, suggest
 from emulator.models.accelerator import (
+    TRANSITIONS,
     AcceleratorBoard,
     AcceleratorConfig,
     BoardState,
@@ -87,6 +88,7 @@ from emulator.models.satellite import (
 from emulator.models.sensors import ChannelSpec, SensorBank
 from emulator.models.thermal import KELVIN, ThermalNetwork
 from emulator.protocol.catalogue import Payload, Plane, field
+from emulator.reference_policy import REFERENCE
 from emulator.validation import config_error
 
 OFF, CRITICAL, SAFE, NORMAL, FULL = 0, 1, 2, 3, 4  # shed modes, as emulator.models.power
@@ -97,6 +99,8 @@ TH_FULL, TH_NORMAL, TH_SAFE, TH_CRIT, TH_HWOFF, TH_HWON = range(6)
 #: board states as small ints, in BoardState order
 STATE_NAMES = tuple(s.value for s in BoardState)
 S_OFF, S_BOOTING, S_IDLE, S_BUSY, S_THROTTLED, S_HUNG, S_LATCHED, S_FAILED = range(8)
+#: _LEGAL[old, new]: the board's TRANSITIONS as a matrix over the state numbers
+_LEGAL = np.array([[BoardState(b) in TRANSITIONS[BoardState(a)] for b in STATE_NAMES] for a in STATE_NAMES])
 THROTTLE_NAMES = ("none", "software", "hardware")
 HEATER_MODES = ("auto", "on", "off")
 
@@ -155,25 +159,25 @@ class BindConfig(_Strict):
 
 
 class PolicyConfig(_Strict):
-    """The built-in reference behaviour of unbound members (vectorised; thresholds of the reference controller in
-    ``firmware_stubs/reference``)."""
+    """The built-in reference behaviour of unbound members (vectorised); the defaults are the one reference policy's
+    numbers (``emulator.reference_policy``, also read by the reference board and the C stub)."""
 
     enabled: bool = True
-    #: decisions every period_s of sim time: the reference controller's 10 s control period
-    period_s: float = Field(10.0, gt=0, le=86400)
+    #: decisions every period_s of sim time: the reference control period
+    period_s: float = Field(REFERENCE.period_s, gt=0, le=86400)
     #: the work the payload keeps running (busy fraction of the accelerator): 1.0 = always busy ("keep working")
     workload_utilisation: float = Field(1.0, ge=0, le=1)
-    #: switch the payload rail off below this state of charge, back on above resume_above_soc (reference 0.30/0.55)
-    shed_below_soc: float = Field(0.30, ge=0, le=1)
-    resume_above_soc: float = Field(0.55, ge=0, le=1)
-    #: below this state of charge run at the lowest DVFS level (reference soc_low 0.45)
-    low_power_below_soc: float = Field(0.45, ge=0, le=1)
-    #: one DVFS level down above hot_degc, one up below cool_degc (reference 80 / 70 degC, under the 87 degC
-    #: software slowdown of physics-sources.md §4)
-    hot_degc: float = Field(80.0, ge=-100, le=300)
-    cool_degc: float = Field(70.0, ge=-100, le=300)
-    #: after a thermal shutdown, reset the board once the die is below this (reference 75 degC)
-    restart_below_degc: float = Field(75.0, ge=-100, le=300)
+    #: switch the payload rail off below this state of charge, back on above resume_above_soc
+    shed_below_soc: float = Field(REFERENCE.soc_off, ge=0, le=1)
+    resume_above_soc: float = Field(REFERENCE.soc_on, ge=0, le=1)
+    #: below this state of charge run at the lowest DVFS level
+    low_power_below_soc: float = Field(REFERENCE.soc_low, ge=0, le=1)
+    #: one DVFS level down above hot_degc, one up below cool_degc (under the 87 degC software slowdown of
+    #: physics-sources.md §4)
+    hot_degc: float = Field(REFERENCE.temp_high_degc, ge=-100, le=300)
+    cool_degc: float = Field(REFERENCE.temp_low_degc, ge=-100, le=300)
+    #: after a thermal shutdown, reset the board once the die is below this
+    restart_below_degc: float = Field(REFERENCE.temp_restart_degc, ge=-100, le=300)
 
     @model_validator(mode="after")
     def _bands(self) -> PolicyConfig:
@@ -1253,8 +1257,24 @@ class AcceleratorArrays:
 
     def _set(self, mask: np.ndarray, new: int) -> None:
         changed = mask & (self.state != new)
-        self.state_changes += changed
-        self.state = np.where(mask, new, self.state)
+        if changed.any():
+            bad = changed & ~_LEGAL[self.state, new]
+            if bad.any():
+                k = int(np.flatnonzero(bad)[0])
+                old = BoardState(STATE_NAMES[int(self.state[k])])
+                raise ModelError(f"illegal accelerator transition {old} -> {STATE_NAMES[new]} (member {k})",
+                                 field="state", valid=sorted(TRANSITIONS[old]))
+            self.state_changes += changed
+            self.state = np.where(mask, new, self.state)
+
+    def _set_one(self, k: int, new: int) -> None:
+        old = int(self.state[k])
+        if old != new:
+            if not _LEGAL[old, new]:
+                raise ModelError(f"illegal accelerator transition {STATE_NAMES[old]} -> {STATE_NAMES[new]} (member {k})",
+                                 field="state", valid=sorted(TRANSITIONS[BoardState(STATE_NAMES[old])]))
+            self.state[k] = new
+            self.state_changes[k] += 1
 
     # -- the step ---------------------------------------------------------------------------------------------------
     def step(self, t_ns: int, dt_s: float, supply_v: np.ndarray, die_temp_degc: np.ndarray, dose_rate_rad_s: np.ndarray,
@@ -1341,9 +1361,9 @@ class AcceleratorArrays:
             self.boot_left_s = np.where(booting, self.boot_left_s - dt_s, self.boot_left_s)
             done = booting & (self.boot_left_s <= 0.0)
             if done.any():
+                self._set(done, S_IDLE)
                 self._set(done & (self.throttle == 2), S_THROTTLED)
                 self._set(done & (self.throttle != 2) & working, S_BUSY)
-                self._set(done & (self.throttle != 2) & ~working, S_IDLE)
         f_eff, dyn, leak = self._op()
         self.units_done += busy * (workload * f_eff) * (self.chips * dt_s / self.unit_cycles)
         # single-event effects while powered
@@ -1412,26 +1432,25 @@ class AcceleratorArrays:
             if st not in (S_LATCHED, S_HUNG) or (st == S_HUNG and not reboot):
                 hit = True
                 self.work_lost[k] += busy
-                self.state_changes[k] += 1
                 if reboot:
-                    self.state[k] = S_BOOTING
+                    self._set_one(k, S_BOOTING)
                     self.boot_left_s[k] = self.cfg.boot_s
                 else:
-                    self.state[k] = S_HUNG
+                    self._set_one(k, S_HUNG)
         elif kind == "sel" and st != S_LATCHED:
             hit = True
             self.work_lost[k] += busy
-            self.state[k] = S_LATCHED
-            self.state_changes[k] += 1
+            self._set_one(k, S_LATCHED)
             self.latch_t_ns[k] = t_ns
         self.effects[i, k] += hit
         return hit
 
     def reset(self, mask: np.ndarray) -> None:
-        """Reset (reboot) the boards in ``mask`` that are hung, working or cooled after a thermal shutdown."""
+        """Reset (reboot) the boards in ``mask`` that are booting (the boot restarts), hung, working or cooled after a
+        thermal shutdown."""
         c = self.cfg
         st = self.state
-        ok = mask & (((st >= S_IDLE) & (st <= S_HUNG)) | ((st == S_OFF) & self.thermal_latched & self.supply_good))
+        ok = mask & (((st >= S_BOOTING) & (st <= S_HUNG)) | ((st == S_OFF) & self.thermal_latched & self.supply_good))
         self.work_lost += ok & ((st == S_BUSY) | (st == S_THROTTLED))
         self.thermal_latched &= ~ok
         self._set(ok, S_BOOTING)

@@ -730,8 +730,7 @@ class PowerSystem:
         if not self.np_alive or min(self.np_alive) == 0:
             self.battery_connected = False
             self.battery_a = 0.0
-        if self.np_alive:
-            self._update_pack()
+        self._update_pack()
         after = self.stored_j()
         self.ledger.fault_loss_j += before - after
         self.events.append(("eps.battery.fault", {"mode": mode, "group": group,
@@ -865,13 +864,13 @@ class PowerSystem:
                     prev = r.over_s
                     r.over_s = prev + dt_s
                     r.good_s = 0.0
+                    r.i_out = i_out
                     frac = 1.0
                     if r.over_s >= r.trip_s:
                         # conducts until the trip instant within this step
                         frac = (r.trip_s - prev) / dt_s
                         frac = max(frac, 0.0)
                         self._trip(r)
-                    r.i_out = i_out
                     r.p_out = p_out = p_out * frac
                     r.p_in = p_in = p_out / r.eff
                     r.heat_w = p_in - p_out + p_short * frac

@@ -6,6 +6,7 @@
  */
 #include "flatsat_board.h"
 #include "fsb_jobcheck.h"
+#include "fsb_policy.h"
 
 #include <float.h>
 #include <string.h>
@@ -842,7 +843,7 @@ bool fsb_envelope_topic_is(const fsb_envelope *env, const char *topic)
 
 #define NS_PER_S 1000000000.0
 
-static const char *const DEFAULT_LEVELS[4] = {"low", "mid", "high", "max"};
+static const char *const DEFAULT_LEVELS[FSB_POLICY_LEVEL_COUNT] = FSB_POLICY_LEVELS;
 
 static const struct {
     const char *name;
@@ -862,24 +863,22 @@ void fsb_config_default(fsb_config *cfg)
     cfg->name = "c-stub";
 #endif
     cfg->version = FSB_VERSION;
-    cfg->rail = "payload";
-    cfg->period_s = 10.0;
-    /* SoC thresholds: the reference controller's (firmware_stubs/reference). */
-    cfg->soc_off = 0.30;
-    cfg->soc_on = 0.55;
-    cfg->soc_low = 0.45;
-    cfg->soc_eclipse = 0.70;
-    /* Bus thresholds (chosen): 0.4 V above the EPS's own payload shed at 28.8 V (safe_v: 3.6 V per
-     * cell of the 8S pack in configs/suncatcher-proto.toml), a margin for the sag within one control
-     * period, so the board sheds itself before the EPS has to; back on 1 V higher. A board on
+    /* the one reference policy (fsb_policy.h, generated from emulator/reference_policy.py) */
+    cfg->rail = FSB_POLICY_RAIL;
+    cfg->period_s = FSB_POLICY_PERIOD_S;
+    cfg->soc_off = FSB_POLICY_SOC_OFF;
+    cfg->soc_on = FSB_POLICY_SOC_ON;
+    cfg->soc_low = FSB_POLICY_SOC_LOW;
+    cfg->soc_eclipse = FSB_POLICY_SOC_ECLIPSE;
+    /* Bus thresholds: 0.4 V above the EPS's own payload shed of the 8S suncatcher-proto pack; a board on
      * another bus sets its own (main_posix: --bus-off-v / --bus-on-v). */
-    cfg->bus_off_v = 29.2;
-    cfg->bus_on_v = 30.2;
-    cfg->temp_high_degc = 80.0;
-    cfg->temp_low_degc = 70.0;
-    cfg->temp_restart_degc = 75.0;
-    cfg->queue_target = 2;
-    cfg->job_size = 1000; /* ~12 s of inference at 4 x 1500 MHz: two queued jobs fill a 10 s period */
+    cfg->bus_off_v = FSB_POLICY_BUS_OFF_V;
+    cfg->bus_on_v = FSB_POLICY_BUS_ON_V;
+    cfg->temp_high_degc = FSB_POLICY_TEMP_HIGH_DEGC;
+    cfg->temp_low_degc = FSB_POLICY_TEMP_LOW_DEGC;
+    cfg->temp_restart_degc = FSB_POLICY_TEMP_RESTART_DEGC;
+    cfg->queue_target = FSB_POLICY_QUEUE_TARGET;
+    cfg->job_size = FSB_POLICY_JOB_SIZE;
     cfg->request_timeout_ms = 5000;
     cfg->link_lost_ms = 60000;
 }
@@ -910,11 +909,11 @@ void fsb_board_init(fsb_board *b, const fsb_config *cfg, const fsb_io *io)
     }
     b->io = *io;
     fsb_deframer_init(&b->rx, b->rx_buf, sizeof b->rx_buf);
-    for (i = 0; i < 4u && i < FSB_MAX_LEVELS; i++) {
+    for (i = 0; i < FSB_POLICY_LEVEL_COUNT && i < FSB_MAX_LEVELS; i++) {
         copy_name(b->levels[i], DEFAULT_LEVELS[i]);
     }
     b->n_levels = (uint8_t)i;
-    copy_name(b->want_level, "high"); /* the board's power-on level */
+    copy_name(b->want_level, FSB_POLICY_START_LEVEL); /* the board's power-on level */
     b->next_seed = 1;
     b->waiting_t_ns = -1;
     b->last_turn_ns = -1;

@@ -277,7 +277,7 @@ typedef struct fsb_config {
     uint32_t link_lost_ms;
 } fsb_config;
 
-/* The reference controller's defaults (firmware_stubs/reference). */
+/* The reference policy's defaults (fsb_policy.h, generated from emulator/reference_policy.py). */
 void fsb_config_default(fsb_config *cfg);
 
 typedef enum fsb_accel_state {

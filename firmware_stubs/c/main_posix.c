@@ -31,6 +31,11 @@
 
 #include "flatsat_board.h"
 #include "fsb_jobcheck.h"
+#include "fsb_policy.h"
+
+/* a policy number as text, for the help */
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /* Set from the signal handler only; the core has no globals, the host program needs this one. */
 static volatile sig_atomic_t g_stop = 0;
@@ -391,14 +396,14 @@ static void usage(FILE *f)
             "  --baud N          line rate, bit/s (default 115200; a pty ignores it)\n"
             "  --fd N            use inherited descriptor N instead of opening TTY\n"
             "  --name NAME       board name in board.hello and src (default c-stub)\n"
-            "  --rail NAME       the payload rail (default payload)\n"
-            "  --period S        control period and board.step size, sim seconds (default 10)\n"
-            "  --soc-off X       shed the rail below this state of charge (default 0.30)\n"
-            "  --soc-on X        back on at this state of charge (default 0.55)\n"
-            "  --bus-off-v V     shed the rail below this bus voltage (default 29.2)\n"
-            "  --bus-on-v V      back on at this bus voltage (default 30.2)\n"
-            "  --queue N         inference jobs kept queued (default 2)\n"
-            "  --job-size N      batches per job (default 1000)\n"
+            "  --rail NAME       the payload rail (default " FSB_POLICY_RAIL ")\n"
+            "  --period S        control period and board.step size, sim seconds (default " STR(FSB_POLICY_PERIOD_S) ")\n"
+            "  --soc-off X       shed the rail below this state of charge (default " STR(FSB_POLICY_SOC_OFF) ")\n"
+            "  --soc-on X        back on at this state of charge (default " STR(FSB_POLICY_SOC_ON) ")\n"
+            "  --bus-off-v V     shed the rail below this bus voltage (default " STR(FSB_POLICY_BUS_OFF_V) ")\n"
+            "  --bus-on-v V      back on at this bus voltage (default " STR(FSB_POLICY_BUS_ON_V) ")\n"
+            "  --queue N         inference jobs kept queued (default " STR(FSB_POLICY_QUEUE_TARGET) ")\n"
+            "  --job-size N      batches per job (default " STR(FSB_POLICY_JOB_SIZE) ")\n"
             "  --timeout-ms N    wall-clock wait for a reply (default 5000); a request safe to repeat then\n"
             "                    goes again, waiting twice as long each time (up to 8x, 5 copies)\n"
             "  --link-lost-ms N  start over (hello again) after this long without a frame (default 60000;\n"

@@ -1,6 +1,7 @@
 """The reference payload controller: a well-behaved board that copes with orbit.
 
-What it does, every control period (10 s of sim time by default), from what a board can see
+What it does, every control period (10 s of sim time by default), with the numbers of the one reference policy
+(``emulator.reference_policy``), from what a board can see
 (``eps.telemetry``, ``thermal.telemetry``, ``adcs.sun``, ``accel.status`` and events):
 
 - **Energy.** Sheds its own load before the EPS has to: below ``soc_off`` it switches its rail
@@ -23,6 +24,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from emulator.reference_policy import REFERENCE
 from firmware_stubs.base import NS_PER_S, BoardClient, Controller, RequestLostError
 from firmware_stubs.jobcheck import check_job
 
@@ -34,23 +36,25 @@ class ReferenceController(Controller):
 
     name = "reference"
     version = "1.0.0"
-    period_s = 20.0
+    # the one reference policy's numbers (emulator/reference_policy.py; the C stub's fsb_policy.h is generated from
+    # it and the cluster's built-in policy reads it)
+    period_s = REFERENCE.period_s
 
-    rail = "payload"
-    levels: tuple[str, ...] = ("low", "mid", "high", "max")
-    soc_off = 0.30
-    soc_low = 0.45
-    soc_on = 0.55
-    soc_eclipse = 0.70
-    temp_high_degc = 80.0
-    temp_low_degc = 70.0
-    temp_restart_degc = 75.0
-    queue_target = 3
-    job_size = 1000  # ~12 s of inference at 4 x 1500 MHz: two queued jobs keep the board busy for a period
+    rail = REFERENCE.rail
+    levels: tuple[str, ...] = REFERENCE.levels
+    soc_off = REFERENCE.soc_off
+    soc_low = REFERENCE.soc_low
+    soc_on = REFERENCE.soc_on
+    soc_eclipse = REFERENCE.soc_eclipse
+    temp_high_degc = REFERENCE.temp_high_degc
+    temp_low_degc = REFERENCE.temp_low_degc
+    temp_restart_degc = REFERENCE.temp_restart_degc
+    queue_target = REFERENCE.queue_target
+    job_size = REFERENCE.job_size
 
     def __init__(self) -> None:
         super().__init__()
-        self.level = "high"
+        self.level = REFERENCE.start_level
         self.next_seed = 1
         self.checked = 0
         self.corrupted = 0

@@ -43,6 +43,7 @@ from emulator.protocol.codec import decode_message, encode_message
 from emulator.protocol.envelope import Message
 from emulator.protocol.framing import FrameDecoder, crc16, encode_frame
 from emulator.recorder import read_recording
+from emulator.reference_policy import REFERENCE
 from emulator.runtime import Emulator
 from firmware_stubs.jobcheck import digest_of, expected_result
 from hil.runner import ScenarioRun, run_scenario
@@ -61,10 +62,10 @@ N_MESSAGES = 300
 MAX_FRAME_BYTES = 1500
 #: wall-clock backstop for one live run; a healthy run takes a fraction of it
 WALL_LIMIT_S = 90.0
-#: the stub's default thresholds (flatsat_board.c fsb_config_default)
-SOC_ON = 0.55
-TEMP_HIGH_DEGC = 80.0
-TEMP_LOW_DEGC = 70.0
+#: the stub's default thresholds: the one reference policy (fsb_policy.h, generated from it)
+SOC_ON = REFERENCE.soc_on
+TEMP_HIGH_DEGC = REFERENCE.temp_high_degc
+TEMP_LOW_DEGC = REFERENCE.temp_low_degc
 #: the stub decides on accel.status.die_temp_degc, which has 1 degC resolution (docs/protocol-accelerator.md)
 DIE_SENSOR_TOL_DEGC = 1.0
 #: battery gauge error allowed when checking the stub's SoC decisions against ground truth: the gauge drifts

@@ -15,9 +15,12 @@ import pytest
 
 from emulator.clock import VirtualWall
 from emulator.config import RunConfig, SimConfig, load_config
-from emulator.errors import CommandError, ConfigError
+from emulator.errors import CommandError, ConfigError, ModelError
+from emulator.models.accelerator import AcceleratorConfig
 from emulator.models.cluster import (
     OVERRIDABLE,
+    STATE_NAMES,
+    AcceleratorArrays,
     ClusterConfig,
     ClusterEnvironment,
     ClusterModel,
@@ -31,6 +34,7 @@ from emulator.models.cluster import (
 )
 from emulator.models.environment import Environment
 from emulator.models.orbit import OrbitConfig, sunlit_fraction, tle_checksum
+from emulator.models.radiation import RadiationConfig
 from emulator.models.satellite import EpsTelemetry, Satellite
 from emulator.protocol.catalogue import Plane
 from emulator.protocol.envelope import Message
@@ -351,6 +355,57 @@ def test_latchup_is_cleared_by_the_rail_limiter_and_the_board_recovers() -> None
     assert m.accel.power_cycles[3] == 1
     assert m.truth()["accelerator"]["state"][3] == "busy"
     assert m.truth()["accelerator"]["state"][0] == "busy" and m.power.trips[:, 0].sum() == 0
+
+
+# -- the reduced boards' state machine (found by tests/physics/test_twins.py against the full board) ------------------
+def reduced_boards(n: int = 1, reboot: float = 0.0) -> AcceleratorArrays:
+    rad = RadiationConfig(**{k.split(".")[1]: None for k in RAD_OFF}, sefi_reboot_fraction=reboot)
+    return AcceleratorArrays(AcceleratorConfig(), rad, n, [np.random.default_rng(k) for k in range(n)],
+                             level=np.full(n, 2), initial_dose_krad=np.zeros(n), scale=np.ones(n))
+
+
+def step_boards(a: AcceleratorArrays, steps: int, temp: float = 40.0, supply: float = 12.0) -> None:
+    n = a.n
+    for _ in range(steps):
+        a.step(0, 1.0, np.full(n, supply), np.full(n, temp), np.zeros(n), np.ones(n), np.ones(n), np.ones(n, bool))
+
+
+@pytest.mark.parametrize(("temp", "end"), [(40.0, "busy"), (89.5, "throttled")])
+def test_reduced_board_boots_through_idle_like_the_board(temp: float, end: str) -> None:
+    """booting -> busy (or throttled) is not a legal transition (TRANSITIONS): the board goes through idle, and the
+    state changes are counted as the board's accel.state events are."""
+    a = reduced_boards()
+    step_boards(a, 25, temp)
+    assert STATE_NAMES[int(a.state[0])] == end
+    assert a.state_changes[0] == 3  # off -> booting -> idle -> busy / throttled
+
+
+def test_reduced_board_refuses_an_illegal_transition() -> None:
+    a = reduced_boards()
+    with pytest.raises(ModelError) as exc:
+        a._set(np.ones(1, bool), STATE_NAMES.index("busy"))  # off -> busy
+    assert exc.value.field == "state"
+
+
+@pytest.mark.parametrize("reboot", [0.0, 1.0])
+def test_a_sefi_that_changes_nothing_is_not_a_state_change(reboot: float) -> None:
+    a = reduced_boards(reboot=reboot)
+    step_boards(a, 1)  # booting
+    before = int(a.state_changes[0])
+    a.apply(0, "sefi", 0)
+    assert STATE_NAMES[int(a.state[0])] == ("booting" if reboot else "hung")
+    assert a.state_changes[0] == before + (0 if reboot else 1)
+    if not reboot:
+        a.apply(0, "sefi", 0)  # a hung board hangs on
+        assert a.state_changes[0] == before + 1
+
+
+def test_reset_while_booting_restarts_the_boot() -> None:
+    a = reduced_boards()
+    step_boards(a, 5)
+    assert a.boot_left_s[0] < 20.0
+    a.reset(np.ones(1, bool))
+    assert STATE_NAMES[int(a.state[0])] == "booting" and a.boot_left_s[0] == 20.0
 
 
 # -- bad input --------------------------------------------------------------------------------------------------------

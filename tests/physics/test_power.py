@@ -165,6 +165,21 @@ def test_rail_short_trips_retries_then_latches_until_reset() -> None:
     assert pay.on and pay.p_out == pytest.approx(10.0)
 
 
+def test_a_trip_reports_the_current_that_tripped_the_limiter() -> None:
+    """The event carries the over-limit current of the tripping step (load + short), not the step before's (found by
+    tests/physics/test_twins.py: the cluster's form reported it, the single one reported the last current)."""
+    p = ps(battery=BatteryConfig(initial_soc=0.9))
+    loads = [0.0, 0.0, 10.0, 0.0]
+    p.step(1.0, [1361.0, 0.0], [28.0, 28.0], 20.0, loads)
+    p.events.clear()
+    p.short_rail("payload", 5.0)
+    p.step(1.0, [1361.0, 0.0], [28.0, 28.0], 20.0, loads)
+    trips = [e for t, e in p.events if t == "eps.rail.tripped"]
+    assert len(trips) == 1
+    assert trips[0]["current_a"] == pytest.approx(10.0 / 12.0 + 5.0, rel=1e-12)
+    assert trips[0]["current_a"] == p.rail("payload").i_out
+
+
 def test_unknown_rail_names_the_valid_rails_and_changes_nothing() -> None:
     p = ps()
     before = [r.cmd_on for r in p.rails]
@@ -250,6 +265,20 @@ def test_cell_short_removes_a_series_cell() -> None:
     p.lose_cell(1, "short")
     assert p.pack_ocv(0.5) == pytest.approx(v4 * 3 / 4)
     assert p.battery_connected
+
+
+def test_shorting_every_series_group_leaves_no_capacity() -> None:
+    """With the last group shorted there is no pack: no capacity and no stored energy, as when the last cell of a group
+    opens (found by tests/physics/test_twins.py: the single form kept the capacity of the pack it no longer had)."""
+    p = ps(battery=BatteryConfig(cells_series=2, initial_soc=0.5))
+    e0 = p.stored_j()
+    p.lose_cell(0, "short")
+    p.lose_cell(0, "short")
+    assert not p.battery_connected and p.np_alive == []
+    assert p.q_pack_c == 0.0 and p.truth()["capacity_ah"] == 0.0 and p.stored_j() == 0.0
+    assert p.ledger.fault_loss_j == pytest.approx(e0, rel=1e-12)
+    p.step(1.0, [1361.0, 0.0], [20.0, 20.0], 20.0, [0.0] * 4)
+    assert abs(p.balance()["residual_j"]) < 1e-6
 
 
 # -- energy balance over a day ------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@
  * The USB port (Serial) prints what the board does and why.
  *
  * Building: the Arduino IDE compiles only the sketch's own folder, so copy (or symlink) the core,
- * ../flatsat_board.[ch] and ../fsb_jobcheck.[ch], next to this file. The core needs about 4.2 KiB of
+ * ../flatsat_board.[ch], ../fsb_jobcheck.[ch] and ../fsb_policy.h, next to this file. The core needs about 4.2 KiB of
  * RAM with its default buffers (FSB_RX_FRAME_MAX 2048) and ~1.7 KiB of stack: a Mega 2560, Due, Zero,
  * ESP32, RP2040 or any STM32 board is fine; an Uno (2 KiB) is not. To shrink it, define
  * FSB_RX_FRAME_MAX (at least 1024 for the reference satellite) in the build flags, not here: the .c
