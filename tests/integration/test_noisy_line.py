@@ -20,11 +20,12 @@ import pytest
 
 from emulator.clock import NS_PER_S
 from emulator.protocol.envelope import Message
+from emulator.reference_policy import REFERENCE
 from hil.runner import ScenarioRun
 from hil.scenario import load_scenario
 
 ROOT = Path(__file__).resolve().parents[2]
-PERIOD_S = 20.0  #: the reference board's control period
+PERIOD_S = REFERENCE.period_s  #: the reference board's control period (the one reference policy)
 #: bit errors both ways; pace=0: what is tested is what the line loses, not its rate (paced, the same run takes
 #: ~1.5x the wall time)
 LINE = "ber=1e-4&ber_seed=11&pace=0"

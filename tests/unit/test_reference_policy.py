@@ -73,11 +73,18 @@ C_PROBE = r"""
 
 static fsb_board board;
 
+static uint32_t no_time(void *ctx)
+{
+    (void)ctx;
+    return 0;
+}
+
 int main(void)
 {
     fsb_config c;
     fsb_io io = {0};
     unsigned i;
+    io.millis = no_time; /* the core's one required clock */
     fsb_config_default(&c);
     fsb_board_init(&board, &c, &io);
     printf("{\"period_s\": %.17g, \"rail\": \"%s\", \"start_level\": \"%s\", \"soc_off\": %.17g, \"soc_on\": %.17g, "
@@ -102,7 +109,7 @@ def test_the_c_stub_takes_every_number_from_the_header(tmp_path: Path) -> None:
     (tmp_path / "probe.c").write_text(C_PROBE, encoding="utf-8")
     exe = tmp_path / "probe"
     subprocess.run([cc, "-std=c99", "-Wall", "-Wextra", "-Werror", "-I", str(C_DIR), "-o", str(exe),
-                    str(tmp_path / "probe.c"), str(C_DIR / "flatsat_board.c")], check=True, capture_output=True)
+                    str(tmp_path / "probe.c"), str(C_DIR / "flatsat_board.c"), str(C_DIR / "fsb_jobcheck.c")], check=True, capture_output=True)
     got = json.loads(subprocess.run([str(exe)], check=True, capture_output=True, text=True).stdout)
     want = {**dataclasses.asdict(REFERENCE), "levels": list(REFERENCE.levels)}
     assert got == want
