@@ -302,6 +302,7 @@ async def noisy(ber: float = 1e-4) -> None:
     import tempfile
 
     from hil.runner import ScenarioRun
+    from emulator.reference_policy import REFERENCE
     from hil.scenario import load_scenario
 
     build = Path(tempfile.mkdtemp(prefix="torture-c-"))
@@ -311,8 +312,8 @@ async def noisy(ber: float = 1e-4) -> None:
         raise RuntimeError("building the C stub failed")
     boards = {
         "reference board": ((f"{sys.executable} -m firmware_stubs.reference --url serial+fd://{{fd}}?baud=921600"
-                             " --timeout 0.02 --resync-after 0.1"), 20.0),
-        "C stub": (f"{build / 'flatsat_board_posix'} --fd {{fd}} --baud 921600 --timeout-ms 100", 10.0),
+                             " --timeout 0.02 --resync-after 0.1"), REFERENCE.period_s),
+        "C stub": (f"{build / 'flatsat_board_posix'} --fd {{fd}} --baud 921600 --timeout-ms 100", REFERENCE.period_s),
     }
     for label, (cmd, period_s) in boards.items():
         scenario = load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml")
