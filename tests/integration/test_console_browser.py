@@ -236,7 +236,8 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
         By.CSS_SELECTOR, ".plot:first-child .shapelayer path")) >= 2)
     # a console that fell behind the fast-forward reads its backlog while the clock stands still
     wait("the plots to catch up", lambda: drv.execute_script(
-        "return ui.plots.length && ui.view && Number(ui.plots[0].div.dataset.lastX) >= ui.view.unix_ms - 120000"))
+        "return ui.plots.length && ui.view && Number(ui.plots[0].div.dataset.lastX) >= ui.view.unix_ms - 120000"),
+        timeout_s=3 * WAIT_S)  # hours of fast-forwarded telemetry to read on a loaded machine
     shoot(drv, "console-live.png")
     drv.find_element(By.CSS_SELECTOR, "#card-orbit").screenshot(str(SHOTS / "console-orbit.png"))
     drv.find_element(By.CSS_SELECTOR, "#plots").screenshot(str(SHOTS / "console-plots.png"))
