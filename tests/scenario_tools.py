@@ -14,7 +14,7 @@ def one_sample_per_turn(period_s: float) -> dict[str, float]:
     carry); thermal and clock telemetry, which the C board does not read, off."""
     rate_hz = 1.0 / period_s
     return {"eps.telemetry": rate_hz, "accel.status": rate_hz, "adcs.sun": rate_hz, "thermal.telemetry": 0.0,
-            "sim.clock": 0.0}
+            "sim.clock": 0.0, "sim.links": rate_hz}  # sim.links: the recording's wall-time side file, per turn
 
 
 def cut(scenario: Scenario, *, duration_s: float | None = None, keep: Iterable[str] | None = None,

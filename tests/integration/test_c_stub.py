@@ -496,7 +496,7 @@ async def test_hil_two_orbits_with_hang_latchup_and_latched_rail(stub_bin: Path,
     orbit_s = 5862.0  # configs/suncatcher-proto.toml sim.duration_s: one orbit at 650 km
     # the control period is 10 s, so 0.1 Hz telemetry gives the stub one fresh sample per turn and keeps two
     # orbits of UART traffic (~1.7 kB per turn) near 20 s of wall time
-    rates = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1, "thermal.telemetry": 0.0, "sim.clock": 0.0}
+    rates = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1, "thermal.telemetry": 0.0, "sim.clock": 0.0, "sim.links": 0.1}
     async with stub_on_pty(stub_bin, tmp_path, baud=921600, pace=True,
                            overrides={"telemetry.rates_hz": rates}) as run:
         emu = run.emu
@@ -560,7 +560,7 @@ async def test_hil_two_orbits_with_hang_latchup_and_latched_rail(stub_bin: Path,
 async def test_stub_sheds_the_payload_on_a_low_battery_and_restores_it_with_hysteresis(
         stub_bin: Path, tmp_path: Path) -> None:
     """Start at 25 % charge: the stub switches its rail off, and on again only at 55 % and in sunlight."""
-    rates = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1, "thermal.telemetry": 0.0, "sim.clock": 0.0}
+    rates = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1, "thermal.telemetry": 0.0, "sim.clock": 0.0, "sim.links": 0.1}
     async with stub_on_pty(stub_bin, tmp_path, baud=921600, pace=False,
                            overrides={"telemetry.rates_hz": rates, "power.battery.initial_soc": 0.25}) as run:
         emu = run.emu
@@ -589,7 +589,7 @@ async def test_stub_holds_the_die_below_the_slowdown_with_dvfs(stub_bin: Path, t
     Busy at the `high` level the die climbs through 80 degC within the orbit; the board's own slowdown at
     87 degC must never be needed.
     """
-    rates = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1, "thermal.telemetry": 0.0, "sim.clock": 0.0}
+    rates = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1, "thermal.telemetry": 0.0, "sim.clock": 0.0, "sim.links": 0.1}
     surfaces = load_config(CONFIG).satellite.thermal.surfaces
     radiator = next(i for i, surface in enumerate(surfaces) if surface.node == "radiator")
     overrides = {"telemetry.rates_hz": rates, f"thermal.surfaces[{radiator}].area_m2": 0.5}
@@ -636,7 +636,7 @@ async def test_latchup_scenario_passes_with_the_stub_as_the_board_through_the_hi
     """
     scenario = load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml")
     scenario.overrides["telemetry.rates_hz"] = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1,
-                                                "thermal.telemetry": 0.0, "sim.clock": 0.0}
+                                                "thermal.telemetry": 0.0, "sim.clock": 0.0, "sim.links": 0.1}
     fds_before = set(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else None
     async with asyncio.timeout(240):
         result = await run_scenario(scenario, board_cmd=f"{stub_bin} --fd {{fd}} --baud 921600 -v", seed=None,
@@ -672,7 +672,7 @@ async def test_the_stub_survives_ber_1e_4_both_ways_stays_in_step_and_still_pass
     answered by a second step), and the scenario still passes. 100 ms time-outs: a reply takes a few ms here."""
     scenario = load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml")
     scenario.overrides["telemetry.rates_hz"] = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1,
-                                                "thermal.telemetry": 0.0, "sim.clock": 0.0}
+                                                "thermal.telemetry": 0.0, "sim.clock": 0.0, "sim.links": 0.1}
     steps_at: list[int] = []
     run = ScenarioRun(scenario, board_cmd=f"{stub_bin} --fd {{fd}} --baud 921600 --timeout-ms 100 -v",
                       record_dir=tmp_path, line_options="ber=1e-4&ber_seed=3&pace=0")
@@ -800,7 +800,7 @@ async def test_stub_recovers_from_damaged_frames_on_a_noisy_line(stub_bin: Path,
     stub_master, stub_slave = os.openpty()
     for fd in (emu_slave, stub_slave):
         tty.setraw(fd)
-    rates = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1, "thermal.telemetry": 0.0, "sim.clock": 0.0}
+    rates = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1, "thermal.telemetry": 0.0, "sim.clock": 0.0, "sim.links": 0.1}
     cfg = load_config(CONFIG, overrides={"links.board": f"serial://{os.ttyname(emu_slave)}?baud=921600",
                                          "links.control": None, "sim.mode": "lockstep",
                                          "sim.lockstep_source": "board", "telemetry.truth_rate_hz": 0.0,

@@ -46,7 +46,7 @@ def summary(log: str) -> dict[str, int]:
 async def test_reference_board_survives_ber_1e_4_both_ways_and_still_passes_latchup(tmp_path: Path) -> None:
     scenario = load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml")
     scenario.overrides["telemetry.rates_hz"] = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1,
-                                                "thermal.telemetry": 0.0, "sim.clock": 0.0}
+                                                "thermal.telemetry": 0.0, "sim.clock": 0.0, "sim.links": 0.1}
     run = ScenarioRun(scenario, board_cmd=BOARD, record_dir=tmp_path, line_options=LINE)
     assert run.pty is not None and "ber=0.0001" in run.pty.url and "pace=0" in run.pty.url
     steps_at: list[int] = []  # sim time of every board.step the emulator carried out
