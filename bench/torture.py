@@ -301,8 +301,8 @@ async def noisy(ber: float = 1e-4) -> None:
     import shutil
     import tempfile
 
-    from hil.runner import ScenarioRun
     from emulator.reference_policy import REFERENCE
+    from hil.runner import ScenarioRun
     from hil.scenario import load_scenario
 
     build = Path(tempfile.mkdtemp(prefix="torture-c-"))
