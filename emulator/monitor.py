@@ -14,7 +14,7 @@ import asyncio
 import fnmatch
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, TextIO
 
 from emulator.clock import NS_PER_S
@@ -89,13 +89,8 @@ async def monitor(url: str, duration_s: float | None = None, once: bool = False,
 
         async def stream() -> None:
             nonlocal t_ns
-            first_clock: int | None = None
-            async for msg in link:
+            async for msg in _messages(link, once):
                 t_ns = max(t_ns, msg.t_ns)
-                if msg.topic == "sim.clock" and once:
-                    if first_clock is not None and msg.t_ns > first_clock:
-                        return
-                    first_clock = msg.t_ns if first_clock is None else first_clock
                 if not wanted(msg.topic):
                     continue
                 values = fields(msg.payload)
@@ -112,6 +107,18 @@ async def monitor(url: str, duration_s: float | None = None, once: bool = False,
         for topic in sorted(latest):
             _emit(out, fmt, t_ns, topic, latest[topic])
     return 0
+
+
+async def _messages(link: Any, once: bool) -> AsyncIterator[Any]:
+    """Every message from ``link``; with ``once``, until a whole cycle of topics has come (the one between two
+    sim.clock messages of different sim times)."""
+    first_clock: int | None = None
+    async for msg in link:
+        if msg.topic == "sim.clock" and once:
+            if first_clock is not None and msg.t_ns > first_clock:
+                return
+            first_clock = msg.t_ns if first_clock is None else first_clock
+        yield msg
 
 
 def _emit(out: TextIO, fmt: str, t_ns: int, topic: str, values: Mapping[str, Any]) -> None:
@@ -152,14 +159,8 @@ async def _table(link: Any, url: str, duration_s: float | None, once: bool, want
     with Live(render(live_limit()), console=console, refresh_per_second=4, transient=once) as live:
         async def loop() -> None:
             nonlocal t_ns
-            first_clock: int | None = None
-            async for msg in link:
+            async for msg in _messages(link, once):
                 t_ns = max(t_ns, msg.t_ns)
-                if msg.topic == "sim.clock" and once:
-                    # a whole cycle of topics lies between two sim.clock messages
-                    if first_clock is not None and msg.t_ns > first_clock:
-                        return
-                    first_clock = msg.t_ns if first_clock is None else first_clock
                 if not wanted(msg.topic):
                     continue
                 latest[msg.topic] = fields(msg.payload)
