@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from emulator.series import Series
+from emulator.series import FLEET_MAX, FLEET_MIN, Series
 
 #: (panel title, y label, glob patterns over flattened truth keys); a panel with no match is skipped
 PANELS: list[tuple[str, str, list[str]]] = [
@@ -19,6 +19,9 @@ PANELS: list[tuple[str, str, list[str]]] = [
     ("Accelerator utilisation", "0..1", ["accelerator.utilisation", "*utilisation"]),
 ]
 
+#: the sections of a fleet's truth whose per-member lists the summary and plots read
+FLEET_SECTIONS = ["power", "thermal", "accelerator", "environment"]
+
 #: patterns that mark sunlight (for eclipse shading)
 SUNLIT_PATTERNS = ["*sunlit_frac"]
 
@@ -28,17 +31,32 @@ SUMMARY_PATTERNS = ["power.soc", "power.bus_v", "power.array_w", "accelerator.lo
                     "accelerator.jobs_done", "accelerator.jobs_failed", "accelerator.jobs_corrupted",
                     "accelerator.radiation.counts.*.total", "power.rails.*.trips", "environment.sunlit_frac"]
 
+#: what a fleet's summary adds (its truth names some things differently)
+FLEET_SUMMARY_PATTERNS = [*SUMMARY_PATTERNS, "thermal.temps_degc.accel_die", "accelerator.units_done",
+                          "accelerator.see_counts.*", "power.rail_trips.*"]
 
-def summary_rows(series: Series, limit: int = 24) -> list[tuple[str, str, str, str, str]]:
+
+def signal_keys(series: Series, patterns: list[str]) -> list[str]:
+    """The series keys the patterns select, without a fleet's extremes (they go with their mean's key)."""
+    return [k for k in series.match(patterns) if not k.endswith((FLEET_MIN, FLEET_MAX))]
+
+
+def summary_rows(series: Series, limit: int = 24, patterns: list[str] | None = None,
+                 ) -> list[tuple[str, str, str, str, str]]:
+    """(signal, min, mean, max, end) per summary signal. For a fleet (series with ``.fleet_min`` / ``.fleet_max``
+    beside a key) min and max are over every member, mean and end are the fleet mean's."""
     rows = []
-    for key in series.match(SUMMARY_PATTERNS)[:limit]:
+    for key in signal_keys(series, SUMMARY_PATTERNS if patterns is None else patterns)[:limit]:
         v = series.get(key)
-        v = v[np.isfinite(v)]
-        if v.size == 0:
+        ok = np.isfinite(v)
+        if not ok.any():
             continue
-        if (".counts." in key or key.endswith(".trips")) and not v.any():
+        lo = series.get(key + FLEET_MIN)[ok] if key + FLEET_MIN in series else v[ok]
+        hi = series.get(key + FLEET_MAX)[ok] if key + FLEET_MAX in series else v[ok]
+        v = v[ok]
+        if ("counts" in key or "trips" in key) and not hi.any():
             continue  # event counters that stayed at zero say nothing
-        rows.append((key, f"{v.min():.4g}", f"{v.mean():.4g}", f"{v.max():.4g}", f"{v[-1]:.4g}"))
+        rows.append((key, f"{lo.min():.4g}", f"{v.mean():.4g}", f"{hi.max():.4g}", f"{v[-1]:.4g}"))
     return rows
 
 
@@ -62,7 +80,7 @@ def plot_run(series: Series, path: str | Path, *, title: str = "flatsat run",
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    panels = [(t, y, series.match(p)) for t, y, p in PANELS]
+    panels = [(t, y, signal_keys(series, p)) for t, y, p in PANELS]
     panels = [(t, y, [k for k in keys if np.isfinite(series.get(k)).any()][:8]) for t, y, keys in panels]
     panels = [p for p in panels if p[2]]
     emphasis = set(series.match(EMPHASIS_PATTERNS))
@@ -74,10 +92,13 @@ def plot_run(series: Series, path: str | Path, *, title: str = "flatsat run",
     for row, (ax, (ptitle, ylabel, keys)) in enumerate(zip(axes[:, 0], panels, strict=False)):
         for key in keys:
             if key in emphasis:
-                ax.plot(t_h, series.get(key), label=_short(key), linewidth=2.2, linestyle="--", color="black",
+                (line,) = ax.plot(t_h, series.get(key), label=_short(key), linewidth=2.2, linestyle="--", color="black",
                         zorder=5)
             else:
-                ax.plot(t_h, series.get(key), label=_short(key), linewidth=1.1)
+                (line,) = ax.plot(t_h, series.get(key), label=_short(key), linewidth=1.1)
+            if key + FLEET_MIN in series:  # a fleet: the band of its members around the mean
+                ax.fill_between(t_h, series.get(key + FLEET_MIN), series.get(key + FLEET_MAX), alpha=0.2,
+                                color=line.get_color() if key not in emphasis else "black", linewidth=0)
         ax.set_title(ptitle, fontsize=10, loc="left")
         ax.set_ylabel(ylabel)
         ax.grid(alpha=0.3)

@@ -131,20 +131,28 @@ class EnvelopeSampler:
     a window where any of ``keys`` went below or above the row's value, a row of each key's window minimum and one
     of its maximum (so a one-step spike survives the thinning, as in a min/max decimation for plots).
 
-    Call :meth:`observe` with the truth tree at every step; the rows are flattened trees (:func:`flatten`).
+    Call :meth:`observe` with the truth tree at every step. The rows are flattened trees (:func:`flatten`), or with
+    ``rows="keys"`` only the ``keys`` (what a summary or a plot shows: flattening a whole tree costs more than
+    stepping a big model). ``reader`` replaces the key reader (e.g. a :class:`FleetReader`; its keys are the rows).
     """
 
-    def __init__(self, series: Series, every_ns: int, keys: Iterable[str], sample: Mapping[str, Any]) -> None:
+    def __init__(self, series: Series, every_ns: int, keys: Iterable[str], sample: Mapping[str, Any], *,
+                 rows: str = "all", reader: Any = None) -> None:
+        if rows not in ("all", "keys"):
+            raise ValueError(f"rows must be 'all' or 'keys', not {rows!r}")
         self.series = series
         self.every_ns = max(1, every_ns)
-        self.reader = SignalReader(sorted(set(keys)), sample)
+        self.reader = reader if reader is not None else SignalReader(sorted(set(keys)), sample)
+        self.full_rows = rows == "all" and reader is None
         self.next_ns = 0
         self.window_start_ns = 0
+        self.last: dict[str, float] = {}
         self.lo: dict[str, tuple[float, int]] = {}
         self.hi: dict[str, tuple[float, int]] = {}
 
     def observe(self, t_ns: int, tree: Mapping[str, Any]) -> None:
-        for key, v in self.reader.read(tree).items():
+        self.last = values = self.reader.read(tree)
+        for key, v in values.items():
             if math.isnan(v):
                 continue
             if key not in self.lo or v < self.lo[key][0]:
@@ -152,11 +160,15 @@ class EnvelopeSampler:
             if key not in self.hi or v > self.hi[key][0]:
                 self.hi[key] = (v, t_ns)
         if t_ns >= self.next_ns:
-            self.flush(t_ns, tree)
+            self.flush(t_ns, tree, values)
 
-    def flush(self, t_ns: int, tree: Mapping[str, Any]) -> None:
-        """Close the window at ``t_ns`` with the full sample there (also the last row of a run)."""
-        row = flatten(tree)
+    def flush(self, t_ns: int, tree: Mapping[str, Any], values: dict[str, float] | None = None) -> None:
+        """Close the window at ``t_ns`` with the sample there (also the last row of a run)."""
+        if self.full_rows:
+            row = flatten(tree)
+        else:
+            read = self.reader.read(tree) if values is None else values
+            row = {k: v for k, v in read.items() if not math.isnan(v)}
         lo = {k: v for k, (v, _) in self.lo.items() if v < row.get(k, v)}
         hi = {k: v for k, (v, _) in self.hi.items() if v > row.get(k, v)}
         if (lo or hi) and len(self.series):
@@ -174,3 +186,51 @@ class EnvelopeSampler:
         self.hi.clear()
         self.window_start_ns = t_ns
         self.next_ns = t_ns + self.every_ns
+
+
+#: suffixes of the fleet extremes a :class:`FleetReader` adds beside each fleet mean
+FLEET_MIN, FLEET_MAX = ".fleet_min", ".fleet_max"
+
+
+class FleetReader:
+    """Reads a fleet's truth (per-member lists of ``n`` numbers, e.g. ``power.soc = [0.91, 0.90, ...]``) as fleet
+    statistics: ``power.soc`` is the fleet mean, ``power.soc.fleet_min`` / ``.fleet_max`` the extremes.
+
+    Only the lists whose key matches one of ``patterns`` (fnmatch, on the key without a member index) are read, so a
+    summary of 81 members costs a few hundred numbers a sample, not the 3,000 of the whole tree.
+    """
+
+    def __init__(self, n: int, patterns: Iterable[str], sections: Iterable[str]) -> None:
+        import fnmatch
+
+        self.n = n
+        self.patterns = list(patterns)
+        self.sections = list(sections)
+        self._wanted: dict[str, bool] = {}
+        self._match = fnmatch.fnmatchcase
+
+    def wanted(self, key: str) -> bool:
+        hit = self._wanted.get(key)
+        if hit is None:
+            hit = self._wanted[key] = any(self._match(key, p) for p in self.patterns)
+        return hit
+
+    def read(self, tree: Mapping[str, Any]) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for section in self.sections:
+            node = tree.get(section)
+            if isinstance(node, Mapping):
+                self._walk(node, section + ".", out)
+        return out
+
+    def _walk(self, node: Mapping[str, Any], prefix: str, out: dict[str, float]) -> None:
+        n = self.n
+        for key, value in node.items():
+            name = prefix + key
+            if isinstance(value, Mapping):
+                self._walk(value, name + ".", out)
+            elif (isinstance(value, list) and len(value) == n and n and isinstance(value[0], (int, float))
+                  and self.wanted(name)):
+                out[name] = sum(value) / n
+                out[name + FLEET_MIN] = float(min(value))
+                out[name + FLEET_MAX] = float(max(value))

@@ -49,18 +49,28 @@ def fmt_bytes(n: float) -> str:
 
 
 def truth_sampler(emu: Any, series: Any, every_s: float) -> Any:
-    """An observer that appends the flattened ground truth to ``series`` about every ``every_s`` of sim time,
-    looking 5 times as often and keeping each window's min and max of the plotted signals (spikes show)."""
-    from emulator.plotting import PANELS, SUMMARY_PATTERNS
-    from emulator.series import EnvelopeSampler, Series, flatten
+    """An observer that appends what the summary and the plot show of the ground truth to ``series`` about every
+    ``every_s`` of sim time, looking 5 times as often and keeping each window's min and max (spikes show).
 
+    A fleet is sampled as fleet statistics (mean, min, max over the members) and looked at once a row: its truth
+    tree costs milliseconds to build.
+    """
+    from emulator.plotting import FLEET_SECTIONS, FLEET_SUMMARY_PATTERNS, PANELS, SUMMARY_PATTERNS
+    from emulator.series import EnvelopeSampler, FleetReader, Series, flatten
+
+    fleet = emu.model.fleet_size > 1
+    patterns = [*(p for _, _, pats in PANELS for p in pats), *(FLEET_SUMMARY_PATTERNS if fleet else SUMMARY_PATTERNS)]
     every_ns = max(emu.step_ns, round(every_s * NS_PER_S))
-    fine_ns = max(emu.step_ns, every_ns // 5)
     first = emu.model.truth()
-    probe = Series()
-    probe.append(0, flatten(first))
-    keys = probe.match([*(p for _, _, pats in PANELS for p in pats), *SUMMARY_PATTERNS])
-    sampler = EnvelopeSampler(series, every_ns, keys, first)
+    if fleet:
+        fine_ns = every_ns
+        reader = FleetReader(emu.model.fleet_size, patterns, FLEET_SECTIONS)
+        sampler = EnvelopeSampler(series, every_ns, [], first, reader=reader)
+    else:
+        fine_ns = max(emu.step_ns, every_ns // 5)
+        probe = Series()
+        probe.append(0, flatten(first))
+        sampler = EnvelopeSampler(series, every_ns, probe.match(patterns), first, rows="keys")
     next_ns = [0]
 
     def sample(t_ns: int) -> None:
@@ -126,7 +136,7 @@ def print_summary(emu: Any, series: Any, wall_s: float | None = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from emulator.plotting import summary_rows
+    from emulator.plotting import FLEET_SUMMARY_PATTERNS, summary_rows
 
     console = Console(stderr=True)
     st = emu.clock.stats
@@ -145,9 +155,11 @@ def print_summary(emu: Any, series: Any, wall_s: float | None = None) -> None:
     if emu.stop_reason:
         head.add_row("stopped", emu.stop_reason)
     console.print(head)
-    rows = summary_rows(series)
+    n = emu.model.fleet_size
+    rows = summary_rows(series, patterns=None if n == 1 else FLEET_SUMMARY_PATTERNS)
     if rows:
-        table = Table(title="spacecraft")
+        table = Table(title="spacecraft" if n == 1 else f"fleet of {n}: min and max over the members, mean and end "
+                      "of the fleet mean")
         for col in ("signal", "min", "mean", "max", "end"):
             table.add_column(col, justify="right" if col != "signal" else "left")
         for row in rows:

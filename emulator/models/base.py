@@ -86,6 +86,9 @@ def event_spec(topic: str, schema: type[Payload], doc: str, plane: Plane = Plane
 class SpacecraftModel(ABC):
     """The whole simulated spacecraft as the runtime sees it."""
 
+    #: spacecraft in the model: 1 for a satellite (scalars in its truth); a fleet's truth holds lists of this length
+    fleet_size: int = 1
+
     @abstractmethod
     def interface(self) -> Interface: ...
 

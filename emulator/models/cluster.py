@@ -1965,6 +1965,10 @@ class ClusterModel(SpacecraftModel):
         self.isl.forced_down.discard((min(a, b), max(a, b)))
 
     # -- truth and events -------------------------------------------------------------------------------------------
+    @property
+    def fleet_size(self) -> int:  # type: ignore[override]
+        return self.n
+
     def names(self) -> dict[str, list[str]]:
         """The names payload fields refer to (as :meth:`Satellite.names`; ``sat`` takes a member index)."""
         sat = self.template

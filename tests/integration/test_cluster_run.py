@@ -38,6 +38,23 @@ def test_flatsat_run_runs_the_81_member_cluster(config: str, tmp_path: Path, cap
     assert last["t_ns"] == 60 * 10**9
 
 
+def test_a_cluster_run_summary_and_plot_show_the_fleet(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The summary of a fleet gives each signal's fleet mean and its members' extremes (the single satellite's
+    summary keys matched nothing on per-member lists: the table was empty), and the plot is drawn."""
+    plot = tmp_path / "cluster.png"
+    code = emulator_cli.main(["run", "--config", str(CLUSTER), "--duration", "600", "--board-url", "none",
+                              "--control-url", "none", "--plot", str(plot), "--set", "cluster.formation.disc_radius=1",
+                              "--set", "cluster.bind.members=[]", "--set", "power.battery.initial_soc=0.6"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "fleet of 5" in err
+    rows = {line.split("│")[1].strip(): line for line in err.splitlines() if line.count("│") == 6}
+    assert {"power.soc", "power.bus_v", "thermal.temps_degc.battery", "environment.sunlit_frac"} <= set(rows)
+    soc_min, soc_mean, soc_max, soc_end = (float(x) for x in rows["power.soc"].split("│")[2:6])
+    assert 0.59 < soc_min <= soc_mean <= soc_max < 0.7 and soc_min <= soc_end <= soc_max
+    assert plot.stat().st_size > 10_000
+
+
 def test_flatsat_run_takes_dotted_overrides_into_the_cluster(tmp_path: Path,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
     rec = tmp_path / "small.rec"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from emulator.series import EnvelopeSampler, Series
+import pytest
+
+from emulator.plotting import summary_rows
+from emulator.series import EnvelopeSampler, FleetReader, Series
 
 NS = 1_000_000_000
 
@@ -29,3 +32,34 @@ def test_thinning_a_flat_signal_adds_no_rows() -> None:
     for t in range(101):
         sampler.observe(t * NS, {"x": 1.0})
     assert len(series) == 11
+
+
+def test_rows_of_keys_hold_only_the_keys_asked_for() -> None:
+    series = Series()
+    tree = {"p": {"w": 5.0, "v": 7.0}, "soc": 0.5}
+    sampler = EnvelopeSampler(series, 10 * NS, ["p.w"], tree, rows="keys")
+    sampler.observe(0, tree)
+    sampler.flush(10 * NS, tree)
+    assert series.keys() == ["p.w"] and list(series.get("p.w")) == [5.0, 5.0]
+
+
+def test_a_fleet_is_read_as_mean_and_extremes_of_the_wanted_lists_only() -> None:
+    reader = FleetReader(3, ["power.soc", "thermal.*"], ["power", "thermal"])
+    tree = {"power": {"soc": [0.2, 0.5, 0.8], "bus_v": [1.0, 2.0, 3.0], "mode": ["a", "b", "c"]},
+            "thermal": {"temps_degc": {"battery": [1.0, 2.0, 6.0]}}, "accelerator": {"soc": [9.0, 9.0, 9.0]}}
+    got = reader.read(tree)
+    assert got == pytest.approx({"power.soc": 0.5, "power.soc.fleet_min": 0.2, "power.soc.fleet_max": 0.8,
+                                 "thermal.temps_degc.battery": 3.0, "thermal.temps_degc.battery.fleet_min": 1.0,
+                                 "thermal.temps_degc.battery.fleet_max": 6.0})
+
+
+def test_a_fleet_summary_takes_min_and_max_over_the_members() -> None:
+    series = Series()
+    reader = FleetReader(2, ["power.soc"], ["power"])
+    trees = [{"power": {"soc": [0.9, 0.7]}}, {"power": {"soc": [0.8, 0.2]}}, {"power": {"soc": [0.95, 0.85]}}]
+    sampler = EnvelopeSampler(series, NS, [], trees[0], reader=reader)
+    for t, tree in enumerate(trees):
+        sampler.observe(t * NS, tree)
+    (row,) = summary_rows(series)
+    assert row[0] == "power.soc"
+    assert [float(x) for x in row[1:]] == pytest.approx([0.2, 0.7333, 0.95, 0.9], abs=1e-4)
