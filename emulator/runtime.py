@@ -45,6 +45,7 @@ from emulator.protocol.envelope import PROTOCOL_VERSION, Message
 from emulator.protocol.framing import frame_overhead
 from emulator.protocol.system import system_topics
 from emulator.recorder import Recorder
+from emulator.transports.base import MAX_FEEDS
 
 log = logging.getLogger("flatsat.runtime")
 
@@ -64,6 +65,8 @@ class _Scheduled:
     due_ns: int
     planes: tuple[Plane, ...]
     wanted: bool = True  #: someone receives it (recomputed when subscriptions change)
+    feed_only: bool = False  #: only per-peer feeds (telemetry.feed) take it: sampled when one of them is due
+    unfed: bool = False  #: a feed-only sample was due and not built (the feeds get one when the clock stops)
 
 
 @dataclass
@@ -177,6 +180,7 @@ class Emulator:
         self._next_fault_id = 1
         self._waiting_published_at: int | None = None
         self._request_src = ""
+        self._request_peer: tuple[Any, bytes] | None = None
         self._message_observers: list[MessageObserver] = []
         self._unflushed = False
         self._hook_tasks: set[asyncio.Task[None]] = set()
@@ -272,6 +276,7 @@ class Emulator:
         c["stats.get"] = lambda p: self.stats_snapshot()
         c["sim.stop"] = lambda p: (self.request_stop(p.reason), {"stopping": True})[1]
         c["board.command"] = self._cmd_board_command
+        c["telemetry.feed"] = self._cmd_telemetry_feed
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -488,7 +493,23 @@ class Emulator:
             return 1
         return -(-(edge - t) // self.step_ns)
 
+    def _feed_newest(self) -> None:
+        """The clock stops (paused, at a lockstep limit, at the end of a step): a feed, which samples at most
+        ``max_hz``, gets the newest of every topic now rather than when the clock next moves."""
+        links = [link for link in (self.board_link, self.control_link) if link is not None and link.feeds]
+        if not links:
+            return
+        for item in self._schedule:
+            if item.unfed and item.wanted:
+                item.unfed = False
+                self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes)
+        now_wall = self.clock.wall.now_ns()
+        for link in links:
+            link.feed_flush(now_wall)
+        self._links_flush()
+
     async def _wait_turn(self) -> None:
+        self._feed_newest()
         t = self.clock.now_ns()
         if self.clock.mode == ClockMode.LOCKSTEP and self._waiting_published_at != t:
             self._waiting_published_at = t
@@ -574,6 +595,7 @@ class Emulator:
                 if wanted and not item.wanted and item.due_ns < now:  # back on its grid, from now on
                     item.due_ns += -(-(now - item.due_ns) // item.period_ns) * item.period_ns
                 item.wanted = wanted
+                item.feed_only = wanted and not self._wanted(item.telemetry.spec.topic, item.planes, feeds=False)
         # topics nobody wants are not sampled and do not set the next wake-up (the loop then runs long batches)
         next_due = _NEVER
         for item in self._schedule:
@@ -583,7 +605,11 @@ class Emulator:
                 item.due_ns += item.period_ns
                 if item.due_ns <= now:  # after a pause or a slow step: no burst of catch-up samples
                     item.due_ns = now + item.period_ns
-                self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes)
+                if not item.feed_only or self._feed_due(item.telemetry.spec.topic, item.planes):
+                    item.unfed = False
+                    self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes)
+                else:
+                    item.unfed = True
             next_due = min(next_due, item.due_ns)
         self._next_due_ns = next_due
 
@@ -598,13 +624,24 @@ class Emulator:
         return (self.recorder is not None, self.observe_everything, id(bl), bl.audience if bl is not None else 0,
                 id(cl), cl.audience if cl is not None else 0)
 
-    def _wanted(self, topic: str, planes: tuple[Plane, ...]) -> bool:
-        """Someone receives ``topic``: the recorder, an observer of every message, or a subscriber."""
+    def _wanted(self, topic: str, planes: tuple[Plane, ...], *, feeds: bool = True) -> bool:
+        """Someone receives ``topic``: the recorder, an observer of every message, a subscriber, or (``feeds``)
+        a per-peer feed."""
         if self.recorder is not None or self.observe_everything:
             return True
         for plane in planes:
             link = self.board_link if plane == Plane.BOARD else self.control_link
-            if link is not None and link.wants(topic):
+            if link is not None and (link.wants(topic) or (feeds and link.feed_wants(topic))):
+                return True
+        return False
+
+    def _feed_due(self, topic: str, planes: tuple[Plane, ...]) -> bool:
+        """A feed would send a sample of ``topic`` now: a topic only feeds take is not built between their
+        samples (a console asking 20 Hz of a 1 kHz topic costs 20 samples a second, not 1000)."""
+        now_wall = self.clock.wall.now_ns()
+        for plane in planes:
+            link = self.board_link if plane == Plane.BOARD else self.control_link
+            if link is not None and link.feeds and link.feed_due(topic, now_wall):
                 return True
         return False
 
@@ -642,6 +679,8 @@ class Emulator:
                     link.publish_bytes(data, event=event)
                 except EmulatorError as exc:  # a dead link never stops the simulation
                     log.warning("publish on %s failed: %s", plane, exc)
+            if link is not None and link.feeds:
+                link.feed_bytes(topic, data, event=event, now_ns=self.clock.wall.now_ns())
 
     def _wall_time(self, topic: str) -> bool:
         spec = self.catalogue.get(topic) if topic in self.catalogue else None
@@ -684,7 +723,11 @@ class Emulator:
                     self.stats.board_links.touch(msg.src or "?", {})["lag_s"] = lag_ns / NS_PER_S
                     reply = self._board_request(incoming.peer, msg)
                 else:
-                    reply = self.handle_request(msg, plane)
+                    self._request_peer = (link, incoming.peer)  # telemetry.feed sends to this peer
+                    try:
+                        reply = self.handle_request(msg, plane)
+                    finally:
+                        self._request_peer = None
             reply = Message(reply.topic, reply.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
             if self.recorder is not None:
                 self.recorder.write(name, "out", encode_message(reply),
@@ -811,6 +854,33 @@ class Emulator:
             raise type(exc)(exc.message, field=nested, valid=exc.valid) from None
         return {"topic": p.topic, "data": data if data is not None else {}}
 
+    def _cmd_telemetry_feed(self, p: Any) -> dict[str, Any]:
+        """This peer's decimated feed of the control plane's telemetry and events (start, renew or end)."""
+        if self._request_peer is None:
+            raise CommandError("telemetry.feed sends to the peer that asked: send it over the control plane's "
+                               "socket, not in-process", field="topic")
+        link, peer = self._request_peer
+        if not link.supports_feeds:
+            raise CommandError(f"the control plane at {link.url} cannot send a feed to one peer; subscribe to its "
+                               "telemetry instead", field="topic")
+        if p.stop:
+            return {"feeding": False, "ended": link.end_feed(peer), "feeds": len(link.feeds)}
+        topics = None
+        if p.topics is not None:
+            valid = sorted(s.topic for s in self.catalogue if s.kind in (Kind.TELEMETRY, Kind.EVENT))
+            for i, topic in enumerate(p.topics):
+                if topic not in valid:
+                    raise CommandError(f"unknown topic {topic!r}{suggest(topic, valid)}: a feed carries telemetry "
+                                       "and event topics", field=f"payload.topics.{i}", valid=valid)
+            topics = p.topics
+        if peer not in link.feeds and len(link.feeds) >= MAX_FEEDS:
+            raise CommandError(f"{MAX_FEEDS} peers have a feed already, the most this plane keeps; one must end "
+                               "(telemetry.feed with stop, or let its lease run out) first", field="topic")
+        link.set_feed(peer, p.max_hz, topics, self.clock.wall.now_ns() + round(p.lease_s * NS_PER_S))
+        self._links_flush()
+        return {"feeding": True, "max_hz": p.max_hz, "topics": None if topics is None else sorted(set(topics)),
+                "lease_s": p.lease_s, "feeds": len(link.feeds)}
+
     def _cmd_board_step(self, p: Any) -> dict[str, Any]:
         if self.clock.mode != ClockMode.LOCKSTEP or self.run_config.sim.lockstep_source != "board":
             raise CommandError("the board may only step a lockstep run with sim.lockstep_source = 'board' "
@@ -898,6 +968,8 @@ class Emulator:
             if link is not None:
                 out[name] = link.stats.as_dict()
                 out[name]["url"] = str(link.url)
+                if link.feeds:
+                    out[name]["feeds"] = [f.as_dict() for f in link.feeds.values()]
         if self.recorder is not None:
             out["recorded"] = self.recorder.records
         if self.supplies is not None:

@@ -1,8 +1,11 @@
 """Where the console's messages come from: a running emulator's control plane, or a recording.
 
-:class:`LiveSource` is a control-plane client like ``flatsat monitor``: it subscribes to everything the
-emulator publishes there, sends the page's commands as control-plane requests and matches the replies by id,
-and asks now and then for what is not published (active faults, statistics, the orbit ahead).
+:class:`LiveSource` is a control-plane client like ``flatsat monitor``. It asks the emulator for a feed of
+its own (``telemetry.feed``: every telemetry topic at most :data:`FEED_HZ` times a wall second, every event),
+so the emulator builds and sends no more than the page can show (1 kHz telemetry, a fast-forward); it sends
+the page's commands as control-plane requests and matches the replies by id, and asks now and then for what
+is not published (active faults, statistics, the orbit ahead). An emulator that cannot feed one peer (a
+control plane without per-peer sends) is subscribed to instead, and the console decimates what it gets.
 :class:`RecordingSource` reads a recording once (history, eclipses, track, events, and where every telemetry
 message lies in the file), then serves the state at any instant of it for the time slider.
 """
@@ -29,8 +32,17 @@ log = logging.getLogger("flatsat.console")
 
 NS_PER_S = 1_000_000_000
 SRC = "console"
-#: wall seconds between polls of what the control plane does not publish
+#: wall seconds between polls of what the control plane does not publish (and renewals of the feed)
 POLL_S = 2.0
+#: what the console asks of each telemetry topic, per wall second: the panels refresh at 4 Hz and a plot
+#: holds at most 1200 points (a one-minute window of 1 kHz telemetry fills at 20 a second)
+FEED_HZ = 25.0
+#: the feed's lease: several missed renewals before the emulator stops feeding a console that went away
+FEED_LEASE_S = 10.0
+#: a fast-forward moves the orbit ahead quickly: predict far enough ahead to ask at most this often (wall s)
+PREDICT_EVERY_S = 20.0
+#: most track samples one orbit.predict asks for (its cost in the emulator grows with them)
+PREDICT_SAMPLES = 400
 #: how far ahead orbit.predict looks, in orbits, and its track spacing
 PREDICT_ORBITS = 2.0
 PREDICT_STEP_S = 30.0
@@ -42,7 +54,7 @@ PLAYBACK_TICK_S = 0.1
 #: messages read in a row before the reader lets other tasks run
 YIELD_EVERY = 64
 #: requests that change nothing (no fresh poll after them)
-QUERIES = frozenset({"truth.get", "stats.get", "fault.list", "orbit.predict", "clock.status"})
+QUERIES = frozenset({"truth.get", "stats.get", "fault.list", "orbit.predict", "clock.status", "telemetry.feed"})
 RECORDING_EVENTS_KEPT = 200_000
 
 
@@ -56,8 +68,14 @@ class LiveSource:
     kind = "live"
 
     def __init__(self, url: str, state: ConsoleState, *, wall: WallSource | None = None,
-                 connect: Callable[[str], Any] | None = None) -> None:
+                 connect: Callable[[str], Any] | None = None, feed_hz: float | None = FEED_HZ) -> None:
         self.url = url
+        #: telemetry per topic per wall second asked of the emulator (None: subscribe to everything)
+        self.feed_hz = feed_hz
+        #: the emulator feeds this console (telemetry.feed accepted); False: subscribed, decimated here
+        self.feeding = False
+        self.feed_error: str | None = None
+        self._speed: tuple[int, int] | None = None  # (sim ns, wall ns) at the last poll: the sim's speed
         self.state = state
         self.wall = wall or WallSource()
         self._connect = connect
@@ -116,12 +134,23 @@ class LiveSource:
             with contextlib.suppress(Exception):
                 await self.link.aclose()
 
+    def _link_url(self) -> str:
+        """The URL to connect: a ZeroMQ control plane with the SUB taking nothing (``subscribe=false``) while
+        the emulator feeds this console; as given otherwise."""
+        from emulator.transports import parse_transport_url
+
+        parsed = parse_transport_url(self.url)
+        if self.feed_hz is None or self.feed_error is not None or parsed.kind != "zmq":
+            return self.url
+        return str(parsed.replace(subscribe=False))
+
     async def _open(self) -> Any:
+        url = self._link_url()
         if self._connect is not None:
-            return await self._connect(self.url)
+            return await self._connect(url)
         from emulator.transports import connect
 
-        return await connect(self.url)
+        return await connect(url)
 
     async def _run(self) -> None:
         while not self._stop.is_set():
@@ -145,6 +174,12 @@ class LiveSource:
                     task.cancel()
                     with contextlib.suppress(asyncio.CancelledError, Exception):
                         await task
+            if poller.done() and not poller.cancelled() and poller.exception() is None and not self._stop.is_set():
+                # the emulator refused the feed: subscribe to everything instead (the poller returned for it)
+                with contextlib.suppress(Exception):
+                    await self.link.aclose()
+                self.link = None
+                continue
             return
 
     async def _read(self) -> None:
@@ -172,7 +207,8 @@ class LiveSource:
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
                 continue
-            self.state.ingest(msg, history=not is_telemetry(msg.topic) or self._take_for_history(msg.topic))
+            self.state.ingest(msg, history=self.feeding or not is_telemetry(msg.topic)
+                              or self._take_for_history(msg.topic))
             if msg.topic == "fault.changed":
                 self._wake_poll.set()  # fetch the expiry of a new fault
 
@@ -207,10 +243,37 @@ class LiveSource:
             self._wake_poll.set()  # show what the command changed even if the run is paused
         return dict(reply.payload)
 
+    async def _renew_feed(self) -> bool:
+        """Ask for (or renew) this console's feed; False if the emulator refused it (then: subscribe)."""
+        if self.feed_hz is None or self.feed_error is not None:
+            return True
+        reply = await self.request("telemetry.feed", {"max_hz": self.feed_hz, "lease_s": FEED_LEASE_S})
+        if reply.get("ok"):
+            self.feeding = True
+            return True
+        err = reply.get("error") or {}
+        if err.get("code") == "console":  # no reply (the emulator went away): the next poll asks again
+            return True
+        self.feeding = False
+        if self._link_url() == self.url:  # subscribed already: the feed was only for the cost
+            self.feed_error = err.get("message", "refused")
+            return True
+        self.feed_error = err.get("message", "refused")
+        log.warning("the emulator does not feed this console (%s): subscribing to everything it publishes",
+                    self.feed_error)
+        self.meta_version += 1
+        return False
+
     async def _poll(self) -> None:
         listed = False
         while True:
+            if not self.connected and self.link is not None and getattr(self.link.stats, "is_up", False):
+                # back after the emulator went away: a fed console hears nothing until it asks again
+                self.connected, self.error = True, None
+                self.meta_version += 1
             if self.connected:
+                if not await self._renew_feed():
+                    return
                 if not listed:
                     reply = await self.request("fault.list")
                     if reply.get("ok"):
@@ -228,18 +291,32 @@ class LiveSource:
             self._wake_poll.clear()
             await self._sleep(POLL_S, self._wake_poll)
 
+    def _sim_speed(self) -> float:
+        """Sim seconds per wall second since the last poll (0 until two polls have been seen)."""
+        now_wall, now_sim = self.wall.now_ns(), self.state.t_ns
+        last, self._speed = self._speed, (now_sim, now_wall)
+        if last is None or now_wall <= last[1]:
+            return 0.0
+        return max(0.0, (now_sim - last[0]) / (now_wall - last[1]))
+
     async def _maybe_predict(self) -> None:
+        speed = self._sim_speed()
         if self.predict_error is not None:
             return
         pred, now = self.state.prediction, self.state.t_ns
         if pred is not None:
             period_ns = round((pred.get("period_s") or 6000.0) * NS_PER_S)
-            if pred["t_ns"] <= now < pred["t_ns"] + period_ns * (PREDICT_ORBITS - 1):
+            horizon_ns = round(pred.get("duration_s", PREDICT_ORBITS * period_ns / NS_PER_S) * NS_PER_S)
+            if pred["t_ns"] <= now < pred["t_ns"] + horizon_ns - period_ns:  # one orbit ahead still known
                 return
         period_s = (pred or {}).get("period_s") or 6000.0
-        reply = await self.request("orbit.predict", {"duration_s": PREDICT_ORBITS * period_s,
-                                                     "step_s": PREDICT_STEP_S})
+        # a fast-forward would need a fresh prediction every poll (each costs the emulator a few ms of its
+        # loop): look ahead as far as PREDICT_EVERY_S of wall time at this speed, in at most PREDICT_SAMPLES
+        duration_s = max(PREDICT_ORBITS * period_s, period_s + speed * PREDICT_EVERY_S)
+        step_s = max(PREDICT_STEP_S, duration_s / (PREDICT_SAMPLES - 1))
+        reply = await self.request("orbit.predict", {"duration_s": duration_s, "step_s": step_s})
         if reply.get("ok"):
+            reply["data"]["duration_s"] = duration_s
             self.state.prediction = reply["data"]
         else:  # e.g. a model without an orbit: say so once, keep the rest working
             err = reply.get("error") or {}
@@ -260,6 +337,7 @@ class LiveSource:
 
     def meta(self) -> dict[str, Any]:
         return {"mode": "live", "source": self.url, "connected": self.connected, "error": self.error,
+                "feed": {"max_hz": self.feed_hz if self.feeding else None, "error": self.feed_error},
                 "fault_schemas": self.fault_schemas, "predict_error": self.predict_error}
 
     def view(self) -> dict[str, Any]:

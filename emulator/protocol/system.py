@@ -115,6 +115,16 @@ class BoardCommand(Payload):
     payload: dict[str, Any] = field(doc="its payload, exactly as the board would send it", default_factory=dict)
 
 
+class TelemetryFeed(Payload):
+    max_hz: float = field("Hz", "each telemetry topic at most this many times a wall second (events: every one)",
+                          default=20.0, gt=0, le=1000)
+    topics: list[str] | None = field(doc="telemetry and event topics to feed; omit for every one the control "
+                                         "plane publishes", default=None, min_length=1, max_length=64)
+    lease_s: float = field("s", "the feed ends this long (wall) after the last telemetry.feed that renewed it",
+                           default=10.0, ge=1, le=3600)
+    stop: bool = field(doc="end this peer's feed now (the other fields are ignored)", default=False)
+
+
 class SimStop(Payload):
     reason: str = field(doc="why (logged and recorded)", default="stop requested", max_length=200)
 
@@ -201,6 +211,15 @@ class StatsReply(Opaque):
     """Link, clock, command and per-board statistics, for people and dashboards; its keys may grow."""
 
 
+class TelemetryFeedReply(Payload):
+    feeding: bool = field(doc="this peer has a feed now")
+    max_hz: float | None = field("Hz", "the feed's rate per telemetry topic", default=None)
+    topics: list[str] | None = field(doc="the topics fed (null: every one)", default=None)
+    lease_s: float | None = field("s", "renew within this long", default=None)
+    ended: bool | None = field(doc="`stop`: a feed was running and has ended", default=None)
+    feeds: int = field(doc="feeds this plane sends now (every peer's)", ge=0)
+
+
 class StopReply(Payload):
     stopping: bool = field(doc="always true: the run stops after this step")
 
@@ -252,6 +271,11 @@ def system_topics() -> list[TopicSpec]:
                   "Run a board-plane command as the board would send it (an operator at the bench, e.g. "
                   "`flatsat console`): same validation and handler; the reply's data is `{topic, data}` with "
                   "the board command's own reply data. Refusals name fields under `payload.payload`."),
+        TopicSpec("telemetry.feed", cmd, c, TelemetryFeed,
+                  "Send the asking peer its own feed of the control plane's telemetry (each topic at most `max_hz` "
+                  "times a wall second: a console asks no more than it shows) and every event, beside its "
+                  "replies; renew it within `lease_s` (section 1.2). Topics only feeds take are not even built "
+                  "between their samples."),
     ]
     replies: dict[str, type[Payload]] = {
         "board.hello": HelloReply, "board.step": LimitReply, "ping": PingReply, "board.link": Empty,
@@ -259,5 +283,6 @@ def system_topics() -> list[TopicSpec]:
         "clock.run_until": ClockStatusReply, "clock.set_speed": ClockStatusReply,
         "clock.set_mode": ClockStatusReply, "clock.status": ClockStatusReply, "truth.get": TruthReply,
         "fault.list": FaultListReply, "fault.inject": FaultIdReply, "fault.clear": FaultIdReply,
-        "stats.get": StatsReply, "sim.stop": StopReply, "board.command": BoardCommandReply}
+        "stats.get": StatsReply, "sim.stop": StopReply, "board.command": BoardCommandReply,
+        "telemetry.feed": TelemetryFeedReply}
     return [replace(s, reply=replies.get(s.topic)) for s in specs]

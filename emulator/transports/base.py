@@ -25,6 +25,8 @@ from emulator.protocol.codec import MAX_REQUEST_CONTAINERS, decode_message, enco
 from emulator.protocol.envelope import Message
 from emulator.transports.url import TransportURL
 
+NS_PER_S = 1_000_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class Incoming:
@@ -201,6 +203,33 @@ class _Link:
         return f"<{type(self).__name__} {self.url} {state}>"
 
 
+#: per-peer feeds one server link keeps at once (``telemetry.feed``); a further peer is refused until one ends
+MAX_FEEDS = 16
+
+
+@dataclass(eq=False)
+class Feed:
+    """One peer's feed: the plane's telemetry at most once per ``interval_ns`` (wall) per topic, every event,
+    sent to that peer alone (ZeroMQ: on the ROUTER, beside its replies) until ``until_ns`` (wall)."""
+
+    peer: bytes
+    interval_ns: int
+    topics: frozenset[str] | None  #: None: every topic the plane publishes
+    until_ns: int
+    next_ns: dict[str, int] = field(default_factory=dict)  #: per telemetry topic: earliest next send
+    pending: dict[str, bytes] = field(default_factory=dict)  #: per telemetry topic: the newest not sent
+    sent: int = 0
+    skipped: int = 0  #: telemetry decimated away
+    dropped: int = 0  #: the peer's queue was full
+
+    def takes(self, topic: str) -> bool:
+        return self.topics is None or topic in self.topics
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"max_hz": NS_PER_S / self.interval_ns, "topics": None if self.topics is None else sorted(self.topics),
+                "sent": self.sent, "skipped": self.skipped, "dropped": self.dropped}
+
+
 class ServerLink(_Link, ABC):
     """The emulator side of the board plane or of the control plane.
 
@@ -219,6 +248,99 @@ class ServerLink(_Link, ABC):
         super().__init__(url)
         self.limiter = RateLimiter(url.get("peer_rate_hz"), url.get("peer_burst"),
                                    asyncio.get_running_loop().time)
+        #: per-peer feeds (``telemetry.feed``), by peer; at most :data:`MAX_FEEDS`
+        self.feeds: dict[bytes, Feed] = {}
+        #: changes whenever a feed starts, ends or changes its topics (part of :attr:`audience`)
+        self.feed_version = 0
+        self._feed_wants: dict[str, bool] = {}
+
+    #: the medium can send to one peer without waiting (what per-peer feeds need)
+    supports_feeds = False
+
+    # -- per-peer feeds -------------------------------------------------------------------------------------------
+    def set_feed(self, peer: bytes, max_hz: float, topics: Iterable[str] | None, until_ns: int) -> Feed:
+        """Start or renew ``peer``'s feed (the caller checked the values and :data:`MAX_FEEDS`)."""
+        chosen = None if topics is None else frozenset(topics)
+        old = self.feeds.get(peer)
+        interval_ns = max(1, round(NS_PER_S / max_hz))
+        if old is not None and old.topics == chosen and old.interval_ns == interval_ns:
+            old.until_ns = until_ns  # a renewal: the decimation goes on where it was
+            return old
+        feed = self.feeds[peer] = Feed(peer, interval_ns, chosen, until_ns)
+        self._feeds_changed()
+        return feed
+
+    def end_feed(self, peer: bytes) -> bool:
+        if self.feeds.pop(peer, None) is None:
+            return False
+        self._feeds_changed()
+        return True
+
+    def _feeds_changed(self) -> None:
+        self.feed_version += 1
+        self._feed_wants.clear()
+
+    def feed_wants(self, topic: str) -> bool:
+        """Some feed takes ``topic`` (cached until the feeds change)."""
+        hit = self._feed_wants.get(topic)
+        if hit is None:
+            hit = self._feed_wants[topic] = any(f.takes(topic) for f in self.feeds.values())
+        return hit
+
+    def feed_due(self, topic: str, now_ns: int) -> bool:
+        """Some feed would send a telemetry sample of ``topic`` at wall time ``now_ns`` (so it is worth building)."""
+        for feed in self.feeds.values():
+            if feed.takes(topic) and now_ns >= feed.next_ns.get(topic, 0) and now_ns <= feed.until_ns:
+                return True
+        return False
+
+    def feed_bytes(self, topic: str, data: bytes, *, event: bool, now_ns: int) -> None:
+        """Send one encoded envelope to every feed that takes it now: an event always, telemetry at most once
+        per feed interval (wall time ``now_ns``). A full peer loses this one (counted); a feed whose lease
+        ran out or whose peer is gone ends."""
+        for feed in list(self.feeds.values()):
+            if now_ns > feed.until_ns:
+                self.stats.drop("feed_expired")
+                self.end_feed(feed.peer)
+                continue
+            if not feed.takes(topic):
+                continue
+            if not event:
+                if now_ns < feed.next_ns.get(topic, 0):
+                    feed.skipped += 1
+                    feed.pending[topic] = data
+                    continue
+                feed.next_ns[topic] = now_ns + feed.interval_ns
+                feed.pending.pop(topic, None)
+            self._feed_send(feed, data)
+
+    def feed_flush(self, now_ns: int) -> None:
+        """Send every feed the newest telemetry it skipped (the clock stopped: nothing newer comes)."""
+        for feed in list(self.feeds.values()):
+            pending, feed.pending = feed.pending, {}
+            for topic, data in pending.items():
+                feed.skipped -= 1
+                feed.next_ns[topic] = now_ns + feed.interval_ns
+                if not self._feed_send(feed, data):
+                    break
+
+    def _feed_send(self, feed: Feed, data: bytes) -> bool:
+        verdict = self._send_nowait(feed.peer, data)
+        if verdict == "ok":
+            feed.sent += 1
+            self.stats.tx += 1
+        elif verdict == "full":
+            feed.dropped += 1
+            self.stats.drop("feed_full")
+        else:
+            self.stats.drop("feed_peer_gone")
+            self.end_feed(feed.peer)
+            return False
+        return True
+
+    def _send_nowait(self, peer: bytes, data: bytes) -> str:
+        """Send ``data`` to one peer now: ``"ok"``, ``"full"`` (its queue is full) or ``"gone"``."""
+        return "gone"
 
     #: changes whenever what the peers want may have changed (subscriptions, clients coming and going)
     audience: int = 0

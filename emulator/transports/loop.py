@@ -51,7 +51,18 @@ class LoopServerLink(ServerLink):
 
     @property
     def audience(self) -> int:  # type: ignore[override]
-        return self._audience_changes
+        return self._audience_changes + self.feed_version
+
+    supports_feeds = True
+
+    def _send_nowait(self, peer: bytes, data: bytes) -> str:
+        client = self.clients.get(peer)
+        if client is None:
+            return "gone"
+        if client._telemetry_queued >= self.hwm:
+            return "full"
+        client._deliver(data, telemetry=True)
+        return "ok"
 
     def audience_changed(self) -> None:
         self._audience_changes += 1

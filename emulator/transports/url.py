@@ -182,6 +182,9 @@ SCHEMES: dict[str, Scheme] = {
         _str_option("curve_clients", "listen() with curve_secret: the client public keys allowed in: a directory "
                     "of certificates (NAME.key), a file, or z85 keys separated by commas; '*': any client"),
         _str_option("topics", "connect(): subscribe to these topics only (comma-separated); default: every topic"),
+        _bool_option("subscribe", True, "connect(): false: the SUB socket takes no telemetry or events (only "
+                     "the welcome, for the connection state); a client then asks for a decimated feed with "
+                     "telemetry.feed, which arrives beside its replies"),
     ), "ZeroMQ XPUB/ROUTER server, SUB+DEALER client"),
     "serial": Scheme("serial", (None, "socket", "loop", "rfc2217", "fd"), (
         # 115200: the most common default of USB-UART bridges and MCU boot loaders.

@@ -397,7 +397,19 @@ class ZmqServerLink(ServerLink):
 
     @property
     def audience(self) -> int:  # type: ignore[override]
-        return self.subscriptions.version
+        return self.subscriptions.version + self.feed_version
+
+    supports_feeds = True
+
+    def _send_nowait(self, peer: bytes, data: bytes) -> str:
+        # a feed rides the ROUTER beside the peer's replies (ROUTER_MANDATORY: a peer that left is reported)
+        try:
+            self._router_sync.send_multipart([peer, data], zmq.NOBLOCK)
+        except zmq.Again:
+            return "full"
+        except zmq.ZMQError:
+            return "gone"
+        return "ok"
 
     async def _watch_subscribers(self) -> None:
         subs = self.subscriptions
@@ -832,7 +844,9 @@ class ZmqTransport(TransportFactory):
                 if curve is not None:
                     sock.curve_serverkey, sock.curve_publickey, sock.curve_secretkey = curve
             topics = [t.strip() for t in url.options.get("topics", "").split(",") if t.strip()]
-            if topics:
+            if not url.get("subscribe"):  # only the welcome: connection state, no telemetry (telemetry.feed)
+                sub.setsockopt(zmq.SUBSCRIBE, WELCOME)
+            elif topics:
                 sub.setsockopt(zmq.SUBSCRIBE, WELCOME)
                 for topic in dict.fromkeys([*topics, "sim.waiting"]):  # lockstep boards need sim.waiting
                     sub.setsockopt(zmq.SUBSCRIBE, topic_prefix(topic))

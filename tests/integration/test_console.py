@@ -20,7 +20,7 @@ import aiohttp
 
 from emulator.config import load_config
 from emulator.console.server import ConsoleServer
-from emulator.console.sources import LiveSource, RecordingSource
+from emulator.console.sources import FEED_HZ, LiveSource, RecordingSource
 from emulator.console.state import ConsoleState
 from emulator.runtime import Emulator
 
@@ -98,7 +98,11 @@ async def test_the_page_sees_the_satellite_and_steps_its_clock() -> None:
         # the orbit ahead comes from orbit.predict; the next eclipse lies ahead of now
         orbit = (await page.until("view", lambda f: f["orbit"]["next_eclipse"] is not None))["orbit"]
         assert orbit["next_eclipse"]["entry_in_s"] > 0 and orbit["beta_deg"] is not None
-        # a plot of any telemetry field, decimated, with the eclipses to shade
+        # a plot of any telemetry field, decimated, with the eclipses to shade; it fills as the run goes on (the
+        # console's feed carries each topic at most FEED_HZ times a wall second: at 20x, every 1 Hz sample)
+        assert FEED_HZ >= 20.0
+        reply = await page.command("clock.set_mode", {"mode": "scaled", "speed": 20.0})
+        assert reply["ok"], reply
         await page.ws.send_json({"op": "plots", "plots": [{"id": "a", "fields": ["satellite.power.soc",
                                                                                  "eps.telemetry.bus_v"],
                                                            "window_s": 3600}]})
