@@ -470,6 +470,8 @@ class ZmqServerLink(ServerLink):
         # Once per batch, not per message: it costs a getsockopt and an enum.
         with contextlib.suppress(zmq.ZMQError):
             self._xpub.get(zmq.EVENTS)
+            if self.feeds:  # feeds send on the ROUTER: re-arm it too, or requests wait unnoticed
+                self._router.get(zmq.EVENTS)
 
     def _drain(self) -> None:
         sock = self._router_sync
