@@ -40,8 +40,8 @@ class Incoming:
 #: Why a link dropped something: the keys of :attr:`LinkStats.drops` (docs/transports.md has the table).
 RX_REASONS = ("bad_crc", "bad_cobs", "too_short", "oversize", "decode_error", "rate_limited", "unauthorized",
               "inbox_full")
-TX_REASONS = ("queue_full", "superseded", "device_gone", "peer_gone", "all_full")
-SUBSCRIPTION_REASONS = ("subscription_refused", "subscription_flood")
+TX_REASONS = ("queue_full", "superseded", "device_gone", "peer_gone", "all_full", "feed_full", "feed_peer_gone")
+SUBSCRIPTION_REASONS = ("subscription_refused", "subscription_flood", "feed_expired")
 DROP_REASONS = RX_REASONS + TX_REASONS + SUBSCRIPTION_REASONS
 _TX = frozenset(TX_REASONS)
 _FRAMING = frozenset(("bad_crc", "bad_cobs", "too_short", "oversize"))
