@@ -11,6 +11,13 @@ WebSocket client that asks for three plots, as the browser page does) attached t
    (eps, thermal, sun, accelerator) and sim.clock at 1 kHz, truth at 10 Hz: lateness of every released step.
 2. Speed in `afap`: sim seconds per wall second with 1 Hz telemetry (thousands of messages a wall second).
 
+Beside the wall-clock figures, CPU time (Linux): the emulator process's (all its threads) per sim second in
+`afap`, and the console's and the page's as a share of one core. On a shared machine these say what
+watching costs even when the wall-clock figures drown in the machine's noise.
+
+The console asks the emulator for its own feed (``telemetry.feed``, 25 Hz per topic of wall time) instead of
+subscribing to everything, so it receives (and decodes) ~200 messages a second whatever the telemetry rate.
+
 Goal (issue 18): with the console attached, tick lateness and speed change by less than 5 %.
 Usage: python bench/bench_console.py [--seconds S]   (--page URL is the page stand-in, run by the bench)
 """
@@ -22,6 +29,7 @@ import asyncio
 import json
 import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -37,9 +45,25 @@ from emulator.config import load_config
 from emulator.runtime import Emulator
 
 FAST_HZ = 1000
+#: extra `flatsat console` arguments (--console-arg), e.g. --max-hz 0: the console as it was (subscribed)
+CONSOLE_ARGS: list[str] = []
 PLOTS = [{"id": "a", "fields": ["satellite.power.soc"], "window_s": 1800},
          {"id": "b", "fields": ["eps.telemetry.bus_v", "eps.telemetry.battery_a"], "window_s": 300},
          {"id": "c", "fields": ["satellite.thermal.temps_degc.accel_die"], "window_s": 7200}]
+
+
+def proc_cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) of a process so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def self_cpu_s() -> float:
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
 
 
 def pct(values: list[float], q: float) -> float:
@@ -81,7 +105,7 @@ class Attached:
         if not self.console:
             return self
         con = subprocess.Popen([sys.executable, "-m", "emulator", "console", self.control_url, "--listen",
-                                "127.0.0.1:0"], stderr=subprocess.PIPE, cwd=ROOT)
+                                "127.0.0.1:0", *CONSOLE_ARGS], stderr=subprocess.PIPE, cwd=ROOT)
         self.procs.append(con)
         assert con.stderr is not None
         url = None
@@ -126,17 +150,27 @@ async def one_run(mode: str, seconds: float, who: str) -> dict[str, float]:
             if ctx is not None:  # let the subscribers connect and the page subscribe before measuring
                 await asyncio.sleep(3.0)
                 await emu.run_for(2.0 if mode == "realtime" else 600.0)
+            watchers = ctx.procs[1:] if ctx is not None else []  # the console and the page
+            w0 = [proc_cpu_s(p.pid) for p in watchers]
+            c0, t0_sim, t0 = self_cpu_s(), emu.clock.now_ns(), time.perf_counter()
+
+            def cpu() -> dict[str, float]:
+                wall = time.perf_counter() - t0
+                sim = (emu.clock.now_ns() - t0_sim) / NS_PER_S
+                watch = sum(proc_cpu_s(p.pid) - w for p, w in zip(watchers, w0, strict=True))
+                return {"emu_cpu_ms_per_sim_s": 1e3 * (self_cpu_s() - c0) / sim,
+                        "watch_core": watch / wall if watchers else 0.0}
+
             if mode == "realtime":
                 emu.add_observer(lambda t: lags.append(emu.clock.stats.lag_ns / 1e6))
                 await emu.run_for(seconds)
                 lags = lags[20:]
                 return {"p50": statistics.median(lags), "p99": pct(lags, 0.99), "mean": statistics.fmean(lags),
-                        "overruns": float(emu.clock.stats.overruns)}
-            t0_sim, t0 = emu.clock.now_ns(), time.perf_counter()
+                        "overruns": float(emu.clock.stats.overruns), **cpu()}
             deadline = t0 + seconds
             while time.perf_counter() < deadline:
                 await emu.run_for(600.0)
-            return {"speed": (emu.clock.now_ns() - t0_sim) / NS_PER_S / (time.perf_counter() - t0)}
+            return {"speed": (emu.clock.now_ns() - t0_sim) / NS_PER_S / (time.perf_counter() - t0), **cpu()}
         finally:
             if ctx is not None:
                 ctx.__exit__()
@@ -148,7 +182,11 @@ def main() -> int:
     ap.add_argument("--drain", help=argparse.SUPPRESS)
     ap.add_argument("--seconds", type=float, default=5.0, help="wall seconds per measured run (default 5)")
     ap.add_argument("--pairs", type=int, default=3, help="alone/attached pairs per mode, alternating (default 3)")
+    ap.add_argument("--console-arg", action="append", default=[], metavar="ARG",
+                    help="pass ARG to `flatsat console` (repeat it; e.g. --console-arg=--max-hz --console-arg=0 "
+                         "measures a console that subscribes to everything)")
     args = ap.parse_args()
+    CONSOLE_ARGS.extend(args.console_arg)
     if args.page:
         asyncio.run(page(args.page))
         return 0
@@ -182,9 +220,18 @@ def main() -> int:
     for who, name in names:
         print(f"{name:26s} {med('afap', who, 'speed'):10.0f}")
     r_speed = med("afap", "console", "speed") / med("afap", "baseline", "speed")
+    print("CPU time: the emulator process (all threads) per sim second; the console + page, share of one core:")
+    print(f"{'':26s} {'afap ms/sim-s':>14s} {'realtime ms/sim-s':>18s} {'console+page afap':>18s} "
+          f"{'realtime':>9s}")
+    for who, name in names:
+        print(f"{name:26s} {med('afap', who, 'emu_cpu_ms_per_sim_s'):14.3f} "
+              f"{med('realtime', who, 'emu_cpu_ms_per_sim_s'):18.1f} {med('afap', who, 'watch_core'):17.1%} "
+              f"{med('realtime', who, 'watch_core'):9.1%}")
+    r_cpu = med("afap", "console", "emu_cpu_ms_per_sim_s") / med("afap", "baseline", "emu_cpu_ms_per_sim_s")
     ok = abs(r_mean - 1) < 0.05 and abs(r_speed - 1) < 0.05
     print(f"ratio with console / plain subscriber: lateness mean {r_mean:.3f}, p99 {r_p99:.3f}; afap speed {r_speed:.3f} "
-          f"(goal: mean lateness and speed within 5 %: {'met' if ok else 'NOT met'})")
+          f"(goal: mean lateness and speed within 5 %: {'met' if ok else 'NOT met'}); emulator CPU per sim s "
+          f"{r_cpu:.3f}")
     return 0
 
 

@@ -29,9 +29,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "Any other address needs a token (--token, or one is made up and printed)")
     p.add_argument("--token", default=os.environ.get(TOKEN_ENV),
                    help=f"access token the page must present (?token=..., then a cookie); default ${TOKEN_ENV}")
+    p.add_argument("--max-hz", type=_max_hz, default=None, metavar="HZ",
+                   help="each telemetry topic at most this many times a wall second, sent by the emulator to this "
+                        "console alone (telemetry.feed; default 25); 0: subscribe to everything the emulator "
+                        "publishes and decimate here (full-resolution plots of a fast-forward, at a CPU cost)")
     p.add_argument("--nice", type=int, default=DEFAULT_NICE, metavar="N",
                    help="run at this much lower CPU priority (default %(default)s; 0: as the emulator), so that "
                         "on a busy machine watching never takes CPU time the emulator needs")
+
+
+def _max_hz(text: str) -> float:
+    try:
+        hz = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (hz == 0 or 0 < hz <= 1000):
+        raise argparse.ArgumentTypeError(f"{text}: give a rate in Hz above 0 and at most 1000, or 0 (subscribe to "
+                                         "everything)")
+    return hz
 
 
 def missing_packages() -> list[str]:
@@ -96,7 +111,10 @@ async def _serve(args: argparse.Namespace, host: str, port: int, token: str | No
         except OSError as exc:
             raise ConfigError(f"{args.recording}: {exc.strerror or exc}", field="recording") from None
     else:
-        source = LiveSource(args.url, state)
+        from emulator.console.sources import FEED_HZ
+
+        hz = FEED_HZ if getattr(args, "max_hz", None) is None else args.max_hz
+        source = LiveSource(args.url, state, feed_hz=hz or None)
     await source.start()
     server = ConsoleServer(source, token=token, loopback=loopback)
     try:
