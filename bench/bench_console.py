@@ -15,8 +15,8 @@ Beside the wall-clock figures, CPU time (Linux): the emulator process's (all its
 `afap`, and the console's and the page's as a share of one core. On a shared machine these say what
 watching costs even when the wall-clock figures drown in the machine's noise.
 
-The console asks the emulator for its own feed (``telemetry.feed``, 25 Hz per topic of wall time) instead of
-subscribing to everything, so it receives (and decodes) ~200 messages a second whatever the telemetry rate.
+The console asks the emulator for its own feed (``telemetry.feed``, 10 per topic per wall second) instead of
+subscribing to everything, so it receives (and decodes) ~70 messages a second whatever the telemetry rate.
 
 Goal (issue 18): with the console attached, tick lateness and speed change by less than 5 %.
 Usage: python bench/bench_console.py [--seconds S]   (--page URL is the page stand-in, run by the bench)

@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"access token the page must present (?token=..., then a cookie); default ${TOKEN_ENV}")
     p.add_argument("--max-hz", type=_max_hz, default=None, metavar="HZ",
                    help="each telemetry topic at most this many times a wall second, sent by the emulator to this "
-                        "console alone (telemetry.feed; default 25); 0: subscribe to everything the emulator "
+                        "console alone (telemetry.feed; default 10); 0: subscribe to everything the emulator "
                         "publishes and decimate here (full-resolution plots of a fast-forward, at a CPU cost)")
     p.add_argument("--nice", type=int, default=DEFAULT_NICE, metavar="N",
                    help="run at this much lower CPU priority (default %(default)s; 0: as the emulator), so that "

@@ -35,8 +35,8 @@ SRC = "console"
 #: wall seconds between polls of what the control plane does not publish (and renewals of the feed)
 POLL_S = 2.0
 #: what the console asks of each telemetry topic, per wall second: the panels refresh at 4 Hz and a plot
-#: holds at most 1200 points (a one-minute window of 1 kHz telemetry fills at 20 a second)
-FEED_HZ = 25.0
+#: holds at most 1200 points over at least 5 minutes (4 a second); 10 leaves room for a fast-forward
+FEED_HZ = 10.0
 #: the feed's lease: several missed renewals before the emulator stops feeding a console that went away
 FEED_LEASE_S = 10.0
 #: a fast-forward moves the orbit ahead quickly: predict far enough ahead to ask at most this often (wall s)

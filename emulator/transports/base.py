@@ -225,6 +225,19 @@ class Feed:
     def takes(self, topic: str) -> bool:
         return self.topics is None or topic in self.topics
 
+    def due(self, topic: str, now_ns: int) -> bool:
+        """A sample of ``topic`` at ``now_ns`` fits the feed's rate: one per interval on a grid, taken up to a
+        tenth of an interval early (so a topic that arrives exactly at the rate, with jitter, is not halved)."""
+        nxt = self.next_ns.get(topic)
+        return nxt is None or now_ns >= nxt - self.interval_ns // 10
+
+    def took(self, topic: str, now_ns: int) -> None:
+        nxt = self.next_ns.get(topic)
+        if nxt is not None and now_ns - nxt < self.interval_ns:
+            self.next_ns[topic] = nxt + self.interval_ns  # on the grid: the average rate stays max_hz
+        else:
+            self.next_ns[topic] = now_ns + self.interval_ns  # first, or after a gap: no burst to catch up
+
     def as_dict(self) -> dict[str, Any]:
         return {"max_hz": NS_PER_S / self.interval_ns, "topics": None if self.topics is None else sorted(self.topics),
                 "sent": self.sent, "skipped": self.skipped, "dropped": self.dropped}
@@ -290,7 +303,7 @@ class ServerLink(_Link, ABC):
     def feed_due(self, topic: str, now_ns: int) -> bool:
         """Some feed would send a telemetry sample of ``topic`` at wall time ``now_ns`` (so it is worth building)."""
         for feed in self.feeds.values():
-            if feed.takes(topic) and now_ns >= feed.next_ns.get(topic, 0) and now_ns <= feed.until_ns:
+            if feed.takes(topic) and feed.due(topic, now_ns) and now_ns <= feed.until_ns:
                 return True
         return False
 
@@ -306,11 +319,11 @@ class ServerLink(_Link, ABC):
             if not feed.takes(topic):
                 continue
             if not event:
-                if now_ns < feed.next_ns.get(topic, 0):
+                if not feed.due(topic, now_ns):
                     feed.skipped += 1
                     feed.pending[topic] = data
                     continue
-                feed.next_ns[topic] = now_ns + feed.interval_ns
+                feed.took(topic, now_ns)
                 feed.pending.pop(topic, None)
             self._feed_send(feed, data)
 
@@ -320,7 +333,7 @@ class ServerLink(_Link, ABC):
             pending, feed.pending = feed.pending, {}
             for topic, data in pending.items():
                 feed.skipped -= 1
-                feed.next_ns[topic] = now_ns + feed.interval_ns
+                feed.took(topic, now_ns)
                 if not self._feed_send(feed, data):
                     break
 

@@ -99,14 +99,13 @@ async def test_the_page_sees_the_satellite_and_steps_its_clock() -> None:
         orbit = (await page.until("view", lambda f: f["orbit"]["next_eclipse"] is not None))["orbit"]
         assert orbit["next_eclipse"]["entry_in_s"] > 0 and orbit["beta_deg"] is not None
         # a plot of any telemetry field, decimated, with the eclipses to shade; it fills as the run goes on (the
-        # console's feed carries each topic at most FEED_HZ times a wall second: at 20x, every 1 Hz sample)
-        assert FEED_HZ >= 20.0
-        reply = await page.command("clock.set_mode", {"mode": "scaled", "speed": 20.0})
+        # console's feed carries each topic at most FEED_HZ times a wall second: at that speed, every 1 Hz sample)
+        reply = await page.command("clock.set_mode", {"mode": "scaled", "speed": FEED_HZ})
         assert reply["ok"], reply
         await page.ws.send_json({"op": "plots", "plots": [{"id": "a", "fields": ["satellite.power.soc",
                                                                                  "eps.telemetry.bus_v"],
                                                            "window_s": 3600}]})
-        series = await page.until("series", lambda f: all(len(s["x"]) > 100 for s in f["plots"]["a"]["series"]))
+        series = await page.until("series", lambda f: all(len(s["x"]) > 40 for s in f["plots"]["a"]["series"]))
         soc = series["plots"]["a"]["series"][0]
         assert soc["field"] == "satellite.power.soc" and len(soc["x"]) <= 1200
         assert soc["y"][-1] == pytest.approx(emu.model.power.soc, abs=1e-3)
