@@ -114,6 +114,33 @@ async def test_the_page_sees_the_satellite_and_steps_its_clock() -> None:
         assert wanted <= set(meta["fields"]) or wanted <= set((await page.until("meta"))["fields"])
 
 
+async def test_the_console_is_fed_and_an_emulator_that_cannot_feed_is_subscribed_to() -> None:
+    async with live_console() as (emu, _server, url), page_at(url) as page:
+        await page.until("view", lambda f: bool(f["rails"]))
+        feeds = emu.control_link.feeds
+        assert len(feeds) == 1 and next(iter(feeds.values())).interval_ns == round(NS / FEED_HZ)
+        assert page.last["meta"]["feed"] == {"max_hz": FEED_HZ, "error": None}
+    cfg = load_config(CONFIG, {"sim.mode": "lockstep", "links.board": None, "links.control": "zmq+tcp://127.0.0.1:0"})
+    async with Emulator.from_config(cfg, record_path=None) as emu:
+        emu.control_link.supports_feeds = False  # as a medium without per-peer sends would be
+        run = asyncio.create_task(emu.run(None))
+        source = LiveSource(emu.control_url, ConsoleState())
+        await source.start()
+        try:
+            async with asyncio.timeout(WALL_GUARD_S):
+                while source.feed_error is None:
+                    await asyncio.sleep(0.05)
+                assert "cannot send a feed to one peer" in source.feed_error and not source.feeding
+                await source.request("clock.step", {"duration_s": 30.0})
+                while source.state.latest.get("eps.telemetry", (0, {}))[0] < 30 * NS:  # subscribed: it streams
+                    await asyncio.sleep(0.05)
+            assert source.meta()["feed"] == {"max_hz": None, "error": source.feed_error}
+        finally:
+            await source.aclose()
+            emu.request_stop("test done")
+            await run
+
+
 async def test_a_rail_switched_from_the_page_is_what_the_board_would_command() -> None:
     async with live_console() as (emu, _server, url), page_at(url) as page:
         await page.until("view", lambda f: bool(f["rails"]))
