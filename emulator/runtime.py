@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import heapq
 import logging
 import shlex
@@ -181,6 +182,7 @@ class Emulator:
         self._waiting_published_at: int | None = None
         self._request_src = ""
         self._request_peer: tuple[Any, bytes] | None = None
+        self._fault_list: list[dict[str, Any]] | None = None
         self._message_observers: list[MessageObserver] = []
         self._unflushed = False
         self._hook_tasks: set[asyncio.Task[None]] = set()
@@ -894,8 +896,13 @@ class Emulator:
         return {name: (f.params, f.clear is not None) for name, (f, _) in self._faults_by_name.items()}
 
     def fault_list(self) -> list[dict[str, Any]]:
-        return [{"name": name, "doc": f.doc, "params": f.params.model_json_schema(),
-                 "clearable": f.clear is not None} for name, (f, _) in sorted(self._faults_by_name.items())]
+        # the schemas never change and take pydantic ~10-70 ms to build: a console that connects (fault.list)
+        # would otherwise stall the loop, and a realtime run's ticks, for that long
+        if self._fault_list is None:
+            self._fault_list = [{"name": name, "doc": f.doc, "params": f.params.model_json_schema(),
+                                 "clearable": f.clear is not None}
+                                for name, (f, _) in sorted(self._faults_by_name.items())]
+        return copy.deepcopy(self._fault_list)
 
     def inject_fault(self, name: str, params: dict[str, Any], duration_s: float | None = None) -> int:
         entry = self._faults_by_name.get(name)

@@ -86,6 +86,7 @@ async def test_a_feed_carries_each_topic_at_most_max_hz_of_wall_time_and_builds_
             reply = await peer.ask("telemetry.feed", {"max_hz": 10.0})
             assert reply["ok"] and reply["data"] == {"feeding": True, "max_hz": 10.0, "topics": None,
                                                       "lease_s": 10.0, "feeds": 1}
+            emu.catalogue.get("telemetry.feed").reply.model_validate(reply["data"])  # the declared shape
             published = emu.stats.published
             await emu.run_for(3600.0)  # an hour of sim time in no wall time at all: one sample of each
             got = await peer.drain()
@@ -151,8 +152,9 @@ async def test_a_feed_ends_on_stop_when_its_lease_runs_out_and_feeds_are_bounded
     async with emulator() as emu:
         async for peer in peer_of(emu):
             assert (await peer.ask("telemetry.feed", {"lease_s": 2.0}))["ok"]
-            assert (await peer.ask("telemetry.feed", {"stop": True}))["data"] == {"feeding": False, "ended": True,
-                                                                                 "feeds": 0}
+            stopped = (await peer.ask("telemetry.feed", {"stop": True}))["data"]
+            assert stopped == {"feeding": False, "ended": True, "feeds": 0}
+            emu.catalogue.get("telemetry.feed").reply.model_validate(stopped)
             assert (await peer.ask("telemetry.feed", {"lease_s": 2.0}))["ok"]
             emu.clock.wall.advance(3 * NS_PER_S)  # no renewal within the lease
             await emu.run_for(10.0)
