@@ -879,7 +879,6 @@ class Emulator:
             raise CommandError(f"{MAX_FEEDS} peers have a feed already, the most this plane keeps; one must end "
                                "(telemetry.feed with stop, or let its lease run out) first", field="topic")
         link.set_feed(peer, p.max_hz, topics, self.clock.wall.now_ns() + round(p.lease_s * NS_PER_S))
-        self._links_flush()
         return {"feeding": True, "max_hz": p.max_hz, "topics": None if topics is None else sorted(set(topics)),
                 "lease_s": p.lease_s, "feeds": len(link.feeds)}
 
