@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from emulator.dotted import parse_key, set_dotted
 from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError, suggest
+from emulator.models import power_kernels as pk
 from emulator.models.accelerator import (
     TRANSITIONS,
     AcceleratorBoard,
@@ -63,6 +64,7 @@ from emulator.models.orbit import (
     OrbitConfig,
 )
 from emulator.models.power import FACES, MODE_NAMES, PowerConfig, updated_thresholds
+from emulator.models.power_kernels import ARRAY, CRITICAL, FULL, OFF
 from emulator.models.radiation import KINDS, RadiationConfig
 from emulator.models.satellite import (
     SEED_STREAMS,
@@ -91,8 +93,6 @@ from emulator.protocol.catalogue import Payload, Plane, field
 from emulator.reference_policy import REFERENCE
 from emulator.validation import config_error
 
-OFF, CRITICAL, SAFE, NORMAL, FULL = 0, 1, 2, 3, 4  # shed modes, as emulator.models.power
-_MIN_MODE = {"safe": NORMAL, "critical": SAFE, "never": CRITICAL}
 TH_KEYS = ("full_v", "normal_v", "safe_v", "critical_v", "hw_off_v", "hw_on_v")
 TH_FULL, TH_NORMAL, TH_SAFE, TH_CRIT, TH_HWOFF, TH_HWON = range(6)
 
@@ -528,8 +528,7 @@ class PowerArrays:
         self.cell_q_c = np.asarray(cell_capacity_ah, float) * 3600.0
         self.soc_pts = np.array([p[0] for p in b.ocv_table])
         self.v_pts = np.array([p[1] for p in b.ocv_table])
-        ds = np.diff(self.soc_pts)
-        self.cum_ocv = np.concatenate([[0.0], np.cumsum(0.5 * (self.v_pts[1:] + self.v_pts[:-1]) * ds)])
+        self.cum_ocv = np.array(pk.cumulative_ocv(self.soc_pts.tolist(), self.v_pts.tolist()))
         self.r25 = np.asarray(cell_r_ohm, float)
         self.r_b = b.r_activation_k
         self.eoc_cell = b.end_of_charge_v_cell
@@ -560,6 +559,8 @@ class PowerArrays:
             return np.array(vals, dtype=dtype)[:, None]
 
         self.regulated = col([r.kind == "regulated" for r in rails], bool)
+        #: converter dropout (V); -inf: an ideal converter (pk.rail_voltage)
+        self.dropout_v = col([-math.inf if r.dropout_v is None else r.dropout_v for r in rails])
         self.v_nom = col([r.voltage_v or 0.0 for r in rails])
         self.eff = col([r.efficiency for r in rails])
         self.limit_a = col([r.current_limit_a for r in rails])
@@ -567,7 +568,7 @@ class PowerArrays:
         self.retry_off_s = col([r.retry_off_s for r in rails])
         self.max_retries = col([r.max_retries for r in rails], np.int64)
         self.window_s = col([r.retry_window_s for r in rails])
-        self.min_mode = col([_MIN_MODE[r.shed_mode] for r in rails], np.int64)
+        self.min_mode = col([pk.MIN_MODE[r.shed_mode] for r in rails], np.int64)
         self.static_w = np.zeros((R, 1))
         for ld in cfg.loads:
             self.static_w[self.rail_index[ld.rail], 0] += ld.power_w
@@ -614,15 +615,14 @@ class PowerArrays:
         self.q_pack_c = self.cell_q_c * self.np_min
         with np.errstate(divide="ignore"):
             self.r_sum_inv = np.sum(np.where(alive > 0, 1.0 / np.maximum(alive, 1), 0.0), axis=0)
-        self.i_chg_max = self.max_charge_c * self.q_pack_c / 3600.0
-        self.i_dis_max = self.max_discharge_c * self.q_pack_c / 3600.0
-        self.v_eoc = self.eoc_cell * self.connected_groups
+        self.i_chg_max, self.i_dis_max, self.v_eoc = pk.pack_limits(
+            self.q_pack_c, self.max_charge_c, self.max_discharge_c, self.eoc_cell, self.connected_groups)
 
     def pack_ocv(self, soc: np.ndarray) -> np.ndarray:
         return np.interp(soc, self.soc_pts, self.v_pts) * self.connected_groups
 
     def pack_r(self, temp_degc: np.ndarray) -> np.ndarray:
-        return self.r25 * np.exp(self.r_b * (1.0 / (temp_degc + 273.15) - 1.0 / 298.15)) * self.r_sum_inv
+        return pk.pack_resistance(self.r25, self.r_b, temp_degc, self.r_sum_inv, ARRAY)
 
     def stored_j(self) -> np.ndarray:
         """Chemical energy of each pack: Q_pack * integral_0^soc OCV_pack(s) ds (J)."""
@@ -632,25 +632,12 @@ class PowerArrays:
     # -- mode machine -------------------------------------------------------------------------------------------
     def _initial_mode(self, v: np.ndarray) -> np.ndarray:
         th = self.th
-        return np.select([v < th[TH_HWOFF], v < th[TH_CRIT], v < th[TH_SAFE], v < th[TH_FULL] - 1e-3],
-                         [OFF, CRITICAL, SAFE, NORMAL], FULL).astype(np.int64)
+        return pk.initial_mode(v, th[TH_HWOFF], th[TH_CRIT], th[TH_SAFE], th[TH_FULL], ARRAY).astype(np.int64)
 
     def _update_mode(self, v: np.ndarray, mask: np.ndarray) -> None:
         th = self.th
         old = self.mode
-        m = old.copy()
-        hyst = th[TH_NORMAL] - th[TH_SAFE]
-        was_off = m == OFF
-        m = np.where(was_off & (v >= th[TH_HWON]), CRITICAL, m)
-        m = np.where(~was_off & (v < th[TH_HWOFF]), OFF, m)
-        on = m != OFF
-        m = np.where(on & (m >= SAFE) & (v < th[TH_CRIT]), CRITICAL,
-                     np.where(on & (m >= NORMAL) & (v < th[TH_SAFE]), SAFE,
-                              np.where(on & (m == FULL) & (v < th[TH_FULL] - hyst), NORMAL, m)))
-        rise = on & (self.hold_s <= 0.0)
-        m = np.where(rise & (m == CRITICAL) & (v >= th[TH_CRIT] + hyst), SAFE, m)
-        m = np.where(rise & (m == SAFE) & (v >= th[TH_NORMAL]), NORMAL, m)
-        m = np.where(rise & (m == NORMAL) & (v >= th[TH_FULL] - 1e-3), FULL, m)
+        m = pk.next_mode(old, v, *th[[TH_HWOFF, TH_HWON, TH_CRIT, TH_SAFE, TH_NORMAL, TH_FULL]], self.hold_s, ARRAY)
         m = np.where(mask, m, old)
         changed = m != old
         if changed.any():
@@ -665,17 +652,9 @@ class PowerArrays:
     def _mode_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per member, the battery voltages [lo, hi) within which the mode machine changes nothing (the step checks
         these two bounds and runs the machine only when a member leaves them)."""
-        th, m = self.th, self.mode
-        hyst = th[TH_NORMAL] - th[TH_SAFE]
-        inf = np.full(self.n, np.inf)
-        lo = np.where(m == OFF, -inf, th[TH_HWOFF])
-        lo = np.where(m >= SAFE, np.maximum(lo, th[TH_CRIT]), lo)
-        lo = np.where(m >= NORMAL, np.maximum(lo, th[TH_SAFE]), lo)
-        lo = np.where(m == FULL, np.maximum(lo, th[TH_FULL] - hyst), lo)
-        rise = np.select([m == CRITICAL, m == SAFE, m == NORMAL], [th[TH_CRIT] + hyst, th[TH_NORMAL],
-                                                                   th[TH_FULL] - 1e-3], inf)
-        hi = np.where(m == OFF, th[TH_HWON], np.where(self.hold_s > 0.0, inf, rise))
-        return lo, hi
+        th = self.th
+        return pk.mode_band(self.mode, *th[[TH_HWOFF, TH_HWON, TH_CRIT, TH_SAFE, TH_NORMAL, TH_FULL]],
+                            self.hold_s > 0.0, ARRAY)
 
     def thresholds(self, k: int) -> dict[str, float]:
         return {key: float(self.th[i, k]) for i, key in enumerate(TH_KEYS)}
@@ -707,9 +686,8 @@ class PowerArrays:
         self._set_rail_outputs()
 
     def _set_rail_outputs(self) -> None:
-        mode = self.mode
-        self.on = on = self.cmd_on & ~self.tripped & (mode >= self.min_mode) & (mode != OFF)
-        self.v_out = np.where(on, np.where(self.regulated, self.v_nom, self.bus_v), 0.0)
+        self.on = on = pk.rail_conducts(self.cmd_on, self.tripped, self.mode, self.min_mode, ARRAY)
+        self.v_out = np.where(on, pk.rail_voltage(self.regulated, self.v_nom, self.dropout_v, self.bus_v, ARRAY), 0.0)
 
     # -- faults -------------------------------------------------------------------------------------------------
     def set_short(self, k: int, rail: str, extra_a: float) -> None:
@@ -777,8 +755,7 @@ class PowerArrays:
         if dt_s <= 0:
             raise ModelError(f"dt_s must be > 0, got {dt_s}", field="dt_s")
         # 1. arrays at the maximum power point
-        f = np.maximum(1.0 + self.tc * (array_temps_degc - self.tref), 0.0)
-        aw = np.where(solar_w_m2 > 0.0, solar_w_m2 * self.gain * f, 0.0)
+        aw = pk.array_power(solar_w_m2, self.gain, self.tc, array_temps_degc, self.tref, ARRAY)
         self.array_w = aw
         p_arr = aw.sum(axis=0)
         p_avail = p_arr * self.mppt
@@ -952,12 +929,7 @@ class PowerArrays:
 
     def _cell_energy(self, soc: np.ndarray) -> np.ndarray:
         """Integral of cell OCV over soc from 0 (V; times coulombs gives joules)."""
-        s, v, cum = self.soc_pts, self.v_pts, self.cum_ocv
-        soc = np.clip(soc, 0.0, 1.0)
-        i = np.minimum(np.searchsorted(s, soc, side="right"), len(s) - 1)
-        x = soc - s[i - 1]
-        slope = (v[i] - v[i - 1]) / (s[i] - s[i - 1])
-        return cum[i - 1] + v[i - 1] * x + 0.5 * slope * x * x
+        return pk.cell_energy_per_c(soc, self.soc_pts, self.v_pts, self.cum_ocv, ARRAY)
 
     def _solve_and_shed(self, members: np.ndarray, p_avail: np.ndarray, p_loads_in: np.ndarray, ocv: np.ndarray,
                         rr: np.ndarray, cold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -982,35 +954,20 @@ class PowerArrays:
                cold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Battery current (> 0 charging), shunted power and the members whose discharge does not fit (over-
         current: the terminal voltage would collapse or the current exceeds the discharge limit)."""
-        net = p_avail - p_loads_in
-        chg = net >= 0.0
-        i_max = np.minimum((self.v_eoc - ocv) / rr, self.i_chg_max)
-        i_max = np.where((i_max < 0.0) | cold, 0.0, i_max)
-        p_max = (ocv + i_max * rr) * i_max
-        full = chg & (net > p_max)
-        disc = ocv * ocv + 4.0 * rr * net
-        i_q = (-ocv + np.sqrt(np.maximum(disc, 0.0))) / (2.0 * rr)
-        i = np.where(full, i_max, i_q)
-        shunt = np.where(full, net - p_max, 0.0)
-        bad = ~chg & ((disc < 0.0) | (-i_q > self.i_dis_max))
-        return i, shunt, bad
-
-    def _discharge(self, k: int, net: float, ocv: float, rr: float) -> float | None:
-        disc = ocv * ocv + 4.0 * rr * net
-        if disc < 0.0:
-            return None
-        i = (-ocv + math.sqrt(disc)) / (2.0 * rr)
-        return None if -i > self.i_dis_max[k] else i
+        return pk.battery_current(p_avail - p_loads_in, ocv, rr, self.v_eoc, self.i_chg_max, self.i_dis_max, cold,
+                                  ARRAY)
 
     def _overcurrent_shed(self, k: int, p_avail: float, p_loads_in: float, ocv: float, rr: float) -> tuple[float,
                                                                                                              float]:
         """Member k's discharge does not fit: shed rails by priority (payload first) until it does."""
-        for r in self.shed_order:
+        order = self.shed_order
+        p_loads_in, i, n = pk.overcurrent_shed(p_avail, p_loads_in, ocv, rr, float(self.i_dis_max[k]),
+                                               [float(self.p_in[r, k]) for r in order])
+        for r in order[:n]:
             if self.p_in[r, k] <= 0.0:
                 continue
-            p_loads_in -= float(self.p_in[r, k])
             self.p_out[r, k] = self.p_in[r, k] = self.frac[r, k] = self.heat_w[r, k] = self.i_out[r, k] = 0.0
-            new = max(OFF, int(self.min_mode[r, 0]) - 1)
+            new = pk.shed_mode(int(self.min_mode[r, 0]))
             self.hold_s[k] = self.cfg.overcurrent_hold_s
             self._hold_any = True
             self._bounds = None
@@ -1021,10 +978,7 @@ class PowerArrays:
                                                             "reason": "battery over-current"}))
                 self.mode[k] = new
                 self.mode_changes[k] += 1
-            i = self._discharge(k, p_avail - p_loads_in, ocv, rr)
-            if i is not None:
-                return p_loads_in, i
-        return p_loads_in, (self._discharge(k, p_avail - p_loads_in, ocv, rr) or 0.0)
+        return p_loads_in, i
 
     def balance(self) -> dict[str, np.ndarray]:
         """Energy ledger per member plus the closing residual (J)."""
