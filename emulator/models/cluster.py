@@ -599,8 +599,8 @@ class PowerArrays:
         self.stored0_j = self.stored_j()
         self.mode_changes = np.zeros(n, np.int64)
         self.events: list[tuple[int, str, dict[str, Any]]] = []
-        # fast-path flags: which rare cases are live (limiter timing, retries, shorts, holds, lost cells)
-        self._lcl_busy = self._any_tripped = self._retries_any = self._shorted = self._hold_any = False
+        # fast-path flags: which rare cases are live (retry timers, holds, lost cells)
+        self._any_tripped = self._hold_any = False
         self._all_connected = True
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._set_rail_outputs()
@@ -692,7 +692,6 @@ class PowerArrays:
     # -- faults -------------------------------------------------------------------------------------------------
     def set_short(self, k: int, rail: str, extra_a: float) -> None:
         self.short_a[self.rail(rail), k] = extra_a
-        self._shorted = bool(self.short_a.any())
 
     def _array(self, name: str) -> int:
         if name not in self.array_names:
@@ -761,62 +760,30 @@ class PowerArrays:
         p_avail = p_arr * self.mppt
         # 2. rails and latching current limiters
         on = self.on
-        v = self.v_out
-        p_out = self.static_w + loads_w
-        i_out = np.divide(p_out, v, out=np.zeros_like(p_out), where=v > 0.0)
-        shorted = self._shorted
-        if shorted:
-            i_out += np.where(v > 0.0, self.short_a, 0.0)
-            p_short = self.short_a * v
-            p_out = p_out + p_short
-        over = on & (i_out > self.limit_a)
-        if self._lcl_busy or over.any():
-            # the limiters' timers, as PowerSystem.step rail by rail
-            ok = on & ~over
-            prev = self.over_s
-            over_s = np.where(over, prev + dt_s, np.where(on, 0.0, prev))
-            good_s = np.where(over, 0.0, np.where(ok, self.good_s + dt_s, self.good_s))
-            self.retries = np.where(ok & (good_s >= self.window_s), 0, self.retries)
-            trip = over & (over_s >= self.trip_s)
-            frac = np.where(trip, np.maximum((self.trip_s - prev) / dt_s, 0.0), on.astype(float))
-            self.over_s, self.good_s = over_s, good_s
-            if trip.any():
-                self.tripped |= trip
-                self.trips += trip
-                self.off_s = np.where(trip, 0.0, self.off_s)
-                self.over_s = np.where(trip, 0.0, self.over_s)
-                self.latched |= trip & (self.retries >= self.max_retries)
-                for r, k in zip(*np.nonzero(trip), strict=True):
-                    self.events.append((int(k), "eps.rail.tripped", {
-                        "rail": self.rail_names[r], "current_a": float(i_out[r, k]), "trips": int(self.trips[r, k]),
-                        "latched": bool(self.latched[r, k])}))
-            self._lcl_busy = bool(self.over_s.any())
-        else:
-            # common case: nothing over its limit, no limiter timing
-            self.good_s += dt_s * on
-            if self._retries_any:
-                self.retries = np.where(on & (self.good_s >= self.window_s), 0, self.retries)
-            frac = on.astype(float)
-        p_out_f = p_out * frac
-        p_in = p_out_f / self.eff
-        self.i_out = i_out * on
-        self.p_out = p_out_f
+        (self.i_out, self.p_out, p_in, self.heat_w, self.frac, self.over_s, self.good_s, self.retries,
+         trip) = pk.rail_step(on, self.static_w + loads_w, self.v_out, self.short_a, self.limit_a, self.over_s,
+                              self.good_s, self.retries, self.window_s, self.trip_s, self.eff, dt_s, ARRAY)
         self.p_in = p_in
-        self.heat_w = p_in - p_out_f + p_short * frac if shorted else p_in - p_out_f
-        self.frac = frac
+        if trip.any():
+            self.tripped |= trip
+            self.trips += trip
+            self.off_s = np.where(trip, 0.0, self.off_s)
+            self.over_s = np.where(trip, 0.0, self.over_s)
+            self.latched |= trip & (self.retries >= self.max_retries)
+            for r, k in zip(*np.nonzero(trip), strict=True):
+                self.events.append((int(k), "eps.rail.tripped", {
+                    "rail": self.rail_names[r], "current_a": float(self.i_out[r, k]),
+                    "trips": int(self.trips[r, k]), "latched": bool(self.latched[r, k])}))
         # rails that were off: retry timers of tripped (not latched) limiters
         if self._any_tripped:
-            waiting = ~on & self.tripped & ~self.latched
-            off_s = np.where(waiting, self.off_s + dt_s, self.off_s)
-            retry = waiting & (off_s >= self.retry_off_s)
-            self.off_s = off_s
+            self.off_s, retry = pk.retry_step(~on & self.tripped & ~self.latched, self.off_s, self.retry_off_s, dt_s,
+                                              ARRAY)
             if retry.any():
                 self.tripped &= ~retry
                 self.retries += retry
                 self.over_s = np.where(retry, 0.0, self.over_s)
                 self.good_s = np.where(retry, 0.0, self.good_s)
         self._any_tripped = bool(self.tripped.any())
-        self._retries_any = bool(self.retries.any())
         p_loads_in = p_in.sum(axis=0)
 
         # 3. battery: P = V_term I with V_term = OCV + I R, two passes (mean OCV) or more after an over-current shed
@@ -890,10 +857,8 @@ class PowerArrays:
         # 4. ledger
         e_out = self.p_out.sum(axis=0)
         e_in = self.p_in.sum(axis=0)
-        self.array_j += p_arr * dt_s
-        self.mppt_loss_j += (p_arr - p_avail) * dt_s
-        self.load_j += e_out * dt_s
-        self.converter_loss_j += (e_in - e_out) * dt_s
+        self.array_j, self.mppt_loss_j, self.load_j, self.converter_loss_j = pk.ledger_step(
+            self.array_j, self.mppt_loss_j, self.load_j, self.converter_loss_j, p_arr, p_avail, e_out, e_in, dt_s)
         self.array_total_w = p_arr
         self.shunt_w = shunt
         self.s_since_full += dt_s
@@ -916,7 +881,7 @@ class PowerArrays:
 
     def _mean_ocv(self, soc0: np.ndarray, i: np.ndarray, dt_s: float, q: np.ndarray) -> np.ndarray:
         """Pack OCV averaged over the SoC a step at current ``i`` sweeps (exact on a piecewise-linear table)."""
-        ocv = self.pack_ocv(np.maximum(soc0 + 0.5 * i * dt_s / q, 0.0))
+        ocv = self.pack_ocv(pk.mid_step_soc(soc0, i, dt_s, q, ARRAY))
         end = soc0 + i * dt_s / q
         s = self.soc_pts
         cross = ((np.searchsorted(s, soc0, side="right") != np.searchsorted(s, end, side="right"))

@@ -42,6 +42,10 @@ _battery_current = _F.battery_current
 _pack_resistance = _F.pack_resistance
 _array_power = _F.array_power
 _rail_voltage = _F.rail_voltage
+_rail_step = _F.rail_step
+_retry_step = _F.retry_step
+_mid_step_soc = _F.mid_step_soc
+_ledger_step = _F.ledger_step
 #: steps between two looks for rails whose outputs have settled (a cost knob only: results do not depend on it)
 QUIET_PROBE_STEPS = 16
 
@@ -794,46 +798,20 @@ class PowerSystem:
         static = self.static_load_w
         for r in self._active:
             if r.on:
-                v = r.v_out
                 idx = r.idx
-                p_out = static[idx] + loads_w[idx]
-                sa = r.short_a
-                i_out = p_out / v + sa if v > 0.0 else 0.0
-                p_short = sa * v
-                p_out += p_short
-                if i_out > r.limit_a:
-                    prev = r.over_s
-                    r.over_s = prev + dt_s
-                    r.good_s = 0.0
-                    r.i_out = i_out
-                    frac = 1.0
-                    if r.over_s >= r.trip_s:
-                        # conducts until the trip instant within this step
-                        frac = (r.trip_s - prev) / dt_s
-                        frac = max(frac, 0.0)
-                        self._trip(r)
-                    r.p_out = p_out = p_out * frac
-                    r.p_in = p_in = p_out / r.eff
-                    r.heat_w = p_in - p_out + p_short * frac
-                    r.frac = frac
-                else:
-                    r.over_s = 0.0
-                    if r.good_s < r.window_s:  # past the window it has done its work: retries stay 0
-                        r.good_s = gs = r.good_s + dt_s
-                        if gs >= r.window_s:
-                            r.retries = 0
-                    r.i_out = i_out
-                    r.p_out = p_out
-                    r.p_in = p_in = p_out / r.eff
-                    r.heat_w = p_in - p_out + p_short
-                    r.frac = 1.0
+                (r.i_out, r.p_out, p_in, r.heat_w, r.frac, r.over_s, r.good_s, r.retries, trip) = _rail_step(
+                    True, static[idx] + loads_w[idx], r.v_out, r.short_a, r.limit_a, r.over_s, r.good_s, r.retries,
+                    r.window_s, r.trip_s, r.eff, dt_s)
+                r.p_in = p_in
+                if trip:
+                    self._trip(r)
                 p_loads_in += p_in
-                e_out += p_out
+                e_out += r.p_out
             else:
                 r.i_out = r.p_out = r.p_in = r.frac = r.heat_w = 0.0
                 if r.tripped and not r.latched:
-                    r.off_s += dt_s
-                    if r.off_s >= r.retry_off_s:
+                    r.off_s, retry = _retry_step(True, r.off_s, r.retry_off_s, dt_s)
+                    if retry:
                         r.tripped = False
                         self._rails_dirty = True
                         r.retries += 1
@@ -882,9 +860,7 @@ class PowerSystem:
                     ocv = ((self._cell_energy_per_c(end) - self._cell_energy_per_c(soc0)) / (end - soc0)
                            * groups)
                     continue
-                mid = soc0 + 0.5 * i * dt_s / q
-                if mid < 0.0:  # noqa: PLR1730 (per step: no builtin call)
-                    mid = 0.0
+                mid = _mid_step_soc(soc0, i, dt_s, q)
                 if s0 <= mid < s1:
                     ocv = (v0 + dv * (mid - s0) / w) * groups
                 else:
@@ -938,10 +914,8 @@ class PowerSystem:
                 e_in += r.p_in
 
         # 4. ledger
-        led.array_j += p_arr * dt_s
-        led.mppt_loss_j += (p_arr - p_avail) * dt_s
-        led.load_j += e_out * dt_s
-        led.converter_loss_j += (e_in - e_out) * dt_s
+        led.array_j, led.mppt_loss_j, led.load_j, led.converter_loss_j = _ledger_step(
+            led.array_j, led.mppt_loss_j, led.load_j, led.converter_loss_j, p_arr, p_avail, e_out, e_in, dt_s)
         self.array_total_w = p_arr
         self.shunt_w = shunt
         self.s_since_full += dt_s
@@ -1029,3 +1003,11 @@ class PowerSystem:
                       for r in self.rails},
             "energy": self.balance(),
         }
+
+
+# The hot step with the float kernels written in (no call per equation: pk.inline_kernels); the equations are
+# those of emulator.models.power_kernels, as the fleet's PowerArrays runs them on arrays.
+PowerSystem.step = pk.inline_kernels(PowerSystem.step, {  # type: ignore[method-assign]
+    "_array_power": pk.array_power, "_rail_step": pk.rail_step, "_retry_step": pk.retry_step,
+    "_pack_resistance": pk.pack_resistance, "_battery_current": pk.battery_current, "_rail_voltage": pk.rail_voltage,
+    "_mid_step_soc": pk.mid_step_soc, "_ledger_step": pk.ledger_step})

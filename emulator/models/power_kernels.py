@@ -112,6 +112,21 @@ def battery_current(net_w: Any, ocv_v: Any, r_ohm: Any, v_eoc: Any, i_chg_max: A
     return ops.where(full, i_max, i_q), ops.where(full, net_w - p_max, 0.0), over
 
 
+def mid_step_soc(soc0: Any, current_a: Any, dt_s: float, q_pack_c: Any, ops: Ops) -> Any:
+    """The SoC halfway through a step at ``current_a`` (never below 0): on one segment of the OCV table, the OCV
+    there is the mean over the step, so OCV x I x dt is the change of stored energy (the ledger closes)."""
+    mid = soc0 + 0.5 * current_a * dt_s / q_pack_c
+    return ops.maximum(mid, 0.0)
+
+
+def ledger_step(array_j: Any, mppt_loss_j: Any, load_j: Any, converter_loss_j: Any, array_w: Any, avail_w: Any,
+                out_w: Any, in_w: Any, dt_s: float) -> tuple[Any, Any, Any, Any]:
+    """The energy ledger over a step (J): array energy, MPPT loss (array - available), energy delivered to the loads
+    (rail outputs) and converter loss (rail inputs - outputs)."""
+    return (array_j + array_w * dt_s, mppt_loss_j + (array_w - avail_w) * dt_s, load_j + out_w * dt_s,
+            converter_loss_j + (in_w - out_w) * dt_s)
+
+
 def discharge_current(net_w: float, ocv_v: float, r_ohm: float, i_dis_max: float) -> float | None:
     """One member's discharge current (A, < 0) for a net power ``net_w`` < 0; None when it does not fit (over-
     current, as :func:`battery_current`)."""
@@ -197,6 +212,37 @@ def rail_conducts(cmd_on: Any, tripped: Any, mode: Any, min_mode: Any, ops: Ops)
     return cmd_on & ops.not_(tripped) & (mode >= min_mode) & (mode != OFF)
 
 
+def rail_step(on: Any, demand_w: Any, v_out: Any, short_a: Any, limit_a: Any, over_s: Any, good_s: Any, retries: Any,
+              window_s: Any, trip_s: Any, eff: Any, dt_s: float, ops: Ops) -> tuple[Any, ...]:
+    """One step of a rail and its latching current limiter. The rail draws ``demand_w`` at ``v_out`` (plus a short's
+    ``short_a``, dissipated in the short); over ``limit_a`` the limiter's timer runs and trips it after ``trip_s``
+    (the rail conducts until the trip instant: ``frac`` of the step); below, the good-time counter runs and clears
+    the retry count after ``window_s``. A rail that does not conduct (``on`` false) draws nothing, its timers hold.
+
+    Returns (i_out A, p_out W, p_in W, heat_w, frac, over_s, good_s, retries, trip): heat is the converter loss plus
+    the short's power; on ``trip`` the caller opens the limiter (:func:`retry_step` then times the retry)."""
+    live = v_out > 0.0
+    i_out = ops.where(live, demand_w / ops.where(live, v_out, 1.0) + short_a, 0.0)
+    p_short = short_a * v_out
+    over = on & (i_out > limit_a)
+    ok = on & ops.not_(over)
+    over_new = ops.where(over, over_s + dt_s, ops.where(on, 0.0, over_s))
+    good = ops.where(over, 0.0, ops.where(ok & (good_s < window_s), good_s + dt_s, good_s))
+    retries = ops.where(ok & (good >= window_s), 0, retries)
+    trip = over & (over_new >= trip_s)
+    frac = ops.where(trip, ops.maximum((trip_s - over_s) / dt_s, 0.0), ops.where(on, 1.0, 0.0))
+    p_out = (demand_w + p_short) * frac
+    p_in = p_out / eff
+    return (ops.where(on, i_out, 0.0), p_out, p_in, p_in - p_out + p_short * frac, frac, over_new, good, retries,
+            trip)
+
+
+def retry_step(waiting: Any, off_s: Any, retry_off_s: Any, dt_s: float, ops: Ops) -> tuple[Any, Any]:
+    """A tripped (not latched) limiter's off time; (off_s, retry): it closes again after ``retry_off_s``."""
+    off = ops.where(waiting, off_s + dt_s, off_s)
+    return off, waiting & (off >= retry_off_s)
+
+
 def rail_voltage(regulated: Any, v_nom: Any, dropout_v: Any, bus_v: Any, ops: Ops) -> Any:
     """Output voltage of a conducting rail: the bus itself (unregulated); the set point while a regulated converter
     has its headroom (``dropout_v`` above it), else bus - dropout (browned out). ``dropout_v`` = -inf: an ideal
@@ -239,17 +285,8 @@ class _Inline(ast.NodeTransformer):
 def _for_floats(fn: Callable[..., Any]) -> Callable[..., Any]:
     """``fn`` (a kernel taking ``ops`` last) compiled for floats: same equations, no ``ops`` argument, no calls for
     the float operations (see :class:`_Inline`). Equal to ``fn(..., SCALAR)`` (tests/unit/test_power_kernels.py)."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    func = tree.body[0]
-    assert isinstance(func, ast.FunctionDef) and func.args.args[-1].arg == "ops"
-    func.args.args.pop()
-    func.returns = None
-    for arg in func.args.args:
-        arg.annotation = None
-    ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)  # tracebacks point at the kernel's own lines
-    tree = ast.fix_missing_locations(_Inline().visit(tree))
-    env = dict(globals())
-    env.update({f"_ops_{k}": getattr(SCALAR, k) for k in ("exp", "sqrt", "minimum", "maximum", "search_right")})
+    tree = ast.Module(body=[_float_tree(fn)], type_ignores=[])
+    env = dict(_FLOAT_ENV)
     exec(compile(tree, inspect.getsourcefile(fn) or "<kernel>", "exec"), env)  # noqa: S102 (our own source)
     out = env[fn.__name__]
     out.__doc__ = fn.__doc__
@@ -261,8 +298,101 @@ class FloatKernels:
 
     def __init__(self) -> None:
         for fn in (pack_resistance, cell_energy_per_c, battery_current, array_power, initial_mode, next_mode,
-                   mode_band, rail_conducts, rail_voltage):
+                   mode_band, rail_conducts, rail_voltage, rail_step, retry_step, mid_step_soc, ledger_step):
             setattr(self, fn.__name__, _for_floats(fn))
 
 
+
+
+# -- inlining: the float kernels written into a hot method -----------------------------------------------------------
+def _float_tree(fn: Callable[..., Any]) -> ast.FunctionDef:
+    """``fn``'s definition rewritten for floats (:class:`_Inline`), without its ``ops`` parameter."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    func = tree.body[0]
+    assert isinstance(func, ast.FunctionDef), fn
+    if func.args.args[-1].arg == "ops":
+        func.args.args.pop()
+    func.returns = None
+    for arg in func.args.args:
+        arg.annotation = None
+    ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)  # tracebacks point at the kernel's own lines
+    ast.fix_missing_locations(_Inline().visit(tree))
+    return func
+
+
+class _Splice(ast.NodeTransformer):
+    """Replaces ``targets = kernel(args)`` statements by the kernel's float body (see :func:`inline_kernels`)."""
+
+    def __init__(self, kernels: dict[str, Callable[..., Any]], env: dict[str, Any]) -> None:
+        self.kernels = kernels
+        self.env = env
+        self.n = 0
+
+    def visit_Assign(self, node: ast.Assign) -> Any:
+        call = node.value
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id in self.kernels):
+            return node
+        func = _float_tree(self.kernels[call.func.id])
+        *body, ret = func.body
+        if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+            body = body[1:]  # the docstring
+        if not isinstance(ret, ast.Return) or any(not isinstance(s, ast.Assign) for s in body):
+            raise TypeError(f"{call.func.id}: only straight-line kernels (assignments, then return) can be inlined")
+        self.n += 1
+        prefix = f"_k{self.n}_"
+        params = [a.arg for a in func.args.args]
+        stored = {t.id for s in body for t in ast.walk(s) if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)}
+        args = dict(zip(params, call.args, strict=True))
+        out: list[ast.stmt] = []
+        subst: dict[str, ast.expr] = {}
+        for p, a in args.items():
+            if isinstance(a, ast.Name | ast.Constant) and p not in stored:
+                subst[p] = a  # read-only parameter given a name or a constant: used as it is
+            else:
+                out.append(ast.Assign(targets=[ast.Name(id=prefix + p, ctx=ast.Store())], value=a))
+        local = set(params) | stored
+
+        class Rename(ast.NodeTransformer):
+            def visit_Name(self, n: ast.Name) -> ast.expr:
+                if n.id in subst and isinstance(n.ctx, ast.Load):
+                    return subst[n.id]
+                if n.id in local:
+                    return ast.Name(id=prefix + n.id, ctx=n.ctx)
+                return ast.Name(id=f"_pk_{n.id}", ctx=n.ctx)  # a kernel-module global
+
+        for name in {n.id for s in [*body, ret] for n in ast.walk(s) if isinstance(n, ast.Name)} - local:
+            self.env[f"_pk_{name}"] = _FLOAT_ENV[name]
+        out += [Rename().visit(s) for s in body]
+        out.append(ast.Assign(targets=node.targets, value=Rename().visit(ret.value)))
+        for s in out:  # the inlined lines report the call's line in tracebacks
+            for n in ast.walk(s):
+                if hasattr(n, "lineno"):
+                    ast.copy_location(n, node)
+        return out
+
+
+def inline_kernels(fn: Callable[..., Any], kernels: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
+    """``fn`` (a hot method) with every statement ``targets = name(args)``, ``name`` a key of ``kernels``, replaced by
+    the float form of that kernel's body: the same equations as calling :data:`FLOAT` ``.kernel``, without the call.
+    ``fn.__wrapped__`` is the method as written (calls); tests/physics check the two agree exactly."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+    ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)
+    func = tree.body[0]
+    assert isinstance(func, ast.FunctionDef)
+    func.decorator_list = []
+    func.returns = None
+    for arg in [*func.args.args, *func.args.kwonlyargs]:
+        arg.annotation = None
+    env = fn.__globals__
+    tree = ast.fix_missing_locations(_Splice(kernels, env).visit(tree))
+    ns: dict[str, Any] = {}
+    exec(compile(tree, inspect.getsourcefile(fn) or "<inlined>", "exec"), env, ns)  # noqa: S102 (our own source)
+    out = ns[func.name]
+    out.__doc__, out.__qualname__, out.__wrapped__ = fn.__doc__, fn.__qualname__, fn
+    return out
+
+
+#: the names the float kernels see (this module's, and the float operations)
+_FLOAT_ENV: dict[str, Any] = {**globals(), **{f"_ops_{k}": getattr(SCALAR, k)
+                                               for k in ("exp", "sqrt", "minimum", "maximum", "search_right")}}
 FLOAT = FloatKernels()

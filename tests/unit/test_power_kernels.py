@@ -8,7 +8,10 @@ Each kernel of ``emulator.models.power_kernels`` is called three ways on the sam
 
 from __future__ import annotations
 
+import inspect
 import math
+import tomllib
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -17,7 +20,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulator.models import power_kernels as pk
-from emulator.models.power import DEFAULT_OCV_TABLE
+from emulator.models.power import DEFAULT_OCV_TABLE, PowerConfig, PowerSystem
+
+DATA = Path(__file__).resolve().parents[1] / "physics" / "data"
 
 SOC = [p[0] for p in DEFAULT_OCV_TABLE]
 VOLTS = [p[1] for p in DEFAULT_OCV_TABLE]
@@ -40,11 +45,12 @@ def three_ways(name: str, rows: list[tuple[Any, ...]], consts: tuple[Any, ...] =
     (``array_consts``: as the array form takes them, e.g. tables as arrays)."""
     kernel = getattr(pk, name)
     compiled = getattr(pk.FLOAT, name)
+    takes_ops = "ops" in inspect.signature(kernel).parameters
     floats = [compiled(*row, *consts) for row in rows]
     for row, out in zip(rows, floats, strict=True):
-        assert _same(out, kernel(*row, *consts, pk.SCALAR)), (name, row)
+        assert _same(out, kernel(*row, *consts, *([pk.SCALAR] if takes_ops else []))), (name, row)
     cols = [np.array(c) for c in zip(*rows, strict=True)]
-    arr = kernel(*cols, *(consts if array_consts is None else array_consts), pk.ARRAY)
+    arr = kernel(*cols, *(consts if array_consts is None else array_consts), *([pk.ARRAY] if takes_ops else []))
     for j, out in enumerate(floats):
         got = tuple(np.asarray(a)[j].item() for a in arr) if isinstance(out, tuple) else np.asarray(arr)[j].item()
         assert _same(out, got), (name, rows[j], out, got)
@@ -121,3 +127,42 @@ def test_overcurrent_shed_removes_rails_in_order_until_the_discharge_fits() -> N
     # nothing fits: every rail goes and the current is what is left (0 W: 0 A)
     assert pk.overcurrent_shed(0.0, 50.0, 7.0, 0.2, 0.01, [20.0, 30.0]) == (0.0, 0.0, 2)
     assert pk.shed_mode(pk.NORMAL) == pk.SAFE and pk.shed_mode(pk.CRITICAL) == pk.OFF
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1), st.floats(-50, 50), st.floats(1, 1e5)), min_size=1, max_size=8))
+def test_mid_step_soc_and_ledger(rows: list[tuple[float, ...]]) -> None:
+    three_ways("mid_step_soc", rows, (10.0,), (10.0,))
+    ledger = [(1.0, 2.0, 3.0, 4.0, abs(i), abs(i) * 0.9, soc, soc * 1.1) for soc, i, _ in rows]
+    three_ways("ledger_step", ledger, (0.5,), (0.5,))
+
+
+def test_the_inlined_step_is_the_step_as_written() -> None:
+    """PowerSystem.step has the float kernels written into it (pk.inline_kernels); stepping with it and with the
+    method as written (one call per kernel) gives the same state, bit for bit, through trips, sheds and faults."""
+    raw = tomllib.loads((DATA / "regression-cubesat-6u-jetson.toml").read_text(encoding="utf-8"))["power"]
+    raw["battery"].update(cell_capacity_ah=0.3, initial_soc=0.95, cells_parallel=1)
+    cfg = PowerConfig.model_validate(raw)
+    inlined, called = PowerSystem(cfg), PowerSystem(cfg)
+    as_written = PowerSystem.step.__wrapped__
+    assert PowerSystem.step is not as_written
+    rails = [r.name for r in cfg.rails]
+    for k in range(3000):
+        sun = [1361.0 * max(0.0, math.sin(k / 300.0))] * len(cfg.arrays)
+        loads = [0.0] * len(rails)
+        loads[rails.index("payload")] = 22.0 if (k // 200) % 3 == 0 else 3.0
+        if k == 500:
+            for p in (inlined, called):
+                p.short_rail("comms_5v", 5.0)
+        if k == 700:
+            for p in (inlined, called):
+                p.clear_short("comms_5v")
+                p.reset_rail("comms_5v")
+        args = (1.0 if k % 50 else 15.0, sun, [30.0] * len(cfg.arrays), 20.0 * math.sin(k / 500.0), loads)
+        inlined.step(*args)
+        as_written(called, *args)
+        assert inlined.truth() == called.truth(), k
+        assert inlined.events == called.events, k
+    reasons = {p.get("reason") for t, p in inlined.events if t == "eps.mode.changed"}
+    assert "battery over-current" in reasons
+    assert max(r.trips for r in inlined.rails) >= 1
