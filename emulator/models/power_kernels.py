@@ -107,9 +107,11 @@ def battery_current(net_w: Any, ocv_v: Any, r_ohm: Any, v_eoc: Any, i_chg_max: A
     p_max = (ocv_v + i_max * r_ohm) * i_max
     full = (net_w >= 0.0) & (net_w > p_max)
     disc = ocv_v * ocv_v + 4.0 * r_ohm * net_w
-    i_q = (-ocv_v + ops.sqrt(ops.maximum(disc, 0.0))) / (2.0 * r_ohm)
-    over = (net_w < 0.0) & ((disc < 0.0) | (-i_q > i_dis_max))
-    return ops.where(full, i_max, i_q), ops.where(full, net_w - p_max, 0.0), over
+    root = ops.maximum(disc, 0.0)
+    # the root only where it is the answer (for floats, ``where`` evaluates the branch taken only)
+    i = ops.where(full, i_max, (-ocv_v + ops.sqrt(root)) / (2.0 * r_ohm))
+    over = (net_w < 0.0) & ((disc < 0.0) | (-i > i_dis_max))
+    return i, ops.where(full, net_w - p_max, 0.0), over
 
 
 def mid_step_soc(soc0: Any, current_a: Any, dt_s: float, q_pack_c: Any, ops: Ops) -> Any:
@@ -343,11 +345,12 @@ class _Splice(ast.NodeTransformer):
         params = [a.arg for a in func.args.args]
         stored = {t.id for s in body for t in ast.walk(s) if isinstance(t, ast.Name) and isinstance(t.ctx, ast.Store)}
         args = dict(zip(params, call.args, strict=True))
+        uses = [n.id for s in [*body, ret] for n in ast.walk(s) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)]
         out: list[ast.stmt] = []
         subst: dict[str, ast.expr] = {}
         for p, a in args.items():
-            if isinstance(a, ast.Name | ast.Constant) and p not in stored:
-                subst[p] = a  # read-only parameter given a name or a constant: used as it is
+            if p not in stored and (isinstance(a, ast.Name | ast.Constant) or (_plain_read(a) and uses.count(p) <= 1)):
+                subst[p] = a  # a read-only parameter given a name, a constant or a plain read used once: as it is
             else:
                 out.append(ast.Assign(targets=[ast.Name(id=prefix + p, ctx=ast.Store())], value=a))
         local = set(params) | stored
@@ -362,13 +365,64 @@ class _Splice(ast.NodeTransformer):
 
         for name in {n.id for s in [*body, ret] for n in ast.walk(s) if isinstance(n, ast.Name)} - local:
             self.env[f"_pk_{name}"] = _FLOAT_ENV[name]
-        out += [Rename().visit(s) for s in body]
-        out.append(ast.Assign(targets=node.targets, value=Rename().visit(ret.value)))
+        out += [_Fold().visit(Rename().visit(s)) for s in body]
+        value = _Fold().visit(Rename().visit(ret.value))
+        targets = node.targets
+        if (len(targets) == 1 and isinstance(targets[0], ast.Tuple) and isinstance(value, ast.Tuple)
+                and len(targets[0].elts) == len(value.elts)
+                and not _roots(targets[0].elts) & {n.id for n in ast.walk(value) if isinstance(n, ast.Name)}):
+            # one assignment per value (no tuple built and unpacked): no value reads what a target writes
+            out += [ast.Assign(targets=[t], value=v) for t, v in zip(targets[0].elts, value.elts, strict=True)]
+        else:
+            out.append(ast.Assign(targets=targets, value=value))
         for s in out:  # the inlined lines report the call's line in tracebacks
             for n in ast.walk(s):
                 if hasattr(n, "lineno"):
                     ast.copy_location(n, node)
         return out
+
+
+def _plain_read(a: ast.expr) -> bool:
+    """``x.attr`` or ``x[i]`` with x and i names or constants: a read with no effect."""
+    if isinstance(a, ast.Attribute):
+        return isinstance(a.value, ast.Name)
+    return isinstance(a, ast.Subscript) and isinstance(a.value, ast.Name) and isinstance(a.slice, ast.Name | ast.Constant)
+
+
+def _roots(targets: list[ast.expr]) -> set[str]:
+    """The names assignment targets write to or through (``r`` of ``r.x``, ``a`` of ``a[i]``)."""
+    out = set()
+    for t in targets:
+        while isinstance(t, ast.Attribute | ast.Subscript):
+            t = t.value
+        if isinstance(t, ast.Name):
+            out.add(t.id)
+    return out
+
+
+class _Fold(ast.NodeTransformer):
+    """Folds what a constant argument decides: ``True and x`` -> x, ``x if True else y`` -> x, ``not True``."""
+
+    def visit_BoolOp(self, node: ast.BoolOp) -> ast.expr:
+        self.generic_visit(node)
+        keep = isinstance(node.op, ast.And)  # the constant that does not decide: True for and, False for or
+        last = len(node.values) - 1
+        vals = [v for i, v in enumerate(node.values) if i == last or not (isinstance(v, ast.Constant) and v.value is keep)]
+        if isinstance(vals[0], ast.Constant) and isinstance(vals[0].value, bool):
+            return vals[0]  # the first value decides
+        return vals[0] if len(vals) == 1 else ast.BoolOp(op=node.op, values=vals)
+
+    def visit_IfExp(self, node: ast.IfExp) -> ast.expr:
+        self.generic_visit(node)
+        if isinstance(node.test, ast.Constant) and isinstance(node.test.value, bool):
+            return node.body if node.test.value else node.orelse
+        return node
+
+    def visit_UnaryOp(self, node: ast.UnaryOp) -> ast.expr:
+        self.generic_visit(node)
+        if isinstance(node.op, ast.Not) and isinstance(node.operand, ast.Constant):
+            return ast.Constant(not node.operand.value)
+        return node
 
 
 def inline_kernels(fn: Callable[..., Any], kernels: dict[str, Callable[..., Any]]) -> Callable[..., Any]:
