@@ -8,6 +8,9 @@ their converters. Every joule is booked (:class:`EnergyLedger`) so that, over an
 
 closes to rounding (the stored energy is the integral of OCV over charge, see ``docs/models-power-thermal.md``).
 
+The equations are those of :mod:`emulator.models.power_kernels`, written once for one satellite and for the fleet
+(``cluster.PowerArrays``); :meth:`PowerSystem.step` has them compiled for floats and written into its body.
+
 The hot path (:meth:`PowerSystem.step`) is plain Python on floats and lists: at ~10 rails and arrays this
 is faster than numpy, whose per-call overhead dominates at this size (ceilings.md row 6). It avoids work whose
 result is known: rails whose outputs have settled ("quiet": constant demand, no limiter activity) are held
