@@ -805,51 +805,41 @@ class PowerArrays:
             i = np.where(todo, i2, i)
             shunt = np.where(todo, shunt2, shunt)
             todo = shed & (i != 0.0)
-        ds = i * dt_s / q
-        empty = conn & (soc0 + ds < 0.0)
-        brown: np.ndarray | None = None
+        soc, bus, brown, shunt, loss, empty = pk.battery_step_end(conn, soc0, i, ocv, rr, q, shunt, p_avail, dt_s,
+                                                                  ARRAY)
         if empty.any():
-            brown = np.where(empty, soc0 / np.where(empty, -ds, 1.0), 1.0)
-            ds = np.where(empty, -soc0, ds)
-            shunt = np.where(empty, p_avail * (1.0 - brown), shunt)
             for k in np.flatnonzero(empty).tolist():
                 self.events.append((k, "eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode[k]],
-                                                            "battery_v": float(ocv[k] + i[k] * rr[k]),
-                                                            "reason": "battery empty"}))
+                                                            "battery_v": float(bus[k]), "reason": "battery empty"}))
             self.mode_changes += empty & (self.mode != OFF)
             self.mode = np.where(empty, OFF, self.mode)
             self._bounds = None
-        bus = ocv + i * rr
-        loss = i * i * rr * dt_s
-        if brown is not None:
-            loss *= brown
         if self._all_connected:
-            self.soc = np.minimum(1.0, soc0 + ds)
+            self.soc = soc
             self.ocv_v, self.battery_r_ohm, self.battery_a = ocv, rr, i
             self.battery_loss_j += loss
         else:
-            self.soc = np.where(conn, np.minimum(1.0, soc0 + ds), soc0)
+            self.soc = np.where(conn, soc, soc0)
             self.ocv_v = np.where(conn, ocv, self.ocv_v)
             self.battery_r_ohm = np.where(conn, rr, self.battery_r_ohm)
             self.battery_a = np.where(conn, i, self.battery_a)
             self.battery_loss_j += np.where(conn, loss, 0.0)
             disc = ~conn
-            net = p_avail - p_loads_in
-            pos = net >= 0.0
-            shunt = np.where(disc, np.where(pos, net, p_avail), shunt)
-            brown = np.where(disc & ~pos, 0.0, 1.0 if brown is None else brown)
-            bus = np.where(disc, np.where(pos & (p_arr > 0.0), self.eoc_cell * np.maximum(self.connected_groups, 1),
-                                          0.0), bus)
-            dead = disc & ~pos & (self.mode != OFF)
-            for k in np.flatnonzero(dead).tolist():
+            bus_o, shunt_o, brown_o, dead = pk.open_pack_step(p_avail, p_loads_in, p_arr, self.eoc_cell,
+                                                              self.connected_groups, ARRAY)
+            shunt = np.where(disc, shunt_o, shunt)
+            brown = np.where(disc, brown_o, brown)
+            bus = np.where(disc, bus_o, bus)
+            dead &= disc
+            for k in np.flatnonzero(dead & (self.mode != OFF)).tolist():
                 self.events.append((k, "eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode[k]],
                                                             "battery_v": 0.0}))
-            self.mode_changes += dead
-            self.mode = np.where(disc & ~pos, OFF, self.mode)
+            self.mode_changes += dead & (self.mode != OFF)
+            self.mode = np.where(dead, OFF, self.mode)
             self._bounds = None
         self.bus_v = bus
         self.shunt_j += shunt * dt_s
-        if brown is not None and (brown < 1.0).any():
+        if (brown < 1.0).any():
             self.p_out = self.p_out * brown
             self.p_in = self.p_in * brown
             self.frac = self.frac * brown

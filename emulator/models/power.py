@@ -49,6 +49,8 @@ _rail_step = _F.rail_step
 _retry_step = _F.retry_step
 _mid_step_soc = _F.mid_step_soc
 _ledger_step = _F.ledger_step
+_battery_step_end = _F.battery_step_end
+_open_pack_step = _F.open_pack_step
 #: steps between two looks for rails whose outputs have settled (a cost knob only: results do not depend on it)
 QUIET_PROBE_STEPS = 16
 
@@ -868,36 +870,25 @@ class PowerSystem:
                     ocv = (v0 + dv * (mid - s0) / w) * groups
                 else:
                     ocv = self.cell_ocv(mid) * groups
-            ds = i * dt_s / q
-            soc = soc0 + ds
-            if soc < 0.0:
-                # exhausted within the step: loads got power only for part of it, then the pack cut off
-                brown = soc0 / (-ds)
-                soc = 0.0
-                shunt = p_avail * (1.0 - brown)  # after the cut-off nothing takes the array power
+            self.soc, self.bus_v, brown, shunt, loss_j, empty = _battery_step_end(
+                True, soc0, i, ocv, rr, q, shunt, p_avail, dt_s)
+            if empty:  # exhausted within the step: the pack cut off
                 self.events.append(("eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode],
-                                                         "battery_v": ocv + i * rr, "reason": "battery empty"}))
+                                                         "battery_v": self.bus_v, "reason": "battery empty"}))
                 self.mode = OFF
-            self.soc = soc if soc < 1.0 else 1.0  # noqa: FURB136 (per step: no builtin call)
             self.ocv_v = ocv
             self.battery_r_ohm = rr
             self.battery_a = i
-            self.bus_v = ocv + i * rr
-            led.battery_loss_j += i * i * rr * dt_s * brown
+            led.battery_loss_j += loss_j
             led.shunt_j += shunt * dt_s
         else:
-            net = p_avail - p_loads_in
-            if net >= 0.0:
-                shunt = net
-                self.bus_v = self.eoc_cell * max(self.connected_groups, 1) if p_arr > 0.0 else 0.0
-            else:
-                brown = 0.0  # no storage, not enough sun: everything browns out
-                shunt = p_avail
+            self.bus_v, shunt, brown, dead = _open_pack_step(p_avail, p_loads_in, p_arr, self.eoc_cell,
+                                                             self.connected_groups)
+            if dead:  # no storage, not enough sun: everything browns out
                 if self.mode != OFF:
                     self.events.append(("eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode],
                                                              "battery_v": 0.0}))
                 self.mode = OFF
-                self.bus_v = 0.0
             led.shunt_j += shunt * dt_s
 
         if brown < 1.0 or shed:
@@ -1013,4 +1004,5 @@ class PowerSystem:
 PowerSystem.step = pk.inline_kernels(PowerSystem.step, {  # type: ignore[method-assign]
     "_array_power": pk.array_power, "_rail_step": pk.rail_step, "_retry_step": pk.retry_step,
     "_pack_resistance": pk.pack_resistance, "_battery_current": pk.battery_current, "_rail_voltage": pk.rail_voltage,
-    "_mid_step_soc": pk.mid_step_soc, "_ledger_step": pk.ledger_step})
+    "_mid_step_soc": pk.mid_step_soc, "_ledger_step": pk.ledger_step, "_battery_step_end": pk.battery_step_end,
+    "_open_pack_step": pk.open_pack_step})

@@ -129,6 +129,30 @@ def ledger_step(array_j: Any, mppt_loss_j: Any, load_j: Any, converter_loss_j: A
             converter_loss_j + (in_w - out_w) * dt_s)
 
 
+def battery_step_end(connected: Any, soc0: Any, current_a: Any, ocv_v: Any, r_ohm: Any, q_pack_c: Any, shunt_w: Any,
+                     avail_w: Any, dt_s: float, ops: Ops) -> tuple[Any, ...]:
+    """A connected pack after a step at ``current_a``: (soc, bus_v, brown, shunt_w, battery_loss_j, empty). A pack
+    that empties within the step (``empty``) carried the loads only for the fraction ``brown`` of it, then cut off:
+    after that nothing takes the array power (shunted) and the I^2 R loss stops."""
+    ds = current_a * dt_s / q_pack_c
+    end = soc0 + ds
+    empty = connected & (end < 0.0)
+    brown = ops.where(empty, soc0 / ops.where(empty, -ds, 1.0), 1.0)
+    return (ops.where(empty, 0.0, ops.minimum(end, 1.0)), ocv_v + current_a * r_ohm, brown,
+            ops.where(empty, avail_w * (1.0 - brown), shunt_w), current_a * current_a * r_ohm * dt_s * brown, empty)
+
+
+def open_pack_step(avail_w: Any, loads_in_w: Any, array_w: Any, eoc_cell_v: float, groups: Any, ops: Ops
+                   ) -> tuple[Any, Any, Any, Any]:
+    """A step with the pack disconnected (no storage): (bus_v, shunt_w, brown, dead). With enough sun the array
+    holds the bus at the end-of-charge voltage and the surplus is shunted; without, everything browns out
+    (``dead``: the loads got nothing, the bus is 0)."""
+    net = avail_w - loads_in_w
+    pos = net >= 0.0
+    bus = ops.where(pos & (array_w > 0.0), eoc_cell_v * ops.maximum(groups, 1), 0.0)
+    return bus, ops.where(pos, net, avail_w), ops.where(pos, 1.0, 0.0), ops.not_(pos)
+
+
 def discharge_current(net_w: float, ocv_v: float, r_ohm: float, i_dis_max: float) -> float | None:
     """One member's discharge current (A, < 0) for a net power ``net_w`` < 0; None when it does not fit (over-
     current, as :func:`battery_current`)."""
@@ -300,7 +324,8 @@ class FloatKernels:
 
     def __init__(self) -> None:
         for fn in (pack_resistance, cell_energy_per_c, battery_current, array_power, initial_mode, next_mode,
-                   mode_band, rail_conducts, rail_voltage, rail_step, retry_step, mid_step_soc, ledger_step):
+                   mode_band, rail_conducts, rail_voltage, rail_step, retry_step, mid_step_soc, ledger_step,
+                   battery_step_end, open_pack_step):
             setattr(self, fn.__name__, _for_floats(fn))
 
 

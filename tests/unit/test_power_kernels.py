@@ -166,3 +166,11 @@ def test_the_inlined_step_is_the_step_as_written() -> None:
     reasons = {p.get("reason") for t, p in inlined.events if t == "eps.mode.changed"}
     assert "battery over-current" in reasons
     assert max(r.trips for r in inlined.rails) >= 1
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.floats(0, 1), st.floats(-100, 20), st.floats(6, 8.4), positive,
+                          st.floats(1, 1e5), st.floats(0, 50), st.floats(0, 80)), min_size=1, max_size=8))
+def test_pack_step_ends(rows: list[tuple[Any, ...]]) -> None:
+    three_ways("battery_step_end", rows, (10.0,), (10.0,))
+    three_ways("open_pack_step", [(a, s * 10, a * 1.05, 4.15, int(c)) for c, s, _, _, _, _, _, a in rows])
