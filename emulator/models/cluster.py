@@ -909,9 +909,11 @@ class PowerArrays:
                cold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Battery current (> 0 charging), shunted power and the members whose discharge does not fit (over-
         current: the terminal voltage would collapse or the current exceeds the discharge limit)."""
+        args = (p_avail - p_loads_in, ocv, rr, self.v_eoc, self.i_chg_max, self.i_dis_max, cold, ARRAY)
+        if self._all_connected:
+            return pk.battery_current(*args)
         with np.errstate(divide="ignore", invalid="ignore"):  # a disconnected pack (R = 0): its values are unused
-            return pk.battery_current(p_avail - p_loads_in, ocv, rr, self.v_eoc, self.i_chg_max, self.i_dis_max,
-                                      cold, ARRAY)
+            return pk.battery_current(*args)
 
     def _overcurrent_shed(self, k: int, p_avail: float, p_loads_in: float, ocv: float, rr: float) -> tuple[float,
                                                                                                              float]:
