@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from emulator.dotted import parse_key, set_dotted
 from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError, suggest
+from emulator.models import power_kernels as pk
 from emulator.models.accelerator import (
     TRANSITIONS,
     AcceleratorBoard,
@@ -63,6 +64,7 @@ from emulator.models.orbit import (
     OrbitConfig,
 )
 from emulator.models.power import FACES, MODE_NAMES, PowerConfig, updated_thresholds
+from emulator.models.power_kernels import ARRAY, CRITICAL, FULL, OFF
 from emulator.models.radiation import KINDS, RadiationConfig
 from emulator.models.satellite import (
     SEED_STREAMS,
@@ -91,8 +93,6 @@ from emulator.protocol.catalogue import Payload, Plane, field
 from emulator.reference_policy import REFERENCE
 from emulator.validation import config_error
 
-OFF, CRITICAL, SAFE, NORMAL, FULL = 0, 1, 2, 3, 4  # shed modes, as emulator.models.power
-_MIN_MODE = {"safe": NORMAL, "critical": SAFE, "never": CRITICAL}
 TH_KEYS = ("full_v", "normal_v", "safe_v", "critical_v", "hw_off_v", "hw_on_v")
 TH_FULL, TH_NORMAL, TH_SAFE, TH_CRIT, TH_HWOFF, TH_HWON = range(6)
 
@@ -528,8 +528,7 @@ class PowerArrays:
         self.cell_q_c = np.asarray(cell_capacity_ah, float) * 3600.0
         self.soc_pts = np.array([p[0] for p in b.ocv_table])
         self.v_pts = np.array([p[1] for p in b.ocv_table])
-        ds = np.diff(self.soc_pts)
-        self.cum_ocv = np.concatenate([[0.0], np.cumsum(0.5 * (self.v_pts[1:] + self.v_pts[:-1]) * ds)])
+        self.cum_ocv = np.array(pk.cumulative_ocv(self.soc_pts.tolist(), self.v_pts.tolist()))
         self.r25 = np.asarray(cell_r_ohm, float)
         self.r_b = b.r_activation_k
         self.eoc_cell = b.end_of_charge_v_cell
@@ -560,6 +559,8 @@ class PowerArrays:
             return np.array(vals, dtype=dtype)[:, None]
 
         self.regulated = col([r.kind == "regulated" for r in rails], bool)
+        #: converter dropout (V); -inf: an ideal converter (pk.rail_voltage)
+        self.dropout_v = col([-math.inf if r.dropout_v is None else r.dropout_v for r in rails])
         self.v_nom = col([r.voltage_v or 0.0 for r in rails])
         self.eff = col([r.efficiency for r in rails])
         self.limit_a = col([r.current_limit_a for r in rails])
@@ -567,7 +568,7 @@ class PowerArrays:
         self.retry_off_s = col([r.retry_off_s for r in rails])
         self.max_retries = col([r.max_retries for r in rails], np.int64)
         self.window_s = col([r.retry_window_s for r in rails])
-        self.min_mode = col([_MIN_MODE[r.shed_mode] for r in rails], np.int64)
+        self.min_mode = col([pk.MIN_MODE[r.shed_mode] for r in rails], np.int64)
         self.static_w = np.zeros((R, 1))
         for ld in cfg.loads:
             self.static_w[self.rail_index[ld.rail], 0] += ld.power_w
@@ -598,8 +599,8 @@ class PowerArrays:
         self.stored0_j = self.stored_j()
         self.mode_changes = np.zeros(n, np.int64)
         self.events: list[tuple[int, str, dict[str, Any]]] = []
-        # fast-path flags: which rare cases are live (limiter timing, retries, shorts, holds, lost cells)
-        self._lcl_busy = self._any_tripped = self._retries_any = self._shorted = self._hold_any = False
+        # fast-path flags: which rare cases are live (retry timers, holds, lost cells)
+        self._any_tripped = self._hold_any = False
         self._all_connected = True
         self._bounds: tuple[np.ndarray, np.ndarray] | None = None
         self._set_rail_outputs()
@@ -614,15 +615,14 @@ class PowerArrays:
         self.q_pack_c = self.cell_q_c * self.np_min
         with np.errstate(divide="ignore"):
             self.r_sum_inv = np.sum(np.where(alive > 0, 1.0 / np.maximum(alive, 1), 0.0), axis=0)
-        self.i_chg_max = self.max_charge_c * self.q_pack_c / 3600.0
-        self.i_dis_max = self.max_discharge_c * self.q_pack_c / 3600.0
-        self.v_eoc = self.eoc_cell * self.connected_groups
+        self.i_chg_max, self.i_dis_max, self.v_eoc = pk.pack_limits(
+            self.q_pack_c, self.max_charge_c, self.max_discharge_c, self.eoc_cell, self.connected_groups)
 
     def pack_ocv(self, soc: np.ndarray) -> np.ndarray:
         return np.interp(soc, self.soc_pts, self.v_pts) * self.connected_groups
 
     def pack_r(self, temp_degc: np.ndarray) -> np.ndarray:
-        return self.r25 * np.exp(self.r_b * (1.0 / (temp_degc + 273.15) - 1.0 / 298.15)) * self.r_sum_inv
+        return pk.pack_resistance(self.r25, self.r_b, temp_degc, self.r_sum_inv, ARRAY)
 
     def stored_j(self) -> np.ndarray:
         """Chemical energy of each pack: Q_pack * integral_0^soc OCV_pack(s) ds (J)."""
@@ -632,25 +632,12 @@ class PowerArrays:
     # -- mode machine -------------------------------------------------------------------------------------------
     def _initial_mode(self, v: np.ndarray) -> np.ndarray:
         th = self.th
-        return np.select([v < th[TH_HWOFF], v < th[TH_CRIT], v < th[TH_SAFE], v < th[TH_FULL] - 1e-3],
-                         [OFF, CRITICAL, SAFE, NORMAL], FULL).astype(np.int64)
+        return pk.initial_mode(v, th[TH_HWOFF], th[TH_CRIT], th[TH_SAFE], th[TH_FULL], ARRAY).astype(np.int64)
 
     def _update_mode(self, v: np.ndarray, mask: np.ndarray) -> None:
         th = self.th
         old = self.mode
-        m = old.copy()
-        hyst = th[TH_NORMAL] - th[TH_SAFE]
-        was_off = m == OFF
-        m = np.where(was_off & (v >= th[TH_HWON]), CRITICAL, m)
-        m = np.where(~was_off & (v < th[TH_HWOFF]), OFF, m)
-        on = m != OFF
-        m = np.where(on & (m >= SAFE) & (v < th[TH_CRIT]), CRITICAL,
-                     np.where(on & (m >= NORMAL) & (v < th[TH_SAFE]), SAFE,
-                              np.where(on & (m == FULL) & (v < th[TH_FULL] - hyst), NORMAL, m)))
-        rise = on & (self.hold_s <= 0.0)
-        m = np.where(rise & (m == CRITICAL) & (v >= th[TH_CRIT] + hyst), SAFE, m)
-        m = np.where(rise & (m == SAFE) & (v >= th[TH_NORMAL]), NORMAL, m)
-        m = np.where(rise & (m == NORMAL) & (v >= th[TH_FULL] - 1e-3), FULL, m)
+        m = pk.next_mode(old, v, *th[[TH_HWOFF, TH_HWON, TH_CRIT, TH_SAFE, TH_NORMAL, TH_FULL]], self.hold_s, ARRAY)
         m = np.where(mask, m, old)
         changed = m != old
         if changed.any():
@@ -665,17 +652,9 @@ class PowerArrays:
     def _mode_bounds(self) -> tuple[np.ndarray, np.ndarray]:
         """Per member, the battery voltages [lo, hi) within which the mode machine changes nothing (the step checks
         these two bounds and runs the machine only when a member leaves them)."""
-        th, m = self.th, self.mode
-        hyst = th[TH_NORMAL] - th[TH_SAFE]
-        inf = np.full(self.n, np.inf)
-        lo = np.where(m == OFF, -inf, th[TH_HWOFF])
-        lo = np.where(m >= SAFE, np.maximum(lo, th[TH_CRIT]), lo)
-        lo = np.where(m >= NORMAL, np.maximum(lo, th[TH_SAFE]), lo)
-        lo = np.where(m == FULL, np.maximum(lo, th[TH_FULL] - hyst), lo)
-        rise = np.select([m == CRITICAL, m == SAFE, m == NORMAL], [th[TH_CRIT] + hyst, th[TH_NORMAL],
-                                                                   th[TH_FULL] - 1e-3], inf)
-        hi = np.where(m == OFF, th[TH_HWON], np.where(self.hold_s > 0.0, inf, rise))
-        return lo, hi
+        th = self.th
+        return pk.mode_band(self.mode, *th[[TH_HWOFF, TH_HWON, TH_CRIT, TH_SAFE, TH_NORMAL, TH_FULL]],
+                            self.hold_s > 0.0, ARRAY)
 
     def thresholds(self, k: int) -> dict[str, float]:
         return {key: float(self.th[i, k]) for i, key in enumerate(TH_KEYS)}
@@ -707,14 +686,12 @@ class PowerArrays:
         self._set_rail_outputs()
 
     def _set_rail_outputs(self) -> None:
-        mode = self.mode
-        self.on = on = self.cmd_on & ~self.tripped & (mode >= self.min_mode) & (mode != OFF)
-        self.v_out = np.where(on, np.where(self.regulated, self.v_nom, self.bus_v), 0.0)
+        self.on = on = pk.rail_conducts(self.cmd_on, self.tripped, self.mode, self.min_mode, ARRAY)
+        self.v_out = np.where(on, pk.rail_voltage(self.regulated, self.v_nom, self.dropout_v, self.bus_v, ARRAY), 0.0)
 
     # -- faults -------------------------------------------------------------------------------------------------
     def set_short(self, k: int, rail: str, extra_a: float) -> None:
         self.short_a[self.rail(rail), k] = extra_a
-        self._shorted = bool(self.short_a.any())
 
     def _array(self, name: str) -> int:
         if name not in self.array_names:
@@ -777,69 +754,36 @@ class PowerArrays:
         if dt_s <= 0:
             raise ModelError(f"dt_s must be > 0, got {dt_s}", field="dt_s")
         # 1. arrays at the maximum power point
-        f = np.maximum(1.0 + self.tc * (array_temps_degc - self.tref), 0.0)
-        aw = np.where(solar_w_m2 > 0.0, solar_w_m2 * self.gain * f, 0.0)
+        aw = pk.array_power(solar_w_m2, self.gain, self.tc, array_temps_degc, self.tref, ARRAY)
         self.array_w = aw
         p_arr = aw.sum(axis=0)
         p_avail = p_arr * self.mppt
         # 2. rails and latching current limiters
         on = self.on
-        v = self.v_out
-        p_out = self.static_w + loads_w
-        i_out = np.divide(p_out, v, out=np.zeros_like(p_out), where=v > 0.0)
-        shorted = self._shorted
-        if shorted:
-            i_out += np.where(v > 0.0, self.short_a, 0.0)
-            p_short = self.short_a * v
-            p_out = p_out + p_short
-        over = on & (i_out > self.limit_a)
-        if self._lcl_busy or over.any():
-            # the limiters' timers, as PowerSystem.step rail by rail
-            ok = on & ~over
-            prev = self.over_s
-            over_s = np.where(over, prev + dt_s, np.where(on, 0.0, prev))
-            good_s = np.where(over, 0.0, np.where(ok, self.good_s + dt_s, self.good_s))
-            self.retries = np.where(ok & (good_s >= self.window_s), 0, self.retries)
-            trip = over & (over_s >= self.trip_s)
-            frac = np.where(trip, np.maximum((self.trip_s - prev) / dt_s, 0.0), on.astype(float))
-            self.over_s, self.good_s = over_s, good_s
-            if trip.any():
-                self.tripped |= trip
-                self.trips += trip
-                self.off_s = np.where(trip, 0.0, self.off_s)
-                self.over_s = np.where(trip, 0.0, self.over_s)
-                self.latched |= trip & (self.retries >= self.max_retries)
-                for r, k in zip(*np.nonzero(trip), strict=True):
-                    self.events.append((int(k), "eps.rail.tripped", {
-                        "rail": self.rail_names[r], "current_a": float(i_out[r, k]), "trips": int(self.trips[r, k]),
-                        "latched": bool(self.latched[r, k])}))
-            self._lcl_busy = bool(self.over_s.any())
-        else:
-            # common case: nothing over its limit, no limiter timing
-            self.good_s += dt_s * on
-            if self._retries_any:
-                self.retries = np.where(on & (self.good_s >= self.window_s), 0, self.retries)
-            frac = on.astype(float)
-        p_out_f = p_out * frac
-        p_in = p_out_f / self.eff
-        self.i_out = i_out * on
-        self.p_out = p_out_f
+        (self.i_out, self.p_out, p_in, self.heat_w, self.frac, self.over_s, self.good_s, self.retries,
+         trip) = pk.rail_step(on, self.static_w + loads_w, self.v_out, self.short_a, self.limit_a, self.over_s,
+                              self.good_s, self.retries, self.window_s, self.trip_s, self.eff, dt_s, ARRAY)
         self.p_in = p_in
-        self.heat_w = p_in - p_out_f + p_short * frac if shorted else p_in - p_out_f
-        self.frac = frac
+        if trip.any():
+            self.tripped |= trip
+            self.trips += trip
+            self.off_s = np.where(trip, 0.0, self.off_s)
+            self.over_s = np.where(trip, 0.0, self.over_s)
+            self.latched |= trip & (self.retries >= self.max_retries)
+            for r, k in zip(*np.nonzero(trip), strict=True):
+                self.events.append((int(k), "eps.rail.tripped", {
+                    "rail": self.rail_names[r], "current_a": float(self.i_out[r, k]),
+                    "trips": int(self.trips[r, k]), "latched": bool(self.latched[r, k])}))
         # rails that were off: retry timers of tripped (not latched) limiters
         if self._any_tripped:
-            waiting = ~on & self.tripped & ~self.latched
-            off_s = np.where(waiting, self.off_s + dt_s, self.off_s)
-            retry = waiting & (off_s >= self.retry_off_s)
-            self.off_s = off_s
+            self.off_s, retry = pk.retry_step(~on & self.tripped & ~self.latched, self.off_s, self.retry_off_s, dt_s,
+                                              ARRAY)
             if retry.any():
                 self.tripped &= ~retry
                 self.retries += retry
                 self.over_s = np.where(retry, 0.0, self.over_s)
                 self.good_s = np.where(retry, 0.0, self.good_s)
         self._any_tripped = bool(self.tripped.any())
-        self._retries_any = bool(self.retries.any())
         p_loads_in = p_in.sum(axis=0)
 
         # 3. battery: P = V_term I with V_term = OCV + I R, two passes (mean OCV) or more after an over-current shed
@@ -861,51 +805,41 @@ class PowerArrays:
             i = np.where(todo, i2, i)
             shunt = np.where(todo, shunt2, shunt)
             todo = shed & (i != 0.0)
-        ds = i * dt_s / q
-        empty = conn & (soc0 + ds < 0.0)
-        brown: np.ndarray | None = None
+        soc, bus, brown, shunt, loss, empty = pk.battery_step_end(conn, soc0, i, ocv, rr, q, shunt, p_avail, dt_s,
+                                                                  ARRAY)
         if empty.any():
-            brown = np.where(empty, soc0 / np.where(empty, -ds, 1.0), 1.0)
-            ds = np.where(empty, -soc0, ds)
-            shunt = np.where(empty, p_avail * (1.0 - brown), shunt)
             for k in np.flatnonzero(empty).tolist():
                 self.events.append((k, "eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode[k]],
-                                                            "battery_v": float(ocv[k] + i[k] * rr[k]),
-                                                            "reason": "battery empty"}))
+                                                            "battery_v": float(bus[k]), "reason": "battery empty"}))
             self.mode_changes += empty & (self.mode != OFF)
             self.mode = np.where(empty, OFF, self.mode)
             self._bounds = None
-        bus = ocv + i * rr
-        loss = i * i * rr * dt_s
-        if brown is not None:
-            loss *= brown
         if self._all_connected:
-            self.soc = np.minimum(1.0, soc0 + ds)
+            self.soc = soc
             self.ocv_v, self.battery_r_ohm, self.battery_a = ocv, rr, i
             self.battery_loss_j += loss
         else:
-            self.soc = np.where(conn, np.minimum(1.0, soc0 + ds), soc0)
+            self.soc = np.where(conn, soc, soc0)
             self.ocv_v = np.where(conn, ocv, self.ocv_v)
             self.battery_r_ohm = np.where(conn, rr, self.battery_r_ohm)
             self.battery_a = np.where(conn, i, self.battery_a)
             self.battery_loss_j += np.where(conn, loss, 0.0)
             disc = ~conn
-            net = p_avail - p_loads_in
-            pos = net >= 0.0
-            shunt = np.where(disc, np.where(pos, net, p_avail), shunt)
-            brown = np.where(disc & ~pos, 0.0, 1.0 if brown is None else brown)
-            bus = np.where(disc, np.where(pos & (p_arr > 0.0), self.eoc_cell * np.maximum(self.connected_groups, 1),
-                                          0.0), bus)
-            dead = disc & ~pos & (self.mode != OFF)
-            for k in np.flatnonzero(dead).tolist():
+            bus_o, shunt_o, brown_o, dead = pk.open_pack_step(p_avail, p_loads_in, p_arr, self.eoc_cell,
+                                                              self.connected_groups, ARRAY)
+            shunt = np.where(disc, shunt_o, shunt)
+            brown = np.where(disc, brown_o, brown)
+            bus = np.where(disc, bus_o, bus)
+            dead &= disc
+            for k in np.flatnonzero(dead & (self.mode != OFF)).tolist():
                 self.events.append((k, "eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode[k]],
                                                             "battery_v": 0.0}))
-            self.mode_changes += dead
-            self.mode = np.where(disc & ~pos, OFF, self.mode)
+            self.mode_changes += dead & (self.mode != OFF)
+            self.mode = np.where(dead, OFF, self.mode)
             self._bounds = None
         self.bus_v = bus
         self.shunt_j += shunt * dt_s
-        if brown is not None and (brown < 1.0).any():
+        if (brown < 1.0).any():
             self.p_out = self.p_out * brown
             self.p_in = self.p_in * brown
             self.frac = self.frac * brown
@@ -913,10 +847,8 @@ class PowerArrays:
         # 4. ledger
         e_out = self.p_out.sum(axis=0)
         e_in = self.p_in.sum(axis=0)
-        self.array_j += p_arr * dt_s
-        self.mppt_loss_j += (p_arr - p_avail) * dt_s
-        self.load_j += e_out * dt_s
-        self.converter_loss_j += (e_in - e_out) * dt_s
+        self.array_j, self.mppt_loss_j, self.load_j, self.converter_loss_j = pk.ledger_step(
+            self.array_j, self.mppt_loss_j, self.load_j, self.converter_loss_j, p_arr, p_avail, e_out, e_in, dt_s)
         self.array_total_w = p_arr
         self.shunt_w = shunt
         self.s_since_full += dt_s
@@ -939,7 +871,7 @@ class PowerArrays:
 
     def _mean_ocv(self, soc0: np.ndarray, i: np.ndarray, dt_s: float, q: np.ndarray) -> np.ndarray:
         """Pack OCV averaged over the SoC a step at current ``i`` sweeps (exact on a piecewise-linear table)."""
-        ocv = self.pack_ocv(np.maximum(soc0 + 0.5 * i * dt_s / q, 0.0))
+        ocv = self.pack_ocv(pk.mid_step_soc(soc0, i, dt_s, q, ARRAY))
         end = soc0 + i * dt_s / q
         s = self.soc_pts
         cross = ((np.searchsorted(s, soc0, side="right") != np.searchsorted(s, end, side="right"))
@@ -952,12 +884,7 @@ class PowerArrays:
 
     def _cell_energy(self, soc: np.ndarray) -> np.ndarray:
         """Integral of cell OCV over soc from 0 (V; times coulombs gives joules)."""
-        s, v, cum = self.soc_pts, self.v_pts, self.cum_ocv
-        soc = np.clip(soc, 0.0, 1.0)
-        i = np.minimum(np.searchsorted(s, soc, side="right"), len(s) - 1)
-        x = soc - s[i - 1]
-        slope = (v[i] - v[i - 1]) / (s[i] - s[i - 1])
-        return cum[i - 1] + v[i - 1] * x + 0.5 * slope * x * x
+        return pk.cell_energy_per_c(soc, self.soc_pts, self.v_pts, self.cum_ocv, ARRAY)
 
     def _solve_and_shed(self, members: np.ndarray, p_avail: np.ndarray, p_loads_in: np.ndarray, ocv: np.ndarray,
                         rr: np.ndarray, cold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -982,35 +909,23 @@ class PowerArrays:
                cold: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Battery current (> 0 charging), shunted power and the members whose discharge does not fit (over-
         current: the terminal voltage would collapse or the current exceeds the discharge limit)."""
-        net = p_avail - p_loads_in
-        chg = net >= 0.0
-        i_max = np.minimum((self.v_eoc - ocv) / rr, self.i_chg_max)
-        i_max = np.where((i_max < 0.0) | cold, 0.0, i_max)
-        p_max = (ocv + i_max * rr) * i_max
-        full = chg & (net > p_max)
-        disc = ocv * ocv + 4.0 * rr * net
-        i_q = (-ocv + np.sqrt(np.maximum(disc, 0.0))) / (2.0 * rr)
-        i = np.where(full, i_max, i_q)
-        shunt = np.where(full, net - p_max, 0.0)
-        bad = ~chg & ((disc < 0.0) | (-i_q > self.i_dis_max))
-        return i, shunt, bad
-
-    def _discharge(self, k: int, net: float, ocv: float, rr: float) -> float | None:
-        disc = ocv * ocv + 4.0 * rr * net
-        if disc < 0.0:
-            return None
-        i = (-ocv + math.sqrt(disc)) / (2.0 * rr)
-        return None if -i > self.i_dis_max[k] else i
+        args = (p_avail - p_loads_in, ocv, rr, self.v_eoc, self.i_chg_max, self.i_dis_max, cold, ARRAY)
+        if self._all_connected:
+            return pk.battery_current(*args)
+        with np.errstate(divide="ignore", invalid="ignore"):  # a disconnected pack (R = 0): its values are unused
+            return pk.battery_current(*args)
 
     def _overcurrent_shed(self, k: int, p_avail: float, p_loads_in: float, ocv: float, rr: float) -> tuple[float,
                                                                                                              float]:
         """Member k's discharge does not fit: shed rails by priority (payload first) until it does."""
-        for r in self.shed_order:
+        order = self.shed_order
+        p_loads_in, i, n = pk.overcurrent_shed(p_avail, p_loads_in, ocv, rr, float(self.i_dis_max[k]),
+                                               [float(self.p_in[r, k]) for r in order])
+        for r in order[:n]:
             if self.p_in[r, k] <= 0.0:
                 continue
-            p_loads_in -= float(self.p_in[r, k])
             self.p_out[r, k] = self.p_in[r, k] = self.frac[r, k] = self.heat_w[r, k] = self.i_out[r, k] = 0.0
-            new = max(OFF, int(self.min_mode[r, 0]) - 1)
+            new = pk.shed_mode(int(self.min_mode[r, 0]))
             self.hold_s[k] = self.cfg.overcurrent_hold_s
             self._hold_any = True
             self._bounds = None
@@ -1021,10 +936,7 @@ class PowerArrays:
                                                             "reason": "battery over-current"}))
                 self.mode[k] = new
                 self.mode_changes[k] += 1
-            i = self._discharge(k, p_avail - p_loads_in, ocv, rr)
-            if i is not None:
-                return p_loads_in, i
-        return p_loads_in, (self._discharge(k, p_avail - p_loads_in, ocv, rr) or 0.0)
+        return p_loads_in, i
 
     def balance(self) -> dict[str, np.ndarray]:
         """Energy ledger per member plus the closing residual (J)."""

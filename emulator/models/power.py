@@ -8,6 +8,9 @@ their converters. Every joule is booked (:class:`EnergyLedger`) so that, over an
 
 closes to rounding (the stored energy is the integral of OCV over charge, see ``docs/models-power-thermal.md``).
 
+The equations are those of :mod:`emulator.models.power_kernels`, written once for one satellite and for the fleet
+(``cluster.PowerArrays``); :meth:`PowerSystem.step` has them compiled for floats and written into its body.
+
 The hot path (:meth:`PowerSystem.step`) is plain Python on floats and lists: at ~10 rails and arrays this
 is faster than numpy, whose per-call overhead dominates at this size (ceilings.md row 6). It avoids work whose
 result is known: rails whose outputs have settled ("quiet": constant demand, no limiter activity) are held
@@ -28,16 +31,26 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from emulator.errors import CommandError, ModelError, suggest
+from emulator.models import power_kernels as pk
+from emulator.models.power_kernels import CRITICAL, FULL, NORMAL, OFF, SAFE  # noqa: F401 (the shed modes, public here too)
 
 FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # body faces, same order as emulator.models.environment.FACES
 
-# Shed modes, lowest first. A rail with shed_mode "safe" needs NORMAL or better to be on, and so on.
-OFF, CRITICAL, SAFE, NORMAL, FULL = 0, 1, 2, 3, 4
+# Shed modes (OFF, CRITICAL, SAFE, NORMAL, FULL: emulator.models.power_kernels), lowest first. A rail with
+# shed_mode "safe" needs NORMAL or better to be on, and so on.
 MODE_NAMES = ("off", "critical", "safe", "normal", "full")
-_MIN_MODE = {"safe": NORMAL, "critical": SAFE, "never": CRITICAL}
 
-_exp = math.exp
-_sqrt = math.sqrt
+_F = pk.FLOAT  # the kernels compiled for floats
+_battery_current = _F.battery_current
+_pack_resistance = _F.pack_resistance
+_array_power = _F.array_power
+_rail_voltage = _F.rail_voltage
+_rail_step = _F.rail_step
+_retry_step = _F.retry_step
+_mid_step_soc = _F.mid_step_soc
+_ledger_step = _F.ledger_step
+_battery_step_end = _F.battery_step_end
+_open_pack_step = _F.open_pack_step
 #: steps between two looks for rails whose outputs have settled (a cost knob only: results do not depend on it)
 QUIET_PROBE_STEPS = 16
 
@@ -339,6 +352,7 @@ class _Rail:
         "cfg",
         "cmd_on",
         "cuts",
+        "dropout",
         "dropout_v",
         "eff",
         "follows_bus",
@@ -378,6 +392,7 @@ class _Rail:
         self.v_nom = cfg.voltage_v or 0.0
         #: the output voltage follows the bus: unregulated, or a regulated converter that can brown out
         self.dropout_v = cfg.dropout_v
+        self.dropout = cfg.dropout_v if cfg.dropout_v is not None else -math.inf  # as pk.rail_voltage takes it
         self.follows_bus = not self.regulated or cfg.dropout_v is not None
         self.cuts = 0  # times the output went from on to off (switched, tripped, shed, cut off)
         self.eff = cfg.efficiency
@@ -386,7 +401,7 @@ class _Rail:
         self.retry_off_s = cfg.retry_off_s
         self.max_retries = cfg.max_retries
         self.window_s = cfg.retry_window_s
-        self.min_mode = _MIN_MODE[cfg.shed_mode]
+        self.min_mode = pk.MIN_MODE[cfg.shed_mode]
         self.cmd_on = cfg.default_on
         self.tripped = False   # LCL open (waiting for retry, or latched)
         self.latched = False   # no more automatic retries: needs eps.rail.reset
@@ -407,14 +422,8 @@ class _Rail:
 
 
 def _rail_v(r: _Rail, bus_v: float) -> float:
-    """Output voltage of a conducting rail whose output follows the bus: the bus itself (unregulated), or the set
-    point while the converter has its headroom, bus - dropout below that (browned out)."""
-    if not r.regulated:
-        return bus_v
-    v = bus_v - r.dropout_v  # type: ignore[operator]  # follows_bus and regulated: dropout_v is set
-    if v >= r.v_nom:
-        return r.v_nom
-    return max(0.0, v)
+    """Output voltage of a conducting rail (:func:`~emulator.models.power_kernels.rail_voltage`)."""
+    return _F.rail_voltage(r.regulated, r.v_nom, r.dropout, bus_v)
 
 
 class PowerSystem:
@@ -432,11 +441,7 @@ class PowerSystem:
         self._seg = (self._soc_pts[0], self._soc_pts[1], self._v_pts[0], self._v_pts[1] - self._v_pts[0],
                      self._soc_pts[1] - self._soc_pts[0])
         # cumulative integral of cell OCV over soc at the breakpoints (exact for a piecewise-linear table)
-        cum = [0.0]
-        for i in range(1, len(self._soc_pts)):
-            ds = self._soc_pts[i] - self._soc_pts[i - 1]
-            cum.append(cum[-1] + 0.5 * (self._v_pts[i] + self._v_pts[i - 1]) * ds)
-        self._cum_ocv = cum
+        self._cum_ocv = pk.cumulative_ocv(self._soc_pts, self._v_pts)
         self.r25 = b.cell_r_ohm
         self.r_b = b.r_activation_k
         self.eoc_cell = b.end_of_charge_v_cell
@@ -506,9 +511,8 @@ class PowerSystem:
         self.q_pack_c = self.cell_q_c * self.np_min
         self.r_sum_inv = sum(1.0 / n for n in alive)  # pack R = R_cell * sum(1/np_g)
         b = self.config.battery
-        self.i_chg_max = b.max_charge_c * self.q_pack_c / 3600.0
-        self.i_dis_max = b.max_discharge_c * self.q_pack_c / 3600.0
-        self.v_eoc = b.end_of_charge_v_cell * self.connected_groups
+        self.i_chg_max, self.i_dis_max, self.v_eoc = pk.pack_limits(
+            self.q_pack_c, b.max_charge_c, b.max_discharge_c, b.end_of_charge_v_cell, self.connected_groups)
         # everything step() needs of the pack, in one tuple (one attribute load on the hot path)
         self._pack = (self.r25, self.r_b, self.r_sum_inv, self.q_pack_c, self.v_eoc, self.i_chg_max, self.i_dis_max,
                       self.chg_min_t, self.connected_groups)
@@ -529,17 +533,11 @@ class PowerSystem:
         return self.cell_ocv(soc) * self.connected_groups
 
     def pack_r(self, temp_degc: float) -> float:
-        tk = temp_degc + 273.15
-        return self.r25 * math.exp(self.r_b * (1.0 / tk - 1.0 / 298.15)) * self.r_sum_inv
+        return _F.pack_resistance(self.r25, self.r_b, temp_degc, self.r_sum_inv)
 
     def _cell_energy_per_c(self, soc: float) -> float:
         """Integral of cell OCV over soc from 0 (V; times coulombs gives joules)."""
-        s, v, cum = self._soc_pts, self._v_pts, self._cum_ocv
-        soc = min(max(soc, 0.0), 1.0)
-        i = min(bisect_right(s, soc), len(s) - 1)
-        x = soc - s[i - 1]
-        slope = (v[i] - v[i - 1]) / (s[i] - s[i - 1])
-        return cum[i - 1] + v[i - 1] * x + 0.5 * slope * x * x
+        return _F.cell_energy_per_c(soc, self._soc_pts, self._v_pts, self._cum_ocv)
 
     def stored_j(self) -> float:
         """Chemical energy in the pack: Q_pack * integral_0^soc OCV_pack(s) ds."""
@@ -550,15 +548,7 @@ class PowerSystem:
     # -- mode machine ---------------------------------------------------------------------------------------
     def _initial_mode(self, v: float) -> int:
         th = self.th
-        if v < th["hw_off_v"]:
-            return OFF
-        if v < th["critical_v"]:
-            return CRITICAL
-        if v < th["safe_v"]:
-            return SAFE
-        if v < th["full_v"] - 1e-3:
-            return NORMAL
-        return FULL
+        return _F.initial_mode(v, th["hw_off_v"], th["critical_v"], th["safe_v"], th["full_v"])
 
     def _thresholds(self) -> tuple[float, ...]:
         th = self.th
@@ -569,27 +559,9 @@ class PowerSystem:
         return self._th_t
 
     def _update_mode(self, v: float) -> None:
-        hw_off, hw_on, critical, safe, normal, full, hyst = self._thresholds()
-        m = old = self.mode
-        if m == OFF:
-            if v >= hw_on:
-                m = CRITICAL
-        elif v < hw_off:
-            m = OFF
-        if m != OFF:
-            if m >= SAFE and v < critical:
-                m = CRITICAL
-            elif m >= NORMAL and v < safe:
-                m = SAFE
-            elif m == FULL and v < full - hyst:
-                m = NORMAL
-            if self.hold_s <= 0.0:  # rising transitions wait out an over-current hold
-                if m == CRITICAL and v >= critical + hyst:
-                    m = SAFE
-                if m == SAFE and v >= normal:
-                    m = NORMAL
-                if m == NORMAL and v >= full - 1e-3:
-                    m = FULL
+        hw_off, hw_on, critical, safe, normal, full, _ = self._thresholds()
+        old = self.mode
+        m = _F.next_mode(old, v, hw_off, hw_on, critical, safe, normal, full, self.hold_s)
         if m != old:
             self.mode = m
             self.events.append(("eps.mode.changed", {"mode": MODE_NAMES[m], "previous": MODE_NAMES[old],
@@ -598,17 +570,7 @@ class PowerSystem:
                 self.s_since_full = 0.0
         # the battery voltages for which this method would leave mode m as it is (step() skips the call then)
         held = self.hold_s > 0.0
-        inf = math.inf
-        if m == OFF:
-            lo, hi = -inf, hw_on
-        elif m == CRITICAL:
-            lo, hi = hw_off, (inf if held else critical + hyst)
-        elif m == SAFE:
-            lo, hi = max(hw_off, critical), (inf if held else normal)
-        elif m == NORMAL:
-            lo, hi = max(hw_off, critical, safe), (inf if held else full - 1e-3)
-        else:
-            lo, hi = max(hw_off, critical, safe, full - hyst), inf
+        lo, hi = _F.mode_band(m, hw_off, hw_on, critical, safe, normal, full, held)
         self._band = (lo, hi, m, self.th, held)
 
     def set_thresholds(self, **values: float | None) -> dict[str, float]:
@@ -645,11 +607,11 @@ class PowerSystem:
         mode = self.mode
         bus = self.bus_v
         for r in self.rails:
-            on = r.cmd_on and not r.tripped and mode >= r.min_mode and mode != OFF
+            on = _F.rail_conducts(r.cmd_on, r.tripped, mode, r.min_mode)
             if r.on and not on:
                 r.cuts += 1
             r.on = on
-            r.v_out = (_rail_v(r, bus) if r.follows_bus else r.v_nom) if on else 0.0
+            r.v_out = _rail_v(r, bus) if on else 0.0
         # step() redoes this only when the mode or a limiter changed; else it just follows the bus
         self._out_mode = mode
         self._rails_dirty = False
@@ -817,24 +779,12 @@ class PowerSystem:
         aw = self.array_w
         if len(aw) == 1:
             gain, tc, ref = self._array_k[0]
-            g = solar_w_m2[0]
-            if g > 0.0:
-                f = 1.0 + tc * (array_temps_degc[0] - ref)
-                p = g * gain * (f if f > 0.0 else 0.0)  # noqa: FURB136 (per step: no builtin call)
-            else:
-                p = 0.0
-            aw[0] = p
+            aw[0] = p = _array_power(solar_w_m2[0], gain, tc, array_temps_degc[0], ref)
             p_arr = 0.0 + p
         else:
             p_arr = 0.0
             for k, (gain, tc, ref) in enumerate(self._array_k):
-                g = solar_w_m2[k]
-                if g > 0.0:
-                    f = 1.0 + tc * (array_temps_degc[k] - ref)
-                    p = g * gain * (f if f > 0.0 else 0.0)  # noqa: FURB136 (per step: no builtin call)
-                else:
-                    p = 0.0
-                aw[k] = p
+                aw[k] = p = _array_power(solar_w_m2[k], gain, tc, array_temps_degc[k], ref)
                 p_arr += p
         p_avail = p_arr * self.mppt_eff
 
@@ -853,46 +803,20 @@ class PowerSystem:
         static = self.static_load_w
         for r in self._active:
             if r.on:
-                v = r.v_out
                 idx = r.idx
-                p_out = static[idx] + loads_w[idx]
-                sa = r.short_a
-                i_out = p_out / v + sa if v > 0.0 else 0.0
-                p_short = sa * v
-                p_out += p_short
-                if i_out > r.limit_a:
-                    prev = r.over_s
-                    r.over_s = prev + dt_s
-                    r.good_s = 0.0
-                    r.i_out = i_out
-                    frac = 1.0
-                    if r.over_s >= r.trip_s:
-                        # conducts until the trip instant within this step
-                        frac = (r.trip_s - prev) / dt_s
-                        frac = max(frac, 0.0)
-                        self._trip(r)
-                    r.p_out = p_out = p_out * frac
-                    r.p_in = p_in = p_out / r.eff
-                    r.heat_w = p_in - p_out + p_short * frac
-                    r.frac = frac
-                else:
-                    r.over_s = 0.0
-                    if r.good_s < r.window_s:  # past the window it has done its work: retries stay 0
-                        r.good_s = gs = r.good_s + dt_s
-                        if gs >= r.window_s:
-                            r.retries = 0
-                    r.i_out = i_out
-                    r.p_out = p_out
-                    r.p_in = p_in = p_out / r.eff
-                    r.heat_w = p_in - p_out + p_short
-                    r.frac = 1.0
+                (r.i_out, r.p_out, p_in, r.heat_w, r.frac, r.over_s, r.good_s, r.retries, trip) = _rail_step(
+                    True, static[idx] + loads_w[idx], r.v_out, r.short_a, r.limit_a, r.over_s, r.good_s, r.retries,
+                    r.window_s, r.trip_s, r.eff, dt_s)
+                r.p_in = p_in
+                if trip:
+                    self._trip(r)
                 p_loads_in += p_in
-                e_out += p_out
+                e_out += r.p_out
             else:
                 r.i_out = r.p_out = r.p_in = r.frac = r.heat_w = 0.0
                 if r.tripped and not r.latched:
-                    r.off_s += dt_s
-                    if r.off_s >= r.retry_off_s:
+                    r.off_s, retry = _retry_step(True, r.off_s, r.retry_off_s, dt_s)
+                    if retry:
                         r.tripped = False
                         self._rails_dirty = True
                         r.retries += 1
@@ -911,7 +835,7 @@ class PowerSystem:
                 ocv = (v0 + dv * (soc0 - s0) / w) * groups
             else:
                 ocv = self.cell_ocv(soc0) * groups
-            rr = r25 * _exp(r_b * (1.0 / (battery_temp_degc + 273.15) - 1.0 / 298.15)) * r_sum_inv
+            rr = _pack_resistance(r25, r_b, battery_temp_degc, r_sum_inv)
             cold = battery_temp_degc < chg_min_t
             net = p_avail - p_loads_in
             # two passes: the second uses the mean OCV over the step (the mid-SoC OCV on one linear segment, the
@@ -920,31 +844,16 @@ class PowerSystem:
             # take the mean over the new current. Ends: every shed removes a rail, and nothing left gives i = 0.
             final = False
             while True:
-                shunt = 0.0
-                if net >= 0.0:
-                    i_max = (v_eoc - ocv) / rr
-                    if i_max > i_chg_max:  # noqa: PLR1730 (per step: no builtin call)
-                        i_max = i_chg_max
-                    if i_max < 0.0 or cold:
-                        i_max = 0.0
-                    p_max = (ocv + i_max * rr) * i_max
-                    if net > p_max:
-                        i = i_max
-                        shunt = net - p_max
-                    else:
-                        i = (-ocv + _sqrt(ocv * ocv + 4.0 * rr * net)) / (2.0 * rr)
-                else:
-                    disc = ocv * ocv + 4.0 * rr * net
-                    i = (-ocv + _sqrt(disc)) / (2.0 * rr) if disc >= 0.0 else 0.0
-                    if disc < 0.0 or -i > i_dis_max:
-                        # over-current: the terminal voltage would collapse; shed by priority until it fits
-                        p_loads_in, i = self._overcurrent_shed(p_avail, p_loads_in, ocv, rr, i_dis_max)
-                        shunt = max(0.0, p_avail - p_loads_in - (ocv + i * rr) * i)
-                        net = p_avail - p_loads_in
-                        shed = True
-                        final = False
-                        if net >= 0.0 and i != 0.0:
-                            continue  # the array now covers the loads left: the charge branch, with its limits
+                i, shunt, over = _battery_current(net, ocv, rr, v_eoc, i_chg_max, i_dis_max, cold)
+                if over:
+                    # the terminal voltage would collapse (or the current exceed its limit): shed by priority
+                    p_loads_in, i = self._overcurrent_shed(p_avail, p_loads_in, ocv, rr, i_dis_max)
+                    shunt = max(0.0, p_avail - p_loads_in - (ocv + i * rr) * i)
+                    net = p_avail - p_loads_in
+                    shed = True
+                    final = False
+                    if net >= 0.0 and i != 0.0:
+                        continue  # the array now covers the loads left: the charge branch, with its limits
                 if final or i == 0.0:
                     break
                 final = True
@@ -956,43 +865,30 @@ class PowerSystem:
                     ocv = ((self._cell_energy_per_c(end) - self._cell_energy_per_c(soc0)) / (end - soc0)
                            * groups)
                     continue
-                mid = soc0 + 0.5 * i * dt_s / q
-                if mid < 0.0:  # noqa: PLR1730 (per step: no builtin call)
-                    mid = 0.0
+                mid = _mid_step_soc(soc0, i, dt_s, q)
                 if s0 <= mid < s1:
                     ocv = (v0 + dv * (mid - s0) / w) * groups
                 else:
                     ocv = self.cell_ocv(mid) * groups
-            ds = i * dt_s / q
-            soc = soc0 + ds
-            if soc < 0.0:
-                # exhausted within the step: loads got power only for part of it, then the pack cut off
-                brown = soc0 / (-ds)
-                soc = 0.0
-                shunt = p_avail * (1.0 - brown)  # after the cut-off nothing takes the array power
+            self.soc, self.bus_v, brown, shunt, loss_j, empty = _battery_step_end(
+                True, soc0, i, ocv, rr, q, shunt, p_avail, dt_s)
+            if empty:  # exhausted within the step: the pack cut off
                 self.events.append(("eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode],
-                                                         "battery_v": ocv + i * rr, "reason": "battery empty"}))
+                                                         "battery_v": self.bus_v, "reason": "battery empty"}))
                 self.mode = OFF
-            self.soc = soc if soc < 1.0 else 1.0  # noqa: FURB136 (per step: no builtin call)
             self.ocv_v = ocv
             self.battery_r_ohm = rr
             self.battery_a = i
-            self.bus_v = ocv + i * rr
-            led.battery_loss_j += i * i * rr * dt_s * brown
+            led.battery_loss_j += loss_j
             led.shunt_j += shunt * dt_s
         else:
-            net = p_avail - p_loads_in
-            if net >= 0.0:
-                shunt = net
-                self.bus_v = self.eoc_cell * max(self.connected_groups, 1) if p_arr > 0.0 else 0.0
-            else:
-                brown = 0.0  # no storage, not enough sun: everything browns out
-                shunt = p_avail
+            self.bus_v, shunt, brown, dead = _open_pack_step(p_avail, p_loads_in, p_arr, self.eoc_cell,
+                                                             self.connected_groups)
+            if dead:  # no storage, not enough sun: everything browns out
                 if self.mode != OFF:
                     self.events.append(("eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode],
                                                              "battery_v": 0.0}))
                 self.mode = OFF
-                self.bus_v = 0.0
             led.shunt_j += shunt * dt_s
 
         if brown < 1.0 or shed:
@@ -1012,10 +908,8 @@ class PowerSystem:
                 e_in += r.p_in
 
         # 4. ledger
-        led.array_j += p_arr * dt_s
-        led.mppt_loss_j += (p_arr - p_avail) * dt_s
-        led.load_j += e_out * dt_s
-        led.converter_loss_j += (e_in - e_out) * dt_s
+        led.array_j, led.mppt_loss_j, led.load_j, led.converter_loss_j = _ledger_step(
+            led.array_j, led.mppt_loss_j, led.load_j, led.converter_loss_j, p_arr, p_avail, e_out, e_in, dt_s)
         self.array_total_w = p_arr
         self.shunt_w = shunt
         self.s_since_full += dt_s
@@ -1036,35 +930,25 @@ class PowerSystem:
             bus = self.bus_v
             for r in self._bus_following:
                 if r.on:
-                    r.v_out = _rail_v(r, bus)
+                    r.v_out = _rail_voltage(r.regulated, r.v_nom, r.dropout, bus)
             self._probe_in -= 1
             if self._probe_in <= 0 and brown == 1.0 and not shed:
                 self._probe_quiet(loads_w)
 
-    def _discharge(self, net: float, ocv: float, rr: float, i_dis_max: float) -> float | None:
-        disc = ocv * ocv + 4.0 * rr * net
-        if disc < 0.0:
-            return None
-        i = (-ocv + math.sqrt(disc)) / (2.0 * rr)
-        return None if -i > i_dis_max else i
-
     def _overcurrent_shed(self, p_avail: float, p_loads_in: float, ocv: float, rr: float,
                           i_dis_max: float) -> tuple[float, float]:
-        for r in self._shed_order:
-            if r.p_in <= 0.0:
-                continue
-            p_loads_in -= r.p_in
-            r.p_out = r.p_in = r.frac = r.heat_w = 0.0
-            r.i_out = 0.0
-            self._shed_down(r)
-            i = self._discharge(p_avail - p_loads_in, ocv, rr, i_dis_max)
-            if i is not None:
-                return p_loads_in, i
-        return p_loads_in, (self._discharge(p_avail - p_loads_in, ocv, rr, i_dis_max) or 0.0)
+        order = self._shed_order
+        p_loads_in, i, n = pk.overcurrent_shed(p_avail, p_loads_in, ocv, rr, i_dis_max, [r.p_in for r in order])
+        for r in order[:n]:
+            if r.p_in > 0.0:
+                r.p_out = r.p_in = r.frac = r.heat_w = 0.0
+                r.i_out = 0.0
+                self._shed_down(r)
+        return p_loads_in, i
 
     def _shed_down(self, r: _Rail) -> None:
         """Drop the mode below rail r's minimum (a voltage-collapse shed) so the mode machine brings it back."""
-        new = max(OFF, r.min_mode - 1)
+        new = pk.shed_mode(r.min_mode)
         self.hold_s = self.config.overcurrent_hold_s
         if new < self.mode:
             self.events.append(("eps.mode.changed", {"mode": MODE_NAMES[new], "previous": MODE_NAMES[self.mode],
@@ -1113,3 +997,12 @@ class PowerSystem:
                       for r in self.rails},
             "energy": self.balance(),
         }
+
+
+# The hot step with the float kernels written in (no call per equation: pk.inline_kernels); the equations are
+# those of emulator.models.power_kernels, as the fleet's PowerArrays runs them on arrays.
+PowerSystem.step = pk.inline_kernels(PowerSystem.step, {  # type: ignore[method-assign]
+    "_array_power": pk.array_power, "_rail_step": pk.rail_step, "_retry_step": pk.retry_step,
+    "_pack_resistance": pk.pack_resistance, "_battery_current": pk.battery_current, "_rail_voltage": pk.rail_voltage,
+    "_mid_step_soc": pk.mid_step_soc, "_ledger_step": pk.ledger_step, "_battery_step_end": pk.battery_step_end,
+    "_open_pack_step": pk.open_pack_step})
