@@ -1796,7 +1796,7 @@ class ClusterModel(SpacecraftModel):
         def sensor(kind: str) -> tuple[Any, Any]:
             def inject(p: Any) -> None:
                 k = self.member(p.sat)
-                s = self._member_sensors(k)
+                s = self.sensor_suite(k)
                 bank = s.bank_of(p.channel)
                 getattr(self, {"eps": "read_eps", "thermal": "read_thermal", "sun": "read_sun"}[s.kind_of(bank)])(k)
                 bank.inject(p.channel, kind, t_ns=self.t_ns, rate_per_h=getattr(p, "rate_per_h", 0.0),
@@ -1804,7 +1804,7 @@ class ClusterModel(SpacecraftModel):
 
             def clear(p: Any) -> None:
                 k = self.member(p.sat)
-                self._member_sensors(k).bank_of(p.channel).clear(p.channel, kind)
+                self.sensor_suite(k).bank_of(p.channel).clear(p.channel, kind)
             return inject, clear
 
         pw = self.power
@@ -1830,7 +1830,7 @@ class ClusterModel(SpacecraftModel):
                             "failure, pointing loss); clearing restores it.", self._link_down, self._link_up))
         return faults
 
-    def _member_sensors(self, k: int) -> _MemberSensors:
+    def sensor_suite(self, k: int) -> _MemberSensors:
         s = self._sensors.get(k)
         if s is None:
             raise CommandError(f"params.sat: member {k} ({self.member_names[k]}) runs the built-in reference behaviour and "

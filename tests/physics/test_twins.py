@@ -593,6 +593,33 @@ def satellite_member(m: ClusterModel, k: int) -> dict[str, Any]:
     return d
 
 
+def flat_reading(reading: dict[str, Any]) -> dict[str, Any]:
+    """A board-plane reading (read_eps / read_thermal / read_sun) as one flat dict, without the member's ``sat``."""
+    out: dict[str, Any] = {}
+    for key, v in reading.items():
+        if key == "sat":
+            continue
+        if isinstance(v, dict):
+            out.update({f"{key}.{k2}": v2 for k2, v2 in v.items()})
+        elif isinstance(v, list):
+            for item in v:
+                out.update({f"{key}.{item['name']}.{k2}": v2 for k2, v2 in item.items() if k2 != "name"})
+        else:
+            out[key] = v
+    return out
+
+
+def member_banks(m: ClusterModel, k: int) -> dict[str, Any]:
+    return dict(m.sensor_suite(k).banks)
+
+
+def same_readings(sat: Satellite, m: ClusterModel, k: int, where: str) -> None:
+    """Every sensor bank of the single satellite against member ``k``'s (a bound member): same truth, same noise."""
+    same(flat_reading(sat.read_eps()), flat_reading(m.read_eps(k)), f"{where} read_eps")
+    same(flat_reading(sat.read_thermal()), flat_reading(m.read_thermal(k)), f"{where} read_thermal")
+    same(flat_reading(sat.read_sun()), flat_reading(m.read_sun(k)), f"{where} read_sun")
+
+
 @pytest.mark.parametrize("bound", [False, True])
 @pytest.mark.parametrize("name", ["suncatcher-proto", "cubesat-6u-jetson"])
 def test_a_member_follows_the_single_satellite_through_faults(name: str, bound: bool) -> None:
@@ -608,6 +635,13 @@ def test_a_member_follows_the_single_satellite_through_faults(name: str, bound: 
     m = ClusterModel(ClusterConfig(satellite=cfg, cluster=spec), epoch_utc=EPOCH, seed=5)
     m.env = ScriptedFleetEnvironment(1)  # type: ignore[assignment]
     fleet_board = m.boards.get(0)
+    if bound:  # the member's sensor banks draw from the single satellite's noise streams (the seeds differ by design)
+        for i, (kind, bank) in enumerate(member_banks(m, 0).items()):
+            bank.rng = np.random.default_rng(100 + i)
+            {"eps": sat.eps_bank, "thermal": sat.thermal_bank, "sun": sat.sun_bank}[kind].rng = \
+                np.random.default_rng(100 + i)
+    sensor_faults = [("eps", "eps.battery_a", "noisy", {"factor": 4.0}), ("thermal", f"thermal.{cfg.thermal.nodes[0].name}",
+                     "drift", {"rate_per_h": 3.0}), ("eps", "eps.bus_v", "stuck", {}), ("sun", "adcs.sun", "open", {})]
     pc = cfg.power
     die = sat.thermal.index[cfg.accelerator.thermal_node]
     heater = cfg.thermal.heaters[-1].name
@@ -662,8 +696,19 @@ def test_a_member_follows_the_single_satellite_through_faults(name: str, bound: 
             both(lambda: sat.power.set_rail("payload", True), lambda: pw.set_rail(0, "payload", True))
         elif k == 5000:
             both(lambda: sat.power.lose_cell(0, "short"), lambda: pw.lose_cell(0, 0, "short"))
+        if bound and k in (1200, 1800):  # sensor faults on both, then cleared
+            for kind, channel, fault, kw in sensor_faults:
+                banks = ({"eps": sat.eps_bank, "thermal": sat.thermal_bank, "sun": sat.sun_bank}[kind],
+                         member_banks(m, 0)[kind])
+                for bank in banks:
+                    if k == 1200:
+                        bank.inject(channel, fault, t_ns=k * NS, **kw)
+                    else:
+                        bank.clear(channel, fault)
         sat.step(k * NS, NS)
         m.step(k * NS, NS)
+        if bound:
+            same_readings(sat, m, 0, f"step {k}")
         busy(sat.accel)
         if fleet_board is not None:
             busy(fleet_board)
