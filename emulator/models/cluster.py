@@ -88,7 +88,7 @@ from emulator.models.satellite import (
     eps_channels,
 )
 from emulator.models.sensors import ChannelSpec, SensorBank
-from emulator.models.thermal import KELVIN, ThermalNetwork
+from emulator.models.thermal import KELVIN, ThermalNetwork, implicit_operator, relinearise_every
 from emulator.protocol.catalogue import Payload, Plane, field
 from emulator.reference_policy import REFERENCE
 from emulator.validation import config_error
@@ -977,7 +977,7 @@ class ThermalBatch:
         self._f0 = 3 * nn
         self._dt = -1.0
         self._t_lin = self.T.mean(axis=1)
-        self._rad = net._rad_nodes
+        self._rad = np.array(net.radiating_nodes, dtype=np.intp)
         self._check_every = 1
         self._countdown = 1
         self.refreshes = 0
@@ -988,21 +988,10 @@ class ThermalBatch:
         return self.X[self._f0:-1]
 
     def _refresh(self, dt_s: float) -> None:
-        net = self.net
-        self._check_every = max(1, int(10.0 / dt_s))
-        self._countdown = self._check_every
+        self._check_every = self._countdown = relinearise_every(dt_s)
         self._t_lin = self.T.mean(axis=1)
-        d = 4.0 * net.k_rad * self._t_lin ** 3
-        cdt = net.C / dt_s + d
-        inv = np.linalg.inv(net.L + np.diag(cdt))
-        nn = net.n
-        B = np.empty((nn, self.X.shape[0]))
-        B[:, :nn] = inv * cdt[None, :]
-        B[:, nn:2 * nn] = -inv * net.k_rad[None, :]
-        B[:, 2 * nn:3 * nn] = inv
-        B[:, self._f0:-1] = inv @ self.M
-        B[:, -1] = inv @ (net.k_rad * net.sink4 + self.static_q)
-        self.B = B
+        self.B, _ = implicit_operator(self.net, self._t_lin, dt_s, t4_nodes=np.arange(self.n_nodes), features=self.M,
+                                      static_q_w=self.static_q)
         self._dt = dt_s
         self.refreshes += 1
 

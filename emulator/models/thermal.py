@@ -10,8 +10,10 @@ emissivity, by Kirchhoff) plus every electrical dissipation the satellite routes
 The solver is backward Euler with the T^4 term linearised, T_new^4 ~ T^4 + 4 T_lin^3 (T_new - T), which is
 unconditionally stable for the linear part and exact at steady state. With A = C/dt + L + diag(4 k T_lin^3)
 the whole update is one precomputed product, T_new = A^-1 [diag(cdt) | -k_r | I | k T_sink^4] @ [T, T_r^4, q, 1]
-(T_r: the radiating nodes), solved once and reused (ceilings.md row 6: ~1.3 us per step at N <= 32); the step
-builds that vector from plain floats (:meth:`ThermalNetwork.advance`). A is refreshed when dt changes or a
+(T_r: the radiating nodes), built once by :func:`implicit_operator` and reused (~1.3 us per step at N <= 32);
+the step builds that vector from plain floats (:meth:`ThermalNetwork.advance`). The fleet
+(:class:`emulator.models.cluster.ThermalBatch`) steps N members with the same operator (more columns, one
+matrix product); the heater thermostat is one function too (:func:`thermostat_on`). A is refreshed when dt changes or a
 radiating node has moved more than ``relinearise_k`` from T_lin (checked every ~10 s of sim time; a
 frozen-Jacobian Newton step: the fixed point is still the exact steady state).
 """
@@ -123,6 +125,41 @@ class ThermalConfig(_Strict):
         return self
 
 
+def relinearise_every(dt_s: float) -> int:
+    """Steps between checks of the radiating nodes' drift from T_lin: ~10 s of sim time (they move slowly)."""
+    return max(1, int(10.0 / dt_s))
+
+
+def implicit_operator(net: ThermalNetwork, t_lin_k: np.ndarray, dt_s: float, *, t4_nodes: np.ndarray,
+                      features: np.ndarray | None = None,
+                      static_q_w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The backward-Euler step of ``net`` linearised about ``t_lin_k`` as one matrix: ``T_new = B @ X`` with
+
+        X = [T; T_j^4 (j in t4_nodes); q; F; 1],   B = A^-1 [diag(cdt) | -k e_j | I | features | k T_sink^4 + q_static]
+
+    where ``A = L + diag(cdt)``, ``cdt = C/dt + d`` and ``d = 4 k T_lin^3`` (the linearised radiation). ``t4_nodes``
+    the nodes whose T^4 is a row of X (at least the radiating ones: the others' columns are zero), ``features``
+    (nodes x F) where each extra heat input F goes, ``static_q_w`` constant heat per node. The single satellite
+    (one column, its radiating nodes) and the fleet (N columns, every node, the electrical features) both step
+    with it. Returns ``(B, d)``."""
+    n = net.n
+    k = net.k_rad
+    d = 4.0 * k * t_lin_k ** 3
+    cdt = net.C / dt_s + d
+    inv = np.linalg.inv(net.L + np.diag(cdt))
+    nr = len(t4_nodes)
+    nf = 0 if features is None else features.shape[1]
+    B = np.empty((n, 2 * n + nr + nf + 1))
+    B[:, :n] = inv * cdt[None, :]
+    B[:, n:n + nr] = -inv[:, t4_nodes] * k[t4_nodes][None, :]
+    B[:, n + nr:2 * n + nr] = inv
+    if nf:
+        B[:, 2 * n + nr:-1] = inv @ features
+    const = k * net.sink4
+    B[:, -1] = inv @ (const if static_q_w is None else const + static_q_w)
+    return B, d
+
+
 class ThermalNetwork:
     """The node temperatures and their implicit update. Temperatures are kept in kelvin (``T``)."""
 
@@ -160,24 +197,14 @@ class ThermalNetwork:
         self.k_rad = k
         self._rad_nodes = np.flatnonzero(k > 0)
         self._rad_l = self._rad_nodes.tolist()
-        # right-hand side of the per-step product (see _refresh): [diag(cdt) | -k e_r | I | k T_sink^4]
-        nr = len(self._rad_l)
-        self._m_cols = 2 * n + nr + 1
-        G = np.zeros((n, self._m_cols))
-        for c, j in enumerate(self._rad_l):
-            G[j, n + c] = -k[j]
-        G[:, n + nr:2 * n + nr] = np.eye(n)
-        G[:, -1] = k * config.sink_temp_k ** 4
-        self._G = G
-        self._c_dt = np.zeros(n)
+        self._m_cols = 2 * n + len(self._rad_l) + 1  # the per-step vector [T, T_r^4, q, 1]
         self._check_every = 1
         self._countdown = 1
         self.sink4 = config.sink_temp_k ** 4
         self.tol_k = config.relinearise_k
         self._dt = -1.0
         self._t_lin = self.T.copy()
-        self._inv = np.eye(n)
-        self._cdt = np.zeros(n)
+        self._d = np.zeros(n)
         self.refreshes = 0
         self.track_energy = track_energy
         self.heat_in_j = 0.0
@@ -203,27 +230,19 @@ class ThermalNetwork:
                 + np.asarray(tracking_solar_w_m2)[:, None] * self.v_track[None, :])
 
     # -- solver ---------------------------------------------------------------------------------------------
+    @property
+    def radiating_nodes(self) -> list[int]:
+        """Indices of the nodes with a radiating surface (k_rad > 0): the only ones with a T^4 term."""
+        return self._rad_l
+
     def _refresh(self, dt_s: float) -> None:
         # only radiating nodes have a linearised term; they move slowly (time constants of minutes), so their
         # drift from T_lin is checked every ~10 s of sim time rather than every step
-        n = self.n
-        if dt_s != self._dt:
-            self._check_every = max(1, int(10.0 / dt_s))
-            self._c_dt = self.C / dt_s
-        self._countdown = self._check_every
+        self._check_every = self._countdown = relinearise_every(dt_s)
         self._t_lin = self.T.copy()
-        d = 4.0 * self.k_rad * self._t_lin ** 3
-        self._cdt = self._c_dt + d
-        self._d = d
+        # the per-step path is one product on plain floats: T_new = M @ [T, T_r^4, q, 1] (implicit_operator)
+        self._M, self._d = implicit_operator(self, self._t_lin, dt_s, t4_nodes=self._rad_nodes)
         self._dt = dt_s
-        # the per-step path is one product on plain floats: T_new = M @ [T, T_r^4, q, 1] with T_r the radiating
-        # nodes, i.e. A^-1 (cdt T - k T^4 + q + k T_sink^4) with A = L + diag(cdt); M = A^-1 G, one solve
-        A = self.L.copy()
-        A.flat[::n + 1] += self._cdt
-        G = self._G
-        G.flat[:n * self._m_cols:self._m_cols + 1] = self._cdt
-        self._M = np.linalg.solve(A, G)
-        self._inv = self._M[:, n + len(self._rad_l):2 * n + len(self._rad_l)]
         self._tlin_l = self._t_lin.tolist()
         self.refreshes += 1
 

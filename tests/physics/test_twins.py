@@ -681,8 +681,11 @@ def test_a_member_follows_the_single_satellite_through_faults(name: str, bound: 
                  (lambda: fleet_board.cmd_reset()) if fleet_board else (lambda: m.accel.reset(np.ones(1, bool))))
         elif k == 2000:
             both(lambda: sat.thermal.set_heater(heater, "on"), lambda: m.heaters.set(0, heater, "on", None, None))
+        elif k == 2250:
+            both(lambda: sat.thermal.set_heater(heater, "off"), lambda: m.heaters.set(0, heater, "off", None, None))
         elif k == 2500:
-            both(lambda: sat.thermal.set_heater(heater, "auto"), lambda: m.heaters.set(0, heater, "auto", None, None))
+            both(lambda: sat.thermal.set_heater(heater, "auto", -5.0, 30.0),
+                 lambda: m.heaters.set(0, heater, "auto", -5.0, 30.0))
         elif k == 3000:
             both(lambda: sat.power.fail_strings(array, 3), lambda: pw.fail_strings(0, array, 3))
         elif k == 3500:
