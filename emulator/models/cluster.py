@@ -58,6 +58,7 @@ from emulator.models.base import (
 )
 from emulator.models.environment import Environment, EnvironmentConfig, along_orbit
 from emulator.models.isl import IslConfig, IslNetwork, ring_order
+from emulator.models.ops import ARRAY
 from emulator.models.orbit import (
     MU_EARTH_KM3_S2,
     R_EARTH_KM,
@@ -88,7 +89,17 @@ from emulator.models.satellite import (
     eps_channels,
 )
 from emulator.models.sensors import ChannelSpec, SensorBank
-from emulator.models.thermal import KELVIN, ThermalNetwork, implicit_operator, relinearise_every
+from emulator.models.thermal import (
+    HEATER_MODES,
+    KELVIN,
+    ThermalNetwork,
+    heater_band,
+    heater_demand_w,
+    heater_index,
+    implicit_operator,
+    relinearise_every,
+    thermostat_on,
+)
 from emulator.protocol.catalogue import Payload, Plane, field
 from emulator.reference_policy import REFERENCE
 from emulator.validation import config_error
@@ -102,7 +113,6 @@ S_OFF, S_BOOTING, S_IDLE, S_BUSY, S_THROTTLED, S_HUNG, S_LATCHED, S_FAILED = ran
 #: _LEGAL[old, new]: the board's TRANSITIONS as a matrix over the state numbers
 _LEGAL = np.array([[BoardState(b) in TRANSITIONS[BoardState(a)] for b in STATE_NAMES] for a in STATE_NAMES])
 THROTTLE_NAMES = ("none", "software", "hardware")
-HEATER_MODES = ("auto", "on", "off")
 
 #: per-member overrides: keys a member may change without changing the shared structure (dotted; a list element
 #: is addressed by its name, e.g. ``thermal.nodes.battery.initial_temp_degc``)
@@ -1034,24 +1044,15 @@ class HeaterArrays:
         """Thermostats on the current temperatures; each heater's electrical demand (heaters, N), W."""
         if not self.names:
             return np.zeros((0, T.shape[1]))
-        t = T[self.node]
-        auto = np.where(t < self.on_below, True, np.where(t > self.off_above, False, self.on))
-        self.on = np.where(self.mode == 0, auto, self.mode == 1)
-        return np.where(self.on, self.power_w, 0.0)
+        self.on = thermostat_on(T[self.node], self.on, self.mode == 0, self.mode == 1, self.on_below, self.off_above,
+                                ARRAY)
+        return heater_demand_w(self.on, self.power_w, ARRAY)
 
     def set(self, k: int, name: str, mode: str, on_below_degc: float | None,
             off_above_degc: float | None) -> dict[str, Any]:
-        if name not in self.names:
-            raise CommandError(f"unknown heater {name!r}{suggest(name, self.names)}; valid heaters: "
-                               f"{', '.join(self.names) or '(none)'}", field="payload.heater", valid=self.names)
-        h = self.names.index(name)
-        lo = float(self.on_below[h, k]) - KELVIN if on_below_degc is None else on_below_degc
-        hi = float(self.off_above[h, k]) - KELVIN if off_above_degc is None else off_above_degc
-        if not lo < hi:
-            raise CommandError(f"on_below_degc ({lo}) must be below off_above_degc ({hi})",
-                               field="payload.on_below_degc")
-        if mode not in HEATER_MODES:
-            raise CommandError(f"unknown heater mode {mode!r}", field="payload.mode", valid=list(HEATER_MODES))
+        h = heater_index(self.names, name)
+        lo, hi = heater_band(mode, float(self.on_below[h, k]) - KELVIN, float(self.off_above[h, k]) - KELVIN,
+                             on_below_degc, off_above_degc)
         self.mode[h, k] = HEATER_MODES.index(mode)
         self.on_below[h, k] = lo + KELVIN
         self.off_above[h, k] = hi + KELVIN

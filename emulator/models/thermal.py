@@ -20,17 +20,19 @@ frozen-Jacobian Newton step: the fixed point is still the exact steady state).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emulator.errors import CommandError, ModelError, suggest
+from emulator.models.ops import SCALAR
 
 SIGMA = 5.670374419e-8  # Stefan-Boltzmann constant, W m^-2 K^-4 (CODATA 2018, exact)
 KELVIN = 273.15
 FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # same order as emulator.models.environment.FACES
 _fromiter = np.fromiter  # a list of floats to an array: ~40 % cheaper than np.array on the per-step path
+HEATER_MODES = ("auto", "on", "off")
 SurfaceFace = Literal["+X", "-X", "+Y", "-Y", "+Z", "-Z", "sun", "none"]
 
 
@@ -123,6 +125,41 @@ class ThermalConfig(_Strict):
                 raise ValueError(f"heaters: duplicate heater name {h.name!r}")
             hn.add(h.name)
         return self
+
+
+def thermostat_on(temp_k: Any, on: Any, auto: Any, forced_on: Any, on_below_k: Any, off_above_k: Any,
+                  ops: Any) -> Any:
+    """A heater's state after its thermostat: in auto, on below ``on_below_k``, off above ``off_above_k`` and as it
+    was in between; forced (not auto), ``forced_on``. Floats and :data:`~emulator.models.ops.SCALAR` or arrays of
+    members and :data:`~emulator.models.ops.ARRAY`."""
+    return ops.where(auto, ops.where(temp_k < on_below_k, True, ops.where(temp_k > off_above_k, False, on)),
+                     forced_on)
+
+
+def heater_demand_w(on: Any, power_w: Any, ops: Any) -> Any:
+    """A heater's electrical demand (W): its power when on."""
+    return ops.where(on, power_w, 0.0)
+
+
+def heater_index(names: list[str], name: str) -> int:
+    """The heater called ``name`` (a heater.set command's ``heater``), or a CommandError naming the valid ones."""
+    if name not in names:
+        raise CommandError(f"unknown heater {name!r}{suggest(name, names)}; valid heaters: "
+                           f"{', '.join(names) or '(none)'}", field="payload.heater", valid=list(names))
+    return names.index(name)
+
+
+def heater_band(mode: str, on_below_degc: float, off_above_degc: float, new_on_below_degc: float | None,
+                new_off_above_degc: float | None) -> tuple[float, float]:
+    """A heater.set command's new thermostat band (degC; absent values keep the present ones), checked whole: the
+    mode must be one of HEATER_MODES and on_below below off_above (CommandError otherwise)."""
+    lo = on_below_degc if new_on_below_degc is None else new_on_below_degc
+    hi = off_above_degc if new_off_above_degc is None else new_off_above_degc
+    if not lo < hi:
+        raise CommandError(f"on_below_degc ({lo}) must be below off_above_degc ({hi})", field="payload.on_below_degc")
+    if mode not in HEATER_MODES:
+        raise CommandError(f"unknown heater mode {mode!r}", field="payload.mode", valid=list(HEATER_MODES))
+    return lo, hi
 
 
 def relinearise_every(dt_s: float) -> int:
@@ -307,7 +344,7 @@ class ThermalNetwork:
         """Thermostats on the current temperatures (``temps_k``: ``T.tolist()`` if the caller has it); returns
         each heater's electrical demand (W)."""
         self.thermostat(self.T.tolist() if temps_k is None else temps_k)
-        return [p if on else 0.0 for p, on in zip(self.heater_power_w, self.heater_on, strict=True)]
+        return [heater_demand_w(on, p, SCALAR) for p, on in zip(self.heater_power_w, self.heater_on, strict=True)]
 
     def thermostat(self, temps_k: list[float]) -> bool:
         """Run the thermostats on ``temps_k`` (kelvin, per node); True if a heater switched on or off."""
@@ -318,19 +355,13 @@ class ThermalNetwork:
             return False
         modes = self.heater_mode
         on = self.heater_on
+        lo, hi = self.heater_on_below, self.heater_off_above
         changed = False
         for h, node in enumerate(self.heater_node):
             mode = modes[h]
-            if mode == "auto":
-                t = temps_k[node]
-                if t < self.heater_on_below[h]:
-                    if not on[h]:
-                        on[h] = changed = True
-                elif t > self.heater_off_above[h] and on[h]:
-                    on[h] = False
-                    changed = True
-            elif on[h] is not (mode == "on"):
-                on[h] = mode == "on"
+            new = thermostat_on(temps_k[node], on[h], mode == "auto", mode == "on", lo[h], hi[h], SCALAR)
+            if new is not on[h]:
+                on[h] = new
                 changed = True
         self._bands()
         return changed
@@ -355,18 +386,9 @@ class ThermalNetwork:
     def set_heater(self, name: str, mode: str, on_below_degc: float | None = None,
                    off_above_degc: float | None = None) -> dict[str, object]:
         """Command a heater; validated as a whole, nothing changes on error."""
-        h = self.heater_index.get(name)
-        if h is None:
-            valid = list(self.heater_index)
-            raise CommandError(f"unknown heater {name!r}{suggest(name, valid)}; valid heaters: "
-                               f"{', '.join(valid) or '(none)'}", field="payload.heater", valid=valid)
-        lo = self.heater_on_below[h] - KELVIN if on_below_degc is None else on_below_degc
-        hi = self.heater_off_above[h] - KELVIN if off_above_degc is None else off_above_degc
-        if not lo < hi:
-            raise CommandError(f"on_below_degc ({lo}) must be below off_above_degc ({hi})",
-                               field="payload.on_below_degc")
-        if mode not in ("auto", "on", "off"):
-            raise CommandError(f"unknown heater mode {mode!r}", field="payload.mode", valid=["auto", "on", "off"])
+        h = heater_index(list(self.heater_index), name)
+        lo, hi = heater_band(mode, self.heater_on_below[h] - KELVIN, self.heater_off_above[h] - KELVIN, on_below_degc,
+                             off_above_degc)
         self.heater_mode[h] = mode
         self.heater_on_below[h] = lo + KELVIN
         self.heater_off_above[h] = hi + KELVIN
