@@ -38,6 +38,7 @@ from emulator.models.base import (
     event_spec,
     telemetry_spec,
 )
+from emulator.models.ops import SCALAR
 from emulator.models.radiation import EVENT_KINDS, EccMemory, RadiationConfig, RadiationSource
 from emulator.protocol.catalogue import Payload, Plane, field
 
@@ -189,6 +190,93 @@ class AcceleratorConfig(BaseModel):
             return self.external_max_power_w
         leak = self.leakage_ref_w * 2.0 ** ((self.shutdown_degc - self.leakage_ref_degc) / self.leakage_doubling_degc)
         return self.board_base_w + self.chips * (self.dynamic_max_w + leak)
+
+
+# -- the board's physics, once: kernels for one board (floats, ops.SCALAR) and for N boards (arrays, ops.ARRAY) -------
+#: board states as small ints (BoardState order) for the array form, and TRANSITIONS as a matrix over them:
+#: LEGAL[old, new] (both forms refuse anything else with a ModelError)
+STATE_NAMES = tuple(s.value for s in BoardState)
+LEGAL = np.array([[BoardState(b) in TRANSITIONS[BoardState(a)] for b in STATE_NAMES] for a in STATE_NAMES])
+
+
+def dvfs_tables(c: AcceleratorConfig) -> tuple[list[float], list[float], list[float]]:
+    """Per DVFS level: clock (Hz), dynamic power of the board's chips at full utilisation (W, C V^2 f with the
+    switched capacitance that gives ``dynamic_max_w`` at the top level) and leakage at ``leakage_ref_degc`` (W,
+    proportional to the core voltage)."""
+    top = c.dvfs[-1]
+    cap = c.dynamic_max_w / (top.core_v ** 2 * top.clock_mhz * 1e6)  # effective switched capacitance, F/chip
+    clock_hz = [lv.clock_mhz * 1e6 for lv in c.dvfs]
+    dyn_w = [c.chips * cap * lv.core_v ** 2 * f for lv, f in zip(c.dvfs, clock_hz, strict=True)]
+    leak_w = [c.chips * c.leakage_ref_w * lv.core_v / top.core_v for lv in c.dvfs]
+    return clock_hz, dyn_w, leak_w
+
+
+def operating_point(level: Any, throttle: Any, sw_cap: int, hw_duty: float, clock_hz: Any, dyn_w: Any, leak_w: Any,
+                    ops: Any) -> tuple[Any, Any, Any]:
+    """Effective clock (Hz), dynamic power at full utilisation (W) and reference leakage (W) at DVFS ``level`` under
+    ``throttle`` (0 none, 1 software: clock capped at level ``sw_cap``, 2 hardware: also a ``hw_duty`` clock duty).
+    ``clock_hz``, ``dyn_w``, ``leak_w``: :func:`dvfs_tables` (lists for one board, arrays for N)."""
+    lv = ops.where((throttle >= 1) & (level > sw_cap), sw_cap, level)
+    duty = ops.where(throttle == 2, hw_duty, 1.0)
+    return clock_hz[lv] * duty, dyn_w[lv] * duty, leak_w[lv]
+
+
+def hot_guard_degc(c: AcceleratorConfig) -> float:
+    """Below this die temperature, with no slowdown on, no thermal limit can act (the step may skip them)."""
+    return min(c.sw_slowdown_degc, c.hbm_max_degc - c.hbm_offset_degc) - c.hysteresis_degc
+
+
+def leakage_k_per_degc(c: AcceleratorConfig) -> float:
+    """The leakage's exponential temperature coefficient: ln 2 / ``leakage_doubling_degc``."""
+    return math.log(2.0) / c.leakage_doubling_degc
+
+
+def thermal_shutdown(die_temp_degc: Any, c: AcceleratorConfig) -> Any:
+    """The die is at or above its shutdown temperature."""
+    return die_temp_degc >= c.shutdown_degc
+
+
+def throttle_level(die_temp_degc: Any, throttle: Any, c: AcceleratorConfig, ops: Any) -> Any:
+    """The thermal slowdown after this step (0 none, 1 software, 2 hardware) from the die and HBM temperatures and
+    the present ``throttle``: a slowdown starts at its threshold and releases ``hysteresis_degc`` below it."""
+    t = die_temp_degc
+    hbm = t + c.hbm_offset_degc
+    h = c.hysteresis_degc
+    hw = (t >= c.hw_slowdown_degc) | (hbm >= c.hbm_max_degc) | ((throttle == 2) & ((t > c.hw_slowdown_degc - h)
+                                                                                  | (hbm > c.hbm_max_degc - h)))
+    sw = (t >= c.sw_slowdown_degc) | ((throttle >= 1) & (t > c.sw_slowdown_degc - h))
+    return ops.where(hw, 2, ops.where(sw, 1, 0))
+
+
+def dose_step(dose_rate_rad_s: Any, dt_s: float, rad_flux_factor: Any, scale: Any, flux_weight: bool,
+              scale_dose: bool) -> tuple[Any, Any]:
+    """A step's radiation dose: ``(d_eff, d_tid)``, the dose scaled by the event-rate ``scale`` (drives single-event
+    effects) and the dose added to the total ionising dose (scaled too if ``scale_dose``). ``flux_weight``: the
+    rate source weights the dose rate by the flux factor."""
+    d = dose_rate_rad_s * dt_s
+    if flux_weight:
+        d = d * rad_flux_factor
+    d_eff = d * scale
+    return d_eff, (d_eff if scale_dose else d)
+
+
+def busy_utilisation(work_fraction: Any, idle_utilisation: float) -> Any:
+    """Utilisation of a busy board: the fraction of the step it worked, the idle floor for the rest."""
+    return work_fraction + (1.0 - work_fraction) * idle_utilisation
+
+
+def board_power_w(c: AcceleratorConfig, leak_ref_w: Any, leak_k: float, die_temp_degc: Any, leak_per_rad: float,
+                  dose_rad: Any, utilisation: Any, dyn_w: Any, exp: Any) -> Any:
+    """The board's draw (W, all of it heat in the die node): base + leakage(T, TID) + utilisation x dynamic power;
+    leakage doubles every ``leakage_doubling_degc`` (``leak_k`` = ln 2 / that) and grows with the dose. A latch-up's
+    current comes on top (:func:`latchup_w`)."""
+    return (c.board_base_w + leak_ref_w * exp(leak_k * (die_temp_degc - c.leakage_ref_degc))
+            * (1.0 + leak_per_rad * dose_rad) + utilisation * dyn_w)
+
+
+def latchup_w(sel_current_a: float, supply_v: Any) -> Any:
+    """Extra draw of a single-event latch-up at the supply voltage (W)."""
+    return sel_current_a * supply_v
 
 
 # -- the job's real computation ----------------------------------------------------------------------------------
@@ -458,16 +546,13 @@ class AcceleratorBoard:
         self.rad = RadiationSource(radiation, c.chips, rng)
         self.mem = EccMemory(c.chips, radiation.hbm_words_per_chip, radiation.scrub_interval_s)
         self._level_names = [lv.name for lv in c.dvfs]
-        top = c.dvfs[-1]
-        cap = c.dynamic_max_w / (top.core_v ** 2 * top.clock_mhz * 1e6)  # effective switched capacitance, F/chip
-        self._ops = [(lv.clock_mhz * 1e6, c.chips * cap * lv.core_v ** 2, c.chips * c.leakage_ref_w * lv.core_v
-                      / top.core_v) for lv in c.dvfs]
+        self._tables = dvfs_tables(c)
         self._sw_cap = self._level_names.index(c.sw_slowdown_level)
         self.level = self._level_names.index(c.default_level)
         self._unit_cycles = {"inference": c.inference_unit_mcycles * 1e6, "training": c.training_unit_mcycles * 1e6}
-        self._leak_k = math.log(2.0) / c.leakage_doubling_degc
+        self._leak_k = leakage_k_per_degc(c)
         self._min_v = c.min_supply_v
-        self._hot_guard = min(c.sw_slowdown_degc, c.hbm_max_degc - c.hbm_offset_degc) - c.hysteresis_degc
+        self._hot_guard = hot_guard_degc(c)
         self._damage_ns = round(radiation.sel_damage_s * 1e9)
         self._flux_weight = radiation.rate_source == "dose_rate_x_flux_factor"
         self._scale_dose = radiation.scale_dose
@@ -537,14 +622,8 @@ class AcceleratorBoard:
 
     def _op(self) -> None:
         """Refresh the operating point (clock, dynamic and leakage coefficients) after a level/throttle change."""
-        lv = self.level
-        if self.throttle >= 1 and lv > self._sw_cap:
-            lv = self._sw_cap
-        f, dyn, leak = self._ops[lv]
-        duty = self.config.hw_throttle_duty if self.throttle == 2 else 1.0
-        self._f_hz = f * duty
-        self._dyn_w = dyn * f * duty
-        self._leak_w = leak
+        self._f_hz, self._dyn_w, self._leak_w = operating_point(self.level, self.throttle, self._sw_cap,
+                                                                self.config.hw_throttle_duty, *self._tables, SCALAR)
 
     def _announce(self, reason: str) -> None:
         on = self._supply_good and self.state is not FAILED and not self._thermal_latched
@@ -569,7 +648,7 @@ class AcceleratorBoard:
     @property
     def latchup_w(self) -> float:
         """Extra draw of a latch-up at the present supply voltage (0.0 unless latched up)."""
-        return self.rad_config.sel_current_a * self._supply_v if self.state is LATCHED_UP else 0.0
+        return latchup_w(self.rad_config.sel_current_a, self._supply_v) if self.state is LATCHED_UP else 0.0
 
     # -- the step --------------------------------------------------------------------------------------------------
     def step(self, t_ns: int, dt_s: float, *, supply_v: float, die_temp_degc: float, dose_rate_rad_s: float,
@@ -595,12 +674,9 @@ class AcceleratorBoard:
                 self._supply_changed(supply_v)
             st = self.state
             # total ionising dose accumulates powered or not
-            d = dose_rate_rad_s * dt_s
-            if self._flux_weight:
-                d *= rad_flux_factor
             rad = self.rad
-            d_eff = d * rad.scale
-            dd = d_eff if self._scale_dose else d
+            d_eff, dd = dose_step(dose_rate_rad_s, dt_s, rad_flux_factor, rad.scale, self._flux_weight,
+                                  self._scale_dose)
             dose = rad.dose_rad + dd  # RadiationSource.add_dose, inlined while no threshold is crossed
             if rad.degraded or dose < rad.degrade_at_rad:
                 rad.dose_rad = dose
@@ -624,8 +700,7 @@ class AcceleratorBoard:
             if st is IDLE:
                 util = c.idle_utilisation
             elif st is BUSY or st is THROTTLED:
-                util = self._work(t_ns, dt_s) if self.queue else 0.0
-                util += (1.0 - util) * c.idle_utilisation
+                util = busy_utilisation(self._work(t_ns, dt_s) if self.queue else 0.0, c.idle_utilisation)
             elif st is BOOTING:
                 util = c.boot_utilisation
                 self._boot_left_s -= dt_s
@@ -661,10 +736,10 @@ class AcceleratorBoard:
             if self.external:
                 p = self._ext_power_w
             else:
-                p = (c.board_base_w + self._leak_w * _exp(self._leak_k * (die_temp_degc - c.leakage_ref_degc))
-                     * (1.0 + self._leak_tid * rad.dose_rad) + util * self._dyn_w)
+                p = board_power_w(c, self._leak_w, self._leak_k, die_temp_degc, self._leak_tid, rad.dose_rad, util,
+                                  self._dyn_w, _exp)
             if st is LATCHED_UP:
-                p += self.rad_config.sel_current_a * supply_v
+                p += latchup_w(self.rad_config.sel_current_a, supply_v)
             self.load_w = self.heat_w = p
         finally:
             self.t_ns = t_ns + self._dt_ns
@@ -707,9 +782,8 @@ class AcceleratorBoard:
 
     def _thermal(self, temp: float) -> None:
         c = self.config
-        hbm = temp + c.hbm_offset_degc
         st = self.state
-        if temp >= c.shutdown_degc:
+        if thermal_shutdown(temp, c):
             if st in _RUNNING or st is HUNG:
                 self._lose_all("thermal_shutdown")
                 for ev in self._hang_events:  # a thermal trip power-cycles the chips
@@ -722,13 +796,7 @@ class AcceleratorBoard:
                 self._set_throttle(0, temp)
             return
         cur = self.throttle
-        h = c.hysteresis_degc
-        if temp >= c.hw_slowdown_degc or hbm >= c.hbm_max_degc or cur == 2 and (temp > c.hw_slowdown_degc - h or hbm > c.hbm_max_degc - h):
-            new = 2
-        elif temp >= c.sw_slowdown_degc or cur >= 1 and temp > c.sw_slowdown_degc - h:
-            new = 1
-        else:
-            new = 0
+        new = throttle_level(temp, cur, c, SCALAR)
         if new != cur:
             self._set_throttle(new, temp)
         st = self.state

@@ -39,12 +39,24 @@ from emulator.dotted import parse_key, set_dotted
 from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError, suggest
 from emulator.models import power_kernels as pk
 from emulator.models.accelerator import (
+    LEGAL,
+    STATE_NAMES,
     TRANSITIONS,
     AcceleratorBoard,
     AcceleratorConfig,
     BoardState,
     ChipParam,
     ScaleParam,
+    board_power_w,
+    busy_utilisation,
+    dose_step,
+    dvfs_tables,
+    hot_guard_degc,
+    latchup_w,
+    leakage_k_per_degc,
+    operating_point,
+    thermal_shutdown,
+    throttle_level,
 )
 from emulator.models.base import (
     Command,
@@ -107,11 +119,8 @@ from emulator.validation import config_error
 TH_KEYS = ("full_v", "normal_v", "safe_v", "critical_v", "hw_off_v", "hw_on_v")
 TH_FULL, TH_NORMAL, TH_SAFE, TH_CRIT, TH_HWOFF, TH_HWON = range(6)
 
-#: board states as small ints, in BoardState order
-STATE_NAMES = tuple(s.value for s in BoardState)
+#: board states as small ints, in BoardState order (accelerator.STATE_NAMES)
 S_OFF, S_BOOTING, S_IDLE, S_BUSY, S_THROTTLED, S_HUNG, S_LATCHED, S_FAILED = range(8)
-#: _LEGAL[old, new]: the board's TRANSITIONS as a matrix over the state numbers
-_LEGAL = np.array([[BoardState(b) in TRANSITIONS[BoardState(a)] for b in STATE_NAMES] for a in STATE_NAMES])
 THROTTLE_NAMES = ("none", "software", "hardware")
 
 #: per-member overrides: keys a member may change without changing the shared structure (dotted; a list element
@@ -1079,14 +1088,9 @@ class AcceleratorArrays:
         self.rngs = rngs
         self.chips = c.chips
         self.level_names = [lv.name for lv in c.dvfs]
-        top = c.dvfs[-1]
-        cap = c.dynamic_max_w / (top.core_v ** 2 * top.clock_mhz * 1e6)
-        f = np.array([lv.clock_mhz * 1e6 for lv in c.dvfs])
-        self.F = f
-        self.DYN = c.chips * cap * np.array([lv.core_v ** 2 for lv in c.dvfs]) * f
-        self.LEAK = c.chips * c.leakage_ref_w * np.array([lv.core_v for lv in c.dvfs]) / top.core_v
+        self.F, self.DYN, self.LEAK = (np.array(t) for t in dvfs_tables(c))
         self.sw_cap = self.level_names.index(c.sw_slowdown_level)
-        self.leak_k = math.log(2.0) / c.leakage_doubling_degc
+        self.leak_k = leakage_k_per_degc(c)
         self.unit_cycles = c.inference_unit_mcycles * 1e6
         self.damage_ns = round(rad.sel_damage_s * 1e9)
         self.flux_weight = rad.rate_source == "dose_rate_x_flux_factor"
@@ -1124,7 +1128,7 @@ class AcceleratorArrays:
         self.tid_events = np.zeros(n, np.int64)
         self.state_changes = np.zeros(n, np.int64)
         self._n_degraded = int(self.degraded.sum())
-        self._hot_guard = min(c.sw_slowdown_degc, c.hbm_max_degc - c.hbm_offset_degc) - c.hysteresis_degc
+        self._hot_guard = hot_guard_degc(c)
         self._throttle_any = False
         self._op_key: tuple[int, int] | None = None
         self._op_cache: tuple[np.ndarray, np.ndarray, np.ndarray] = (np.zeros(n), np.zeros(n), np.zeros(n))
@@ -1140,9 +1144,8 @@ class AcceleratorArrays:
         identity of the level and throttle arrays (they are replaced, never changed in place)."""
         key = (id(self.level), id(self.throttle))
         if key != self._op_key:
-            lv = np.where((self.throttle >= 1) & (self.level > self.sw_cap), self.sw_cap, self.level)
-            duty = np.where(self.throttle == 2, self.cfg.hw_throttle_duty, 1.0)
-            self._op_cache = (self.F[lv] * duty, self.DYN[lv] * duty, self.LEAK[lv])
+            self._op_cache = operating_point(self.level, self.throttle, self.sw_cap, self.cfg.hw_throttle_duty, self.F,
+                                             self.DYN, self.LEAK, ARRAY)
             self._op_key = (id(self.level), id(self.throttle))
         return self._op_cache
 
@@ -1160,7 +1163,7 @@ class AcceleratorArrays:
     def _set(self, mask: np.ndarray, new: int) -> None:
         changed = mask & (self.state != new)
         if changed.any():
-            bad = changed & ~_LEGAL[self.state, new]
+            bad = changed & ~LEGAL[self.state, new]
             if bad.any():
                 k = int(np.flatnonzero(bad)[0])
                 old = BoardState(STATE_NAMES[int(self.state[k])])
@@ -1172,7 +1175,7 @@ class AcceleratorArrays:
     def _set_one(self, k: int, new: int) -> None:
         old = int(self.state[k])
         if old != new:
-            if not _LEGAL[old, new]:
+            if not LEGAL[old, new]:
                 raise ModelError(f"illegal accelerator transition {STATE_NAMES[old]} -> {STATE_NAMES[new]} (member {k})",
                                  field="state", valid=sorted(TRANSITIONS[BoardState(STATE_NAMES[old])]))
             self.state[k] = new
@@ -1202,11 +1205,9 @@ class AcceleratorArrays:
             self.supply_good = good
             st = self.state
         # total ionising dose, powered or not
-        d = dose_rate_rad_s * dt_s
-        if self.flux_weight:
-            d = d * rad_flux_factor
-        d_eff = d * self.scale
-        self.dose_rad += d_eff if self.rad_cfg.scale_dose else d
+        d_eff, d_tid = dose_step(dose_rate_rad_s, dt_s, rad_flux_factor, self.scale, self.flux_weight,
+                                 self.rad_cfg.scale_dose)
+        self.dose_rad += d_tid
         if np.count_nonzero(self.dose_rad >= self.degrade_at_rad) != self._n_degraded:
             newly = ~self.degraded & (self.dose_rad >= self.degrade_at_rad)
             self.degraded |= newly
@@ -1228,9 +1229,7 @@ class AcceleratorArrays:
         # thermal: shutdown, then hardware / software slowdown with hysteresis (only near the thresholds, as the
         # single board: below its hot guard with no throttle nothing can change)
         if self._throttle_any or T.max(initial=-np.inf) >= self._hot_guard:
-            hbm = T + c.hbm_offset_degc
-            h = c.hysteresis_degc
-            hot = alive & (T >= c.shutdown_degc)
+            hot = alive & thermal_shutdown(T, c)
             shut = hot & (st != S_LATCHED)
             if shut.any():
                 self.work_lost += shut & ((st == S_BUSY) | (st == S_THROTTLED))
@@ -1239,10 +1238,7 @@ class AcceleratorArrays:
                 self.throttle = np.where(shut, 0, self.throttle)
                 powered = alive & ~shut
             cur = self.throttle
-            hw = (T >= c.hw_slowdown_degc) | (hbm >= c.hbm_max_degc) | ((cur == 2) & ((T > c.hw_slowdown_degc - h)
-                                                                                       | (hbm > c.hbm_max_degc - h)))
-            sw = (T >= c.sw_slowdown_degc) | ((cur >= 1) & (T > c.sw_slowdown_degc - h))
-            new = np.where(hw, 2, np.where(sw, 1, 0))
+            new = throttle_level(T, cur, c, ARRAY)
             upd = alive & ~hot
             self.throttle = np.where(upd, new, cur)
             self._throttle_any = bool(self.throttle.any())
@@ -1257,7 +1253,7 @@ class AcceleratorArrays:
         busy = self._BUSY[st]
         util = self._util_table[st]
         if busy.any():
-            util = np.where(busy, workload + (1.0 - workload) * c.idle_utilisation, util)
+            util = np.where(busy, busy_utilisation(workload, c.idle_utilisation), util)
         booting = st == S_BOOTING
         if booting.any():
             self.boot_left_s = np.where(booting, self.boot_left_s - dt_s, self.boot_left_s)
@@ -1282,13 +1278,12 @@ class AcceleratorArrays:
             f_eff, dyn, leak = self._op()
         # power (all of it is heat in the die node)
         latched = st == S_LATCHED
-        p = (c.board_base_w + leak * np.exp(self.leak_k * (T - c.leakage_ref_degc)) * (1.0 + self.leak_tid
-                                                                                         * self.dose_rad)
-             + util * dyn)
-        if latched.any():
+        any_latched = latched.any()
+        if any_latched:
             util = np.where(latched, 0.0, util)
-            p = np.where(latched, c.board_base_w + leak * np.exp(self.leak_k * (T - c.leakage_ref_degc))
-                         * (1.0 + self.leak_tid * self.dose_rad) + self.rad_cfg.sel_current_a * supply_v, p)
+        p = board_power_w(c, leak, self.leak_k, T, self.leak_tid, self.dose_rad, util, dyn, np.exp)
+        if any_latched:
+            p = np.where(latched, p + latchup_w(self.rad_cfg.sel_current_a, supply_v), p)
         on = self._ALIVE[st]
         self.load_w = p * on
         self.utilisation = util * on
