@@ -89,18 +89,18 @@ from emulator.models.satellite import (
     RailReset,
     RailSet,
     RailShort,
+    RailStatus,
     RailTripped,
     SatelliteConfig,
     SensorChannel,
     SensorDrift,
     SensorNoisy,
+    SensorSuite,
     ShedSet,
     StringFail,
     SunTelemetry,
     ThermalTelemetry,
-    eps_channels,
 )
-from emulator.models.sensors import ChannelSpec, SensorBank
 from emulator.models.thermal import (
     HEATER_MODES,
     KELVIN,
@@ -1479,12 +1479,12 @@ class ClusterModel(SpacecraftModel):
         self.active = np.ones(n, bool)
         self.active[self.bound] = False
         self.boards: dict[int, AcceleratorBoard] = {}
-        self._sensors: dict[int, _MemberSensors] = {}
+        self._sensors: dict[int, SensorSuite] = {}
         for k in self.bound:
             streams = member_ss[k].spawn(len(SEED_STREAMS))
             rng = dict(zip(SEED_STREAMS, (np.random.default_rng(s) for s in streams), strict=True))
             self.boards[k] = AcceleratorBoard(cfgs[k].accelerator, cfgs[k].radiation, rng["accelerator"])
-            self._sensors[k] = _MemberSensors(cfgs[k], net, rng)
+            self._sensors[k] = SensorSuite(cfgs[k], net.index, rng)
         self._workload = np.where(self.active, self.policy.workload_utilisation, 0.0)
         # policy state
         self._policy_shed = np.zeros(n, bool)
@@ -1628,35 +1628,26 @@ class ClusterModel(SpacecraftModel):
     # -- board-plane readings of a bound member ---------------------------------------------------------------------
     def read_eps(self, k: int) -> dict[str, Any]:
         pw = self.power
-        s = self._sensors[k]
-        q = pw.q_pack_c[k]
-        soc = pw.soc[k] + (s.gauge_offset_a * pw.s_since_full[k] / q if q > 0 else 0.0)
-        conn = bool(pw.battery_connected[k])
-        vals = [pw.bus_v[k], pw.bus_v[k] if conn else 0.0, pw.battery_a[k], soc, pw.array_total_w[k]]
-        for r in range(len(pw.rail_names)):
-            vals.append(pw.i_out[r, k] if pw.on[r, k] or pw.frac[r, k] > 0 else 0.0)
-            vals.append(pw.v_out[r, k])
-        v = s.eps.read(self.t_ns, np.array(vals, float).tolist())
-        rails = [{"name": name, "on": bool(pw.on[r, k]), "tripped": bool(pw.tripped[r, k]),
-                  "latched": bool(pw.latched[r, k]), "trips": int(pw.trips[r, k]), "current_a": v[5 + 2 * r],
-                  "voltage_v": v[6 + 2 * r]} for r, name in enumerate(pw.rail_names)]
-        return {"sat": k, "bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4],
-                "mode": MODE_NAMES[int(pw.mode[k])], "rails": rails}
+        rails = [RailStatus(name, bool(pw.on[r, k]), bool(pw.tripped[r, k]), bool(pw.latched[r, k]), int(pw.trips[r, k]),
+                            float(pw.frac[r, k]), float(pw.i_out[r, k]), float(pw.v_out[r, k]))
+                 for r, name in enumerate(pw.rail_names)]
+        reading = self._sensors[k].read_eps(
+            self.t_ns, bus_v=float(pw.bus_v[k]), battery_connected=bool(pw.battery_connected[k]),
+            battery_a=float(pw.battery_a[k]), soc=float(pw.soc[k]), s_since_full=float(pw.s_since_full[k]),
+            q_pack_c=float(pw.q_pack_c[k]), array_total_w=float(pw.array_total_w[k]), rails=rails,
+            mode=MODE_NAMES[int(pw.mode[k])])
+        return {"sat": k, **reading}
 
     def read_thermal(self, k: int) -> dict[str, Any]:
-        s = self._sensors[k]
-        truth = self.thermal.T[s.thermistor_idx, k] - KELVIN
-        v = s.thermal.read(self.t_ns, truth.tolist())
         hs = self.heaters
-        return {"sat": k, "temps_degc": dict(zip(s.thermistor_names, v, strict=True)),
-                "heaters": [{"name": name, "mode": HEATER_MODES[int(hs.mode[h, k])], "on": bool(hs.on[h, k])}
-                            for h, name in enumerate(hs.names)]}
+        reading = self._sensors[k].read_thermal(self.t_ns, self.thermal.T[:, k].tolist(), [
+            {"name": name, "mode": HEATER_MODES[int(hs.mode[h, k])], "on": bool(hs.on[h, k])}
+            for h, name in enumerate(hs.names)])
+        return {"sat": k, **reading}
 
     def read_sun(self, k: int) -> dict[str, Any]:
-        s = self._sensors[k]
         truth = 0.0 if self._chunk is None else float(self._chunk.tracking_solar_w_m2[self._i, k])
-        v = s.sun.read(self.t_ns, [truth])[0]
-        return {"sat": k, "sun_w_m2": v, "eclipse": v < s.eclipse_w_m2}
+        return {"sat": k, **self._sensors[k].read_sun(self.t_ns, truth)}
 
     # -- interface --------------------------------------------------------------------------------------------------
     def interface(self) -> Interface:
@@ -1815,7 +1806,7 @@ class ClusterModel(SpacecraftModel):
                             "failure, pointing loss); clearing restores it.", self._link_down, self._link_up))
         return faults
 
-    def sensor_suite(self, k: int) -> _MemberSensors:
+    def sensor_suite(self, k: int) -> SensorSuite:
         s = self._sensors.get(k)
         if s is None:
             raise CommandError(f"params.sat: member {k} ({self.member_names[k]}) runs the built-in reference behaviour and "
@@ -1934,32 +1925,3 @@ class ClusterModel(SpacecraftModel):
             for topic, payload in b.drain_events():
                 out.append((self._topic(k, topic), {**payload, "sat": k}))
         return out
-
-
-class _MemberSensors:
-    """What a bound member's board can measure: the single satellite's sensor banks, on that member's arrays."""
-
-    def __init__(self, cfg: SatelliteConfig, net: ThermalNetwork, rngs: dict[str, np.random.Generator]) -> None:
-        sc, pc = cfg.sensors, cfg.power
-        self.eps = SensorBank(eps_channels(cfg), rngs["sensors.eps"])
-        nodes = sc.thermistor_nodes if sc.thermistor_nodes is not None else net.names
-        self.thermistor_idx = np.array([net.index[n] for n in nodes], dtype=np.intp)
-        self.thermistor_names = list(nodes)
-        self.thermal = SensorBank([ChannelSpec(f"thermal.{n}", "degC", sc.thermistor, -55.0, 125.0) for n in nodes],
-                                  rngs["sensors.thermal"])
-        self.sun = SensorBank([ChannelSpec("adcs.sun", "W/m^2", sc.sun, 0.0, 1500.0)], rngs["sensors.sun"])
-        self.banks = {"eps": self.eps, "thermal": self.thermal, "sun": self.sun}
-        self.gauge_offset_a = sc.gauge_offset_a_per_ah * pc.battery.capacity_ah
-        self.eclipse_w_m2 = sc.eclipse_threshold_w_m2
-
-    def bank_of(self, channel: str) -> SensorBank:
-        for bank in self.banks.values():
-            if channel in bank.index:
-                return bank
-        valid = [n for b in self.banks.values() for n in b.names]
-        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="payload.params.channel",
-                           valid=valid)
-
-    def kind_of(self, bank: SensorBank) -> str:
-        return next(k for k, b in self.banks.items() if b is bank)
-

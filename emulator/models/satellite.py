@@ -17,6 +17,7 @@ path is plain Python floats plus one small matrix-vector product.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
@@ -322,6 +323,88 @@ def eps_channels(config: SatelliteConfig) -> list[ChannelSpec]:
     return eps
 
 
+class RailStatus(NamedTuple):
+    """One PDU rail as its EPS board reports it (the truth behind ``eps.rail.<name>.*``)."""
+
+    name: str
+    on: bool
+    tripped: bool
+    latched: bool
+    trips: int
+    frac: float     #: fraction of the step the rail conducted
+    i_out: float
+    v_out: float
+
+
+class SensorSuite:
+    """What a satellite's board can measure: the EPS, thermistor and sun sensor banks, with the gauge's SoC error
+    and the eclipse flag. One per single satellite and one per bound fleet member (the same banks and readings)."""
+
+    def __init__(self, config: SatelliteConfig, node_index: dict[str, int],
+                 rngs: dict[str, np.random.Generator]) -> None:
+        sc, pc = config.sensors, config.power
+        self.eps = SensorBank(eps_channels(config), rngs["sensors.eps"])
+        nodes = sc.thermistor_nodes if sc.thermistor_nodes is not None else list(node_index)
+        self.thermistor_idx = [node_index[n] for n in nodes]
+        self.thermistor_names = list(nodes)
+        self.thermal = SensorBank([ChannelSpec(f"thermal.{n}", "degC", sc.thermistor, -55.0, 125.0) for n in nodes],
+                                  rngs["sensors.thermal"])
+        self.sun = SensorBank([ChannelSpec("adcs.sun", "W/m^2", sc.sun, 0.0, 1500.0)], rngs["sensors.sun"])
+        self.banks = {"eps": self.eps, "thermal": self.thermal, "sun": self.sun}
+        self.gauge_offset_a = sc.gauge_offset_a_per_ah * pc.battery.capacity_ah
+        self.eclipse_w_m2 = sc.eclipse_threshold_w_m2
+
+    @property
+    def channels(self) -> list[str]:
+        return [n for b in self.banks.values() for n in b.names]
+
+    def bank_of(self, channel: str) -> SensorBank:
+        for bank in self.banks.values():
+            if channel in bank.index:
+                return bank
+        valid = self.channels
+        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="payload.params.channel",
+                           valid=valid)
+
+    def kind_of(self, bank: SensorBank) -> str:
+        """"eps", "thermal" or "sun": which reading ``bank`` belongs to."""
+        return next(k for k, b in self.banks.items() if b is bank)
+
+    def active_faults(self) -> dict[str, list[str]]:
+        faults: dict[str, list[str]] = {}
+        for b in self.banks.values():
+            faults.update(b.active_faults())
+        return faults
+
+    def read_eps(self, t_ns: int, *, bus_v: float, battery_connected: bool, battery_a: float, soc: float,
+                 s_since_full: float, q_pack_c: float, array_total_w: float, rails: Sequence[RailStatus],
+                 mode: str) -> dict[str, Any]:
+        """The EPS reading: bus and battery voltage (0 when the pack is cut off), current, the gauge's SoC (true SoC
+        plus its integrated offset current since the last full charge), array power, and per rail its current
+        (0 unless it conducted) and voltage. ``rails``: RailStatus, or anything with its attributes (a
+        :class:`~emulator.models.power.PowerSystem`'s rails)."""
+        soc_est = soc + (self.gauge_offset_a * s_since_full / q_pack_c if q_pack_c > 0 else 0.0)
+        vals = [bus_v, bus_v if battery_connected else 0.0, battery_a, soc_est, array_total_w]
+        for r in rails:
+            vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
+            vals.append(r.v_out)
+        v = self.eps.read(t_ns, vals)
+        out = [{"name": r.name, "on": r.on, "tripped": r.tripped, "latched": r.latched, "trips": r.trips,
+                "current_a": v[5 + 2 * k], "voltage_v": v[6 + 2 * k]} for k, r in enumerate(rails)]
+        return {"bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4], "mode": mode,
+                "rails": out}
+
+    def read_thermal(self, t_ns: int, temps_k: list[float], heaters: list[dict[str, Any]]) -> dict[str, Any]:
+        """The thermistors (``temps_k``: every node's temperature, K) and the heaters' states."""
+        v = self.thermal.read(t_ns, [temps_k[i] - KELVIN for i in self.thermistor_idx])
+        return {"temps_degc": dict(zip(self.thermistor_names, v, strict=True)), "heaters": heaters}
+
+    def read_sun(self, t_ns: int, sun_w_m2: float) -> dict[str, Any]:
+        """The coarse sun sensor (true sun-tracking irradiance ``sun_w_m2``) and the eclipse flag from its reading."""
+        v = self.sun.read(t_ns, [sun_w_m2])[0]
+        return {"sun_w_m2": v, "eclipse": v < self.eclipse_w_m2}
+
+
 class RailDelivery(NamedTuple):
     """What a rail delivers to the device on it (:meth:`Satellite.rail_delivery`)."""
 
@@ -404,54 +487,23 @@ class Satellite(SpacecraftModel):
 
     # -- sensors ----------------------------------------------------------------------------------------------
     def _build_sensors(self) -> None:
-        sc, pc = self.config.sensors, self.config.power
-        self.eps_bank = SensorBank(eps_channels(self.config), self.rngs["sensors.eps"])
-        nodes = sc.thermistor_nodes if sc.thermistor_nodes is not None else self.thermal.names
-        self._thermistor_idx = [self.thermal.index[n] for n in nodes]
-        self._thermistor_names = list(nodes)
-        self.thermal_bank = SensorBank([ChannelSpec(f"thermal.{n}", "degC", sc.thermistor, -55.0, 125.0)
-                                        for n in nodes], self.rngs["sensors.thermal"])
-        self.sun_bank = SensorBank([ChannelSpec("adcs.sun", "W/m^2", sc.sun, 0.0, 1500.0)], self.rngs["sensors.sun"])
-        self._banks = (self.eps_bank, self.thermal_bank, self.sun_bank)
-        self._gauge_offset_a = sc.gauge_offset_a_per_ah * pc.battery.capacity_ah
-        self._eclipse_w_m2 = sc.eclipse_threshold_w_m2
-
-    def _eps_truth(self) -> list[float]:
-        pw = self.power
-        q = pw.q_pack_c
-        soc = pw.soc + (self._gauge_offset_a * pw.s_since_full / q if q > 0 else 0.0)
-        vals = [pw.bus_v, pw.bus_v if pw.battery_connected else 0.0, pw.battery_a, soc, pw.array_total_w]
-        for r in pw.rails:
-            vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
-            vals.append(r.v_out)
-        return vals
-
-    def _sun_truth(self) -> list[float]:
-        if self._chunk is None:
-            return [0.0]
-        return [self._track[self._i]]
+        self.sensors = SensorSuite(self.config, self.thermal.index, self.rngs)
+        self.eps_bank, self.thermal_bank, self.sun_bank = self.sensors.eps, self.sensors.thermal, self.sensors.sun
 
     def read_eps(self) -> dict[str, Any]:
-        v = self.eps_bank.read(self.t_ns, self._eps_truth())
         pw = self.power
-        rails = []
-        for k, r in enumerate(pw.rails):
-            rails.append({"name": r.name, "on": r.on, "tripped": r.tripped, "latched": r.latched, "trips": r.trips,
-                          "current_a": v[5 + 2 * k], "voltage_v": v[6 + 2 * k]})
-        return {"bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4],
-                "mode": MODE_NAMES[pw.mode], "rails": rails}
+        return self.sensors.read_eps(
+            self.t_ns, bus_v=pw.bus_v, battery_connected=pw.battery_connected, battery_a=pw.battery_a, soc=pw.soc,
+            s_since_full=pw.s_since_full, q_pack_c=pw.q_pack_c, array_total_w=pw.array_total_w,
+            rails=pw.rails, mode=MODE_NAMES[pw.mode])
 
     def read_thermal(self) -> dict[str, Any]:
-        temps = self.thermal.T.tolist()
-        v = self.thermal_bank.read(self.t_ns, [temps[i] - KELVIN for i in self._thermistor_idx])
         th = self.thermal
-        return {"temps_degc": dict(zip(self._thermistor_names, v, strict=True)),
-                "heaters": [{"name": h.name, "mode": th.heater_mode[i], "on": th.heater_on[i]}
-                            for i, h in enumerate(th.heaters)]}
+        return self.sensors.read_thermal(self.t_ns, th.T.tolist(), [
+            {"name": h.name, "mode": th.heater_mode[i], "on": th.heater_on[i]} for i, h in enumerate(th.heaters)])
 
     def read_sun(self) -> dict[str, Any]:
-        v = self.sun_bank.read(self.t_ns, self._sun_truth())[0]
-        return {"sun_w_m2": v, "eclipse": v < self._eclipse_w_m2}
+        return self.sensors.read_sun(self.t_ns, 0.0 if self._chunk is None else self._track[self._i])
 
     # -- environment chunks -----------------------------------------------------------------------------------
     def _load_chunk(self, t_ns: int, dt_ns: int) -> None:
@@ -734,24 +786,15 @@ class Satellite(SpacecraftModel):
     def _f_short_clear(self, p: RailShort) -> None:
         self.power.clear_short(p.rail)
 
-    def _bank_of(self, channel: str) -> SensorBank:
-        for bank in self._banks:
-            if channel in bank.index:
-                return bank
-        valid = [n for b in self._banks for n in b.names]
-        raise CommandError(f"unknown sensor channel {channel!r}{suggest(channel, valid)}", field="payload.params.channel",
-                           valid=valid)
-
     def _f_sensor(self, p: Any, kind: str) -> None:
-        bank = self._bank_of(p.channel)
+        bank = self.sensors.bank_of(p.channel)
         # take a fresh reading first, so "stuck" holds what the board would see now
-        {id(self.eps_bank): self.read_eps, id(self.thermal_bank): self.read_thermal,
-         id(self.sun_bank): self.read_sun}[id(bank)]()
+        {"eps": self.read_eps, "thermal": self.read_thermal, "sun": self.read_sun}[self.sensors.kind_of(bank)]()
         bank.inject(p.channel, kind, t_ns=self.t_ns, rate_per_h=getattr(p, "rate_per_h", 0.0),
                     factor=getattr(p, "factor", 1.0))
 
     def _f_sensor_clear(self, p: Any, kind: str) -> None:
-        self._bank_of(p.channel).clear(p.channel, kind)
+        self.sensors.bank_of(p.channel).clear(p.channel, kind)
 
     # -- truth and events -------------------------------------------------------------------------------------
     def names(self) -> dict[str, list[str]]:
@@ -759,10 +802,10 @@ class Satellite(SpacecraftModel):
         return {"rail": [r.name for r in cfg.power.rails], "heater": [h.name for h in cfg.thermal.heaters],
                 "node": list(self.thermal.names), "array": [a.name for a in cfg.power.arrays],
                 "channel": self.sensor_channels(), "level": [lv.name for lv in cfg.accelerator.dvfs],
-                "thermistor": list(self._thermistor_names)}
+                "thermistor": list(self.sensors.thermistor_names)}
 
     def sensor_channels(self) -> list[str]:
-        return [n for b in self._banks for n in b.names]
+        return self.sensors.channels
 
     def truth(self) -> dict[str, Any]:
         env: dict[str, Any] = {}
@@ -777,9 +820,7 @@ class Satellite(SpacecraftModel):
                 a = getattr(c, key, None)
                 if a is not None:
                     env[key] = bool(a[i])
-        faults: dict[str, list[str]] = {}
-        for b in self._banks:
-            faults.update(b.active_faults())
+        faults = self.sensors.active_faults()
         return {
             "name": self.name,
             "t_ns": self.t_ns,
