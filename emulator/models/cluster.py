@@ -70,13 +70,12 @@ from emulator.models.base import (
 )
 from emulator.models.environment import Environment, EnvironmentConfig, along_orbit
 from emulator.models.isl import IslConfig, IslNetwork, ring_order
-from emulator.models.ops import ARRAY
 from emulator.models.orbit import (
     MU_EARTH_KM3_S2,
     R_EARTH_KM,
     OrbitConfig,
 )
-from emulator.models.power import FACES, MODE_NAMES, PowerConfig, updated_thresholds
+from emulator.models.power import MODE_NAMES, PowerConfig, updated_thresholds
 from emulator.models.power_kernels import ARRAY, CRITICAL, FULL, OFF
 from emulator.models.radiation import KINDS, RadiationConfig
 from emulator.models.satellite import (
@@ -100,6 +99,8 @@ from emulator.models.satellite import (
     StringFail,
     SunTelemetry,
     ThermalTelemetry,
+    heat_routing,
+    loss_heat_w,
 )
 from emulator.models.thermal import (
     HEATER_MODES,
@@ -1433,14 +1434,15 @@ class ClusterModel(SpacecraftModel):
         self.node_names = net.names
         pw = self.power
         self._accel_rail = pw.rail_index[sat.accelerator.rail]
-        self._accel_node = net.index[sat.accelerator.thermal_node]
-        self._batt_node = net.index[pc.battery.thermal_node]
-        self._array_nodes = np.array([net.index[a.thermal_node] for a in pc.arrays], dtype=np.intp)
-        self._array_face = [(-1 if a.mount == "tracking" else FACES.index(a.face)) for a in pc.arrays]
+        self.routing = hr = heat_routing(sat, net.index, pw.rail_index)
+        self._accel_node = hr.accel_node
+        self._batt_node = hr.battery_node
+        self._array_nodes = np.array(hr.array_nodes, dtype=np.intp)
+        self._array_face = hr.array_faces
         self.heaters = HeaterArrays(net, n)
-        self._heater_rail = np.array([pw.rail_index[h.rail] for h in sat.thermal.heaters], dtype=np.intp)
-        # heat routing: features F (rows) -> nodes (M columns); see ThermalBatch
-        R, H, A = len(pc.rails), len(sat.thermal.heaters), len(pc.arrays)
+        self._heater_rail = np.array([r for r, _ in hr.heaters], dtype=np.intp)
+        # heat routing (HeatRouting, the single satellite's): features F (rows) -> nodes (M columns); see ThermalBatch
+        R, H, A = len(pc.rails), len(hr.heaters), len(pc.arrays)
         nn = net.n
         self._f_shed = slice(0, R)                 # (1 - frac) of each rail: its static loads' heat not delivered
         self._f_rail = slice(R, 2 * R)             # rail converter loss + short
@@ -1452,21 +1454,20 @@ class ClusterModel(SpacecraftModel):
         self._f_arr = slice(self._f_acc + 4, self._f_acc + 4 + A)  # array extraction (negative)
         nf = self._f_acc + 4 + A
         Mf = np.zeros((nn, nf))
-        static_q = np.zeros(nn)
-        for ld in pc.loads:
-            node = net.index[ld.thermal_node]
-            static_q[node] += ld.power_w
-            Mf[node, pw.rail_index[ld.rail]] -= ld.power_w
-        for r, rc in enumerate(pc.rails):
-            Mf[net.index[rc.thermal_node], R + r] += 1.0
-        for h, hc in enumerate(sat.thermal.heaters):
-            Mf[net.index[hc.node], 2 * R + h] += 1.0
-        Mf[self._accel_node, self._f_acc] += 1.0
-        Mf[self._batt_node, self._f_batt] += 1.0
-        Mf[net.index[pc.eps_node], self._f_mppt] += 1.0
-        Mf[net.index[pc.shunt_node or pc.arrays[0].thermal_node], self._f_shunt] += 1.0
-        for a in range(A):
-            Mf[self._array_nodes[a], self._f_acc + 4 + a] -= 1.0
+        static_q = np.array(hr.static_q_w)
+        for r, loads in enumerate(hr.rail_loads):
+            for node, p in loads:
+                Mf[node, r] -= p
+        for r, node in enumerate(hr.rail_nodes):
+            Mf[node, R + r] += 1.0
+        for h, (_, node) in enumerate(hr.heaters):
+            Mf[node, 2 * R + h] += 1.0
+        Mf[hr.accel_node, self._f_acc] += 1.0
+        Mf[hr.battery_node, self._f_batt] += 1.0
+        Mf[hr.eps_node, self._f_mppt] += 1.0
+        Mf[hr.shunt_node, self._f_shunt] += 1.0
+        for a, node in enumerate(hr.array_nodes):
+            Mf[node, self._f_acc + 4 + a] -= 1.0
         T0 = np.array([[nd.initial_temp_degc + KELVIN for nd in c.thermal.nodes] for c in cfgs]).T
         self.thermal = ThermalBatch(net, n, T0, Mf, static_q)
         # accelerators: the reduced vectorised model for every member, the full board for bound members
@@ -1563,9 +1564,7 @@ class ClusterModel(SpacecraftModel):
         if len(self._heater_rail):
             F[self._f_heat] = hd * frac[self._heater_rail]
         F[self._f_acc] = load * frac[ai]
-        ia = pw.battery_a
-        F[self._f_batt] = ia * ia * pw.battery_r_ohm
-        F[self._f_mppt] = pw.array_total_w * (1.0 - pw.mppt)
+        F[self._f_batt], F[self._f_mppt] = loss_heat_w(pw.battery_a, pw.battery_r_ohm, pw.array_total_w, pw.mppt)
         F[self._f_shunt] = pw.shunt_w
         F[self._f_arr] = pw.array_w
         th.step(dt_s, self._env_q[i])

@@ -323,6 +323,55 @@ def eps_channels(config: SatelliteConfig) -> list[ChannelSpec]:
     return eps
 
 
+class HeatRouting(NamedTuple):
+    """Where a satellite's electrical power becomes heat, and which light each array sees, from its config: one
+    description for the single satellite (routed on floats every step) and the fleet (its feature matrix, see
+    :class:`~emulator.models.cluster.ThermalBatch`). Node indices are the thermal network's.
+
+    Per step: each static load's heat at full conduction (``static_q_w``) less ``W x (1 - frac)`` of the loads on a
+    rail that conducted a fraction ``frac`` of the step; each rail's converter loss and short at its node; heaters and
+    the accelerator ``W x frac`` of their rail; the battery's I^2 R and the MPPT loss (:func:`loss_heat_w`); the
+    shunted power; the arrays' extracted power leaves their node."""
+
+    static_q_w: list[float]                  #: per node: the static loads' heat at full conduction (W)
+    rail_loads: list[list[tuple[int, float]]]  #: per rail: (node, W) of each static load on it
+    rail_nodes: list[int]                    #: per rail: the node of its converter loss
+    heaters: list[tuple[int, int]]           #: per heater: (rail, node)
+    supply_loads: list[tuple[str, int, int]]  #: loads a bench supply measures (source = "supply"): (name, rail, node)
+    accel_node: int
+    battery_node: int
+    eps_node: int                            #: MPPT loss
+    shunt_node: int                          #: shunted surplus
+    array_nodes: list[int]
+    array_faces: list[int]                   #: per array: its body face (FACES index), -1 for a sun-tracking one
+
+
+def heat_routing(config: SatelliteConfig, node_index: dict[str, int], rail_index: dict[str, int]) -> HeatRouting:
+    pc = config.power
+    static_q = [0.0] * len(node_index)
+    rail_loads: list[list[tuple[int, float]]] = [[] for _ in pc.rails]
+    for ld in pc.loads:
+        if ld.source == "supply":
+            continue
+        node = node_index[ld.thermal_node]
+        static_q[node] += ld.power_w
+        rail_loads[rail_index[ld.rail]].append((node, ld.power_w))
+    return HeatRouting(
+        static_q_w=static_q, rail_loads=rail_loads, rail_nodes=[node_index[r.thermal_node] for r in pc.rails],
+        heaters=[(rail_index[h.rail], node_index[h.node]) for h in config.thermal.heaters],
+        supply_loads=[(ld.name, rail_index[ld.rail], node_index[ld.thermal_node]) for ld in pc.loads
+                      if ld.source == "supply"],
+        accel_node=node_index[config.accelerator.thermal_node], battery_node=node_index[pc.battery.thermal_node],
+        eps_node=node_index[pc.eps_node], shunt_node=node_index[pc.shunt_node or pc.arrays[0].thermal_node],
+        array_nodes=[node_index[a.thermal_node] for a in pc.arrays],
+        array_faces=[(-1 if a.mount == "tracking" else FACES.index(a.face)) for a in pc.arrays])
+
+
+def loss_heat_w(battery_a: Any, battery_r_ohm: Any, array_total_w: Any, mppt_efficiency: Any) -> tuple[Any, Any]:
+    """The battery's I^2 R and the MPPT converters' loss (W): heat in the battery and EPS nodes."""
+    return battery_a * battery_a * battery_r_ohm, array_total_w * (1.0 - mppt_efficiency)
+
+
 class RailStatus(NamedTuple):
     """One PDU rail as its EPS board reports it (the truth behind ``eps.rail.<name>.*``)."""
 
@@ -435,31 +484,21 @@ class Satellite(SpacecraftModel):
         th, pw = self.thermal, self.power
         self.n_nodes = th.n
         self._accel_rail = pw.rail_index[config.accelerator.rail]
-        self._accel_node = th.index[config.accelerator.thermal_node]
-        self._batt_node = th.index[config.power.battery.thermal_node]
-        self._array_nodes = [th.index[a.thermal_node] for a in config.power.arrays]
-        self._array_face = [(-1 if a.mount == "tracking" else FACES.index(a.face)) for a in config.power.arrays]
-        self._rail_nodes = [th.index[r.thermal_node] for r in config.power.rails]
+        self.routing = hr = heat_routing(config, th.index, pw.rail_index)
+        self._accel_node, self._batt_node = hr.accel_node, hr.battery_node
+        self._array_nodes, self._array_face, self._rail_nodes = hr.array_nodes, hr.array_faces, hr.rail_nodes
         # static loads' heat at full conduction, and per rail what to take back when it conducted less
-        self._static_q = [0.0] * th.n
-        self._rail_loads: list[list[tuple[int, float]]] = [[] for _ in pw.rails]
+        self._static_q = hr.static_q_w
+        self._rail_loads = hr.rail_loads
         # loads whose draw a bench supply measures (an input, see set_supply_load): heat routed every step
-        self._supply_heat = [(ld.name, pw.rails[pw.rail_index[ld.rail]], th.index[ld.thermal_node])
-                             for ld in config.power.loads if ld.source == "supply"]
+        self._supply_heat = [(name, pw.rails[r], node) for name, r, node in hr.supply_loads]
         # a real board in external mode on a supply: the supply measures the accelerator's draw, so the board's own
         # report is not put on the rail a second time (only a simulated latch-up's extra current is)
         self._acc_supplied = getattr(config.accelerator, "mode", "model") == "external" and any(
             ld.rail == config.accelerator.rail for ld in config.power.loads if ld.source == "supply")
-        for ld in config.power.loads:
-            if ld.source == "supply":
-                continue
-            node = th.index[ld.thermal_node]
-            self._static_q[node] += ld.power_w
-            self._rail_loads[pw.rail_index[ld.rail]].append((node, ld.power_w))
-        self._heaters = [(pw.rail_index[h.rail], th.index[h.node]) for h in config.thermal.heaters]
-        self._eps_node = th.index[config.power.eps_node]
-        shunt = config.power.shunt_node or config.power.arrays[0].thermal_node
-        self._shunt_node = th.index[shunt]
+        self._heaters = hr.heaters
+        self._eps_node = hr.eps_node
+        self._shunt_node = hr.shunt_node
         self._n_rails = len(pw.rails)
         self._rail_route = [(r, self._rail_loads[r.idx], self._rail_nodes[r.idx]) for r in pw.rails]
         self._acc_rail = pw.rails[self._accel_rail]
@@ -622,9 +661,9 @@ class Satellite(SpacecraftModel):
             sw = pw.supply_load_w
             for name, r, node in self._supply_heat:
                 q[node] += sw[name] * r.frac
-        ia = pw.battery_a
-        q[batt_node] += ia * ia * pw.battery_r_ohm
-        q[eps_node] += pw.array_total_w * (1.0 - pw.mppt_eff)
+        i2r_w, mppt_w = loss_heat_w(pw.battery_a, pw.battery_r_ohm, pw.array_total_w, pw.mppt_eff)
+        q[batt_node] += i2r_w
+        q[eps_node] += mppt_w
         q[shunt_node] += pw.shunt_w
         aw = pw.array_w
         if len(an) == 1:
