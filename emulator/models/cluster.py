@@ -105,11 +105,11 @@ from emulator.models.satellite import (
 from emulator.models.thermal import (
     HEATER_MODES,
     KELVIN,
+    ImplicitOperator,
     ThermalNetwork,
     heater_band,
     heater_demand_w,
     heater_index,
-    implicit_operator,
     relinearise_every,
     thermostat_on,
 )
@@ -998,6 +998,7 @@ class ThermalBatch:
         self._dt = -1.0
         self._t_lin = self.T.mean(axis=1)
         self._rad = np.array(net.radiating_nodes, dtype=np.intp)
+        self._operator = ImplicitOperator(net, features=self.M, static_q_w=self.static_q)
         self._check_every = 1
         self._countdown = 1
         self.refreshes = 0
@@ -1010,8 +1011,7 @@ class ThermalBatch:
     def _refresh(self, dt_s: float) -> None:
         self._check_every = self._countdown = relinearise_every(dt_s)
         self._t_lin = self.T.mean(axis=1)
-        self.B, _ = implicit_operator(self.net, self._t_lin, dt_s, t4_nodes=np.arange(self.n_nodes), features=self.M,
-                                      static_q_w=self.static_q)
+        self.B, _ = self._operator.build(self._t_lin, dt_s)
         self._dt = dt_s
         self.refreshes += 1
 

@@ -10,7 +10,7 @@ emissivity, by Kirchhoff) plus every electrical dissipation the satellite routes
 The solver is backward Euler with the T^4 term linearised, T_new^4 ~ T^4 + 4 T_lin^3 (T_new - T), which is
 unconditionally stable for the linear part and exact at steady state. With A = C/dt + L + diag(4 k T_lin^3)
 the whole update is one precomputed product, T_new = A^-1 [diag(cdt) | -k_r | I | k T_sink^4] @ [T, T_r^4, q, 1]
-(T_r: the radiating nodes), built once by :func:`implicit_operator` and reused (~1.3 us per step at N <= 32);
+(T_r: the radiating nodes), built once by :class:`ImplicitOperator` and reused (~1.3 us per step at N <= 32);
 the step builds that vector from plain floats (:meth:`ThermalNetwork.advance`). The fleet
 (:class:`emulator.models.cluster.ThermalBatch`) steps N members with the same operator (more columns, one
 matrix product); the heater thermostat is one function too (:func:`thermostat_on`). A is refreshed when dt changes or a
@@ -167,34 +167,69 @@ def relinearise_every(dt_s: float) -> int:
     return max(1, int(10.0 / dt_s))
 
 
-def implicit_operator(net: ThermalNetwork, t_lin_k: np.ndarray, dt_s: float, *, t4_nodes: np.ndarray,
-                      features: np.ndarray | None = None,
-                      static_q_w: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The backward-Euler step of ``net`` linearised about ``t_lin_k`` as one matrix: ``T_new = B @ X`` with
+class ImplicitOperator:
+    """The backward-Euler step of ``net`` linearised about T_lin as one matrix, ``T_new = B @ X``, with
 
         X = [T; T_j^4 (j in t4_nodes); q; F; 1],   B = A^-1 [diag(cdt) | -k e_j | I | features | k T_sink^4 + q_static]
 
-    where ``A = L + diag(cdt)``, ``cdt = C/dt + d`` and ``d = 4 k T_lin^3`` (the linearised radiation). ``t4_nodes``
-    the nodes whose T^4 is a row of X (at least the radiating ones: the others' columns are zero), ``features``
-    (nodes x F) where each extra heat input F goes, ``static_q_w`` constant heat per node. The single satellite
-    (one column, its radiating nodes) and the fleet (N columns, every node, the electrical features) both step
-    with it. Returns ``(B, d)``."""
-    n = net.n
-    k = net.k_rad
-    d = 4.0 * k * t_lin_k ** 3
-    cdt = net.C / dt_s + d
-    inv = np.linalg.inv(net.L + np.diag(cdt))
-    nr = len(t4_nodes)
-    nf = 0 if features is None else features.shape[1]
-    B = np.empty((n, 2 * n + nr + nf + 1))
-    B[:, :n] = inv * cdt[None, :]
-    B[:, n:n + nr] = -inv[:, t4_nodes] * k[t4_nodes][None, :]
-    B[:, n + nr:2 * n + nr] = inv
-    if nf:
-        B[:, 2 * n + nr:-1] = inv @ features
-    const = k * net.sink4
-    B[:, -1] = inv @ (const if static_q_w is None else const + static_q_w)
-    return B, d
+    where ``A = L + diag(cdt)``, ``cdt = C/dt + d`` and ``d = 4 k T_lin^3`` (the linearised radiation).
+    ``t4_nodes``: the nodes whose T^4 is a row of X (at least the radiating ones; None: every node), ``features``
+    (nodes x F): where each extra heat input F goes, ``static_q_w``: constant heat per node. The single satellite
+    (one column, its radiating nodes) and the fleet (N columns, every node, the electrical features) both step with
+    it; :meth:`build` makes B for a new T_lin or dt (the structure is set up once: a refresh is one 7 x 7 inverse
+    and a few products)."""
+
+    def __init__(self, net: ThermalNetwork, *, t4_nodes: list[int] | None = None, features: np.ndarray | None = None,
+                 static_q_w: np.ndarray | None = None) -> None:
+        n = net.n
+        self.n = n
+        self.C, self.L, self.k = net.C, net.L, net.k_rad
+        nr = n if t4_nodes is None else len(t4_nodes)
+        self.features = features
+        nf = 0 if features is None else features.shape[1]
+        self.cols = 2 * n + nr + nf + 1
+        # the columns of [diag(cdt) | -k e_j | I] (cdt set per build): A^-1 times them is exact whatever the
+        # product's summation order (one non-zero term per column), so every form of the step gets the same bits
+        g = np.zeros((n, 2 * n + nr))
+        t4 = list(range(n)) if t4_nodes is None else list(t4_nodes)
+        for c, j in enumerate(t4):
+            g[j, n + c] = -self.k[j]
+        g[:, n + nr:] = np.eye(n)
+        self._g = g
+        self._g_cols = 2 * n + nr
+        # a node without a radiating surface (k = 0) in t4_nodes: its column is A^-1 x -0.0, signed zeros as an
+        # element-wise product gives them (a matrix product's sum gives +0.0)
+        zero = [c for c, j in enumerate(t4) if self.k[j] == 0.0]
+        self._zero_cols = np.array([n + c for c in zero], dtype=np.intp) if zero else None
+        self._zero_nodes = np.array([t4[c] for c in zero], dtype=np.intp)
+        self._f = slice(2 * n + nr, 2 * n + nr + nf)
+        const = self.k * net.sink4
+        self.const = const if static_q_w is None else const + static_q_w
+        self._dt = -1.0
+        self._c_dt = self.C
+
+    def build(self, t_lin_k: np.ndarray, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(B, d)`` for the linearisation point ``t_lin_k`` (K, per node) and step ``dt_s``."""
+        if dt_s != self._dt:
+            self._dt = dt_s
+            self._c_dt = self.C / dt_s
+        n = self.n
+        d = 4.0 * self.k * t_lin_k ** 3
+        cdt = self._c_dt + d
+        A = self.L.copy()
+        A.flat[::n + 1] += cdt
+        inv = np.linalg.inv(A)
+        g = self._g
+        gc = self._g_cols
+        g.flat[:n * gc:gc + 1] = cdt
+        B = np.empty((n, self.cols))
+        B[:, :gc] = inv @ g
+        if self._zero_cols is not None:
+            B[:, self._zero_cols] = inv[:, self._zero_nodes] * -0.0
+        if self.features is not None:
+            B[:, self._f] = inv @ self.features
+        B[:, -1] = inv @ self.const
+        return B, d
 
 
 class ThermalNetwork:
@@ -242,6 +277,7 @@ class ThermalNetwork:
         self._dt = -1.0
         self._t_lin = self.T.copy()
         self._d = np.zeros(n)
+        self._operator = ImplicitOperator(self, t4_nodes=self._rad_l)
         self.refreshes = 0
         self.track_energy = track_energy
         self.heat_in_j = 0.0
@@ -277,8 +313,8 @@ class ThermalNetwork:
         # drift from T_lin is checked every ~10 s of sim time rather than every step
         self._check_every = self._countdown = relinearise_every(dt_s)
         self._t_lin = self.T.copy()
-        # the per-step path is one product on plain floats: T_new = M @ [T, T_r^4, q, 1] (implicit_operator)
-        self._M, self._d = implicit_operator(self, self._t_lin, dt_s, t4_nodes=self._rad_nodes)
+        # the per-step path is one product on plain floats: T_new = M @ [T, T_r^4, q, 1] (ImplicitOperator)
+        self._M, self._d = self._operator.build(self._t_lin, dt_s)
         self._dt = dt_s
         self._tlin_l = self._t_lin.tolist()
         self.refreshes += 1
