@@ -185,26 +185,26 @@ class ImplicitOperator:
         self.n = n
         self.C, self.L, self.k = net.C, net.L, net.k_rad
         nr = n if t4_nodes is None else len(t4_nodes)
-        self.features = features
         nf = 0 if features is None else features.shape[1]
         self.cols = 2 * n + nr + nf + 1
-        # the columns of [diag(cdt) | -k e_j | I] (cdt set per build): A^-1 times them is exact whatever the
-        # product's summation order (one non-zero term per column), so every form of the step gets the same bits
-        g = np.zeros((n, 2 * n + nr))
+        # G = [diag(cdt) | -k e_j | I | features | 0], cdt set per build: B = A^-1 G is one product (the first three
+        # blocks have one non-zero term per column: exact whatever the summation order); the constant column is
+        # A^-1 (k T_sink^4 + q_static), a matrix-vector product of its own (the same bits in every form)
+        g = np.zeros((n, self.cols))
         t4 = list(range(n)) if t4_nodes is None else list(t4_nodes)
         for c, j in enumerate(t4):
             g[j, n + c] = -self.k[j]
-        g[:, n + nr:] = np.eye(n)
+        g[:, n + nr:2 * n + nr] = np.eye(n)
+        if features is not None:
+            g[:, 2 * n + nr:2 * n + nr + nf] = features
+        const = self.k * net.sink4
+        self.const = const if static_q_w is None else const + static_q_w
         self._g = g
-        self._g_cols = 2 * n + nr
         # a node without a radiating surface (k = 0) in t4_nodes: its column is A^-1 x -0.0, signed zeros as an
         # element-wise product gives them (a matrix product's sum gives +0.0)
         zero = [c for c, j in enumerate(t4) if self.k[j] == 0.0]
         self._zero_cols = np.array([n + c for c in zero], dtype=np.intp) if zero else None
         self._zero_nodes = np.array([t4[c] for c in zero], dtype=np.intp)
-        self._f = slice(2 * n + nr, 2 * n + nr + nf)
-        const = self.k * net.sink4
-        self.const = const if static_q_w is None else const + static_q_w
         self._dt = -1.0
         self._c_dt = self.C
 
@@ -220,15 +220,11 @@ class ImplicitOperator:
         A.flat[::n + 1] += cdt
         inv = np.linalg.inv(A)
         g = self._g
-        gc = self._g_cols
-        g.flat[:n * gc:gc + 1] = cdt
-        B = np.empty((n, self.cols))
-        B[:, :gc] = inv @ g
+        g.flat[:n * self.cols:self.cols + 1] = cdt
+        B = inv @ g
+        B[:, -1] = inv @ self.const
         if self._zero_cols is not None:
             B[:, self._zero_cols] = inv[:, self._zero_nodes] * -0.0
-        if self.features is not None:
-            B[:, self._f] = inv @ self.features
-        B[:, -1] = inv @ self.const
         return B, d
 
 
@@ -351,12 +347,14 @@ class ThermalNetwork:
                 if abs(temps_k[j] - tl[j]) > tol:
                     self._refresh(dt_s)
                     break
-        t4 = []
+        x = temps_k.copy()  # [T, T_r^4, q, 1], built in place (cheaper than unpacking three lists)
         for j in self._rad_l:
             t = temps_k[j]
             t2 = t * t
-            t4.append(t2 * t2)
-        self.T = self._M.dot(_fromiter([*temps_k, *t4, *q_w, 1.0], float, self._m_cols))
+            x.append(t2 * t2)
+        x += q_w
+        x.append(1.0)
+        self.T = self._M.dot(_fromiter(x, float, self._m_cols))
 
     def internal_energy_j(self) -> float:
         """sum C_i T_i (J, relative to 0 K); its change equals heat in minus radiated."""
