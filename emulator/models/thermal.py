@@ -184,6 +184,7 @@ class ImplicitOperator:
         n = net.n
         self.n = n
         self.C, self.L, self.k = net.C, net.L, net.k_rad
+        self._k4 = 4.0 * self.k
         nr = n if t4_nodes is None else len(t4_nodes)
         nf = 0 if features is None else features.shape[1]
         self.cols = 2 * n + nr + nf + 1
@@ -214,7 +215,7 @@ class ImplicitOperator:
             self._dt = dt_s
             self._c_dt = self.C / dt_s
         n = self.n
-        d = 4.0 * self.k * t_lin_k ** 3
+        d = self._k4 * t_lin_k ** 3  # 4 k T_lin^3
         cdt = self._c_dt + d
         A = self.L.copy()
         A.flat[::n + 1] += cdt
