@@ -19,6 +19,7 @@ handled it. Equations, calibration and sources: ``docs/models-accelerator.md``; 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
 from collections import OrderedDict, deque
@@ -29,6 +30,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emulator.errors import CommandError, ModelError, suggest
+from emulator.models import power_kernels as pk
 from emulator.models.base import (
     Command,
     Fault,
@@ -38,7 +40,7 @@ from emulator.models.base import (
     event_spec,
     telemetry_spec,
 )
-from emulator.models.ops import SCALAR
+from emulator.models.power_kernels import SCALAR
 from emulator.models.radiation import EVENT_KINDS, EccMemory, RadiationConfig, RadiationSource
 from emulator.protocol.catalogue import Payload, Plane, field
 
@@ -249,15 +251,14 @@ def throttle_level(die_temp_degc: Any, throttle: Any, c: AcceleratorConfig, ops:
 
 
 def dose_step(dose_rate_rad_s: Any, dt_s: float, rad_flux_factor: Any, scale: Any, flux_weight: bool,
-              scale_dose: bool) -> tuple[Any, Any]:
+              scale_dose: bool, ops: Any) -> tuple[Any, Any]:
     """A step's radiation dose: ``(d_eff, d_tid)``, the dose scaled by the event-rate ``scale`` (drives single-event
     effects) and the dose added to the total ionising dose (scaled too if ``scale_dose``). ``flux_weight``: the
     rate source weights the dose rate by the flux factor."""
     d = dose_rate_rad_s * dt_s
-    if flux_weight:
-        d = d * rad_flux_factor
+    d = ops.where(flux_weight, d * rad_flux_factor, d)
     d_eff = d * scale
-    return d_eff, (d_eff if scale_dose else d)
+    return d_eff, ops.where(scale_dose, d_eff, d)
 
 
 def busy_utilisation(work_fraction: Any, idle_utilisation: float) -> Any:
@@ -534,6 +535,10 @@ class ScaleParam(Payload):
 
 
 # -- the board -------------------------------------------------------------------------------------------------------
+#: dose_step on floats (AcceleratorBoard.advance, as written; the inlined step has its body instead of the call)
+_dose_step = functools.partial(dose_step, ops=SCALAR)
+
+
 class AcceleratorBoard:
     """The accelerator board as the satellite steps it and the board plane commands it."""
 
@@ -675,8 +680,8 @@ class AcceleratorBoard:
             st = self.state
             # total ionising dose accumulates powered or not
             rad = self.rad
-            d_eff, dd = dose_step(dose_rate_rad_s, dt_s, rad_flux_factor, rad.scale, self._flux_weight,
-                                  self._scale_dose)
+            d_eff, dd = _dose_step(dose_rate_rad_s, dt_s, rad_flux_factor, rad.scale, self._flux_weight,
+                                   self._scale_dose)
             dose = rad.dose_rad + dd  # RadiationSource.add_dose, inlined while no threshold is crossed
             if rad.degraded or dose < rad.degrade_at_rad:
                 rad.dose_rad = dose
@@ -1338,3 +1343,8 @@ class AcceleratorBoard:
         """Radiation events the board has not (yet) handled, oldest first."""
         return [ev for ev in self._unhandled.values() if kind is None or ev.kind == kind]
 
+
+# The per-step path with the shared kernels written in (no call per equation: power_kernels.inline_kernels, the same
+# source as the fleet's AcceleratorArrays runs on arrays; AcceleratorBoard.advance.__wrapped__ is the method as written)
+AcceleratorBoard.advance = pk.inline_kernels(AcceleratorBoard.advance, {  # type: ignore[method-assign]
+    "_dose_step": dose_step, "busy_utilisation": busy_utilisation, "board_power_w": board_power_w})

@@ -1207,7 +1207,7 @@ class AcceleratorArrays:
             st = self.state
         # total ionising dose, powered or not
         d_eff, d_tid = dose_step(dose_rate_rad_s, dt_s, rad_flux_factor, self.scale, self.flux_weight,
-                                 self.rad_cfg.scale_dose)
+                                 self.rad_cfg.scale_dose, ARRAY)
         self.dose_rad += d_tid
         if np.count_nonzero(self.dose_rad >= self.degrade_at_rad) != self._n_degraded:
             newly = ~self.degraded & (self.dose_rad >= self.degrade_at_rad)

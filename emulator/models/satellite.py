@@ -24,6 +24,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emulator.errors import CommandError, suggest
+from emulator.models import power_kernels as pk
 from emulator.models.accelerator import AcceleratorBoard, AcceleratorConfig
 from emulator.models.base import (
     Command,
@@ -878,3 +879,7 @@ class Satellite(SpacecraftModel):
         self._events = []
         out += self.accel.drain_events()
         return out
+
+
+# The per-step path with the heat-routing kernel written in (power_kernels.inline_kernels: no call per equation)
+Satellite.step = pk.inline_kernels(Satellite.step, {"loss_heat_w": loss_heat_w})  # type: ignore[method-assign]

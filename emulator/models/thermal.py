@@ -26,7 +26,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emulator.errors import CommandError, ModelError, suggest
-from emulator.models.ops import SCALAR
+from emulator.models.power_kernels import SCALAR
 
 SIGMA = 5.670374419e-8  # Stefan-Boltzmann constant, W m^-2 K^-4 (CODATA 2018, exact)
 KELVIN = 273.15
@@ -130,8 +130,8 @@ class ThermalConfig(_Strict):
 def thermostat_on(temp_k: Any, on: Any, auto: Any, forced_on: Any, on_below_k: Any, off_above_k: Any,
                   ops: Any) -> Any:
     """A heater's state after its thermostat: in auto, on below ``on_below_k``, off above ``off_above_k`` and as it
-    was in between; forced (not auto), ``forced_on``. Floats and :data:`~emulator.models.ops.SCALAR` or arrays of
-    members and :data:`~emulator.models.ops.ARRAY`."""
+    was in between; forced (not auto), ``forced_on``. Floats and :data:`~emulator.models.power_kernels.SCALAR` or arrays of
+    members and :data:`~emulator.models.power_kernels.ARRAY`."""
     return ops.where(auto, ops.where(temp_k < on_below_k, True, ops.where(temp_k > off_above_k, False, on)),
                      forced_on)
 

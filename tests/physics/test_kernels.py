@@ -20,7 +20,7 @@ from emulator.models.accelerator import (
     thermal_shutdown,
     throttle_level,
 )
-from emulator.models.ops import ARRAY, SCALAR
+from emulator.models.power_kernels import ARRAY, SCALAR
 from emulator.models.satellite import loss_heat_w
 from emulator.models.thermal import heater_demand_w, thermostat_on
 
@@ -74,8 +74,8 @@ def test_power_dose_and_utilisation(cases: list[tuple[float, ...]], flux_weight:
     bits([board_power_w(CFG, leak_w[-1], leak_k, c[0], 1e-4, c[2], c[1], dyn_w[-1], SCALAR.exp) for c in cases],
          board_power_w(CFG, leak_w[-1], leak_k, t, 1e-4, dose, u, dyn_w[-1], ARRAY.exp))
     for j in range(2):
-        bits([dose_step(c[3], 1.0, c[4], c[5], flux_weight, scale_dose)[j] for c in cases],
-             dose_step(rate, 1.0, flux, scale, flux_weight, scale_dose)[j])
+        bits([dose_step(c[3], 1.0, c[4], c[5], flux_weight, scale_dose, SCALAR)[j] for c in cases],
+             dose_step(rate, 1.0, flux, scale, flux_weight, scale_dose, ARRAY)[j])
     bits([busy_utilisation(c[1], CFG.idle_utilisation) for c in cases], busy_utilisation(u, CFG.idle_utilisation))
     # the leakage doubles every leakage_doubling_degc
     p0 = board_power_w(CFG, 10.0, leak_k, CFG.leakage_ref_degc, 0.0, 0.0, 0.0, 0.0, SCALAR.exp)
