@@ -110,3 +110,46 @@ def test_loss_heat(cases: list[tuple[float, float, float, float]]) -> None:
     out = loss_heat_w(*cols)
     for j in range(2):
         bits([loss_heat_w(*c)[j] for c in cases], out[j])
+
+
+def test_the_inlined_single_steps_are_the_methods_as_written() -> None:
+    """AcceleratorBoard.advance and Satellite.step run with the kernels written in (power_kernels.inline_kernels);
+    ``__wrapped__`` is the method as written, calling them. Both give the same bits through an orbit with jobs,
+    heat, a brown-out, radiation and the TID threshold."""
+    import datetime as dt
+    import tomllib
+    from pathlib import Path
+
+    from emulator.models.accelerator import AcceleratorBoard, JobSubmit
+    from emulator.models.radiation import RadiationConfig
+    from emulator.models.satellite import Satellite, SatelliteConfig
+
+    rad = RadiationConfig(tid_degraded_krad=0.001, scale_dose=True)
+    boards = [AcceleratorBoard(CFG, rad, np.random.default_rng(7)) for _ in range(2)]
+    steps = [boards[0].advance, lambda *a: type(boards[1]).advance.__wrapped__(boards[1], *a)]
+    throttled = False
+    for k in range(400):
+        temp = 40.0 + 50.0 * math.sin(k / 40.0) ** 2  # through both slowdowns, below the shutdown
+        supply = 3.0 if 150 <= k < 153 else 12.0
+        for b, step in zip(boards, steps, strict=True):
+            if b.state.value in ("idle", "busy", "throttled") and not b.queue:
+                b.cmd_job_submit(JobSubmit(kind="inference", size=2000))
+            step(k * 10**9, 1.0, supply, temp, 1e-2, 3.0)
+        a, b = boards
+        throttled = throttled or a.throttle == 2
+        assert (a.state, a.load_w, a.utilisation, a.rad.dose_rad, a.exposure_rad, a.throttle) == (
+            b.state, b.load_w, b.utilisation, b.rad.dose_rad, b.exposure_rad, b.throttle), k
+    assert throttled and boards[0].rad.degraded and boards[0].jobs_done > 0 and boards[0].power_offs >= 1
+
+    root = Path(__file__).resolve().parents[2]
+    raw = tomllib.loads((root / "configs" / "suncatcher-proto.toml").read_text(encoding="utf-8"))
+    for key in ("sim", "links", "telemetry", "record", "bench"):
+        raw.pop(key, None)
+    cfg = SatelliteConfig.model_validate(raw)
+    epoch = dt.datetime(2026, 6, 21, tzinfo=dt.UTC)
+    sats = [Satellite(cfg, epoch_utc=epoch, seed=3) for _ in range(2)]
+    for k in range(3000):
+        sats[0].step(k * 10**9, 10**9)
+        Satellite.step.__wrapped__(sats[1], k * 10**9, 10**9)
+    assert sats[0].thermal.T.tolist() == sats[1].thermal.T.tolist()
+    assert sats[0].power.soc == sats[1].power.soc
