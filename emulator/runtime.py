@@ -87,8 +87,11 @@ class ActiveFault:
 
 #: boards remembered by name (hello) and by envelope src (lag, board.link); older ones are evicted
 MAX_BOARDS = 32
-#: requests handled in a row by one serve loop before the event loop runs the clock and the other plane
+#: a serve loop lets the event loop run the clock and the other plane after this many requests in a row, or
+#: sooner once they took SERVE_BUDGET_NS of wall time (a request costs ~40-60 us): a paced step waits for at
+#: most one batch
 SERVE_BATCH = 8
+SERVE_BUDGET_NS = 200_000
 #: faults active at once (each holds a table entry until cleared or expired)
 MAX_ACTIVE_FAULTS = 256
 #: a board's repeated request (same src and seq among its last this many) is answered from a cache, not run again
@@ -698,6 +701,8 @@ class Emulator:
     async def _serve(self, link: Any, plane: Plane) -> None:
         name = str(plane)
         handled = 0
+        wall = self.clock.wall
+        batch_start_ns: int | None = None  # wall time of the batch's first request
         while True:
             try:
                 incoming = await link.recv()
@@ -709,6 +714,8 @@ class Emulator:
                 log.warning("%s link: %s", name, exc)
                 await self._stop_or_sleep()
                 continue
+            if batch_start_ns is None:
+                batch_start_ns = wall.now_ns()
             if incoming.message is None:
                 err = incoming.error or CodecError("undecodable request", field="bytes")
                 if not isinstance(err, RateLimitedError):  # the link counted it already (drops: rate_limited)
@@ -739,8 +746,10 @@ class Emulator:
             except EmulatorError as exc:
                 log.debug("%s link: reply to %r failed: %s", name, incoming.peer, exc)
             handled += 1
-            if handled % SERVE_BATCH == 0:
+            if handled >= SERVE_BATCH or wall.now_ns() - batch_start_ns >= SERVE_BUDGET_NS:
                 await asyncio.sleep(0)  # fairness: the clock and the other plane get their turn
+                handled = 0
+                batch_start_ns = None
 
     def _board_request(self, peer: bytes, msg: Message) -> Message:
         """A board request, run once: a repeat of one of the board's last DUPLICATE_WINDOW requests (same peer,

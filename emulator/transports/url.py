@@ -133,9 +133,10 @@ def _str_option(name: str, doc: str, carriers: tuple[str | None, ...] | None = N
 #: Options any URL accepts.
 COMMON_OPTIONS: tuple[Option, ...] = (
     _str_option("name", "a label for the link in logs and reports"),
-    # 20000/s: a board on the bench sends tens of requests a second, a simulated board in lockstep a few
-    # thousand; a flood beyond this is dropped before it is decoded (docs/reliability.md).
-    _float_option("peer_rate_hz", 20000.0, "listen(): requests per second each peer may send (0: no limit); "
+    # 5000/s: a board on the bench sends tens of requests a second, the fastest lockstep boards shipped here
+    # under 2,000, and one waiting for each reply cannot pass ~1/RTT (~5,000); answering a flood at this rate
+    # costs ~30 % of a core, beyond it is dropped before it is decoded (docs/reliability.md).
+    _float_option("peer_rate_hz", 5000.0, "listen(): requests per second each peer may send (0: no limit); "
                   "over it requests are dropped and counted (rate_limited), the first of each second answered"),
     _int_option("peer_burst", 2000, "listen(): requests a peer may send at once above peer_rate_hz", lo=1),
 )
