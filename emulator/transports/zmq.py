@@ -94,6 +94,8 @@ MAX_SUBSCRIPTIONS = 256
 #: Requests waiting (as bytes) between libzmq and the runtime; beyond either bound libzmq holds them.
 INBOX_MESSAGES = 64
 INBOX_BYTES = 4 * MAX_MESSAGE_BYTES
+#: requests taken from libzmq per drain (when the inbox is empty)
+DRAIN_MESSAGES = 16
 #: ROUTER receive high-water mark per peer (messages queued inside libzmq for one peer)
 ROUTER_RCVHWM = 64
 
@@ -475,7 +477,10 @@ class ZmqServerLink(ServerLink):
 
     def _drain(self) -> None:
         sock = self._router_sync
-        while len(self._inbox) < INBOX_MESSAGES and self._inbox_bytes < INBOX_BYTES:
+        # a few at a time (each recv costs a few us): taking the whole inbox at once held the loop ~0.3 ms
+        for _ in range(DRAIN_MESSAGES):
+            if len(self._inbox) >= INBOX_MESSAGES or self._inbox_bytes >= INBOX_BYTES:
+                return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
             except zmq.Again:
