@@ -134,8 +134,8 @@ class StepSampler(EnvelopeSampler):
         """Widen the window's min and max with this step's values; True when a row is due (call :meth:`flush`
         with the whole truth tree)."""
         lo, hi, isnan = self.lo, self.hi, math.isnan
-        for key in self.reader.paths:  # the order EnvelopeSampler.observe reads them in
-            v = values[key]
+        self.last = {key: values[key] for key in self.reader.paths}
+        for key, v in self.last.items():  # the order EnvelopeSampler.observe reads them in
             if isnan(v):
                 continue
             low = lo.get(key)

@@ -136,6 +136,7 @@ def test_the_sampler_fed_step_values_keeps_the_same_rows(steps: list[tuple[float
         old_sampler.observe(k * S, tree)
         if new_sampler.observe_values(k * S, step.read()):
             new_sampler.flush(k * S, tree)
+        assert same(new_sampler.last, old_sampler.last)
     old_sampler.flush(len(trees) * S, trees[-1])
     new_sampler.flush(len(trees) * S, trees[-1])
     columns = old.keys()
