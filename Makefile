@@ -24,8 +24,10 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/flatsat demo
 
+# the suite on PYTEST_WORKERS processes (pytest-xdist; 0: in this process); worksteal evens out the long tests
+PYTEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: install-test
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -64,7 +64,7 @@ from emulator.plotting import PANELS
 from emulator.protocol.catalogue import Plane
 from emulator.protocol.envelope import Message
 from emulator.runtime import Emulator, utc_text
-from emulator.series import EnvelopeSampler, Series, flatten
+from emulator.series import Series, flatten
 from hil.requirements import Checker, SignalReader, Verdict, fmt_t, make_checkers
 from hil.scenario import (
     BoardKillAction,
@@ -77,6 +77,7 @@ from hil.scenario import (
     ScenarioError,
     check_against,
 )
+from hil.signals import StepReader, StepSampler
 
 log = logging.getLogger("flatsat.hil")
 
@@ -791,8 +792,10 @@ class ScenarioRun:
         first = emu.truth()
         plotted = Series()
         plotted.append(0, flatten(first))
-        sampler = EnvelopeSampler(series, every_ns, [*plotted.match(p for _, _, pats in PANELS for p in pats),
-                                                     *step_signals], first)
+        sampler = StepSampler(series, every_ns, [*plotted.match(p for _, _, pats in PANELS for p in pats),
+                                                 *step_signals], first)
+        # one read a step of only the fields the requirements and the plots name (not the whole truth tree)
+        step_reader = StepReader(emu, [*step_signals, *sampler.reader.paths])
         next_sample = [0]
         error: list[str] = []
         timeline_log: list[tuple[float, str]] = []
@@ -805,12 +808,13 @@ class ScenarioRun:
                 c.on_message(t_ns, direction, msg)
 
         def observe(t_ns: int) -> None:
-            tree = emu.truth() if step_signals or t_ns >= next_sample[0] else None
-            values = reader.read(tree) if step_signals and tree is not None else {}
+            look = bool(step_signals) or t_ns >= next_sample[0]
+            values = step_reader.read() if look else {}
             for c in checkers:
                 c.on_step(t_ns, values)
-            if tree is not None:
-                sampler.observe(t_ns, tree)
+            if look:
+                if sampler.observe_values(t_ns, values):
+                    sampler.flush(t_ns, emu.truth())  # a row: the whole tree
                 if t_ns >= next_sample[0]:
                     next_sample[0] = t_ns + fine_ns
 

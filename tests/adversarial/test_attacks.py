@@ -150,6 +150,7 @@ async def settle(emu: Emulator, plane: str, expected: int, timeout_s: float = 20
         await asyncio.sleep(0.05)
 
 
+@pytest.mark.alone  # tick lateness and control round trips on the wall clock
 @pytest.mark.parametrize("kind", ["ping-flood", "garbage-flood"])
 async def test_a_flood_on_the_board_router_neither_freezes_time_nor_the_control_plane(running: Running,
                                                                                       kind: str) -> None:
@@ -276,6 +277,7 @@ async def test_a_serial_peer_that_never_reads_cannot_grow_the_reply_queue(
     assert running.peak_rss - rss0 < 40 * MB
 
 
+@pytest.mark.alone  # tick lateness and control round trips on the wall clock
 async def test_a_garbage_flood_on_the_serial_line_does_not_stall_the_clock(
         serial_running: tuple[Running, int]) -> None:
     running, master = serial_running

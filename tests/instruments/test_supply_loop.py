@@ -19,6 +19,9 @@ from emulator.config import load_config
 from emulator.errors import CommandError, ConfigError, InstrumentError
 from emulator.runtime import Emulator
 
+#: realtime runs against a supply on the wall clock (a 100 ms cut-off, off times): no other test beside them
+pytestmark = pytest.mark.alone
+
 #: the issue: an injected rail short switches the supply's output off within 100 ms
 CUT_TO_OFF_BOUND_S = 0.100
 ENERGY_CLOSURE_REL = 1e-3

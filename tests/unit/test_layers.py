@@ -4,6 +4,7 @@ import cycles, and no private name taken from another module."""
 from __future__ import annotations
 
 import ast
+import logging
 from pathlib import Path
 
 import grimp
@@ -14,7 +15,16 @@ PACKAGES = ("emulator", "firmware_stubs", "hil")
 
 
 def test_import_contracts_hold(capsys) -> None:  # type: ignore[no-untyped-def]
-    code = importlinter_cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True, no_logo=True)
+    # import-linter's CLI configures logging with dictConfig, which disables every logger that exists then (flatsat's
+    # too) for the rest of the process: a later test in this process would see no log record; keep them as they were
+    loggers = [lg for lg in logging.root.manager.loggerDict.values() if isinstance(lg, logging.Logger)]
+    disabled = [lg.disabled for lg in loggers]
+    try:
+        code = importlinter_cli.lint_imports(config_filename=str(ROOT / "pyproject.toml"), no_cache=True,
+                                             no_logo=True)
+    finally:
+        for lg, was in zip(loggers, disabled, strict=True):
+            lg.disabled = was
     assert code == 0, capsys.readouterr().out
 
 

@@ -1,0 +1,147 @@
+"""Reading the truth signals a run watches at every physics step: only the fields named, not the whole tree.
+
+The requirements (``always``, ``min``/``max``) and the report's plots need a handful of flattened truth keys
+(``satellite.power.bus_v``) at every step. :class:`StepReader` resolves each key once, against a sample of the
+emulator's truth, into a path of dict keys and list indexes; the paths are merged into one tree that a read walks
+once (``satellite.thermal.temps_degc`` is looked up once for its seven temperatures). When every key lies in the
+model's truth (the ``satellite`` part of :meth:`Emulator.truth`), a read asks the model alone for its truth:
+the run clock's status and the fault list are not built at every step.
+
+A read gives exactly what :class:`emulator.series.SignalReader` gives on the emulator's whole truth tree: a
+number or bool as a float, NaN for a key that does not resolve, stops resolving or holds something else.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol
+
+from emulator.series import EnvelopeSampler, flatten, resolve_path
+
+#: the part of the emulator's truth tree that is the model's own truth (Emulator.truth)
+MODEL_KEY = "satellite"
+
+#: what a failed lookup on the way to a key raises (a missing key, a short list, a None or a number in the way)
+LOOKUP_ERRORS = (KeyError, IndexError, TypeError)
+
+
+class TruthSource(Protocol):
+    """What :class:`StepReader` reads: the emulator (its whole truth) and its model (the model's truth)."""
+
+    @property
+    def model(self) -> Any: ...
+
+    def truth(self) -> dict[str, Any]: ...
+
+
+#: a compiled part of the path tree: reads the keys below one node of the truth into ``out``
+NodeReader = Callable[[Any, dict[str, float]], None]
+
+
+def _value(node: Any) -> float:
+    return float(node) if isinstance(node, (int, float)) else math.nan  # bool is an int
+
+
+def _compile(trie: dict[Any, tuple[list[str], dict[Any, Any]]]) -> NodeReader:
+    """A reader for one node of the path tree: ``trie`` maps an edge (dict key or list index) to the keys that end
+    there and the sub-tree below it."""
+    leaves = [(edge, keys) for edge, (keys, _) in trie.items() if keys]
+    inner = [(edge, _compile(sub), _keys_below(sub)) for edge, (_, sub) in trie.items() if sub]
+    nan = math.nan
+
+    def read(node: Any, out: dict[str, float]) -> None:
+        for edge, keys in leaves:
+            try:
+                v = _value(node[edge])
+            except LOOKUP_ERRORS:
+                v = nan
+            for k in keys:
+                out[k] = v
+        for edge, sub, below in inner:
+            try:
+                child = node[edge]
+            except LOOKUP_ERRORS:
+                for k in below:
+                    out[k] = nan
+                continue
+            sub(child, out)
+
+    return read
+
+
+def _keys_below(trie: dict[Any, tuple[list[str], dict[Any, Any]]]) -> list[str]:
+    out: list[str] = []
+    for keys, sub in trie.values():
+        out += keys
+        out += _keys_below(sub)
+    return out
+
+
+def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
+    return a.keys() == b.keys() and all(
+        a[k] == b[k] or (math.isnan(a[k]) and math.isnan(b[k])) for k in a)
+
+
+class StepReader:
+    """Reads ``keys`` (flattened truth keys) from ``source`` at every call; see the module docstring."""
+
+    def __init__(self, source: TruthSource, keys: Iterable[str]) -> None:
+        self.keys = sorted(set(keys))
+        sample = source.truth()
+        paths = {k: resolve_path(sample, k.split(".")) for k in self.keys}
+        resolved = {k: p for k, p in paths.items() if p is not None}
+        #: keys that name nothing in the truth: always NaN
+        self.missing = [k for k, p in paths.items() if p is None]
+        self.tree: Callable[[], Any] = source.truth
+        #: True when a read asks the model alone (every key lies in its truth)
+        self.model_only = bool(resolved) and all(p[0] == MODEL_KEY for p in resolved.values()) and \
+            self._model_truth_is_the_subtree(source, sample)
+        if self.model_only:
+            self.tree = source.model.truth
+            resolved = {k: p[1:] for k, p in resolved.items()}
+        trie: dict[Any, tuple[list[str], dict[Any, Any]]] = {}
+        for key, path in resolved.items():
+            node = trie
+            for n, edge in enumerate(path):
+                keys, sub = node.setdefault(edge, ([], {}))
+                if n == len(path) - 1:
+                    keys.append(key)
+                node = sub
+        self._read = _compile(trie)
+
+    @staticmethod
+    def _model_truth_is_the_subtree(source: TruthSource, sample: Mapping[str, Any]) -> bool:
+        """The emulator's truth holds the model's truth under MODEL_KEY, value for value (checked once)."""
+        sub = sample.get(MODEL_KEY)
+        model = getattr(source, "model", None)
+        if not isinstance(sub, Mapping) or model is None:
+            return False
+        return _same(flatten(sub), flatten(model.truth()))
+
+    def read(self) -> dict[str, float]:
+        """The value of every key now (NaN where it does not resolve)."""
+        out: dict[str, float] = dict.fromkeys(self.missing, math.nan)
+        self._read(self.tree(), out)
+        return out
+
+
+class StepSampler(EnvelopeSampler):
+    """:class:`EnvelopeSampler` fed with the values a :class:`StepReader` read (the same keys), so a step's signals
+    are read once for the requirements and the plots; the whole truth tree is built only for a row."""
+
+    def observe_values(self, t_ns: int, values: Mapping[str, float]) -> bool:
+        """Widen the window's min and max with this step's values; True when a row is due (call :meth:`flush`
+        with the whole truth tree)."""
+        lo, hi, isnan = self.lo, self.hi, math.isnan
+        self.last = {key: values[key] for key in self.reader.paths}
+        for key, v in self.last.items():  # the order EnvelopeSampler.observe reads them in
+            if isnan(v):
+                continue
+            low = lo.get(key)
+            if low is None or v < low[0]:
+                lo[key] = (v, t_ns)
+            high = hi.get(key)
+            if high is None or v > high[0]:
+                hi[key] = (v, t_ns)
+        return t_ns >= self.next_ns
