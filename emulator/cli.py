@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib
 import logging
 import signal
@@ -121,8 +122,12 @@ def main(argv: list[str] | None = None) -> int:
     from emulator.errors import EmulatorError
 
     argv = sys.argv[1:] if argv is None else list(argv)
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+    gc.disable()  # start-up creates thousands of long-lived objects: collecting while they are made only costs time
+    try:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
+    finally:
+        gc.enable()
     # a background job of a non-interactive shell inherits SIGINT ignored: restore it for every command (async
     # commands then take it on their loop, emulator.interrupt); Ctrl-C and kill -INT always stop flatsat
     with contextlib.suppress(ValueError):  # not the main thread
