@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import resource
 import shutil
 import statistics
 import subprocess
@@ -40,13 +41,17 @@ def flatsat_cmd(script: str | None = None) -> list[str]:
     return [script] if script else [sys.executable, "-m", "emulator"]
 
 
-def timed(argv: list[str]) -> tuple[float, str]:
+def timed(argv: list[str]) -> tuple[float, str, float]:
+    """Wall seconds, stdout and CPU seconds (user + system) of one process: on a shared machine the CPU time is
+    the steadier figure (the wall time also counts the time spent waiting for a core)."""
+    ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     out = subprocess.run(argv, capture_output=True, text=True, check=False, cwd=ROOT)
     wall = time.perf_counter() - t0
+    ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} exited {out.returncode}:\n{out.stderr[-2000:]}")
-    return wall, out.stdout
+    return wall, out.stdout, (ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime)
 
 
 def basilisk_args(config: str, duration_s: float) -> list[str]:
@@ -88,22 +93,29 @@ def main() -> int:
                   "--control-url", "zmq+tcp://127.0.0.1:0"]
         bk_cmd = [sys.executable, str(ROOT / "bench" / "basilisk_ref.py"), *basilisk_args(config, duration_s)] \
             if have_bsk else None
-        fs_walls, bk_walls = [], []
+        fs_walls, bk_walls, fs_cpus, bk_cpus = [], [], [], []
         for rep in range(args.repeats):
-            fs_walls.append(timed(fs_cmd)[0])
-            line = f"  {config} run {rep + 1}: flatsat {fs_walls[-1]:.2f} s"
+            wall, _, cpu = timed(fs_cmd)
+            fs_walls.append(wall)
+            fs_cpus.append(cpu)
+            line = f"  {config} run {rep + 1}: flatsat {wall:.2f} s (CPU {cpu:.2f} s)"
             if bk_cmd:
-                wall, out = timed(bk_cmd)
+                wall, out, cpu = timed(bk_cmd)
                 bk_walls.append(wall)
-                line += f", Basilisk {wall:.2f} s (its ExecuteSimulation {json.loads(out)['wall_s']:.2f} s)"
+                bk_cpus.append(cpu)
+                line += (f", Basilisk {wall:.2f} s (CPU {cpu:.2f} s; its ExecuteSimulation "
+                         f"{json.loads(out)['wall_s']:.2f} s)")
             print(line, flush=True)
-        fs_med = statistics.median(fs_walls)
-        bk_med = statistics.median(bk_walls) if bk_walls else float("nan")
-        rows.append((config, fs_med, bk_med))
-    print("\n| config | flatsat run (whole process) | Basilisk script (whole process) | Basilisk / flatsat |")
-    print("| --- | --- | --- | --- |")
-    for config, fs_med, bk_med in rows:
-        print(f"| {config} | {fs_med:.2f} s | {bk_med:.2f} s | {bk_med / fs_med:.2f}x |")
+        med = statistics.median
+        nan = float("nan")
+        rows.append((config, med(fs_walls), med(bk_walls) if bk_walls else nan, med(fs_cpus),
+                     med(bk_cpus) if bk_cpus else nan))
+    print("\n| config | flatsat run (whole process) | Basilisk script (whole process) | Basilisk / flatsat "
+          "| CPU: flatsat, Basilisk, ratio |")
+    print("| --- | --- | --- | --- | --- |")
+    for config, fs_med, bk_med, fs_cpu, bk_cpu in rows:
+        print(f"| {config} | {fs_med:.2f} s | {bk_med:.2f} s | {bk_med / fs_med:.2f}x "
+              f"| {fs_cpu:.2f} s, {bk_cpu:.2f} s, {bk_cpu / fs_cpu:.2f}x |")
     return 0
 
 

@@ -26,6 +26,7 @@ import asyncio
 import datetime as dt
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -138,6 +139,9 @@ class SimClock:
         self._anchor_wall_ns: int | None = None
         self._anchor_sim_ns = start_ns
         self._run_wall_start: int | None = None
+        #: called just before the clock gives the event loop a turn (a yield, a paced sleep): what must be done
+        #: before others run, not after every step (the runtime re-arms its links' watchers there)
+        self.before_yield: Callable[[], None] | None = None
         self._since_yield = 0
         self._last_yield_ns = 0
         #: steps that fit in YIELD_NS of wall time, as last measured (batches are sized by it)
@@ -159,8 +163,12 @@ class SimClock:
     def limit_ns(self) -> int | None:
         return self._limit_ns
 
+    def utc_text(self, t_ns: int | None = None) -> str:
+        """:meth:`utc` as ISO 8601 text with a Z, as the wire carries it."""
+        return self.utc(t_ns).isoformat().replace("+00:00", "Z")
+
     def status(self) -> dict[str, object]:
-        return {"t_ns": self._t_ns, "utc": self.utc().isoformat().replace("+00:00", "Z"), "mode": str(self.mode),
+        return {"t_ns": self._t_ns, "utc": self.utc_text(), "mode": str(self.mode),
                 "speed": self.speed, "paused": self._paused,
                 "limit_ns": -1 if self._limit_ns is None else self._limit_ns, **self.stats.to_wire(),
                 "realtime_factor": self.realtime_factor()}
@@ -280,6 +288,8 @@ class SimClock:
         elapsed = now - self._last_yield_ns
         if self._since_yield >= self._steps_per_yield or elapsed >= YIELD_NS:
             self._resize(elapsed)
+            if self.before_yield is not None:
+                self.before_yield()
             await wall.yield_()
             now = self._last_yield_ns = wall.now_ns()
             self._since_yield = 0
@@ -321,6 +331,8 @@ class SimClock:
                 self._anchor_wall_ns = wall.now_ns()
                 self._anchor_sim_ns = self._t_ns
             deadline = self._anchor_wall_ns + int((target - self._anchor_sim_ns) / self.speed)
+            if self.before_yield is not None:
+                self.before_yield()
             if wall.now_ns() < deadline:
                 await wall.sleep_until(deadline)
             lag = wall.now_ns() - deadline
@@ -335,6 +347,8 @@ class SimClock:
             self._since_yield += 1
             if self._since_yield >= YIELD_STEPS or now - self._last_yield_ns >= YIELD_NS:
                 self._resize(now - self._last_yield_ns)
+                if self.before_yield is not None:
+                    self.before_yield()
                 await wall.yield_()
                 now = self._last_yield_ns = wall.now_ns()
                 self._since_yield = 0

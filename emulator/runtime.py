@@ -41,7 +41,7 @@ from emulator.errors import (
 )
 from emulator.models.base import Fault, Interface, SpacecraftModel, Telemetry
 from emulator.protocol.catalogue import Catalogue, Kind, Payload, Plane, TopicSpec
-from emulator.protocol.codec import encode_message
+from emulator.protocol.codec import encode_envelope, encode_message
 from emulator.protocol.envelope import PROTOCOL_VERSION, Message
 from emulator.protocol.framing import frame_overhead
 from emulator.protocol.system import system_topics
@@ -160,6 +160,7 @@ class Emulator:
         sim = self.run_config.sim
         self.model = model
         self.clock = SimClock(sim.mode, speed=sim.speed, epoch_utc=sim.epoch_utc, wall=wall)
+        self.clock.before_yield = self._flush_if_unflushed
         self.step_ns = round(sim.step_s * NS_PER_S)
         self.stats = RuntimeStats()
         #: URLs: "" means "from config", None means "no link"
@@ -466,6 +467,13 @@ class Emulator:
                 and self.run_config.sim.lockstep_source == "control" and until_ns > (clock.limit_ns or 0)):
             clock.run_until(until_ns)
         await self._publish_initial()
+        try:
+            await self._loop_steps(clock, step_ns, model, until_ns, until_pred)
+        finally:
+            self._flush_if_unflushed()
+
+    async def _loop_steps(self, clock: SimClock, step_ns: int, model: SpacecraftModel, until_ns: int | None,
+                          until_pred: Callable[[], bool] | None) -> None:
         while not self._stop.is_set():
             t = clock.now_ns()
             if (until_ns is not None and t >= until_ns) or (until_pred is not None and until_pred()):
@@ -520,6 +528,7 @@ class Emulator:
             self._waiting_published_at = t
             self._publish("sim.waiting", {"t_ns": t}, (Plane.BOARD, Plane.CONTROL), event=True)
             self._links_flush()
+        self._flush_if_unflushed()
         if self.recorder is not None:
             self.recorder.flush()
         turn = asyncio.ensure_future(self.clock.wait_turn(self.step_ns))
@@ -581,8 +590,8 @@ class Emulator:
         for topic, payload in self.model.drain_events():
             await self._emit_event(topic, payload)
         await self._publish_due(now)
-        if self._unflushed:
-            self._links_flush()
+        # the links are flushed when the clock yields (clock.before_yield), not after every step: sends go out at
+        # once, the flush only lets the medium see its peers (ZeroMQ: new subscribers), which happens at a yield
         for obs in list(self._observers):
             obs(now)
         if self.recorder is not None:
@@ -617,6 +626,10 @@ class Emulator:
                     item.unfed = True
             next_due = min(next_due, item.due_ns)
         self._next_due_ns = next_due
+
+    def _flush_if_unflushed(self) -> None:
+        if self._unflushed:
+            self._links_flush()
 
     def _links_flush(self) -> None:
         self._unflushed = False
@@ -668,15 +681,18 @@ class Emulator:
         """Stamp, record and publish a message (encoded once for every plane and the recorder); ``event``: not
         periodic telemetry (no link drops it for budget)."""
         self._seq += 1
-        msg = Message(topic, payload, seq=self._seq, t_ns=self.clock.now_ns(), src=SRC)
+        t_ns = self.clock.now_ns()
         self.stats.published += 1
         self._unflushed = True
-        data = encode_message(msg)
-        plane_name = "board" if Plane.BOARD in planes else "control"
-        if self.recorder is not None:
-            self.recorder.write(plane_name, "out", data, wall_time=self._wall_time(topic))
-        for observer in self._message_observers:
-            observer(msg.t_ns, plane_name, "out", msg)
+        data = encode_envelope(topic, payload, self._seq, t_ns, SRC)
+        if self.recorder is not None or self._message_observers:
+            plane_name = "board" if Plane.BOARD in planes else "control"
+            if self.recorder is not None:
+                self.recorder.write(plane_name, "out", data, wall_time=self._wall_time(topic))
+            if self._message_observers:
+                msg = Message(topic, payload, seq=self._seq, t_ns=t_ns, src=SRC)
+                for observer in self._message_observers:
+                    observer(t_ns, plane_name, "out", msg)
         for plane in planes:
             link = self.board_link if plane == Plane.BOARD else self.control_link
             if link is not None and link.wants(topic):
@@ -693,7 +709,7 @@ class Emulator:
 
     def _clock_sample(self) -> dict[str, Any]:
         st = self.clock.stats
-        return {"t_ns": self.clock.now_ns(), "utc": self.clock.status()["utc"], "mode": str(self.clock.mode),
+        return {"t_ns": self.clock.now_ns(), "utc": self.clock.utc_text(), "mode": str(self.clock.mode),
                 "speed": self.clock.speed, "paused": self.clock.paused, "lag_s": st.lag_ns / NS_PER_S,
                 "max_lag_s": st.max_lag_ns / NS_PER_S, "overruns": st.overruns, "steps": st.steps}
 

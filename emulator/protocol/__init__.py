@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from emulator.protocol.catalogue import Catalogue, Kind, Payload, Plane, TopicSpec, field
-from emulator.protocol.codec import decode_message, encode_message
+from emulator.protocol.codec import decode_message, encode_envelope, encode_message
 from emulator.protocol.envelope import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Message
 from emulator.protocol.framing import FrameDecoder, decode_frame, encode_frame, frame_overhead
 
@@ -19,6 +19,7 @@ __all__ = [
     "TopicSpec",
     "decode_frame",
     "decode_message",
+    "encode_envelope",
     "encode_frame",
     "encode_message",
     "field",
