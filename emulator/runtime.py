@@ -20,6 +20,7 @@ import contextlib
 import copy
 import heapq
 import logging
+import math
 import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -208,6 +209,11 @@ class Emulator:
         #: per board (peer, src): its last replies by request seq (the duplicate cache), bounded both ways
         self._replies: LruDict[tuple[bytes, str], LruDict[int, Message]] = LruDict(MAX_BOARDS)
         self._audience_seen: tuple[Any, ...] | None = None
+        #: board.hello telemetry_rates_hz: per board (bounded), and the board plane's own schedule items once a
+        #: board asked for its own rates (topic -> item; the run's period of each)
+        self._board_rates: LruDict[str, dict[str, float]] = LruDict(MAX_BOARDS)
+        self._board_items: dict[str, _Scheduled] = {}
+        self._board_run_period: dict[str, int] = {}
         self._build_schedule()
 
     @classmethod
@@ -831,6 +837,7 @@ class Emulator:
         return reply.payload.get("data", {})
 
     def _cmd_hello(self, p: Any) -> dict[str, Any]:
+        self._set_board_rates(p.name, p.telemetry_rates_hz)
         self.stats.boards_seen[p.name] = p.version
         log.info("board %r (version %r) says hello", p.name, p.version)
         return {"protocol_version": PROTOCOL_VERSION, "epoch_utc": utc_text(self.clock.utc(0)),
@@ -841,8 +848,44 @@ class Emulator:
                 "waiting": self.clock.mode == ClockMode.LOCKSTEP and not self.clock.may_advance(self.step_ns),
                 "topics": sorted(s.topic for s in self.catalogue.topics(plane=Plane.BOARD)),
                 "rates_hz": {item.telemetry.spec.topic: NS_PER_S / item.period_ns for item in self._schedule
-                             if Plane.BOARD in item.planes},
+                             if Plane.BOARD in item.planes and item.period_ns < _NEVER},
                 "decimation": self.decimation, "duplicate_window": DUPLICATE_WINDOW}
+
+    def _set_board_rates(self, board: str, rates_hz: dict[str, float]) -> None:
+        """A board's ``telemetry_rates_hz`` (board.hello): each board-plane topic goes to the board plane at the
+        fastest rate any board that said hello wants (the run's rate for a board that named no rate for it), on a
+        grid from now; the control plane keeps the run's rates. A board may slow a topic, never speed it up."""
+        valid = sorted(spec.topic for spec in self.catalogue.topics(plane=Plane.BOARD) if spec.kind == Kind.TELEMETRY)
+        for topic, hz in rates_hz.items():
+            if topic not in valid:
+                raise CommandError(f"telemetry_rates_hz: {topic!r} is not board-plane telemetry{suggest(topic, valid)}",
+                                   field=f"payload.telemetry_rates_hz.{topic}", valid=valid)
+            if not 0 <= hz < math.inf:
+                raise CommandError(f"telemetry_rates_hz.{topic}: {hz!r} Hz; a rate is 0 (none) or more",
+                                   field=f"payload.telemetry_rates_hz.{topic}")
+        self._board_rates[board] = dict(rates_hz)  # {}: the run's rates
+        if not self._board_items and not rates_hz:
+            return  # the usual board: the run's rates, nothing to change
+        if not self._board_items:  # first board with rates: split every board-plane item into two
+            for item in list(self._schedule):
+                if Plane.BOARD in item.planes:
+                    board_item = _Scheduled(item.telemetry, item.period_ns, item.due_ns, (Plane.BOARD,))
+                    item.planes = tuple(pl for pl in item.planes if pl != Plane.BOARD)
+                    self._schedule.append(board_item)
+                    self._board_items[item.telemetry.spec.topic] = board_item
+                    self._board_run_period[item.telemetry.spec.topic] = item.period_ns
+        now = self.clock.now_ns()
+        for topic, item in self._board_items.items():
+            run_period = self._board_run_period[topic]
+            run_hz = NS_PER_S / run_period  # what a board asks is at most this (never faster than the run)
+            fastest = max(min(rates.get(topic, run_hz), run_hz) for rates in self._board_rates.values())
+            period = round(NS_PER_S / fastest) if fastest > 0 else _NEVER
+            if period != item.period_ns:
+                item.period_ns = period
+                item.due_ns = now + period if fastest > 0 else _NEVER
+        self._schedule = [it for it in self._schedule if it.planes]  # a board-only topic's control half: none
+        self._audience_seen = None  # who wants what, and the next wake-up, again
+        self._next_due_ns = now
 
     def _cmd_board_link(self, p: Any) -> dict[str, Any]:
         # what the board measured goes beside the lag the serve loop keyed by the same src

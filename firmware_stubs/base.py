@@ -642,6 +642,11 @@ class Controller(ABC):
     def __init__(self) -> None:
         self.log = BoardLog()
 
+    def telemetry_rates_hz(self) -> dict[str, float]:
+        """The most board telemetry this controller needs (``board.hello`` ``telemetry_rates_hz``: topic -> Hz,
+        0: none); the topics it does not name come at the run's rates. Default: all of it at the run's rates."""
+        return {}
+
     async def on_start(self, board: BoardClient) -> None:
         return None
 
@@ -704,8 +709,11 @@ async def run_board(controller: Controller, url: str, *, max_ticks: int | None =
     board = BoardClient(link, controller.name, policy=policy, reconnect=lambda: connect(url))
     await board.start()
     try:
-        await board.say_hello({"name": controller.name, "version": controller.version,
-                               "capabilities": capabilities if capabilities is not None else ["lockstep"]})
+        hello: dict[str, Any] = {"name": controller.name, "version": controller.version,
+                                 "capabilities": capabilities if capabilities is not None else ["lockstep"]}
+        if controller.telemetry_rates_hz():
+            hello["telemetry_rates_hz"] = controller.telemetry_rates_hz()
+        await board.say_hello(hello)
         lockstep = board.lockstep
         while True:  # the controller's start (switching its rail on...) must happen; a lost request repeats it
             try:

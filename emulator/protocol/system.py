@@ -58,6 +58,11 @@ class BoardHello(Payload):
     version: str = field(doc="board software version", default="", max_length=64)
     capabilities: list[str] = field(doc="optional features the board implements", default_factory=list,
                                     max_length=64)
+    telemetry_rates_hz: dict[str, float] = field(
+        "Hz", "the most board-plane telemetry this board needs, topic -> rate (e.g. one sample per control turn: "
+        "0.1 Hz for 10 s turns; 0: none); the board plane sends each topic at the fastest rate any board that "
+        "said hello needs (a board that names no rate for it: the run's), never faster than the run's rate; "
+        "topics the run does not send are left off", default_factory=dict, max_length=64)
 
 
 class BoardLink(Payload):

@@ -62,6 +62,13 @@ class ReferenceController(Controller):
         self.shutdown_thermal = False
         self.rail_off_by_me = False
 
+    def telemetry_rates_hz(self) -> dict[str, float]:
+        # each turn decides from the newest sample of these: one per turn is enough (it is taken at the turn's
+        # sim time, so it is as fresh as at 1 Hz); the thermistors and sim.clock it does not read
+        per_turn = 1.0 / self.period_s
+        return {"eps.telemetry": per_turn, "accel.status": per_turn, "adcs.sun": per_turn,
+                "thermal.telemetry": 0.0, "sim.clock": 0.0}
+
     async def on_start(self, board: BoardClient) -> None:
         await board.request("eps.rail.set", {"rail": self.rail, "on": True})
         self.log.add(board.t_ns, f"switched rail {self.rail} on")

@@ -181,3 +181,36 @@ async def test_lockstep_timeout_zero_waits_until_stepped() -> None:
         emu.control("clock.step", {"duration_s": 5.0})
         await asyncio.wait_for(run, 5)
     assert emu.stalled is None and emu.clock.now_ns() == 5 * NS_PER_S
+
+
+async def test_board_hello_telemetry_rates_slow_the_board_plane_only() -> None:
+    """A board that needs one sample per 10 s turn says so at hello: the board plane sends that topic at 0.1 Hz
+    from then on (on the board's grid), the control plane keeps the run's 1 Hz; a second board that names no
+    rate gets the run's rate back; bad topics and rates are refused, naming the field."""
+    emu = make()
+    sent: list[tuple[int, str, str]] = []
+    async with emu:
+        emu.add_message_observer(lambda t, plane, d, msg: sent.append((t, plane, msg.topic)))
+        await emu.run_for(3)
+        reply = emu.handle_request(Message("board.hello", {"name": "b1", "telemetry_rates_hz": {
+            "lamp.telemetry": 0.1, "sim.clock": 0.0}}, seq=1), Plane.BOARD)
+        assert reply.payload["ok"], reply.payload
+        assert reply.payload["data"]["rates_hz"] == {"lamp.telemetry": 0.1}
+        sent.clear()
+        await emu.run_for(30)
+        board = [t for t, plane, topic in sent if plane == "board" and topic == "lamp.telemetry"]
+        control = [t for t, plane, topic in sent if plane == "control" and topic == "lamp.telemetry"]
+        assert board == [13 * NS_PER_S, 23 * NS_PER_S, 33 * NS_PER_S]
+        assert len(control) == 30
+        assert not [1 for _, plane, topic in sent if plane == "board" and topic == "sim.clock"]
+        assert len([1 for _, plane, topic in sent if plane == "control" and topic == "sim.clock"]) == 30
+        # a board that wants everything at the run's rates: the plane goes back to 1 Hz
+        emu.handle_request(Message("board.hello", {"name": "b2"}, seq=1), Plane.BOARD)
+        sent.clear()
+        await emu.run_for(5)
+        assert len([1 for _, plane, topic in sent if plane == "board" and topic == "lamp.telemetry"]) == 5
+        for rates, field in (({"lamp.telemetri": 0.1}, "payload.telemetry_rates_hz.lamp.telemetri"),
+                             ({"lamp.telemetry": -1.0}, "payload.telemetry_rates_hz.lamp.telemetry")):
+            reply = emu.handle_request(Message("board.hello", {"name": "b3", "telemetry_rates_hz": rates}, seq=2),
+                                       Plane.BOARD)
+            assert not reply.payload["ok"] and reply.payload["error"]["field"] == field, reply.payload
