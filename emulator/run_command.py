@@ -63,8 +63,10 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
                                                                "(default: %(default)s)")
     p.add_argument("--orbits", type=float, default=3.0, help="how many orbits to run (default 3)")
     p.add_argument("--plot", default="out/demo.png", help="plot file (default: %(default)s)")
-    p.add_argument("--board", default="python -m firmware_stubs.reference",
-                   help="board command; '{url}' is replaced by the board URL, else --url URL is appended")
+    p.add_argument("--board", default="python -m firmware_stubs.reference --telemetry per-turn",
+                   help="board command; '{url}' is replaced by the board URL, else --url URL is appended "
+                        "(default: %(default)s: the reference board, asking one sample per 10 s turn of what it "
+                        "reads)")
     p.add_argument("--seed", type=int, default=1, help="seed (default 1)")
 
 

@@ -62,6 +62,10 @@ REPEATABLE_TOPICS = frozenset({
 })
 
 
+#: the board plane's periodic telemetry (board.hello telemetry_rates_hz may name these)
+BOARD_TELEMETRY = ("eps.telemetry", "thermal.telemetry", "adcs.sun", "accel.status", "sim.clock")
+
+
 def repeatable(topic: str) -> bool:
     """True for a topic in :data:`REPEATABLE_TOPICS`, also behind a cluster member prefix (``sat.3.eps.rail.set``)."""
     return topic in REPEATABLE_TOPICS or any(topic.endswith("." + t) for t in REPEATABLE_TOPICS)
@@ -642,10 +646,21 @@ class Controller(ABC):
     def __init__(self) -> None:
         self.log = BoardLog()
 
+    #: the board telemetry each turn decides from (``--telemetry per-turn`` asks for one sample of each per turn)
+    turn_topics: tuple[str, ...] = ()
+    #: ``--telemetry``: "all" (every topic at the run's rates) or "per-turn"
+    telemetry = "all"
+
     def telemetry_rates_hz(self) -> dict[str, float]:
         """The most board telemetry this controller needs (``board.hello`` ``telemetry_rates_hz``: topic -> Hz,
-        0: none); the topics it does not name come at the run's rates. Default: all of it at the run's rates."""
-        return {}
+        0: none; the topics it does not name come at the run's rates). ``telemetry = "per-turn"``: one sample per
+        turn of its ``turn_topics`` (taken at the turn's sim time in lockstep, as fresh as at 1 Hz) and none of the
+        rest; "all" (the default): every topic at the run's rates."""
+        if self.telemetry != "per-turn" or not self.turn_topics:
+            return {}
+        rates = dict.fromkeys(BOARD_TELEMETRY, 0.0)
+        rates.update(dict.fromkeys(self.turn_topics, 1.0 / self.period_s))
+        return rates
 
     async def on_start(self, board: BoardClient) -> None:
         return None
@@ -804,6 +819,11 @@ def main(controller_cls: type[Controller], argv: list[str] | None = None) -> int
                              "serial:///dev/ttyUSB0?baud=921600, or serial+fd://{fd} under the HIL runner")
     parser.add_argument("--period", type=float, default=controller_cls.period_s,
                         help=f"control period in sim seconds (default {controller_cls.period_s:g})")
+    if controller_cls.turn_topics:
+        parser.add_argument("--telemetry", choices=["all", "per-turn"], default="all",
+                            help="board telemetry to ask for at board.hello: all of it at the run's rates (default), "
+                                 f"or one sample per turn of what each turn reads ({', '.join(controller_cls.turn_topics)}) "
+                                 "and none of the rest (a lockstep run then carries a tenth of the messages)")
     add_link_arguments(parser)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every action")
     args = parser.parse_args(argv)
@@ -811,6 +831,7 @@ def main(controller_cls: type[Controller], argv: list[str] | None = None) -> int
                         format=f"[{controller_cls.name}] %(message)s", stream=sys.stderr)
     controller = controller_cls()
     controller.period_s = args.period
+    controller.telemetry = getattr(args, "telemetry", "all")
     try:
         run_until_signalled(run_board(controller, args.url, policy=policy_from(args)))
     except EmulatorError as exc:

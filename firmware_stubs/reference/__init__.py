@@ -39,6 +39,7 @@ class ReferenceController(Controller):
     # the one reference policy's numbers (emulator/reference_policy.py; the C stub's fsb_policy.h is generated from
     # it and the cluster's built-in policy reads it)
     period_s = REFERENCE.period_s
+    turn_topics = ("eps.telemetry", "accel.status", "adcs.sun")  # what on_tick reads (and events)
 
     rail = REFERENCE.rail
     levels: tuple[str, ...] = REFERENCE.levels
@@ -61,13 +62,6 @@ class ReferenceController(Controller):
         self.power_cycle_pending = False
         self.shutdown_thermal = False
         self.rail_off_by_me = False
-
-    def telemetry_rates_hz(self) -> dict[str, float]:
-        # each turn decides from the newest sample of these: one per turn is enough (it is taken at the turn's
-        # sim time, so it is as fresh as at 1 Hz); the thermistors and sim.clock it does not read
-        per_turn = 1.0 / self.period_s
-        return {"eps.telemetry": per_turn, "accel.status": per_turn, "adcs.sun": per_turn,
-                "thermal.telemetry": 0.0, "sim.clock": 0.0}
 
     async def on_start(self, board: BoardClient) -> None:
         await board.request("eps.rail.set", {"rail": self.rail, "on": True})
