@@ -275,7 +275,7 @@ class SimClock:
     async def advance_many(self, steps: int, dt_ns: int) -> None:
         """Release ``steps`` steps of ``dt_ns`` at once (afap and lockstep: no wall deadline); sized by
         :meth:`batch`. Yields to the event loop at least every YIELD_STEPS steps or YIELD_NS of wall time."""
-        if steps == 1 or self.mode in (ClockMode.REALTIME, ClockMode.SCALED):
+        if self.mode in (ClockMode.REALTIME, ClockMode.SCALED):
             for _ in range(steps):
                 await self.advance(dt_ns)
             return
