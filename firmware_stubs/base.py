@@ -62,10 +62,6 @@ REPEATABLE_TOPICS = frozenset({
 })
 
 
-#: the board plane's periodic telemetry (board.hello telemetry_rates_hz may name these)
-BOARD_TELEMETRY = ("eps.telemetry", "thermal.telemetry", "adcs.sun", "accel.status", "sim.clock")
-
-
 def repeatable(topic: str) -> bool:
     """True for a topic in :data:`REPEATABLE_TOPICS`, also behind a cluster member prefix (``sat.3.eps.rail.set``)."""
     return topic in REPEATABLE_TOPICS or any(topic.endswith("." + t) for t in REPEATABLE_TOPICS)
@@ -651,16 +647,16 @@ class Controller(ABC):
     #: ``--telemetry``: "all" (every topic at the run's rates) or "per-turn"
     telemetry = "all"
 
-    def telemetry_rates_hz(self) -> dict[str, float]:
+    def telemetry_rates_hz(self, run_rates_hz: dict[str, float]) -> dict[str, float]:
         """The most board telemetry this controller needs (``board.hello`` ``telemetry_rates_hz``: topic -> Hz,
-        0: none; the topics it does not name come at the run's rates). ``telemetry = "per-turn"``: one sample per
-        turn of its ``turn_topics`` (taken at the turn's sim time in lockstep, as fresh as at 1 Hz) and none of the
-        rest; "all" (the default): every topic at the run's rates."""
-        if self.telemetry != "per-turn" or not self.turn_topics:
+        0: none), given the run's board-plane rates (the first hello reply's ``rates_hz``). ``telemetry =
+        "per-turn"``: one sample per turn of its ``turn_topics`` (taken at the turn's sim time in lockstep, as fresh
+        as at 1 Hz) and none of the rest; "all" (the default), or a run with none of its turn topics: {} (every
+        topic at the run's rates)."""
+        if self.telemetry != "per-turn" or not any(t in run_rates_hz for t in self.turn_topics):
             return {}
-        rates = dict.fromkeys(BOARD_TELEMETRY, 0.0)
-        rates.update(dict.fromkeys(self.turn_topics, 1.0 / self.period_s))
-        return rates
+        per_turn = 1.0 / self.period_s
+        return {t: per_turn if t in self.turn_topics else 0.0 for t in run_rates_hz}
 
     async def on_start(self, board: BoardClient) -> None:
         return None
@@ -726,9 +722,16 @@ async def run_board(controller: Controller, url: str, *, max_ticks: int | None =
     try:
         hello: dict[str, Any] = {"name": controller.name, "version": controller.version,
                                  "capabilities": capabilities if capabilities is not None else ["lockstep"]}
-        if controller.telemetry_rates_hz():
-            hello["telemetry_rates_hz"] = controller.telemetry_rates_hz()
-        await board.say_hello(hello)
+        reply = await board.say_hello(hello)
+        rates = controller.telemetry_rates_hz(dict(reply.get("rates_hz") or {}))
+        if rates:  # hello again, saying what it needs of the telemetry this run sends
+            try:
+                await board.say_hello({**hello, "telemetry_rates_hz": rates})
+            except CommandError as exc:  # an emulator from before the field
+                if not (exc.field or "").startswith("payload.telemetry_rates_hz"):
+                    raise
+                log.warning("the emulator refused telemetry_rates_hz (%s): its telemetry at the run's rates", exc)
+                await board.say_hello(hello)
         lockstep = board.lockstep
         while True:  # the controller's start (switching its rail on...) must happen; a lost request repeats it
             try:

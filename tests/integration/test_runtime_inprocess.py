@@ -214,3 +214,38 @@ async def test_board_hello_telemetry_rates_slow_the_board_plane_only() -> None:
             reply = emu.handle_request(Message("board.hello", {"name": "b3", "telemetry_rates_hz": rates}, seq=2),
                                        Plane.BOARD)
             assert not reply.payload["ok"] and reply.payload["error"]["field"] == field, reply.payload
+
+
+async def test_a_board_asking_per_turn_telemetry_gets_it_and_falls_back_where_refused() -> None:
+    """``--telemetry per-turn``: the board learns the run's board telemetry from its hello and says hello again
+    asking one sample per turn of what it reads and none of the rest; a board that reads none of this run's
+    topics asks nothing (everything at the run's rates)."""
+    import asyncio
+
+    from firmware_stubs.base import Controller, run_board
+
+    class Reader(Controller):
+        name = "reader"
+        turn_topics = ("lamp.telemetry",)
+        telemetry = "per-turn"
+
+        async def on_tick(self, board) -> None:
+            return None
+
+    class Misfit(Reader):
+        name = "misfit"
+        turn_topics = ("eps.telemetry",)
+
+    for controller, rates in ((Reader(), {"lamp.telemetry": 0.1}), (Misfit(), {"lamp.telemetry": 1.0,
+                                                                               "sim.clock": 1.0})):
+        run = RunConfig(sim=SimConfig(step_s=1.0, mode="lockstep", lockstep_source="board"))
+        async with Emulator(Lamp(), run, board_url="zmq+tcp://127.0.0.1:0", control_url=None,
+                            record_path=None) as emu:
+            loop = asyncio.create_task(emu.run(40))
+            await asyncio.wait_for(run_board(controller, emu.board_url, max_ticks=3), 30)
+            emu.request_stop()
+            await loop
+            assert controller.name in emu.stats.boards_seen
+            board_rates = {i.telemetry.spec.topic: NS_PER_S / i.period_ns for i in emu._schedule
+                           if Plane.BOARD in i.planes and i.period_ns < 1 << 62}
+            assert board_rates == rates, (controller.name, board_rates)
