@@ -85,6 +85,11 @@ _RX_MAX_BYTES = 8 * 1024 * 1024
 #: beyond it a reply is dropped and counted (queue_full) and a request raises: a peer that never reads
 #: cannot grow the queue.
 _PRIO_MAX_BYTES = 1 << 20
+#: Bad frames in a row (nothing good between) after which the link stops reading for _GARBAGE_PAUSE_S: a peer that
+#: sends only garbage then fills the kernel's buffer and waits, instead of taking the CPU the clock needs (a real
+#: line at 921600 baud brings ~184 bytes in a pause; the kernel keeps them).
+_BAD_FRAMES_PER_PAUSE = 16
+_GARBAGE_PAUSE_S = 0.005
 #: Polling period for pyserial handles without a file descriptor (loop://, rfc2217://).
 _POLL_S = 0.001
 #: pyserial loop:// queues at most this many bytes; writing more with no reader would block.
@@ -140,6 +145,9 @@ class SerialPort:
         self._current: memoryview | None = None  # the frame being written
         self._writer_armed = False
         self._reader_armed = False
+        self._bad_in_row = 0
+        self.garbage_pauses = 0  #: times reading stopped after a run of bad frames
+        self._paused = False  # reading stopped for _GARBAGE_PAUSE_S after a run of bad frames
         self._closed = False
         self._wake = asyncio.Event()
         self._writable: asyncio.Future[None] | None = None
@@ -212,19 +220,41 @@ class SerialPort:
     def _feed(self, data: bytes) -> None:
         if self.noise_rx is not None:
             data = self.noise_rx.apply(data)
+        good = False
         for message in self._decoder.feed(data):
             self.rx.put(message)
             self._rx_bytes += len(message)
+            good = True
         st = self._decoder.stats
         now = (st.bad_crc, st.bad_cobs, st.too_short, st.oversized)
         if now != self._framing_seen:
+            bad = 0
             for reason, new, old in zip(("bad_crc", "bad_cobs", "too_short", "oversize"), now, self._framing_seen,
                                         strict=True):
                 self.stats.drop(reason, new - old)
+                bad += new - old
             self._framing_seen = now
-        if self._rx_full() and self._reader_armed and self._fd is not None:
-            self._loop.remove_reader(self._fd)
-            self._reader_armed = False
+            self._bad_in_row = bad if good else self._bad_in_row + bad
+        elif good:
+            self._bad_in_row = 0
+        if self._reader_armed and self._fd is not None:
+            if self._rx_full():
+                self._loop.remove_reader(self._fd)
+                self._reader_armed = False
+            elif self._bad_in_row >= _BAD_FRAMES_PER_PAUSE:
+                self._bad_in_row = 0
+                self._loop.remove_reader(self._fd)
+                self._reader_armed = False
+                self._paused = True
+                self.garbage_pauses += 1
+                self._loop.call_later(_GARBAGE_PAUSE_S, self._end_pause)
+
+    def _end_pause(self) -> None:
+        self._paused = False
+        if not self._reader_armed and not self._closed and self._fd is not None and self.stats.is_up \
+                and not self._rx_full():
+            self._loop.add_reader(self._fd, self._on_readable)
+            self._reader_armed = True
 
     def _rx_full(self) -> bool:
         return len(self.rx) >= _RX_MAX or self._rx_bytes >= _RX_MAX_BYTES
@@ -232,7 +262,8 @@ class SerialPort:
     def take(self, data: bytes) -> None:
         """Called after recv() took a message: resume reading once the backlog halved."""
         self._rx_bytes -= len(data)
-        if (not self._reader_armed and self._fd is not None and self.stats.is_up and len(self.rx) < _RX_MAX // 2
+        if (not self._reader_armed and not self._paused and self._fd is not None and self.stats.is_up
+                and len(self.rx) < _RX_MAX // 2
                 and self._rx_bytes < _RX_MAX_BYTES // 2):
             self._loop.add_reader(self._fd, self._on_readable)
             self._reader_armed = True

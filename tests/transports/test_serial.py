@@ -85,6 +85,19 @@ async def test_line_noise_is_counted_and_never_delivered(null_modem: Any) -> Non
         assert server.stats.decode_errors == 0 and server.stats.rx == 1
 
 
+async def test_a_run_of_garbage_pauses_reading_and_the_next_good_frame_still_arrives(null_modem: Any) -> None:
+    """16 bad frames in a row and nothing good: the link stops reading for a few ms (a peer flooding garbage
+    waits on the kernel's buffer instead of taking the clock's CPU); nothing is lost, every bad frame counted."""
+    async with await listen(f"serial://{null_modem.a.link}?{OPTS}") as server:
+        good = encode_frame(encode_message(Message("ping", {"x": 1}, seq=7)))
+        null_modem.inject(null_modem.a, b"\x13\x37\xff\x00" * 40 + good)
+        async with asyncio.timeout(SAFETY_S):
+            inc = await server.recv()
+        assert inc.message is not None and inc.message.seq == 7
+        assert server.stats.bad_frames == 40 and server.stats.rx == 1
+        assert server.port.garbage_pauses >= 1
+
+
 async def test_over_budget_telemetry_is_dropped_but_replies_never(null_modem: Any) -> None:
     # 9600 baud paced: ~960 B/s, so the frames below queue up behind the line rate
     opts = "baud=9600&pace=1&hwm=2"
