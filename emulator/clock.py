@@ -25,7 +25,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import math
+import os
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -47,19 +49,137 @@ class ClockMode(StrEnum):
     LOCKSTEP = "lockstep"
 
 
+class _PreciseTimer:
+    """A Linux timerfd watched by the event loop: a paced sleep wakes within tens of microseconds of its
+    deadline while the thread sleeps in the kernel, instead of keeping a core busy near every deadline (a busy
+    thread is what the scheduler preempts for any other process that wakes, e.g. a console beside it).
+
+    The kernel arms a timerfd with no timer slack, unlike epoll's whole-millisecond timeouts. ``os.timerfd_*``
+    is Python 3.13+; before that the same two libc calls go through ctypes. Where neither exists (not Linux),
+    :meth:`create` returns None and the wall source spins as before.
+    """
+
+    def __init__(self, fd: int, arm: Callable[[int], None], loop: asyncio.AbstractEventLoop) -> None:
+        self.fd = fd
+        self.arm = arm
+        self.loop = loop
+        self.waiter: asyncio.Future[None] | None = None
+        loop.add_reader(fd, self._fired)
+
+    @classmethod
+    def create(cls, loop: asyncio.AbstractEventLoop) -> _PreciseTimer | None:
+        try:
+            fd, arm = _timerfd()
+            try:
+                return cls(fd, arm, loop)
+            except (NotImplementedError, OSError, ValueError):  # a loop that cannot watch fds (Windows proactor)
+                os.close(fd)
+                return None
+        except (OSError, AttributeError, TypeError):
+            return None
+
+    def _fired(self) -> None:
+        try:
+            os.read(self.fd, 8)
+        except (BlockingIOError, InterruptedError):
+            return
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_result(None)
+
+    async def sleep_until(self, wall_ns: int) -> None:
+        self.arm(wall_ns)
+        self.waiter = self.loop.create_future()
+        try:
+            await self.waiter
+        finally:
+            self.waiter = None
+            self.arm(0)  # disarm: a cancelled sleep must not fire into the next one
+
+    def close(self) -> None:
+        if self.fd < 0:
+            return
+        if not self.loop.is_closed():
+            self.loop.remove_reader(self.fd)
+        os.close(self.fd)
+        self.fd = -1
+
+
+def _timerfd() -> tuple[int, Callable[[int], None]]:
+    """Create a non-blocking CLOCK_MONOTONIC timerfd; return it and a function arming it at an absolute
+    ``time.monotonic_ns()`` instant (0 disarms)."""
+    if hasattr(os, "timerfd_create"):  # Python 3.13+
+        fd = os.timerfd_create(time.CLOCK_MONOTONIC, flags=os.TFD_NONBLOCK | os.TFD_CLOEXEC)
+
+        def arm(at_ns: int) -> None:
+            os.timerfd_settime_ns(fd, flags=os.TFD_TIMER_ABSTIME if at_ns else 0, initial=max(at_ns, 0))
+
+        return fd, arm
+    import ctypes  # Python 3.11/3.12 on Linux: the same calls through libc
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    create, settime = libc.timerfd_create, libc.timerfd_settime  # AttributeError where libc lacks them
+
+    class Timespec(ctypes.Structure):
+        _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+    class Itimerspec(ctypes.Structure):
+        _fields_ = [("it_interval", Timespec), ("it_value", Timespec)]
+
+    tfd_nonblock, tfd_cloexec, tfd_timer_abstime = os.O_NONBLOCK, os.O_CLOEXEC, 1  # as <sys/timerfd.h> defines
+    fd = create(time.CLOCK_MONOTONIC, tfd_nonblock | tfd_cloexec)
+    if fd < 0:
+        raise OSError(ctypes.get_errno(), "timerfd_create failed")
+    spec = Itimerspec()
+    spec_ref = ctypes.byref(spec)
+
+    def arm(at_ns: int) -> None:
+        spec.it_value.tv_sec, spec.it_value.tv_nsec = divmod(max(at_ns, 0), NS_PER_S)
+        if settime(fd, tfd_timer_abstime if at_ns else 0, spec_ref, None) != 0:
+            raise OSError(ctypes.get_errno(), "timerfd_settime failed")
+
+    return fd, arm
+
+
 class WallSource:
     """Monotonic wall time in ns, and sleeping until a wall instant (the real one)."""
 
-    #: sleep this long short of a deadline, then spin on the event loop: the default loop
-    #: wakes 0.5-1.2 ms late (epoll rounds to whole ms), see ceilings.md section 4.
+    #: with the precise timer (Linux): wake this long short of a deadline and spin on the event loop for the
+    #: rest, to absorb the thread's wake-up latency
+    wake_early_ns = 100_000
+    #: without it: sleep this long short of a deadline, then spin on the event loop: the default loop
+    #: wakes 0.5-1.2 ms late (epoll rounds to whole ms), see docs/bench.md (pacing).
     spin_ns = 1_500_000
+    #: False: always the epoll sleep + spin (what every platform can do)
+    precise = True
+
+    def __init__(self) -> None:
+        self._timer: _PreciseTimer | None = None
+        self._timer_tried_loop: asyncio.AbstractEventLoop | None = None
 
     def now_ns(self) -> int:
         return time.monotonic_ns()
 
+    def _precise_timer(self) -> _PreciseTimer | None:
+        loop = asyncio.get_running_loop()
+        if self._timer is not None and self._timer.loop is loop:
+            return self._timer
+        if self._timer_tried_loop is loop:
+            return None  # this loop cannot have one
+        if self._timer is not None:
+            self._timer.close()
+            self._timer = None
+        self._timer_tried_loop = loop
+        self._timer = _PreciseTimer.create(loop)
+        if self._timer is not None:
+            weakref.finalize(self, self._timer.close)
+        return self._timer
+
     async def sleep_until(self, wall_ns: int) -> None:
         remaining = wall_ns - time.monotonic_ns()
-        if remaining > self.spin_ns:
+        timer = self._precise_timer() if self.precise and remaining > self.wake_early_ns else None
+        if timer is not None and timer.waiter is None:  # one sleeper at a time; another waits the coarse way
+            await timer.sleep_until(wall_ns - self.wake_early_ns)
+        elif remaining > self.spin_ns:
             await asyncio.sleep((remaining - self.spin_ns) / NS_PER_S)
         while time.monotonic_ns() < wall_ns:
             await asyncio.sleep(0)
