@@ -17,13 +17,20 @@ more than the arithmetic it holds).
 from __future__ import annotations
 
 import ast
+import contextlib
+import hashlib
+import importlib.util
 import inspect
+import marshal
 import math
 import operator
+import os
+import sys
 import textwrap
 from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import CodeType
 from typing import Any
 
 import numpy as np
@@ -308,27 +315,73 @@ class _Inline(ast.NodeTransformer):
         return node
 
 
-def _for_floats(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` (a kernel taking ``ops`` last) compiled for floats: same equations, no ``ops`` argument, no calls for
-    the float operations (see :class:`_Inline`). Equal to ``fn(..., SCALAR)`` (tests/unit/test_power_kernels.py)."""
-    tree = ast.Module(body=[_float_tree(fn)], type_ignores=[])
-    env = dict(_FLOAT_ENV)
-    exec(compile(tree, inspect.getsourcefile(fn) or "<kernel>", "exec"), env)  # noqa: S102 (our own source)
-    out = env[fn.__name__]
-    out.__doc__ = fn.__doc__
-    return out
-
-
 class FloatKernels:
-    """Every ops-taking kernel of this module compiled for floats (:func:`_for_floats`): the single satellite's."""
+    """Every ops-taking kernel of this module compiled for floats (see :class:`_Inline`): the single satellite's.
+    Same equations, no ``ops`` argument, no calls for the float operations; equal to ``kernel(..., SCALAR)``
+    (tests/unit/test_power_kernels.py). Compiled once per source (:func:`cached_code`)."""
+
+    KERNELS = ("pack_resistance", "cell_energy_per_c", "battery_current", "array_power", "initial_mode", "next_mode",
+               "mode_band", "rail_conducts", "rail_voltage", "rail_step", "retry_step", "mid_step_soc", "ledger_step",
+               "battery_step_end", "open_pack_step")
 
     def __init__(self) -> None:
-        for fn in (pack_resistance, cell_energy_per_c, battery_current, array_power, initial_mode, next_mode,
-                   mode_band, rail_conducts, rail_voltage, rail_step, retry_step, mid_step_soc, ledger_step,
-                   battery_step_end, open_pack_step):
-            setattr(self, fn.__name__, _for_floats(fn))
+        fns = [globals()[name] for name in self.KERNELS]
+        code, _ = cached_code("power_kernels.FLOAT", [__file__], lambda: (compile(
+            ast.Module(body=[_float_tree(fn) for fn in fns], type_ignores=[]), __file__, "exec"), []))
+        env = dict(_FLOAT_ENV)
+        exec(code, env)  # noqa: S102 (our own source)
+        for fn in fns:
+            out = env[fn.__name__]
+            out.__doc__ = fn.__doc__
+            setattr(self, fn.__name__, out)
 
 
+# -- the compiled forms, cached on disk ------------------------------------------------------------------------------
+#: bump when the transformation below changes in a way its source hash would not show
+_CACHE_FORMAT = 1
+
+
+def cached_code(name: str, sources: list[str], build: Callable[[], tuple[CodeType, list[str]]]
+                ) -> tuple[CodeType, list[str]]:
+    """``build()`` (a code object and a list of names it needs), or the same from a cache file beside the first of
+    ``sources`` (``__pycache__/<name>.<python tag>.kernels``, or under ``PYTHONPYCACHEPREFIX``, as Python caches
+    bytecode): the AST rewriting and compiling cost ~60 ms at every start, loading the result ~0.1 ms. The cache is
+    valid for the exact bytes of every file in ``sources`` (the kernels' and the methods' source files; this module
+    is always added), their paths and the Python version; anything else (a missing, stale, corrupt or unwritable
+    file) builds again. Writing is best effort. ``PYTHONDONTWRITEBYTECODE`` does not stop it (it is about .pyc
+    files, which pip writes at install; nothing writes these but the first start, as numba's on-disk cache)."""
+    files = sorted({*sources, __file__})
+    h = hashlib.sha256(f"{_CACHE_FORMAT}\0{name}\0{sys.version}\0{importlib.util.MAGIC_NUMBER!r}".encode())
+    try:
+        for f in files:
+            h.update(f.encode() + b"\0")
+            with open(f, "rb") as fh:
+                h.update(fh.read())
+    except OSError:
+        return build()  # no source to key a cache on (e.g. a zip import): build every time
+    key = h.hexdigest()
+    src_dir = os.path.dirname(os.path.abspath(sources[0]))
+    cache_dir = (os.path.join(sys.pycache_prefix, src_dir.lstrip(os.sep)) if sys.pycache_prefix
+                 else os.path.join(src_dir, "__pycache__"))
+    path = os.path.join(cache_dir, f"{name}.{sys.implementation.cache_tag}.kernels")
+    try:
+        with open(path, "rb") as fh:
+            got = marshal.load(fh)
+        if isinstance(got, tuple) and len(got) == 3 and got[0] == key and isinstance(got[1], CodeType):
+            return got[1], list(got[2])
+    except (OSError, EOFError, ValueError, TypeError):
+        pass
+    code, names = build()
+    tmp = f"{path}.{os.getpid()}.tmp"
+    try:
+        os.makedirs(cache_dir, exist_ok=True)
+        with open(tmp, "wb") as fh:
+            marshal.dump((key, code, list(names)), fh)
+        os.replace(tmp, path)  # atomic: a concurrent start reads the old file or the new, never half of one
+    except OSError:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+    return code, names
 
 
 # -- inlining: the float kernels written into a hot method -----------------------------------------------------------
@@ -350,9 +403,9 @@ def _float_tree(fn: Callable[..., Any]) -> ast.FunctionDef:
 class _Splice(ast.NodeTransformer):
     """Replaces ``targets = kernel(args)`` statements by the kernel's float body (see :func:`inline_kernels`)."""
 
-    def __init__(self, kernels: dict[str, Callable[..., Any]], env: dict[str, Any]) -> None:
+    def __init__(self, kernels: dict[str, Callable[..., Any]]) -> None:
         self.kernels = kernels
-        self.env = env
+        self.globals_used: set[str] = set()
         self.n = 0
 
     def visit_Assign(self, node: ast.Assign) -> Any:
@@ -388,8 +441,7 @@ class _Splice(ast.NodeTransformer):
                     return ast.Name(id=prefix + n.id, ctx=n.ctx)
                 return ast.Name(id=f"_pk_{n.id}", ctx=n.ctx)  # a kernel-module global
 
-        for name in {n.id for s in [*body, ret] for n in ast.walk(s) if isinstance(n, ast.Name)} - local:
-            self.env[f"_pk_{name}"] = _FLOAT_ENV[name]
+        self.globals_used |= {n.id for s in [*body, ret] for n in ast.walk(s) if isinstance(n, ast.Name)} - local
         out += [_Fold().visit(Rename().visit(s)) for s in body]
         value = _Fold().visit(Rename().visit(ret.value))
         targets = node.targets
@@ -454,19 +506,29 @@ def inline_kernels(fn: Callable[..., Any], kernels: dict[str, Callable[..., Any]
     """``fn`` (a hot method) with every statement ``targets = name(args)``, ``name`` a key of ``kernels``, replaced by
     the float form of that kernel's body: the same equations as calling :data:`FLOAT` ``.kernel``, without the call.
     ``fn.__wrapped__`` is the method as written (calls); tests/physics check the two agree exactly."""
-    tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
-    ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)
-    func = tree.body[0]
-    assert isinstance(func, ast.FunctionDef)
-    func.decorator_list = []
-    func.returns = None
-    for arg in [*func.args.args, *func.args.kwonlyargs]:
-        arg.annotation = None
     env = fn.__globals__
-    tree = ast.fix_missing_locations(_Splice(kernels, env).visit(tree))
+
+    def build() -> tuple[CodeType, list[str]]:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(fn)))
+        ast.increment_lineno(tree, fn.__code__.co_firstlineno - 1)
+        func = tree.body[0]
+        assert isinstance(func, ast.FunctionDef)
+        func.decorator_list = []
+        func.returns = None
+        for arg in [*func.args.args, *func.args.kwonlyargs]:
+            arg.annotation = None
+        splice = _Splice(kernels)
+        tree = ast.fix_missing_locations(splice.visit(tree))
+        return compile(tree, inspect.getsourcefile(fn) or "<inlined>", "exec"), sorted(splice.globals_used)
+
+    key = ",".join(f"{k}={v.__module__}.{v.__qualname__}" for k, v in sorted(kernels.items()))
+    code, used = cached_code(f"{fn.__module__}.{fn.__qualname__}.{hashlib.sha256(key.encode()).hexdigest()[:12]}",
+                             [fn.__code__.co_filename, *(k.__code__.co_filename for k in kernels.values())], build)
+    for name in used:
+        env[f"_pk_{name}"] = _FLOAT_ENV[name]
     ns: dict[str, Any] = {}
-    exec(compile(tree, inspect.getsourcefile(fn) or "<inlined>", "exec"), env, ns)  # noqa: S102 (our own source)
-    out = ns[func.name]
+    exec(code, env, ns)  # noqa: S102 (our own source)
+    out = ns[fn.__name__]
     out.__doc__, out.__qualname__, out.__wrapped__ = fn.__doc__, fn.__qualname__, fn
     return out
 

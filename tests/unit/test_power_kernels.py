@@ -174,3 +174,52 @@ def test_the_inlined_step_is_the_step_as_written() -> None:
 def test_pack_step_ends(rows: list[tuple[Any, ...]]) -> None:
     three_ways("battery_step_end", rows, (10.0,), (10.0,))
     three_ways("open_pack_step", [(a, s * 10, a * 1.05, 4.15, int(c)) for c, s, _, _, _, _, _, a in rows])
+
+
+def test_compiled_kernels_are_cached_on_their_source(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """pk.cached_code: the first start builds and writes the cache; the next loads the same code without building;
+    a changed source, a corrupt cache file or an unwritable cache directory build again (and still work)."""
+    monkeypatch.setattr("sys.pycache_prefix", None)
+    src = tmp_path / "kernels_src.py"
+    src.write_text("x = 1\n", encoding="utf-8")
+    builds: list[int] = []
+
+    def build() -> tuple[Any, list[str]]:
+        builds.append(1)
+        return compile(src.read_text(encoding="utf-8"), str(src), "exec"), ["exp"]
+
+    def run() -> dict[str, Any]:
+        code, names = pk.cached_code("t", [str(src)], build)
+        assert names == ["exp"]
+        env: dict[str, Any] = {}
+        exec(code, env)  # noqa: S102 (the test's own source)
+        return env
+
+    assert run()["x"] == 1 and len(builds) == 1
+    cache = next((tmp_path / "__pycache__").glob("t.*.kernels"))
+    assert run()["x"] == 1 and len(builds) == 1  # loaded, not built
+    src.write_text("x = 2\n", encoding="utf-8")
+    assert run()["x"] == 2 and len(builds) == 2  # stale: built again
+    assert run()["x"] == 2 and len(builds) == 2
+    cache.write_bytes(b"\x00garbage")
+    assert run()["x"] == 2 and len(builds) == 3  # corrupt: built again, and rewritten
+    assert run()["x"] == 2 and len(builds) == 3
+    monkeypatch.setattr("sys.pycache_prefix", str(src))  # a "directory" under a file: cannot be created
+    assert run()["x"] == 2 and len(builds) == 4
+
+
+def test_the_cached_steps_are_the_compiled_ones(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A start that loads the compiled steps from the cache gets the very code a fresh compile gives."""
+    from emulator.models.satellite import Satellite
+
+    monkeypatch.setattr(pk, "cached_code", lambda name, sources, build: build())  # compile, no cache
+    fresh = pk.inline_kernels(PowerSystem.step.__wrapped__, {
+        "_array_power": pk.array_power, "_rail_step": pk.rail_step, "_retry_step": pk.retry_step,
+        "_pack_resistance": pk.pack_resistance, "_battery_current": pk.battery_current,
+        "_rail_voltage": pk.rail_voltage, "_mid_step_soc": pk.mid_step_soc, "_ledger_step": pk.ledger_step,
+        "_battery_step_end": pk.battery_step_end, "_open_pack_step": pk.open_pack_step})
+    assert fresh.__code__.co_code == PowerSystem.step.__code__.co_code
+    assert fresh.__code__.co_consts == PowerSystem.step.__code__.co_consts
+    assert Satellite.step.__wrapped__ is not Satellite.step
+    for name in pk.FloatKernels.KERNELS:
+        assert getattr(pk.FLOAT, name).__doc__ == getattr(pk, name).__doc__
