@@ -137,8 +137,10 @@ OVERRIDABLE = (
     "radiation.initial_dose_krad",
     "radiation.scale",
 )
-#: samples of (time x member) per environment chunk: bounds the chunk's memory (~100 MB at 810 members)
-CHUNK_MEMBER_SAMPLES = 200_000
+#: samples of (time x member) per environment chunk: bounds the chunk's memory (~25 MB at 810 members) and keeps its
+#: (time x member x 3) arrays small enough for the CPU caches: 617 steps at 81 members computes a chunk ~2x faster per
+#: sample than 2,469 (docs/bench.md "Fleet"); at least 60 steps, at most 3600
+CHUNK_MEMBER_SAMPLES = 50_000
 
 
 class _Strict(BaseModel):
