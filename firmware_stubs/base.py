@@ -50,6 +50,8 @@ LINK_REPORT_TICKS = 6
 MAX_EVENTS = 1024
 #: wall-clock round trips kept for the board.link percentiles
 MAX_RTTS = 4096
+#: requests a board may have posted (sent, reply not yet taken: BoardClient.post) at once
+MAX_POSTED = 64
 
 #: Requests whose second copy does what the first did (the same state, the same reply): after a proven loss the
 #: board sends them again with the same ``seq``. ``accel.reset`` restarts a boot that the first copy started,
@@ -149,6 +151,8 @@ class BoardLog:
     link: dict[str, int] = field(default_factory=dict)
     #: the medium's own counters then (LinkStats: bad_frames, decode_errors, ... of the last link opened)
     line: dict[str, Any] = field(default_factory=dict)
+    #: requests sent after waiting for the emulator (BoardClient.round_trips) when the board stopped
+    round_trips: int = 0
 
     def link_summary(self) -> str:
         """``"0 timeouts, 0 retries, ...; line: 0 bad frames, 0 decode errors"`` for the stub's summary line."""
@@ -163,6 +167,18 @@ class BoardLog:
     def add(self, t_ns: int, text: str) -> None:
         self.actions.append((t_ns, text))
         log.info("t=%.0fs %s", t_ns / NS_PER_S, text)
+
+
+@dataclass
+class _Posted:
+    """A posted request: sent (unless ``sent`` is False), its reply taken by BoardClient.settle."""
+
+    msg: Message
+    fut: asyncio.Future[Message]
+    start: float
+    sent: bool
+    check: bool
+    repeat: bool | None
 
 
 class BoardClient:
@@ -186,9 +202,17 @@ class BoardClient:
         self.repeat_all = False
         self._seq = 0
         self._pending: dict[int, asyncio.Future[Message]] = {}
+        #: posted requests whose replies are not taken yet (post; at most MAX_POSTED), oldest first
+        self._posted: deque[_Posted] = deque()
+        #: refusals and losses of posted requests taken but not yet returned by settle()
+        self.refusals: list[CommandError | RequestLostError] = []
         #: wall-clock round trips of requests, seconds (the board's own clock, not the emulator's)
         self.rtts_s: deque[float] = deque(maxlen=MAX_RTTS)
         self.requests = 0
+        #: requests sent after the board waited for the emulator (a reply or a turn): a lockstep turn's round
+        #: trips (requests posted together, and a turn's posted requests with its step, count once)
+        self.round_trips = 0
+        self._waited = True
         #: sim time of the emulator at the last reply minus the newest telemetry the board had then
         self.lag_s = 0.0
         self._events: deque[Message] = deque(maxlen=MAX_EVENTS)
@@ -218,6 +242,7 @@ class BoardClient:
                 await self._reader
         await self.link.aclose()
         self._fail_pending(TransportClosedError(f"board {self.name}: closed"))
+        self._posted.clear()
 
     async def _read(self) -> None:
         pause_s = self.policy.timeout_s
@@ -321,6 +346,9 @@ class BoardClient:
     async def _send(self, msg: Message) -> bool:
         """Hand ``msg`` to the link; False (logged, counted) when the link refuses it (down, reopening)."""
         self._check_alive()
+        if self._waited:
+            self._waited = False
+            self.round_trips += 1
         try:
             await self.link.send(msg)
         except TransportClosedError:
@@ -341,8 +369,9 @@ class BoardClient:
         self._pending[self._seq] = fut
         return Message(topic, payload, seq=self._seq, t_ns=self.t_ns, src=self.name), fut
 
-    @staticmethod
-    async def _wait_reply(fut: asyncio.Future[Message], wait_s: float) -> Message | None:
+    async def _wait_reply(self, fut: asyncio.Future[Message], wait_s: float) -> Message | None:
+        if not fut.done():
+            self._waited = True
         try:
             return await asyncio.wait_for(asyncio.shield(fut), wait_s)
         except TimeoutError:
@@ -357,6 +386,7 @@ class BoardClient:
             if not await self._send(ping):
                 await self._wait_reply(fut, wait_s)
                 return None
+            self._waited = True
             await asyncio.wait({fut, pfut}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
         finally:
             self._pending.pop(ping.seq, None)
@@ -377,13 +407,63 @@ class BoardClient:
         ``repeat``: may the request be sent again after a proven loss (default: :func:`repeatable`, or any
         request when the emulator caches replies). Raises :class:`RequestLostError` when no reply will come.
         """
-        if repeat is None:
-            repeat = self.repeat_all or repeatable(topic)
         msg, fut = self._register(topic, payload or {})
-        policy = self.policy
         start = time.monotonic()
         try:
             sent = await self._send(msg)
+        except BaseException:
+            self._pending.pop(msg.seq, None)
+            raise
+        return await self._finish(msg, fut, start, sent, check, repeat)
+
+    async def post(self, topic: str, payload: dict[str, Any] | None = None, *, check: bool = True,
+                   repeat: bool | None = None) -> None:
+        """Send a request now and take its reply later (pipelining): for a request whose reply the controller
+        does not read. The emulator answers one board's requests in order, so a turn's posted requests and its
+        ``board.step`` go out together and cost one round trip instead of one each.
+
+        The replies are taken (with the time-outs and repeats of :meth:`request`) by :meth:`settle`, which
+        :meth:`step` calls after sending the step; a refusal (``check``) or a loss is returned by :meth:`settle`
+        (:func:`run_board` logs them as it logs a refused or lost request that cut a turn short; the turn itself
+        goes on). At most :data:`MAX_POSTED` requests wait for their replies: one more first takes the oldest.
+        On a bad line a posted request that is sent again after a proven loss reaches the emulator after the
+        step sent behind it, so it acts at the next turn's sim time.
+        """
+        while len(self._posted) >= MAX_POSTED:
+            await self._settle_oldest()
+        msg, fut = self._register(topic, payload or {})
+        start = time.monotonic()
+        try:
+            sent = await self._send(msg)
+        except BaseException:
+            self._pending.pop(msg.seq, None)
+            raise
+        self._posted.append(_Posted(msg, fut, start, sent, check, repeat))
+
+    async def _settle_oldest(self) -> None:
+        p = self._posted.popleft()
+        try:
+            await self._finish(p.msg, p.fut, p.start, p.sent, p.check, p.repeat)
+        except (CommandError, RequestLostError) as exc:
+            self.refusals.append(exc)
+
+    async def settle(self) -> list[CommandError | RequestLostError]:
+        """Take the replies of every posted request, in order; return (and forget) the refusals and losses
+        among them and among those taken before (a board with nothing posted returns [] at once)."""
+        while self._posted:
+            await self._settle_oldest()
+        out, self.refusals = self.refusals, []
+        return out
+
+    async def _finish(self, msg: Message, fut: asyncio.Future[Message], start: float, sent: bool, check: bool,
+                      repeat: bool | None) -> dict[str, Any]:
+        """Wait for the reply of ``msg`` (sent already if ``sent``): time-outs, pings and repeats as the module
+        docstring says."""
+        topic = msg.topic
+        if repeat is None:
+            repeat = self.repeat_all or repeatable(topic)
+        policy = self.policy
+        try:
             sends, rounds, wait_s = 1, 0, policy.timeout_s
             while True:
                 if not sent:
@@ -519,6 +599,7 @@ class BoardClient:
                 self.turn_ns = self._waiting_t
                 return self.turn_ns
             self._waiting_changed.clear()
+            self._waited = True
             closed = asyncio.ensure_future(self.closed.wait())
             changed = asyncio.ensure_future(self._waiting_changed.wait())
             try:
@@ -567,6 +648,8 @@ class BoardClient:
         start = time.monotonic()
         try:
             sent = await self._send(msg)
+            while self._posted:  # the turn's posted requests went out before the step: their replies come first
+                await self._settle_oldest()
             wait_s = policy.timeout_s
             while True:
                 if not sent:
@@ -698,6 +781,16 @@ async def _turn(controller: Controller, board: BoardClient, what: Callable[[], A
     return False
 
 
+def _log_refusals(controller: Controller, board: BoardClient, errors: list[CommandError | RequestLostError]) -> None:
+    """Posted requests refused or lost: logged and counted as :func:`_turn` does for a request it waited for."""
+    for exc in errors:
+        if isinstance(exc, RequestLostError):
+            log.info("posted request at t=%.0f s lost: %s", board.t_ns / NS_PER_S, exc)
+        else:
+            controller.log.errors.append(str(exc))
+            log.warning("command refused: %s", exc)
+
+
 async def run_board(controller: Controller, url: str, *, max_ticks: int | None = None,
                     stop: Callable[[], bool] | None = None,
                     connect: Callable[[str], Awaitable[Any]] | None = None,
@@ -754,16 +847,17 @@ async def run_board(controller: Controller, url: str, *, max_ticks: int | None =
             if ticks % LINK_REPORT_TICKS == 0:
                 # wall-clock figures: recordings keep board.link in their side file; in lockstep it goes before the
                 # step, while the clock waits, so the recorded stream around it is the same in every run
-                with contextlib.suppress(RequestLostError):
-                    await board.request("board.link", board.link_report())
-            if lockstep:
+                await board.post("board.link", board.link_report())
+            if lockstep:  # sent behind the turn's posted requests, then their replies and the step's are taken
                 await board.step(controller.period_s)
+            _log_refusals(controller, board, await board.settle())
     except TransportError as exc:
         if not board.closed.is_set():
             raise
         log.warning("emulator link ended: %s", exc)
     finally:
         controller.log.link = board.counters.as_dict()
+        controller.log.round_trips = board.round_trips
         with contextlib.suppress(AttributeError):  # a test double without stats
             controller.log.line = board.link.stats.as_dict()
         await board.aclose()

@@ -13,6 +13,10 @@ What it does, every control period (10 s of sim time by default), with the numbe
 - **Work.** Keeps a short queue of inference jobs while energy and heat allow.
 - **Silent data corruption.** Recomputes every result (``firmware_stubs.jobcheck``), sends a
   verdict, and resubmits a corrupted job.
+- **One round trip a turn.** Job submissions and verdicts are posted
+  (:meth:`~firmware_stubs.base.BoardClient.post`): they go out with the turn's ``board.step`` and
+  their replies are taken after it; a refused one is logged and counted like any refused command,
+  and the rest of the turn still runs. Requests whose reply decides something (DVFS, resets) wait.
 - **Hangs and latch-ups.** Resets a hung board; power-cycles its rail after a latch-up or a
   latched current limiter (``eps.rail.reset`` + off/on).
 - **A bad line.** Every decision is made again each turn from the latest telemetry, so a request
@@ -151,7 +155,7 @@ class ReferenceController(Controller):
             if payload["ok"]:
                 good = check_job(payload)
                 self.checked += 1
-                await board.request("accel.job.verdict", {"id": payload["id"], "ok": good})
+                await board.post("accel.job.verdict", {"id": payload["id"], "ok": good})
                 if not good:
                     self.corrupted += 1
                     self.log.add(t, f"job {payload['id']}: result corrupted (digest mismatch): rejected, resubmitted")
@@ -166,7 +170,8 @@ class ReferenceController(Controller):
                 self.log.add(t, "latch-up: power cut")
 
     async def _submit(self, board: BoardClient, kind: str, seed: int, check: bool = True) -> None:
-        await board.request("accel.job.submit", {"kind": kind, "size": self.job_size, "seed": seed}, check=check)
+        # posted: nothing in the turn reads the reply; it goes out with the turn's step (one round trip a turn)
+        await board.post("accel.job.submit", {"kind": kind, "size": self.job_size, "seed": seed}, check=check)
 
     async def _set_level(self, board: BoardClient, level: str) -> None:
         reply = await board.request("accel.dvfs.set", {"level": level}, check=False)

@@ -538,14 +538,19 @@ class Busy(Controller):
     async def on_tick(self, board: BoardClient) -> None:
         self.turns.append(board.turn_ns // NS)
         await board.request("eps.rail.set", {"rail": "payload", "on": True})
-        await board.request("accel.job.submit", {"kind": "inference", "size": 10, "seed": len(self.turns)})
+        send = board.post if self.post else board.request
+        await send("accel.job.submit", {"kind": "inference", "size": 10, "seed": len(self.turns)})
+
+    post = False
 
 
-async def test_run_board_stays_in_step_through_random_losses_both_ways(emu: FakeEmulator) -> None:
+@pytest.mark.parametrize("post", [False, True])
+async def test_run_board_stays_in_step_through_random_losses_both_ways(emu: FakeEmulator, post: bool) -> None:
     rng = random.Random(7)
     emu.drop_up = lambda msg, k: rng.random() < 0.15
     emu.drop_down = lambda msg, k: rng.random() < 0.15
     controller = Busy()
+    controller.post = post  # the job posted: it goes out with the step, its reply taken after it
     turns = 200
 
     async def connect(url: str) -> FakeLink:
@@ -577,3 +582,102 @@ async def test_a_lost_start_is_started_again(emu: FakeEmulator) -> None:
     log = await run_board(controller, "fake://", max_ticks=2, connect=connect, policy=POLICY)
     assert controller.started == 2 and controller.turns == [0, 10]
     assert log.link["lost"] == 1 and log.link["retries"] == POLICY.attempts - 1
+
+
+# -- pipelining (BoardClient.post) ----------------------------------------------------------------------------
+class Pipelined(Controller):
+    """Two requests a turn whose replies it does not read: posted (``post``) or waited for one by one."""
+
+    name = "pipelined"
+    period_s = PERIOD_S
+
+    def __init__(self, post: bool) -> None:
+        super().__init__()
+        self.post = post
+        self.after: list[int] = []  # sim time of each turn that ran to its end
+
+    async def on_tick(self, board: BoardClient) -> None:
+        send = board.post if self.post else board.request
+        await send("accel.job.verdict", {"id": 1, "ok": True})
+        await send("accel.job.submit", {"kind": "inference", "size": 10, "seed": 1})
+        self.after.append(board.turn_ns // NS)
+
+
+def refusing(emu: FakeEmulator, topic: str) -> None:
+    """The double refuses ``topic`` as the runtime does (ok=False with the error), in order with the rest."""
+    original = emu.handle
+
+    async def serve() -> None:
+        while True:
+            msg = await emu._inbox.get()
+            try:
+                if msg.topic == topic:
+                    emu.executed.append((msg.topic, msg.seq, emu.t_ns))
+                    raise CommandError("no finished job with id 1", field="payload.id")
+                reply = msg.reply(ok=True, t_ns=emu.t_ns, src="emulator", data=original(msg))
+            except CommandError as exc:
+                reply = msg.reply(ok=False, t_ns=emu.t_ns, src="emulator", error=exc.to_wire())
+            emu.to_board(reply)
+            if msg.topic == "board.step":
+                asyncio.get_running_loop().call_soon(emu._run_clock)
+
+    emu._serve.cancel()
+    emu._serve = asyncio.create_task(serve())
+
+
+@pytest.mark.parametrize("post", [True, False])
+async def test_posted_requests_go_out_with_the_step_in_one_round_trip(emu: FakeEmulator, post: bool) -> None:
+    async def connect(url: str) -> FakeLink:
+        return FakeLink(emu)
+
+    controller = Pipelined(post)
+    log = await run_board(controller, "fake://", max_ticks=4, connect=connect, policy=POLICY)
+    # the same requests, in the same order, at the same sim times either way
+    per_turn = ["accel.job.verdict", "accel.job.submit", "board.step"]
+    assert [(topic, t // NS) for topic, _, t in emu.executed[1:]] == [
+        (topic, k * int(PERIOD_S)) for k in range(4) for topic in per_turn]
+    assert controller.after == [0, 10, 20, 30] and log.errors == []
+    # hello, then one round trip a turn when posted, three when each reply is waited for
+    assert log.round_trips == 1 + 4 * (1 if post else 3)
+    assert log.link["timeouts"] == 0
+
+
+async def test_a_refused_posted_request_is_logged_and_the_turn_goes_on(emu: FakeEmulator) -> None:
+    refusing(emu, "accel.job.verdict")
+
+    async def connect(url: str) -> FakeLink:
+        return FakeLink(emu)
+
+    controller = Pipelined(post=True)
+    log = await run_board(controller, "fake://", max_ticks=2, connect=connect, policy=POLICY)
+    assert controller.after == [0, 10]  # the turn went on: its submit and step were sent
+    assert emu.steps() == [0, 10] and emu.jobs == 2
+    assert log.errors == ["accel.job.verdict: no finished job with id 1"] * 2
+
+
+async def test_a_lost_posted_request_is_given_up_and_the_run_goes_on(emu: FakeEmulator) -> None:
+    emu.drop_up = nth("accel.job.submit", 0)  # not repeatable: given up after the ping proves it lost
+
+    async def connect(url: str) -> FakeLink:
+        return FakeLink(emu)
+
+    controller = Pipelined(post=True)
+    log = await run_board(controller, "fake://", max_ticks=3, connect=connect, policy=POLICY)
+    assert emu.steps() == [0, 10, 20] and emu.jobs == 2
+    assert log.link["lost"] == 1 and log.errors == []
+
+
+async def test_posted_requests_are_bounded(emu: FakeEmulator) -> None:
+    from firmware_stubs.base import MAX_POSTED
+
+    board = await client(emu)
+    try:
+        await board.say_hello({"name": "board"})
+        emu.delay_s["ping"] = 1.0  # replies held back: the board must not run ahead of them without bound
+        for _ in range(MAX_POSTED + 5):
+            await board.post("ping")
+        assert len(board._posted) <= MAX_POSTED
+        assert await board.settle() == []
+        assert not board._posted and not board._pending
+    finally:
+        await board.aclose()
