@@ -18,13 +18,13 @@ from emulator.clock import NS_PER_S, parse_duration_s
 from emulator.errors import EmulatorError
 from emulator.shipped import DEFAULT_SATELLITE
 from emulator.terminal import (
+    add_truth_sampler,
     banner,
     fmt_hms,
     plural,
     print_summary,
     progress,
     recording_line,
-    truth_sampler,
 )
 
 
@@ -190,7 +190,7 @@ async def _run(cfg: Any, *, plot: str | None, quiet: bool, movable: list[str] | 
         intr.install(emu.request_stop)
         wall0 = emu.clock.wall.now_ns()
         if plot or not quiet:  # the summary and the plot are what read the series: nobody else, no sampling
-            emu.add_observer(truth_sampler(emu, series, duration_s / 2000 if duration_s else 60.0))
+            add_truth_sampler(emu, series, duration_s / 2000 if duration_s else 60.0)
         if not quiet:
             for line in banner(emu):
                 print(line, file=sys.stderr)
@@ -246,7 +246,7 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
     async with emu:
         intr.install(emu.request_stop)
         wall0 = emu.clock.wall.now_ns()
-        emu.add_observer(truth_sampler(emu, series, duration_s / 1500))
+        add_truth_sampler(emu, series, duration_s / 1500)
         board_cmd = args.board.replace("{url}", emu.board_url) if "{url}" in args.board else \
             f"{args.board} --url {emu.board_url}"
         if board_cmd.split(" ", 1)[0] in ("python", "python3"):  # the interpreter flatsat runs in (its venv)

@@ -7,6 +7,7 @@ when something is drawn.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +49,17 @@ def fmt_bytes(n: float) -> str:
     return f"{n:.1f} GB"  # pragma: no cover
 
 
-def truth_sampler(emu: Any, series: Any, every_s: float) -> Any:
+def add_truth_sampler(emu: Any, series: Any, every_s: float) -> Callable[[], None]:
+    """Observe ``emu`` with :func:`truth_sampler` (as a timed observer: the steps between two looks run in one
+    batch); returns the function that removes it."""
+    sample, due_ns = truth_sampler(emu, series, every_s)
+    return emu.add_observer(sample, due_ns=due_ns)  # type: ignore[no-any-return]
+
+
+def truth_sampler(emu: Any, series: Any, every_s: float) -> tuple[Callable[[int], None], Callable[[], int]]:
     """An observer that appends what the summary and the plot show of the ground truth to ``series`` about every
-    ``every_s`` of sim time, looking 5 times as often and keeping each window's min and max (spikes show).
+    ``every_s`` of sim time, looking 5 times as often and keeping each window's min and max (spikes show); and
+    the sim time of its next look (``Emulator.add_observer(due_ns=...)``).
 
     A fleet is sampled as fleet statistics (mean, min, max over the members) and looked at once a row: its truth
     tree costs milliseconds to build.
@@ -78,7 +87,7 @@ def truth_sampler(emu: Any, series: Any, every_s: float) -> Any:
             next_ns[0] = t_ns + fine_ns
             sampler.observe(t_ns, emu.model.truth())
 
-    return sample
+    return sample, lambda: next_ns[0]
 
 
 @contextlib.contextmanager
@@ -94,21 +103,21 @@ def progress(emu: Any, duration_s: float | None, quiet: bool):  # type: ignore[n
                         TextColumn("wall"), TimeElapsedColumn(), transient=False)
     total = duration_s * NS_PER_S if duration_s else None
     task = progress.add_task("run", total=total, simtime="0 s", speed="-", lag="0 ms")
-    stride = [1]
+    next_ns = [0]
 
     def update(t_ns: int) -> None:
-        st = emu.clock.stats
-        if st.steps % stride[0]:
+        if t_ns < next_ns[0]:
             return
+        st = emu.clock.stats
         # aim for ~20 updates per wall second whatever the speed
         rtf = emu.clock.realtime_factor()
         steps_per_wall_s = rtf * NS_PER_S / emu.step_ns
-        stride[0] = max(1, min(10_000, int(steps_per_wall_s / 20)))
+        next_ns[0] = t_ns + max(1, min(10_000, int(steps_per_wall_s / 20))) * emu.step_ns
         progress.update(task, completed=t_ns, simtime=fmt_hms(t_ns / NS_PER_S), speed=f"{rtf:,.0f}",
                         lag=f"{st.lag_ns / 1e6:.1f} ms")
 
     with progress:
-        remove = emu.add_observer(update)
+        remove = emu.add_observer(update, due_ns=lambda: next_ns[0])
         try:
             yield
         finally:
