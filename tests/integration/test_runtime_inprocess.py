@@ -249,3 +249,39 @@ async def test_a_board_asking_per_turn_telemetry_gets_it_and_falls_back_where_re
             board_rates = {i.telemetry.spec.topic: NS_PER_S / i.period_ns for i in emu._schedule
                            if Plane.BOARD in i.planes and i.period_ns < 1 << 62}
             assert board_rates == rates, (controller.name, board_rates)
+
+
+@pytest.mark.parametrize("every_s", [7.0, 30.5])
+async def test_a_timed_observer_sees_the_step_ends_a_per_step_one_picks_and_lets_steps_batch(every_s: float) -> None:
+    def picker() -> tuple[list[int], object, object]:
+        seen: list[int] = []
+        due = [0]
+
+        def look(t_ns: int) -> None:
+            if t_ns >= due[0]:
+                seen.append(t_ns)
+                due[0] = t_ns + round(every_s * NS_PER_S)
+
+        return seen, look, lambda: due[0]
+
+    runs = []
+    for timed in (False, True):
+        # the real wall clock: an afap clock sizes its batches by how fast the steps run (a virtual one: 1 step)
+        run = RunConfig(sim=SimConfig(step_s=1.0, mode="afap"))
+        async with Emulator(Lamp(), run, board_url=None, control_url=None, record_path=None) as emu:
+            seen, look, due = picker()
+            emu.add_observer(look, due_ns=due if timed else None)  # type: ignore[arg-type]
+            turns = [0]
+            step_many = emu.model.step_many
+
+            def counted(*args: object, _inner: object = step_many, _turns: list[int] = turns) -> int:
+                _turns[0] += 1
+                return _inner(*args)  # type: ignore[operator]
+
+            emu.model.step_many = counted  # type: ignore[method-assign]
+            await emu.run(1000)
+            runs.append((seen, emu.model.steps, turns[0]))
+    (per_step, steps_a, batches_a), (timed_seen, steps_b, batches_b) = runs
+    assert timed_seen == per_step and len(per_step) >= 1000 / (every_s + 1)
+    assert steps_a == steps_b == 1000
+    assert batches_a == 0 and batches_b > 0  # one step per loop turn with a per-step observer, batches without
