@@ -436,6 +436,10 @@ class SimClock:
                 break
             self._mark_idle()
             await self._changed.wait()
+            # the wait yielded to the event loop: batches are sized by the stepping since, not by the wait (a
+            # lockstep turn's wait for the board would shrink them to a step or two)
+            self._last_yield_ns = self.wall.now_ns()
+            self._since_yield = 0
 
     async def advance(self, dt_ns: int) -> None:
         """Release the step ``t -> t + dt_ns``: wait for its wall deadline when paced, then move time.

@@ -242,6 +242,9 @@ class BoardClient:
                 await self._reader
         await self.link.aclose()
         self._fail_pending(TransportClosedError(f"board {self.name}: closed"))
+        for posted in self._posted:  # replies nobody will take now: their failure is the close itself
+            if posted.fut.done() and not posted.fut.cancelled():
+                posted.fut.exception()
         self._posted.clear()
 
     async def _read(self) -> None:

@@ -133,3 +133,24 @@ def test_parse_duration(text: str, seconds: float) -> None:
 def test_parse_duration_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration_s(text)
+
+
+async def test_a_lockstep_wait_does_not_shrink_the_next_batches() -> None:
+    """Batches are sized by the stepping between yields; the wall time a lockstep clock waits for its next step
+    (a board's turn) is a yield, not stepping, so a turn of 10 steps still runs in one batch after a long wait."""
+    wall = VirtualWall()
+    clock = SimClock(ClockMode.LOCKSTEP, wall=wall)
+    sizes = []
+    for _ in range(8):
+        waiter = asyncio.ensure_future(clock.wait_turn(STEP_NS))  # at its limit: waits for the board
+        await asyncio.sleep(0)
+        wall.advance(5_000_000)  # the board's turn: 5 ms of wall time
+        clock.step(10 * STEP_NS)
+        await waiter
+        while clock.may_advance(STEP_NS):
+            n = clock.batch(STEP_NS, 10)
+            sizes.append(n)
+            wall.advance(1_000 * n)  # 1 us of wall time a step: dozens fit in a yield
+            await clock.advance_many(n, STEP_NS)
+    assert clock.now_ns() == 80 * STEP_NS
+    assert sizes[-4:] == [10] * 4, sizes
