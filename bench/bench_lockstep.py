@@ -75,15 +75,20 @@ class PhysicsTimer:
 
     def __init__(self, model: object) -> None:
         self.s = 0.0
+        self.depth = 0  # step_many calls step: time the outer call only
         for name in ("step", "step_many"):
             inner = getattr(model, name)
 
             def timed(*args: object, _inner=inner) -> object:  # type: ignore[no-untyped-def]
+                if self.depth:
+                    return _inner(*args)
+                self.depth += 1
                 t0 = time.thread_time()
                 try:
                     return _inner(*args)
                 finally:
                     self.s += time.thread_time() - t0
+                    self.depth -= 1
 
             setattr(model, name, timed)
 

@@ -218,7 +218,7 @@ class BoardClient:
         self._events: deque[Message] = deque(maxlen=MAX_EVENTS)
         # lockstep: the newest sim.waiting heard, the turn taken last, where the clock may run to, its step
         self._waiting_t = -1
-        self._waiting_changed = asyncio.Event()
+        self._turn_waiter: asyncio.Future[None] | None = None
         self.turn_ns = -1
         self.limit_ns = 0
         self.step_ns = 0
@@ -288,7 +288,7 @@ class BoardClient:
             t = msg.payload.get("t_ns", msg.t_ns)
             if isinstance(t, int) and t > self._waiting_t:
                 self._waiting_t = t
-                self._waiting_changed.set()
+                self._wake_turn()
         else:
             self.latest[msg.topic] = msg.payload
             if "." in msg.topic and not msg.topic.endswith(("telemetry", ".status", "sim.clock", ".sun")):
@@ -330,6 +330,13 @@ class BoardClient:
         self.error = exc
         self._fail_pending(exc if isinstance(exc, Exception) else TransportError(str(exc)))
         self.closed.set()
+        self._wake_turn()
+
+    def _wake_turn(self) -> None:
+        """Wake :meth:`next_turn` to look again (a newer sim.waiting, a hello, the end of the link)."""
+        waiter = self._turn_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _fail_pending(self, exc: Exception) -> None:
         for fut in self._pending.values():
@@ -373,12 +380,14 @@ class BoardClient:
         return Message(topic, payload, seq=self._seq, t_ns=self.t_ns, src=self.name), fut
 
     async def _wait_reply(self, fut: asyncio.Future[Message], wait_s: float) -> Message | None:
+        """The reply, or None after ``wait_s``; ``fut`` itself is left alone (a late reply still lands in it)."""
         if not fut.done():
             self._waited = True
-        try:
-            return await asyncio.wait_for(asyncio.shield(fut), wait_s)
-        except TimeoutError:
-            return None
+            # asyncio.wait: no task and no shield per request (wait_for would add both), the same outcome
+            await asyncio.wait((fut,), timeout=wait_s)
+            if not fut.done():
+                return None
+        return fut.result()
 
     async def _probe(self, fut: asyncio.Future[Message], wait_s: float) -> Message | None:
         """After a time-out: send a ping and wait for it or for the late reply. Replies come in request order, so
@@ -570,7 +579,7 @@ class BoardClient:
             self._waiting_t = t
         elif again:  # what was heard came from the emulator before its restart
             self._waiting_t = -1
-        self._waiting_changed.set()
+        self._wake_turn()
         return hello
 
     @property
@@ -601,15 +610,13 @@ class BoardClient:
             if self._waiting_t > self.turn_ns:
                 self.turn_ns = self._waiting_t
                 return self.turn_ns
-            self._waiting_changed.clear()
             self._waited = True
-            closed = asyncio.ensure_future(self.closed.wait())
-            changed = asyncio.ensure_future(self._waiting_changed.wait())
+            # one future the reader resolves (a sim.waiting, a hello, the link's end): no task per turn
+            self._turn_waiter = waiter = asyncio.get_running_loop().create_future()
             try:
-                await asyncio.wait({changed, closed}, timeout=wait_s, return_when=asyncio.FIRST_COMPLETED)
+                await asyncio.wait((waiter,), timeout=wait_s)
             finally:
-                for fut in (changed, closed):
-                    fut.cancel()
+                self._turn_waiter = None
             if self._waiting_t > self.turn_ns or self.closed.is_set():
                 continue
             clock = await self._clock()
