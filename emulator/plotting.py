@@ -64,6 +64,15 @@ def summary_rows(series: Series, limit: int = 24, patterns: list[str] | None = N
 EMPHASIS_PATTERNS = ["*accelerator.die_temp_degc"]
 
 
+def preload() -> None:
+    """Import what :func:`plot_run` needs (matplotlib, Agg) now: a command that waits anyway (for a board to start)
+    takes it off the end of the run."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot
+
+
 def plot_run(series: Series, path: str | Path, *, title: str = "flatsat run",
              marks: list[tuple[float, str]] | None = None, events: list[tuple[float, str]] | None = None,
              epoch_utc: str | None = None) -> Path:

@@ -254,6 +254,12 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
         print(f"flatsat demo: {cfg.name}, {plural(args.orbits, 'orbit')} ({fmt_hms(duration_s)} of sim time), "
               f"board: {board_cmd}", file=sys.stderr)
         proc = await asyncio.create_subprocess_exec(*shlex.split(board_cmd))
+        # the board takes a moment to start and say hello (the clock waits for it): meanwhile, the plot's imports,
+        # which would otherwise come after the run
+        from emulator.plotting import preload
+
+        with startup():
+            preload()
         try:
             with progress(emu, duration_s, False):
                 run = asyncio.create_task(emu.run(duration_s), name="flatsat-demo-run")
