@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -79,18 +79,80 @@ class Series:
 class SignalReader:
     """Reads flattened ground-truth keys straight out of the nested truth tree (no full flatten per step).
 
-    Each key is resolved once against a sample tree into a path of dict keys / list indexes;
-    a key that does not resolve (or stops resolving) reads as NaN.
+    Each key is resolved once against a sample tree into a path of dict keys / list indexes, and the paths are
+    merged into one tree that a read walks once (:func:`path_reader`); a key that does not resolve (or stops
+    resolving) reads as NaN.
     """
 
     def __init__(self, keys: list[str], sample: Mapping[str, Any]) -> None:
         self.paths: dict[str, tuple[Any, ...] | None] = {k: resolve_path(sample, k.split(".")) for k in keys}
+        self._read = path_reader({k: p for k, p in self.paths.items() if p})
 
     def read(self, tree: Mapping[str, Any]) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for key, path in self.paths.items():
-            out[key] = math.nan if path is None else read_path(tree, path)
+        out: dict[str, float] = dict.fromkeys(self.paths, math.nan)  # the keys' order, whatever resolves
+        self._read(tree, out)
         return out
+
+
+#: what a failed lookup on the way to a key raises (a missing key, a short list, a None or a number in the way)
+LOOKUP_ERRORS = (KeyError, IndexError, TypeError)
+
+#: a compiled part of a path tree: reads the keys below one node of a truth tree into ``out``
+NodeReader = Callable[[Any, dict[str, float]], None]
+
+
+def path_reader(paths: Mapping[str, tuple[Any, ...]]) -> NodeReader:
+    """A reader of ``paths`` (key -> non-empty path of dict keys / list indexes) that walks a tree once: paths are
+    merged where they share a prefix. It writes each key's value into ``out``: a number or bool as a float, NaN
+    where the path does not resolve or holds something else (as :func:`read_path`)."""
+    trie: dict[Any, tuple[list[str], dict[Any, Any]]] = {}
+    for key, path in paths.items():
+        node = trie
+        for n, edge in enumerate(path):
+            keys, sub = node.setdefault(edge, ([], {}))
+            if n == len(path) - 1:
+                keys.append(key)
+            node = sub
+    return _compile(trie)
+
+
+def _value(node: Any) -> float:
+    return float(node) if isinstance(node, (int, float)) else math.nan  # bool is an int
+
+
+def _compile(trie: dict[Any, tuple[list[str], dict[Any, Any]]]) -> NodeReader:
+    """A reader for one node of the path tree: ``trie`` maps an edge (dict key or list index) to the keys that end
+    there and the sub-tree below it."""
+    leaves = [(edge, keys) for edge, (keys, _) in trie.items() if keys]
+    inner = [(edge, _compile(sub), _keys_below(sub)) for edge, (_, sub) in trie.items() if sub]
+    nan = math.nan
+
+    def read(node: Any, out: dict[str, float]) -> None:
+        for edge, keys in leaves:
+            try:
+                v = _value(node[edge])
+            except LOOKUP_ERRORS:
+                v = nan
+            for k in keys:
+                out[k] = v
+        for edge, sub, below in inner:
+            try:
+                child = node[edge]
+            except LOOKUP_ERRORS:
+                for k in below:
+                    out[k] = nan
+                continue
+            sub(child, out)
+
+    return read
+
+
+def _keys_below(trie: dict[Any, tuple[list[str], dict[Any, Any]]]) -> list[str]:
+    out: list[str] = []
+    for keys, sub in trie.values():
+        out += keys
+        out += _keys_below(sub)
+    return out
 
 
 def resolve_path(node: Any, parts: list[str]) -> tuple[Any, ...] | None:

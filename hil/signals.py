@@ -17,13 +17,10 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from emulator.series import EnvelopeSampler, flatten, resolve_path
+from emulator.series import EnvelopeSampler, flatten, path_reader, resolve_path
 
 #: the part of the emulator's truth tree that is the model's own truth (Emulator.truth)
 MODEL_KEY = "satellite"
-
-#: what a failed lookup on the way to a key raises (a missing key, a short list, a None or a number in the way)
-LOOKUP_ERRORS = (KeyError, IndexError, TypeError)
 
 
 class TruthSource(Protocol):
@@ -33,49 +30,6 @@ class TruthSource(Protocol):
     def model(self) -> Any: ...
 
     def truth(self) -> dict[str, Any]: ...
-
-
-#: a compiled part of the path tree: reads the keys below one node of the truth into ``out``
-NodeReader = Callable[[Any, dict[str, float]], None]
-
-
-def _value(node: Any) -> float:
-    return float(node) if isinstance(node, (int, float)) else math.nan  # bool is an int
-
-
-def _compile(trie: dict[Any, tuple[list[str], dict[Any, Any]]]) -> NodeReader:
-    """A reader for one node of the path tree: ``trie`` maps an edge (dict key or list index) to the keys that end
-    there and the sub-tree below it."""
-    leaves = [(edge, keys) for edge, (keys, _) in trie.items() if keys]
-    inner = [(edge, _compile(sub), _keys_below(sub)) for edge, (_, sub) in trie.items() if sub]
-    nan = math.nan
-
-    def read(node: Any, out: dict[str, float]) -> None:
-        for edge, keys in leaves:
-            try:
-                v = _value(node[edge])
-            except LOOKUP_ERRORS:
-                v = nan
-            for k in keys:
-                out[k] = v
-        for edge, sub, below in inner:
-            try:
-                child = node[edge]
-            except LOOKUP_ERRORS:
-                for k in below:
-                    out[k] = nan
-                continue
-            sub(child, out)
-
-    return read
-
-
-def _keys_below(trie: dict[Any, tuple[list[str], dict[Any, Any]]]) -> list[str]:
-    out: list[str] = []
-    for keys, sub in trie.values():
-        out += keys
-        out += _keys_below(sub)
-    return out
 
 
 def _same(a: Mapping[str, float], b: Mapping[str, float]) -> bool:
@@ -100,15 +54,7 @@ class StepReader:
         if self.model_only:
             self.tree = source.model.truth
             resolved = {k: p[1:] for k, p in resolved.items()}
-        trie: dict[Any, tuple[list[str], dict[Any, Any]]] = {}
-        for key, path in resolved.items():
-            node = trie
-            for n, edge in enumerate(path):
-                keys, sub = node.setdefault(edge, ([], {}))
-                if n == len(path) - 1:
-                    keys.append(key)
-                node = sub
-        self._read = _compile(trie)
+        self._read = path_reader(resolved)
 
     @staticmethod
     def _model_truth_is_the_subtree(source: TruthSource, sample: Mapping[str, Any]) -> bool:
