@@ -105,6 +105,10 @@ DUPLICATE_WINDOW = 64
 #: batch, not once per message (on loopback TCP ~10 us of CPU per message, more than building it). A full outbox
 #: is sent at once; a paced clock (realtime, scaled) sends every message as it is published
 OUTBOX_MESSAGES = 1024
+#: while a batched clock runs, the links are re-armed after sending (ServerLink.flush; for ZeroMQ a system call,
+#: ~15 us) at most this often in wall time: a new subscriber is seen up to this much later; a clock that stops or
+#: a paced one re-arms at once
+REARM_NS = 5_000_000
 
 
 def refusal_reason(err: EmulatorError, decoded: bool) -> str:
@@ -168,7 +172,7 @@ class Emulator:
         sim = self.run_config.sim
         self.model = model
         self.clock = SimClock(sim.mode, speed=sim.speed, epoch_utc=sim.epoch_utc, wall=wall)
-        self.clock.before_yield = self._flush_if_unflushed
+        self.clock.before_yield = self._before_yield
         self.step_ns = round(sim.step_s * NS_PER_S)
         self.stats = RuntimeStats()
         #: URLs: "" means "from config", None means "no link"
@@ -202,6 +206,7 @@ class Emulator:
         #: (link, encoded envelope, event) published but not yet sent (OUTBOX_MESSAGES), sent in order
         self._outbox: list[tuple[Any, bytes, bool]] = []
         self._defer_sends = False
+        self._rearmed_ns = 0  # wall time of the last re-arm (REARM_NS)
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._events: list[tuple[str, dict[str, Any]]] = []
         #: bench supplies playing rails ([bench.supply]; emulator.instruments.bench.SupplyBench), started by start()
@@ -667,6 +672,19 @@ class Emulator:
                     item.unfed = True
             next_due = min(next_due, item.due_ns)
         self._next_due_ns = next_due
+
+    def _before_yield(self) -> None:
+        """The clock yields to the event loop: send the outbox; re-arm the links now and then (REARM_NS)."""
+        if self._outbox:
+            self._send_outbox()
+        if self._unflushed:
+            clock = self.clock
+            if clock.mode in _BATCHED_MODES:
+                now = clock.wall.now_ns()
+                if now - self._rearmed_ns < REARM_NS:
+                    return
+                self._rearmed_ns = now
+            self._links_flush()
 
     def _flush_if_unflushed(self) -> None:
         if self._unflushed:

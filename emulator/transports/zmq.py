@@ -379,6 +379,7 @@ class ZmqServerLink(ServerLink):
         self._curve = curve
         self.curve_public: bytes | None = None  #: the server's public key (z85) when CURVE is on
         self.subscriptions = _Subscriptions()
+        self._sent_since_flush = False  # a synchronous send since the last flush (which then re-arms the watchers)
         self._use_xpub(xpub)
         self._inbox: deque[tuple[bytes, list[bytes]]] = deque()
         self._inbox_bytes = 0
@@ -410,6 +411,7 @@ class ZmqServerLink(ServerLink):
 
     def _send_nowait(self, peer: bytes, data: bytes) -> str:
         # a feed rides the ROUTER beside the peer's replies (ROUTER_MANDATORY: a peer that left is reported)
+        self._sent_since_flush = True
         try:
             self._router_sync.send_multipart([peer, data], zmq.NOBLOCK)
         except zmq.Again:
@@ -459,6 +461,7 @@ class ZmqServerLink(ServerLink):
         self._use_xpub(fresh)
 
     def _publish_bytes(self, data: bytes, event: bool) -> None:
+        self._sent_since_flush = True
         try:
             self._xpub_send(data, zmq.NOBLOCK, True)
         except zmq.Again:
@@ -474,7 +477,11 @@ class ZmqServerLink(ServerLink):
     def flush(self) -> None:
         # Synchronous sends may consume the edge-triggered FD signal; asking for EVENTS through the asyncio
         # socket re-arms its watchers (what zmq.asyncio's own send does), so new subscribers are still seen.
-        # Once per batch, not per message: it costs a getsockopt and an enum.
+        # Once per batch, not per message, and only after a send (nothing else here touches the sockets
+        # synchronously): libzmq answers it by polling its mailbox, a system call (~15 us on a VM).
+        if not self._sent_since_flush:
+            return
+        self._sent_since_flush = False
         with contextlib.suppress(zmq.ZMQError):
             self._xpub.get(zmq.EVENTS)
             if self.feeds:  # feeds send on the ROUTER: re-arm it too, or requests wait unnoticed
