@@ -201,3 +201,36 @@ def test_non_finite_truth_reads_nan_or_the_range_end_and_never_raises() -> None:
     assert math.isnan(v) and t == 125.0  # NaN stays NaN (the board sees a bad reading), +inf pins to the top
     v, t = b.read(NS, [-inf, 20.0])
     assert v == 0.0 and t == pytest.approx(20.0, abs=0.5)
+
+
+def _rounded_reading(x: float, lo: float, lsb: float, hi: float) -> float:
+    """The noise-free reading written with round() (what SensorBank's float trick must equal, bit for bit); an
+    overflow to +-inf pins to the range as a non-finite truth does."""
+    q = (x + 0.0 + 0.0 - lo) / lsb
+    q = lo + lsb * (round(q) if q - q == 0.0 else q)
+    return hi if q > hi else lo if q < lo else q  # noqa: FURB136 (as SensorBank writes it)
+
+
+@given(codes=st.one_of(st.integers(-2**62, 2**62), *[st.integers(2**e - 9, 2**e + 9) for e in (12, 50, 51, 52, 53)]),
+       frac=st.sampled_from([0.0, 0.25, 0.5, -0.5, 0.5000001, 0.75]), bits=st.integers(1, 24),
+       lo=st.one_of(st.sampled_from([0.0, -55.0]), st.floats(-1e6, 1e6)),
+       span=st.one_of(st.sampled_from([1.0, 32.768]), st.floats(1e-6, 1e9)),
+       lsb_log2=st.sampled_from([None, 12, 49, 50, 51, 52, 53, 55, 60, 1000]),
+       other=st.floats(allow_nan=False, allow_infinity=False))
+@settings(max_examples=1000, deadline=None)
+def test_rounding_is_round_half_even_bit_for_bit(codes: int, frac: float, bits: int, lo: float, span: float,
+                                                 lsb_log2: int | None, other: float) -> None:
+    """Readings on, between and exactly halfway between codes, far outside the range, with ranges of 2 to 2**1000
+    codes (an explicit ``lsb``): the fast rounding is round() bit for bit, sign of zero included."""
+    hi = lo + span
+    if not lo < hi:
+        return
+    cfg = ChannelConfig(bits=bits, noise_lsb=0.0, lsb=None if lsb_log2 is None else span / 2.0 ** lsb_log2,
+                        range_min=lo, range_max=hi)
+    spec = ChannelSpec("c", "V", cfg, lo, hi)
+    b = SensorBank([spec, ChannelSpec("d", "V", cfg, lo, hi)], np.random.default_rng(0))
+    x = lo + spec.lsb * (codes + frac)
+    got = b.read(0, [x, other])
+    assert got == [_rounded_reading(x, lo, spec.lsb, hi), _rounded_reading(other, lo, spec.lsb, hi)]
+    assert [math.copysign(1.0, g) for g in got] == [math.copysign(1.0, _rounded_reading(v, lo, spec.lsb, hi))
+                                                     for v in (x, other)]
