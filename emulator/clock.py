@@ -248,6 +248,11 @@ class SimClock:
         _check_speed(speed)
         self.speed = float(speed)
         self.epoch_utc = epoch_utc or dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        # utc_text's cache: the hour of the last text (its start in us of sim time, "YYYY-MM-DDTHH:", the offset)
+        self._hour_epoch: dt.datetime | None = None
+        self._hour_us = 0
+        self._hour_text = ""
+        self._tz_text = ""
         self.wall = wall or WallSource()
         self.stats = ClockStats()
         self._t_ns = start_ns
@@ -285,7 +290,24 @@ class SimClock:
 
     def utc_text(self, t_ns: int | None = None) -> str:
         """:meth:`utc` as ISO 8601 text with a Z, as the wire carries it."""
-        return self.utc(t_ns).isoformat().replace("+00:00", "Z")
+        t = self._t_ns if t_ns is None else t_ns
+        rel_us = t // 1000 - self._hour_us
+        if 0 <= rel_us < 3_600_000_000 and self._hour_epoch is self.epoch_utc:
+            # within the hour of the last text (``sim.clock`` asks every step): minutes and seconds by hand, as
+            # isoformat writes them (the fraction only when not zero)
+            s, us = divmod(rel_us, 1_000_000)
+            m, s = divmod(s, 60)
+            if us:
+                return f"{self._hour_text}{m:02d}:{s:02d}.{us:06d}{self._tz_text}"
+            return f"{self._hour_text}{m:02d}:{s:02d}{self._tz_text}"
+        when = self.utc(t)
+        text = when.isoformat().replace("+00:00", "Z")
+        if isinstance(when.tzinfo, dt.timezone):  # a fixed offset (UTC): cache this hour
+            self._hour_epoch = self.epoch_utc
+            self._hour_us = t // 1000 - ((when.minute * 60 + when.second) * 1_000_000 + when.microsecond)
+            self._hour_text = text[:14]  # YYYY-MM-DDTHH:
+            self._tz_text = text[19 + (7 if when.microsecond else 0):]
+        return text
 
     def status(self) -> dict[str, object]:
         return {"t_ns": self._t_ns, "utc": self.utc_text(), "mode": str(self.mode),

@@ -71,6 +71,9 @@ class _Scheduled:
     wanted: bool = True  #: someone receives it (recomputed when subscriptions change)
     feed_only: bool = False  #: only per-peer feeds (telemetry.feed) take it: sampled when one of them is due
     unfed: bool = False  #: a feed-only sample was due and not built (the feeds get one when the clock stops)
+    #: the links subscribed to it and the links with feeds (recomputed when subscriptions change, as ``wanted``)
+    links: tuple[Any, ...] = ()
+    feeders: tuple[Any, ...] = ()
 
 
 @dataclass
@@ -656,6 +659,7 @@ class Emulator:
                     item.due_ns += -(-(now - item.due_ns) // item.period_ns) * item.period_ns
                 item.wanted = wanted
                 item.feed_only = wanted and not self._wanted(item.telemetry.spec.topic, item.planes, feeds=False)
+                item.links, item.feeders = self._targets(item.telemetry.spec.topic, item.planes)
         # topics nobody wants are not sampled and do not set the next wake-up (the loop then runs long batches)
         next_due = _NEVER
         for item in self._schedule:
@@ -667,7 +671,8 @@ class Emulator:
                     item.due_ns = now + item.period_ns
                 if not item.feed_only or self._feed_due(item.telemetry.spec.topic, item.planes):
                     item.unfed = False
-                    self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes)
+                    self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes,
+                                  targets=(item.links, item.feeders))
                 else:
                     item.unfed = True
             next_due = min(next_due, item.due_ns)
@@ -737,10 +742,17 @@ class Emulator:
         self._seq += 1
         return self._seq
 
+    def _targets(self, topic: str, planes: tuple[Plane, ...]) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+        """The links of ``planes`` subscribed to ``topic``, and those with feeds (valid until the audience
+        changes)."""
+        links = [self.board_link if plane == Plane.BOARD else self.control_link for plane in planes]
+        return (tuple(ln for ln in links if ln is not None and ln.wants(topic)),
+                tuple(ln for ln in links if ln is not None and ln.feeds))
+
     def _publish(self, topic: str, payload: dict[str, Any], planes: tuple[Plane, ...], *,
-                 event: bool = False) -> None:
+                 event: bool = False, targets: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None) -> None:
         """Stamp, record and publish a message (encoded once for every plane and the recorder); ``event``: not
-        periodic telemetry (no link drops it for budget)."""
+        periodic telemetry (no link drops it for budget); ``targets``: :meth:`_targets` of it, if known."""
         self._seq += 1
         t_ns = self.clock.now_ns()
         self.stats.published += 1
@@ -754,13 +766,12 @@ class Emulator:
                 msg = Message(topic, payload, seq=self._seq, t_ns=t_ns, src=SRC)
                 for observer in self._message_observers:
                     observer(t_ns, plane_name, "out", msg)
+        links, feeders = targets if targets is not None else self._targets(topic, planes)
         outbox = self._outbox
-        for plane in planes:
-            link = self.board_link if plane == Plane.BOARD else self.control_link
-            if link is not None and link.wants(topic):
-                outbox.append((link, data, event))
-            if link is not None and link.feeds:
-                link.feed_bytes(topic, data, event=event, now_ns=self.clock.wall.now_ns())
+        for link in links:
+            outbox.append((link, data, event))
+        for link in feeders:
+            link.feed_bytes(topic, data, event=event, now_ns=self.clock.wall.now_ns())
         if outbox and (not self._defer_sends or len(outbox) >= OUTBOX_MESSAGES):
             self._send_outbox()
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emulator.clock import NS_PER_S, ClockMode, SimClock, VirtualWall, parse_duration_s
 from emulator.errors import CommandError
@@ -154,3 +157,22 @@ async def test_a_lockstep_wait_does_not_shrink_the_next_batches() -> None:
             await clock.advance_many(n, STEP_NS)
     assert clock.now_ns() == 80 * STEP_NS
     assert sizes[-4:] == [10] * 4, sizes
+
+
+@given(epoch_s=st.integers(-10**9, 10**10), epoch_us=st.sampled_from([0, 0, 7]),
+       offset_min=st.sampled_from([0, 0, 330, -210, 60]),
+       times_ns=st.lists(st.one_of(st.integers(-10**15, 10**17), st.integers(0, 7200 * NS_PER_S)), min_size=1,
+                         max_size=40),
+       step_ns=st.sampled_from([NS_PER_S, 1_000_000, 1, 999_999_999]))
+@settings(max_examples=300, deadline=None)
+def test_utc_text_is_isoformat_with_a_z(epoch_s: int, epoch_us: int, offset_min: int, times_ns: list[int],
+                                        step_ns: int) -> None:
+    """utc_text (cached within an hour) reads as the datetime's isoformat, any order of times, any fixed offset."""
+    tz = dt.timezone(dt.timedelta(minutes=offset_min)) if offset_min else dt.UTC
+    epoch = dt.datetime(2026, 1, 1, tzinfo=dt.UTC).astimezone(tz) + dt.timedelta(seconds=epoch_s, microseconds=epoch_us)
+    clock = SimClock("afap", epoch_utc=epoch)
+    for t in times_ns:
+        for k in range(3):  # and the steps after it (the cached hour)
+            t_ns = t + k * step_ns
+            want = (epoch + dt.timedelta(microseconds=t_ns // 1000)).isoformat().replace("+00:00", "Z")
+            assert clock.utc_text(t_ns) == want
