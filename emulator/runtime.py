@@ -108,6 +108,10 @@ DUPLICATE_WINDOW = 64
 #: batch, not once per message (on loopback TCP ~10 us of CPU per message, more than building it). A full outbox
 #: is sent at once; a paced clock (realtime, scaled) sends every message as it is published
 OUTBOX_MESSAGES = 1024
+#: in afap the outbox is kept across yields for up to this much wall time (a cluster's step is ~1 ms, one step per
+#: yield: five messages a batch would still wake ZeroMQ's I/O thread every step); a reply to a request is sent
+#: after what was published before it, and a clock that stops sends at once
+OUTBOX_NS = 2_000_000
 #: while a batched clock runs, the links are re-armed after sending (ServerLink.flush; for ZeroMQ a system call,
 #: ~15 us) at most this often in wall time: a new subscriber is seen up to this much later; a clock that stops or
 #: a paced one re-arms at once
@@ -210,6 +214,7 @@ class Emulator:
         self._outbox: list[tuple[Any, bytes, bool]] = []
         self._defer_sends = False
         self._rearmed_ns = 0  # wall time of the last re-arm (REARM_NS)
+        self._outbox_sent_ns = 0  # wall time the outbox was last sent as the clock yielded (OUTBOX_NS)
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._events: list[tuple[str, dict[str, Any]]] = []
         #: bench supplies playing rails ([bench.supply]; emulator.instruments.bench.SupplyBench), started by start()
@@ -679,16 +684,18 @@ class Emulator:
         self._next_due_ns = next_due
 
     def _before_yield(self) -> None:
-        """The clock yields to the event loop: send the outbox; re-arm the links now and then (REARM_NS)."""
-        if self._outbox:
+        """The clock yields to the event loop: send the outbox (afap: at most every OUTBOX_NS), re-arm the links
+        now and then (REARM_NS); a paced clock sends and re-arms at every yield."""
+        clock = self.clock
+        if clock.mode not in _BATCHED_MODES:
+            self._flush_if_unflushed()
+            return
+        now = clock.wall.now_ns()
+        if self._outbox and (clock.mode != ClockMode.AFAP or now - self._outbox_sent_ns >= OUTBOX_NS):
+            self._outbox_sent_ns = now
             self._send_outbox()
-        if self._unflushed:
-            clock = self.clock
-            if clock.mode in _BATCHED_MODES:
-                now = clock.wall.now_ns()
-                if now - self._rearmed_ns < REARM_NS:
-                    return
-                self._rearmed_ns = now
+        if self._unflushed and not self._outbox and now - self._rearmed_ns >= REARM_NS:
+            self._rearmed_ns = now
             self._links_flush()
 
     def _flush_if_unflushed(self) -> None:
@@ -838,6 +845,8 @@ class Emulator:
                 self.recorder.write(name, "out", encode_message(reply),
                                     wall_time=incoming.message is not None and self._wall_time(incoming.message.topic))
             try:
+                if self._outbox:  # what was published before this reply goes first
+                    self._send_outbox()
                 await link.send_to(incoming.peer, reply)
             except EmulatorError as exc:
                 log.debug("%s link: reply to %r failed: %s", name, incoming.peer, exc)

@@ -1632,21 +1632,22 @@ class ClusterModel(SpacecraftModel):
     # -- board-plane readings of a bound member ---------------------------------------------------------------------
     def read_eps(self, k: int) -> dict[str, Any]:
         pw = self.power
-        rails = [RailStatus(name, bool(pw.on[r, k]), bool(pw.tripped[r, k]), bool(pw.latched[r, k]), int(pw.trips[r, k]),
-                            float(pw.frac[r, k]), float(pw.i_out[r, k]), float(pw.v_out[r, k]))
-                 for r, name in enumerate(pw.rail_names)]
+        # member k's column of each array as Python scalars, one conversion per array (not one per element)
+        rails = list(map(RailStatus, pw.rail_names, pw.on[:, k].tolist(), pw.tripped[:, k].tolist(),
+                         pw.latched[:, k].tolist(), pw.trips[:, k].tolist(), pw.frac[:, k].tolist(),
+                         pw.i_out[:, k].tolist(), pw.v_out[:, k].tolist()))
         reading = self._sensors[k].read_eps(
-            self.t_ns, bus_v=float(pw.bus_v[k]), battery_connected=bool(pw.battery_connected[k]),
-            battery_a=float(pw.battery_a[k]), soc=float(pw.soc[k]), s_since_full=float(pw.s_since_full[k]),
-            q_pack_c=float(pw.q_pack_c[k]), array_total_w=float(pw.array_total_w[k]), rails=rails,
-            mode=MODE_NAMES[int(pw.mode[k])])
+            self.t_ns, bus_v=pw.bus_v.item(k), battery_connected=pw.battery_connected.item(k),
+            battery_a=pw.battery_a.item(k), soc=pw.soc.item(k), s_since_full=pw.s_since_full.item(k),
+            q_pack_c=pw.q_pack_c.item(k), array_total_w=pw.array_total_w.item(k), rails=rails,
+            mode=MODE_NAMES[pw.mode.item(k)])
         return {"sat": k, **reading}
 
     def read_thermal(self, k: int) -> dict[str, Any]:
         hs = self.heaters
         reading = self._sensors[k].read_thermal(self.t_ns, self.thermal.T[:, k].tolist(), [
-            {"name": name, "mode": HEATER_MODES[int(hs.mode[h, k])], "on": bool(hs.on[h, k])}
-            for h, name in enumerate(hs.names)])
+            {"name": name, "mode": HEATER_MODES[mode], "on": on}
+            for name, mode, on in zip(hs.names, hs.mode[:, k].tolist(), hs.on[:, k].tolist(), strict=True)])
         return {"sat": k, **reading}
 
     def read_sun(self, k: int) -> dict[str, Any]:
