@@ -88,7 +88,6 @@ from emulator.models.satellite import (
     RailReset,
     RailSet,
     RailShort,
-    RailStatus,
     RailTripped,
     SatelliteConfig,
     SensorChannel,
@@ -1633,14 +1632,13 @@ class ClusterModel(SpacecraftModel):
     def read_eps(self, k: int) -> dict[str, Any]:
         pw = self.power
         # member k's column of each array as Python scalars, one conversion per array (not one per element)
-        rails = list(map(RailStatus, pw.rail_names, pw.on[:, k].tolist(), pw.tripped[:, k].tolist(),
-                         pw.latched[:, k].tolist(), pw.trips[:, k].tolist(), pw.frac[:, k].tolist(),
-                         pw.i_out[:, k].tolist(), pw.v_out[:, k].tolist()))
-        reading = self._sensors[k].read_eps(
+        reading = self._sensors[k].read_eps_columns(
             self.t_ns, bus_v=pw.bus_v.item(k), battery_connected=pw.battery_connected.item(k),
             battery_a=pw.battery_a.item(k), soc=pw.soc.item(k), s_since_full=pw.s_since_full.item(k),
-            q_pack_c=pw.q_pack_c.item(k), array_total_w=pw.array_total_w.item(k), rails=rails,
-            mode=MODE_NAMES[pw.mode.item(k)])
+            q_pack_c=pw.q_pack_c.item(k), array_total_w=pw.array_total_w.item(k), names=pw.rail_names,
+            on=pw.on[:, k].tolist(), tripped=pw.tripped[:, k].tolist(), latched=pw.latched[:, k].tolist(),
+            trips=pw.trips[:, k].tolist(), frac=pw.frac[:, k].tolist(), i_out=pw.i_out[:, k].tolist(),
+            v_out=pw.v_out[:, k].tolist(), mode=MODE_NAMES[pw.mode.item(k)])
         return {"sat": k, **reading}
 
     def read_thermal(self, k: int) -> dict[str, Any]:

@@ -444,6 +444,24 @@ class SensorSuite:
         return {"bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4], "mode": mode,
                 "rails": out}
 
+    def read_eps_columns(self, t_ns: int, *, bus_v: float, battery_connected: bool, battery_a: float, soc: float,
+                         s_since_full: float, q_pack_c: float, array_total_w: float, names: Sequence[str],
+                         on: Sequence[bool], tripped: Sequence[bool], latched: Sequence[bool], trips: Sequence[int],
+                         frac: Sequence[float], i_out: Sequence[float], v_out: Sequence[float],
+                         mode: str) -> dict[str, Any]:
+        """:meth:`read_eps` with the rails given as columns (one list per field, a fleet's member's column of
+        its arrays): the same reading, without building a :class:`RailStatus` per rail."""
+        soc_est = soc + (self.gauge_offset_a * s_since_full / q_pack_c if q_pack_c > 0 else 0.0)
+        vals = [bus_v, bus_v if battery_connected else 0.0, battery_a, soc_est, array_total_w]
+        for o, f, i, u in zip(on, frac, i_out, v_out, strict=True):
+            vals.append(i if o or f > 0 else 0.0)
+            vals.append(u)
+        v = self.eps.read(t_ns, vals)
+        out = [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c, "current_a": cur, "voltage_v": vol}
+               for n, o, tr, la, c, cur, vol in zip(names, on, tripped, latched, trips, v[5::2], v[6::2], strict=True)]
+        return {"bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4], "mode": mode,
+                "rails": out}
+
     def read_thermal(self, t_ns: int, temps_k: list[float], heaters: list[dict[str, Any]]) -> dict[str, Any]:
         """The thermistors (``temps_k``: every node's temperature, K) and the heaters' states."""
         v = self.thermal.read(t_ns, [temps_k[i] - KELVIN for i in self.thermistor_idx])
