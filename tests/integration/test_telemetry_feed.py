@@ -26,6 +26,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "suncatcher-proto.toml"
 TELEMETRY = ("eps.telemetry", "thermal.telemetry", "adcs.sun", "accel.status", "sim.clock", "truth.sample")
 
+QUIET_S = 0.6
+
 
 def emulator(mode: str = "afap") -> Emulator:
     cfg = load_config(CONFIG, {"sim.mode": mode, "links.board": None, "links.control": "zmq+tcp://127.0.0.1:0"})
@@ -58,10 +60,11 @@ class Peer:
             self.got.append(msg)
 
     async def drain(self) -> Counter[str]:
-        """Everything queued now, counted by topic (and cleared)."""
+        """Everything queued now, counted by topic (and cleared): taken until the line has been quiet for
+        ``QUIET_S`` of wall time (on a loaded machine 0.2 s of quiet came before the last message)."""
         while True:
             try:
-                async with asyncio.timeout(0.2):
+                async with asyncio.timeout(QUIET_S):
                     await self.take()
             except TimeoutError:
                 break
