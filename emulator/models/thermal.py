@@ -208,22 +208,25 @@ class ImplicitOperator:
         self._zero_nodes = np.array([t4[c] for c in zero], dtype=np.intp)
         self._dt = -1.0
         self._c_dt = self.C
+        # work arrays and views of their diagonals, set up once: a refresh writes into them (no flatiter, no copy)
+        self._a = np.empty((n, n))
+        self._a_diag = self._a.reshape(-1)[::n + 1]
+        self._g_diag = g.reshape(-1)[:n * self.cols:self.cols + 1]
 
     def build(self, t_lin_k: np.ndarray, dt_s: float) -> tuple[np.ndarray, np.ndarray]:
         """``(B, d)`` for the linearisation point ``t_lin_k`` (K, per node) and step ``dt_s``."""
         if dt_s != self._dt:
             self._dt = dt_s
             self._c_dt = self.C / dt_s
-        n = self.n
         d = self._k4 * t_lin_k ** 3  # 4 k T_lin^3
         cdt = self._c_dt + d
-        A = self.L.copy()
-        A.flat[::n + 1] += cdt
+        A = self._a
+        A[...] = self.L
+        self._a_diag += cdt
         inv = np.linalg.inv(A)
-        g = self._g
-        g.flat[:n * self.cols:self.cols + 1] = cdt
-        B = inv @ g
-        B[:, -1] = inv @ self.const
+        self._g_diag[...] = cdt
+        B = inv.dot(self._g)
+        B[:, -1] = inv.dot(self.const)
         if self._zero_cols is not None:
             B[:, self._zero_cols] = inv[:, self._zero_nodes] * -0.0
         return B, d
