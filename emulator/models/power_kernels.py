@@ -108,11 +108,10 @@ def battery_current(net_w: Any, ocv_v: Any, r_ohm: Any, v_eoc: Any, i_chg_max: A
     Returns (current, shunted W, over-current): over-current means a discharge that does not fit (the terminal
     voltage would collapse, or the current exceeds the discharge limit); the caller sheds loads then
     (:func:`overcurrent_shed`), and the current returned for such a member is meaningless."""
-    i_max = (v_eoc - ocv_v) / r_ohm
-    i_max = ops.minimum(i_max, i_chg_max)
-    i_max = ops.where((i_max < 0.0) | cold, 0.0, i_max)
-    p_max = (ocv_v + i_max * r_ohm) * i_max
-    full = (net_w >= 0.0) & (net_w > p_max)
+    # the charge limit and the power it takes (p_max) inside the test: for floats ``&`` short-circuits, so a
+    # discharge step skips them (``i_max`` and ``p_max`` are read below only where ``full``); arrays compute all
+    full = (net_w >= 0.0) & (net_w > (p_max := (ocv_v + (i_max := ops.where(
+        ((i_lim := ops.minimum(i_lim := (v_eoc - ocv_v) / r_ohm, i_chg_max)) < 0.0) | cold, 0.0, i_lim)) * r_ohm) * i_max))
     disc = ocv_v * ocv_v + 4.0 * r_ohm * net_w
     root = ops.maximum(disc, 0.0)
     # the root only where it is the answer (for floats, ``where`` evaluates the branch taken only)
@@ -289,7 +288,7 @@ def rail_voltage(regulated: Any, v_nom: Any, dropout_v: Any, bus_v: Any, ops: Op
 class _Inline(ast.NodeTransformer):
     """Rewrites a kernel for floats: ``ops.where(c, a, b)`` -> ``a if c else b`` (only the branch taken is
     evaluated), ``ops.minimum(a, b)`` -> ``b if b < a else a`` (``min``'s result; ``max`` alike) when a and b are
-    names or constants, ``ops.not_(x)`` -> ``not x``, ``x & y`` / ``x | y`` -> ``x and y`` / ``x or y`` (kernels
+    names or constants (or a is ``x := e``: ``b if b < (x := e) else x``), ``ops.not_(x)`` -> ``not x``, ``x & y`` / ``x | y`` -> ``x and y`` / ``x or y`` (kernels
     combine booleans only), other ``ops.f`` -> the float function; the ``ops`` parameter goes."""
 
     def visit_Call(self, node: ast.Call) -> ast.AST:
@@ -305,6 +304,11 @@ class _Inline(ast.NodeTransformer):
         if f.attr in ("minimum", "maximum") and all(isinstance(x, ast.Name | ast.Constant) for x in a):
             op = ast.Lt() if f.attr == "minimum" else ast.Gt()
             return ast.IfExp(test=ast.Compare(left=a[1], ops=[op], comparators=[a[0]]), body=a[1], orelse=a[0])
+        if (f.attr in ("minimum", "maximum") and isinstance(a[0], ast.NamedExpr)
+                and isinstance(a[1], ast.Name | ast.Constant)):  # minimum(x := e, b) -> b if b < (x := e) else x
+            op = ast.Lt() if f.attr == "minimum" else ast.Gt()
+            return ast.IfExp(test=ast.Compare(left=a[1], ops=[op], comparators=[a[0]]), body=a[1],
+                             orelse=ast.Name(id=a[0].target.id, ctx=ast.Load()))
         return ast.Call(func=ast.Name(id=f"_ops_{f.attr}", ctx=ast.Load()), args=a, keywords=node.keywords)
 
     def visit_BinOp(self, node: ast.BinOp) -> ast.AST:
