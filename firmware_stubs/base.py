@@ -419,6 +419,11 @@ class BoardClient:
         ``repeat``: may the request be sent again after a proven loss (default: :func:`repeatable`, or any
         request when the emulator caches replies). Raises :class:`RequestLostError` when no reply will come.
         """
+        msg, fut, start, sent = await self._register_and_send(topic, payload)
+        return await self._finish(msg, fut, start, sent, check, repeat)
+
+    async def _register_and_send(self, topic: str, payload: dict[str, Any] | None
+                                 ) -> tuple[Message, asyncio.Future[Message], float, bool]:
         msg, fut = self._register(topic, payload or {})
         start = time.monotonic()
         try:
@@ -426,7 +431,7 @@ class BoardClient:
         except BaseException:
             self._pending.pop(msg.seq, None)
             raise
-        return await self._finish(msg, fut, start, sent, check, repeat)
+        return msg, fut, start, sent
 
     async def post(self, topic: str, payload: dict[str, Any] | None = None, *, check: bool = True,
                    repeat: bool | None = None) -> None:
@@ -443,13 +448,7 @@ class BoardClient:
         """
         while len(self._posted) >= MAX_POSTED:
             await self._settle_oldest()
-        msg, fut = self._register(topic, payload or {})
-        start = time.monotonic()
-        try:
-            sent = await self._send(msg)
-        except BaseException:
-            self._pending.pop(msg.seq, None)
-            raise
+        msg, fut, start, sent = await self._register_and_send(topic, payload)
         self._posted.append(_Posted(msg, fut, start, sent, check, repeat))
 
     async def _settle_oldest(self) -> None:
