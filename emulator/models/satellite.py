@@ -386,6 +386,12 @@ class RailStatus(NamedTuple):
     v_out: float
 
 
+def _eps_reading(v: list[float], rails: list[dict[str, Any]], mode: str) -> dict[str, Any]:
+    """The EPS reading's payload from the bank's read values (``v``: the five head channels first)."""
+    return {"bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4], "mode": mode,
+            "rails": rails}
+
+
 class SensorSuite:
     """What a satellite's board can measure: the EPS, thermistor and sun sensor banks, with the gauge's SoC error
     and the eclipse flag. One per single satellite and one per bound fleet member (the same banks and readings)."""
@@ -426,6 +432,13 @@ class SensorSuite:
             faults.update(b.active_faults())
         return faults
 
+    def _eps_head(self, bus_v: float, battery_connected: bool, battery_a: float, soc: float, s_since_full: float,
+                  q_pack_c: float, array_total_w: float) -> list[float]:
+        """The EPS bank's first five channels' truth: bus and battery voltage (0 when the pack is cut off),
+        current, the gauge's SoC (true SoC plus its integrated offset current since the last full charge), array."""
+        soc_est = soc + (self.gauge_offset_a * s_since_full / q_pack_c if q_pack_c > 0 else 0.0)
+        return [bus_v, bus_v if battery_connected else 0.0, battery_a, soc_est, array_total_w]
+
     def read_eps(self, t_ns: int, *, bus_v: float, battery_connected: bool, battery_a: float, soc: float,
                  s_since_full: float, q_pack_c: float, array_total_w: float, rails: Sequence[RailStatus],
                  mode: str) -> dict[str, Any]:
@@ -433,16 +446,14 @@ class SensorSuite:
         plus its integrated offset current since the last full charge), array power, and per rail its current
         (0 unless it conducted) and voltage. ``rails``: RailStatus, or anything with its attributes (a
         :class:`~emulator.models.power.PowerSystem`'s rails)."""
-        soc_est = soc + (self.gauge_offset_a * s_since_full / q_pack_c if q_pack_c > 0 else 0.0)
-        vals = [bus_v, bus_v if battery_connected else 0.0, battery_a, soc_est, array_total_w]
+        vals = self._eps_head(bus_v, battery_connected, battery_a, soc, s_since_full, q_pack_c, array_total_w)
         for r in rails:
             vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
             vals.append(r.v_out)
         v = self.eps.read(t_ns, vals)
         out = [{"name": r.name, "on": r.on, "tripped": r.tripped, "latched": r.latched, "trips": r.trips,
                 "current_a": v[5 + 2 * k], "voltage_v": v[6 + 2 * k]} for k, r in enumerate(rails)]
-        return {"bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4], "mode": mode,
-                "rails": out}
+        return _eps_reading(v, out, mode)
 
     def read_eps_columns(self, t_ns: int, *, bus_v: float, battery_connected: bool, battery_a: float, soc: float,
                          s_since_full: float, q_pack_c: float, array_total_w: float, names: Sequence[str],
@@ -451,16 +462,14 @@ class SensorSuite:
                          mode: str) -> dict[str, Any]:
         """:meth:`read_eps` with the rails given as columns (one list per field, a fleet's member's column of
         its arrays): the same reading, without building a :class:`RailStatus` per rail."""
-        soc_est = soc + (self.gauge_offset_a * s_since_full / q_pack_c if q_pack_c > 0 else 0.0)
-        vals = [bus_v, bus_v if battery_connected else 0.0, battery_a, soc_est, array_total_w]
+        vals = self._eps_head(bus_v, battery_connected, battery_a, soc, s_since_full, q_pack_c, array_total_w)
         for o, f, i, u in zip(on, frac, i_out, v_out, strict=True):
             vals.append(i if o or f > 0 else 0.0)
             vals.append(u)
         v = self.eps.read(t_ns, vals)
         out = [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c, "current_a": cur, "voltage_v": vol}
                for n, o, tr, la, c, cur, vol in zip(names, on, tripped, latched, trips, v[5::2], v[6::2], strict=True)]
-        return {"bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4], "mode": mode,
-                "rails": out}
+        return _eps_reading(v, out, mode)
 
     def read_thermal(self, t_ns: int, temps_k: list[float], heaters: list[dict[str, Any]]) -> dict[str, Any]:
         """The thermistors (``temps_k``: every node's temperature, K) and the heaters' states."""
