@@ -7,7 +7,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import enum
+
 import msgpack
+import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -15,7 +18,7 @@ from hypothesis import strategies as st
 import emulator.errors as errors_module
 from emulator.errors import CodecError, EmulatorError
 from emulator.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Message, decode_message, encode_message
-from emulator.protocol.codec import MAX_PAYLOAD_DEPTH
+from emulator.protocol.codec import MAX_PAYLOAD_DEPTH, encode_envelope
 from emulator.protocol.system import Reply
 
 INT64_MIN = -(1 << 63)
@@ -24,6 +27,18 @@ TOPIC_MAX_CHARS = 128  #: longest topic / src the envelope accepts
 #: a refusal message is read by people and echoed on the wire: it must stay short whatever the input
 ERROR_MESSAGE_MAX_CHARS = 400
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
+
+class _Mode(enum.StrEnum):
+    SAFE = "safe"
+
+
+class _Level(enum.IntEnum):
+    HIGH = 3
+
+
+class _Float(float):
+    pass
+
 
 # -- strategies ------------------------------------------------------------------------------------
 
@@ -96,6 +111,53 @@ def test_floats_travel_bit_exact(x: float) -> None:
     assert msgpack.packb(back) == msgpack.packb(x)  # covers nan and the sign of -0.0
     if not math.isnan(x):
         assert back == x
+
+
+#: what a payload may hold beyond the wire's primitives: tuples, uint64, str/int enum members
+wide_primitives = primitives | st.integers(INT64_MAX, (1 << 64) - 1) | st.sampled_from([_Mode.SAFE, _Level.HIGH])
+wide_values = st.recursive(
+    wide_primitives,
+    lambda inner: (st.lists(inner, max_size=5) | st.lists(inner, max_size=5).map(tuple)
+                   | st.dictionaries(st.text(max_size=12), inner, max_size=5)),
+    max_leaves=25,
+)
+
+
+@given(st.dictionaries(st.text(max_size=16), wide_values, max_size=8), st.integers(0, INT64_MAX))
+def test_encoder_writes_msgpacks_bytes(payload: dict[str, Any], seq: int) -> None:
+    """The fast encoder (ormsgpack) writes exactly what msgpack writes, so recordings and peers see no change."""
+    env = {"topic": "eps.telemetry", "v": PROTOCOL_VERSION, "seq": seq, "t_ns": 5, "src": "emulator",
+           "payload": payload}
+    assert encode_envelope("eps.telemetry", payload, seq, 5, "emulator") == pack(env)
+
+
+@pytest.mark.parametrize("odd", [np.float64(1.5), np.int32(-3), np.bool_(True), _Float(2.5), {1: 2}, 1 << 64,
+                                 -(1 << 63) - 1, bytearray(b"x"), memoryview(b"y")],
+                         ids=["np.float64", "np.int32", "np.bool_", "float subclass", "int key", "2**64",
+                              "below int64", "bytearray", "memoryview"])
+def test_encoder_falls_back_to_msgpack_for_what_ormsgpack_refuses(odd: Any) -> None:
+    """Values ormsgpack refuses are packed by msgpack (same bytes) or refused by it with a CodecError."""
+    try:
+        want: bytes | None = msgpack.Packer(use_bin_type=True).pack(
+            {"topic": "t", "v": PROTOCOL_VERSION, "seq": 0, "t_ns": 0, "src": "", "payload": {"x": odd}})
+    except (TypeError, ValueError, OverflowError):
+        want = None
+    if want is None:
+        with pytest.raises(CodecError, match="cannot encode 't'") as err:
+            encode_envelope("t", {"x": odd}, 0, 0, "")
+        assert err.value.field == "payload"
+    else:
+        assert encode_envelope("t", {"x": odd}, 0, 0, "") == want
+
+
+def test_deep_payload_beyond_ormsgpacks_depth_is_packed_by_msgpack() -> None:
+    deep: list[Any] = []
+    inner = deep
+    for _ in range(300):
+        inner.append([])
+        inner = inner[0]
+    assert encode_envelope("t", {"d": deep}, 0, 0, "") == pack(
+        {"topic": "t", "v": PROTOCOL_VERSION, "seq": 0, "t_ns": 0, "src": "", "payload": {"d": deep}})
 
 
 @pytest.mark.parametrize("value", [INT64_MIN, -1, 0, 127, 128, 2**32, INT64_MAX])
