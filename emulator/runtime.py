@@ -74,6 +74,12 @@ class _Scheduled:
     #: the links subscribed to it and the links with feeds (recomputed when subscriptions change, as ``wanted``)
     links: tuple[Any, ...] = ()
     feeders: tuple[Any, ...] = ()
+    #: (links, feeders) as one tuple, what :meth:`Emulator._publish` takes
+    targets: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
+
+    def __post_init__(self) -> None:
+        self.topic = self.telemetry.spec.topic
+        self.sample = self.telemetry.sample
 
 
 @dataclass
@@ -664,23 +670,26 @@ class Emulator:
                     item.due_ns += -(-(now - item.due_ns) // item.period_ns) * item.period_ns
                 item.wanted = wanted
                 item.feed_only = wanted and not self._wanted(item.telemetry.spec.topic, item.planes, feeds=False)
-                item.links, item.feeders = self._targets(item.telemetry.spec.topic, item.planes)
+                item.links, item.feeders = item.targets = self._targets(item.telemetry.spec.topic, item.planes)
         # topics nobody wants are not sampled and do not set the next wake-up (the loop then runs long batches)
         next_due = _NEVER
+        publish = self._publish
         for item in self._schedule:
             if not item.wanted:
                 continue
-            if force or now >= item.due_ns:
-                item.due_ns += item.period_ns
-                if item.due_ns <= now:  # after a pause or a slow step: no burst of catch-up samples
-                    item.due_ns = now + item.period_ns
-                if not item.feed_only or self._feed_due(item.telemetry.spec.topic, item.planes):
+            due = item.due_ns
+            if force or now >= due:
+                due += item.period_ns
+                if due <= now:  # after a pause or a slow step: no burst of catch-up samples
+                    due = now + item.period_ns
+                item.due_ns = due
+                if not item.feed_only or self._feed_due(item.topic, item.planes):
                     item.unfed = False
-                    self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes,
-                                  targets=(item.links, item.feeders))
+                    publish(item.topic, item.sample(), item.planes, targets=item.targets, t_ns=now)
                 else:
                     item.unfed = True
-            next_due = min(next_due, item.due_ns)
+            if due < next_due:
+                next_due = due
         self._next_due_ns = next_due
 
     def _before_yield(self) -> None:
@@ -757,11 +766,14 @@ class Emulator:
                 tuple(ln for ln in links if ln is not None and ln.feeds))
 
     def _publish(self, topic: str, payload: dict[str, Any], planes: tuple[Plane, ...], *,
-                 event: bool = False, targets: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None) -> None:
+                 event: bool = False, targets: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None,
+                 t_ns: int | None = None) -> None:
         """Stamp, record and publish a message (encoded once for every plane and the recorder); ``event``: not
-        periodic telemetry (no link drops it for budget); ``targets``: :meth:`_targets` of it, if known."""
+        periodic telemetry (no link drops it for budget); ``targets``: :meth:`_targets` of it, if known; ``t_ns``:
+        the sim time now, if known."""
         self._seq += 1
-        t_ns = self.clock.now_ns()
+        if t_ns is None:
+            t_ns = self.clock.now_ns()
         self.stats.published += 1
         self._unflushed = True
         data = encode_envelope(topic, payload, self._seq, t_ns, SRC)
