@@ -16,6 +16,7 @@ from typing import Any
 
 from emulator.clock import NS_PER_S, parse_duration_s
 from emulator.errors import EmulatorError
+from emulator.launch import board_env
 from emulator.shipped import DEFAULT_SATELLITE
 from emulator.terminal import (
     add_truth_sampler,
@@ -253,7 +254,7 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
             board_cmd = f"{shlex.quote(sys.executable)} {board_cmd.split(' ', 1)[1]}"
         print(f"flatsat demo: {cfg.name}, {plural(args.orbits, 'orbit')} ({fmt_hms(duration_s)} of sim time), "
               f"board: {board_cmd}", file=sys.stderr)
-        proc = await asyncio.create_subprocess_exec(*shlex.split(board_cmd))
+        proc = await asyncio.create_subprocess_exec(*shlex.split(board_cmd), env=board_env())
         # the board takes a moment to start and say hello (the clock waits for it): meanwhile, the plot's imports,
         # which would otherwise come after the run
         from emulator.plotting import preload

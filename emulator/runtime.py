@@ -688,8 +688,7 @@ class Emulator:
                     publish(item.topic, item.sample(), item.planes, targets=item.targets, t_ns=now)
                 else:
                     item.unfed = True
-            if due < next_due:
-                next_due = due
+            next_due = min(next_due, due)
         self._next_due_ns = next_due
 
     def _before_yield(self) -> None:

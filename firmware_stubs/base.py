@@ -39,6 +39,7 @@ from emulator.errors import (
     TransportError,
     TransportTimeoutError,
 )
+from emulator.launch import parent_pid, watch_process
 from emulator.protocol.envelope import PROTOCOL_VERSION, Message
 
 log = logging.getLogger("flatsat.board")
@@ -890,7 +891,9 @@ def policy_from(args: argparse.Namespace) -> RetryPolicy:
 
 def run_until_signalled(main: Awaitable[Any]) -> Any:
     """``asyncio.run(main)``, where SIGTERM (the HIL runner's stop) and SIGINT end it like its own end: the
-    coroutine is cancelled, its cleanup runs, and None is returned instead of raising."""
+    coroutine is cancelled, its cleanup runs, and None is returned instead of raising. A board started by flatsat
+    (``flatsat demo``/``test``: :data:`emulator.launch.PARENT_PID_ENV` set) ends the same way when that flatsat
+    process ends, so a killed flatsat leaves no board retrying behind it."""
 
     async def runner() -> Any:
         task = asyncio.ensure_future(main)
@@ -899,11 +902,20 @@ def run_until_signalled(main: Awaitable[Any]) -> Any:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):  # not on Windows' proactor loop
                 loop.add_signal_handler(sig, signalled.set)
+        unwatch: Callable[[], None] = lambda: None
+        if (flatsat_pid := parent_pid()) is not None:
+
+            def flatsat_gone() -> None:
+                log.warning("flatsat (pid %d), which started this board, has ended: stopping", flatsat_pid)
+                signalled.set()
+
+            unwatch = watch_process(flatsat_pid, flatsat_gone)
         stop = asyncio.ensure_future(signalled.wait())
         try:
             await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
+            unwatch()
         # Cancelled again until it ends: on Python < 3.12 a wait_for that finishes in the same loop turn as the
         # cancel swallows it, and a board that then sees its link gone would go on reconnecting until SIGKILL.
         while not task.done():

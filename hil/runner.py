@@ -59,6 +59,7 @@ from emulator.clock import NS_PER_S, WallSource
 from emulator.config import RUN_TABLES, origins, split_run
 from emulator.dotted import apply_overrides
 from emulator.errors import CommandError, ConfigError, EmulatorError, TransportError
+from emulator.launch import board_env
 from emulator.models.base import SpacecraftModel
 from emulator.plotting import PANELS
 from emulator.protocol.catalogue import Plane
@@ -230,7 +231,7 @@ class BoardProcess:
         try:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL, stdout=self._log, stderr=asyncio.subprocess.STDOUT,
-                start_new_session=True, pass_fds=() if self.pass_fd is None else (self.pass_fd,))
+                start_new_session=True, pass_fds=() if self.pass_fd is None else (self.pass_fd,), env=board_env())
         except OSError as exc:
             raise ConfigError(f"cannot start board command {self.cmd!r}: {exc}", field="board") from None
         self.starts += 1

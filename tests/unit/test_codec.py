@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from pathlib import Path
 from typing import Any
-
-import enum
 
 import msgpack
 import numpy as np
