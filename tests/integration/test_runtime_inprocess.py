@@ -285,3 +285,23 @@ async def test_a_timed_observer_sees_the_step_ends_a_per_step_one_picks_and_lets
     assert timed_seen == per_step and len(per_step) >= 1000 / (every_s + 1)
     assert steps_a == steps_b == 1000
     assert batches_a == 0 and batches_b > 0  # one step per loop turn with a per-step observer, batches without
+
+
+@pytest.mark.parametrize(("mode", "built_at_start"), [("realtime", 1), ("scaled", 1), ("afap", 0), ("lockstep", 0)])
+async def test_a_paced_run_builds_the_fault_schemas_before_its_first_tick(
+        monkeypatch: pytest.MonkeyPatch, mode: str, built_at_start: int) -> None:
+    """fault.list's schemas take pydantic 10-70 ms: a paced run with a control plane builds them as it starts
+    (not in the middle of its ticks when a console connects); a fast-forward run leaves them for the first ask."""
+    from toy_model import Brownout
+
+    built = []
+    schema = Brownout.model_json_schema
+    monkeypatch.setattr(Brownout, "model_json_schema", classmethod(lambda cls, *a, **k: built.append(1) or
+                                                                   schema(*a, **k)))
+    run = RunConfig(sim=SimConfig(step_s=1.0, mode=mode, speed=2.0 if mode == "scaled" else 1.0))
+    emu = Emulator(Lamp(), run, wall=VirtualWall(), board_url=None, control_url="zmq+tcp://127.0.0.1:0",
+                   record_path=None)
+    async with emu:
+        assert len(built) == built_at_start
+        assert [f["name"] for f in emu.fault_list()] == ["lamp.brownout"]
+        assert len(built) == 1
