@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from pathlib import Path
 from urllib.parse import quote
@@ -241,3 +242,30 @@ async def test_a_board_process_that_restarts_is_served_without_restarting_the_em
             with pytest.raises(asyncio.CancelledError):
                 await serving
         assert len(peers) == 2 and peers[0] != peers[1]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
+def test_io_threads_do_not_preempt_the_simulation() -> None:
+    """libzmq's I/O threads of a fresh Context are moved to SCHED_BATCH (no wake-up preemption of the loop's
+    thread); the thread that called keeps its class."""
+    import os
+
+    from emulator.transports.zmq import batch_io_threads
+
+    def io_threads() -> dict[int, int]:
+        found = {}
+        for tid in os.listdir("/proc/self/task"):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/self/task/{tid}/comm").read_text().startswith("ZMQbg/IO/"):
+                    found[int(tid)] = os.sched_getscheduler(int(tid))
+        return found
+
+    before = io_threads()
+    ctx = zmq.Context()
+    try:
+        assert batch_io_threads(ctx) >= 1
+        new = {tid: cls for tid, cls in io_threads().items() if tid not in before}
+        assert new and set(new.values()) == {os.SCHED_BATCH}
+        assert os.sched_getscheduler(0) == os.SCHED_OTHER
+    finally:
+        ctx.term()
