@@ -118,7 +118,8 @@ def shared_context() -> zmq.asyncio.Context:
 
 
 def batch_io_threads(ctx: zmq.Context[Any]) -> int:
-    """Put ``ctx``'s I/O threads in Linux's SCHED_BATCH class; returns how many (0 where there is no such class).
+    """Put ``ctx``'s threads (and any other libzmq threads of this process) in Linux's SCHED_BATCH class; returns
+    how many (0 where there is no such class).
 
     Every send wakes libzmq's I/O thread, and a thread woken from sleep preempts the one running on its CPU: in
     a fast-forward run the simulation's own sends took its CPU away thousands of times a second (main-thread
@@ -129,14 +130,17 @@ def batch_io_threads(ctx: zmq.Context[Any]) -> int:
     """
     if not hasattr(os, "SCHED_BATCH") or not os.path.isdir("/proc/self/task"):
         return 0
-    ctx.socket(zmq.PUB).close(linger=0)  # a Context starts its I/O threads with its first socket
+    before = set(os.listdir("/proc/self/task"))
+    # a Context starts its threads (an I/O thread, the reaper) with its first socket; they name themselves a moment
+    # later, so the new ones are told by their ids, an older Context's by their names
+    ctx.socket(zmq.PUB).close(linger=0)
     moved = 0
     for tid in os.listdir("/proc/self/task"):
         try:
-            name = Path(f"/proc/self/task/{tid}/comm").read_text().strip()
-            if name.startswith("ZMQbg/IO/"):
-                os.sched_setscheduler(int(tid), os.SCHED_BATCH, os.sched_param(0))
-                moved += 1
+            if tid in before and not Path(f"/proc/self/task/{tid}/comm").read_text().startswith("ZMQbg/"):
+                continue
+            os.sched_setscheduler(int(tid), os.SCHED_BATCH, os.sched_param(0))
+            moved += 1
         except (OSError, ValueError):  # the thread ended, or the kernel refused: keep the default class
             continue
     return moved

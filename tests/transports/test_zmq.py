@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sys
+import time
 from pathlib import Path
 from urllib.parse import quote
 
@@ -246,8 +247,8 @@ async def test_a_board_process_that_restarts_is_served_without_restarting_the_em
 
 @pytest.mark.skipif(not hasattr(__import__("os"), "SCHED_BATCH"), reason="SCHED_BATCH is Linux's")
 def test_io_threads_do_not_preempt_the_simulation() -> None:
-    """libzmq's I/O threads of a fresh Context are moved to SCHED_BATCH (no wake-up preemption of the loop's
-    thread); the thread that called keeps its class."""
+    """libzmq's threads of a fresh Context are moved to SCHED_BATCH (no wake-up preemption of the loop's thread);
+    the thread that called keeps its class."""
     import os
 
     from emulator.transports.zmq import batch_io_threads
@@ -264,7 +265,12 @@ def test_io_threads_do_not_preempt_the_simulation() -> None:
     ctx = zmq.Context()
     try:
         assert batch_io_threads(ctx) >= 1
-        new = {tid: cls for tid, cls in io_threads().items() if tid not in before}
+        new: dict[int, int] = {}
+        for _ in range(1000):  # libzmq's threads name themselves a moment after they start
+            new = {tid: cls for tid, cls in io_threads().items() if tid not in before}
+            if len(new) >= 2:  # the I/O thread and the reaper
+                break
+            time.sleep(0.001)
         assert new and set(new.values()) == {os.SCHED_BATCH}
         assert os.sched_getscheduler(0) == os.SCHED_OTHER
     finally:
