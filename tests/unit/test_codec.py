@@ -16,8 +16,15 @@ from hypothesis import strategies as st
 
 import emulator.errors as errors_module
 from emulator.errors import CodecError, EmulatorError
-from emulator.protocol import MAX_MESSAGE_BYTES, PROTOCOL_VERSION, Message, decode_message, encode_message
-from emulator.protocol.codec import MAX_PAYLOAD_DEPTH, encode_envelope
+from emulator.protocol import (
+    MAX_MESSAGE_BYTES,
+    PROTOCOL_VERSION,
+    Message,
+    codec,
+    decode_message,
+    encode_message,
+)
+from emulator.protocol.codec import MAX_PAYLOAD_DEPTH, MAX_REQUEST_CONTAINERS, encode_envelope
 from emulator.protocol.system import Reply
 
 INT64_MIN = -(1 << 63)
@@ -157,6 +164,63 @@ def test_deep_payload_beyond_ormsgpacks_depth_is_packed_by_msgpack() -> None:
         inner = inner[0]
     assert encode_envelope("t", {"d": deep}, 0, 0, "") == pack(
         {"topic": "t", "v": PROTOCOL_VERSION, "seq": 0, "t_ns": 0, "src": "", "payload": {"d": deep}})
+
+
+def _outcome(data: bytes, **kw: Any) -> tuple[str, Any]:
+    try:
+        return "ok", decode_message(data, **kw)
+    except CodecError as exc:
+        return "error", (exc.field, str(exc))
+
+
+def _both_paths(data: bytes, **kw: Any) -> tuple[tuple[str, Any], tuple[str, Any]]:
+    """decode_message's outcome with the fast decoder, and with msgpack alone."""
+    fast = _outcome(data, **kw)
+    saved = codec.FAST_DECODE_MAX_BYTES
+    codec.FAST_DECODE_MAX_BYTES = -1
+    try:
+        slow = _outcome(data, **kw)
+    finally:
+        codec.FAST_DECODE_MAX_BYTES = saved
+    return fast, slow
+
+
+def _same(fast: tuple[str, Any], slow: tuple[str, Any]) -> bool:
+    if fast[0] != slow[0]:
+        return False
+    if fast[0] == "error":
+        return fast == slow
+    return encode_message(fast[1]) == encode_message(slow[1])  # nan-safe equality
+
+
+@given(messages, st.binary(max_size=8), st.integers(0, 64), st.booleans())
+def test_fast_decoder_agrees_with_msgpack(msg: Message, tail: bytes, cut: int, containers: bool) -> None:
+    """For encoded messages, truncated ones and ones with bytes appended, the fast decoder and msgpack alone give
+    the same message or the same error (field and words)."""
+    data = encode_message(msg)
+    kw: dict[str, Any] = {"max_containers": MAX_REQUEST_CONTAINERS} if containers else {}
+    for variant in (data, data + tail, data[: max(0, len(data) - cut)]):
+        fast, slow = _both_paths(variant, **kw)
+        assert _same(fast, slow), (variant, fast, slow)
+
+
+@given(st.binary(max_size=300))
+def test_fast_decoder_agrees_with_msgpack_on_any_bytes(data: bytes) -> None:
+    fast, slow = _both_paths(data)
+    assert _same(fast, slow)
+
+
+@pytest.mark.parametrize("data", [
+    pack(valid_envelope()) + b"\x00",  # trailing byte: msgpack's ExtraData
+    pack(valid_envelope(payload={"x": 1.5})).replace(b"\xcb\x3f\xf8" + b"\x00" * 6, b"\xca\x3f\xc0\x00\x00"),  # float32
+    pack(valid_envelope(payload={b"k": 1})),  # a bin map key
+    pack(valid_envelope(payload={"t": msgpack.ExtType(1, b"x")})),  # an ext
+    pack(valid_envelope(seq=5)).replace(b"\xa3seq\x05", b"\xa3seq\xd3" + (5).to_bytes(8, "big")),  # int64 for 5
+], ids=["trailing byte", "float32", "bin key", "ext", "wide int"])
+def test_what_ormsgpack_would_read_otherwise_goes_to_msgpack(data: bytes) -> None:
+    assert data != pack(valid_envelope()) and codec.canonical_decode(data) is None
+    fast, slow = _both_paths(data)
+    assert _same(fast, slow), (fast, slow)
 
 
 @pytest.mark.parametrize("value", [INT64_MIN, -1, 0, 127, 128, 2**32, INT64_MAX])
