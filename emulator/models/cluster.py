@@ -553,6 +553,8 @@ class PowerArrays:
         self.soc_pts = np.array([p[0] for p in b.ocv_table])
         self.v_pts = np.array([p[1] for p in b.ocv_table])
         self.cum_ocv = np.array(pk.cumulative_ocv(self.soc_pts.tolist(), self.v_pts.tolist()))
+        # the table as segments (pk.ocv_segments): bounds, s0, v0, slope (a tuple: constants, not member state)
+        self._ocv = tuple(np.array(t) for t in pk.ocv_segments(self.soc_pts.tolist(), self.v_pts.tolist()))
         self.r25 = np.asarray(cell_r_ohm, float)
         self.r_b = b.r_activation_k
         self.eoc_cell = b.end_of_charge_v_cell
@@ -631,19 +633,18 @@ class PowerArrays:
 
     # -- battery ------------------------------------------------------------------------------------------------
     def _update_pack(self) -> None:
-        alive = self.np_alive
-        self.connected_groups = np.sum(alive > 0, axis=0)
-        big = np.iinfo(np.int64).max
-        self.np_min = np.where(alive < 0, big, alive).min(axis=0)
-        self.np_min = np.where(self.np_min == big, 0, self.np_min)
-        self.q_pack_c = self.cell_q_c * self.np_min
-        with np.errstate(divide="ignore"):
-            self.r_sum_inv = np.sum(np.where(alive > 0, 1.0 / np.maximum(alive, 1), 0.0), axis=0)
-        self.i_chg_max, self.i_dis_max, self.v_eoc = pk.pack_limits(
-            self.q_pack_c, self.max_charge_c, self.max_discharge_c, self.eoc_cell, self.connected_groups)
+        (self.connected_groups, self.np_min, self.q_pack_c, self.r_sum_inv, self.i_chg_max, self.i_dis_max,
+         self.v_eoc) = pk.pack_makeup(self.np_alive, self.cell_q_c, self.max_charge_c, self.max_discharge_c,
+                                      self.eoc_cell, ARRAY)
+
+    def _cell_ocv(self, soc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(segment, cell OCV) of each member's ``soc`` on the OCV table (pk.ocv_segment, pk.cell_ocv)."""
+        bounds, s0, v0, slope = self._ocv
+        j = pk.ocv_segment(soc, bounds, ARRAY)
+        return j, pk.cell_ocv(soc, s0[j], v0[j], slope[j])
 
     def pack_ocv(self, soc: np.ndarray) -> np.ndarray:
-        return np.interp(soc, self.soc_pts, self.v_pts) * self.connected_groups
+        return self._cell_ocv(soc)[1] * self.connected_groups
 
     def pack_r(self, temp_degc: np.ndarray) -> np.ndarray:
         return pk.pack_resistance(self.r25, self.r_b, temp_degc, self.r_sum_inv, ARRAY)
@@ -816,7 +817,8 @@ class PowerArrays:
         rr = self.pack_r(battery_temp_degc)
         cold = battery_temp_degc < self.chg_min_t
         q = np.where(self.q_pack_c > 0, self.q_pack_c, 1.0)
-        ocv = self.pack_ocv(soc0)
+        seg0, c0 = self._cell_ocv(soc0)
+        ocv = c0 * self.connected_groups
         everyone = np.ones(len(soc0), dtype=bool)
         i, shunt, p_loads_in, _ = self._solve_and_shed(everyone, p_avail, p_loads_in, ocv, rr, cold)
         # the next pass takes the mean OCV over the step (the mid-SoC OCV on one segment of the table, its integral
@@ -824,7 +826,7 @@ class PowerArrays:
         # PowerSystem.step; every shed removes a rail, so this ends)
         todo = i != 0.0
         while _nonzero(todo):
-            ocv = np.where(todo, self._mean_ocv(soc0, i, dt_s, q), ocv)
+            ocv = np.where(todo, self._mean_ocv(soc0, seg0, i, dt_s, q), ocv)
             i2, shunt2, p_loads_in, shed = self._solve_and_shed(todo, p_avail, p_loads_in, ocv, rr, cold)
             i = np.where(todo, i2, i)
             shunt = np.where(todo, shunt2, shunt)
@@ -841,13 +843,12 @@ class PowerArrays:
         if self._all_connected:
             self.soc = soc
             self.ocv_v, self.battery_r_ohm, self.battery_a = ocv, rr, i
-            self.battery_loss_j += loss
         else:
             self.soc = np.where(conn, soc, soc0)
             self.ocv_v = np.where(conn, ocv, self.ocv_v)
             self.battery_r_ohm = np.where(conn, rr, self.battery_r_ohm)
             self.battery_a = np.where(conn, i, self.battery_a)
-            self.battery_loss_j += np.where(conn, loss, 0.0)
+            loss = np.where(conn, loss, 0.0)
             disc = ~conn
             bus_o, shunt_o, brown_o, dead = pk.open_pack_step(p_avail, p_loads_in, p_arr, self.eoc_cell,
                                                               self.connected_groups, ARRAY)
@@ -862,12 +863,10 @@ class PowerArrays:
             self.mode = np.where(dead, OFF, self.mode)
             self._bounds = None
         self.bus_v = bus
-        self.shunt_j += shunt * dt_s
+        self.battery_loss_j, self.shunt_j = pk.battery_ledger_step(self.battery_loss_j, self.shunt_j, loss, shunt, dt_s)
         if _nonzero(brown < 1.0):
-            self.p_out = self.p_out * brown
-            self.p_in = self.p_in * brown
-            self.frac = self.frac * brown
-            self.heat_w = self.heat_w * brown
+            self.p_out, self.p_in, self.frac, self.heat_w = pk.brown_out(self.p_out, self.p_in, self.frac, self.heat_w,
+                                                                         brown)
         # 4. ledger
         e_out = self.p_out.sum(axis=0)
         e_in = self.p_in.sum(axis=0)
@@ -893,17 +892,21 @@ class PowerArrays:
             self._bounds = None
         self._set_rail_outputs()
 
-    def _mean_ocv(self, soc0: np.ndarray, i: np.ndarray, dt_s: float, q: np.ndarray) -> np.ndarray:
-        """Pack OCV averaged over the SoC a step at current ``i`` sweeps (exact on a piecewise-linear table)."""
-        ocv = self.pack_ocv(pk.mid_step_soc(soc0, i, dt_s, q, ARRAY))
+    def _mean_ocv(self, soc0: np.ndarray, seg0: np.ndarray, i: np.ndarray, dt_s: float, q: np.ndarray) -> np.ndarray:
+        """Pack OCV averaged over the SoC a step at current ``i`` sweeps from ``soc0`` (in table segment ``seg0``):
+        exact on a piecewise-linear table."""
+        mid = pk.mid_step_soc(soc0, i, dt_s, q, ARRAY)
+        if self._all_connected:
+            ocv = self.pack_ocv(mid)
+        else:
+            with np.errstate(invalid="ignore"):  # a disconnected pack's current (R = 0) is meaningless, unused
+                ocv = self.pack_ocv(mid)
         end = soc0 + i * dt_s / q
-        s = self.soc_pts
-        cross = ((np.searchsorted(s, soc0, side="right") != np.searchsorted(s, end, side="right"))
-                 & (end >= 0.0) & (end <= 1.0) & (soc0 <= 1.0))
+        cross = pk.crosses_breakpoint(soc0, end, seg0, pk.ocv_segment(end, self._ocv[0], ARRAY))
         if _nonzero(cross):
             with np.errstate(divide="ignore", invalid="ignore"):
-                mean = ((self._cell_energy(end) - self._cell_energy(soc0)) / (end - soc0)) * self.connected_groups
-            ocv = np.where(cross, mean, ocv)
+                mean = pk.mean_ocv_between(self._cell_energy(soc0), self._cell_energy(end), soc0, end)
+                ocv = np.where(cross, mean * self.connected_groups, ocv)
         return ocv
 
     def _cell_energy(self, soc: np.ndarray) -> np.ndarray:

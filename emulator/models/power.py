@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from bisect import bisect_right
 from operator import itemgetter
 from typing import Literal
 
@@ -51,6 +50,12 @@ _mid_step_soc = _F.mid_step_soc
 _ledger_step = _F.ledger_step
 _battery_step_end = _F.battery_step_end
 _open_pack_step = _F.open_pack_step
+_ocv_segment = _F.ocv_segment
+_cell_ocv = _F.cell_ocv
+_crosses_breakpoint = _F.crosses_breakpoint
+_mean_ocv_between = _F.mean_ocv_between
+_battery_ledger_step = _F.battery_ledger_step
+_brown_out = _F.brown_out
 #: steps between two looks for rails whose outputs have settled (a cost knob only: results do not depend on it)
 QUIET_PROBE_STEPS = 16
 
@@ -437,9 +442,9 @@ class PowerSystem:
         self.cell_q_c = b.cell_capacity_ah * 3600.0
         self._soc_pts = [p[0] for p in b.ocv_table]
         self._v_pts = [p[1] for p in b.ocv_table]
-        # OCV-table segment of the last lookup: (soc0, soc1, v0, v1 - v0, soc1 - soc0)
-        self._seg = (self._soc_pts[0], self._soc_pts[1], self._v_pts[0], self._v_pts[1] - self._v_pts[0],
-                     self._soc_pts[1] - self._soc_pts[0])
+        # the OCV table as segments (pk.ocv_segments), and the segment of the last lookup: (j, lo, hi, s0, v0, slope)
+        self._ocv_bounds, self._ocv_s0, self._ocv_v0, self._ocv_slope = pk.ocv_segments(self._soc_pts, self._v_pts)
+        self._seg = self._segment(self._soc_pts[0])
         # cumulative integral of cell OCV over soc at the breakpoints (exact for a piecewise-linear table)
         self._cum_ocv = pk.cumulative_ocv(self._soc_pts, self._v_pts)
         self.r25 = b.cell_r_ohm
@@ -504,30 +509,27 @@ class PowerSystem:
 
     # -- battery helpers ------------------------------------------------------------------------------------
     def _update_pack(self) -> None:
-        alive = [n for n in self.np_alive if n > 0]
-        self.connected_groups = len(alive)
-        self.np_min = min(self.np_alive) if self.np_alive else 0
-        # series groups carry one current; the weakest group bounds the usable charge (balanced pack)
-        self.q_pack_c = self.cell_q_c * self.np_min
-        self.r_sum_inv = sum(1.0 / n for n in alive)  # pack R = R_cell * sum(1/np_g)
         b = self.config.battery
-        self.i_chg_max, self.i_dis_max, self.v_eoc = pk.pack_limits(
-            self.q_pack_c, b.max_charge_c, b.max_discharge_c, b.end_of_charge_v_cell, self.connected_groups)
+        (self.connected_groups, self.np_min, self.q_pack_c, self.r_sum_inv, self.i_chg_max, self.i_dis_max,
+         self.v_eoc) = pk.pack_makeup(self.np_alive, self.cell_q_c, b.max_charge_c, b.max_discharge_c,
+                                      b.end_of_charge_v_cell, pk.SCALAR)
         # everything step() needs of the pack, in one tuple (one attribute load on the hot path)
         self._pack = (self.r25, self.r_b, self.r_sum_inv, self.q_pack_c, self.v_eoc, self.i_chg_max, self.i_dis_max,
                       self.chg_min_t, self.connected_groups)
 
+    def _segment(self, soc: float) -> tuple[int, float, float, float, float, float]:
+        """The OCV-table segment holding ``soc`` (pk.ocv_segment): (j, lo, hi, s0, v0, slope), remembered (the SoC
+        moves slowly: the next lookup is usually in the same segment, ``lo <= soc < hi``, and needs no search)."""
+        j = _ocv_segment(soc, self._ocv_bounds)
+        b = self._ocv_bounds
+        self._seg = seg = (j, b[j - 1], b[j], self._ocv_s0[j], self._ocv_v0[j], self._ocv_slope[j])
+        return seg
+
     def cell_ocv(self, soc: float) -> float:
-        s, v = self._soc_pts, self._v_pts
-        if soc <= 0.0:
-            return v[0]
-        if soc >= 1.0:
-            return v[-1]
-        s0, s1, v0, dv, ds = self._seg
-        if not s0 <= soc < s1:  # the SoC moves slowly: usually the segment of the last lookup
-            i = bisect_right(s, soc)
-            self._seg = s0, s1, v0, dv, ds = (s[i - 1], s[i], v[i - 1], v[i] - v[i - 1], s[i] - s[i - 1])
-        return v0 + dv * (soc - s0) / ds
+        _, lo, hi, s0, v0, slope = self._seg
+        if not lo <= soc < hi:
+            _, lo, hi, s0, v0, slope = self._segment(soc)
+        return _F.cell_ocv(soc, s0, v0, slope)
 
     def pack_ocv(self, soc: float) -> float:
         return self.cell_ocv(soc) * self.connected_groups
@@ -830,11 +832,11 @@ class PowerSystem:
         if self.battery_connected:
             r25, r_b, r_sum_inv, q, v_eoc, i_chg_max, i_dis_max, chg_min_t, groups = self._pack
             soc0 = self.soc
-            s0, s1, v0, dv, w = self._seg
-            if s0 <= soc0 < s1:
-                ocv = (v0 + dv * (soc0 - s0) / w) * groups
-            else:
-                ocv = self.cell_ocv(soc0) * groups
+            j0, lo, hi, s0, v0, slope = self._seg
+            if not lo <= soc0 < hi:  # not the segment of the last lookup (pk.ocv_segment)
+                j0, lo, hi, s0, v0, slope = self._segment(soc0)
+            c = _cell_ocv(soc0, s0, v0, slope)
+            ocv = c * groups
             rr = _pack_resistance(r25, r_b, battery_temp_degc, r_sum_inv)
             cold = battery_temp_degc < chg_min_t
             net = p_avail - p_loads_in
@@ -858,18 +860,21 @@ class PowerSystem:
                     break
                 final = True
                 end = soc0 + i * dt_s / q
-                s0, s1, v0, dv, w = self._seg
-                if not (s0 <= soc0 <= s1 and s0 <= end <= s1) and 0.0 <= end <= 1.0:
+                # the segment of the step's end: soc0's (lo <= end < hi) or another (pk.ocv_segment)
+                j1 = j0 if lo <= end < hi else _ocv_segment(end, self._ocv_bounds)
+                cross = _crosses_breakpoint(soc0, end, j0, j1)
+                if cross:
                     # the step crosses an OCV-table breakpoint: the mid-SoC OCV is no longer the mean; take the
                     # mean of the piecewise-linear OCV over the step from its integral
-                    ocv = ((self._cell_energy_per_c(end) - self._cell_energy_per_c(soc0)) / (end - soc0)
-                           * groups)
+                    ocv = _mean_ocv_between(self._cell_energy_per_c(soc0), self._cell_energy_per_c(end), soc0,
+                                            end) * groups
                     continue
                 mid = _mid_step_soc(soc0, i, dt_s, q)
-                if s0 <= mid < s1:
-                    ocv = (v0 + dv * (mid - s0) / w) * groups
-                else:
-                    ocv = self.cell_ocv(mid) * groups
+                _, lm, hm, sm, vm, slm = self._seg
+                if not lm <= mid < hm:
+                    _, lm, hm, sm, vm, slm = self._segment(mid)
+                c = _cell_ocv(mid, sm, vm, slm)
+                ocv = c * groups
             self.soc, self.bus_v, brown, shunt, loss_j, empty = _battery_step_end(
                 True, soc0, i, ocv, rr, q, shunt, p_avail, dt_s)
             if empty:  # exhausted within the step: the pack cut off
@@ -879,8 +884,6 @@ class PowerSystem:
             self.ocv_v = ocv
             self.battery_r_ohm = rr
             self.battery_a = i
-            led.battery_loss_j += loss_j
-            led.shunt_j += shunt * dt_s
         else:
             self.bus_v, shunt, brown, dead = _open_pack_step(p_avail, p_loads_in, p_arr, self.eoc_cell,
                                                              self.connected_groups)
@@ -889,17 +892,14 @@ class PowerSystem:
                     self.events.append(("eps.mode.changed", {"mode": "off", "previous": MODE_NAMES[self.mode],
                                                              "battery_v": 0.0}))
                 self.mode = OFF
-            led.shunt_j += shunt * dt_s
+            loss_j = 0.0
+        led.battery_loss_j, led.shunt_j = _battery_ledger_step(led.battery_loss_j, led.shunt_j, loss_j, shunt, dt_s)
 
         if brown < 1.0 or shed:
             self._thaw()
         if brown < 1.0:
             for r in self.rails:
-                r.p_out *= brown
-                r.p_in *= brown
-                r.frac *= brown
-                r.heat_w *= brown
-            p_loads_in *= brown
+                r.p_out, r.p_in, r.frac, r.heat_w = _brown_out(r.p_out, r.p_in, r.frac, r.heat_w, brown)
         if brown < 1.0 or shed:
             e_out = 0.0
             e_in = 0.0
@@ -999,10 +999,14 @@ class PowerSystem:
         }
 
 
-# The hot step with the float kernels written in (no call per equation: pk.inline_kernels); the equations are
-# those of emulator.models.power_kernels, as the fleet's PowerArrays runs them on arrays.
-PowerSystem.step = pk.inline_kernels(PowerSystem.step, {  # type: ignore[method-assign]
+#: the kernels written into PowerSystem.step (its name for each -> the kernel): the equations of
+#: emulator.models.power_kernels, as the fleet's PowerArrays runs them on arrays
+STEP_KERNELS = {
     "_array_power": pk.array_power, "_rail_step": pk.rail_step, "_retry_step": pk.retry_step,
     "_pack_resistance": pk.pack_resistance, "_battery_current": pk.battery_current, "_rail_voltage": pk.rail_voltage,
     "_mid_step_soc": pk.mid_step_soc, "_ledger_step": pk.ledger_step, "_battery_step_end": pk.battery_step_end,
-    "_open_pack_step": pk.open_pack_step})
+    "_open_pack_step": pk.open_pack_step, "_ocv_segment": pk.ocv_segment, "_cell_ocv": pk.cell_ocv,
+    "_crosses_breakpoint": pk.crosses_breakpoint, "_mean_ocv_between": pk.mean_ocv_between,
+    "_battery_ledger_step": pk.battery_ledger_step, "_brown_out": pk.brown_out}
+# the hot step with the float kernels written in (no call per equation: pk.inline_kernels)
+PowerSystem.step = pk.inline_kernels(PowerSystem.step, STEP_KERNELS)  # type: ignore[method-assign]

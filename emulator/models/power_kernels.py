@@ -42,6 +42,8 @@ MIN_MODE = {"safe": NORMAL, "critical": SAFE, "never": CRITICAL}
 #: the mode rises to FULL this close below full_v (V): a pack floating at end of charge reads full
 FULL_MARGIN_V = 1e-3
 INF = math.inf
+#: :func:`pack_makeup`'s minimum over no group at all
+NO_GROUP = int(np.iinfo(np.int64).max)
 
 
 def _where(cond: Any, a: Any, b: Any) -> Any:
@@ -91,6 +93,42 @@ def cell_energy_per_c(soc: Any, soc_pts: Any, v_pts: Any, cum_ocv: Any, ops: Ops
     return cum_ocv[i - 1] + v_pts[i - 1] * x + 0.5 * slope * x * x
 
 
+def ocv_segments(soc_pts: list[float], v_pts: list[float]) -> tuple[list[float], list[float], list[float], list[float]]:
+    """The OCV table as segments for :func:`ocv_segment` / :func:`cell_ocv`: (bounds, s0, v0, slope). Segment j
+    (1..n+1, n table points) holds the SoCs in [bounds[j - 1], bounds[j]): below the table (j = 1, slope 0: the
+    first voltage), between two points, or from the table's end on (j = n + 1, slope 0: the last voltage); index 0
+    is unused. The slope is numpy.interp's, ``(v1 - v0) / (s1 - s0)``."""
+    n = len(soc_pts)
+    bounds = [-INF, *soc_pts, INF]
+    slopes = [(v_pts[i + 1] - v_pts[i]) / (soc_pts[i + 1] - soc_pts[i]) for i in range(n - 1)]
+    # one more entry, n + 2, where a search puts a NaN: NaN out, as numpy.interp gives
+    return (bounds, [0.0, soc_pts[0], *soc_pts[:-1], soc_pts[-1], soc_pts[-1]],
+            [0.0, v_pts[0], *v_pts[:-1], v_pts[-1], v_pts[-1]], [0.0, 0.0, *slopes, 0.0, 0.0])
+
+
+def ocv_segment(soc: Any, bounds: Any, ops: Ops) -> Any:
+    """The OCV-table segment j that holds ``soc`` (:func:`ocv_segments`): bounds[j - 1] <= soc < bounds[j]."""
+    return ops.search_right(bounds, soc)
+
+
+def cell_ocv(soc: Any, s0: Any, v0: Any, slope: Any) -> Any:
+    """Cell open-circuit voltage (V) at ``soc`` on the table segment (s0, v0, slope) that holds it (:func:`ocv_segment`):
+    the piecewise-linear table, computed as numpy.interp does (slope x (soc - s0) + v0, the end voltages outside)."""
+    return slope * (soc - s0) + v0
+
+
+def crosses_breakpoint(soc0: Any, end: Any, seg0: Any, seg_end: Any) -> Any:
+    """A step from ``soc0`` (in segment ``seg0``) to ``end`` (in ``seg_end``) crosses an OCV-table breakpoint and ends
+    within the table: the OCV at the mid-step SoC is not the mean over the step then (:func:`mean_ocv_between`)."""
+    return (seg0 != seg_end) & (end >= 0.0) & (end <= 1.0) & (soc0 <= 1.0)
+
+
+def mean_ocv_between(e0: Any, e1: Any, soc0: Any, end: Any) -> Any:
+    """The cell OCV averaged over the SoCs from ``soc0`` to ``end`` (V), from the OCV integral at both ends
+    (:func:`cell_energy_per_c`): exact on the piecewise-linear table, across its breakpoints."""
+    return (e1 - e0) / (end - soc0)
+
+
 def cumulative_ocv(soc_pts: list[float], v_pts: list[float]) -> list[float]:
     """``cum_ocv`` of :func:`cell_energy_per_c`: the integral of the cell OCV at each table point (trapezoids)."""
     cum = [0.0]
@@ -133,6 +171,40 @@ def ledger_step(array_j: Any, mppt_loss_j: Any, load_j: Any, converter_loss_j: A
     (rail outputs) and converter loss (rail inputs - outputs)."""
     return (array_j + array_w * dt_s, mppt_loss_j + (array_w - avail_w) * dt_s, load_j + out_w * dt_s,
             converter_loss_j + (in_w - out_w) * dt_s)
+
+
+def battery_ledger_step(battery_loss_j: Any, shunt_j: Any, loss_j: Any, shunt_w: Any, dt_s: float) -> tuple[Any, Any]:
+    """The battery's part of the ledger over a step (J): its I^2 R loss (``loss_j``, :func:`battery_step_end`; 0 for
+    an open pack) and the energy shunted at ``shunt_w``."""
+    return battery_loss_j + loss_j, shunt_j + shunt_w * dt_s
+
+
+def brown_out(p_out_w: Any, p_in_w: Any, frac: Any, heat_w: Any, brown: Any) -> tuple[Any, Any, Any, Any]:
+    """A rail's output and input power, conduction fraction and heat when the bus carried the loads for the fraction
+    ``brown`` of the step only (an emptied pack, :func:`battery_step_end`; no storage and no sun,
+    :func:`open_pack_step`)."""
+    return p_out_w * brown, p_in_w * brown, frac * brown, heat_w * brown
+
+
+def pack_makeup(np_alive: Any, cell_q_c: Any, max_charge_c: float, max_discharge_c: float, eoc_cell_v: float,
+                ops: Ops) -> tuple[Any, ...]:
+    """The pack as its live cells make it: ``np_alive`` holds the live cells in parallel of each series group (a
+    list of ints, or of arrays over members; a group shorted out of the string is absent or -1). Returns
+    (connected groups, weakest group's cells, usable charge C, sum of 1/np over the groups, charge limit A, discharge
+    limit A, end-of-charge voltage V): series groups carry one current, so the weakest bounds the usable charge
+    (a balanced pack) and the pack resistance is R_cell x sum(1/np) (:func:`pack_resistance`)."""
+    groups = 0
+    r_sum_inv = 0.0
+    np_min = NO_GROUP
+    for n in np_alive:  # group by group, in order: the same sums for one pack and for a fleet
+        live = n > 0
+        groups = groups + live
+        r_sum_inv = r_sum_inv + ops.where(live, 1.0 / ops.maximum(n, 1), 0.0)
+        np_min = ops.minimum(np_min, ops.where(n < 0, NO_GROUP, n))
+    np_min = ops.where(np_min == NO_GROUP, 0, np_min)
+    q_pack_c = cell_q_c * np_min
+    return (groups, np_min, q_pack_c, r_sum_inv, *pack_limits(q_pack_c, max_charge_c, max_discharge_c, eoc_cell_v,
+                                                               groups))
 
 
 def battery_step_end(connected: Any, soc0: Any, current_a: Any, ocv_v: Any, r_ohm: Any, q_pack_c: Any, shunt_w: Any,
@@ -326,7 +398,8 @@ class FloatKernels:
 
     KERNELS = ("pack_resistance", "cell_energy_per_c", "battery_current", "array_power", "initial_mode", "next_mode",
                "mode_band", "rail_conducts", "rail_voltage", "rail_step", "retry_step", "mid_step_soc", "ledger_step",
-               "battery_step_end", "open_pack_step")
+               "battery_step_end", "open_pack_step", "ocv_segment", "cell_ocv", "crosses_breakpoint", "mean_ocv_between",
+               "battery_ledger_step", "brown_out")
 
     def __init__(self) -> None:
         fns = [globals()[name] for name in self.KERNELS]

@@ -20,7 +20,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulator.models import power_kernels as pk
-from emulator.models.power import DEFAULT_OCV_TABLE, PowerConfig, PowerSystem
+from emulator.models.power import DEFAULT_OCV_TABLE, STEP_KERNELS, PowerConfig, PowerSystem
 
 DATA = Path(__file__).resolve().parents[1] / "physics" / "data"
 
@@ -213,13 +213,67 @@ def test_the_cached_steps_are_the_compiled_ones(monkeypatch: pytest.MonkeyPatch)
     from emulator.models.satellite import Satellite
 
     monkeypatch.setattr(pk, "cached_code", lambda name, sources, build: build())  # compile, no cache
-    fresh = pk.inline_kernels(PowerSystem.step.__wrapped__, {
-        "_array_power": pk.array_power, "_rail_step": pk.rail_step, "_retry_step": pk.retry_step,
-        "_pack_resistance": pk.pack_resistance, "_battery_current": pk.battery_current,
-        "_rail_voltage": pk.rail_voltage, "_mid_step_soc": pk.mid_step_soc, "_ledger_step": pk.ledger_step,
-        "_battery_step_end": pk.battery_step_end, "_open_pack_step": pk.open_pack_step})
+    fresh = pk.inline_kernels(PowerSystem.step.__wrapped__, STEP_KERNELS)
     assert fresh.__code__.co_code == PowerSystem.step.__code__.co_code
     assert fresh.__code__.co_consts == PowerSystem.step.__code__.co_consts
     assert Satellite.step.__wrapped__ is not Satellite.step
     for name in pk.FloatKernels.KERNELS:
         assert getattr(pk.FLOAT, name).__doc__ == getattr(pk, name).__doc__
+
+
+BOUNDS, SEG_S0, SEG_V0, SEG_SLOPE = pk.ocv_segments(SOC, VOLTS)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.floats(-0.5, 1.5), st.sampled_from([*SOC, -0.0, math.nextafter(1.0, 0.0)])),
+                min_size=1, max_size=12))
+def test_ocv_lookup_is_numpy_interp(socs: list[float]) -> None:
+    """The OCV table lookup (one segment search, one line on the segment) gives numpy.interp's bits, floats and
+    arrays alike: the fleet's values before the lookup became a kernel."""
+    three_ways("ocv_segment", [(s,) for s in socs], (BOUNDS,), (np.array(BOUNDS),))
+    segs = [pk.FLOAT.ocv_segment(s, BOUNDS) for s in socs]
+    three_ways("cell_ocv", [(s, SEG_S0[j], SEG_V0[j], SEG_SLOPE[j]) for s, j in zip(socs, segs, strict=True)])
+    got = [pk.FLOAT.cell_ocv(s, SEG_S0[j], SEG_V0[j], SEG_SLOPE[j]) for s, j in zip(socs, segs, strict=True)]
+    assert got == np.interp(socs, SOC, VOLTS).tolist()
+    assert math.isnan(pk.cell_ocv(math.nan, *(np.array(t)[pk.ocv_segment(math.nan, np.array(BOUNDS), pk.ARRAY)]
+                                               for t in (SEG_S0, SEG_V0, SEG_SLOPE))))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.floats(-0.2, 1.2), st.floats(-0.2, 1.2)), min_size=1, max_size=8))
+def test_breakpoint_crossing_and_mean_ocv(rows: list[tuple[float, float]]) -> None:
+    """A step crosses a breakpoint exactly when numpy's search puts its ends in different segments (the fleet's test
+    before it became a kernel); the mean OCV across one is the integral's difference quotient."""
+    segs = [(a, b, pk.FLOAT.ocv_segment(a, BOUNDS), pk.FLOAT.ocv_segment(b, BOUNDS)) for a, b in rows]
+    three_ways("crosses_breakpoint", segs)
+    for a, b, ja, jb in segs:
+        old = (bool(np.searchsorted(SOC, a, side="right") != np.searchsorted(SOC, b, side="right"))
+               and 0.0 <= b <= 1.0 and a <= 1.0)
+        assert pk.FLOAT.crosses_breakpoint(a, b, ja, jb) == old
+    means = [(pk.FLOAT.cell_energy_per_c(a, SOC, VOLTS, CUM), pk.FLOAT.cell_energy_per_c(b, SOC, VOLTS, CUM), a, b)
+             for a, b in rows if a != b]
+    if means:
+        three_ways("mean_ocv_between", means)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.floats(0, 1e6), st.floats(0, 1e6), st.floats(0, 100), st.floats(0, 500),
+                          st.floats(0, 1)), min_size=1, max_size=8))
+def test_battery_ledger_and_brown_out(rows: list[tuple[float, ...]]) -> None:
+    three_ways("battery_ledger_step", [r[:4] for r in rows], (0.5,), (0.5,))
+    three_ways("brown_out", [(p, p * 1.1, f, p * 0.1, b) for _, _, p, _, b in rows for f in (b, 1.0)])
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(st.integers(-1, 4), min_size=1, max_size=10), min_size=1, max_size=6))
+def test_pack_makeup_of_one_pack_and_of_a_fleet(packs: list[list[int]]) -> None:
+    """One pack (its live groups, shorted ones gone) and the same packs as fleet members (shorted groups -1) make
+    the same connected groups, weakest group, charge, sum of 1/np and limits, bit for bit."""
+    width = max(len(p) for p in packs)
+    grid = np.array([p + [-1] * (width - len(p)) for p in packs]).T  # (groups, members)
+    q = np.array([7200.0 + 10 * k for k in range(len(packs))])
+    fleet = pk.pack_makeup(grid, q, 0.5, 2.0, 4.15, pk.ARRAY)
+    for k, p in enumerate(packs):
+        one = pk.pack_makeup([n for n in p if n >= 0], float(q[k]), 0.5, 2.0, 4.15, pk.SCALAR)
+        assert one == tuple(np.asarray(a)[k].item() for a in fleet), (p, one)
+    assert fleet[1].dtype == np.int64 and fleet[0].dtype == np.int64
