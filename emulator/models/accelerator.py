@@ -24,7 +24,7 @@ import hashlib
 import math
 from collections import OrderedDict, deque
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -199,6 +199,101 @@ class AcceleratorConfig(BaseModel):
 #: LEGAL[old, new] (both forms refuse anything else with a ModelError)
 STATE_NAMES = tuple(s.value for s in BoardState)
 LEGAL = np.array([[BoardState(b) in TRANSITIONS[BoardState(a)] for b in STATE_NAMES] for a in STATE_NAMES])
+#: the states as those ints, and back: STATES[S_IDLE] is IDLE, STATE_CODE[IDLE] is S_IDLE
+S_OFF, S_BOOTING, S_IDLE, S_BUSY, S_THROTTLED, S_HUNG, S_LATCHED, S_FAILED = range(8)
+STATES = tuple(BoardState)
+STATE_CODE = {s: i for i, s in enumerate(STATES)}
+
+
+# -- the state machine, once: what supply, heat, boot, reset and a single-event effect do to a board's state. Both
+# boards take their transitions from these (the single board: one state, emitting accel.state / radiation.event; the
+# fleet's reduced board: arrays of states, counting them); ``state`` is an int above (or an array of them).
+def supply_state(state: Any, supply_good: Any, ops: Any) -> Any:
+    """The state after the supply changed to good / not good: power back boots an off board; power lost switches a
+    powered one (anything but off and failed) off. A failed board stays failed."""
+    powered = (state != S_OFF) & (state != S_FAILED)
+    return ops.where(supply_good, ops.where(state == S_OFF, S_BOOTING, state), ops.where(powered, S_OFF, state))
+
+
+def throttled_state(state: Any, throttle: Any, working: Any, ops: Any) -> Any:
+    """The state under the thermal slowdown ``throttle`` (:func:`throttle_level`): the hardware slowdown (2) throttles
+    an idle or busy board; below it a throttled board goes back to busy while it has work (``working``), else idle."""
+    on = (throttle == 2) & ((state == S_IDLE) | (state == S_BUSY))
+    off = (throttle < 2) & (state == S_THROTTLED)
+    return ops.where(on, S_THROTTLED, ops.where(off, ops.where(working, S_BUSY, S_IDLE), state))
+
+
+def boot_done_state(throttle: Any, ops: Any) -> Any:
+    """The state a finished boot enters: idle, or throttled under a hardware slowdown (work then starts as a job
+    arrives: the fleet's steady workload is one that arrives at once, :func:`work_state`)."""
+    return ops.where(throttle == 2, S_THROTTLED, S_IDLE)
+
+
+def work_state(state: Any, working: Any, ops: Any) -> Any:
+    """An idle board with work to do gets busy; a busy one with none left goes idle."""
+    return ops.where((state == S_IDLE) & working, S_BUSY, ops.where((state == S_BUSY) & ops.not_(working), S_IDLE,
+                                                                     state))
+
+
+def latch_damaged(latched: Any, t_ns: Any, latch_t_ns: Any, damage_ns: int) -> Any:
+    """A latch-up (``latched``) that has conducted ``damage_ns`` since ``latch_t_ns`` has destroyed the chip."""
+    return latched & (t_ns - latch_t_ns >= damage_ns)
+
+
+def can_reset(state: Any, thermal_latched: Any, supply_good: Any) -> Any:
+    """``accel.reset`` reboots a board that is booting (the boot restarts), working or hung, or one that is off after
+    a thermal shutdown with its supply good (the single board also waits for the die to cool; the fleet's policy
+    checks that itself). A latch-up clears only by removing power; a failed board never."""
+    return (((state >= S_BOOTING) & (state <= S_HUNG))
+            | ((state == S_OFF) & thermal_latched & supply_good))
+
+
+class SeeOutcome(NamedTuple):
+    """What one single-event effect does to a powered board (:func:`see_outcome`)."""
+
+    #: the event's effect as ``radiation.event`` reports it
+    effect: str
+    #: the board's new state (an int above), or None: unchanged
+    state: int | None
+    #: the work running when it struck is lost (the single board fails its job, the fleet counts ``work_lost``)
+    loses_work: bool
+
+    @property
+    def hurts(self) -> bool:
+        """It had an effect: neither corrected (ECC) nor masked."""
+        return self.effect not in ("corrected", "masked")
+
+
+_SEE_MASKED = SeeOutcome("masked", None, False)
+
+
+def see_outcome(kind: str, state: int, running: bool, reboot: bool) -> SeeOutcome | None:
+    """The effect of one single-event effect of ``kind`` on a board in ``state``; None when the board is unpowered
+    (off or failed: nothing to upset). ``running``: work was in progress on the chips (a started job; the fleet's
+    busy board); ``reboot``: a SEFI's draw said reboot rather than hang (drawn for every SEFI, used where it matters).
+
+    - SEU: corrected by the ECC (the single board's ECC can turn a second upset of a word into an MBU first);
+    - MBU: uncorrectable, the running work is lost;
+    - SDC: corrupts the running work's result, masked when nothing runs;
+    - SEFI: a reboot (the work is lost, the board boots) or a hang (hung until a reset or a power cycle, the work
+      with it); masked on a latched-up board, and a reboot on a hung one;
+    - SEL: a latch-up (the work is lost; its extra current flows until the rail is cut, and destroys the chip after
+      ``sel_damage_s``); masked on a board already latched up."""
+    if state == S_OFF or state == S_FAILED:
+        return None
+    if kind == "seu":
+        return SeeOutcome("corrected", None, False)
+    if kind == "mbu":
+        return SeeOutcome("uncorrectable", None, running)
+    if kind == "sdc":
+        return SeeOutcome("corrupted", None, False) if running else _SEE_MASKED
+    if kind == "sefi":
+        if state == S_LATCHED or (state == S_HUNG and reboot):
+            return _SEE_MASKED
+        return SeeOutcome("reboot", S_BOOTING, running) if reboot else SeeOutcome("hang", S_HUNG, running)
+    if kind == "sel":
+        return _SEE_MASKED if state == S_LATCHED else SeeOutcome("latchup", S_LATCHED, running)
+    raise ModelError(f"unknown radiation event kind {kind!r}", field="kind", valid=list(EVENT_KINDS[:-1]))
 
 
 def dvfs_tables(c: AcceleratorConfig) -> tuple[list[float], list[float], list[float]]:
@@ -690,7 +785,7 @@ class AcceleratorBoard:
             if st is OFF or st is FAILED:
                 self.load_w = self.heat_w = self.utilisation = 0.0
                 return
-            if st is LATCHED_UP and t_ns - self._latch_t_ns >= self._damage_ns:
+            if st is LATCHED_UP and latch_damaged(True, t_ns, self._latch_t_ns, self._damage_ns):
                 self._damaged(t_ns)
                 self.load_w = self.heat_w = self.utilisation = 0.0
                 return
@@ -710,10 +805,8 @@ class AcceleratorBoard:
                 util = c.boot_utilisation
                 self._boot_left_s -= dt_s
                 if self._boot_left_s <= 0.0 and not self.external:  # one state event per instant
-                    if self.throttle == 2:
-                        self._set_state(THROTTLED, "boot complete; hardware slowdown")
-                    else:
-                        self._set_state(IDLE, "boot complete")
+                    to = STATES[boot_done_state(self.throttle, SCALAR)]
+                    self._set_state(to, "boot complete; hardware slowdown" if to is THROTTLED else "boot complete")
             elif st is HUNG:
                 util = c.hung_utilisation
             else:  # latched up: the chips do nothing useful
@@ -753,10 +846,11 @@ class AcceleratorBoard:
         good = supply_v >= self._min_v
         self._supply_good = good
         st = self.state
+        new = STATES[supply_state(STATE_CODE[st], good, SCALAR)]
         if good:
             self._thermal_latched = False
             self._announce("rail_on")
-            if st is OFF:
+            if new is BOOTING and st is not BOOTING:
                 self._boot("power on")
             return
         if st is LATCHED_UP:
@@ -766,7 +860,7 @@ class AcceleratorBoard:
         else:
             reason = "rail_off"
         self._announce(reason)
-        if st in _POWERED:
+        if new is OFF and st is not OFF:
             self._power_lost(reason)
 
     def _power_lost(self, reason: str) -> None:
@@ -805,10 +899,9 @@ class AcceleratorBoard:
         if new != cur:
             self._set_throttle(new, temp)
         st = self.state
-        if new == 2 and (st is IDLE or st is BUSY):
-            self._set_state(THROTTLED, "hardware slowdown")
-        elif new < 2 and st is THROTTLED:
-            self._set_state(BUSY if self.queue else IDLE, "throttle released")
+        to = STATES[throttled_state(STATE_CODE[st], new, bool(self.queue), SCALAR)]
+        if to is not st:
+            self._set_state(to, "hardware slowdown" if to is THROTTLED else "throttle released")
 
     def _set_throttle(self, level: int, temp: float) -> None:
         if level == self.throttle:
@@ -917,54 +1010,61 @@ class AcceleratorBoard:
         self.apply_event(kind, rad.draw_chip(), t_ns)
 
     def apply_event(self, kind: str, chip: int, t_ns: int) -> RadEvent | None:
-        """Apply one single-event effect of ``kind`` on ``chip`` at ``t_ns``; None if the board is unpowered."""
+        """Apply one single-event effect of ``kind`` on ``chip`` at ``t_ns``; None if the board is unpowered. What it
+        does to the state and the work is :func:`see_outcome` (shared with the fleet's reduced board); this board adds
+        its ECC words, its job queue (the job a hit loses, the result an SDC corrupts) and the external mode."""
         st = self.state
         if st not in _POWERED:
             return None
         running = self.queue[0] if self.queue and st in _WORKING else None
         job_id = running.id if running is not None else None
         ext = self.external
+        word = None
         if kind == "seu":
             word = int(self.rng.integers(self.mem.words))
-            if self.mem.upset(chip, word):
+            if self.mem.upset(chip, word):  # the ECC: a second upset in a word not yet scrubbed is uncorrectable
                 return self._uncorrectable(chip, t_ns, running, "mbu", word, accumulated=True)
-            ev = self._new_event(t_ns, "seu", chip, "hbm", "corrected", job_id, word)
+        elif kind == "mbu":
+            self.mem.multi(chip)
+        reboot = kind == "sefi" and float(self.rng.random()) < self.rad_config.sefi_reboot_fraction
+        # work in progress: a started job (an external board reports its own work: working states)
+        started = (st in _WORKING) if ext else (running is not None and running.t_start_ns >= 0)
+        out = see_outcome(kind, STATE_CODE[st], started, reboot)
+        assert out is not None  # powered
+        if kind == "seu":
+            ev = self._new_event(t_ns, "seu", chip, "hbm", out.effect, job_id, word)
             self._handle(ev, "ecc", t_ns)
             return ev
         if kind == "mbu":
-            self.mem.multi(chip)
             return self._uncorrectable(chip, t_ns, running, "mbu", None, accumulated=False)
         if kind == "sdc":
             if ext:
                 ev = self._new_event(t_ns, "sdc", chip, "logic", "corrupted")
-                if st in _WORKING:
+                if out.hurts:
                     self._ext_sdc[ev.id] = ev
                     self._events.append(("accel.effect", {"effect_id": ev.id, "kind": "sdc", "chip": chip}))
                 else:
                     ev.effect = "masked"
                     self._handle(ev, "masked", t_ns)
                 return ev
-            if running is None or running.t_start_ns < 0:
+            if not out.hurts:
                 ev = self._new_event(t_ns, "sdc", chip, "logic", "masked")
                 self._handle(ev, "masked", t_ns)
                 return ev
+            assert running is not None
             n = self.config.result_dim ** 2
             running.flips.append((int(self.rng.integers(n)), int(self.rng.integers(32))))
-            ev = self._new_event(t_ns, "sdc", chip, "logic", "corrupted", running.id)
+            ev = self._new_event(t_ns, "sdc", chip, "logic", out.effect, running.id)
             running.sdc_events.append(ev.id)
             return ev
         if kind == "sefi":
-            reboot = float(self.rng.random()) < self.rad_config.sefi_reboot_fraction
-            if st is LATCHED_UP:  # nothing left to crash
-                ev = self._new_event(t_ns, "sefi", chip, "logic", "masked")
+            if not out.hurts:  # on a latched-up board (nothing left to crash), or a reboot of a hung one
+                ev = self._new_event(t_ns, "sefi", chip, "logic", "reboot" if st is HUNG else "masked", job_id)
+                ev.effect = "masked"
                 self._handle(ev, "masked", t_ns)
                 return ev
-            if reboot:
-                ev = self._new_event(t_ns, "sefi", chip, "logic", "reboot", job_id)
-                if st is HUNG:
-                    ev.effect = "masked"
-                    self._handle(ev, "masked", t_ns)
-                    return ev
+            if out.state == S_BOOTING:
+                ev = self._new_event(t_ns, "sefi", chip, "logic", out.effect, job_id)
                 lost = self._lose_all("reboot")
                 self._await_resubmit(ev, lost)
                 if ext:
@@ -972,25 +1072,24 @@ class AcceleratorBoard:
                     self._events.append(("accel.effect", {"effect_id": ev.id, "kind": "reboot", "chip": chip}))
                 self._boot("SEFI reboot")
                 return ev
-            ev = self._new_event(t_ns, "sefi", chip, "logic", "hang", job_id)
-            self._hang_events.append(ev)
+            ev = self._new_event(t_ns, "sefi", chip, "logic", out.effect, job_id)
+            self._hang_events.append(ev)  # the queue waits, hung, until a reset or a power cycle drops it
             if st is not HUNG:
                 self._set_state(HUNG, "SEFI")
                 if ext:
                     self._events.append(("accel.effect", {"effect_id": ev.id, "kind": "hang", "chip": chip}))
             return ev
-        if kind == "sel":
-            if st is LATCHED_UP:
-                ev = self._new_event(t_ns, "sel", chip, "supply", "masked")
-                self._handle(ev, "masked", t_ns)
-                return ev
-            ev = self._new_event(t_ns, "sel", chip, "supply", "latchup", job_id)
-            self._lose_all("latchup")
-            self._latch_t_ns = t_ns
-            self._latch_event = ev
-            self._set_state(LATCHED_UP, "single-event latch-up")
+        # sel
+        if not out.hurts:
+            ev = self._new_event(t_ns, "sel", chip, "supply", "masked")
+            self._handle(ev, "masked", t_ns)
             return ev
-        raise ModelError(f"unknown radiation event kind {kind!r}", field="kind", valid=list(EVENT_KINDS[:-1]))
+        ev = self._new_event(t_ns, "sel", chip, "supply", out.effect, job_id)
+        self._lose_all("latchup")
+        self._latch_t_ns = t_ns
+        self._latch_event = ev
+        self._set_state(LATCHED_UP, "single-event latch-up")
+        return ev
 
     def _uncorrectable(self, chip: int, t_ns: int, running: Job | None, kind: str, word: int | None,
                        accumulated: bool) -> RadEvent:
@@ -1146,16 +1245,12 @@ class AcceleratorBoard:
 
     def cmd_reset(self, p: ResetCmd | None = None) -> dict[str, Any]:
         st = self.state
-        if st is FAILED:
-            raise self._reject("accel.reset refused: the board has failed (latch-up damage); nothing recovers it",
-                               "state", sorted(s.value for s in _POWERED - {LATCHED_UP}))
-        if st is LATCHED_UP:
-            raise self._reject("accel.reset refused: a latch-up clears only by removing power (eps.rail.set off, "
-                               "then on)", "state", sorted(s.value for s in _POWERED - {LATCHED_UP}))
-        if st is OFF:
-            if not self._supply_good:
-                raise self._reject("accel.reset refused: the board is unpowered (its rail is off or browned out)",
-                                   "state", sorted(s.value for s in _POWERED - {LATCHED_UP}))
+        if not can_reset(STATE_CODE[st], self._thermal_latched, self._supply_good):
+            why = {FAILED: "the board has failed (latch-up damage); nothing recovers it",
+                   LATCHED_UP: "a latch-up clears only by removing power (eps.rail.set off, then on)"}.get(
+                st, "the board is unpowered (its rail is off or browned out)")
+            raise self._reject(f"accel.reset refused: {why}", "state", sorted(s.value for s in _POWERED - {LATCHED_UP}))
+        if st is OFF:  # after a thermal shutdown, its supply good
             limit = self.config.shutdown_degc - self.config.hysteresis_degc
             if self.die_temp_degc >= limit:
                 raise self._reject(f"accel.reset refused: die at {self.die_temp_degc:.1f} degC after a thermal "

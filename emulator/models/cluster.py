@@ -40,6 +40,14 @@ from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError
 from emulator.models import power_kernels as pk
 from emulator.models.accelerator import (
     LEGAL,
+    S_BOOTING,
+    S_BUSY,
+    S_FAILED,
+    S_HUNG,
+    S_IDLE,
+    S_LATCHED,
+    S_OFF,
+    S_THROTTLED,
     STATE_NAMES,
     TRANSITIONS,
     AcceleratorBoard,
@@ -48,15 +56,22 @@ from emulator.models.accelerator import (
     ChipParam,
     ScaleParam,
     board_power_w,
+    boot_done_state,
     busy_utilisation,
+    can_reset,
     dose_step,
     dvfs_tables,
     hot_guard_degc,
+    latch_damaged,
     latchup_w,
     leakage_k_per_degc,
     operating_point,
+    see_outcome,
+    supply_state,
     thermal_shutdown,
     throttle_level,
+    throttled_state,
+    work_state,
 )
 from emulator.models.base import (
     Command,
@@ -119,8 +134,6 @@ from emulator.validation import config_error
 TH_KEYS = ("full_v", "normal_v", "safe_v", "critical_v", "hw_off_v", "hw_on_v")
 TH_FULL, TH_NORMAL, TH_SAFE, TH_CRIT, TH_HWOFF, TH_HWON = range(6)
 
-#: board states as small ints, in BoardState order (accelerator.STATE_NAMES)
-S_OFF, S_BOOTING, S_IDLE, S_BUSY, S_THROTTLED, S_HUNG, S_LATCHED, S_FAILED = range(8)
 THROTTLE_NAMES = ("none", "software", "hardware")
 
 #: per-member overrides: keys a member may change without changing the shared structure (dotted; a list element
@@ -1168,14 +1181,16 @@ class AcceleratorArrays:
             s *= f
         self.scale[k] = s
 
-    def _set(self, mask: np.ndarray, new: int) -> None:
+    def _set(self, mask: np.ndarray, new: int | np.ndarray) -> None:
+        """The members in ``mask`` go to state ``new`` (one for all, or one per member); illegal changes raise."""
         changed = mask & (self.state != new)
         if _nonzero(changed):
             bad = changed & ~LEGAL[self.state, new]
             if _nonzero(bad):
                 k = int(np.flatnonzero(bad)[0])
                 old = BoardState(STATE_NAMES[int(self.state[k])])
-                raise ModelError(f"illegal accelerator transition {old} -> {STATE_NAMES[new]} (member {k})",
+                to = STATE_NAMES[int(np.broadcast_to(new, self.state.shape)[k])]
+                raise ModelError(f"illegal accelerator transition {old} -> {to} (member {k})",
                                  field="state", valid=sorted(TRANSITIONS[old]))
             self.state_changes += changed
             self.state = np.where(mask, new, self.state)
@@ -1200,15 +1215,14 @@ class AcceleratorArrays:
         good = supply_v >= c.min_supply_v
         changed = good != self.supply_good
         if _nonzero(changed):
-            up = changed & good
-            down = changed & ~good
-            self.thermal_latched &= ~up
-            self._set(up & (st == S_OFF), S_BOOTING)
-            self.boot_left_s = np.where(up & (st == S_OFF), c.boot_s, self.boot_left_s)
-            lost = down & (st != S_OFF) & (st != S_FAILED)
+            new = supply_state(st, good, ARRAY)
+            booted = changed & (st == S_OFF) & (new == S_BOOTING)
+            lost = changed & (st != S_OFF) & (new == S_OFF)
+            self.thermal_latched &= ~(changed & good)
+            self._set(changed, new)
+            self.boot_left_s = np.where(booted, c.boot_s, self.boot_left_s)
             self.work_lost += lost & ((st == S_BUSY) | (st == S_THROTTLED))
             self.power_cycles += lost & (st == S_LATCHED)
-            self._set(lost, S_OFF)
             self.throttle = np.where(lost, 0, self.throttle)
             self.supply_good = good
             st = self.state
@@ -1225,7 +1239,7 @@ class AcceleratorArrays:
         # latch-up conducted too long: destroyed
         latched = st == S_LATCHED
         if _nonzero(latched):
-            dead = latched & (t_ns - self.latch_t_ns >= self.damage_ns)
+            dead = latch_damaged(latched, t_ns, self.latch_t_ns, self.damage_ns)
             if _nonzero(dead):
                 self._set(dead, S_FAILED)
                 self.throttle = np.where(dead, 0, self.throttle)
@@ -1250,12 +1264,7 @@ class AcceleratorArrays:
             upd = alive & ~hot
             self.throttle = np.where(upd, new, cur)
             self._throttle_any = bool(_nonzero(self.throttle))
-            st = self.state
-            self._set(upd & (new == 2) & ((st == S_IDLE) | (st == S_BUSY)), S_THROTTLED)
-            st = self.state
-            release = upd & (new < 2) & (st == S_THROTTLED)
-            self._set(release & working, S_BUSY)
-            self._set(release & ~working, S_IDLE)
+            self._set(upd, throttled_state(self.state, new, working, ARRAY))
             st = self.state
         # work and utilisation
         busy = self._BUSY[st]
@@ -1267,9 +1276,8 @@ class AcceleratorArrays:
             self.boot_left_s = np.where(booting, self.boot_left_s - dt_s, self.boot_left_s)
             done = booting & (self.boot_left_s <= 0.0)
             if _nonzero(done):
-                self._set(done, S_IDLE)
-                self._set(done & (self.throttle == 2), S_THROTTLED)
-                self._set(done & (self.throttle != 2) & working, S_BUSY)
+                self._set(done, boot_done_state(self.throttle, ARRAY))
+                self._set(done, work_state(self.state, working, ARRAY))  # the steady workload arrives at once
         f_eff, dyn, leak = self._op()
         self.units_done += busy * (workload * f_eff) * (self.chips * dt_s / self.unit_cycles)
         # single-event effects while powered
@@ -1313,7 +1321,8 @@ class AcceleratorArrays:
             self.apply(k, KINDS[kind], t_ns + round(frac * dt_s * 1e9))
 
     def apply(self, k: int, kind: str, t_ns: int) -> bool:
-        """One single-event effect on member k (drawn or injected); True if it had an effect."""
+        """One single-event effect on member k (drawn or injected); True if it had an effect. What it does is
+        :func:`~emulator.models.accelerator.see_outcome`, as on the single board; here the lost work is counted."""
         if kind not in KINDS:
             raise CommandError(f"unknown event kind {kind!r}", field="name", valid=list(KINDS))
         i = KINDS.index(kind)
@@ -1321,41 +1330,25 @@ class AcceleratorArrays:
         if st in (S_OFF, S_FAILED):
             return False
         self.counts[i, k] += 1
-        working = st in (S_IDLE, S_BUSY, S_THROTTLED)
-        busy = st in (S_BUSY, S_THROTTLED)
-        hit = False
-        if kind == "seu":
-            hit = False  # ECC corrects it
-        elif kind == "mbu":
-            hit = True
-            if busy:
-                self.work_lost[k] += 1
-        elif kind == "sdc":
-            hit = busy and working
-        elif kind == "sefi":
-            reboot = float(self.rngs[k].random()) < self.rad_cfg.sefi_reboot_fraction
-            if st not in (S_LATCHED, S_HUNG) or (st == S_HUNG and not reboot):
-                hit = True
-                self.work_lost[k] += busy
-                if reboot:
-                    self._set_one(k, S_BOOTING)
-                    self.boot_left_s[k] = self.cfg.boot_s
-                else:
-                    self._set_one(k, S_HUNG)
-        elif kind == "sel" and st != S_LATCHED:
-            hit = True
-            self.work_lost[k] += busy
-            self._set_one(k, S_LATCHED)
-            self.latch_t_ns[k] = t_ns
-        self.effects[i, k] += hit
-        return hit
+        reboot = kind == "sefi" and float(self.rngs[k].random()) < self.rad_cfg.sefi_reboot_fraction
+        out = see_outcome(kind, st, st in (S_BUSY, S_THROTTLED), reboot)
+        assert out is not None  # powered
+        self.work_lost[k] += out.loses_work
+        if out.state is not None:
+            self._set_one(k, out.state)
+            if out.state == S_BOOTING:
+                self.boot_left_s[k] = self.cfg.boot_s
+            elif out.state == S_LATCHED:
+                self.latch_t_ns[k] = t_ns
+        self.effects[i, k] += out.hurts
+        return out.hurts
 
     def reset(self, mask: np.ndarray) -> None:
         """Reset (reboot) the boards in ``mask`` that are booting (the boot restarts), hung, working or cooled after a
         thermal shutdown."""
         c = self.cfg
         st = self.state
-        ok = mask & (((st >= S_BOOTING) & (st <= S_HUNG)) | ((st == S_OFF) & self.thermal_latched & self.supply_good))
+        ok = mask & can_reset(st, self.thermal_latched, self.supply_good)
         self.work_lost += ok & ((st == S_BUSY) | (st == S_THROTTLED))
         self.thermal_latched &= ~ok
         self._set(ok, S_BOOTING)

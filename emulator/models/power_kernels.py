@@ -9,9 +9,10 @@ with ``&`` and ``|`` (both Python bools and numpy bool arrays), negation goes th
 Kernels that only make sense member by member (the over-current shed, which removes rails one at a time until the
 discharge fits) take floats; the fleet calls them for the few members that need them.
 
-Not every equation of the per-step hot path is here: see ``docs/models-power-thermal.md`` ("One implementation")
-for which parts the single satellite still writes inline and why (measured: a kernel call costs the scalar step
-more than the arithmetic it holds).
+Every equation of the power step is here, the OCV table lookup and the pack's make-up from its live cells included;
+the two callers keep only their state and bookkeeping (``docs/models-power-thermal.md``, "One implementation"). The
+single satellite does not call the float forms on its hot path: :func:`inline_kernels` writes them into
+``PowerSystem.step`` (measured: a call costs the scalar step more than the arithmetic it holds).
 """
 
 from __future__ import annotations

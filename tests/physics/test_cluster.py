@@ -370,14 +370,16 @@ def step_boards(a: AcceleratorArrays, steps: int, temp: float = 40.0, supply: fl
         a.step(0, 1.0, np.full(n, supply), np.full(n, temp), np.zeros(n), np.ones(n), np.ones(n), np.ones(n, bool))
 
 
-@pytest.mark.parametrize(("temp", "end"), [(40.0, "busy"), (89.5, "throttled")])
-def test_reduced_board_boots_through_idle_like_the_board(temp: float, end: str) -> None:
-    """booting -> busy (or throttled) is not a legal transition (TRANSITIONS): the board goes through idle, and the
-    state changes are counted as the board's accel.state events are."""
+@pytest.mark.parametrize(("temp", "end", "changes"), [(40.0, "busy", 3), (89.5, "throttled", 2)])
+def test_reduced_board_boots_through_idle_like_the_board(temp: float, end: str, changes: int) -> None:
+    """A boot ends idle (work then arrives: busy) or, under the hardware slowdown, throttled at once
+    (accelerator.boot_done_state), and the state changes are counted as the board's accel.state events are: off ->
+    booting -> idle -> busy, or off -> booting -> throttled (the fleet counted a pass through idle there, which the
+    board never emitted; see tests/physics/test_kernels.py)."""
     a = reduced_boards()
     step_boards(a, 25, temp)
     assert STATE_NAMES[int(a.state[0])] == end
-    assert a.state_changes[0] == 3  # off -> booting -> idle -> busy / throttled
+    assert a.state_changes[0] == changes
 
 
 def test_reduced_board_refuses_an_illegal_transition() -> None:

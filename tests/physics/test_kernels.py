@@ -10,17 +10,37 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulator.models.accelerator import (
+    LEGAL,
+    S_BOOTING,
+    S_BUSY,
+    S_FAILED,
+    S_HUNG,
+    S_LATCHED,
+    S_OFF,
+    STATE_NAMES,
+    STATES,
+    AcceleratorBoard,
     AcceleratorConfig,
+    BoardState,
     board_power_w,
+    boot_done_state,
     busy_utilisation,
+    can_reset,
     dose_step,
     dvfs_tables,
+    latch_damaged,
     leakage_k_per_degc,
     operating_point,
+    see_outcome,
+    supply_state,
     thermal_shutdown,
     throttle_level,
+    throttled_state,
+    work_state,
 )
+from emulator.models.cluster import AcceleratorArrays
 from emulator.models.power_kernels import ARRAY, SCALAR
+from emulator.models.radiation import RadiationConfig
 from emulator.models.satellite import loss_heat_w
 from emulator.models.thermal import heater_demand_w, thermostat_on
 
@@ -153,3 +173,65 @@ def test_the_inlined_single_steps_are_the_methods_as_written() -> None:
         Satellite.step.__wrapped__(sats[1], k * 10**9, 10**9)
     assert sats[0].thermal.T.tolist() == sats[1].thermal.T.tolist()
     assert sats[0].power.soc == sats[1].power.soc
+
+
+# -- the accelerator's state machine, once -------------------------------------------------------------------------
+def test_state_machine_kernels_agree_for_one_board_and_a_fleet_and_stay_legal() -> None:
+    """Every combination of state, supply, slowdown, work and latch: the same state with floats and with arrays, and
+    every change one the transition table allows (both boards refuse anything else)."""
+    rows = [(s, g, th, w, tl) for s in range(len(STATES)) for g in (False, True) for th in (0, 1, 2)
+            for w in (False, True) for tl in (False, True)]
+    s, g, th, w, tl = (np.array(c) for c in zip(*rows, strict=True))
+    for fn, args, cols in ((supply_state, lambda r: (r[0], r[1]), (s, g)),
+                           (throttled_state, lambda r: (r[0], r[2], r[3]), (s, th, w)),
+                           (work_state, lambda r: (r[0], r[3]), (s, w))):
+        one = [int(fn(*args(r), SCALAR)) for r in rows]
+        bits(one, np.asarray(fn(*cols, ARRAY)))
+        for r, to in zip(rows, one, strict=True):
+            assert to == r[0] or LEGAL[r[0], to], (fn.__name__, STATES[r[0]], STATES[to])
+    bits([int(boot_done_state(t, SCALAR)) for t in th.tolist()], boot_done_state(th, ARRAY))
+    assert all(LEGAL[S_BOOTING, boot_done_state(t, SCALAR)] for t in (0, 1, 2))
+    bits([bool(can_reset(a, b, c)) for a, c, _, _, b in rows], can_reset(s, tl, g))
+    assert [STATES[a] for a in range(len(STATES)) if can_reset(a, False, True)] == [
+        BoardState.BOOTING, BoardState.IDLE, BoardState.BUSY, BoardState.THROTTLED, BoardState.HUNG]
+    bits([bool(latch_damaged(a, 10, 3, 7)) for a in (False, True)], latch_damaged(np.array([False, True]), 10,
+                                                                                  np.array([3, 3]), 7))
+
+
+def test_see_outcomes_are_legal_and_hurt_where_the_boards_count_them() -> None:
+    for st_ in range(len(STATES)):
+        for kind in ("seu", "mbu", "sdc", "sefi", "sel"):
+            for running in (False, True):
+                for reboot in (False, True):
+                    out = see_outcome(kind, st_, running, reboot)
+                    if st_ in (S_OFF, S_FAILED):
+                        assert out is None
+                        continue
+                    assert out is not None
+                    assert out.state is None or out.state == st_ or LEGAL[st_, out.state], (kind, STATES[st_], out)
+                    assert out.hurts == (out.effect not in ("corrected", "masked"))
+                    assert not out.loses_work or running
+    assert see_outcome("sefi", S_HUNG, False, True).effect == "masked"
+    assert see_outcome("sel", S_LATCHED, True, False).effect == "masked"
+    assert see_outcome("sel", S_BUSY, True, False) == ("latchup", S_LATCHED, True)
+
+
+def test_a_boot_under_the_hardware_slowdown_is_one_state_change_on_both_boards() -> None:
+    """A board that finishes booting while its hardware slowdown is on goes straight to throttled: the single board
+    emits one accel.state for it, the fleet's board counts one change (it counted booting -> idle -> throttled, two,
+    before the boot transition was shared)."""
+    cfg = AcceleratorConfig(boot_s=3.0)
+    rad = RadiationConfig(rad_per_seu=None, rad_per_mbu=None, rad_per_sdc=None, rad_per_sefi=None, rad_per_sel=None)
+    single = AcceleratorBoard(cfg, rad, np.random.default_rng(1))
+    lv = [x.name for x in cfg.dvfs].index(cfg.default_level)
+    fleet = AcceleratorArrays(cfg, rad, 1, [np.random.default_rng(2)], level=np.array([lv]),
+                              initial_dose_krad=np.zeros(1), scale=np.ones(1))
+    hot = cfg.hw_slowdown_degc + 1.0
+    for k in range(6):
+        single.step(k * 10**9, 1.0, supply_v=12.0, die_temp_degc=hot, dose_rate_rad_s=0.0, rad_flux_factor=1.0)
+        fleet.step(k * 10**9, 1.0, np.full(1, 12.0), np.full(1, hot), np.zeros(1), np.ones(1), np.zeros(1),
+                   np.ones(1, bool))
+    changes = [(p["previous"], p["state"]) for t, p in single.drain_events() if t == "accel.state"]
+    assert changes == [("off", "booting"), ("booting", "throttled")]
+    assert STATE_NAMES[int(fleet.state[0])] == "throttled"
+    assert int(fleet.state_changes[0]) == len(changes)
