@@ -92,7 +92,7 @@ from emulator.models.orbit import (
 )
 from emulator.models.power import MODE_NAMES, PowerConfig, updated_thresholds
 from emulator.models.power_kernels import ARRAY, CRITICAL, FULL, OFF
-from emulator.models.radiation import KINDS, RadiationConfig
+from emulator.models.radiation import KINDS, RadiationConfig, arrivals, draw_chip, kind_cdf, pick_kind
 from emulator.models.satellite import (
     SEED_STREAMS,
     BatteryFault,
@@ -1133,6 +1133,7 @@ class AcceleratorArrays:
         w_deg = w.copy()
         w_deg[1] *= rad.degraded_mbu_factor
         self._w = (w, w_deg)
+        self._cdf = (kind_cdf(w.tolist()), kind_cdf(w_deg.tolist()))  # the kind's distribution, fresh and degraded
         self.dose_rad = np.asarray(initial_dose_krad, float) * 1e3
         self.degrade_at_rad = rad.tid_degraded_krad * 1e3
         self.degraded = self.dose_rad >= self.degrade_at_rad
@@ -1306,18 +1307,11 @@ class AcceleratorArrays:
 
     def _fire(self, k: int, t_ns: int, dt_s: float, h0: float, h1: float) -> None:
         rng = self.rngs[k]
-        span = h1 - h0
-        fracs = []
-        while self.next_hazard[k] <= h1:
-            fracs.append((self.next_hazard[k] - h0) / span if span > 0 else 1.0)
-            self.next_hazard[k] += float(rng.exponential())
-        w = self._w[1] if self.degraded[k] else self._w[0]
-        cum = np.cumsum(w) / w.sum()
-        for frac in fracs:
-            u = float(rng.random())
-            kind = int(min(np.searchsorted(cum, u, side="right"), len(KINDS) - 1))
-            chip = int(rng.integers(self.chips)) if self.chips > 1 else 0
-            del chip  # every chip of the board shares its state in the reduced model
+        fracs, self.next_hazard[k] = arrivals(h0, h1, float(self.next_hazard[k]), rng.exponential)
+        cdf = self._cdf[1] if self.degraded[k] else self._cdf[0]
+        for frac in fracs:  # the draws of the single board's RadiationSource, in its order
+            kind = pick_kind(float(rng.random()), cdf)
+            draw_chip(rng, self.chips)  # every chip of the board shares its state in the reduced model
             self.apply(k, KINDS[kind], t_ns + round(frac * dt_s * 1e9))
 
     def apply(self, k: int, kind: str, t_ns: int) -> bool:

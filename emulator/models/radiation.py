@@ -19,6 +19,7 @@ process, reproducible from the seed, and costs one multiply-add and one compare 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
@@ -124,6 +125,44 @@ class RadiationConfig(BaseModel):
         return (self.rad_per_seu, self.rad_per_mbu, self.rad_per_sdc, self.rad_per_sefi, self.rad_per_sel)
 
 
+# -- the arrival and kind draws, once (the single board's RadiationSource and the fleet's AcceleratorArrays) --------
+def arrivals(h0: float, h1: float, next_hazard: float, exponential: Callable[[], float]) -> tuple[list[float], float]:
+    """The events whose thresholds the integrated intensity passes on its way from ``h0`` to ``h1`` in a step (hazard
+    inversion: each threshold an exponential(1) draw after the last): their times as fractions of the step, and the
+    next threshold."""
+    out = []
+    span = h1 - h0
+    while next_hazard <= h1:
+        out.append((next_hazard - h0) / span if span > 0 else 1.0)
+        next_hazard += float(exponential())
+    return out, next_hazard
+
+
+def kind_cdf(weights: list[float]) -> list[float]:
+    """The cumulative distribution of an event's kind (KINDS order) from the kinds' rates (events per rad)."""
+    total = sum(weights)
+    acc = 0.0
+    cum = []
+    for x in weights:
+        acc += x
+        cum.append(acc / total if total > 0 else 1.0)
+    cum[-1] = 1.0
+    return cum
+
+
+def pick_kind(u: float, cdf: list[float]) -> int:
+    """The kind (index into KINDS) a uniform draw ``u`` picks from :func:`kind_cdf`."""
+    for i, c in enumerate(cdf):
+        if u < c:
+            return i
+    return len(cdf) - 1
+
+
+def draw_chip(rng: np.random.Generator, chips: int) -> int:
+    """The chip an event strikes (no draw on a one-chip board)."""
+    return int(rng.integers(chips)) if chips > 1 else 0
+
+
 class RadiationSource:
     """SEE arrivals for a board of ``chips`` chips, and the accumulated dose.
 
@@ -167,14 +206,8 @@ class RadiationSource:
         if self.degraded:
             w[1] *= self.cfg.degraded_mbu_factor
         self._w = w
-        self.k_per_rad = total = sum(w)
-        acc = 0.0
-        cum = []
-        for x in w:
-            acc += x
-            cum.append(acc / total if total > 0 else 1.0)
-        cum[-1] = 1.0
-        self._cum = cum
+        self.k_per_rad = sum(w)
+        self._cum = kind_cdf(w)
 
     def rate_per_rad(self, kind: str) -> float:
         """Expected events of ``kind`` per rad(Si) of (scaled) dose for the whole board, as configured now."""
@@ -204,28 +237,16 @@ class RadiationSource:
         self.hazard = h1
         if h1 < self.next_hazard:
             return None
-        out = []
-        span = h1 - h0
-        rng = self.rng
-        while self.next_hazard <= h1:
-            out.append((self.next_hazard - h0) / span if span > 0 else 1.0)
-            self.next_hazard += float(rng.exponential())
+        out, self.next_hazard = arrivals(h0, h1, self.next_hazard, self.rng.exponential)
         return out
 
     def draw_kind(self) -> str:
-        u = float(self.rng.random())
-        cum = self._cum
-        for i in range(len(cum)):
-            if u < cum[i]:
-                kind = KINDS[i]
-                break
-        else:
-            kind = KINDS[-1]
+        kind = KINDS[pick_kind(float(self.rng.random()), self._cum)]
         self.counts[kind] += 1
         return kind
 
     def draw_chip(self) -> int:
-        return int(self.rng.integers(self.chips)) if self.chips > 1 else 0
+        return draw_chip(self.rng, self.chips)
 
 
 class EccMemory:
