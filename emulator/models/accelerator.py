@@ -223,6 +223,12 @@ def throttled_state(state: Any, throttle: Any, working: Any, ops: Any) -> Any:
     return ops.where(on, S_THROTTLED, ops.where(off, ops.where(working, S_BUSY, S_IDLE), state))
 
 
+def shuts_down(state: Any, too_hot: Any) -> Any:
+    """A die at its shutdown temperature (``too_hot``: :func:`thermal_shutdown`) switches a running or hung board off
+    (latched off until a reset once it has cooled); a latched-up board waits for its rail to be cut."""
+    return too_hot & (state >= S_BOOTING) & (state <= S_HUNG)
+
+
 def boot_done_state(throttle: Any, ops: Any) -> Any:
     """The state a finished boot enters: idle, or throttled under a hardware slowdown (work then starts as a job
     arrives: the fleet's steady workload is one that arrives at once, :func:`work_state`)."""
@@ -883,7 +889,7 @@ class AcceleratorBoard:
         c = self.config
         st = self.state
         if thermal_shutdown(temp, c):
-            if st in _RUNNING or st is HUNG:
+            if shuts_down(STATE_CODE[st], True):
                 self._lose_all("thermal_shutdown")
                 for ev in self._hang_events:  # a thermal trip power-cycles the chips
                     self._handle(ev, "power_cycle", self.t_ns)

@@ -67,6 +67,7 @@ from emulator.models.accelerator import (
     leakage_k_per_degc,
     operating_point,
     see_outcome,
+    shuts_down,
     supply_state,
     thermal_shutdown,
     throttle_level,
@@ -1253,7 +1254,7 @@ class AcceleratorArrays:
         # single board: below its hot guard with no throttle nothing can change)
         if self._throttle_any or T.max(initial=-np.inf) >= self._hot_guard:
             hot = alive & thermal_shutdown(T, c)
-            shut = hot & (st != S_LATCHED)
+            shut = shuts_down(st, hot)
             if _nonzero(shut):
                 self.work_lost += shut & ((st == S_BUSY) | (st == S_THROTTLED))
                 self._set(shut, S_OFF)

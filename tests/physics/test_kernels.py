@@ -32,6 +32,7 @@ from emulator.models.accelerator import (
     leakage_k_per_degc,
     operating_point,
     see_outcome,
+    shuts_down,
     supply_state,
     thermal_shutdown,
     throttle_level,
@@ -189,6 +190,9 @@ def test_state_machine_kernels_agree_for_one_board_and_a_fleet_and_stay_legal() 
         bits(one, np.asarray(fn(*cols, ARRAY)))
         for r, to in zip(rows, one, strict=True):
             assert to == r[0] or LEGAL[r[0], to], (fn.__name__, STATES[r[0]], STATES[to])
+    bits([bool(shuts_down(a, b)) for a, b, _, _, _ in rows], shuts_down(s, g))
+    assert [STATES[a] for a in range(len(STATES)) if shuts_down(a, True)] == [
+        BoardState.BOOTING, BoardState.IDLE, BoardState.BUSY, BoardState.THROTTLED, BoardState.HUNG]
     bits([int(boot_done_state(t, SCALAR)) for t in th.tolist()], boot_done_state(th, ARRAY))
     assert all(LEGAL[S_BOOTING, boot_done_state(t, SCALAR)] for t in (0, 1, 2))
     bits([bool(can_reset(a, b, c)) for a, c, _, _, b in rows], can_reset(s, tl, g))
