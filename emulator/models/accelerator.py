@@ -811,7 +811,7 @@ class AcceleratorBoard:
                 util = c.boot_utilisation
                 self._boot_left_s -= dt_s
                 if self._boot_left_s <= 0.0 and not self.external:  # one state event per instant
-                    to = STATES[boot_done_state(self.throttle, SCALAR)]
+                    to = STATES[_boot_done_state(self.throttle)]
                     self._set_state(to, "boot complete; hardware slowdown" if to is THROTTLED else "boot complete")
             elif st is HUNG:
                 util = c.hung_utilisation
@@ -852,7 +852,7 @@ class AcceleratorBoard:
         good = supply_v >= self._min_v
         self._supply_good = good
         st = self.state
-        new = STATES[supply_state(STATE_CODE[st], good, SCALAR)]
+        new = STATES[_supply_state(STATE_CODE[st], good)]
         if good:
             self._thermal_latched = False
             self._announce("rail_on")
@@ -889,7 +889,7 @@ class AcceleratorBoard:
         c = self.config
         st = self.state
         if thermal_shutdown(temp, c):
-            if shuts_down(STATE_CODE[st], True):
+            if _shuts_down(STATE_CODE[st], True):
                 self._lose_all("thermal_shutdown")
                 for ev in self._hang_events:  # a thermal trip power-cycles the chips
                     self._handle(ev, "power_cycle", self.t_ns)
@@ -905,7 +905,7 @@ class AcceleratorBoard:
         if new != cur:
             self._set_throttle(new, temp)
         st = self.state
-        to = STATES[throttled_state(STATE_CODE[st], new, bool(self.queue), SCALAR)]
+        to = STATES[_throttled_state(STATE_CODE[st], new, bool(self.queue))]
         if to is not st:
             self._set_state(to, "hardware slowdown" if to is THROTTLED else "throttle released")
 
@@ -1449,3 +1449,9 @@ class AcceleratorBoard:
 # source as the fleet's AcceleratorArrays runs on arrays; AcceleratorBoard.advance.__wrapped__ is the method as written)
 AcceleratorBoard.advance = pk.inline_kernels(AcceleratorBoard.advance, {  # type: ignore[method-assign]
     "_dose_step": dose_step, "busy_utilisation": busy_utilisation, "board_power_w": board_power_w})
+
+#: the state machine's kernels compiled for floats (power_kernels.float_forms: a conditional for each where), as the
+#: board calls them, one state at a time (equal to the ops.SCALAR call: tests/physics/test_kernels.py)
+STATE_FLOAT = pk.float_forms([supply_state, throttled_state, boot_done_state, work_state, shuts_down])
+_supply_state, _throttled_state, _boot_done_state, _shuts_down = (
+    STATE_FLOAT[k] for k in ("supply_state", "throttled_state", "boot_done_state", "shuts_down"))

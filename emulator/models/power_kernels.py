@@ -414,6 +414,24 @@ class FloatKernels:
             setattr(self, fn.__name__, out)
 
 
+def float_forms(fns: list[Callable[..., Any]]) -> dict[str, Callable[..., Any]]:
+    """Kernels of another module (taking ``ops`` last) compiled for floats as :class:`FloatKernels` compiles this
+    module's: name -> the float form, which sees its own module's globals. Cached as :func:`cached_code` caches."""
+    module = fns[0].__module__
+    src = fns[0].__code__.co_filename
+    code, _ = cached_code(f"{module}.FLOAT", [src], lambda: (compile(
+        ast.Module(body=[_float_tree(fn) for fn in fns], type_ignores=[]), src, "exec"), []))
+    env = {**fns[0].__globals__, **{f"_ops_{k}": getattr(SCALAR, k)
+                                    for k in ("exp", "sqrt", "minimum", "maximum", "search_right")}}
+    exec(code, env)  # noqa: S102 (our own source)
+    out = {}
+    for fn in fns:
+        f = env[fn.__name__]
+        f.__doc__ = fn.__doc__
+        out[fn.__name__] = f
+    return out
+
+
 # -- the compiled forms, cached on disk ------------------------------------------------------------------------------
 #: bump when the transformation below changes in a way its source hash would not show
 _CACHE_FORMAT = 1

@@ -17,6 +17,7 @@ from emulator.models.accelerator import (
     S_HUNG,
     S_LATCHED,
     S_OFF,
+    STATE_FLOAT,
     STATE_NAMES,
     STATES,
     AcceleratorBoard,
@@ -188,12 +189,16 @@ def test_state_machine_kernels_agree_for_one_board_and_a_fleet_and_stay_legal() 
                            (work_state, lambda r: (r[0], r[3]), (s, w))):
         one = [int(fn(*args(r), SCALAR)) for r in rows]
         bits(one, np.asarray(fn(*cols, ARRAY)))
+        assert one == [STATE_FLOAT[fn.__name__](*args(r)) for r in rows]  # the single board's compiled form
         for r, to in zip(rows, one, strict=True):
             assert to == r[0] or LEGAL[r[0], to], (fn.__name__, STATES[r[0]], STATES[to])
     bits([bool(shuts_down(a, b)) for a, b, _, _, _ in rows], shuts_down(s, g))
     assert [STATES[a] for a in range(len(STATES)) if shuts_down(a, True)] == [
         BoardState.BOOTING, BoardState.IDLE, BoardState.BUSY, BoardState.THROTTLED, BoardState.HUNG]
     bits([int(boot_done_state(t, SCALAR)) for t in th.tolist()], boot_done_state(th, ARRAY))
+    assert [STATE_FLOAT["boot_done_state"](t) for t in (0, 1, 2)] == [boot_done_state(t, SCALAR) for t in (0, 1, 2)]
+    assert [STATE_FLOAT["shuts_down"](a, b) for a, b, _, _, _ in rows] == [bool(shuts_down(a, b)) for a, b, _, _, _
+                                                                           in rows]
     assert all(LEGAL[S_BOOTING, boot_done_state(t, SCALAR)] for t in (0, 1, 2))
     bits([bool(can_reset(a, b, c)) for a, c, _, _, b in rows], can_reset(s, tl, g))
     assert [STATES[a] for a in range(len(STATES)) if can_reset(a, False, True)] == [
