@@ -937,7 +937,7 @@ class PowerArrays:
             p_loads_in = p_loads_in.copy()
             for k in np.flatnonzero(bad).tolist():
                 p_loads_in[k], i[k] = self._overcurrent_shed(k, p_avail[k], p_loads_in[k], ocv[k], rr[k])
-                shunt[k] = max(0.0, p_avail[k] - p_loads_in[k] - (ocv[k] + i[k] * rr[k]) * i[k])
+                shunt[k] = pk.shed_shunt(p_avail[k], p_loads_in[k], ocv[k], i[k], rr[k])
             # the array now covers the loads left: the charge branch, with its limits
             charge = bad & (p_avail - p_loads_in >= 0.0) & (i != 0.0)
             if _nonzero(charge):

@@ -850,7 +850,7 @@ class PowerSystem:
                 if over:
                     # the terminal voltage would collapse (or the current exceed its limit): shed by priority
                     p_loads_in, i = self._overcurrent_shed(p_avail, p_loads_in, ocv, rr, i_dis_max)
-                    shunt = max(0.0, p_avail - p_loads_in - (ocv + i * rr) * i)
+                    shunt = pk.shed_shunt(p_avail, p_loads_in, ocv, i, rr)
                     net = p_avail - p_loads_in
                     shed = True
                     final = False

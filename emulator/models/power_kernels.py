@@ -259,6 +259,12 @@ def overcurrent_shed(p_avail_w: float, p_loads_in_w: float, ocv_v: float, r_ohm:
         len(p_in_by_priority)
 
 
+def shed_shunt(p_avail_w: float, p_loads_in_w: float, ocv_v: float, current_a: float, r_ohm: float) -> float:
+    """One member's shunted power after an over-current shed (W): what the array offers beyond the loads left and
+    what the pack takes at ``current_a`` (:func:`overcurrent_shed`), never negative."""
+    return max(0.0, p_avail_w - p_loads_in_w - (ocv_v + current_a * r_ohm) * current_a)
+
+
 def shed_mode(rail_min_mode: int) -> int:
     """The mode an over-current shed of a rail leaves: just below the rail's minimum (the mode machine brings it
     back when the battery allows and the hold is over)."""

@@ -277,3 +277,9 @@ def test_pack_makeup_of_one_pack_and_of_a_fleet(packs: list[list[int]]) -> None:
         one = pk.pack_makeup([n for n in p if n >= 0], float(q[k]), 0.5, 2.0, 4.15, pk.SCALAR)
         assert one == tuple(np.asarray(a)[k].item() for a in fleet), (p, one)
     assert fleet[1].dtype == np.int64 and fleet[0].dtype == np.int64
+
+
+def test_shed_shunt_is_the_surplus_beyond_loads_and_charge() -> None:
+    assert pk.shed_shunt(10.0, 4.0, 7.0, 0.5, 0.1) == 10.0 - 4.0 - (7.0 + 0.05) * 0.5
+    assert pk.shed_shunt(3.0, 4.0, 7.0, -0.2, 0.1) == max(0.0, 3.0 - 4.0 + (7.0 - 0.02) * 0.2)
+    assert pk.shed_shunt(1.0, 4.0, 7.0, 0.0, 0.1) == 0.0
