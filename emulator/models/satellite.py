@@ -647,7 +647,9 @@ class Satellite(SpacecraftModel):
         th = self.thermal
         acc = self.accel
         acc_advance = self._acc_advance
-        acc_has_events = acc.has_events if steps > 1 else None  # (an injected test board may have no events)
+        # the board's pending events: its list, read directly (the board's own has_events() for an injected one)
+        acc_has_events = None if steps == 1 or type(acc) is AcceleratorBoard else acc.has_events
+        power_step, thermostat, thermal_advance = pw.step, th.thermostat, th.advance
         acc_node, batt_node, eps_node, shunt_node = self._nodes
         acc_rail = self._acc_rail
         accel_rail = self._accel_rail
@@ -675,15 +677,15 @@ class Satellite(SpacecraftModel):
             solar = solar_flat[i * na:i * na + na]
             temps = th.T.tolist()
             acc_advance(t_ns, dt_s, acc_rail.v_out, temps[acc_node] - KELVIN, dose[i], radf[i])
-            if th.thermostat(temps):
+            if thermostat(temps):
                 self._heaters_switched()
             loads = self._heater_loads.copy()
             acc_w = acc.latchup_w if self._acc_supplied else acc.load_w
             loads[accel_rail] += acc_w
             if one_array:
-                pw.step(dt_s, solar, [temps[an0] - KELVIN], temps[batt_node] - KELVIN, loads)
+                power_step(dt_s, solar, [temps[an0] - KELVIN], temps[batt_node] - KELVIN, loads)
             else:
-                pw.step(dt_s, solar, [temps[n] - KELVIN for n in an], temps[batt_node] - KELVIN, loads)
+                power_step(dt_s, solar, [temps[n] - KELVIN for n in an], temps[batt_node] - KELVIN, loads)
 
             # heat routing: environment + static loads (per chunk), the quiet rails (per quiet_version), the rest
             if pw.quiet_version != self._route_version:
@@ -716,13 +718,14 @@ class Satellite(SpacecraftModel):
             else:
                 for node, w in zip(an, aw):
                     q[node] -= w
-            th.advance(dt_s, temps, q)
+            thermal_advance(dt_s, temps, q)
             self.t_ns = t_ns + dt_ns
             self.steps += 1
             if pw.events:
                 self._events += pw.events
                 pw.events.clear()
-            if k + 1 < steps and (self._events or acc_has_events()):  # published with this step's time: stop here
+            if k + 1 < steps and (self._events or (acc._events if acc_has_events is None else acc_has_events())):
+                # published with this step's time: the batch stops here
                 return k + 1
         return steps
 
