@@ -535,6 +535,8 @@ class Satellite(SpacecraftModel):
         self._route_version = -1
         self._q_flat: list[float] = []
         self._solar_flat: list[float] = []
+        self._dose: list[float] = []
+        self._radf: list[float] = []
         self._n_arrays = len(self._array_face)
         self._next_t = -1
         self._c_dt_s = 0.0
@@ -636,75 +638,96 @@ class Satellite(SpacecraftModel):
 
     # -- the step ---------------------------------------------------------------------------------------------
     def step(self, t_ns: int, dt_ns: int) -> None:
-        i = self._i + 1
-        if t_ns != self._next_t or dt_ns != self._c_dt or i >= self._c_n:  # not the next sample of the chunk
-            k = (t_ns - self._c_t0) // self._c_dt if self._c_dt else -1
-            if (self._chunk is None or dt_ns != self._c_dt or not 0 <= k < self._c_n
-                    or t_ns != self._c_t0 + k * self._c_dt):
-                self._load_chunk(t_ns, dt_ns)
-                k = 0
-            i = k
-        self._i = i
-        self._next_t = t_ns + dt_ns
-        na = self._n_arrays
-        solar = self._solar_flat[i * na:i * na + na]
-        dt_s = self._c_dt_s
+        self.step_many(t_ns, dt_ns, 1)
+
+    def step_many(self, t_ns: int, dt_ns: int, steps: int) -> int:
+        # the steps of a batch in one frame: what holds for the whole batch (the models, the node indices, the
+        # chunk's flat lists until the next chunk loads) is looked up once, not at every step
         pw = self.power
         th = self.thermal
         acc = self.accel
+        acc_advance = self._acc_advance
+        # the board's pending events: its list, read directly (the board's own has_events() for an injected one)
+        acc_has_events = None if steps == 1 or type(acc) is AcceleratorBoard else acc.has_events
+        power_step, thermostat, thermal_advance = pw.step, th.thermostat, th.advance
         acc_node, batt_node, eps_node, shunt_node = self._nodes
-        temps = th.T.tolist()
         acc_rail = self._acc_rail
-        self._acc_advance(t_ns, dt_s, acc_rail.v_out, temps[acc_node] - KELVIN, self._dose[i], self._radf[i])
-        if th.thermostat(temps):
-            self._heaters_switched()
-        loads = self._heater_loads.copy()
-        acc_w = acc.latchup_w if self._acc_supplied else acc.load_w
-        loads[self._accel_rail] += acc_w
+        accel_rail = self._accel_rail
         an = self._array_nodes
-        if len(an) == 1:
-            pw.step(dt_s, solar, [temps[an[0]] - KELVIN], temps[batt_node] - KELVIN, loads)
-        else:
-            pw.step(dt_s, solar, [temps[n] - KELVIN for n in an], temps[batt_node] - KELVIN, loads)
-
-        # heat routing: environment + static loads (per chunk), the quiet rails (per quiet_version), the rest
-        if pw.quiet_version != self._route_version:
-            self._reroute()
+        one_array = len(an) == 1
+        an0 = an[0] if one_array else -1
+        na = self._n_arrays
         nn = self.n_nodes
-        q = self._q_flat[i * nn:i * nn + nn]
-        for node, w in self._quiet_heat:
-            q[node] += w
-        for r, rloads, rnode in self._active_route:
-            f = r.frac
-            if f != 1.0:
-                for node, p in rloads:
-                    q[node] -= p * (1.0 - f)
-            h = r.heat_w
-            if h:
-                q[rnode] += h
-        for r, node, p in self._heater_on_route:
-            q[node] += p * r.frac
-        q[acc_node] += (acc_w if self._acc_supplied else acc.heat_w) * acc_rail.frac
-        if self._supply_heat:
-            sw = pw.supply_load_w
-            for name, r, node in self._supply_heat:
-                q[node] += sw[name] * r.frac
-        i2r_w, mppt_w = loss_heat_w(pw.battery_a, pw.battery_r_ohm, pw.array_total_w, pw.mppt_eff)
-        q[batt_node] += i2r_w
-        q[eps_node] += mppt_w
-        q[shunt_node] += pw.shunt_w
-        aw = pw.array_w
-        if len(an) == 1:
-            q[an[0]] -= aw[0]
-        else:
-            for node, w in zip(an, aw):
-                q[node] -= w
-        th.advance(dt_s, temps, q)
-        self.t_ns = t_ns + dt_ns
-        self.steps += 1
-        if pw.events:
-            self._events += pw.events
-            pw.events.clear()
+        solar_flat, q_flat, dose, radf, dt_s = self._solar_flat, self._q_flat, self._dose, self._radf, self._c_dt_s
+        for k in range(steps):
+            if k:
+                t_ns += dt_ns
+            i = self._i + 1
+            if t_ns != self._next_t or dt_ns != self._c_dt or i >= self._c_n:  # not the next sample of the chunk
+                c = (t_ns - self._c_t0) // self._c_dt if self._c_dt else -1
+                if (self._chunk is None or dt_ns != self._c_dt or not 0 <= c < self._c_n
+                        or t_ns != self._c_t0 + c * self._c_dt):
+                    self._load_chunk(t_ns, dt_ns)
+                    c = 0
+                    solar_flat, q_flat, dose, radf = self._solar_flat, self._q_flat, self._dose, self._radf
+                    dt_s = self._c_dt_s
+                i = c
+            self._i = i
+            self._next_t = t_ns + dt_ns
+            solar = solar_flat[i * na:i * na + na]
+            temps = th.T.tolist()
+            acc_advance(t_ns, dt_s, acc_rail.v_out, temps[acc_node] - KELVIN, dose[i], radf[i])
+            if thermostat(temps):
+                self._heaters_switched()
+            loads = self._heater_loads.copy()
+            acc_w = acc.latchup_w if self._acc_supplied else acc.load_w
+            loads[accel_rail] += acc_w
+            if one_array:
+                power_step(dt_s, solar, [temps[an0] - KELVIN], temps[batt_node] - KELVIN, loads)
+            else:
+                power_step(dt_s, solar, [temps[n] - KELVIN for n in an], temps[batt_node] - KELVIN, loads)
+
+            # heat routing: environment + static loads (per chunk), the quiet rails (per quiet_version), the rest
+            if pw.quiet_version != self._route_version:
+                self._reroute()
+            q = q_flat[i * nn:i * nn + nn]
+            for node, w in self._quiet_heat:
+                q[node] += w
+            for r, rloads, rnode in self._active_route:
+                f = r.frac
+                if f != 1.0:
+                    for node, p in rloads:
+                        q[node] -= p * (1.0 - f)
+                h = r.heat_w
+                if h:
+                    q[rnode] += h
+            for r, node, p in self._heater_on_route:
+                q[node] += p * r.frac
+            q[acc_node] += (acc_w if self._acc_supplied else acc.heat_w) * acc_rail.frac
+            if self._supply_heat:
+                sw = pw.supply_load_w
+                for name, r, node in self._supply_heat:
+                    q[node] += sw[name] * r.frac
+            i2r_w, mppt_w = loss_heat_w(pw.battery_a, pw.battery_r_ohm, pw.array_total_w, pw.mppt_eff)
+            q[batt_node] += i2r_w
+            q[eps_node] += mppt_w
+            q[shunt_node] += pw.shunt_w
+            aw = pw.array_w
+            if one_array:
+                q[an0] -= aw[0]
+            else:
+                for node, w in zip(an, aw):
+                    q[node] -= w
+            thermal_advance(dt_s, temps, q)
+            self.t_ns = t_ns + dt_ns
+            self.steps += 1
+            if pw.events:
+                self._events += pw.events
+                pw.events.clear()
+            if k + 1 < steps and (self._events or (acc._events if acc_has_events is None else acc_has_events())):
+                # published with this step's time: the batch stops here
+                return k + 1
+        return steps
 
     # -- bench supplies: what a rail delivers, what a real board on it draws ---------------------------------
     def supply_loads(self) -> dict[str, str]:
@@ -908,5 +931,13 @@ class Satellite(SpacecraftModel):
         return out
 
 
-# The per-step path with the heat-routing kernel written in (power_kernels.inline_kernels: no call per equation)
-Satellite.step = pk.inline_kernels(Satellite.step, {"loss_heat_w": loss_heat_w})  # type: ignore[method-assign]
+# The per-step path with the heat-routing kernel written in (power_kernels.inline_kernels: no call per equation);
+# Satellite.step.__wrapped__ is one step of the method as written (calls), as the inlined methods of the other models
+Satellite.step_many = pk.inline_kernels(Satellite.step_many, {"loss_heat_w": loss_heat_w})  # type: ignore[method-assign]
+
+
+def _step_as_written(self: Satellite, t_ns: int, dt_ns: int) -> None:
+    Satellite.step_many.__wrapped__(self, t_ns, dt_ns, 1)
+
+
+Satellite.step.__wrapped__ = _step_as_written  # type: ignore[attr-defined]
