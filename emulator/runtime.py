@@ -216,8 +216,10 @@ class Emulator:
         self._fault_list: list[dict[str, Any]] | None = None
         self._message_observers: list[MessageObserver] = []
         self._unflushed = False
-        #: (link, encoded envelope, event) published but not yet sent (OUTBOX_MESSAGES), sent in order
-        self._outbox: list[tuple[Any, bytes, bool]] = []
+        #: (link, encoded envelope, event, peer) published (peer None) or a reply to a peer, not yet sent
+        #: (OUTBOX_MESSAGES), sent in order
+        self._outbox: list[tuple[Any, bytes, bool, bytes | None]] = []
+        self._replies_due = False  # a call_soon sends the outbox's replies (DEFERRED_REPLIES)
         self._defer_sends = False
         self._rearmed_ns = 0  # wall time of the last re-arm (REARM_NS)
         self._outbox_sent_ns = 0  # wall time the outbox was last sent as the clock yielded (OUTBOX_NS)
@@ -792,7 +794,7 @@ class Emulator:
         links, feeders = targets if targets is not None else self._targets(topic, planes)
         outbox = self._outbox
         for link in links:
-            outbox.append((link, data, event))
+            outbox.append((link, data, event, None))
         for link in feeders:
             link.feed_bytes(topic, data, event=event, now_ns=self.clock.wall.now_ns())
         if outbox and (not self._defer_sends or len(outbox) >= OUTBOX_MESSAGES):
@@ -800,11 +802,28 @@ class Emulator:
 
     def _send_outbox(self) -> None:
         outbox, self._outbox = self._outbox, []
-        for link, data, event in outbox:
+        replied = []
+        for link, data, event, peer in outbox:
+            if peer is not None:
+                try:
+                    link.reply_bytes(peer, data)
+                except EmulatorError as exc:
+                    log.debug("%s: reply to %r failed: %s", link.url.label, peer, exc)
+                if link not in replied:
+                    replied.append(link)
+                continue
             try:
                 link.publish_bytes(data, event=event)
             except EmulatorError as exc:  # a dead link never stops the simulation
                 log.warning("publish on %s failed: %s", link.url.label, exc)
+        for link in replied:
+            link.replies_sent()
+
+    def _send_replies(self) -> None:
+        """The serve loops queued replies (DEFERRED_REPLIES): send them with what was published before them."""
+        self._replies_due = False
+        if self._outbox:
+            self._send_outbox()
 
     def _wall_time(self, topic: str) -> bool:
         spec = self.catalogue.get(topic) if topic in self.catalogue else None
@@ -857,15 +876,25 @@ class Emulator:
                     finally:
                         self._request_peer = None
             reply = Message(reply.topic, reply.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
+            data = None
             if self.recorder is not None:
-                self.recorder.write(name, "out", encode_message(reply),
+                data = encode_message(reply)
+                self.recorder.write(name, "out", data,
                                     wall_time=incoming.message is not None and self._wall_time(incoming.message.topic))
-            try:
-                if self._outbox:  # what was published before this reply goes first
-                    self._send_outbox()
-                await link.send_to(incoming.peer, reply)
-            except EmulatorError as exc:
-                log.debug("%s link: reply to %r failed: %s", name, incoming.peer, exc)
+            if link.defers_replies:
+                # queued behind what was published before it, sent with what the clock publishes next (a lockstep
+                # turn's replies, its telemetry and sim.waiting leave together) or at the next loop turn at latest
+                self._outbox.append((link, data if data is not None else encode_message(reply), False, incoming.peer))
+                if not self._replies_due:
+                    self._replies_due = True
+                    asyncio.get_running_loop().call_soon(self._send_replies)
+            else:
+                try:
+                    if self._outbox:  # what was published before this reply goes first
+                        self._send_outbox()
+                    await link.send_to(incoming.peer, reply)
+                except EmulatorError as exc:
+                    log.debug("%s link: reply to %r failed: %s", name, incoming.peer, exc)
             handled += 1
             if handled >= SERVE_BATCH or wall.now_ns() - batch_start_ns >= SERVE_BUDGET_NS:
                 await asyncio.sleep(0)  # fairness: the clock and the other plane get their turn

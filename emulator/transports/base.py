@@ -432,6 +432,23 @@ class ServerLink(_Link, ABC):
             self.stats.rx += 1
             return Incoming(peer, msg, None)
 
+    #: the medium sends a reply without waiting (:meth:`reply_bytes`): the runtime may then queue a batch of replies
+    #: and send them together (ZeroMQ: one wake-up of its I/O thread per batch instead of per reply)
+    defers_replies = False
+
+    def reply_bytes(self, peer: bytes, data: bytes) -> None:
+        """Send an encoded reply to one client now, never waiting (media with :attr:`defers_replies`); call
+        :meth:`replies_sent` after a batch of them.
+
+        Raises:
+            TransportClosedError: the link is closed.
+            TransportBrokenError: the peer is known to be gone.
+        """
+        raise NotImplementedError(f"{type(self).__name__} sends replies with send_to")
+
+    def replies_sent(self) -> None:
+        """After a batch of :meth:`reply_bytes`: let the medium notice new requests again."""
+
     async def send_to(self, peer: bytes, msg: Message) -> None:
         """Send a reply to one client.
 
