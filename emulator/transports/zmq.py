@@ -398,6 +398,88 @@ def key_fingerprint(public_z85: bytes) -> str:
     return hashlib.sha256(zmq.utils.z85.decode(public_z85)).hexdigest()[:16]
 
 
+#: getsockopt and recv without pyzmq's Python layer (option lookup, routing_id/group/copy handling)
+_sock_get = zmq.backend.Socket.get
+_sock_recv = zmq.backend.Socket.recv
+
+
+class _Readable:
+    """Wakes one waiting coroutine when one of some ZeroMQ sockets may have something to read: a reader on each
+    socket's FD, and no zmq.asyncio future, poller or exception per wait (zmq.asyncio's machinery cost a board
+    about a third of its turn).
+
+    A ZeroMQ socket's FD is edge-triggered: it signals that the socket has commands to process, not that a
+    message waits, and any call on the socket may take that signal. So a wait starts only right after every
+    socket was asked for EVENTS (the owner drains them; asking takes the signals and says what waits), and a
+    send on one of them while a wait is on is followed by one more look at its EVENTS (:meth:`sent`, once per
+    loop turn). The readers stay registered from one wait to the next; one that fires while nobody waits removes
+    them until the next wait (a signal nobody takes would otherwise fire at every loop turn).
+    """
+
+    def __init__(self, socks: Iterable[zmq.Socket[Any]]) -> None:
+        self.fds = [sock.FD for sock in socks]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._look_at: zmq.Socket[Any] | None = None  # a socket sent on while a wait was on (sent)
+
+    def _fire(self) -> None:
+        waiter = self._waiter
+        if waiter is None:
+            self._unwatch()
+        elif not waiter.done():
+            waiter.set_result(None)
+
+    def _unwatch(self) -> None:
+        if self._loop is not None:
+            if not self._loop.is_closed():
+                for fd in self.fds:
+                    self._loop.remove_reader(fd)
+            self._loop = None
+
+    async def wait(self, timeout_s: float | None = None) -> None:
+        """Until a socket may be readable (or ``timeout_s``); call it right after draining every socket."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._unwatch()
+            for fd in self.fds:
+                loop.add_reader(fd, self._fire)
+            self._loop = loop
+        waiter = self._waiter = loop.create_future()
+        try:
+            if timeout_s is None:
+                await waiter
+            else:
+                await asyncio.wait((waiter,), timeout=timeout_s)
+        finally:
+            self._waiter = None
+
+    def sent(self, sock: zmq.Socket[Any]) -> None:
+        """``sock`` was sent on: the send may have taken its FD's signal; a wait that is on looks at its EVENTS once
+        this loop turn."""
+        if self._waiter is not None and self._look_at is None and self._loop is not None:
+            self._look_at = sock
+            self._loop.call_soon(self._look)
+
+    def _look(self) -> None:
+        sock, self._look_at = self._look_at, None
+        waiter = self._waiter
+        if waiter is None or waiter.done() or sock is None or sock.closed:
+            return
+        try:
+            readable = _sock_get(sock, zmq.EVENTS) & zmq.POLLIN
+        except zmq.ZMQError:
+            readable = True  # let the owner find out what is wrong
+        if readable:
+            waiter.set_result(None)
+
+    def close(self) -> None:
+        """Stop watching (before the sockets close); a wait that is on is cancelled."""
+        self._unwatch()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
+
+
 class ZmqServerLink(ServerLink):
     """Emulator side: XPUB for telemetry/events, ROUTER for requests.
 
@@ -561,8 +643,25 @@ class ZmqServerLink(ServerLink):
                 field="frames")
         return peer, body[0], None
 
+    defers_replies = True
+
+    def reply_bytes(self, peer: bytes, data: bytes) -> None:
+        self._check_open()
+        self._reply(peer, data)
+
+    def replies_sent(self) -> None:
+        # the synchronous sends may have taken the edge-triggered FD's signal: re-arm the asyncio socket's watcher
+        # (or a request that came meanwhile waits unnoticed); once per batch of replies
+        with contextlib.suppress(zmq.ZMQError):
+            self._router.get(zmq.EVENTS)
+
     async def _send_to(self, peer: bytes, msg: Message) -> None:
-        data = encode_message(msg)
+        try:
+            self._reply(peer, encode_message(msg))
+        finally:
+            self.replies_sent()
+
+    def _reply(self, peer: bytes, data: bytes) -> None:
         try:
             self._router_sync.send_multipart([peer, data], zmq.NOBLOCK)
         except zmq.Again:
@@ -575,8 +674,6 @@ class ZmqServerLink(ServerLink):
                 self.stats.drop("peer_gone")
                 raise TransportBrokenError(f"peer {peer!r} is not connected to {self.url.label}") from exc
             raise TransportBrokenError(f"reply on {self.url.label} failed: {exc}") from exc
-        finally:
-            self._router.get(zmq.EVENTS)
         self.stats.tx += 1
 
     async def _aclose(self) -> None:
@@ -596,13 +693,12 @@ class ZmqClientLink(ClientLink):
                  monitor: zmq.asyncio.Socket | None) -> None:
         super().__init__(url)
         self._sub, self._dealer, self._monitor = sub, dealer, monitor
+        # synchronous views: this link never uses zmq.asyncio's futures (_Readable wakes it)
         self._sub_sync = zmq.Socket.shadow(sub.underlying)
         self._dealer_sync = zmq.Socket.shadow(dealer.underlying)
         self._monitor_sync = zmq.Socket.shadow(monitor.underlying) if monitor is not None else None
-        self._poller = zmq.asyncio.Poller()
-        for sock in (sub, dealer, monitor):
-            if sock is not None:
-                self._poller.register(sock, zmq.POLLIN)
+        self._readable = _Readable(s for s in (self._monitor_sync, self._sub_sync, self._dealer_sync)
+                                   if s is not None)
         self._inbox: deque[Message] = deque()
         self._welcomed = False
         self._broken_pending = False
@@ -625,6 +721,8 @@ class ZmqClientLink(ClientLink):
         if self._monitor_sync is not None:
             # Connection events first: a disconnection followed by a new welcome must end "up".
             for _ in range(_DRAIN_BATCH):
+                if not _sock_get(self._monitor_sync, zmq.EVENTS) & zmq.POLLIN:
+                    break
                 try:
                     event = parse_monitor_message(self._monitor_sync.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
@@ -638,16 +736,20 @@ class ZmqClientLink(ClientLink):
                 elif kind in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
                     self._handshake_failed = True
         for sock in (self._sub_sync, self._dealer_sync):
+            # EVENTS first: a receive that finds nothing raises zmq.Again, which costs twice as much
             for _ in range(_DRAIN_BATCH):
+                if not _sock_get(sock, zmq.EVENTS) & zmq.POLLIN:
+                    break
                 try:
-                    data = sock.recv(zmq.NOBLOCK)
+                    frame = _sock_recv(sock, zmq.NOBLOCK, False, False)
                 except zmq.Again:
                     break
-                if sock.rcvmore:  # not one of ours: a multi-frame message; skip all of it
+                if frame.more:  # not one of ours: a multi-frame message; skip all of it
                     while sock.rcvmore:
                         sock.recv()
                     self.stats.drop("decode_error")
                     continue
+                data = frame.bytes
                 if data == WELCOME:
                     self._on_welcome()
                     continue
@@ -671,7 +773,7 @@ class ZmqClientLink(ClientLink):
             self._drain_checked()
             if self._inbox or self._broken_pending:
                 continue
-            await _await_zmq(self, self._poller.poll())
+            await _await_zmq(self, self._readable.wait())
 
     def _drain_checked(self) -> None:
         try:
@@ -688,7 +790,7 @@ class ZmqClientLink(ClientLink):
             self._drain_checked()
             if self.stats.is_up == up:
                 return
-            await _await_zmq(self, self._poller.poll())
+            await _await_zmq(self, self._readable.wait())
 
     async def _wait_welcome(self, timeout_s: float) -> None:
         try:
@@ -703,7 +805,7 @@ class ZmqClientLink(ClientLink):
                             f"{self._handshake_refused}): it is not on the server's allow-list (curve_clients). "
                             f"This client's public key: {self.curve_keys[1].decode()} (fingerprint "
                             f"{key_fingerprint(self.curve_keys[1])}); ask for it to be added", field="curve_secret")
-                    await _await_zmq(self, self._poller.poll(250))
+                    await _await_zmq(self, self._readable.wait(0.25))
         except TimeoutError:
             hint = "is the emulator running and is this its resolved URL?"
             if self.curve_keys is not None:
@@ -721,7 +823,10 @@ class ZmqClientLink(ClientLink):
     async def _send_bytes(self, frames: list[bytes]) -> None:
         self._check_open()
         try:
-            self._dealer_sync.send_multipart(frames, zmq.NOBLOCK)
+            if len(frames) == 1:
+                self._dealer_sync.send(frames[0], zmq.NOBLOCK)
+            else:
+                self._dealer_sync.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             # the request queue towards the server is full (hwm): the server is gone or stuck
             raise TransportBrokenError(
@@ -730,10 +835,11 @@ class ZmqClientLink(ClientLink):
         except zmq.ZMQError as exc:
             raise TransportBrokenError(f"send on {self.url.label} failed: {exc}") from exc
         finally:
-            self._dealer.get(zmq.EVENTS)
+            self._readable.sent(self._dealer_sync)
         self.stats.tx += 1
 
     async def _aclose(self) -> None:
+        self._readable.close()
         if self._monitor is not None:
             with contextlib.suppress(zmq.ZMQError):
                 self._dealer.disable_monitor()
