@@ -496,6 +496,7 @@ class ZmqServerLink(ServerLink):
         super().__init__(url)
         self._router = router
         self._router_sync = zmq.Socket.shadow(router.underlying)
+        self._router_readable = _Readable([self._router_sync])  # requests wake recv (no zmq.asyncio future)
         self._make_xpub = make_xpub
         self._curve = curve
         self.curve_public: bytes | None = None  #: the server's public key (z85) when CURVE is on
@@ -539,6 +540,8 @@ class ZmqServerLink(ServerLink):
             return "full"
         except zmq.ZMQError:
             return "gone"
+        finally:
+            self._router_readable.sent(self._router_sync)
         return "ok"
 
     async def _watch_subscribers(self) -> None:
@@ -605,14 +608,15 @@ class ZmqServerLink(ServerLink):
         self._sent_since_flush = False
         with contextlib.suppress(zmq.ZMQError):
             self._xpub.get(zmq.EVENTS)
-            if self.feeds:  # feeds send on the ROUTER: re-arm it too, or requests wait unnoticed
-                self._router.get(zmq.EVENTS)
 
     def _drain(self) -> None:
         sock = self._router_sync
         # a few at a time (each recv costs a few us): taking the whole inbox at once held the loop ~0.3 ms
         for _ in range(DRAIN_MESSAGES):
             if len(self._inbox) >= INBOX_MESSAGES or self._inbox_bytes >= INBOX_BYTES:
+                return
+            # EVENTS first: a receive that finds nothing raises zmq.Again, which costs twice as much
+            if not _sock_get(sock, zmq.EVENTS) & zmq.POLLIN:
                 return
             try:
                 frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
@@ -630,10 +634,8 @@ class ZmqServerLink(ServerLink):
                 raise TransportBrokenError(f"recv on {self.url.label} failed: {exc}") from exc
             if self._inbox:
                 break
-            # Idle: one awaited receive (lowest latency for a lone request); bursts are drained above.
-            frames = await _await_zmq(self, self._router.recv_multipart())
-            self._inbox.append((frames[0], frames[1:]))
-            self._inbox_bytes += sum(len(f) for f in frames)
+            # idle: the drain above asked EVENTS, so the FD signals the next request
+            await _await_zmq(self, self._router_readable.wait())
         peer, body = self._inbox.popleft()
         self._inbox_bytes -= sum(len(f) for f in body) + len(peer)
         if len(body) != 1:
@@ -650,10 +652,9 @@ class ZmqServerLink(ServerLink):
         self._reply(peer, data)
 
     def replies_sent(self) -> None:
-        # the synchronous sends may have taken the edge-triggered FD's signal: re-arm the asyncio socket's watcher
-        # (or a request that came meanwhile waits unnoticed); once per batch of replies
-        with contextlib.suppress(zmq.ZMQError):
-            self._router.get(zmq.EVENTS)
+        # the sends may have taken the edge-triggered FD's signal: a waiting recv looks at EVENTS (or a request that
+        # came meanwhile waits unnoticed); once per loop turn
+        self._router_readable.sent(self._router_sync)
 
     async def _send_to(self, peer: bytes, msg: Message) -> None:
         try:
@@ -677,6 +678,7 @@ class ZmqServerLink(ServerLink):
         self.stats.tx += 1
 
     async def _aclose(self) -> None:
+        self._router_readable.close()
         self._watcher.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._watcher
