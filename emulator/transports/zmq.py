@@ -401,6 +401,27 @@ def key_fingerprint(public_z85: bytes) -> str:
 #: getsockopt and recv without pyzmq's Python layer (option lookup, routing_id/group/copy handling)
 _sock_get = zmq.backend.Socket.get
 _sock_recv = zmq.backend.Socket.recv
+#: plain ints: ``int & zmq.POLLIN`` goes through the IntFlag's ``__rand__`` and builds an enum member (~3 us)
+_EVENTS, _POLLIN, _NOBLOCK = int(zmq.EVENTS), int(zmq.POLLIN), int(zmq.NOBLOCK)
+_NOBLOCK_MORE = int(zmq.NOBLOCK | zmq.SNDMORE)
+_sock_send = zmq.backend.Socket.send
+
+
+def _send_routed(sock: zmq.Socket[Any], peer: bytes, data: bytes) -> None:
+    """``send_multipart([peer, data], NOBLOCK)`` on a ROUTER without pyzmq's Python layer (the first frame fails
+    alone: zmq.Again or EHOSTUNREACH, nothing sent)."""
+    _sock_send(sock, peer, _NOBLOCK_MORE, True, False)
+    _sock_send(sock, data, _NOBLOCK, True, False)
+
+
+def _recv_frames(sock: zmq.Socket[Any]) -> list[bytes]:
+    """``recv_multipart(NOBLOCK)`` without pyzmq's Python layer (a message's frames arrive together)."""
+    frames = []
+    while True:
+        frame = _sock_recv(sock, _NOBLOCK, False, False)
+        frames.append(frame.bytes)
+        if not frame.more:
+            return frames
 
 
 class _Readable:
@@ -466,7 +487,7 @@ class _Readable:
         if waiter is None or waiter.done() or sock is None or sock.closed:
             return
         try:
-            readable = _sock_get(sock, zmq.EVENTS) & zmq.POLLIN
+            readable = _sock_get(sock, _EVENTS) & _POLLIN
         except zmq.ZMQError:
             readable = True  # let the owner find out what is wrong
         if readable:
@@ -535,7 +556,7 @@ class ZmqServerLink(ServerLink):
         # a feed rides the ROUTER beside the peer's replies (ROUTER_MANDATORY: a peer that left is reported)
         self._sent_since_flush = True
         try:
-            self._router_sync.send_multipart([peer, data], zmq.NOBLOCK)
+            _send_routed(self._router_sync, peer, data)
         except zmq.Again:
             return "full"
         except zmq.ZMQError:
@@ -616,10 +637,10 @@ class ZmqServerLink(ServerLink):
             if len(self._inbox) >= INBOX_MESSAGES or self._inbox_bytes >= INBOX_BYTES:
                 return
             # EVENTS first: a receive that finds nothing raises zmq.Again, which costs twice as much
-            if not _sock_get(sock, zmq.EVENTS) & zmq.POLLIN:
+            if not _sock_get(sock, _EVENTS) & _POLLIN:
                 return
             try:
-                frames = sock.recv_multipart(zmq.NOBLOCK, copy=True)
+                frames = _recv_frames(sock)
             except zmq.Again:
                 return
             self._inbox.append((frames[0], frames[1:]))
@@ -664,7 +685,7 @@ class ZmqServerLink(ServerLink):
 
     def _reply(self, peer: bytes, data: bytes) -> None:
         try:
-            self._router_sync.send_multipart([peer, data], zmq.NOBLOCK)
+            _send_routed(self._router_sync, peer, data)
         except zmq.Again:
             self.stats.drop("queue_full")
             log.debug("%s: reply to %r dropped: its queue is full (hwm %d)", self.url.label, peer,
@@ -723,7 +744,7 @@ class ZmqClientLink(ClientLink):
         if self._monitor_sync is not None:
             # Connection events first: a disconnection followed by a new welcome must end "up".
             for _ in range(_DRAIN_BATCH):
-                if not _sock_get(self._monitor_sync, zmq.EVENTS) & zmq.POLLIN:
+                if not _sock_get(self._monitor_sync, _EVENTS) & _POLLIN:
                     break
                 try:
                     event = parse_monitor_message(self._monitor_sync.recv_multipart(zmq.NOBLOCK))
@@ -740,10 +761,10 @@ class ZmqClientLink(ClientLink):
         for sock in (self._sub_sync, self._dealer_sync):
             # EVENTS first: a receive that finds nothing raises zmq.Again, which costs twice as much
             for _ in range(_DRAIN_BATCH):
-                if not _sock_get(sock, zmq.EVENTS) & zmq.POLLIN:
+                if not _sock_get(sock, _EVENTS) & _POLLIN:
                     break
                 try:
-                    frame = _sock_recv(sock, zmq.NOBLOCK, False, False)
+                    frame = _sock_recv(sock, _NOBLOCK, False, False)
                 except zmq.Again:
                     break
                 if frame.more:  # not one of ours: a multi-frame message; skip all of it
@@ -826,7 +847,7 @@ class ZmqClientLink(ClientLink):
         self._check_open()
         try:
             if len(frames) == 1:
-                self._dealer_sync.send(frames[0], zmq.NOBLOCK)
+                _sock_send(self._dealer_sync, frames[0], _NOBLOCK, True, False)
             else:
                 self._dealer_sync.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
