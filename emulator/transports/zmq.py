@@ -425,30 +425,43 @@ def _recv_frames(sock: zmq.Socket[Any]) -> list[bytes]:
 
 
 class _Readable:
-    """Wakes one waiting coroutine when one of some ZeroMQ sockets may have something to read: a reader on each
-    socket's FD, and no zmq.asyncio future, poller or exception per wait (zmq.asyncio's machinery cost a board
-    about a third of its turn).
+    """Wakes one waiting coroutine when one of some ZeroMQ sockets has something to read: a reader on each socket's
+    FD, and no zmq.asyncio future, poller or exception per wait (zmq.asyncio's machinery cost a board about a third
+    of its turn).
 
-    A ZeroMQ socket's FD is edge-triggered: it signals that the socket has commands to process, not that a
-    message waits, and any call on the socket may take that signal. So a wait starts only right after every
-    socket was asked for EVENTS (the owner drains them; asking takes the signals and says what waits), and a
-    send on one of them while a wait is on is followed by one more look at its EVENTS (:meth:`sent`, once per
-    loop turn). The readers stay registered from one wait to the next; one that fires while nobody waits removes
-    them until the next wait (a signal nobody takes would otherwise fire at every loop turn).
+    A ZeroMQ socket's FD is edge-triggered: it signals that the socket has commands to process, not that a message
+    waits, and any call on the socket may take that signal. So a wait starts only right after every socket was
+    asked for EVENTS (the owner drains them; asking takes the signals and says what waits), and a send on one of
+    them while a wait is on is followed by one more look at EVENTS (:meth:`sent`, once per loop turn). When an FD
+    fires, EVENTS of every socket is asked too: that takes the signals (the FDs are watched level-triggered and
+    stay registered from one wait to the next), and a signal that brought no message wakes nobody.
     """
 
     def __init__(self, socks: Iterable[zmq.Socket[Any]]) -> None:
-        self.fds = [sock.FD for sock in socks]
+        self.socks = list(socks)
+        self.fds = [sock.FD for sock in self.socks]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiter: asyncio.Future[None] | None = None
-        self._look_at: zmq.Socket[Any] | None = None  # a socket sent on while a wait was on (sent)
+        self._look_due = False  # a look at EVENTS is scheduled (sent)
+
+    def _readable(self) -> bool:
+        """Ask every socket for EVENTS (taking their FDs' signals): does one have a message?"""
+        readable = False
+        try:
+            for sock in self.socks:
+                if _sock_get(sock, _EVENTS) & _POLLIN:
+                    readable = True
+        except zmq.ZMQError:  # closed under us: let the owner find out
+            self._unwatch()
+            return True
+        return readable
 
     def _fire(self) -> None:
+        readable = self._readable()
         waiter = self._waiter
-        if waiter is None:
-            self._unwatch()
-        elif not waiter.done():
+        if readable and waiter is not None and not waiter.done():
             waiter.set_result(None)
+        # nobody waits: the owner drains before its next wait
 
     def _unwatch(self) -> None:
         if self._loop is not None:
@@ -458,7 +471,7 @@ class _Readable:
             self._loop = None
 
     async def wait(self, timeout_s: float | None = None) -> None:
-        """Until a socket may be readable (or ``timeout_s``); call it right after draining every socket."""
+        """Until a socket has a message (or ``timeout_s``); call it right after draining every socket."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._unwatch()
@@ -474,24 +487,17 @@ class _Readable:
         finally:
             self._waiter = None
 
-    def sent(self, sock: zmq.Socket[Any]) -> None:
-        """``sock`` was sent on: the send may have taken its FD's signal; a wait that is on looks at its EVENTS once
-        this loop turn."""
-        if self._waiter is not None and self._look_at is None and self._loop is not None:
-            self._look_at = sock
+    def sent(self) -> None:
+        """One of the sockets was sent on: the send may have taken its FD's signal; a wait that is on looks at
+        EVENTS once this loop turn."""
+        if self._waiter is not None and not self._look_due and self._loop is not None:
+            self._look_due = True
             self._loop.call_soon(self._look)
 
     def _look(self) -> None:
-        sock, self._look_at = self._look_at, None
-        waiter = self._waiter
-        if waiter is None or waiter.done() or sock is None or sock.closed:
-            return
-        try:
-            readable = _sock_get(sock, _EVENTS) & _POLLIN
-        except zmq.ZMQError:
-            readable = True  # let the owner find out what is wrong
-        if readable:
-            waiter.set_result(None)
+        self._look_due = False
+        if self._waiter is not None and self._loop is not None:
+            self._fire()
 
     def close(self) -> None:
         """Stop watching (before the sockets close); a wait that is on is cancelled."""
@@ -562,7 +568,7 @@ class ZmqServerLink(ServerLink):
         except zmq.ZMQError:
             return "gone"
         finally:
-            self._router_readable.sent(self._router_sync)
+            self._router_readable.sent()
         return "ok"
 
     async def _watch_subscribers(self) -> None:
@@ -675,7 +681,7 @@ class ZmqServerLink(ServerLink):
     def replies_sent(self) -> None:
         # the sends may have taken the edge-triggered FD's signal: a waiting recv looks at EVENTS (or a request that
         # came meanwhile waits unnoticed); once per loop turn
-        self._router_readable.sent(self._router_sync)
+        self._router_readable.sent()
 
     async def _send_to(self, peer: bytes, msg: Message) -> None:
         try:
@@ -858,7 +864,7 @@ class ZmqClientLink(ClientLink):
         except zmq.ZMQError as exc:
             raise TransportBrokenError(f"send on {self.url.label} failed: {exc}") from exc
         finally:
-            self._readable.sent(self._dealer_sync)
+            self._readable.sent()
         self.stats.tx += 1
 
     async def _aclose(self) -> None:
