@@ -446,9 +446,12 @@ class SimClock:
             fit = self._since_yield * YIELD_NS // elapsed_ns
             self._steps_per_yield = max(1, min(YIELD_STEPS, fit, 2 * self._steps_per_yield))
 
-    async def wait_turn(self, dt_ns: int) -> None:
-        """Wait until a step of ``dt_ns`` is allowed (not paused, within the lockstep limit)."""
+    async def wait_turn(self, dt_ns: int, until: Callable[[], bool] | None = None) -> None:
+        """Wait until a step of ``dt_ns`` is allowed (not paused, within the lockstep limit), or until ``until()``
+        is true (looked at whenever the clock is notified: the runtime's stop, which calls :meth:`notify`)."""
         while not self.may_advance(dt_ns):
+            if until is not None and until():
+                return
             if self._pause_at_ns is not None and self._t_ns >= self._pause_at_ns:
                 self._pause_at_ns = None
                 self._paused = True

@@ -394,6 +394,7 @@ class Emulator:
 
     async def aclose(self) -> None:
         self._stop.set()
+        self.clock.notify()  # a loop waiting for its turn looks at the stop
         if self.supplies is not None:  # outputs off before anything else
             supplies, self.supplies = self.supplies, None
             await supplies.aclose()
@@ -539,6 +540,8 @@ class Emulator:
             n = clock.batch(step_ns, most)
             if n == 0:
                 await self._wait_turn()
+                if self._replies_due:  # the replies to what moved the clock go before its steps
+                    self._send_replies()
                 continue
             if n == 1:
                 model.step(t, step_ns)
@@ -595,30 +598,25 @@ class Emulator:
         self._flush_if_unflushed()
         if self.recorder is not None:
             self.recorder.flush()
-        turn = asyncio.ensure_future(self.clock.wait_turn(self.step_ns))
-        stop = asyncio.ensure_future(self._stop.wait())
-        try:
-            if self.clock.mode == ClockMode.LOCKSTEP:
-                await self._wait_lockstep({turn, stop})
-            else:
-                await asyncio.wait({turn, stop}, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for fut in (turn, stop):
-                if not fut.done():
-                    fut.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await fut
+        # awaited in this task (no task per wait, a lockstep run waits every turn); a stop notifies the clock
+        if self.clock.mode == ClockMode.LOCKSTEP:
+            await self._wait_lockstep()
+        else:
+            await self.clock.wait_turn(self.step_ns, until=self._stop.is_set)
 
-    async def _wait_lockstep(self, futures: set[asyncio.Future[Any]]) -> None:
+    async def _wait_lockstep(self) -> None:
         """Wait for a lockstep turn; say what is awaited (and where) now and then, give up after the timeout."""
         sim = self.run_config.sim
         notice_s, timeout_s = sim.lockstep_notice_s, sim.lockstep_timeout_s
         waited_s, next_notice_s = 0.0, notice_s
         while True:
             until_s = next_notice_s if not timeout_s else min(next_notice_s, timeout_s)
-            done, _ = await asyncio.wait(futures, timeout=until_s - waited_s, return_when=asyncio.FIRST_COMPLETED)
-            if done:
+            try:
+                async with asyncio.timeout(until_s - waited_s):
+                    await self.clock.wait_turn(self.step_ns, until=self._stop.is_set)
                 return
+            except TimeoutError:
+                pass
             waited_s = until_s
             if timeout_s and waited_s >= timeout_s:
                 self.stalled = (f"lockstep: gave up after {timeout_s:g} s (wall clock) waiting for "
