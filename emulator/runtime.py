@@ -540,8 +540,6 @@ class Emulator:
             n = clock.batch(step_ns, most)
             if n == 0:
                 await self._wait_turn()
-                if self._replies_due:  # the replies to what moved the clock go before its steps
-                    self._send_replies()
                 continue
             if n == 1:
                 model.step(t, step_ns)
