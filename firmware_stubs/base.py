@@ -173,12 +173,13 @@ class BoardLog:
 
 @dataclass
 class _Posted:
-    """A posted request: sent (unless ``sent`` is False), its reply taken by BoardClient.settle."""
+    """A posted request: queued (``sent`` None) until the board next sends or waits, then sent (unless ``sent`` is
+    False), its reply taken by BoardClient.settle."""
 
     msg: Message
     fut: asyncio.Future[Message]
     start: float
-    sent: bool
+    sent: bool | None
     check: bool
     repeat: bool | None
 
@@ -206,6 +207,8 @@ class BoardClient:
         self._pending: dict[int, asyncio.Future[Message]] = {}
         #: posted requests whose replies are not taken yet (post; at most MAX_POSTED), oldest first
         self._posted: deque[_Posted] = deque()
+        #: posted requests not handed to the link yet: they leave together with the next send or before a wait
+        self._unsent: deque[_Posted] = deque()
         #: refusals and losses of posted requests taken but not yet returned by settle()
         self.refusals: list[CommandError | RequestLostError] = []
         #: wall-clock round trips of requests, seconds (the board's own clock, not the emulator's)
@@ -249,6 +252,7 @@ class BoardClient:
             if posted.fut.done() and not posted.fut.cancelled():
                 posted.fut.exception()
         self._posted.clear()
+        self._unsent.clear()
 
     async def _read(self) -> None:
         pause_s = self.policy.timeout_s
@@ -357,7 +361,20 @@ class BoardClient:
             raise TransportError(f"link to the emulator lost: {self.error}")
 
     async def _send(self, msg: Message) -> bool:
-        """Hand ``msg`` to the link; False (logged, counted) when the link refuses it (down, reopening)."""
+        """Hand ``msg`` to the link, after the posted requests still queued; False (logged, counted) when the link
+        refuses it (down, reopening)."""
+        if self._unsent:
+            await self._send_posted()
+        return await self._send_now(msg)
+
+    async def _send_posted(self) -> None:
+        """Send the queued posted requests, in order (back to back: the link wakes its medium once for them)."""
+        while self._unsent:
+            p = self._unsent.popleft()
+            p.start = time.monotonic()
+            p.sent = await self._send_now(p.msg)
+
+    async def _send_now(self, msg: Message) -> bool:
         self._check_alive()
         if self._waited:
             self._waited = False
@@ -438,9 +455,10 @@ class BoardClient:
 
     async def post(self, topic: str, payload: dict[str, Any] | None = None, *, check: bool = True,
                    repeat: bool | None = None) -> None:
-        """Send a request now and take its reply later (pipelining): for a request whose reply the controller
-        does not read. The emulator answers one board's requests in order, so a turn's posted requests and its
-        ``board.step`` go out together and cost one round trip instead of one each.
+        """Send a request and take its reply later (pipelining): for a request whose reply the controller does not
+        read. It is queued and leaves with the board's next request (or ``board.step``), or before the board next
+        waits, so a turn's posted requests and its step go out back to back; the emulator answers one board's
+        requests in order, and they cost one round trip instead of one each.
 
         The replies are taken (with the time-outs and repeats of :meth:`request`) by :meth:`settle`, which
         :meth:`step` calls after sending the step; a refusal (``check``) or a loss is returned by :meth:`settle`
@@ -451,13 +469,18 @@ class BoardClient:
         """
         while len(self._posted) >= MAX_POSTED:
             await self._settle_oldest()
-        msg, fut, start, sent = await self._register_and_send(topic, payload)
-        self._posted.append(_Posted(msg, fut, start, sent, check, repeat))
+        self._check_alive()
+        msg, fut = self._register(topic, payload or {})
+        posted = _Posted(msg, fut, time.monotonic(), None, check, repeat)
+        self._posted.append(posted)
+        self._unsent.append(posted)
 
     async def _settle_oldest(self) -> None:
+        if self._unsent:
+            await self._send_posted()
         p = self._posted.popleft()
         try:
-            await self._finish(p.msg, p.fut, p.start, p.sent, p.check, p.repeat)
+            await self._finish(p.msg, p.fut, p.start, bool(p.sent), p.check, p.repeat)
         except (CommandError, RequestLostError) as exc:
             self.refusals.append(exc)
 
@@ -613,6 +636,8 @@ class BoardClient:
         wait_s = self.policy.resync_after_s
         while True:
             self._check_alive()
+            if self._unsent:  # what was posted leaves before the board waits
+                await self._send_posted()
             if self._waiting_t > self.turn_ns:
                 self.turn_ns = self._waiting_t
                 return self.turn_ns
@@ -713,6 +738,8 @@ class BoardClient:
         wait_s = self.policy.resync_after_s
         while self.t_ns < t_ns:
             self._check_alive()
+            if self._unsent:  # what was posted leaves before the board waits
+                await self._send_posted()
             self._progress.clear()
             progress = asyncio.ensure_future(self._progress.wait())
             closed = asyncio.ensure_future(self.closed.wait())
