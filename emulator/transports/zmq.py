@@ -121,11 +121,12 @@ def batch_io_threads(ctx: zmq.Context[Any]) -> int:
     """Put ``ctx``'s threads (and any other libzmq threads of this process) in Linux's SCHED_BATCH class; returns
     how many (0 where there is no such class).
 
-    Every send wakes libzmq's I/O thread, and a thread woken from sleep preempts the one running on its CPU: in
-    a fast-forward run the simulation's own sends took its CPU away thousands of times a second (main-thread
-    involuntary context switches in a one-hour 81-member run: 4,300-7,200, and 30-1,400 in the batch class,
-    docs/bench.md). A SCHED_BATCH thread does not preempt on wake-up; it still runs at once on an idle CPU and
-    gets its fair share otherwise. Done from here rather than with libzmq's own ZMQ_THREAD_SCHED_POLICY, which
+    Every send wakes libzmq's I/O thread, and a thread woken from sleep preempts the one running on its CPU: on
+    a machine whose CPUs are all busy (parallel campaigns, a CI runner) a fast-forward run's own sends took the
+    simulation's CPU away thousands of times (main-thread involuntary context switches in a one-hour 81-member
+    run at load 3-5: 4,300-7,200, and 30-1,400 in the batch class; on an idle machine ~10 either way,
+    docs/transports.md). A SCHED_BATCH thread does not preempt on wake-up; it still runs at once on an idle CPU
+    and gets its fair share otherwise. Done from here rather than with libzmq's own ZMQ_THREAD_SCHED_POLICY, which
     aborts the process where the kernel refuses the change; here a refusal is ignored.
     """
     if not hasattr(os, "SCHED_BATCH") or not os.path.isdir("/proc/self/task"):
