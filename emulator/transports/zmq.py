@@ -50,6 +50,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import itertools
 import logging
 import os
 import time
@@ -317,6 +318,52 @@ class _CurveGuard:
         return False
 
 
+#: where libzmq asks a Context's authenticator about each handshake (ZAP, RFC 27); one binder per Context
+ZAP_ENDPOINT = "inproc://zeromq.zap.01"
+
+
+def _authenticator(ctx: zmq.asyncio.Context) -> Any:
+    """pyzmq's thread authenticator for ``ctx``, started, releasing the ZAP endpoint as it stops.
+
+    Closing a socket releases its inproc endpoint later, from libzmq's reaper thread: a CURVE link opened just
+    after the last one closed could not bind the endpoint again ("Address already in use", 17 times in 200
+    listen/close cycles here). Unbinding first releases it at once.
+    """
+    from zmq.auth.base import Authenticator
+    from zmq.auth.thread import ThreadAuthenticator
+
+    class ReleasingEndpoint(Authenticator):
+        def stop(self) -> None:  # runs after the authenticator's thread has ended (ThreadAuthenticator.stop)
+            if self.zap_socket is not None:
+                with contextlib.suppress(zmq.ZMQError):
+                    self.zap_socket.unbind(ZAP_ENDPOINT)
+            super().stop()
+
+    class Releasing(ThreadAuthenticator, ReleasingEndpoint):
+        def __init__(self, context: zmq.asyncio.Context) -> None:
+            super().__init__(context, log=logging.getLogger("flatsat.transports.zap"))
+            # pyzmq names the pipe to its thread by id(self), which a new authenticator reuses as soon as the old
+            # one is freed, while the old pipe's endpoint may not be released yet: a name never used twice
+            self.pipe_endpoint = f"inproc://flatsat-zap-pipe-{next(_zap_pipes)}"
+
+    auth = Releasing(ctx)
+    try:
+        auth.start()
+    except BaseException:
+        # a half-started authenticator would block the interpreter's exit (its __del__ sends to a thread that never
+        # ran): close what it opened
+        for name in ("pipe", "zap_socket"):
+            sock = getattr(auth, name, None)
+            if sock is not None:
+                sock.close(linger=0)
+                setattr(auth, name, None)
+        raise
+    return auth
+
+
+_zap_pipes = itertools.count(1)
+
+
 class _ZapRegistry:
     """One pyzmq ZAP authenticator per Context, shared by every CURVE server link of that Context."""
 
@@ -327,12 +374,9 @@ class _ZapRegistry:
     def add(self, ctx: zmq.asyncio.Context, guard: _CurveGuard) -> str:
         # pyzmq's thread authenticator: ZAP requests are answered even while the event loop is busy
         # (a handshake never waits for a simulation step), and the answer is one set lookup.
-        from zmq.auth.thread import ThreadAuthenticator
-
         entry = self._auth.get(id(ctx))
         if entry is None:
-            auth = ThreadAuthenticator(ctx, log=logging.getLogger("flatsat.transports.zap"))
-            auth.start()
+            auth = _authenticator(ctx)
             entry = self._auth[id(ctx)] = (auth, {})
         self._next += 1
         domain = f"flatsat-{self._next}"

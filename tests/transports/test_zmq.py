@@ -275,3 +275,14 @@ def test_io_threads_do_not_preempt_the_simulation() -> None:
         assert os.sched_getscheduler(0) == os.SCHED_OTHER
     finally:
         ctx.term()
+
+
+async def test_a_curve_link_opened_right_after_another_closed_gets_the_zap_endpoint() -> None:
+    """The ZAP endpoint is released as a Context's last CURVE link closes, not a moment later, and the next
+    authenticator's pipe has a name of its own (before, about one listen in twelve right after a close failed with
+    "Address already in use", and a half-started authenticator then hung the interpreter's exit)."""
+    _public, secret = zmq.curve_keypair()
+    url = f"zmq+tcp://127.0.0.1:0?curve_secret={q(secret)}&curve_clients=*"
+    for _ in range(300):
+        server = await listen(url)
+        await server.aclose()
