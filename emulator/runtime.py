@@ -71,10 +71,8 @@ class _Scheduled:
     wanted: bool = True  #: someone receives it (recomputed when subscriptions change)
     feed_only: bool = False  #: only per-peer feeds (telemetry.feed) take it: sampled when one of them is due
     unfed: bool = False  #: a feed-only sample was due and not built (the feeds get one when the clock stops)
-    #: the links subscribed to it and the links with feeds (recomputed when subscriptions change, as ``wanted``)
-    links: tuple[Any, ...] = ()
-    feeders: tuple[Any, ...] = ()
-    #: (links, feeders) as one tuple, what :meth:`Emulator._publish` takes
+    #: (the links subscribed to it, the links with feeds), what :meth:`Emulator._publish` takes (recomputed when
+    #: subscriptions change, as ``wanted``)
     targets: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
 
     def __post_init__(self) -> None:
@@ -580,7 +578,7 @@ class Emulator:
         for item in self._schedule:
             if item.unfed and item.wanted:
                 item.unfed = False
-                self._publish(item.telemetry.spec.topic, item.telemetry.sample(), item.planes)
+                self._publish(item.topic, item.sample(), item.planes)
         now_wall = self.clock.wall.now_ns()
         for link in links:
             link.feed_flush(now_wall)
@@ -668,12 +666,12 @@ class Emulator:
         if changed:  # subscriptions changed: who wants what, once per change
             self._audience_seen = version
             for item in self._schedule:
-                wanted = self._wanted(item.telemetry.spec.topic, item.planes)
+                wanted = self._wanted(item.topic, item.planes)
                 if wanted and not item.wanted and item.due_ns < now:  # back on its grid, from now on
                     item.due_ns += -(-(now - item.due_ns) // item.period_ns) * item.period_ns
                 item.wanted = wanted
-                item.feed_only = wanted and not self._wanted(item.telemetry.spec.topic, item.planes, feeds=False)
-                item.links, item.feeders = item.targets = self._targets(item.telemetry.spec.topic, item.planes)
+                item.feed_only = wanted and not self._wanted(item.topic, item.planes, feeds=False)
+                item.targets = self._targets(item.topic, item.planes)
         # topics nobody wants are not sampled and do not set the next wake-up (the loop then runs long batches)
         next_due = _NEVER
         publish = self._publish
