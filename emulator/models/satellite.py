@@ -650,84 +650,114 @@ class Satellite(SpacecraftModel):
         # the board's pending events: its list, read directly (the board's own has_events() for an injected one)
         acc_has_events = None if steps == 1 or type(acc) is AcceleratorBoard else acc.has_events
         power_step, thermostat, thermal_advance = pw.step, th.thermostat, th.advance
+        # a ThermalNetwork's thermostat and advance are written in below; a stand-in (a test's twin) is called
+        own_thermal = type(th) is ThermalNetwork
+        thermal_advance_x = th.advance_x if own_thermal else None
         acc_node, batt_node, eps_node, shunt_node = self._nodes
         acc_rail = self._acc_rail
         accel_rail = self._accel_rail
+        acc_supplied = self._acc_supplied
         an = self._array_nodes
         one_array = len(an) == 1
         an0 = an[0] if one_array else -1
         na = self._n_arrays
         nn = self.n_nodes
+        rad = th.radiating_nodes
         solar_flat, q_flat, dose, radf, dt_s = self._solar_flat, self._q_flat, self._dose, self._radf, self._c_dt_s
-        for k in range(steps):
-            if k:
-                t_ns += dt_ns
-            i = self._i + 1
-            if t_ns != self._next_t or dt_ns != self._c_dt or i >= self._c_n:  # not the next sample of the chunk
-                c = (t_ns - self._c_t0) // self._c_dt if self._c_dt else -1
-                if (self._chunk is None or dt_ns != self._c_dt or not 0 <= c < self._c_n
-                        or t_ns != self._c_t0 + c * self._c_dt):
-                    self._load_chunk(t_ns, dt_ns)
-                    c = 0
-                    solar_flat, q_flat, dose, radf = self._solar_flat, self._q_flat, self._dose, self._radf
-                    dt_s = self._c_dt_s
-                i = c
-            self._i = i
-            self._next_t = t_ns + dt_ns
-            solar = solar_flat[i * na:i * na + na]
-            temps = th.T.tolist()
-            acc_advance(t_ns, dt_s, acc_rail.v_out, temps[acc_node] - KELVIN, dose[i], radf[i])
-            if thermostat(temps):
-                self._heaters_switched()
-            loads = self._heater_loads.copy()
-            acc_w = acc.latchup_w if self._acc_supplied else acc.load_w
-            loads[accel_rail] += acc_w
-            if one_array:
-                power_step(dt_s, solar, [temps[an0] - KELVIN], temps[batt_node] - KELVIN, loads)
-            else:
-                power_step(dt_s, solar, [temps[n] - KELVIN for n in an], temps[batt_node] - KELVIN, loads)
+        # the sample index and the next step's time as locals, stored back on every way out (finally)
+        i_now, next_t, c_dt, c_n = self._i, self._next_t, self._c_dt, self._c_n
+        try:
+            for k in range(steps):
+                if k:
+                    t_ns += dt_ns
+                i = i_now + 1
+                if t_ns != next_t or dt_ns != c_dt or i >= c_n:  # not the next sample of the chunk
+                    c = (t_ns - self._c_t0) // c_dt if c_dt else -1
+                    if (self._chunk is None or dt_ns != c_dt or not 0 <= c < c_n
+                            or t_ns != self._c_t0 + c * c_dt):
+                        self._load_chunk(t_ns, dt_ns)
+                        c = 0
+                        solar_flat, q_flat, dose, radf = self._solar_flat, self._q_flat, self._dose, self._radf
+                        dt_s, c_dt, c_n = self._c_dt_s, self._c_dt, self._c_n
+                    i = c
+                i_now = i
+                next_t = t_ns + dt_ns
+                solar = [solar_flat[i]] if one_array else solar_flat[i * na:i * na + na]
+                temps = th.T.tolist()
+                acc_advance(t_ns, dt_s, acc_rail.v_out, temps[acc_node] - KELVIN, dose[i], radf[i])
+                if not own_thermal:
+                    if thermostat(temps):
+                        self._heaters_switched()
+                else:
+                    for node, lo, hi in th.heater_bands:  # ThermalNetwork.thermostat's usual step: all in band
+                        if not lo <= temps[node] <= hi:
+                            if thermostat(temps):
+                                self._heaters_switched()
+                            break
+                loads = self._heater_loads.copy()
+                acc_w = acc.latchup_w if acc_supplied else acc.load_w
+                loads[accel_rail] += acc_w
+                if one_array:
+                    power_step(dt_s, solar, [temps[an0] - KELVIN], temps[batt_node] - KELVIN, loads)
+                else:
+                    power_step(dt_s, solar, [temps[n] - KELVIN for n in an], temps[batt_node] - KELVIN, loads)
 
-            # heat routing: environment + static loads (per chunk), the quiet rails (per quiet_version), the rest
-            if pw.quiet_version != self._route_version:
-                self._reroute()
-            q = q_flat[i * nn:i * nn + nn]
-            for node, w in self._quiet_heat:
-                q[node] += w
-            for r, rloads, rnode in self._active_route:
-                f = r.frac
-                if f != 1.0:
-                    for node, p in rloads:
-                        q[node] -= p * (1.0 - f)
-                h = r.heat_w
-                if h:
-                    q[rnode] += h
-            for r, node, p in self._heater_on_route:
-                q[node] += p * r.frac
-            q[acc_node] += (acc_w if self._acc_supplied else acc.heat_w) * acc_rail.frac
-            if self._supply_heat:
-                sw = pw.supply_load_w
-                for name, r, node in self._supply_heat:
-                    q[node] += sw[name] * r.frac
-            i2r_w, mppt_w = loss_heat_w(pw.battery_a, pw.battery_r_ohm, pw.array_total_w, pw.mppt_eff)
-            q[batt_node] += i2r_w
-            q[eps_node] += mppt_w
-            q[shunt_node] += pw.shunt_w
-            aw = pw.array_w
-            if one_array:
-                q[an0] -= aw[0]
-            else:
-                for node, w in zip(an, aw):
-                    q[node] -= w
-            thermal_advance(dt_s, temps, q)
-            self.t_ns = t_ns + dt_ns
-            self.steps += 1
-            if pw.events:
-                self._events += pw.events
-                pw.events.clear()
-            if k + 1 < steps and (self._events or (acc._events if acc_has_events is None else acc_has_events())):
-                # published with this step's time: the batch stops here
-                return k + 1
-        return steps
+                # heat routing: environment + static loads (per chunk), the quiet rails (per quiet_version), the rest
+                if pw.quiet_version != self._route_version:
+                    self._reroute()
+                q = q_flat[i * nn:i * nn + nn]
+                for node, w in self._quiet_heat:
+                    q[node] += w
+                for r, rloads, rnode in self._active_route:
+                    f = r.frac
+                    if f != 1.0:
+                        for node, p in rloads:
+                            q[node] -= p * (1.0 - f)
+                    h = r.heat_w
+                    if h:
+                        q[rnode] += h
+                for r, node, p in self._heater_on_route:
+                    q[node] += p * r.frac
+                q[acc_node] += (acc_w if acc_supplied else acc.heat_w) * acc_rail.frac
+                if self._supply_heat:
+                    sw = pw.supply_load_w
+                    for name, r, node in self._supply_heat:
+                        q[node] += sw[name] * r.frac
+                i2r_w, mppt_w = loss_heat_w(pw.battery_a, pw.battery_r_ohm, pw.array_total_w, pw.mppt_eff)
+                q[batt_node] += i2r_w
+                q[eps_node] += mppt_w
+                q[shunt_node] += pw.shunt_w
+                aw = pw.array_w
+                if one_array:
+                    q[an0] -= aw[0]
+                else:
+                    for node, w in zip(an, aw):
+                        q[node] -= w
+                if own_thermal:
+                    # ThermalNetwork.advance, its vector [T, T_r^4, q, 1] built on this step's own list of
+                    # temperatures (nothing reads it after this)
+                    x = temps
+                    for j in rad:
+                        t = x[j]
+                        t2 = t * t
+                        x.append(t2 * t2)
+                    x += q
+                    x.append(1.0)
+                    thermal_advance_x(dt_s, x)
+                else:
+                    thermal_advance(dt_s, temps, q)
+                self.t_ns = t_ns + dt_ns
+                self.steps += 1
+                if pw.events:
+                    self._events += pw.events
+                    pw.events.clear()
+                if k + 1 < steps and (self._events or (acc._events if acc_has_events is None else acc_has_events())):
+                    # published with this step's time: the batch stops here
+                    return k + 1
+            return steps
+        finally:
+            self._i = i_now
+            self._next_t = next_t
 
     # -- bench supplies: what a rail delivers, what a real board on it draws ---------------------------------
     def supply_loads(self) -> dict[str, str]:

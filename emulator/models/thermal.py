@@ -20,6 +20,7 @@ frozen-Jacobian Newton step: the fixed point is still the exact steady state).
 
 from __future__ import annotations
 
+import struct
 from typing import Any, Literal
 
 import numpy as np
@@ -31,7 +32,6 @@ from emulator.models.power_kernels import SCALAR
 SIGMA = 5.670374419e-8  # Stefan-Boltzmann constant, W m^-2 K^-4 (CODATA 2018, exact)
 KELVIN = 273.15
 FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # same order as emulator.models.environment.FACES
-_fromiter = np.fromiter  # a list of floats to an array: ~40 % cheaper than np.array on the per-step path
 HEATER_MODES = ("auto", "on", "off")
 SurfaceFace = Literal["+X", "-X", "+Y", "-Y", "+Z", "-Z", "sun", "none"]
 
@@ -270,6 +270,9 @@ class ThermalNetwork:
         self._rad_nodes = np.flatnonzero(k > 0)
         self._rad_l = self._rad_nodes.tolist()
         self._m_cols = 2 * n + len(self._rad_l) + 1  # the per-step vector [T, T_r^4, q, 1]
+        # ... packed into one array kept for it: cheaper than a new array from the list every step (np.fromiter)
+        self._x = np.empty(self._m_cols)
+        self._x_pack = struct.Struct(f"{self._m_cols}d").pack_into
         self._check_every = 1
         self._countdown = 1
         self.sink4 = config.sink_temp_k ** 4
@@ -291,7 +294,8 @@ class ThermalNetwork:
         self.heater_off_above = [h.off_above_degc + KELVIN for h in config.heaters]
         self.heater_on = [False] * len(config.heaters)
         self.heater_power_w = [h.power_w for h in config.heaters]
-        self._heater_bands: list[tuple[int, float, float]] = []
+        #: per heater (node, lo, hi): the temperatures (K) at which its thermostat leaves it as it is (see _bands)
+        self.heater_bands: list[tuple[int, float, float]] = []
         self._bands()
 
     # -- environment ------------------------------------------------------------------------------------------
@@ -337,7 +341,21 @@ class ThermalNetwork:
 
     def advance(self, dt_s: float, temps_k: list[float], q_w: list[float]) -> None:
         """:meth:`step` on plain floats: ``temps_k`` must be ``T.tolist()`` now, ``q_w`` the total heat input per
-        node (W). The hot path of :class:`~emulator.models.satellite.Satellite` (one small matrix-vector product)."""
+        node (W)."""
+        x = temps_k.copy()
+        for j in self._rad_l:
+            t = temps_k[j]
+            t2 = t * t
+            x.append(t2 * t2)
+        x += q_w
+        x.append(1.0)
+        self.advance_x(dt_s, x)
+
+    def advance_x(self, dt_s: float, x: list[float]) -> None:
+        """:meth:`advance` given its vector ``x = [T, T_r^4, q, 1]`` (plain floats): ``T`` the node temperatures now
+        (``T.tolist()``), ``T_r^4`` as ``(t * t) * (t * t)`` of each radiating node in :attr:`radiating_nodes`
+        order, ``q`` the total heat input per node (W). The hot path of
+        :class:`~emulator.models.satellite.Satellite` (one small matrix-vector product)."""
         if dt_s != self._dt:
             if not dt_s > 0:
                 raise ModelError(f"dt_s must be > 0, got {dt_s}", field="dt_s")
@@ -348,17 +366,12 @@ class ThermalNetwork:
             tl = self._tlin_l
             tol = self.tol_k
             for j in self._rad_l:
-                if abs(temps_k[j] - tl[j]) > tol:
+                if abs(x[j] - tl[j]) > tol:
                     self._refresh(dt_s)
                     break
-        x = temps_k.copy()  # [T, T_r^4, q, 1], built in place (cheaper than unpacking three lists)
-        for j in self._rad_l:
-            t = temps_k[j]
-            t2 = t * t
-            x.append(t2 * t2)
-        x += q_w
-        x.append(1.0)
-        self.T = self._M.dot(_fromiter(x, float, self._m_cols))
+        xa = self._x
+        self._x_pack(xa, 0, *x)
+        self.T = self._M.dot(xa)  # a new array: T is never written in place
 
     def internal_energy_j(self) -> float:
         """sum C_i T_i (J, relative to 0 K); its change equals heat in minus radiated."""
@@ -386,7 +399,7 @@ class ThermalNetwork:
 
     def thermostat(self, temps_k: list[float]) -> bool:
         """Run the thermostats on ``temps_k`` (kelvin, per node); True if a heater switched on or off."""
-        for node, lo, hi in self._heater_bands:  # the usual step: every heater inside the band that keeps it
+        for node, lo, hi in self.heater_bands:  # the usual step: every heater inside the band that keeps it
             if not lo <= temps_k[node] <= hi:
                 break
         else:
@@ -419,7 +432,7 @@ class ThermalNetwork:
                 bands.append((node, -inf, inf))
             else:
                 bands.append((node, inf, -inf))
-        self._heater_bands = bands
+        self.heater_bands = bands
 
     def set_heater(self, name: str, mode: str, on_below_degc: float | None = None,
                    off_above_degc: float | None = None) -> dict[str, object]:
