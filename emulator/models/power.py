@@ -753,7 +753,8 @@ class PowerSystem:
         active = [r for r in self.rails if r not in quiet]
         self._quiet = quiet
         self._active = active
-        self._quiet_bus = [r for r in quiet if r.on and r.follows_bus]
+        # (a rail that carries nothing has no current to follow: 0 / v is 0 at any bus voltage, and it has it)
+        self._quiet_bus = [r for r in quiet if r.on and r.follows_bus and not (r.p_out == 0.0 and r.i_out == 0.0)]
         on = [r.idx for r in quiet if r.on]
         self._quiet_get = itemgetter(*on) if on else None
         self._quiet_loads = self._quiet_get(loads_w) if on else None

@@ -664,8 +664,13 @@ class Satellite(SpacecraftModel):
         nn = self.n_nodes
         rad = th.radiating_nodes
         solar_flat, q_flat, dose, radf, dt_s = self._solar_flat, self._q_flat, self._dose, self._radf, self._c_dt_s
-        # the sample index and the next step's time as locals, stored back on every way out (finally)
+        # the sample index, the next step's time, the heat routing and the steps done as locals, stored back on
+        # every way out (finally)
         i_now, next_t, c_dt, c_n = self._i, self._next_t, self._c_dt, self._c_n
+        route_version, quiet_heat, active_route = self._route_version, self._quiet_heat, self._active_route
+        heater_loads, heater_on_route, supply_heat = self._heater_loads, self._heater_on_route, self._supply_heat
+        t0_ns = t_ns
+        done = 0
         try:
             for k in range(steps):
                 if k:
@@ -688,13 +693,15 @@ class Satellite(SpacecraftModel):
                 if not own_thermal:
                     if thermostat(temps):
                         self._heaters_switched()
+                        heater_loads, heater_on_route = self._heater_loads, self._heater_on_route
                 else:
                     for node, lo, hi in th.heater_bands:  # ThermalNetwork.thermostat's usual step: all in band
                         if not lo <= temps[node] <= hi:
                             if thermostat(temps):
                                 self._heaters_switched()
+                                heater_loads, heater_on_route = self._heater_loads, self._heater_on_route
                             break
-                loads = self._heater_loads.copy()
+                loads = heater_loads.copy()
                 acc_w = acc.latchup_w if acc_supplied else acc.load_w
                 loads[accel_rail] += acc_w
                 if one_array:
@@ -703,12 +710,14 @@ class Satellite(SpacecraftModel):
                     power_step(dt_s, solar, [temps[n] - KELVIN for n in an], temps[batt_node] - KELVIN, loads)
 
                 # heat routing: environment + static loads (per chunk), the quiet rails (per quiet_version), the rest
-                if pw.quiet_version != self._route_version:
+                if pw.quiet_version != route_version:
                     self._reroute()
-                q = q_flat[i * nn:i * nn + nn]
-                for node, w in self._quiet_heat:
+                    route_version, quiet_heat, active_route = self._route_version, self._quiet_heat, self._active_route
+                a = i * nn
+                q = q_flat[a:a + nn]
+                for node, w in quiet_heat:
                     q[node] += w
-                for r, rloads, rnode in self._active_route:
+                for r, rloads, rnode in active_route:
                     f = r.frac
                     if f != 1.0:
                         for node, p in rloads:
@@ -716,12 +725,12 @@ class Satellite(SpacecraftModel):
                     h = r.heat_w
                     if h:
                         q[rnode] += h
-                for r, node, p in self._heater_on_route:
+                for r, node, p in heater_on_route:
                     q[node] += p * r.frac
                 q[acc_node] += (acc_w if acc_supplied else acc.heat_w) * acc_rail.frac
-                if self._supply_heat:
+                if supply_heat:
                     sw = pw.supply_load_w
-                    for name, r, node in self._supply_heat:
+                    for name, r, node in supply_heat:
                         q[node] += sw[name] * r.frac
                 i2r_w, mppt_w = loss_heat_w(pw.battery_a, pw.battery_r_ohm, pw.array_total_w, pw.mppt_eff)
                 q[batt_node] += i2r_w
@@ -746,8 +755,7 @@ class Satellite(SpacecraftModel):
                     thermal_advance_x(dt_s, x)
                 else:
                     thermal_advance(dt_s, temps, q)
-                self.t_ns = t_ns + dt_ns
-                self.steps += 1
+                done = k + 1
                 if pw.events:
                     self._events += pw.events
                     pw.events.clear()
@@ -758,6 +766,9 @@ class Satellite(SpacecraftModel):
         finally:
             self._i = i_now
             self._next_t = next_t
+            if done:
+                self.steps += done
+                self.t_ns = t0_ns + done * dt_ns
 
     # -- bench supplies: what a rail delivers, what a real board on it draws ---------------------------------
     def supply_loads(self) -> dict[str, str]:
