@@ -671,6 +671,11 @@ class Satellite(SpacecraftModel):
         heater_loads, heater_on_route, supply_heat = self._heater_loads, self._heater_on_route, self._supply_heat
         t0_ns = t_ns
         done = 0
+        last = steps - 1
+        # the pending events: the satellite's and the power system's lists (only added to and cleared in place
+        # here), the board's (its own list; has_events() for an injected board)
+        events, pw_events = self._events, pw.events
+        acc_events = acc._events if type(acc) is AcceleratorBoard else None
         try:
             for k in range(steps):
                 if k:
@@ -756,10 +761,10 @@ class Satellite(SpacecraftModel):
                 else:
                     thermal_advance(dt_s, temps, q)
                 done = k + 1
-                if pw.events:
-                    self._events += pw.events
-                    pw.events.clear()
-                if k + 1 < steps and (self._events or (acc._events if acc_has_events is None else acc_has_events())):
+                if pw_events:
+                    events += pw_events
+                    pw_events.clear()
+                if k < last and (events or (acc_events if acc_has_events is None else acc_has_events())):
                     # published with this step's time: the batch stops here
                     return k + 1
             return steps

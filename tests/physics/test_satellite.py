@@ -28,7 +28,14 @@ from emulator.models.satellite import (
     ThermalTelemetry,
 )
 from emulator.models.sensors import SensorsConfig
-from emulator.models.thermal import HeaterConfig, LinkConfig, NodeConfig, SurfaceConfig, ThermalConfig
+from emulator.models.thermal import (
+    HeaterConfig,
+    LinkConfig,
+    NodeConfig,
+    SurfaceConfig,
+    ThermalConfig,
+    ThermalNetwork,
+)
 
 NS = 1_000_000_000
 EPOCH = dt.datetime(2026, 6, 21, tzinfo=dt.UTC)
@@ -207,6 +214,36 @@ def test_same_seed_same_run() -> None:
 
     assert trace(3) == trace(3)
     assert trace(3) != trace(4)
+
+
+def test_written_in_thermal_step_equals_the_thermal_networks_own() -> None:
+    """step_many writes a ThermalNetwork's usual thermostat pass and its step vector in; a stand-in network (any
+    other type) is called through thermostat() and advance(): the two give the same bits, heaters switching."""
+
+    class CalledThermal(ThermalNetwork):
+        pass
+
+    class BatchBoard(FakeBoard):
+        def has_events(self) -> bool:
+            return False
+
+    own, called = fake_sat(board=BatchBoard()), fake_sat(board=BatchBoard())
+    called.thermal.__class__ = CalledThermal
+    switches = 0
+    t = 0
+    while t < 2 * PERIOD_S * NS:
+        batch = min(97, 2 * PERIOD_S - t // NS)
+        n_own = own.step_many(t, NS, batch)
+        assert called.step_many(t, NS, batch) == n_own
+        t += n_own * NS
+        own.drain_events()
+        called.drain_events()
+        assert own.thermal.T.tolist() == called.thermal.T.tolist()
+        assert own.thermal.heater_on == called.thermal.heater_on
+        switches += own.thermal.heater_on != [False] * len(own.thermal.heater_on)
+        assert (own.power.soc, own.power.bus_v) == (called.power.soc, called.power.bus_v)
+    assert own.thermal.refreshes == called.thermal.refreshes > 1
+    assert switches and own.steps == called.steps == 2 * PERIOD_S
 
 
 # -- interface ------------------------------------------------------------------------------------------------
