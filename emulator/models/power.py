@@ -792,7 +792,8 @@ class PowerSystem:
         p_avail = p_arr * self.mppt_eff
 
         # 2. rails: demand, latching current limiters (quiet rails: as in the last step, see _probe_quiet)
-        if self._quiet_get is not None and self._quiet_get(loads_w) != self._quiet_loads:
+        quiet_get = self._quiet_get
+        if quiet_get is not None and quiet_get(loads_w) != self._quiet_loads:
             self._thaw()
         for r in self._quiet_bus:  # quiet rails on the bus: only their current follows its voltage
             v = r.v_out
@@ -898,10 +899,9 @@ class PowerSystem:
 
         if brown < 1.0 or shed:
             self._thaw()
-        if brown < 1.0:
-            for r in self.rails:
-                r.p_out, r.p_in, r.frac, r.heat_w = _brown_out(r.p_out, r.p_in, r.frac, r.heat_w, brown)
-        if brown < 1.0 or shed:
+            if brown < 1.0:
+                for r in self.rails:
+                    r.p_out, r.p_in, r.frac, r.heat_w = _brown_out(r.p_out, r.p_in, r.frac, r.heat_w, brown)
             e_out = 0.0
             e_in = 0.0
             for r in self.rails:
