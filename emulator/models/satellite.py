@@ -541,6 +541,10 @@ class Satellite(SpacecraftModel):
         self._next_t = -1
         self._c_dt_s = 0.0
         self._nodes = (self._accel_node, self._batt_node, self._eps_node, self._shunt_node)
+        # what step_many binds to locals at every call, in one tuple (a batch of one pays this set-up per step)
+        an = self._array_nodes
+        self._step_consts = (*self._nodes, self._acc_rail, self._accel_rail, self._acc_supplied, an, len(an) == 1,
+                             an[0] if len(an) == 1 else -1, self._n_arrays, self.n_nodes)
         # AcceleratorBoard.advance is step() with positional arguments; an injected board may only have step()
         self._acc_advance = getattr(self.accel, "advance", None) or self._accel_step
         self._heaters_switched()
@@ -649,20 +653,14 @@ class Satellite(SpacecraftModel):
         acc_advance = self._acc_advance
         # the board's pending events: its list, read directly (the board's own has_events() for an injected one)
         acc_has_events = None if steps == 1 or type(acc) is AcceleratorBoard else acc.has_events
-        power_step, thermostat, thermal_advance = pw.step, th.thermostat, th.advance
-        # a ThermalNetwork's thermostat and advance are written in below; a stand-in (a test's twin) is called
+        # a ThermalNetwork's thermostat pass and step vector are written in below (its advance_x takes the vector);
+        # a stand-in (a test's twin) is called through thermostat() and advance()
         own_thermal = type(th) is ThermalNetwork
-        thermal_advance_x = th.advance_x if own_thermal else None
-        acc_node, batt_node, eps_node, shunt_node = self._nodes
-        acc_rail = self._acc_rail
-        accel_rail = self._accel_rail
-        acc_supplied = self._acc_supplied
-        an = self._array_nodes
-        one_array = len(an) == 1
-        an0 = an[0] if one_array else -1
-        na = self._n_arrays
-        nn = self.n_nodes
-        rad = th.radiating_nodes
+        power_step, thermostat = pw.step, th.thermostat
+        thermal_advance = th.advance_x if own_thermal else th.advance
+        (acc_node, batt_node, eps_node, shunt_node, acc_rail, accel_rail, acc_supplied, an, one_array, an0, na,
+         nn) = self._step_consts
+        rad = th.radiating_nodes if own_thermal else None
         solar_flat, q_flat, dose, radf, dt_s = self._solar_flat, self._q_flat, self._dose, self._radf, self._c_dt_s
         # the sample index, the next step's time, the heat routing and the steps done as locals, stored back on
         # every way out (finally)
@@ -675,7 +673,7 @@ class Satellite(SpacecraftModel):
         # the pending events: the satellite's and the power system's lists (only added to and cleared in place
         # here), the board's (its own list; has_events() for an injected board)
         events, pw_events = self._events, pw.events
-        acc_events = acc._events if type(acc) is AcceleratorBoard else None
+        acc_events = acc._events if acc_has_events is None and steps > 1 else None
         try:
             for k in range(steps):
                 if k:
@@ -757,7 +755,7 @@ class Satellite(SpacecraftModel):
                         x.append(t2 * t2)
                     x += q
                     x.append(1.0)
-                    thermal_advance_x(dt_s, x)
+                    thermal_advance(dt_s, x)
                 else:
                     thermal_advance(dt_s, temps, q)
                 done = k + 1
