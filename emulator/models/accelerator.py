@@ -21,10 +21,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import importlib
 import math
 from collections import OrderedDict, deque
 from enum import StrEnum
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,7 +43,18 @@ from emulator.models.base import (
 )
 from emulator.models.power_kernels import SCALAR
 from emulator.models.radiation import EVENT_KINDS, EccMemory, RadiationConfig, RadiationSource
-from emulator.protocol.catalogue import Payload, Plane, field
+from emulator.protocol.catalogue import Plane, SchemaRef
+
+if TYPE_CHECKING:
+    from emulator.models.accelerator_schemas import (
+        DvfsSet,
+        JobCancel,
+        JobSubmit,
+        JobVerdict,
+        Report,
+        ResetCmd,
+        ScaleParam,
+    )
 
 
 class BoardState(StrEnum):
@@ -80,8 +92,6 @@ _WORKING = frozenset({IDLE, BUSY, THROTTLED})  # accepts jobs and DVFS commands
 
 THROTTLE_NAMES = ("none", "software", "hardware")
 JOB_KINDS = ("inference", "training")
-MAX_JOB_ID = 2**31 - 1
-MAX_SEED = 2**63 - 1
 
 
 class DvfsLevel(BaseModel):
@@ -469,170 +479,23 @@ class RadEvent:
                 "handled": self.handled, "how": self.how, "t_handled_ns": self.t_handled_ns}
 
 
-# -- wire schemas ----------------------------------------------------------------------------------------------------
-StateName = Literal["off", "booting", "idle", "busy", "throttled", "hung", "latched_up", "failed"]
-ThrottleName = Literal["none", "software", "hardware"]
-EventKind = Literal["seu", "mbu", "sdc", "sefi", "sel", "tid"]
+# -- wire schemas: in emulator.models.accelerator_schemas, imported on first use ------------------------------------
+_SCHEMAS = "emulator.models.accelerator_schemas"
+#: the payload classes of the board's topics, by name (``from emulator.models.accelerator import JobSubmit`` works)
+SCHEMA_NAMES = frozenset((
+    "AccelStatus", "DvfsSet", "JobSubmit", "JobCancel", "JobVerdict", "ResetCmd", "DvfsReply", "SubmitReply",
+    "CancelReply", "VerdictReply", "StateReply", "Report", "JobDone", "PowerEvent", "ThrottleEvent", "StateEvent",
+    "ErrorEvent", "EffectEvent", "RadiationEventPayload", "RadiationHandled", "ChipParam", "ScaleParam"))
 
 
-class AccelStatus(Payload):
-    state: StateName = field(doc="board state as its driver sees it")
-    mode: Literal["model", "external"] = field(doc="model: simulated board; external: the board reports itself")
-    level: str = field(doc="DVFS level set (from the config's table)")
-    clock_mhz: float = field("MHz", "effective clock after slowdown cap and throttle duty; 0 when off, hung, latched "
-                                    "up or failed; external mode: as the board last reported (0 before its first "
-                                    "report since power-on or reset)", ge=0)
-    throttle: ThrottleName = field(doc="thermal slowdown in force: none, software (clock cap), hardware (duty)")
-    die_temp_degc: float = field("degC", "on-die sensor, 1 degC resolution")
-    power_w: float = field("W", "board input power (its own power monitor)", ge=0)
-    utilisation: float = field(doc="busy fraction over the last step, 0..1 (external mode: as reported once the "
-                                   "board has reported)", ge=0, le=1)
-    queue_len: int = field(doc="jobs queued or running", ge=0)
-    running_job: int | None = field(doc="id of the job running, if any", default=None)
-    jobs_done: int = field(doc="jobs finished with a result since start (external mode: as reported)", ge=0)
-    jobs_failed: int = field(doc="jobs lost (error, reset, power, cancel) since start", ge=0)
-    ecc_corrected: int = field(doc="single-bit HBM errors corrected since start", ge=0)
-    ecc_uncorrected: int = field(doc="uncorrectable HBM errors since start", ge=0)
-    rejected_commands: int = field(doc="accel.* commands refused since start", ge=0)
+def _schema(name: str) -> SchemaRef:
+    return SchemaRef(_SCHEMAS, name)
 
 
-class DvfsSet(Payload):
-    level: str = field(doc="DVFS level name from the board's table (the error lists the valid ones)",
-                       min_length=1, max_length=32)
-
-
-class JobSubmit(Payload):
-    kind: Literal["inference", "training"] = field(doc="inference batches or training steps")
-    size: int = field("units", "work units: batches (inference) or steps (training)", ge=1, le=10_000_000)
-    id: int | None = field(doc="job id (default: next free id); must not be queued or running", default=None,
-                           ge=0, le=MAX_JOB_ID)
-    seed: int | None = field(doc="seed of the job's inputs (default: the id); same seed + kind = same result",
-                             default=None, ge=0, le=MAX_SEED)
-
-
-class JobCancel(Payload):
-    id: int = field(doc="id of a queued or running job", ge=0, le=MAX_JOB_ID)
-
-
-class JobVerdict(Payload):
-    id: int = field(doc="id of a finished job", ge=0, le=MAX_JOB_ID)
-    ok: bool = field(doc="the board's checker accepts (true) or rejects (false) the result")
-    effect_id: int | None = field(doc="external mode: id of the accel.effect sdc the agent applied to this job",
-                                  default=None, ge=0)
-
-
-class ResetCmd(Payload):
-    pass
-
-
-class DvfsReply(Payload):
-    level: str = field(doc="the level set")
-    clock_mhz: float = field("MHz", "that level's clock (the effective clock may be lower while throttled)", ge=0)
-
-
-class SubmitReply(Payload):
-    id: int = field(doc="the job's id (yours, or the next free one)", ge=0)
-    seed: int = field(doc="seed of its inputs", ge=0)
-    queue_len: int = field(doc="jobs queued or running, this one included", ge=0)
-
-
-class CancelReply(Payload):
-    id: int = field(doc="the job cancelled", ge=0)
-    queue_len: int = field(doc="jobs queued or running now", ge=0)
-
-
-class VerdictReply(Payload):
-    id: int = field(doc="the job", ge=0)
-    ok: bool = field(doc="your verdict, echoed")
-    matched: bool | None = field(doc="external mode only: `effect_id` named a pending `sdc` effect applied to "
-                                     "this job (false: the verdict was recorded but matched no effect)",
-                                 default=None)
-
-
-class StateReply(Payload):
-    state: StateName = field(doc="the board's state after the command")
-
-
-class Report(Payload):
-    power_w: float = field("W", "board input power as the board measures it", ge=0, le=100000)
-    utilisation: float = field(doc="accelerator busy fraction, 0..1", ge=0, le=1)
-    die_temp_degc: float | None = field("degC", "the real die temperature on the bench (recorded, not simulated)",
-                                        default=None, ge=-60, le=200)
-    clock_mhz: float | None = field("MHz", "the clock the board runs at", default=None, ge=0, le=10000)
-    jobs_done: int | None = field(doc="jobs finished since the board started", default=None, ge=0)
-    acked_effects: list[int] = field(doc="effect_ids of `reboot` / `mbu` effects the board has acted on",
-                                     default_factory=list, max_length=256)
-
-
-class JobDone(Payload):
-    id: int = field(doc="job id", ge=0)
-    kind: Literal["inference", "training"] = field(doc="job kind")
-    size: int = field("units", "work units", ge=1)
-    seed: int = field(doc="seed of the inputs", ge=0)
-    ok: bool = field(doc="true: finished with a result; false: lost (see error)")
-    error: str | None = field(doc="why it was lost: uecc, reset, power_loss, thermal_shutdown, latchup, reboot, "
-                              "failed, cancelled", default=None)
-    digest: str | None = field(doc="SHA-256 hex of the result (little-endian int32, row-major)", default=None)
-    checksum: int | None = field(doc="sum of all result elements", default=None)
-    values: list[int] = field(doc="the first 4 result elements", default_factory=list)
-    duration_s: float = field("s", "submit to done", ge=0)
-
-
-class PowerEvent(Payload):
-    on: bool = field(doc="the board is powered (supply good and not shut down) or not")
-    reason: str = field(doc="rail_on, rail_off, brownout, latchup, thermal_shutdown, failed, reset")
-
-
-class ThrottleEvent(Payload):
-    level: ThrottleName = field(doc="throttle now in force")
-    clock_cap_mhz: float = field("MHz", "highest clock allowed", ge=0)
-    duty: float = field(doc="fraction of cycles allowed (hardware throttle), 0..1", ge=0, le=1)
-    die_temp_degc: float = field("degC", "simulated die temperature that caused it")
-
-
-class StateEvent(Payload):
-    state: StateName = field(doc="new state")
-    previous: StateName = field(doc="previous state")
-    reason: str = field(doc="why")
-
-
-class ErrorEvent(Payload):
-    kind: Literal["uecc"] = field(doc="uecc: uncorrectable HBM ECC error")
-    chip: int = field(doc="chip index", ge=0)
-    job_id: int | None = field(doc="the job lost with it, if one was running", default=None)
-
-
-class EffectEvent(Payload):
-    effect_id: int = field(doc="id to quote in accel.job.verdict (sdc) or accel.report.acked_effects", ge=0)
-    kind: Literal["sdc", "hang", "reboot", "mbu"] = field(doc="what the board's agent must do (see docs)")
-    chip: int = field(doc="chip index", ge=0)
-
-
-class RadiationEventPayload(Payload):
-    id: int = field(doc="event id", ge=0)
-    t_ns: int = field("ns", "when it happened", ge=0)
-    kind: EventKind = field(doc="seu, mbu, sdc, sefi, sel, tid")
-    chip: int = field(doc="chip index (-1: whole board)")
-    region: str = field(doc="hbm, logic, supply")
-    job_id: int | None = field(doc="job affected", default=None)
-    effect: str = field(doc="corrected, uncorrectable, uncorrectable_accumulated, corrupted, masked, hang, "
-                        "reboot, latchup, degraded")
-
-
-class RadiationHandled(Payload):
-    id: int = field(doc="event id", ge=0)
-    kind: EventKind = field(doc="event kind")
-    how: str = field(doc="ecc, verdict, resubmitted, result_discarded, masked, nothing_lost, reset, power_cycle, "
-                     "rail_cut, acked, none_required")
-    t_ns: int = field("ns", "when", ge=0)
-
-
-class ChipParam(Payload):
-    chip: int = field(doc="chip index", ge=0, default=0)
-
-
-class ScaleParam(Payload):
-    factor: float = field(doc="multiplies every SEE rate (and the dose if radiation.scale_dose)", ge=0, le=1e9)
+def __getattr__(name: str) -> Any:
+    if name in SCHEMA_NAMES:
+        return getattr(importlib.import_module(_SCHEMAS), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # -- the board -------------------------------------------------------------------------------------------------------
@@ -1356,36 +1219,40 @@ class AcceleratorBoard:
         return self._f_hz / 1e6
 
     def interface(self) -> Interface:
+        ref = _schema  # the payload classes are imported when first used (a command validated, the docs rendered)
+
         def fault(kind: str, doc: str) -> Fault:
-            return Fault(f"radiation.{kind}", ChipParam, doc, lambda p: self.inject(kind, p.chip))
+            return Fault(f"radiation.{kind}", ref("ChipParam"), doc, lambda p: self.inject(kind, p.chip))
 
         return Interface(
             telemetry=[Telemetry(telemetry_spec(
-                "accel.status", AccelStatus, "The accelerator board's own status: state, clock, throttle, die "
+                "accel.status", ref("AccelStatus"), "The accelerator board's own status: state, clock, throttle, die "
                 "temperature, power, jobs, ECC counters, refused commands.", 1.0), self.status)],
             commands=[
-                Command(command_spec("accel.dvfs.set", DvfsSet, "Set the DVFS level (power mode), model mode.",
-                                     reply=DvfsReply),
+                Command(command_spec("accel.dvfs.set", ref("DvfsSet"), "Set the DVFS level (power mode), model mode.",
+                                     reply=ref("DvfsReply")),
                         self.cmd_dvfs_set),
-                Command(command_spec("accel.job.submit", JobSubmit, "Queue a job (model mode); every accepted job "
-                                     "ends with exactly one accel.job.done.", reply=SubmitReply),
+                Command(command_spec("accel.job.submit", ref("JobSubmit"), "Queue a job (model mode); every accepted "
+                                     "job ends with exactly one accel.job.done.", reply=ref("SubmitReply")),
                         self.cmd_job_submit),
-                Command(command_spec("accel.job.cancel", JobCancel, "Cancel a queued or running job.",
-                                     reply=CancelReply),
+                Command(command_spec("accel.job.cancel", ref("JobCancel"), "Cancel a queued or running job.",
+                                     reply=ref("CancelReply")),
                         self.cmd_job_cancel),
-                Command(command_spec("accel.job.verdict", JobVerdict, "The board's checker verdict on a finished "
-                                     "job's result (how silent data corruption is detected).", reply=VerdictReply),
+                Command(command_spec("accel.job.verdict", ref("JobVerdict"), "The board's checker verdict on a "
+                                     "finished job's result (how silent data corruption is detected).",
+                                     reply=ref("VerdictReply")),
                         self.cmd_job_verdict),
-                Command(command_spec("accel.reset", ResetCmd, "Reset the board (clears a hang; restarts after a "
-                                     "thermal shutdown once cool). A latch-up needs a power cycle.", reply=StateReply),
+                Command(command_spec("accel.reset", ref("ResetCmd"), "Reset the board (clears a hang; restarts after "
+                                     "a thermal shutdown once cool). A latch-up needs a power cycle.",
+                                     reply=ref("StateReply")),
                         self.cmd_reset),
-                Command(command_spec("accel.report", Report, "External mode: the board's measured power, "
-                                     "utilisation, temperature and acknowledged effects.", reply=StateReply),
+                Command(command_spec("accel.report", ref("Report"), "External mode: the board's measured power, "
+                                     "utilisation, temperature and acknowledged effects.", reply=ref("StateReply")),
                         self.cmd_report),
             ],
             faults=[
-                Fault("radiation.scale", ScaleParam, "Multiply every single-event rate by a factor (an SPE, a beam "
-                      "campaign); clearing restores it.", self._scale_on, self._scale_off),
+                Fault("radiation.scale", ref("ScaleParam"), "Multiply every single-event rate by a factor (an SPE, a "
+                      "beam campaign); clearing restores it.", self._scale_on, self._scale_off),
                 fault("seu", "One single-bit HBM upset (ECC corrects it; a second in the same word is a UECC)."),
                 fault("mbu", "One uncorrectable HBM error (the running job is lost)."),
                 fault("sdc", "One silent data corruption in the running job's result."),
@@ -1393,17 +1260,17 @@ class AcceleratorBoard:
                 fault("sel", "One single-event latch-up (supply current jumps; the rail limiter must cut it)."),
             ],
             events=[
-                event_spec("accel.job.done", JobDone, "A job finished (with its result) or was lost."),
-                event_spec("accel.power", PowerEvent, "The board's power switched (supply, thermal shutdown, "
+                event_spec("accel.job.done", ref("JobDone"), "A job finished (with its result) or was lost."),
+                event_spec("accel.power", ref("PowerEvent"), "The board's power switched (supply, thermal shutdown, "
                            "failure); the bench runs its power hook on it."),
-                event_spec("accel.throttle", ThrottleEvent, "Thermal throttle demand changed."),
-                event_spec("accel.state", StateEvent, "The board's state changed."),
-                event_spec("accel.error", ErrorEvent, "An uncorrectable memory error (model mode)."),
-                event_spec("accel.effect", EffectEvent, "External mode: a radiation effect the board's agent must "
-                           "enact."),
-                event_spec("radiation.event", RadiationEventPayload, "Ground truth: a radiation event happened.",
-                           Plane.CONTROL),
-                event_spec("radiation.handled", RadiationHandled, "Ground truth: the board handled an event.",
+                event_spec("accel.throttle", ref("ThrottleEvent"), "Thermal throttle demand changed."),
+                event_spec("accel.state", ref("StateEvent"), "The board's state changed."),
+                event_spec("accel.error", ref("ErrorEvent"), "An uncorrectable memory error (model mode)."),
+                event_spec("accel.effect", ref("EffectEvent"), "External mode: a radiation effect the board's agent "
+                           "must enact."),
+                event_spec("radiation.event", ref("RadiationEventPayload"), "Ground truth: a radiation event "
+                           "happened.", Plane.CONTROL),
+                event_spec("radiation.handled", ref("RadiationHandled"), "Ground truth: the board handled an event.",
                            Plane.CONTROL),
             ],
         )

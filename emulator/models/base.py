@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from emulator.protocol.catalogue import Kind, Payload, Plane, TopicSpec
+from emulator.protocol.catalogue import Kind, Payload, Plane, SchemaField, SchemaRef, TopicSpec
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,8 @@ class Fault:
     """
 
     name: str
-    params: type[Payload]
+    #: the params' class (given as the class or as a SchemaRef, imported on first use)
+    params: type[Payload] = SchemaField()  # type: ignore[assignment]  # noqa: RUF009 - a descriptor, one per class
     doc: str
     inject: Callable[[Any], None]
     clear: Callable[[Any], None] | None = None
@@ -68,18 +69,18 @@ class Interface:
         self.events += other.events
 
 
-def telemetry_spec(topic: str, schema: type[Payload], doc: str, rate_hz: float,
+def telemetry_spec(topic: str, schema: type[Payload] | SchemaRef, doc: str, rate_hz: float,
                    plane: Plane = Plane.BOARD) -> TopicSpec:
     return TopicSpec(topic=topic, kind=Kind.TELEMETRY, plane=plane, schema=schema, doc=doc, rate_hz=rate_hz)
 
 
-def command_spec(topic: str, schema: type[Payload], doc: str, plane: Plane = Plane.BOARD,
-                 reply: type[Payload] | None = None) -> TopicSpec:
+def command_spec(topic: str, schema: type[Payload] | SchemaRef, doc: str, plane: Plane = Plane.BOARD,
+                 reply: type[Payload] | SchemaRef | None = None) -> TopicSpec:
     """A command topic; ``reply``: the schema of its reply's ``data`` (documented, and checked by the tests)."""
     return TopicSpec(topic=topic, kind=Kind.COMMAND, plane=plane, schema=schema, doc=doc, reply=reply)
 
 
-def event_spec(topic: str, schema: type[Payload], doc: str, plane: Plane = Plane.BOARD) -> TopicSpec:
+def event_spec(topic: str, schema: type[Payload] | SchemaRef, doc: str, plane: Plane = Plane.BOARD) -> TopicSpec:
     return TopicSpec(topic=topic, kind=Kind.EVENT, plane=plane, schema=schema, doc=doc)
 
 

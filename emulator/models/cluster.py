@@ -53,8 +53,6 @@ from emulator.models.accelerator import (
     AcceleratorBoard,
     AcceleratorConfig,
     BoardState,
-    ChipParam,
-    ScaleParam,
     board_power_w,
     boot_done_state,
     busy_utilisation,
@@ -74,6 +72,7 @@ from emulator.models.accelerator import (
     throttled_state,
     work_state,
 )
+from emulator.models.accelerator_schemas import ChipParam, ScaleParam
 from emulator.models.base import (
     Command,
     Fault,
@@ -96,6 +95,12 @@ from emulator.models.power_kernels import ARRAY, CRITICAL, FULL, OFF
 from emulator.models.radiation import KINDS, RadiationConfig, arrivals, draw_chip, kind_cdf, pick_kind
 from emulator.models.satellite import (
     SEED_STREAMS,
+    SatelliteConfig,
+    SensorSuite,
+    heat_routing,
+    loss_heat_w,
+)
+from emulator.models.satellite_schemas import (
     BatteryFault,
     CellLoss,
     EpsTelemetry,
@@ -105,17 +110,13 @@ from emulator.models.satellite import (
     RailSet,
     RailShort,
     RailTripped,
-    SatelliteConfig,
     SensorChannel,
     SensorDrift,
     SensorNoisy,
-    SensorSuite,
     ShedSet,
     StringFail,
     SunTelemetry,
     ThermalTelemetry,
-    heat_routing,
-    loss_heat_w,
 )
 from emulator.models.thermal import (
     HEATER_MODES,

@@ -17,8 +17,9 @@ path is plain Python floats plus one small matrix-vector product.
 from __future__ import annotations
 
 import datetime as dt
+import importlib
 from collections.abc import Sequence
-from typing import Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -42,7 +43,19 @@ from emulator.models.power import CELL_MAX_V, FACES, MODE_NAMES, PowerConfig, Po
 from emulator.models.radiation import RadiationConfig
 from emulator.models.sensors import ChannelSpec, SensorBank, SensorsConfig
 from emulator.models.thermal import KELVIN, ThermalConfig, ThermalNetwork
-from emulator.protocol.catalogue import Payload, Plane, field
+from emulator.protocol.catalogue import Plane, SchemaRef
+
+if TYPE_CHECKING:
+    from emulator.models.satellite_schemas import (
+        CellLoss,
+        HeaterSet,
+        OrbitPredict,
+        RailReset,
+        RailSet,
+        RailShort,
+        ShedSet,
+        StringFail,
+    )
 
 SOLAR_CONSTANT_W_M2 = 1361.0  # physics-sources.md §3 "Solar constant" (design value)
 #: child seed streams, in SeedSequence.spawn order (append only: the order is part of determinism)
@@ -124,184 +137,27 @@ def _accelerator_max_w(cfg: Any) -> float | None:
     return None
 
 
-# -- board-plane schemas -----------------------------------------------------------------------------------
-Mode = Literal["off", "critical", "safe", "normal", "full"]
-
-
-class RailReading(Payload):
-    name: str = field(doc="rail name from the config")
-    on: bool = field(doc="output switched on (commanded on, not tripped, not shed)")
-    tripped: bool = field(doc="latching current limiter open (waiting to retry, or latched)")
-    latched: bool = field(doc="no automatic retries left: needs `eps.rail.reset`")
-    trips: int = field(doc="trips since start", ge=0)
-    current_a: float = field("A", "output current as the rail monitor reads it")
-    voltage_v: float = field("V", "output voltage as the rail monitor reads it")
-
-
-class EpsTelemetry(Payload):
-    bus_v: float = field("V", "bus voltage (battery terminal) as measured", ge=0)
-    battery_v: float = field("V", "battery voltage as measured", ge=0)
-    battery_a: float = field("A", "battery current as measured, > 0 charging")
-    soc_est: float = field(doc="battery gauge state-of-charge estimate, 0..1", ge=0, le=1)
-    array_w: float = field("W", "solar array power as measured", ge=0)
-    mode: Mode = field(doc="undervoltage shed mode (battery-voltage mode machine)")
-    rails: list[RailReading] = field(doc="every PDU rail")
-
-
-class HeaterReading(Payload):
-    name: str = field(doc="heater name")
-    mode: Literal["auto", "on", "off"] = field(doc="commanded mode")
-    on: bool = field(doc="heater element energised (thermostat or forced)")
-
-
-class ThermalTelemetry(Payload):
-    temps_degc: dict[str, float] = field("degC", "thermistor readings; keys: the thermistor's thermal node names "
-                                                 "(this satellite's are listed under 'Names')")
-    heaters: list[HeaterReading] = field(doc="heater states")
-
-
-class SunTelemetry(Payload):
-    sun_w_m2: float = field("W/m^2", "coarse sun sensor reading", ge=0)
-    eclipse: bool = field(doc="sun reading below the eclipse threshold")
-
-
-class RailSet(Payload):
-    rail: str = field(doc="rail name")
-    on: bool = field(doc="switch the rail on or off")
-
-
-class RailReset(Payload):
-    rail: str = field(doc="rail name; clears a tripped or latched current limiter and its retry counter")
-
-
-class HeaterSet(Payload):
-    heater: str = field(doc="heater name")
-    mode: Literal["auto", "on", "off"] = field(doc="auto: thermostat; on/off: forced")
-    on_below_degc: float | None = field("degC", "thermostat on threshold (unchanged if absent)", default=None,
-                                        ge=-100, le=150)
-    off_above_degc: float | None = field("degC", "thermostat off threshold (unchanged if absent)", default=None,
-                                         ge=-100, le=150)
-
-
-class RailSetReply(Payload):
-    rail: str = field(doc="rail name")
-    commanded_on: bool = field(doc="the state you commanded")
-    on: bool = field(doc="output on now (commanded on, not tripped, not shed)")
-
-
-class RailResetReply(Payload):
-    rail: str = field(doc="rail name")
-    on: bool = field(doc="output on now")
-    tripped: bool = field(doc="limiter still open (always false right after a reset)")
-
-
-class ShedSetReply(Payload):
-    thresholds_v: dict[str, float] = field("V", "every threshold now in force, by name (`full_v`, `normal_v`, "
-                                                 "`safe_v`, `critical_v`, `hw_off_v`, `hw_on_v`)")
-
-
-class HeaterSetReply(Payload):
-    heater: str = field(doc="heater name")
-    mode: Literal["auto", "on", "off"] = field(doc="mode now")
-    on_below_degc: float = field("degC", "thermostat on threshold now")
-    off_above_degc: float = field("degC", "thermostat off threshold now")
-
-
-class ShedSet(Payload):
-    full_v: float | None = field("V", "battery voltage of mode full", default=None, gt=0, le=200)
-    normal_v: float | None = field("V", "rising threshold safe -> normal", default=None, gt=0, le=200)
-    safe_v: float | None = field("V", "falling threshold normal -> safe (payload shed)", default=None, gt=0,
-                                 le=200)
-    critical_v: float | None = field("V", "falling threshold safe -> critical", default=None, gt=0, le=200)
-    hw_off_v: float | None = field("V", "hardware cut-off: every rail off", default=None, gt=0, le=200)
-    hw_on_v: float | None = field("V", "hardware back on", default=None, gt=0, le=200)
-
-
-class ModeChanged(Payload):
-    mode: Mode = field(doc="new mode")
-    previous: Mode = field(doc="previous mode")
-    battery_v: float = field("V", "battery voltage at the change")
-    reason: str | None = field(doc="why, when not a plain threshold crossing", default=None)
-
-
-class RailTripped(Payload):
-    rail: str = field(doc="rail name")
-    current_a: float = field("A", "output current that tripped it")
-    trips: int = field(doc="trips since start", ge=0)
-    latched: bool = field(doc="no automatic retries left")
-
-
-class BatteryFault(Payload):
-    mode: Literal["open", "short"] = field(doc="cell failure mode")
-    group: int = field(doc="series group", ge=0)
-    connected: bool = field(doc="the pack still connects the bus")
-
-
-class StringFail(Payload):
-    array: str = field(doc="array name")
-    strings: int = field(doc="strings lost", ge=1, default=1)
-
-
-class CellLoss(Payload):
-    group: int = field(doc="series group (0 = most negative)", ge=0, default=0)
-    mode: Literal["open", "short"] = field(doc="open: the cell leaves its parallel group; short: the group shorts",
-                                           default="open")
-
-
-class RailShort(Payload):
-    rail: str = field(doc="rail name")
-    extra_a: float = field("A", "extra load current of the short", gt=0, le=1000)
-
-
-class SensorChannel(Payload):
-    channel: str = field(doc="sensor channel, e.g. `thermal.battery`, `eps.rail.payload.current_a`")
-
-
-class SensorDrift(Payload):
-    channel: str = field(doc="sensor channel")
-    rate_per_h: float = field("unit/h", "drift rate in the channel's unit per hour", ge=-1e6, le=1e6)
-
-
-class SensorNoisy(Payload):
-    channel: str = field(doc="sensor channel")
-    factor: float = field(doc="noise multiplier", gt=0, le=1e6, default=10.0)
-
+# -- wire schemas: in emulator.models.satellite_schemas, imported on first use --------------------------------------
+_SCHEMAS = "emulator.models.satellite_schemas"
+#: the payload classes of the satellite's topics, by name (``from emulator.models.satellite import RailSet`` works)
+SCHEMA_NAMES = frozenset((
+    "RailReading", "EpsTelemetry", "HeaterReading", "ThermalTelemetry", "SunTelemetry", "RailSet", "RailReset",
+    "HeaterSet", "RailSetReply", "RailResetReply", "ShedSetReply", "HeaterSetReply", "ShedSet", "ModeChanged",
+    "RailTripped", "BatteryFault", "StringFail", "CellLoss", "RailShort", "SensorChannel", "SensorDrift",
+    "SensorNoisy", "OrbitPredict", "OrbitTrack", "OrbitEclipse", "SaaOutline", "OrbitPredictReply"))
 
 #: most ground-track samples one ``orbit.predict`` returns (keeps the reply far below the envelope limit)
 MAX_PREDICT_SAMPLES = 5000
 
 
-class OrbitPredict(Payload):
-    duration_s: float = field("s", "how far ahead of now to predict", gt=0, le=30 * 86400, default=6000.0)
-    step_s: float = field("s", "ground-track sample spacing", ge=1, le=3600, default=30.0)
+def _schema(name: str) -> SchemaRef:
+    return SchemaRef(_SCHEMAS, name)
 
 
-class OrbitTrack(Payload):
-    t_ns: list[int] = field("ns", "sample times since the epoch")
-    lat_deg: list[float] = field("deg", "geodetic latitude")
-    lon_deg: list[float] = field("deg", "longitude, -180..180")
-    sunlit_frac: list[float] = field(doc="fraction of the Sun's disc seen, 0..1 (umbra 0, penumbra between)")
-    in_saa: list[bool] = field(doc="inside the South Atlantic Anomaly")
-
-
-class OrbitEclipse(Payload):
-    entry_ns: int = field("ns", "entry (sunlit fraction falls through 50 %); -1: before now")
-    exit_ns: int = field("ns", "exit; -1: beyond the horizon")
-
-
-class SaaOutline(Payload):
-    lat_deg: list[float] = field("deg", "outline latitude")
-    lon_deg: list[float] = field("deg", "outline longitude")
-
-
-class OrbitPredictReply(Payload):
-    t_ns: int = field("ns", "sim time of the first track sample (now)", ge=0)
-    step_s: float = field("s", "track sample spacing")
-    beta_deg: float = field("deg", "beta angle now")
-    period_s: float | None = field("s", "orbital period (null for an environment without an orbit)")
-    track: OrbitTrack = field(doc="the ground track ahead")
-    eclipses: list[OrbitEclipse] = field(doc="eclipses within the horizon")
-    saa_outline: SaaOutline | None = field(doc="the SAA's outline at the orbit's altitude (null if none)")
+def __getattr__(name: str) -> Any:
+    if name in SCHEMA_NAMES:
+        return getattr(importlib.import_module(_SCHEMAS), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def eps_channels(config: SatelliteConfig) -> list[ChannelSpec]:
@@ -798,55 +654,56 @@ class Satellite(SpacecraftModel):
 
     # -- interface --------------------------------------------------------------------------------------------
     def interface(self) -> Interface:
+        ref = _schema  # the payload classes are imported when first used (a command validated, the docs rendered)
         iface = Interface(
             telemetry=[
-                Telemetry(telemetry_spec("eps.telemetry", EpsTelemetry,
+                Telemetry(telemetry_spec("eps.telemetry", ref("EpsTelemetry"),
                                          "Power system as the EPS board measures it: bus, battery, arrays, rails, "
                                          "shed mode.", 1.0), self.read_eps),
-                Telemetry(telemetry_spec("thermal.telemetry", ThermalTelemetry,
+                Telemetry(telemetry_spec("thermal.telemetry", ref("ThermalTelemetry"),
                                          "Thermistor readings and heater states.", 1.0), self.read_thermal),
-                Telemetry(telemetry_spec("adcs.sun", SunTelemetry, "Coarse sun sensor and eclipse flag.", 1.0),
+                Telemetry(telemetry_spec("adcs.sun", ref("SunTelemetry"), "Coarse sun sensor and eclipse flag.", 1.0),
                           self.read_sun),
             ],
             commands=[
-                Command(command_spec("eps.rail.set", RailSet, "Switch a PDU rail on or off.",
-                                     reply=RailSetReply), self._cmd_rail_set),
-                Command(command_spec("eps.rail.reset", RailReset,
+                Command(command_spec("eps.rail.set", ref("RailSet"), "Switch a PDU rail on or off.",
+                                     reply=ref("RailSetReply")), self._cmd_rail_set),
+                Command(command_spec("eps.rail.reset", ref("RailReset"),
                                      "Clear a tripped or latched current limiter (the rail comes back if "
-                                     "commanded on).", reply=RailResetReply), self._cmd_rail_reset),
-                Command(command_spec("eps.shed.set", ShedSet,
+                                     "commanded on).", reply=ref("RailResetReply")), self._cmd_rail_reset),
+                Command(command_spec("eps.shed.set", ref("ShedSet"),
                                      "Set undervoltage shed thresholds (pack volts); checked as a set: "
                                      "hw_off < critical < safe < normal < full, hw_off < hw_on < full, within "
-                                     "the cell window.", reply=ShedSetReply), self._cmd_shed_set),
-                Command(command_spec("thermal.heater.set", HeaterSet, "Set a heater's mode and thermostat.",
-                                     reply=HeaterSetReply), self._cmd_heater_set),
-                Command(command_spec("orbit.predict", OrbitPredict,
+                                     "the cell window.", reply=ref("ShedSetReply")), self._cmd_shed_set),
+                Command(command_spec("thermal.heater.set", ref("HeaterSet"), "Set a heater's mode and thermostat.",
+                                     reply=ref("HeaterSetReply")), self._cmd_heater_set),
+                Command(command_spec("orbit.predict", ref("OrbitPredict"),
                                      "Control plane: the orbit ahead of now (ground track with sunlit fraction "
                                      "and SAA flag, eclipses with entry and exit where the sunlit fraction "
                                      "crosses 50 % (-1: before now / beyond the horizon), beta angle, period, "
                                      "SAA outline). Pure: the run is not changed.", Plane.CONTROL,
-                                     reply=OrbitPredictReply),
+                                     reply=ref("OrbitPredictReply")),
                         self._cmd_orbit_predict),
             ],
             faults=[
-                Fault("eps.array.string_fail", StringFail, "Strings of a solar array fail (open); clearing "
+                Fault("eps.array.string_fail", ref("StringFail"), "Strings of a solar array fail (open); clearing "
                       "restores them.", self._f_strings, self._f_strings_clear),
-                Fault("eps.battery.cell_loss", CellLoss, "A battery cell fails (permanent).", self._f_cell),
-                Fault("eps.rail.short", RailShort, "Extra load current on a rail (its limiter should trip).",
+                Fault("eps.battery.cell_loss", ref("CellLoss"), "A battery cell fails (permanent).", self._f_cell),
+                Fault("eps.rail.short", ref("RailShort"), "Extra load current on a rail (its limiter should trip).",
                       self._f_short, self._f_short_clear),
-                Fault("sensor.stuck", SensorChannel, "A sensor repeats its last reading.",
+                Fault("sensor.stuck", ref("SensorChannel"), "A sensor repeats its last reading.",
                       lambda p: self._f_sensor(p, "stuck"), lambda p: self._f_sensor_clear(p, "stuck")),
-                Fault("sensor.drift", SensorDrift, "A sensor drifts at a rate per hour.",
+                Fault("sensor.drift", ref("SensorDrift"), "A sensor drifts at a rate per hour.",
                       lambda p: self._f_sensor(p, "drift"), lambda p: self._f_sensor_clear(p, "drift")),
-                Fault("sensor.open", SensorChannel, "Open circuit: the reading pins to its range limit.",
+                Fault("sensor.open", ref("SensorChannel"), "Open circuit: the reading pins to its range limit.",
                       lambda p: self._f_sensor(p, "open"), lambda p: self._f_sensor_clear(p, "open")),
-                Fault("sensor.noisy", SensorNoisy, "A sensor's noise grows by a factor.",
+                Fault("sensor.noisy", ref("SensorNoisy"), "A sensor's noise grows by a factor.",
                       lambda p: self._f_sensor(p, "noisy"), lambda p: self._f_sensor_clear(p, "noisy")),
             ],
             events=[
-                event_spec("eps.mode.changed", ModeChanged, "The shed mode changed."),
-                event_spec("eps.rail.tripped", RailTripped, "A rail's latching current limiter tripped."),
-                event_spec("eps.battery.fault", BatteryFault, "A battery cell failed."),
+                event_spec("eps.mode.changed", ref("ModeChanged"), "The shed mode changed."),
+                event_spec("eps.rail.tripped", ref("RailTripped"), "A rail's latching current limiter tripped."),
+                event_spec("eps.battery.fault", ref("BatteryFault"), "A battery cell failed."),
             ],
         )
         iface.extend(self.accel.interface())

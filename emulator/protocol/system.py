@@ -1,293 +1,97 @@
-"""Topics owned by the runtime itself: time, replies, board hello, ground truth, faults, statistics."""
+"""Topics owned by the runtime itself: time, replies, board hello, ground truth, faults, statistics.
+
+Their payload classes are in :mod:`emulator.protocol.system_schemas`, imported the first time one is used (a message
+validated, the docs rendered); ``from emulator.protocol.system import Reply`` still works.
+"""
 
 from __future__ import annotations
 
-from dataclasses import replace
-from typing import Any, Literal
+import importlib
+from typing import Any
 
-from pydantic import ConfigDict
+from emulator.protocol.catalogue import Kind, Plane, SchemaRef, TopicSpec
 
-from emulator.protocol.catalogue import Kind, Payload, Plane, TopicSpec, field
+_SCHEMAS = "emulator.protocol.system_schemas"
+#: the payload classes of the runtime's topics and replies, by name
+SCHEMA_NAMES = frozenset((
+    "Empty", "Opaque", "ErrorInfo", "Reply", "SimClockTelemetry", "SimWaiting", "BoardHello", "BoardLink",
+    "BoardStep", "ClockStep", "ClockRunUntil", "ClockSpeed", "ClockMode", "FaultInject", "FaultClear",
+    "BoardCommand", "TelemetryFeed", "SimStop", "PingReply", "HelloReply", "LimitReply", "ClockStatusReply",
+    "ActiveFaultInfo", "TruthReply", "FaultInfo", "FaultListReply", "FaultIdReply", "StatsReply",
+    "TelemetryFeedReply", "StopReply", "BoardCommandReply"))
 
-_field = field
 
+def _schema(name: str) -> SchemaRef:
+    return SchemaRef(_SCHEMAS, name)
 
-class Empty(Payload):
-    pass
 
-
-class Opaque(Payload):
-    """A map whose shape belongs to the models (ground truth, reply data)."""
-
-    model_config = ConfigDict(extra="allow", strict=True, frozen=True, defer_build=True)
-
-
-class ErrorInfo(Payload):
-    code: str = field(doc="error class, e.g. `codec`, `command`, `config`")
-    message: str = field(doc="what is wrong and what would be valid")
-    valid: list[Any] | None = field(doc="valid values, where a finite set is valid", default=None)
-    field: str | None = _field(doc="dotted path of the offending field, e.g. `payload.rail`", default=None)
-
-
-class Reply(Payload):
-    id: int = field(doc="`seq` of the request this answers (0 if the request could not be decoded)", ge=0)
-    re: str = field(doc="topic of the request (`?` if it could not be decoded)")
-    ok: bool = field(doc="true: done; false: refused, nothing changed")
-    data: dict[str, Any] | None = field(doc="result, shape per command", default=None)
-    error: ErrorInfo | None = field(doc="why it was refused", default=None)
-
-
-class SimClockTelemetry(Payload):
-    t_ns: int = field("ns", "sim time since the scenario epoch", ge=0)
-    utc: str = field(doc="sim time as ISO 8601 UTC")
-    mode: Literal["realtime", "scaled", "afap", "lockstep"] = field(doc="clock mode")
-    speed: float = field(doc="wall-clock multiplier (realtime/scaled)", gt=0)
-    paused: bool = field(doc="true while paused")
-    lag_s: float = field("s", "how late the last paced step was released", ge=0)
-    max_lag_s: float = field("s", "largest lag so far", ge=0)
-    overruns: int = field(doc="paced steps released more than one step late", ge=0)
-    steps: int = field(doc="physics steps so far", ge=0)
-
-
-class SimWaiting(Payload):
-    t_ns: int = field("ns", "sim time at which a lockstep clock is waiting for `step`", ge=0)
-
-
-class BoardHello(Payload):
-    name: str = field(doc="board name, e.g. `jetson-orin-1`", min_length=1, max_length=64)
-    version: str = field(doc="board software version", default="", max_length=64)
-    capabilities: list[str] = field(doc="optional features the board implements", default_factory=list,
-                                    max_length=64)
-    telemetry_rates_hz: dict[str, float] = field(
-        "Hz", "the most board-plane telemetry this board needs, topic -> rate (e.g. one sample per control turn: "
-        "0.1 Hz for 10 s turns; 0: none); the board plane sends each topic at the fastest rate any board that "
-        "said hello needs (a board that names no rate for it: the run's), never faster than the run's rate; "
-        "topics the run does not send are left off", default_factory=dict, max_length=64)
-
-
-class BoardLink(Payload):
-    rtt_p50_ms: float = field("ms", "median request round trip the board measured", ge=0)
-    rtt_p99_ms: float = field("ms", "99th percentile round trip", ge=0)
-    rtt_max_ms: float = field("ms", "largest round trip", ge=0)
-    requests: int = field(doc="requests the figures cover", ge=0)
-    lag_s: float = field("s", "how far behind the emulator's sim time the board's newest telemetry was", ge=0)
-    timeouts: int = field(doc="waits for a reply that ran out (each checked with a ping)", default=0, ge=0)
-    retries: int = field(doc="requests sent again (same seq) after a proven loss", default=0, ge=0)
-    lost: int = field(doc="requests given up (no reply will come; not repeated)", default=0, ge=0)
-    resyncs: int = field(doc="lockstep turns taken after a lost `sim.waiting` (the clock, asked, was waiting)",
-                         default=0, ge=0)
-    link_errors: int = field(doc="errors of the board's link (send failed, peer gone), survived", default=0, ge=0)
-    reconnects: int = field(doc="times the board opened its link again", default=0, ge=0)
-
-
-class BoardStep(Payload):
-    duration_s: float = field("s", "let sim time advance this much (lockstep with lockstep_source = board)",
-                              gt=0, le=86400)
-
-
-class ClockStep(Payload):
-    duration_s: float = field("s", "advance this much sim time, then wait / pause again", gt=0, le=10 * 365 * 86400)
-
-
-class ClockRunUntil(Payload):
-    t_s: float = field("s", "sim time since the epoch to run to, then pause", gt=0)
-
-
-class ClockSpeed(Payload):
-    speed: float = field(doc="wall-clock multiplier; 1 is real time", ge=1e-3, le=1e6)
-
-
-class ClockMode(Payload):
-    mode: Literal["realtime", "scaled", "afap", "lockstep"] = field(doc="new clock mode")
-    speed: float | None = field(doc="multiplier for `scaled`", default=None, ge=1e-3, le=1e6)
-
-
-class FaultInject(Payload):
-    name: str = field(doc="fault name from `fault.list`")
-    params: dict[str, Any] = field(doc="fault parameters (schema per fault, see `fault.list`)",
-                                   default_factory=dict)
-    duration_s: float | None = field("s", "clear automatically after this long; omit for until cleared",
-                                     default=None, gt=0)
-
-
-class FaultClear(Payload):
-    fault_id: int = field(doc="id returned by `fault.inject`", ge=1)
-
-
-class BoardCommand(Payload):
-    topic: str = field(doc="a board-plane command topic, e.g. `eps.rail.set` (not the board's own session "
-                           "topics `board.hello`, `board.step`, `board.link`, `ping`)")
-    payload: dict[str, Any] = field(doc="its payload, exactly as the board would send it", default_factory=dict)
-
-
-class TelemetryFeed(Payload):
-    max_hz: float = field("Hz", "each telemetry topic at most this many times a wall second (events: every one)",
-                          default=20.0, gt=0, le=1000)
-    topics: list[str] | None = field(doc="telemetry and event topics to feed; omit for every one the control "
-                                         "plane publishes", default=None, min_length=1, max_length=64)
-    lease_s: float = field("s", "the feed ends this long (wall) after the last telemetry.feed that renewed it",
-                           default=10.0, ge=1, le=3600)
-    stop: bool = field(doc="end this peer's feed now (the other fields are ignored)", default=False)
-
-
-class SimStop(Payload):
-    reason: str = field(doc="why (logged and recorded)", default="stop requested", max_length=200)
-
-
-# -- reply data (the ``data`` map of an ``ok`` reply), per command -----------------------------------------------
-ModeName = Literal["realtime", "scaled", "afap", "lockstep"]
-
-
-class PingReply(Payload):
-    t_ns: int = field("ns", "sim time when the ping was handled", ge=0)
-
-
-class HelloReply(Payload):
-    protocol_version: int = field(doc="the protocol version the emulator speaks (`v`); stop if it is not yours",
-                                  ge=1)
-    epoch_utc: str = field(doc="UTC instant of sim time 0, ISO 8601 with a `Z`, e.g. `2026-06-21T00:00:00Z`")
-    t_ns: int = field("ns", "sim time now", ge=0)
-    step_s: float = field("s", "physics step: sim time advances in these steps", gt=0)
-    mode: ModeName = field(doc="clock mode of the run")
-    lockstep_source: Literal["control", "board"] = field(
-        doc="who steps a lockstep clock: `board` (you, with `board.step`) or `control` (the harness)")
-    waiting: bool = field(doc="a lockstep clock waits for `board.step` right now: take your first turn at once")
-    topics: list[str] = field(doc="the board-plane topics of this satellite")
-    rates_hz: dict[str, float] = field(doc="board telemetry topic -> the rate it is published at, after any "
-                                          "decimation for the link's budget")
-    decimation: float = field(doc="factor by which every board telemetry rate was slowed to fit a serial "
-                                  "link's budget (`telemetry.on_budget = \"decimate\"`); 1: none", ge=1)
-    duplicate_window: int = field(doc="a repeated (`src`, `seq`) among your last this many requests is answered "
-                                      "from a cache, not run again: any request may be repeated with its `seq`",
-                                  default=0, ge=0)
-
-
-class LimitReply(Payload):
-    limit_ns: int = field("ns", "sim time the clock may now advance to (it waits there)", ge=0)
-
-
-class ClockStatusReply(Payload):
-    t_ns: int = field("ns", "sim time now", ge=0)
-    utc: str = field(doc="sim time as ISO 8601 UTC with a `Z`")
-    mode: ModeName = field(doc="clock mode")
-    speed: float = field(doc="wall-clock multiplier (realtime/scaled)", gt=0)
-    paused: bool = field(doc="true while paused")
-    limit_ns: int = field("ns", "lockstep / stepping limit; -1: none")
-    steps: int = field(doc="physics steps so far", ge=0)
-    lag_s: float = field("s", "how late the last paced step was released", ge=0)
-    max_lag_s: float = field("s", "largest lag so far", ge=0)
-    overruns: int = field(doc="paced steps released more than one step late", ge=0)
-    wall_elapsed_s: float = field("s", "wall time spent stepping (waits and pauses excluded)", ge=0)
-    realtime_factor: float = field(doc="sim seconds per wall second of stepping so far", ge=0)
-
-
-class ActiveFaultInfo(Payload):
-    fault_id: int = field(doc="id from `fault.inject`", ge=1)
-    name: str = field(doc="fault name")
-    params: dict[str, Any] = field(doc="the parameters it was injected with")
-    t_ns: int = field("ns", "when it was injected", ge=0)
-    until_ns: int = field("ns", "when it clears by itself; -1: until cleared")
-
-
-class TruthReply(Payload):
-    t_ns: int = field("ns", "sim time", ge=0)
-    clock: ClockStatusReply = field(doc="as `clock.status`")
-    satellite: dict[str, Any] = field(doc="ground truth of every model (shape per satellite; the same as "
-                                          "`truth.sample`)")
-    faults: list[ActiveFaultInfo] = field(doc="the active faults")
-
-
-class FaultInfo(Payload):
-    name: str = field(doc="fault name for `fault.inject`")
-    doc: str = field(doc="what it does")
-    params: dict[str, Any] = field(doc="JSON Schema of its `params`")
-    clearable: bool = field(doc="`fault.clear` (and `duration_s`) can undo it")
-
-
-class FaultListReply(Payload):
-    faults: list[FaultInfo] = field(doc="every fault this satellite accepts")
-
-
-class FaultIdReply(Payload):
-    fault_id: int = field(doc="id of the fault, for `fault.clear`", ge=1)
-
-
-class StatsReply(Opaque):
-    """Link, clock, command and per-board statistics, for people and dashboards; its keys may grow."""
-
-
-class TelemetryFeedReply(Payload):
-    feeding: bool = field(doc="this peer has a feed now")
-    max_hz: float | None = field("Hz", "the feed's rate per telemetry topic", default=None)
-    topics: list[str] | None = field(doc="the topics fed (null: every one)", default=None)
-    lease_s: float | None = field("s", "renew within this long", default=None)
-    ended: bool | None = field(doc="`stop`: a feed was running and has ended", default=None)
-    feeds: int = field(doc="feeds this plane sends now (every peer's)", ge=0)
-
-
-class StopReply(Payload):
-    stopping: bool = field(doc="always true: the run stops after this step")
-
-
-class BoardCommandReply(Payload):
-    topic: str = field(doc="the board command that ran")
-    data: dict[str, Any] = field(doc="its own reply `data`, as the board would get it (shape per board command)")
+def __getattr__(name: str) -> Any:
+    if name in SCHEMA_NAMES:
+        return getattr(importlib.import_module(_SCHEMAS), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def system_topics() -> list[TopicSpec]:
+    ref = _schema  # the payload classes are imported when first used (a message validated, the docs rendered)
     b, c = Plane.BOARD, Plane.CONTROL
     cmd, tel, ev, rep = Kind.COMMAND, Kind.TELEMETRY, Kind.EVENT, Kind.REPLY
+    # the schema of each command's reply data
+    replies = {
+        "board.hello": "HelloReply", "board.step": "LimitReply", "ping": "PingReply", "board.link": "Empty",
+        "clock.pause": "ClockStatusReply", "clock.resume": "ClockStatusReply", "clock.step": "LimitReply",
+        "clock.run_until": "ClockStatusReply", "clock.set_speed": "ClockStatusReply",
+        "clock.set_mode": "ClockStatusReply", "clock.status": "ClockStatusReply", "truth.get": "TruthReply",
+        "fault.list": "FaultListReply", "fault.inject": "FaultIdReply", "fault.clear": "FaultIdReply",
+        "stats.get": "StatsReply", "sim.stop": "StopReply", "board.command": "BoardCommandReply",
+        "telemetry.feed": "TelemetryFeedReply"}
+
+    def spec(topic: str, *args: Any, **kwargs: Any) -> TopicSpec:
+        reply = replies.get(topic)
+        return TopicSpec(topic, *args, **kwargs, reply=None if reply is None else ref(reply))
+
     specs = [
-        TopicSpec("reply", rep, b, Reply, "Answer to every request, on the plane it came from."),
-        TopicSpec("sim.clock", tel, b, SimClockTelemetry, "Sim time, mode and pacing health.", rate_hz=1.0),
-        TopicSpec("sim.waiting", ev, b, SimWaiting,
-                  "A lockstep clock reached its limit and waits for `clock.step` / `board.step`. Everything "
-                  "published before it is the state at `t_ns`."),
-        TopicSpec("board.hello", cmd, b, BoardHello,
-                  "A board announces itself; the reply carries the epoch, step, mode and protocol version."),
-        TopicSpec("board.step", cmd, b, BoardStep,
-                  "Lockstep driven by the board: allow sim time to advance (only if the run allows it)."),
-        TopicSpec("ping", cmd, b, Empty, "Liveness check; the reply carries the sim time."),
-        TopicSpec("board.link", cmd, b, BoardLink,
-                  "The board reports how its link performs (round trips, lag); shown on the control plane.",
-                  wall_time=True),
-        TopicSpec("sim.links", tel, c, Opaque,
-                  "Link health: per link up/down, reconnects, messages sent and received, drops by reason "
-                  "(`drops`), requests refused by reason (`refused`); per board (the 32 most recent) the lag of "
-                  "its requests behind sim time and its reported round trips; per bench supply (`supplies`) its "
-                  "state and set / readback / rail-cut-to-output-off times. Depends on the wall clock: "
-                  "recordings keep it in the side file.", rate_hz=1.0, wall_time=True),
-        TopicSpec("clock.pause", cmd, c, Empty, "Pause sim time."),
-        TopicSpec("clock.resume", cmd, c, Empty, "Resume a paused clock (not lockstep)."),
-        TopicSpec("clock.step", cmd, c, ClockStep, "Advance a lockstep or paused clock by a duration."),
-        TopicSpec("clock.run_until", cmd, c, ClockRunUntil, "Run to a sim time, then pause (or wait, in lockstep)."),
-        TopicSpec("clock.set_speed", cmd, c, ClockSpeed, "Change the wall-clock multiplier at runtime."),
-        TopicSpec("clock.set_mode", cmd, c, ClockMode, "Switch clock mode at runtime."),
-        TopicSpec("clock.status", cmd, c, Empty, "Clock state and pacing statistics, incl. wall-clock speed."),
-        TopicSpec("truth.get", cmd, c, Empty, "Ground truth of every model, the clock and the active faults."),
-        TopicSpec("truth.sample", tel, c, Opaque, "Ground truth stream (shape per satellite).", rate_hz=1.0),
-        TopicSpec("fault.list", cmd, c, Empty, "The faults this satellite accepts, with parameter schemas."),
-        TopicSpec("fault.inject", cmd, c, FaultInject, "Inject a fault now, optionally for a duration."),
-        TopicSpec("fault.clear", cmd, c, FaultClear, "Clear an injected fault."),
-        TopicSpec("fault.changed", ev, c, Opaque, "A fault was injected or cleared (id, name, params, t_ns)."),
-        TopicSpec("stats.get", cmd, c, Empty, "Link, clock and command statistics."),
-        TopicSpec("sim.stop", cmd, c, SimStop, "Stop the run cleanly (the recording is closed)."),
-        TopicSpec("board.command", cmd, c, BoardCommand,
-                  "Run a board-plane command as the board would send it (an operator at the bench, e.g. "
-                  "`flatsat console`): same validation and handler; the reply's data is `{topic, data}` with "
-                  "the board command's own reply data. Refusals name fields under `payload.payload`."),
-        TopicSpec("telemetry.feed", cmd, c, TelemetryFeed,
-                  "Send the asking peer its own feed of the control plane's telemetry (each topic at most `max_hz` "
-                  "times a wall second: a console asks no more than it shows) and every event, beside its "
-                  "replies; renew it within `lease_s` (section 1.2). Topics only feeds take are not even built "
-                  "between their samples."),
+        spec("reply", rep, b, ref("Reply"), "Answer to every request, on the plane it came from."),
+        spec("sim.clock", tel, b, ref("SimClockTelemetry"), "Sim time, mode and pacing health.", rate_hz=1.0),
+        spec("sim.waiting", ev, b, ref("SimWaiting"),
+             "A lockstep clock reached its limit and waits for `clock.step` / `board.step`. Everything "
+             "published before it is the state at `t_ns`."),
+        spec("board.hello", cmd, b, ref("BoardHello"),
+             "A board announces itself; the reply carries the epoch, step, mode and protocol version."),
+        spec("board.step", cmd, b, ref("BoardStep"),
+             "Lockstep driven by the board: allow sim time to advance (only if the run allows it)."),
+        spec("ping", cmd, b, ref("Empty"), "Liveness check; the reply carries the sim time."),
+        spec("board.link", cmd, b, ref("BoardLink"),
+             "The board reports how its link performs (round trips, lag); shown on the control plane.",
+             wall_time=True),
+        spec("sim.links", tel, c, ref("Opaque"),
+             "Link health: per link up/down, reconnects, messages sent and received, drops by reason "
+             "(`drops`), requests refused by reason (`refused`); per board (the 32 most recent) the lag of "
+             "its requests behind sim time and its reported round trips; per bench supply (`supplies`) its "
+             "state and set / readback / rail-cut-to-output-off times. Depends on the wall clock: "
+             "recordings keep it in the side file.", rate_hz=1.0, wall_time=True),
+        spec("clock.pause", cmd, c, ref("Empty"), "Pause sim time."),
+        spec("clock.resume", cmd, c, ref("Empty"), "Resume a paused clock (not lockstep)."),
+        spec("clock.step", cmd, c, ref("ClockStep"), "Advance a lockstep or paused clock by a duration."),
+        spec("clock.run_until", cmd, c, ref("ClockRunUntil"), "Run to a sim time, then pause (or wait, in lockstep)."),
+        spec("clock.set_speed", cmd, c, ref("ClockSpeed"), "Change the wall-clock multiplier at runtime."),
+        spec("clock.set_mode", cmd, c, ref("ClockMode"), "Switch clock mode at runtime."),
+        spec("clock.status", cmd, c, ref("Empty"), "Clock state and pacing statistics, incl. wall-clock speed."),
+        spec("truth.get", cmd, c, ref("Empty"), "Ground truth of every model, the clock and the active faults."),
+        spec("truth.sample", tel, c, ref("Opaque"), "Ground truth stream (shape per satellite).", rate_hz=1.0),
+        spec("fault.list", cmd, c, ref("Empty"), "The faults this satellite accepts, with parameter schemas."),
+        spec("fault.inject", cmd, c, ref("FaultInject"), "Inject a fault now, optionally for a duration."),
+        spec("fault.clear", cmd, c, ref("FaultClear"), "Clear an injected fault."),
+        spec("fault.changed", ev, c, ref("Opaque"), "A fault was injected or cleared (id, name, params, t_ns)."),
+        spec("stats.get", cmd, c, ref("Empty"), "Link, clock and command statistics."),
+        spec("sim.stop", cmd, c, ref("SimStop"), "Stop the run cleanly (the recording is closed)."),
+        spec("board.command", cmd, c, ref("BoardCommand"),
+             "Run a board-plane command as the board would send it (an operator at the bench, e.g. "
+             "`flatsat console`): same validation and handler; the reply's data is `{topic, data}` with "
+             "the board command's own reply data. Refusals name fields under `payload.payload`."),
+        spec("telemetry.feed", cmd, c, ref("TelemetryFeed"),
+             "Send the asking peer its own feed of the control plane's telemetry (each topic at most `max_hz` "
+             "times a wall second: a console asks no more than it shows) and every event, beside its "
+             "replies; renew it within `lease_s` (section 1.2). Topics only feeds take are not even built "
+             "between their samples."),
     ]
-    replies: dict[str, type[Payload]] = {
-        "board.hello": HelloReply, "board.step": LimitReply, "ping": PingReply, "board.link": Empty,
-        "clock.pause": ClockStatusReply, "clock.resume": ClockStatusReply, "clock.step": LimitReply,
-        "clock.run_until": ClockStatusReply, "clock.set_speed": ClockStatusReply,
-        "clock.set_mode": ClockStatusReply, "clock.status": ClockStatusReply, "truth.get": TruthReply,
-        "fault.list": FaultListReply, "fault.inject": FaultIdReply, "fault.clear": FaultIdReply,
-        "stats.get": StatsReply, "sim.stop": StopReply, "board.command": BoardCommandReply,
-        "telemetry.feed": TelemetryFeedReply}
-    return [replace(s, reply=replies.get(s.topic)) for s in specs]
+    return specs

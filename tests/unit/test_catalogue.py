@@ -223,3 +223,83 @@ def test_markdown_of_the_system_topics_covers_every_topic() -> None:
         else:
             assert tables >= 1, topic
     assert "| (none) | | | | |" in md  # topics without payload fields say so
+
+
+# -- payload classes named by reference, defined on first use -----------------------------------------------------
+SCHEMA_MODULES = {  # module that names the classes -> module that defines them
+    "emulator.protocol.system": "emulator.protocol.system_schemas",
+    "emulator.models.satellite": "emulator.models.satellite_schemas",
+    "emulator.models.accelerator": "emulator.models.accelerator_schemas",
+}
+
+
+def test_a_schema_reference_is_imported_on_first_read_and_kept() -> None:
+    from emulator.models.base import Fault
+    from emulator.protocol.catalogue import SchemaRef
+
+    ref = SchemaRef(__name__, "RailSet")
+    spec = TopicSpec("eps.rail.set", Kind.COMMAND, Plane.BOARD, ref, "Switch a rail.", reply=SchemaRef(__name__, "Inject"))
+    assert spec.__dict__["_schema_value"] is ref  # nothing imported or looked up yet
+    assert spec.schema is RailSet and spec.reply is Inject
+    assert spec.__dict__["_schema_value"] is RailSet
+    assert spec == TopicSpec("eps.rail.set", Kind.COMMAND, Plane.BOARD, RailSet, "Switch a rail.", reply=Inject)
+    assert Catalogue([spec]).validate("eps.rail.set", {"rail": "radio", "on": True}) == RailSet(rail="radio", on=True)
+    assert Fault("x", SchemaRef(__name__, "Inject"), "doc", print).params is Inject
+    assert TopicSpec("t", Kind.EVENT, Plane.BOARD, RailSet, "doc").reply is None
+
+
+def test_a_schema_reference_to_something_else_is_an_error_on_first_read() -> None:
+    from emulator.protocol.catalogue import SchemaRef
+
+    spec = TopicSpec("x", Kind.COMMAND, Plane.BOARD, SchemaRef(__name__, "ERROR_MESSAGE_MAX_CHARS"), "doc")
+    with pytest.raises(TypeError, match="ERROR_MESSAGE_MAX_CHARS is not a pydantic model class"):
+        _ = spec.schema
+    with pytest.raises(AttributeError):
+        _ = TopicSpec("x", Kind.COMMAND, Plane.BOARD, SchemaRef(__name__, "NoSuchClass"), "doc").schema
+
+
+@pytest.mark.parametrize("names_module", sorted(SCHEMA_MODULES))
+def test_every_payload_class_is_named_and_reachable_where_it_used_to_be(names_module: str) -> None:
+    import importlib
+    import inspect
+
+    names, defines = importlib.import_module(names_module), importlib.import_module(SCHEMA_MODULES[names_module])
+    classes = {n for n, obj in vars(defines).items()
+               if inspect.isclass(obj) and issubclass(obj, Payload) and obj.__module__ == defines.__name__}
+    assert names.SCHEMA_NAMES == classes
+    for name in classes:  # `from emulator.models.satellite import RailSet` as before the split
+        assert getattr(names, name) is getattr(defines, name)
+    with pytest.raises(AttributeError, match="no attribute 'NoSuchThing'"):
+        _ = names.NoSuchThing
+
+
+def test_building_and_starting_a_run_defines_no_payload_class_until_one_is_used() -> None:
+    """The ~80 payload classes of the topics are defined when a message needs one, not at start-up (a quiet run
+    never does); a command then validates as before, refusals naming the field."""
+    import subprocess
+    import sys
+
+    code = """
+import asyncio, sys
+from emulator.config import load_config
+from emulator.errors import CodecError
+from emulator.runtime import Emulator
+
+cfg = load_config("suncatcher-proto", {"sim.duration_s": 3, "links.board": "zmq+tcp://127.0.0.1:0",
+                                       "links.control": "zmq+tcp://127.0.0.1:0"})
+
+async def main():
+    async with Emulator.from_config(cfg) as emu:
+        await emu.run()
+    print(sorted(m for m in sys.modules if m.endswith("_schemas")))
+    try:
+        emu.catalogue.validate("eps.rail.set", {"rail": "payload", "on": "yes"})
+    except CodecError as exc:
+        print(exc.field)
+    print(sorted(m for m in sys.modules if m.endswith("_schemas")))
+
+asyncio.run(main())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    lines = out.stdout.splitlines()
+    assert lines == ["[]", "payload.on", "['emulator.models.satellite_schemas']"], out.stderr
