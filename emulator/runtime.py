@@ -21,11 +21,10 @@ import copy
 import heapq
 import logging
 import math
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 from emulator.bounded import LruDict
 from emulator.clock import NS_PER_S, ClockMode, SimClock, WallSource
@@ -44,10 +43,11 @@ from emulator.models.base import Fault, Interface, SpacecraftModel, Telemetry
 from emulator.protocol.catalogue import Catalogue, Kind, Payload, Plane, TopicSpec
 from emulator.protocol.codec import encode_envelope, encode_message
 from emulator.protocol.envelope import PROTOCOL_VERSION, Message
-from emulator.protocol.framing import frame_overhead
 from emulator.protocol.system import system_topics
-from emulator.recorder import Recorder
 from emulator.transports.base import MAX_FEEDS
+
+if TYPE_CHECKING:  # imported where used: a run without a recording or a serial link needs neither
+    from emulator.recorder import Recorder
 
 log = logging.getLogger("flatsat.runtime")
 
@@ -342,6 +342,8 @@ class Emulator:
                 await self.aclose()
                 raise
         if self._record_path:
+            from emulator.recorder import Recorder
+
             max_mb = self.run_config.record.max_mb
             self.recorder = Recorder(self._record_path, meta={
                 "seed": self.run_config.sim.seed, "epoch_utc": utc_text(self.clock.utc(0)),
@@ -1177,6 +1179,8 @@ class Emulator:
         budget = getattr(link, "budget_bytes_s", None)
         if not budget:
             return
+        from emulator.protocol.framing import frame_overhead
+
         demand = 0.0
         parts = []
         for item in self._schedule:
@@ -1209,6 +1213,8 @@ class Emulator:
         cmd = self.run_config.bench.power_on_cmd if on else self.run_config.bench.power_off_cmd
         if not cmd:
             return
+
+        import shlex
 
         async def run() -> None:
             try:

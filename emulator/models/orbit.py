@@ -21,13 +21,15 @@ import datetime as dt
 import math
 import re
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
-from sgp4.api import SGP4_ERRORS, Satrec
 
 from emulator.errors import ConfigError, ModelError
+
+if TYPE_CHECKING:  # sgp4 is imported where a TLE is read: the other orbits never need it
+    from sgp4.api import Satrec
 
 # -- constants -----------------------------------------------------------------------------------------------
 MU_EARTH_KM3_S2 = 398600.4418  # EGM96 / WGS84 GM
@@ -222,6 +224,8 @@ class OrbitConfig(BaseModel):
 
 
 def _satrec(line1: str, line2: str) -> Satrec:
+    from sgp4.api import SGP4_ERRORS, Satrec
+
     if line1[2:7] != line2[2:7]:
         raise ValueError(f"tle_line2: catalogue number {line2[2:7]!r} differs from line 1's {line1[2:7]!r}")
     try:
@@ -414,6 +418,8 @@ class _Sgp4:
     def state(self, jd: np.ndarray, fr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         err, r, v = self.sat.sgp4_array(jd, fr)
         if np.any(err):
+            from sgp4.api import SGP4_ERRORS
+
             k = int(np.flatnonzero(err)[0])
             raise ModelError(f"orbit: SGP4 failed at JD {jd[k] + fr[k]:.5f}: {SGP4_ERRORS.get(int(err[k]))} "
                              "(propagated too far from the TLE epoch, or the object has decayed)",
