@@ -18,6 +18,7 @@ import contextlib
 import gc
 import importlib
 import logging
+import os
 import signal
 import sys
 from collections.abc import Callable, Iterable
@@ -28,6 +29,11 @@ from emulator import __version__
 
 #: entry-point group through which other packages add subcommands (an object: a Command or a list of them)
 ENTRY_POINT_GROUP = "flatsat.commands"
+#: numpy's OpenBLAS starts one thread per core when numpy is imported, and they spin for a while: the emulator's
+#: matrices are 7x7 to a few hundred elements, which OpenBLAS computes on one thread anyway (the same results), so
+#: those threads only take CPU (~0.05-0.1 s of a start on a 2-core machine) from the run and from its neighbours.
+#: Set for flatsat's process (and the boards and workers it starts) before numpy loads; a value already set wins.
+BLAS_THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
 
 
 @dataclass(frozen=True)
@@ -122,6 +128,8 @@ def main(argv: list[str] | None = None) -> int:
     from emulator.errors import EmulatorError
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    for key, value in BLAS_THREADS_ENV.items():
+        os.environ.setdefault(key, value)
     gc.disable()  # start-up creates thousands of long-lived objects: collecting while they are made only costs time
     try:
         parser = build_parser(argv)

@@ -77,3 +77,18 @@ def test_emulator_finds_hil_commands_through_the_entry_point_group(capsys: pytes
     with pytest.raises(SystemExit):
         main(["test", "--help"])
     assert "SCENARIO" in capsys.readouterr().out
+
+
+def test_blas_runs_on_one_thread_unless_the_user_says_otherwise(monkeypatch: pytest.MonkeyPatch) -> None:
+    """flatsat sets OPENBLAS_NUM_THREADS=1 for its process (and what it starts) before numpy loads: numpy's OpenBLAS
+    would start a spinning thread per core for matrices it computes on one thread anyway; a value given wins."""
+    import os
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "1"
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "4")
+    with pytest.raises(SystemExit):
+        main(["--version"])
+    assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
