@@ -61,7 +61,6 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
-import zmq.auth
 import zmq.backend
 import zmq.utils.z85
 from zmq.utils.monitor import parse_monitor_message
@@ -163,8 +162,10 @@ def _load_key(url: TransportURL, option: str, *, secret: bool) -> bytes:
         raise InvalidTransportURL(
             f"option {option} is neither a 40-character z85 key nor a readable key file: {value!r}",
             field=option)
+    from zmq.auth import load_certificate  # CurveZMQ only: a link without keys never imports it
+
     try:
-        public, secret_key = zmq.auth.load_certificate(path)
+        public, secret_key = load_certificate(path)
     except (OSError, ValueError) as exc:
         raise InvalidTransportURL(f"option {option}: cannot read key file {value!r}: {exc}", field=option) from None
     if secret:
@@ -424,9 +425,11 @@ def _load_client_keys(url: TransportURL) -> frozenset[bytes] | None:
             raise InvalidTransportURL(
                 f"option curve_clients: {item!r} is neither a 40-character z85 public key nor a directory or "
                 "file of public certificates (zmq.auth.create_certificates writes NAME.key)", field="curve_clients")
+        from zmq.auth import load_certificate
+
         for file in files:
             try:
-                public, _ = zmq.auth.load_certificate(file)
+                public, _ = load_certificate(file)
             except (OSError, ValueError) as exc:
                 raise InvalidTransportURL(f"option curve_clients: cannot read {str(file)!r}: {exc}",
                                           field="curve_clients") from None
