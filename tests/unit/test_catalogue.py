@@ -238,7 +238,8 @@ def test_a_schema_reference_is_imported_on_first_read_and_kept() -> None:
     from emulator.protocol.catalogue import SchemaRef
 
     ref = SchemaRef(__name__, "RailSet")
-    spec = TopicSpec("eps.rail.set", Kind.COMMAND, Plane.BOARD, ref, "Switch a rail.", reply=SchemaRef(__name__, "Inject"))
+    spec = TopicSpec("eps.rail.set", Kind.COMMAND, Plane.BOARD, ref, "Switch a rail.",
+                     reply=SchemaRef(__name__, "Inject"))
     assert spec.__dict__["_schema_value"] is ref  # nothing imported or looked up yet
     assert spec.schema is RailSet and spec.reply is Inject
     assert spec.__dict__["_schema_value"] is RailSet
