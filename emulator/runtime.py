@@ -60,6 +60,8 @@ _BATCHED_MODES = (ClockMode.AFAP, ClockMode.LOCKSTEP)
 _NEVER = 1 << 63
 #: board-plane topics about the board's own session: not for ``board.command``
 BOARD_SESSION_TOPICS = frozenset({"board.hello", "board.step", "board.link", "ping"})
+#: telemetry the runtime samples itself (not the model): a batch samples them as it publishes them
+_RUNTIME_TOPICS = frozenset({"sim.clock", "sim.links"})
 
 
 @dataclass
@@ -120,6 +122,8 @@ OUTBOX_NS = 2_000_000
 #: ~15 us) at most this often in wall time: a new subscriber is seen up to this much later; a clock that stops or
 #: a paced one re-arms at once
 REARM_NS = 5_000_000
+#: at most this many steps in a batch that samples telemetry between its steps (the clock yields sooner anyway)
+SAMPLED_STEPS = 256
 
 
 def refusal_reason(err: EmulatorError, decoded: bool) -> str:
@@ -236,6 +240,11 @@ class Emulator:
         self._install_system_commands()
         self._schedule: list[_Scheduled] = []
         self._next_due_ns = 0
+        #: the next due of a topic a batch cannot sample between its steps (feed-only topics; every topic when
+        #: the model cannot sample batches): where a batch that samples must end
+        self._next_unbatched_ns = 0
+        self._batch_sampling = bool(getattr(model, "batch_sampling", False))
+        self._vector_topics = model.sampled_topics() if self._batch_sampling else frozenset()
         self._initial_published = False
         #: per board (peer, src): its last replies by request seq (the duplicate cache), bounded both ways
         self._replies: LruDict[tuple[bytes, str], LruDict[int, Message]] = LruDict(MAX_BOARDS)
@@ -536,12 +545,24 @@ class Emulator:
                 break
             # steps up to the next thing the runtime must do between two steps (telemetry due, a fault's end,
             # the end of the run) run in one go; per-step observers and pending events mean one at a time
-            most = 1 if self._observers or self._events else self._steps_to(t, until_ns)
+            sampling = False
+            if self._observers or self._events:
+                most = 1
+            else:
+                most = self._steps_to(t, until_ns, self._next_due_ns)
+                # telemetry due within the batch: sampled between its steps, published after it, when the model
+                # can (a batch then ends only where a topic it cannot sample is due, a fault ends, ...)
+                if self._batch_sampling and clock.mode in _BATCHED_MODES:
+                    most_sampled = min(self._steps_to(t, until_ns, self._next_unbatched_ns), SAMPLED_STEPS)
+                    if most_sampled > most:
+                        most, sampling = most_sampled, True
             n = clock.batch(step_ns, most)
             if n == 0:
                 await self._wait_turn()
                 continue
-            if n == 1:
+            if sampling and n > 1:
+                n = self._step_sampled(t, n)
+            elif n == 1:
                 model.step(t, step_ns)
             else:
                 n = model.step_many(t, step_ns, n)
@@ -557,10 +578,10 @@ class Emulator:
                 if self._outbox and clock.mode not in _BATCHED_MODES:
                     self._send_outbox()
 
-    def _steps_to(self, t: int, until_ns: int | None) -> int:
-        """Steps from ``t`` until the first one that ends at or after the next telemetry due, fault end, timed
-        observer's due or ``until_ns`` (what the loop checks after every step)."""
-        edge = self._next_due_ns
+    def _steps_to(self, t: int, until_ns: int | None, due_ns: int) -> int:
+        """Steps from ``t`` until the first one that ends at or after ``due_ns`` (a telemetry due), the next fault
+        end, timed observer's due or ``until_ns`` (what the loop checks after every step)."""
+        edge = due_ns
         for _, due_ns in self._timed_observers:
             edge = min(edge, due_ns())
         if self._fault_heap:
@@ -660,23 +681,29 @@ class Emulator:
         if self.recorder is not None:
             self.recorder.maybe_flush(self.clock.wall.now_ns())
 
-    async def _publish_due(self, now: int, force: bool = False) -> None:
+    def _refresh_audience(self, now: int) -> bool:
+        """Who wants what, again, if subscriptions changed since the last look (once per change)."""
         version = self._audience()
-        changed = version != self._audience_seen
+        if version == self._audience_seen:
+            return False
+        self._audience_seen = version
+        for item in self._schedule:
+            wanted = self._wanted(item.topic, item.planes)
+            if wanted and not item.wanted and item.due_ns < now:  # back on its grid, from now on
+                item.due_ns += -(-(now - item.due_ns) // item.period_ns) * item.period_ns
+            item.wanted = wanted
+            item.feed_only = wanted and not self._wanted(item.topic, item.planes, feeds=False)
+            item.targets = self._targets(item.topic, item.planes)
+        return True
+
+    async def _publish_due(self, now: int, force: bool = False) -> None:
+        changed = self._refresh_audience(now)
         if now < self._next_due_ns and not force and not changed:
             return
-        if changed:  # subscriptions changed: who wants what, once per change
-            self._audience_seen = version
-            for item in self._schedule:
-                wanted = self._wanted(item.topic, item.planes)
-                if wanted and not item.wanted and item.due_ns < now:  # back on its grid, from now on
-                    item.due_ns += -(-(now - item.due_ns) // item.period_ns) * item.period_ns
-                item.wanted = wanted
-                item.feed_only = wanted and not self._wanted(item.topic, item.planes, feeds=False)
-                item.targets = self._targets(item.topic, item.planes)
         # topics nobody wants are not sampled and do not set the next wake-up (the loop then runs long batches)
-        next_due = _NEVER
+        next_due = next_unbatched = _NEVER
         publish = self._publish
+        batching = self._batch_sampling
         for item in self._schedule:
             if not item.wanted:
                 continue
@@ -692,7 +719,76 @@ class Emulator:
                 else:
                     item.unfed = True
             next_due = min(next_due, due)
+            if item.feed_only or not batching:
+                next_unbatched = min(next_unbatched, due)
         self._next_due_ns = next_due
+        self._next_unbatched_ns = next_unbatched
+
+    def _step_sampled(self, t: int, steps: int) -> int:
+        """Take up to ``steps`` steps from ``t`` (a batch of a batched clock), sampling the telemetry due after
+        each of its steps but the last, and publish those samples in step order with their steps' times: the
+        messages, samples and draws of one step at a time (the last step's telemetry, events first, is
+        :meth:`_after_step`'s). Returns the steps taken: fewer when a step leaves events (the batch ends there)."""
+        step_ns, model = self.step_ns, self.model
+        self._refresh_audience(t + step_ns)  # as the first step's _publish_due would
+        # which topics are due after which step (the loop's arithmetic of _publish_due, ahead of time)
+        items = [item for item in self._schedule if item.wanted]
+        dues = [item.due_ns for item in items]
+        plan: list[tuple[int, list[tuple[_Scheduled, int]]]] = []
+        for k in range(1, steps):
+            now = t + k * step_ns
+            due_here = None
+            for j, item in enumerate(items):
+                due = dues[j]
+                if now >= due:
+                    if item.feed_only:  # sampled as feeds allow, by _publish_due: the batch ends here
+                        steps = k
+                        break
+                    due += item.period_ns
+                    if due <= now:
+                        due = now + item.period_ns
+                    dues[j] = due
+                    if due_here is None:
+                        due_here = []
+                        plan.append((k, due_here))
+                    due_here.append((item, due))
+            else:
+                continue
+            if due_here is not None:  # the step that ends the batch samples in _after_step
+                plan.pop()
+            break
+        vector = self._vector_topics
+        captured: list[list[Any]] = []
+
+        def sample(k: int) -> None:
+            # at step k: the truth of vectorised topics (read together below), the model's other topics' samples;
+            # the runtime's own (clock, links) are sampled as they are published, after what precedes them
+            captured.append([model.capture(item.topic) if item.topic in vector else
+                             None if item.topic in _RUNTIME_TOPICS else item.sample()
+                             for item, _ in plan[len(captured)][1]])
+
+        done = model.step_sampled(t, step_ns, steps, [k for k, _ in plan], sample)
+        # the vectorised topics' samples, each topic's rows read in one go, in step order
+        rows: dict[str, list[Any]] = {}
+        for (_, due_here), values in zip(plan, captured, strict=False):
+            for (item, _), value in zip(due_here, values, strict=True):
+                if item.topic in vector:
+                    rows.setdefault(item.topic, []).append(value)
+        read = {topic: iter(model.sampled(topic, topic_rows)) for topic, topic_rows in rows.items()}
+        publish = self._publish
+        steps0 = self.clock.stats.steps
+        for (k, due_here), values in zip(plan, captured, strict=False):
+            now = t + k * step_ns
+            for (item, due), value in zip(due_here, values, strict=True):
+                item.due_ns = due
+                item.unfed = False
+                topic = item.topic
+                if topic in vector:
+                    value = next(read[topic])
+                elif value is None:
+                    value = self._clock_sample_at(now, steps0 + k) if topic == "sim.clock" else item.sample()
+                publish(topic, value, item.planes, targets=item.targets, t_ns=now)
+        return done
 
     def _before_yield(self) -> None:
         """The clock yields to the event loop: send the outbox (afap: at most every OUTBOX_NS), re-arm the links
@@ -830,6 +926,15 @@ class Emulator:
         return {"t_ns": self.clock.now_ns(), "utc": self.clock.utc_text(), "mode": str(self.clock.mode),
                 "speed": self.clock.speed, "paused": self.clock.paused, "lag_s": st.lag_ns / NS_PER_S,
                 "max_lag_s": st.max_lag_ns / NS_PER_S, "overruns": st.overruns, "steps": st.steps}
+
+    def _clock_sample_at(self, t_ns: int, steps: int) -> dict[str, Any]:
+        """``sim.clock`` after the step of a batched clock's batch that ends at ``t_ns`` (the ``steps``-th):
+        what :meth:`_clock_sample` gives there (a batched clock's advance sets no lag)."""
+        clock = self.clock
+        st = clock.stats
+        return {"t_ns": t_ns, "utc": clock.utc_text(t_ns), "mode": str(clock.mode), "speed": clock.speed,
+                "paused": clock.paused, "lag_s": 0.0, "max_lag_s": st.max_lag_ns / NS_PER_S,
+                "overruns": st.overruns, "steps": steps}
 
     # -- requests ----------------------------------------------------------------------------
     async def _serve(self, link: Any, plane: Plane) -> None:

@@ -9,7 +9,7 @@ control plane to its fault hooks. So the runtime never assumes the satellite's s
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,6 +114,40 @@ class SpacecraftModel(ABC):
         """There are events to drain. A model that cannot tell cheaply says True (the runtime then looks after
         every step)."""
         return True
+
+    #: :meth:`step_sampled` may sample telemetry between the steps of a batch: :meth:`has_events` is exact and the
+    #: telemetry samplers read only the model's state (a model that cannot promise both leaves this False)
+    batch_sampling: bool = False
+
+    def sampled_topics(self) -> frozenset[str]:
+        """Telemetry topics a batch samples as truth rows (:meth:`capture`) and reads together afterwards
+        (:meth:`sampled`): sensor banks read many samples in one vectorised call."""
+        return frozenset()
+
+    def capture(self, topic: str) -> Any:
+        """The truth ``topic``'s sample is read from, now (a topic of :meth:`sampled_topics`)."""
+        raise NotImplementedError(topic)
+
+    def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any]]:
+        """The samples of ``topic`` from :meth:`capture` rows, in order: what sampling at each row's step would
+        have given (the same draws in the same order)."""
+        raise NotImplementedError(topic)
+
+    def step_sampled(self, t_ns: int, dt_ns: int, steps: int, sample_after: Sequence[int],
+                     sample: Callable[[int], None]) -> int:
+        """:meth:`step_many` with ``sample(k)`` called right after the k-th step for each k of ``sample_after``
+        (ascending, each below ``steps``), unless that step left events to drain: the batch then ends there,
+        unsampled (the runtime publishes its events before its telemetry). Returns the steps taken."""
+        done = 0
+        step_many, has_events = self.step_many, self.has_events
+        for k in sample_after:
+            done += step_many(t_ns + done * dt_ns, dt_ns, k - done)
+            if done < k or has_events():
+                return done
+            sample(k)
+        if done < steps:
+            done += step_many(t_ns + done * dt_ns, dt_ns, steps - done)
+        return done
 
     def step_many(self, t_ns: int, dt_ns: int, steps: int) -> int:
         """Take up to ``steps`` steps of ``dt_ns`` from ``t_ns``, stopping early after a step that left events to

@@ -332,6 +332,32 @@ class SensorSuite:
         v = self.thermal.read(t_ns, [temps_k[i] - KELVIN for i in self.thermistor_idx])
         return {"temps_degc": dict(zip(self.thermistor_names, v, strict=True)), "heaters": heaters}
 
+    def read_eps_rows(self, names: Sequence[str], rows: Sequence[tuple[int, list[float], list[tuple[Any, ...]], str]]
+                      ) -> list[dict[str, Any]]:
+        """:meth:`read_eps` of captured rows ``(t_ns, truth, rail flags (on, tripped, latched, trips), mode)`` in
+        order, the bank read once for all of them (``names``: the rails')."""
+        vs = self.eps.read_many([r[0] for r in rows], [r[1] for r in rows])
+        return [_eps_reading(v, [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c, "current_a": cur,
+                                  "voltage_v": vol}
+                                 for n, (o, tr, la, c), cur, vol in zip(names, flags, v[5::2], v[6::2], strict=True)],
+                             mode)
+                for (_, _, flags, mode), v in zip(rows, vs, strict=True)]
+
+    def read_thermal_rows(self, rows: Sequence[tuple[int, list[float], list[tuple[str, str, bool]]]]
+                          ) -> list[dict[str, Any]]:
+        """:meth:`read_thermal` of captured rows ``(t_ns, thermistor truths in degC, heaters (name, mode, on))``."""
+        vs = self.thermal.read_many([r[0] for r in rows], [r[1] for r in rows])
+        names = self.thermistor_names
+        return [{"temps_degc": dict(zip(names, v, strict=True)),
+                 "heaters": [{"name": n, "mode": m, "on": o} for n, m, o in heaters]}
+                for (_, _, heaters), v in zip(rows, vs, strict=True)]
+
+    def read_sun_rows(self, rows: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
+        """:meth:`read_sun` of captured rows ``(t_ns, true sun-tracking irradiance)``."""
+        vs = self.sun.read_many([r[0] for r in rows], [[r[1]] for r in rows])
+        threshold = self.eclipse_w_m2
+        return [{"sun_w_m2": v[0], "eclipse": v[0] < threshold} for v in vs]
+
     def read_sun(self, t_ns: int, sun_w_m2: float) -> dict[str, Any]:
         """The coarse sun sensor (true sun-tracking irradiance ``sun_w_m2``) and the eclipse flag from its reading."""
         v = self.sun.read(t_ns, [sun_w_m2])[0]
@@ -345,6 +371,10 @@ class RailDelivery(NamedTuple):
     voltage_v: float         #: output voltage now (set point, browned-out value, or the bus); 0.0 when off
     current_limit_a: float   #: the rail's latching current limiter threshold
     cuts: int                #: times the output was cut since start: a rise means "power-cycle the device"
+
+
+#: what a batch of steps samples as truth rows and reads together (Satellite.capture / Satellite.sampled)
+SAMPLED_TOPICS = frozenset({"eps.telemetry", "thermal.telemetry", "adcs.sun"})
 
 
 class Satellite(SpacecraftModel):
@@ -433,6 +463,41 @@ class Satellite(SpacecraftModel):
 
     def read_sun(self) -> dict[str, Any]:
         return self.sensors.read_sun(self.t_ns, 0.0 if self._chunk is None else self._track[self._i])
+
+    # -- batch sampling (Emulator: telemetry due at many steps of one batch) ---------------------------------------
+    batch_sampling = True
+
+    def sampled_topics(self) -> frozenset[str]:
+        return SAMPLED_TOPICS
+
+    def capture(self, topic: str) -> Any:
+        if topic == "eps.telemetry":
+            pw = self.power
+            vals = self.sensors._eps_head(pw.bus_v, pw.battery_connected, pw.battery_a, pw.soc, pw.s_since_full,
+                                          pw.q_pack_c, pw.array_total_w)
+            flags = []
+            for r in pw.rails:
+                vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
+                vals.append(r.v_out)
+                flags.append((r.on, r.tripped, r.latched, r.trips))
+            return (self.t_ns, vals, flags, MODE_NAMES[pw.mode])
+        if topic == "thermal.telemetry":
+            th = self.thermal
+            temps_k = th.T.tolist()
+            return (self.t_ns, [temps_k[i] - KELVIN for i in self.sensors.thermistor_idx],
+                    [(h.name, th.heater_mode[i], th.heater_on[i]) for i, h in enumerate(th.heaters)])
+        if topic == "adcs.sun":
+            return (self.t_ns, 0.0 if self._chunk is None else self._track[self._i])
+        raise KeyError(f"{topic!r} is not sampled in batches (sampled_topics: {sorted(SAMPLED_TOPICS)})")
+
+    def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any]]:
+        if topic == "eps.telemetry":
+            return self.sensors.read_eps_rows([r.name for r in self.power.rails], rows)
+        if topic == "thermal.telemetry":
+            return self.sensors.read_thermal_rows(rows)
+        if topic == "adcs.sun":
+            return self.sensors.read_sun_rows(rows)
+        raise KeyError(f"{topic!r} is not sampled in batches (sampled_topics: {sorted(SAMPLED_TOPICS)})")
 
     # -- environment chunks -----------------------------------------------------------------------------------
     def _load_chunk(self, t_ns: int, dt_ns: int) -> None:

@@ -234,3 +234,41 @@ def test_rounding_is_round_half_even_bit_for_bit(codes: int, frac: float, bits: 
     assert got == [_rounded_reading(x, lo, spec.lsb, hi), _rounded_reading(other, lo, spec.lsb, hi)]
     assert [math.copysign(1.0, g) for g in got] == [math.copysign(1.0, _rounded_reading(v, lo, spec.lsb, hi))
                                                      for v in (x, other)]
+
+
+def _bits(rows: list[list[float]]) -> bytes:
+    return np.array(rows, dtype=float).tobytes()  # bit for bit: NaN payloads and -0.0 included
+
+
+@given(data=st.data(), n_rows=st.integers(0, 40), hz=st.sampled_from([(1.0, 1.0), (2.0, 2.0), (0.5, 0.5),
+                                                                       (1.0, 4.0)]),
+       fault=st.sampled_from([None, "stuck", "drift", "open", "noisy"]), noise=st.sampled_from([0.0, 1.0, 300.0]))
+@settings(max_examples=150, deadline=None)
+def test_reading_many_rows_at_once_is_reading_them_one_at_a_time(data, n_rows, hz, fault, noise) -> None:
+    """read_many (a batch's samples read together, vectorised when it can) gives the readings, the draws and the
+    state after of one read per row, bit for bit: held rows, channels on different sample periods, faults,
+    NaN and infinite truths, values beyond the range."""
+    def make() -> SensorBank:
+        specs = [ChannelSpec("v", "V", ChannelConfig(noise_lsb=noise, sample_hz=hz[0]), 0.0, 32.768),
+                 ChannelSpec("t", "degC", ChannelConfig(range_min=-55, range_max=125, noise_lsb=noise,
+                                                        sample_hz=hz[1]), 0, 1),
+                 ChannelSpec("i", "A", ChannelConfig(bits=16, offset_lsb=3.0, noise_lsb=noise, sample_hz=hz[0]),
+                             -2.0, 2.0)]
+        b = SensorBank(specs, np.random.default_rng(7))
+        if fault is not None:
+            b.inject("t", fault, t_ns=0, rate_per_h=36.0, factor=5.0)
+        return b
+
+    value = st.one_of(st.floats(-100.0, 200.0), st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 1e300]))
+    steps = data.draw(st.lists(st.sampled_from([0, NS // 4, NS // 2, NS, 3 * NS]), min_size=n_rows,
+                               max_size=n_rows))
+    ts = list(np.cumsum([NS, *steps])[1:].tolist()) if steps else []
+    truths = [data.draw(st.lists(value, min_size=3, max_size=3)) for _ in ts]
+    one, many = make(), make()
+    one.read(0, [1.0, 20.0, 0.1])  # both start from a reading (what is held)
+    many.read(0, [1.0, 20.0, 0.1])
+    expected = [list(one.read(t, x)) for t, x in zip(ts, truths, strict=True)]
+    got = many.read_many(ts, truths)
+    assert _bits(got) == _bits(expected)
+    after = ts[-1] + NS if ts else NS
+    assert _bits([many.read(after, [3.0, 4.0, 0.5])]) == _bits([one.read(after, [3.0, 4.0, 0.5])])  # same state
