@@ -1,0 +1,68 @@
+"""A batched clock samples the telemetry due between the steps of a batch and publishes it after the batch: the
+messages, their order, times, sequence numbers and readings are those of one step at a time, byte for byte."""
+
+from __future__ import annotations
+
+import pytest
+
+from emulator import runtime
+from emulator.clock import VirtualWall
+from emulator.config import load_config
+from emulator.protocol.catalogue import Plane
+from emulator.protocol.envelope import Message
+from emulator.runtime import Emulator
+
+class _BusyWall(VirtualWall):
+    """Every look at the wall clock finds 1 us more gone: the afap clock sizes its batches (steps per yield) as on
+    a real machine (a wall that never moves keeps them at one step)."""
+
+    def now_ns(self) -> int:
+        self._now_ns += 1_000
+        return self._now_ns
+
+
+RATES_HZ = {"eps.telemetry": 1.0, "thermal.telemetry": 0.5, "adcs.sun": 0.3, "accel.status": 1.0, "sim.clock": 1.0,
+            "sim.links": 0.2}
+
+
+async def _record(path, *, mode: str, rates_hz: dict[str, float]) -> tuple[bytes, int]:
+    """A run of the shipped proto config with faults, commands and a timed fault, recorded (the main file: what
+    depends on the wall clock goes to the side file); and the batches that sampled between their steps."""
+    overrides = {"sim.mode": mode, "sim.seed": 5, "telemetry.truth_rate_hz": 0.5}
+    if rates_hz:
+        overrides["telemetry.rates_hz"] = rates_hz
+    cfg = load_config("suncatcher-proto", overrides)
+    sampled = [0]
+    async with Emulator.from_config(cfg, wall=_BusyWall(), board_url=None, control_url=None,
+                                    record_path=str(path)) as emu:
+        step_sampled = emu.model.step_sampled
+
+        def counting(*args, **kwargs):
+            sampled[0] += 1
+            return step_sampled(*args, **kwargs)
+
+        emu.model.step_sampled = counting
+        await emu.run_for(300)
+        emu.control("fault.inject", {"name": "sensor.stuck", "params": {"channel": "eps.bus_v"}})
+        emu.control("fault.inject", {"name": "sensor.noisy", "params": {"channel": "thermal.battery",
+                                                                        "factor": 4.0}, "duration_s": 120})
+        await emu.run_for(200)
+        emu.control("fault.inject", {"name": "eps.rail.short", "params": {"rail": "payload", "extra_a": 30.0}})
+        await emu.run_for(100)
+        emu.handle_request(Message("eps.rail.reset", {"rail": "payload"}, seq=1), Plane.BOARD)
+        emu.handle_request(Message("thermal.heater.set", {"heater": "battery_heater", "mode": "on"}, seq=2),
+                           Plane.BOARD)
+        emu.control("fault.inject", {"name": "radiation.scale", "params": {"factor": 1e4}})
+        await emu.run_for(3 * 3600)
+    return path.read_bytes(), sampled[0]
+
+
+@pytest.mark.parametrize("rates_hz", [RATES_HZ, {}], ids=["mixed-rates", "config-rates"])
+async def test_a_batch_that_samples_between_its_steps_records_what_one_step_at_a_time_does(
+        tmp_path, monkeypatch: pytest.MonkeyPatch, rates_hz: dict[str, float]) -> None:
+    batched, batches = await _record(tmp_path / "batched.rec", mode="afap", rates_hz=rates_hz)
+    monkeypatch.setattr(runtime, "SAMPLED_STEPS", 1)  # no batch samples between its steps
+    one_by_one, none = await _record(tmp_path / "one.rec", mode="afap", rates_hz=rates_hz)
+    assert batches > 100 and none == 0
+    assert len(batched) > 1_000_000
+    assert batched == one_by_one
