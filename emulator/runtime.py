@@ -582,8 +582,8 @@ class Emulator:
         """Steps from ``t`` until the first one that ends at or after ``due_ns`` (a telemetry due), the next fault
         end, timed observer's due or ``until_ns`` (what the loop checks after every step)."""
         edge = due_ns
-        for _, due_ns in self._timed_observers:
-            edge = min(edge, due_ns())
+        for _, observer_due_ns in self._timed_observers:
+            edge = min(edge, observer_due_ns())
         if self._fault_heap:
             edge = min(edge, self._fault_heap[0][0])
         if until_ns is not None:

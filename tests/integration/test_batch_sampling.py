@@ -12,6 +12,7 @@ from emulator.protocol.catalogue import Plane
 from emulator.protocol.envelope import Message
 from emulator.runtime import Emulator
 
+
 class _BusyWall(VirtualWall):
     """Every look at the wall clock finds 1 us more gone: the afap clock sizes its batches (steps per yield) as on
     a real machine (a wall that never moves keeps them at one step)."""
