@@ -29,7 +29,7 @@ RATES_HZ = {"eps.telemetry": 1.0, "thermal.telemetry": 0.5, "adcs.sun": 0.3, "ac
 async def _record(path, *, mode: str, rates_hz: dict[str, float]) -> tuple[bytes, int]:
     """A run of the shipped proto config with faults, commands and a timed fault, recorded (the main file: what
     depends on the wall clock goes to the side file); and the batches that sampled between their steps."""
-    overrides = {"sim.mode": mode, "sim.seed": 5, "telemetry.truth_rate_hz": 0.5}
+    overrides = {"sim.mode": mode, "sim.seed": 5, "telemetry.truth_rate_hz": 0.5, "sim.lockstep_source": "control"}
     if rates_hz:
         overrides["telemetry.rates_hz"] = rates_hz
     cfg = load_config("suncatcher-proto", overrides)
@@ -58,12 +58,13 @@ async def _record(path, *, mode: str, rates_hz: dict[str, float]) -> tuple[bytes
     return path.read_bytes(), sampled[0]
 
 
-@pytest.mark.parametrize("rates_hz", [RATES_HZ, {}], ids=["mixed-rates", "config-rates"])
+@pytest.mark.parametrize(("mode", "rates_hz"), [("afap", RATES_HZ), ("afap", {}), ("lockstep", RATES_HZ)],
+                         ids=["afap-mixed-rates", "afap-config-rates", "lockstep-mixed-rates"])
 async def test_a_batch_that_samples_between_its_steps_records_what_one_step_at_a_time_does(
-        tmp_path, monkeypatch: pytest.MonkeyPatch, rates_hz: dict[str, float]) -> None:
-    batched, batches = await _record(tmp_path / "batched.rec", mode="afap", rates_hz=rates_hz)
+        tmp_path, monkeypatch: pytest.MonkeyPatch, mode: str, rates_hz: dict[str, float]) -> None:
+    batched, batches = await _record(tmp_path / "batched.rec", mode=mode, rates_hz=rates_hz)
     monkeypatch.setattr(runtime, "SAMPLED_STEPS", 1)  # no batch samples between its steps
-    one_by_one, none = await _record(tmp_path / "one.rec", mode="afap", rates_hz=rates_hz)
+    one_by_one, none = await _record(tmp_path / "one.rec", mode=mode, rates_hz=rates_hz)
     assert batches > 100 and none == 0
     assert len(batched) > 1_000_000
     assert batched == one_by_one
