@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import importlib
 import math
 from collections import OrderedDict, deque
 from enum import StrEnum
@@ -43,7 +42,7 @@ from emulator.models.base import (
 )
 from emulator.models.power_kernels import SCALAR
 from emulator.models.radiation import EVENT_KINDS, EccMemory, RadiationConfig, RadiationSource
-from emulator.protocol.catalogue import Plane, SchemaRef
+from emulator.protocol.catalogue import Plane, schemas_from
 
 if TYPE_CHECKING:
     from emulator.models.accelerator_schemas import (
@@ -488,14 +487,7 @@ SCHEMA_NAMES = frozenset((
     "ErrorEvent", "EffectEvent", "RadiationEventPayload", "RadiationHandled", "ChipParam", "ScaleParam"))
 
 
-def _schema(name: str) -> SchemaRef:
-    return SchemaRef(_SCHEMAS, name)
-
-
-def __getattr__(name: str) -> Any:
-    if name in SCHEMA_NAMES:
-        return getattr(importlib.import_module(_SCHEMAS), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_schema, __getattr__ = schemas_from(__name__, _SCHEMAS, SCHEMA_NAMES)
 
 
 # -- the board -------------------------------------------------------------------------------------------------------

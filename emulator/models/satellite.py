@@ -17,7 +17,6 @@ path is plain Python floats plus one small matrix-vector product.
 from __future__ import annotations
 
 import datetime as dt
-import importlib
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -43,7 +42,7 @@ from emulator.models.power import CELL_MAX_V, FACES, MODE_NAMES, PowerConfig, Po
 from emulator.models.radiation import RadiationConfig
 from emulator.models.sensors import ChannelSpec, SensorBank, SensorsConfig
 from emulator.models.thermal import KELVIN, ThermalConfig, ThermalNetwork
-from emulator.protocol.catalogue import Plane, SchemaRef
+from emulator.protocol.catalogue import Plane, schemas_from
 
 if TYPE_CHECKING:
     from emulator.models.satellite_schemas import (
@@ -150,14 +149,7 @@ SCHEMA_NAMES = frozenset((
 MAX_PREDICT_SAMPLES = 5000
 
 
-def _schema(name: str) -> SchemaRef:
-    return SchemaRef(_SCHEMAS, name)
-
-
-def __getattr__(name: str) -> Any:
-    if name in SCHEMA_NAMES:
-        return getattr(importlib.import_module(_SCHEMAS), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_schema, __getattr__ = schemas_from(__name__, _SCHEMAS, SCHEMA_NAMES)
 
 
 def eps_channels(config: SatelliteConfig) -> list[ChannelSpec]:

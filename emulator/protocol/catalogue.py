@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import importlib
 import reprlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import MISSING, dataclass
 from enum import StrEnum
 from typing import Any
@@ -61,6 +61,23 @@ class SchemaRef:
         if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
             raise TypeError(f"{self.module}.{self.name} is not a pydantic model class")
         return schema  # type: ignore[no-any-return]
+
+
+def schemas_from(owner: str, schemas: str, names: Iterable[str]) -> tuple[Callable[[str], SchemaRef],
+                                                                          Callable[[str], Any]]:
+    """For module ``owner`` whose payload classes ``names`` are defined in module ``schemas`` on first use: a maker
+    of :class:`SchemaRef` to them, and the module ``__getattr__`` that keeps ``owner.Name`` importable."""
+    known = frozenset(names)
+
+    def ref(name: str) -> SchemaRef:
+        return SchemaRef(schemas, name)
+
+    def module_getattr(name: str) -> Any:
+        if name in known:
+            return getattr(importlib.import_module(schemas), name)
+        raise AttributeError(f"module {owner!r} has no attribute {name!r}")
+
+    return ref, module_getattr
 
 
 class SchemaField:

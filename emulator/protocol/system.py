@@ -6,10 +6,9 @@ validated, the docs rendered); ``from emulator.protocol.system import Reply`` st
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
-from emulator.protocol.catalogue import Kind, Plane, SchemaRef, TopicSpec
+from emulator.protocol.catalogue import Kind, Plane, TopicSpec, schemas_from
 
 _SCHEMAS = "emulator.protocol.system_schemas"
 #: the payload classes of the runtime's topics and replies, by name
@@ -21,14 +20,7 @@ SCHEMA_NAMES = frozenset((
     "TelemetryFeedReply", "StopReply", "BoardCommandReply"))
 
 
-def _schema(name: str) -> SchemaRef:
-    return SchemaRef(_SCHEMAS, name)
-
-
-def __getattr__(name: str) -> Any:
-    if name in SCHEMA_NAMES:
-        return getattr(importlib.import_module(_SCHEMAS), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+_schema, __getattr__ = schemas_from(__name__, _SCHEMAS, SCHEMA_NAMES)
 
 
 def system_topics() -> list[TopicSpec]:
