@@ -1521,6 +1521,14 @@ class ClusterModel(SpacecraftModel):
                                       "face_ir_w_m2": None})
         self._c_t0, self._c_dt, self._c_n = t_ns, dt_ns, m
 
+    def _chunk_now(self) -> ClusterChunk:
+        """The environment chunk of the current sample; before the first step, the one the first step loads (the
+        environment at ``t_ns``): a reading or truth at the start sees t = 0's sun, shadow and orbit."""
+        if self._chunk is None:
+            self._load_chunk(self.t_ns, round(self.step_s * 1e9))
+        assert self._chunk is not None
+        return self._chunk
+
     # -- the step ---------------------------------------------------------------------------------------------------
     def step(self, t_ns: int, dt_ns: int) -> None:
         k = (t_ns - self._c_t0) // self._c_dt if self._c_dt else -1
@@ -1641,7 +1649,7 @@ class ClusterModel(SpacecraftModel):
         return {"sat": k, **reading}
 
     def read_sun(self, k: int) -> dict[str, Any]:
-        truth = 0.0 if self._chunk is None else float(self._chunk.tracking_solar_w_m2[self._i, k])
+        truth = float(self._chunk_now().tracking_solar_w_m2[self._i, k])
         return {"sat": k, **self._sensors[k].read_sun(self.t_ns, truth)}
 
     # -- interface --------------------------------------------------------------------------------------------------
@@ -1861,7 +1869,7 @@ class ClusterModel(SpacecraftModel):
     def truth(self) -> dict[str, Any]:
         pw, th, acc = self.power, self.thermal, self.accel
         env: dict[str, Any] = {}
-        c = self._chunk
+        c = self._chunk_now()
         if c is not None:
             i = self._i
             for key in ("sunlit_frac", "tracking_solar_w_m2", "dose_rate_rad_s", "rad_flux_factor", "lat_deg",

@@ -454,7 +454,20 @@ class Satellite(SpacecraftModel):
             {"name": h.name, "mode": th.heater_mode[i], "on": th.heater_on[i]} for i, h in enumerate(th.heaters)])
 
     def read_sun(self) -> dict[str, Any]:
-        return self.sensors.read_sun(self.t_ns, 0.0 if self._chunk is None else self._track[self._i])
+        return self.sensors.read_sun(self.t_ns, self._sun_now())
+
+    def _sun_now(self) -> float:
+        """The true sun-tracking irradiance now (W/m^2)."""
+        if self._chunk is None:
+            self._chunk_now()
+        return self._track[self._i]
+
+    def _chunk_now(self) -> Any:
+        """The environment chunk of the current sample; before the first step, the one the first step loads (the
+        environment at ``t_ns``): a reading or truth at the start sees the sun, the shadow and the orbit of t = 0."""
+        if self._chunk is None:
+            self._load_chunk(self.t_ns, round(self.step_s * 1e9))
+        return self._chunk
 
     # -- batch sampling (Emulator: telemetry due at many steps of one batch) ---------------------------------------
     batch_sampling = True
@@ -479,7 +492,7 @@ class Satellite(SpacecraftModel):
             return (self.t_ns, [temps_k[i] - KELVIN for i in self.sensors.thermistor_idx],
                     [(h.name, th.heater_mode[i], th.heater_on[i]) for i, h in enumerate(th.heaters)])
         if topic == "adcs.sun":
-            return (self.t_ns, 0.0 if self._chunk is None else self._track[self._i])
+            return (self.t_ns, self._sun_now())
         raise KeyError(f"{topic!r} is not sampled in batches (sampled_topics: {sorted(SAMPLED_TOPICS)})")
 
     def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any]]:
@@ -857,7 +870,7 @@ class Satellite(SpacecraftModel):
 
     def truth(self) -> dict[str, Any]:
         env: dict[str, Any] = {}
-        c = self._chunk
+        c = self._chunk_now()
         if c is not None:  # straight from the chunk's arrays (a whole EnvironmentSample would copy the face arrays)
             i = self._i
             for key in TRUTH_ENV_FLOATS:

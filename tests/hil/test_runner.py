@@ -352,3 +352,15 @@ def test_scenario_overrides_reach_list_items_by_name_and_by_index() -> None:
     assert (p.path, p.override, p.kind) == ('overrides."power.rails.payloda.max_retries"',
                                             "power.rails.payloda.max_retries", "key")
     assert "did you mean 'payload'" in p.message and "payload" in p.valid
+
+
+def test_a_scenario_may_name_environment_signals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The truth a scenario's signals are checked against holds the environment before the first step."""
+    sc = tmp_path / "env.toml"
+    sc.write_text('[scenario]\nname = "env"\nconfig = "suncatcher-proto.toml"\nduration = "2m"\n'
+                  '[[requirement]]\nkind = "always"\nsignal = "satellite.environment.sunlit_frac"\nop = ">="\n'
+                  'value = 0\n')
+    from emulator.cli import main
+
+    assert main(["test", str(sc), "--record", str(tmp_path / "rec"), "--quiet"]) == 0
+    assert "unknown signal" not in capsys.readouterr().err

@@ -585,3 +585,18 @@ def test_board_plane_messages_are_well_formed() -> None:
         emu.catalogue.validate(tel.spec.topic, tel.sample())  # every sample fits its schema
     reply = emu.handle_request(Message("sat.0.eps.shed.set", {"safe_v": 40.0}), Plane.BOARD)
     assert reply.payload["ok"] is False and reply.payload["error"]["field"] == "payload.safe_v"
+
+
+def test_the_fleet_truth_and_a_bound_sun_sensor_before_the_first_step_see_the_environment_at_t0() -> None:
+    """As the single satellite's: a scenario's environment signals and the first readings exist at t = 0."""
+    m = cluster(1.0, bind=[0])
+    twin = cluster(1.0, bind=[0])
+    env0 = m.env.chunk(0, NS, 2)
+    env = m.truth()["environment"]
+    assert env["sunlit_frac"] == env0.sunlit_frac[0].tolist() and len(env["lat_deg"]) == m.n
+    assert env["lat_deg"] == env0.lat_deg[0].tolist()
+    assert m.read_sun(0)["eclipse"] is (float(env0.tracking_solar_w_m2[0, 0]) < 1.0)
+    for k in range(3):  # the look at t = 0 changes nothing of what the steps compute
+        m.step(k * NS, NS)
+        twin.step(k * NS, NS)
+    assert m.truth() == twin.truth()

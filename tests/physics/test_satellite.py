@@ -535,3 +535,24 @@ def test_orbit_predict_bounds_the_reply_and_is_a_control_plane_command() -> None
     sat2.step(t - 60 * NS, 60 * NS)
     first = predict(sat2, OrbitPredict(duration_s=3000.0, step_s=30.0))["eclipses"][0]
     assert first["entry_ns"] == -1 and first["exit_ns"] > t
+
+
+def test_the_truth_and_the_sun_sensor_before_the_first_step_see_the_environment_at_t0() -> None:
+    """A run's start (a scenario's signals checked against the truth, a plot's sampler, the first telemetry) sees
+    the orbit, the sun and the shadow of t = 0, the sample the first step then uses: not an empty environment and
+    a dark sun sensor."""
+    from emulator.config import load_config
+
+    cfg = load_config(CONFIGS / "suncatcher-proto.toml")
+    sat = Satellite(cfg.satellite, epoch_utc=cfg.run.sim.epoch_utc, seed=1, step_s=1.0)
+    env0 = sat.env.chunk(0, NS, 2)  # an independent look at t = 0 (a chunk starting there)
+    env = sat.truth()["environment"]
+    assert env["sunlit_frac"] == float(env0.sunlit_frac[0]) == 1.0  # dawn-dusk orbit in June: in the sun
+    assert env["lat_deg"] == float(env0.lat_deg[0]) and env["beta_deg"] == float(env0.beta_deg[0])
+    sun = sat.read_sun()
+    assert sun["eclipse"] is False and abs(sun["sun_w_m2"] - float(env0.tracking_solar_w_m2[0])) < 5.0  # noise, LSB
+    twin = Satellite(cfg.satellite, epoch_utc=cfg.run.sim.epoch_utc, seed=1, step_s=1.0)
+    for k in range(5):  # the look at t = 0 changes nothing of what the steps compute
+        sat.step(k * NS, NS)
+        twin.step(k * NS, NS)
+    assert sat.truth() == twin.truth()
