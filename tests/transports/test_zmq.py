@@ -190,6 +190,9 @@ async def test_client_survives_an_emulator_restart_at_the_same_address() -> None
             async with asyncio.timeout(SAFETY_S):
                 await client.wait_until_up()
             assert client.stats.reconnects == 1
+            async with asyncio.timeout(SAFETY_S):  # up is the connection; its subscription reaches the XPUB after
+                while not second.wants("eps.telemetry"):
+                    await asyncio.sleep(0.005)
             await second.publish(Message("eps.telemetry", {"n": 1}, seq=1))
             await client.send(Message("ping", {}, seq=9))
             async with asyncio.timeout(SAFETY_S):
