@@ -93,6 +93,9 @@ async def pair(medium: Medium) -> AsyncIterator[tuple[ServerLink, ClientLink]]:
         server = await medium.listen()
         try:
             client = await medium.connect(server)
+            async with asyncio.timeout(SAFETY_S):  # its subscription reaches the server just after it is up
+                while not server.wants("eps.telemetry"):
+                    await asyncio.sleep(0.005)
         except BaseException:
             await server.aclose()
             raise
