@@ -126,6 +126,13 @@ REARM_NS = 5_000_000
 SAMPLED_STEPS = 256
 
 
+def _next_due(due_ns: int, period_ns: int, now_ns: int) -> int:
+    """A topic sampled at ``now_ns`` (due at ``due_ns``) is next due a period later; after a pause or a slow step,
+    a period from now (no burst of catch-up samples)."""
+    due_ns += period_ns
+    return due_ns if due_ns > now_ns else now_ns + period_ns
+
+
 def refusal_reason(err: EmulatorError, decoded: bool) -> str:
     """Why a request was refused, as counted in ``stats.get`` / ``sim.links`` ``refused``."""
     if isinstance(err, RateLimitedError):
@@ -709,9 +716,7 @@ class Emulator:
                 continue
             due = item.due_ns
             if force or now >= due:
-                due += item.period_ns
-                if due <= now:  # after a pause or a slow step: no burst of catch-up samples
-                    due = now + item.period_ns
+                due = _next_due(due, item.period_ns, now)
                 item.due_ns = due
                 if not item.feed_only or self._feed_due(item.topic, item.planes):
                     item.unfed = False
@@ -744,9 +749,7 @@ class Emulator:
                     if item.feed_only:  # sampled as feeds allow, by _publish_due: the batch ends here
                         steps = k
                         break
-                    due += item.period_ns
-                    if due <= now:
-                        due = now + item.period_ns
+                    due = _next_due(due, item.period_ns, now)
                     dues[j] = due
                     if due_here is None:
                         due_here = []
