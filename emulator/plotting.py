@@ -127,7 +127,7 @@ def plot_run(series: Series, path: str | Path, *, title: str = "flatsat run",
     axes[-1, 0].set_xlabel(f"{start}  (grey: eclipse{extra})")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110, bbox_inches="tight")
+    fig.savefig(path, dpi=110)  # tight_layout placed everything (a bbox_inches="tight" crop would draw it again)
     plt.close(fig)
     return path
 
