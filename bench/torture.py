@@ -359,4 +359,10 @@ async def main(which: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main(sys.argv[1:]))
+    import argparse
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("attacks", nargs="*", choices=list(ATTACKS), metavar="ATTACK",
+                    help=f"attacks to run (default: all): {', '.join(ATTACKS)}")
+    asyncio.run(main(ap.parse_args().attacks))
