@@ -363,6 +363,9 @@ if __name__ == "__main__":
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    ap.add_argument("attacks", nargs="*", choices=list(ATTACKS), metavar="ATTACK",
-                    help=f"attacks to run (default: all): {', '.join(ATTACKS)}")
-    asyncio.run(main(ap.parse_args().attacks))
+    ap.add_argument("attacks", nargs="*", metavar="ATTACK", help=f"attacks to run (default: all): {', '.join(ATTACKS)}")
+    chosen = ap.parse_args().attacks
+    unknown = [a for a in chosen if a not in ATTACKS]
+    if unknown:  # (argparse's choices refuse an empty list with nargs="*" on Python 3.11)
+        ap.error(f"unknown attack(s) {', '.join(unknown)}; choose from {', '.join(ATTACKS)}")
+    asyncio.run(main(chosen))
