@@ -94,14 +94,15 @@ def main_thread_instructions(checkout: Path, config: str, steps: int, subscribed
     return max(counts), line  # the main thread runs the most by far
 
 
-def per_step(checkout: Path, config: str, subscribed: bool, batch: int) -> tuple[float, str]:
+def per_step(checkout: Path, config: str, subscribed: bool, batch: int,
+             steps: tuple[int, int] = (SHORT_STEPS, LONG_STEPS)) -> tuple[float, str]:
     # one run first, outside valgrind: what a checkout's first run writes (caches) is not counted in the short run
     subprocess.run([str(checkout / ".venv" / "bin" / "python"), str(ROOT / "bench" / "bench_instructions.py"),
                     "--child", config, "60", "1" if subscribed else "0", str(batch)], cwd=checkout,
                    capture_output=True, check=True)
-    short, _ = main_thread_instructions(checkout, config, SHORT_STEPS, subscribed, batch)
-    long, line = main_thread_instructions(checkout, config, LONG_STEPS, subscribed, batch)
-    return (long - short) / (LONG_STEPS - SHORT_STEPS), line
+    short, _ = main_thread_instructions(checkout, config, steps[0], subscribed, batch)
+    long, line = main_thread_instructions(checkout, config, steps[1], subscribed, batch)
+    return (long - short) / (steps[1] - steps[0]), line
 
 
 def main() -> int:
@@ -116,6 +117,9 @@ def main() -> int:
     who.add_argument("--subscribed", dest="subscribed", action="store_true", default=True)
     who.add_argument("--alone", dest="subscribed", action="store_false")
     ap.add_argument("--batch", type=int, default=8, help="steps between the clock's yields (default 8)")
+    ap.add_argument("--steps", type=int, nargs=2, default=(SHORT_STEPS, LONG_STEPS), metavar=("SHORT", "LONG"),
+                    help=f"the two runs' steps (default {SHORT_STEPS} {LONG_STEPS}; e.g. 100 400 for the 81-member "
+                         "cluster, ~50x slower a step)")
     ap.add_argument("--baseline", type=Path, help="another checkout (with its .venv) measured the same way")
     args = ap.parse_args()
     if shutil.which("valgrind") is None:
@@ -123,11 +127,11 @@ def main() -> int:
         return 1
     what = "a subscriber reading every board-plane message" if args.subscribed else "nobody subscribed"
     print(f"{args.config}, afap, {args.batch} steps between yields, {what}: main-thread instructions per step "
-          f"(callgrind, {LONG_STEPS} minus {SHORT_STEPS} steps)")
-    ours, line = per_step(ROOT, args.config, args.subscribed, args.batch)
+          f"(callgrind, {args.steps[1]} minus {args.steps[0]} steps)")
+    ours, line = per_step(ROOT, args.config, args.subscribed, args.batch, tuple(args.steps))
     print(f"  this checkout: {ours:,.0f} per step ({line} in the longer run)")
     if args.baseline is not None:
-        base, line = per_step(args.baseline.resolve(), args.config, args.subscribed, args.batch)
+        base, line = per_step(args.baseline.resolve(), args.config, args.subscribed, args.batch, tuple(args.steps))
         print(f"  baseline {args.baseline}: {base:,.0f} per step ({line})")
         print(f"  baseline / this checkout: {base / ours:.3f}")
     return 0
