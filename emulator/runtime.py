@@ -542,6 +542,7 @@ class Emulator:
         try:
             await self._loop_steps(clock, step_ns, model, until_ns, until_pred)
         finally:
+            self._pump_feeds()
             self._flush_if_unflushed()
 
     async def _loop_steps(self, clock: SimClock, step_ns: int, model: SpacecraftModel, until_ns: int | None,
@@ -582,8 +583,10 @@ class Emulator:
                 await self._after_step(now)
             finally:
                 self._defer_sends = False
-                if self._outbox and clock.mode not in _BATCHED_MODES:
-                    self._send_outbox()
+                if clock.mode not in _BATCHED_MODES:  # a paced step's feed samples go out now, as its messages
+                    self._pump_feeds()
+                    if self._outbox:
+                        self._send_outbox()
 
     def _steps_to(self, t: int, until_ns: int | None, due_ns: int) -> int:
         """Steps from ``t`` until the first one that ends at or after ``due_ns`` (a telemetry due), the next fault
@@ -797,6 +800,7 @@ class Emulator:
         """The clock yields to the event loop: send the outbox (afap: at most every OUTBOX_NS), re-arm the links
         now and then (REARM_NS); a paced clock sends and re-arms at every yield."""
         clock = self.clock
+        self._pump_feeds()
         if clock.mode not in _BATCHED_MODES:
             self._flush_if_unflushed()
             return
@@ -807,6 +811,15 @@ class Emulator:
         if self._unflushed and not self._outbox and now - self._rearmed_ns >= REARM_NS:
             self._rearmed_ns = now
             self._links_flush()
+
+    def _pump_feeds(self) -> None:
+        """The feeds get the telemetry offered to them since the last pump (ServerLink.feed_offer)."""
+        now_wall = None
+        for link in (self.board_link, self.control_link):
+            if link is not None and link.feeds:
+                if now_wall is None:
+                    now_wall = self.clock.wall.now_ns()
+                link.feed_pump(now_wall)
 
     def _flush_if_unflushed(self) -> None:
         if self._unflushed:
@@ -891,7 +904,10 @@ class Emulator:
         for link in links:
             outbox.append((link, data, event, None))
         for link in feeders:
-            link.feed_bytes(topic, data, event=event, now_ns=self.clock.wall.now_ns())
+            if event:
+                link.feed_bytes(topic, data, event=True, now_ns=self.clock.wall.now_ns())
+            else:
+                link.feed_offer(topic, data)
         if outbox and (not self._defer_sends or len(outbox) >= OUTBOX_MESSAGES):
             self._send_outbox()
 

@@ -271,6 +271,8 @@ class ServerLink(_Link, ABC):
         self.feed_version = 0
         self._feed_wants: dict[str, bool] = {}
         self._feed_list: tuple[Feed, ...] = ()
+        #: telemetry offered to the feeds since the last pump: topic -> (its newest encoded envelope, offers)
+        self._feed_offered: dict[str, tuple[bytes, int]] = {}
 
     #: the medium can send to one peer without waiting (what per-peer feeds need)
     supports_feeds = False
@@ -298,6 +300,8 @@ class ServerLink(_Link, ABC):
         self.feed_version += 1
         self._feed_wants.clear()
         self._feed_list = tuple(self.feeds.values())
+        if not self._feed_list:
+            self._feed_offered.clear()  # nobody left to pump them to
 
     def feed_wants(self, topic: str) -> bool:
         """Some feed takes ``topic`` (cached until the feeds change)."""
@@ -307,17 +311,44 @@ class ServerLink(_Link, ABC):
         return hit
 
     def feed_due(self, topic: str, now_ns: int) -> bool:
-        """Some feed would send a telemetry sample of ``topic`` at wall time ``now_ns`` (so it is worth building)."""
+        """Some feed would send a telemetry sample of ``topic`` at wall time ``now_ns`` (so it is worth building).
+        Not while a sample of it waits for :meth:`feed_pump`: that one goes first."""
+        if topic in self._feed_offered:
+            return False
         for feed in self.feeds.values():
             if feed.takes(topic) and feed.due(topic, now_ns) and now_ns <= feed.until_ns:
                 return True
         return False
 
+    def feed_offer(self, topic: str, data: bytes) -> None:
+        """Telemetry for the feeds, looked at by the next :meth:`feed_pump` (the runtime pumps as its clock
+        yields, at least every millisecond, and after every paced step): of the samples of a topic offered
+        in between only the newest can be sent, the others count as skipped. One dict update per message
+        instead of a pass over the feeds (a 1 kHz topic, a 10 Hz feed)."""
+        offered = self._feed_offered
+        prev = offered.pop(topic, None)  # re-inserted: the pump sends in the order of the newest samples
+        offered[topic] = (data, 1 if prev is None else prev[1] + 1)
+
+    def feed_pump(self, now_ns: int) -> None:
+        """Give the feeds what :meth:`feed_offer` left since the last pump (wall time ``now_ns``)."""
+        if not self._feed_offered:
+            return
+        offered, self._feed_offered = self._feed_offered, {}
+        for topic, (data, offers) in offered.items():
+            self._feed_one(topic, data, False, now_ns, offers - 1)
+
     def feed_bytes(self, topic: str, data: bytes, *, event: bool, now_ns: int) -> None:
         """Send one encoded envelope to every feed that takes it now: an event always, telemetry at most once
-        per feed interval (wall time ``now_ns``). A full peer loses this one (counted); a feed whose lease
-        ran out or whose peer is gone ends."""
-        for feed in self._feed_list:  # the hot path: every message the plane publishes while feeds exist
+        per feed interval (wall time ``now_ns``), after what :meth:`feed_offer` left. A full peer loses this
+        one (counted); a feed whose lease ran out or whose peer is gone ends."""
+        if self._feed_offered:
+            self.feed_pump(now_ns)
+        self._feed_one(topic, data, event, now_ns, 0)
+
+    def _feed_one(self, topic: str, data: bytes, event: bool, now_ns: int, replaced: int) -> None:
+        """``data`` to every feed that takes it now; ``replaced``: newer telemetry samples of ``topic`` that
+        superseded it before a pump (skipped by every feed that takes the topic)."""
+        for feed in self._feed_list:
             if now_ns > feed.until_ns:
                 self.stats.drop("feed_expired")
                 self.end_feed(feed.peer)
@@ -325,6 +356,7 @@ class ServerLink(_Link, ABC):
             if feed.topics is not None and topic not in feed.topics:
                 continue
             if not event:
+                feed.skipped += replaced
                 nxt = feed.next_ns.get(topic)
                 if nxt is not None and now_ns < nxt - feed.interval_ns // 10:  # Feed.due, inline
                     feed.skipped += 1
@@ -336,6 +368,7 @@ class ServerLink(_Link, ABC):
 
     def feed_flush(self, now_ns: int) -> None:
         """Send every feed the newest telemetry it skipped (the clock stopped: nothing newer comes)."""
+        self.feed_pump(now_ns)
         for feed in list(self.feeds.values()):
             pending, feed.pending = feed.pending, {}
             for topic, data in pending.items():

@@ -105,6 +105,41 @@ async def test_a_feed_carries_each_topic_at_most_max_hz_of_wall_time_and_builds_
             assert stats[0]["max_hz"] == 10.0 and stats[0]["sent"] >= 6 * len(TELEMETRY)
 
 
+async def test_beside_a_subscriber_a_feed_gets_the_newest_sample_and_counts_every_other_as_skipped() -> None:
+    """Every step's sample is built (someone receives them all); the feed is offered each one and, at each of the
+    clock's yields, takes the newest if its interval allows: sent + skipped is every sample published after it
+    started, and what it sends is the newest of its interval."""
+    class TickingWall(VirtualWall):
+        """10 ns of wall time per reading: the clock's batches grow (to YIELD_STEPS, so a feed is offered many
+        samples between two yields), the feed's 0.1 s does not pass."""
+
+        def now_ns(self) -> int:
+            self.advance(10)
+            return super().now_ns()
+
+    cfg = load_config(CONFIG, {"sim.mode": "afap", "links.board": None, "links.control": "zmq+tcp://127.0.0.1:0"})
+    async with Emulator.from_config(cfg, record_path=None, wall=TickingWall()) as emu:
+        eps_t_ns: list[int] = []
+        emu.add_message_observer(lambda t, plane, way, msg: eps_t_ns.append(msg.t_ns)
+                                 if way == "out" and msg.topic == "eps.telemetry" else None)
+        async for peer in peer_of(emu):
+            assert (await peer.ask("telemetry.feed", {"max_hz": 10.0, "topics": ["eps.telemetry"]}))["ok"]
+            await peer.drain()
+            published = len(eps_t_ns)
+            await emu.run_for(600.0)  # no wall time passes: one sample goes (the newest at the first yield)
+            emu.clock.wall.advance(NS_PER_S // 10)
+            await emu.run_for(1.0)  # a feed interval later: the newest, this step's
+            async with asyncio.timeout(10):
+                while len(peer.got) < 2:
+                    await peer.take()
+            sent = [m.t_ns for m in peer.got if m.topic == "eps.telemetry"]
+            assert sent[-1] == eps_t_ns[-1] == emu.clock.now_ns()
+            assert len(sent) == 2 and sent[0] in eps_t_ns[published:]
+            feed = (await peer.ask("stats.get"))["data"]["control_link"]["feeds"][0]
+            assert feed["sent"] == 2
+            assert feed["sent"] + feed["skipped"] == len(eps_t_ns) - published
+
+
 async def test_events_always_and_the_newest_sample_when_the_clock_stops() -> None:
     async with emulator("lockstep") as emu:
         run = asyncio.create_task(emu.run(None))
