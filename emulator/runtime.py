@@ -542,7 +542,7 @@ class Emulator:
         try:
             await self._loop_steps(clock, step_ns, model, until_ns, until_pred)
         finally:
-            self._pump_feeds()
+            self._pump_feeds(force=True)
             self._flush_if_unflushed()
 
     async def _loop_steps(self, clock: SimClock, step_ns: int, model: SpacecraftModel, until_ns: int | None,
@@ -583,10 +583,8 @@ class Emulator:
                 await self._after_step(now)
             finally:
                 self._defer_sends = False
-                if clock.mode not in _BATCHED_MODES:  # a paced step's feed samples go out now, as its messages
-                    self._pump_feeds()
-                    if self._outbox:
-                        self._send_outbox()
+                if self._outbox and clock.mode not in _BATCHED_MODES:
+                    self._send_outbox()
 
     def _steps_to(self, t: int, until_ns: int | None, due_ns: int) -> int:
         """Steps from ``t`` until the first one that ends at or after ``due_ns`` (a telemetry due), the next fault
@@ -812,14 +810,15 @@ class Emulator:
             self._rearmed_ns = now
             self._links_flush()
 
-    def _pump_feeds(self) -> None:
-        """The feeds get the telemetry offered to them since the last pump (ServerLink.feed_offer)."""
+    def _pump_feeds(self, *, force: bool = False) -> None:
+        """The feeds get the telemetry offered to them since the last pump (ServerLink.feed_offer; at most every
+        FEED_PUMP_NS unless ``force``): called as the clock yields (every paced step, every ~1 ms in afap)."""
         now_wall = None
         for link in (self.board_link, self.control_link):
             if link is not None and link.feeds:
                 if now_wall is None:
                     now_wall = self.clock.wall.now_ns()
-                link.feed_pump(now_wall)
+                link.feed_pump(now_wall, force=force)
 
     def _flush_if_unflushed(self) -> None:
         if self._unflushed:

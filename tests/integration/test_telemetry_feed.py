@@ -106,9 +106,10 @@ async def test_a_feed_carries_each_topic_at_most_max_hz_of_wall_time_and_builds_
 
 
 async def test_beside_a_subscriber_a_feed_gets_the_newest_sample_and_counts_every_other_as_skipped() -> None:
-    """Every step's sample is built (someone receives them all); the feed is offered each one and, at each of the
-    clock's yields, takes the newest if its interval allows: sent + skipped is every sample published after it
-    started, and what it sends is the newest of its interval."""
+    """Every step's sample is built (someone receives them all); the feed is offered each one and, when the link
+    pumps (as the clock yields, at most every FEED_PUMP_NS of wall time; at the end of a run), takes the newest if
+    its interval allows: sent + skipped is every sample published after it started, and what it sends is the
+    newest one."""
     class TickingWall(VirtualWall):
         """10 ns of wall time per reading: the clock's batches grow (to YIELD_STEPS, so a feed is offered many
         samples between two yields), the feed's 0.1 s does not pass."""
