@@ -206,8 +206,8 @@ class _Link:
 #: per-peer feeds one server link keeps at once (``telemetry.feed``); a further peer is refused until one ends
 MAX_FEEDS = 16
 #: the feeds look at the telemetry offered to them at most this often (wall): a 1 kHz topic costs a 10 Hz feed
-#: one look per topic per pump, not one per message; a feed faster than 2 / FEED_PUMP_NS is pumped at half its
-#: interval. Events go at once (after what was offered before them).
+#: one look per topic per pump, not one per message; a feed faster than 100 Hz is pumped every half interval.
+#: Events go at once (after what was offered before them).
 FEED_PUMP_NS = 5_000_000
 
 
@@ -329,9 +329,9 @@ class ServerLink(_Link, ABC):
 
     def feed_offer(self, topic: str, data: bytes) -> None:
         """Telemetry for the feeds, looked at by the next :meth:`feed_pump` (the runtime pumps as its clock
-        yields, at least every millisecond, and after every paced step): of the samples of a topic offered
-        in between only the newest can be sent, the others count as skipped. One dict update per message
-        instead of a pass over the feeds (a 1 kHz topic, a 10 Hz feed)."""
+        yields, at most every :data:`FEED_PUMP_NS`): of the samples of a topic offered in between only the
+        newest can be sent, the others count as skipped. One dict update per message instead of a pass over
+        the feeds (a 1 kHz topic, a 10 Hz feed)."""
         offered = self._feed_offered
         prev = offered.pop(topic, None)  # re-inserted: the pump sends in the order of the newest samples
         offered[topic] = (data, 1 if prev is None else prev[1] + 1)
