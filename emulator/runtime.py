@@ -41,9 +41,10 @@ from emulator.errors import (
 )
 from emulator.models.base import Fault, Interface, SpacecraftModel, Telemetry
 from emulator.protocol.catalogue import Catalogue, Kind, Payload, Plane, TopicSpec
-from emulator.protocol.codec import encode_envelope, encode_message
+from emulator.protocol.codec import encode_envelope, encode_envelope_packed, encode_message
 from emulator.protocol.envelope import PROTOCOL_VERSION, Message
 from emulator.protocol.system import system_topics
+from emulator.protocol.templates import PackedPayload
 from emulator.transports.base import MAX_FEEDS
 
 if TYPE_CHECKING:  # imported where used: a run without a recording or a serial link needs neither
@@ -712,6 +713,7 @@ class Emulator:
         next_due = next_unbatched = _NEVER
         publish = self._publish
         batching = self._batch_sampling
+        model, vector = self.model, self._vector_topics
         for item in self._schedule:
             if not item.wanted:
                 continue
@@ -721,7 +723,10 @@ class Emulator:
                 item.due_ns = due
                 if not item.feed_only or self._feed_due(item.topic, item.planes):
                     item.unfed = False
-                    publish(item.topic, item.sample(), item.planes, targets=item.targets, t_ns=now)
+                    topic = item.topic
+                    # a topic the model samples in batches: the same reading through the batch path (encoded)
+                    value = (model.sampled(topic, [model.capture(topic)])[0] if topic in vector else item.sample())
+                    publish(topic, value, item.planes, targets=item.targets, t_ns=now)
                 else:
                     item.unfed = True
             next_due = min(next_due, due)
@@ -781,17 +786,22 @@ class Emulator:
         read = {topic: iter(model.sampled(topic, topic_rows)) for topic, topic_rows in rows.items()}
         publish = self._publish
         steps0 = self.clock.stats.steps
-        for (k, due_here), values in zip(plan, captured, strict=False):
-            now = t + k * step_ns
-            for (item, due), value in zip(due_here, values, strict=True):
-                item.due_ns = due
-                item.unfed = False
-                topic = item.topic
-                if topic in vector:
-                    value = next(read[topic])
-                elif value is None:
-                    value = self._clock_sample_at(now, steps0 + k) if topic == "sim.clock" else item.sample()
-                publish(topic, value, item.planes, targets=item.targets, t_ns=now)
+        # sent with the batch's other messages as the clock yields (a batched clock's messages wait for it)
+        self._defer_sends = True
+        try:
+            for (k, due_here), values in zip(plan, captured, strict=False):
+                now = t + k * step_ns
+                for (item, due), value in zip(due_here, values, strict=True):
+                    item.due_ns = due
+                    item.unfed = False
+                    topic = item.topic
+                    if topic in vector:
+                        value = next(read[topic])
+                    elif value is None:
+                        value = self._clock_sample_at(now, steps0 + k) if topic == "sim.clock" else item.sample()
+                    publish(topic, value, item.planes, targets=item.targets, t_ns=now)
+        finally:
+            self._defer_sends = False
         return done
 
     def _before_yield(self) -> None:
@@ -878,10 +888,11 @@ class Emulator:
         return (tuple(ln for ln in links if ln is not None and ln.wants(topic)),
                 tuple(ln for ln in links if ln is not None and ln.feeds))
 
-    def _publish(self, topic: str, payload: dict[str, Any], planes: tuple[Plane, ...], *,
+    def _publish(self, topic: str, payload: dict[str, Any] | PackedPayload, planes: tuple[Plane, ...], *,
                  event: bool = False, targets: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None,
                  t_ns: int | None = None) -> None:
-        """Stamp, record and publish a message (encoded once for every plane and the recorder); ``event``: not
+        """Stamp, record and publish a message (encoded once for every plane and the recorder; ``payload`` may come
+        encoded already, from a model's :meth:`~SpacecraftModel.sampled`); ``event``: not
         periodic telemetry (no link drops it for budget); ``targets``: :meth:`_targets` of it, if known; ``t_ns``:
         the sim time now, if known."""
         self._seq += 1
@@ -889,13 +900,17 @@ class Emulator:
             t_ns = self.clock.now_ns()
         self.stats.published += 1
         self._unflushed = True
-        data = encode_envelope(topic, payload, self._seq, t_ns, SRC)
+        if type(payload) is PackedPayload:
+            data = encode_envelope_packed(topic, payload.data, self._seq, t_ns, SRC)
+        else:
+            data = encode_envelope(topic, payload, self._seq, t_ns, SRC)
         if self.recorder is not None or self._message_observers:
             plane_name = "board" if Plane.BOARD in planes else "control"
             if self.recorder is not None:
                 self.recorder.write(plane_name, "out", data, wall_time=self._wall_time(topic))
             if self._message_observers:
-                msg = Message(topic, payload, seq=self._seq, t_ns=t_ns, src=SRC)
+                msg = Message(topic, payload.to_dict() if type(payload) is PackedPayload else payload,
+                              seq=self._seq, t_ns=t_ns, src=SRC)
                 for observer in self._message_observers:
                     observer(t_ns, plane_name, "out", msg)
         links, feeders = targets if targets is not None else self._targets(topic, planes)
@@ -913,7 +928,20 @@ class Emulator:
     def _send_outbox(self) -> None:
         outbox, self._outbox = self._outbox, []
         replied = []
+        run: list[bytes] = []  # telemetry in a row for one link: sent in one call
+        run_link = None
         for link, data, event, peer in outbox:
+            if peer is None and not event:
+                if link is not run_link:
+                    if run:
+                        self._publish_run(run_link, run)
+                        run = []
+                    run_link = link
+                run.append(data)
+                continue
+            if run:
+                self._publish_run(run_link, run)
+                run, run_link = [], None
             if peer is not None:
                 try:
                     link.reply_bytes(peer, data)
@@ -926,8 +954,17 @@ class Emulator:
                 link.publish_bytes(data, event=event)
             except EmulatorError as exc:  # a dead link never stops the simulation
                 log.warning("publish on %s failed: %s", link.url.label, exc)
+        if run:
+            self._publish_run(run_link, run)
         for link in replied:
             link.replies_sent()
+
+    @staticmethod
+    def _publish_run(link: Any, datas: list[bytes]) -> None:
+        try:
+            link.publish_many(datas)
+        except EmulatorError as exc:  # a dead link never stops the simulation
+            log.warning("publish on %s failed: %s", link.url.label, exc)
 
     def _send_replies(self) -> None:
         """The serve loops queued replies (DEFERRED_REPLIES): send them with what was published before them."""
@@ -1309,8 +1346,10 @@ class Emulator:
         for item in self._schedule:
             if Plane.BOARD not in item.planes:
                 continue
-            size = len(encode_message(Message(item.telemetry.spec.topic, item.telemetry.sample(),
-                                              seq=2**40, t_ns=2**60, src=SRC)))
+            sample = item.telemetry.sample()
+            if type(sample) is PackedPayload:
+                sample = sample.to_dict()
+            size = len(encode_message(Message(item.telemetry.spec.topic, sample, seq=2**40, t_ns=2**60, src=SRC)))
             rate = NS_PER_S / item.period_ns
             bps = rate * (size + frame_overhead(size))
             demand += bps

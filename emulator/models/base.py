@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulator.protocol.catalogue import Kind, Payload, Plane, SchemaField, SchemaRef, TopicSpec
+from emulator.protocol.templates import PackedPayload
 
 
 @dataclass(frozen=True)
@@ -128,9 +129,10 @@ class SpacecraftModel(ABC):
         """The truth ``topic``'s sample is read from, now (a topic of :meth:`sampled_topics`)."""
         raise NotImplementedError(topic)
 
-    def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any]]:
+    def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any] | PackedPayload]:
         """The samples of ``topic`` from :meth:`capture` rows, in order: what sampling at each row's step would
-        have given (the same draws in the same order)."""
+        have given (the same draws in the same order). A sample may come encoded already
+        (:class:`~emulator.protocol.templates.PackedPayload`: the runtime publishes its bytes as they are)."""
         raise NotImplementedError(topic)
 
     def step_sampled(self, t_ns: int, dt_ns: int, steps: int, sample_after: Sequence[int],

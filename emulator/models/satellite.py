@@ -43,6 +43,7 @@ from emulator.models.radiation import RadiationConfig
 from emulator.models.sensors import ChannelSpec, SensorBank, SensorsConfig
 from emulator.models.thermal import KELVIN, ThermalConfig, ThermalNetwork
 from emulator.protocol.catalogue import Plane, schemas_from
+from emulator.protocol.templates import PackedPayload, PayloadTemplate
 
 if TYPE_CHECKING:
     from emulator.models.satellite_schemas import (
@@ -240,6 +241,16 @@ def _eps_reading(v: list[float], rails: list[dict[str, Any]], mode: str) -> dict
             "rails": rails}
 
 
+def _packed(template: PayloadTemplate, rows: list[tuple[Any, list[Any]]]) -> list[PackedPayload | dict[str, Any]]:
+    """Each (variant, values) row's payload, encoded by ``template`` (or as its dict where it cannot)."""
+    out: list[PackedPayload | dict[str, Any]] = []
+    pack = template.pack
+    for key, values in rows:
+        data = pack(key, values)
+        out.append(PackedPayload(data) if data is not None else template.build(key, values))
+    return out
+
+
 class SensorSuite:
     """What a satellite's board can measure: the EPS, thermistor and sun sensor banks, with the gauge's SoC error
     and the eclipse flag. One per single satellite and one per bound fleet member (the same banks and readings)."""
@@ -257,6 +268,32 @@ class SensorSuite:
         self.banks = {"eps": self.eps, "thermal": self.thermal, "sun": self.sun}
         self.gauge_offset_a = sc.gauge_offset_a_per_ah * pc.battery.capacity_ah
         self.eclipse_w_m2 = sc.eclipse_threshold_w_m2
+        # the readings' payloads written straight to msgpack (the *_rows readers, the runtime's publishing path):
+        # the banks' readings are floats by construction (their ranges and steps are), so the templates trust them
+        self._eps_template: PayloadTemplate | None = None
+        self._eps_template_names: tuple[str, ...] = ()
+        names = self.thermistor_names
+        self.thermal_template = PayloadTemplate(
+            "thermal.telemetry", lambda heaters, v: {
+                "temps_degc": dict(zip(names, v, strict=True)),
+                "heaters": [{"name": n, "mode": m, "on": o} for n, m, o in heaters]}, len(names))
+        self.sun_template = PayloadTemplate("adcs.sun", lambda eclipse, v: {"sun_w_m2": v[0], "eclipse": eclipse}, 1)
+
+    def eps_template(self, names: Sequence[str]) -> PayloadTemplate:
+        """The EPS reading's template for rails ``names``: variant (mode, rail flags (on, tripped, latched, trips)
+        per rail), values the bank's readings."""
+        if self._eps_template is None or tuple(names) != self._eps_template_names:
+            rail_names = self._eps_template_names = tuple(names)
+
+            def build(key: tuple[Any, ...], v: Sequence[float]) -> dict[str, Any]:
+                mode, *flags = key
+                return _eps_reading(v, [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c,
+                                         "current_a": cur, "voltage_v": vol}
+                                        for n, (o, tr, la, c), cur, vol in zip(rail_names, flags, v[5::2], v[6::2],
+                                                                               strict=True)], mode)
+
+            self._eps_template = PayloadTemplate("eps.telemetry", build, 5 + 2 * len(rail_names))
+        return self._eps_template
 
     @property
     def channels(self) -> list[str]:
@@ -324,31 +361,26 @@ class SensorSuite:
         v = self.thermal.read(t_ns, [temps_k[i] - KELVIN for i in self.thermistor_idx])
         return {"temps_degc": dict(zip(self.thermistor_names, v, strict=True)), "heaters": heaters}
 
-    def read_eps_rows(self, names: Sequence[str], rows: Sequence[tuple[int, list[float], list[tuple[Any, ...]], str]]
-                      ) -> list[dict[str, Any]]:
-        """:meth:`read_eps` of captured rows ``(t_ns, truth, rail flags (on, tripped, latched, trips), mode)`` in
-        order, the bank read once for all of them (``names``: the rails')."""
+    def read_eps_rows(self, names: Sequence[str], rows: Sequence[tuple[int, list[float], tuple[Any, ...], str]]
+                      ) -> list[PackedPayload | dict[str, Any]]:
+        """:meth:`read_eps` of captured rows ``(t_ns, truth, rail flags ((on, tripped, latched, trips) per rail),
+        mode)`` in order, the bank read once for all of them (``names``: the rails'), as encoded payloads."""
         vs = self.eps.read_many([r[0] for r in rows], [r[1] for r in rows])
-        return [_eps_reading(v, [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c, "current_a": cur,
-                                  "voltage_v": vol}
-                                 for n, (o, tr, la, c), cur, vol in zip(names, flags, v[5::2], v[6::2], strict=True)],
-                             mode)
-                for (_, _, flags, mode), v in zip(rows, vs, strict=True)]
+        return _packed(self.eps_template(names), [((mode, *flags), v) for (_, _, flags, mode), v in zip(rows, vs,
+                                                                                                        strict=True)])
 
-    def read_thermal_rows(self, rows: Sequence[tuple[int, list[float], list[tuple[str, str, bool]]]]
-                          ) -> list[dict[str, Any]]:
-        """:meth:`read_thermal` of captured rows ``(t_ns, thermistor truths in degC, heaters (name, mode, on))``."""
+    def read_thermal_rows(self, rows: Sequence[tuple[int, list[float], tuple[tuple[str, str, bool], ...]]]
+                          ) -> list[PackedPayload | dict[str, Any]]:
+        """:meth:`read_thermal` of captured rows ``(t_ns, thermistor truths in degC, heaters (name, mode, on))``,
+        as encoded payloads."""
         vs = self.thermal.read_many([r[0] for r in rows], [r[1] for r in rows])
-        names = self.thermistor_names
-        return [{"temps_degc": dict(zip(names, v, strict=True)),
-                 "heaters": [{"name": n, "mode": m, "on": o} for n, m, o in heaters]}
-                for (_, _, heaters), v in zip(rows, vs, strict=True)]
+        return _packed(self.thermal_template, [(heaters, v) for (_, _, heaters), v in zip(rows, vs, strict=True)])
 
-    def read_sun_rows(self, rows: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
-        """:meth:`read_sun` of captured rows ``(t_ns, true sun-tracking irradiance)``."""
+    def read_sun_rows(self, rows: Sequence[tuple[int, float]]) -> list[PackedPayload | dict[str, Any]]:
+        """:meth:`read_sun` of captured rows ``(t_ns, true sun-tracking irradiance)``, as encoded payloads."""
         vs = self.sun.read_many([r[0] for r in rows], [[r[1]] for r in rows])
         threshold = self.eclipse_w_m2
-        return [{"sun_w_m2": v[0], "eclipse": v[0] < threshold} for v in vs]
+        return _packed(self.sun_template, [(v[0] < threshold, v) for v in vs])
 
     def read_sun(self, t_ns: int, sun_w_m2: float) -> dict[str, Any]:
         """The coarse sun sensor (true sun-tracking irradiance ``sun_w_m2``) and the eclipse flag from its reading."""
@@ -485,17 +517,17 @@ class Satellite(SpacecraftModel):
                 vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
                 vals.append(r.v_out)
                 flags.append((r.on, r.tripped, r.latched, r.trips))
-            return (self.t_ns, vals, flags, MODE_NAMES[pw.mode])
+            return (self.t_ns, vals, tuple(flags), MODE_NAMES[pw.mode])
         if topic == "thermal.telemetry":
             th = self.thermal
             temps_k = th.T.tolist()
             return (self.t_ns, [temps_k[i] - KELVIN for i in self.sensors.thermistor_idx],
-                    [(h.name, th.heater_mode[i], th.heater_on[i]) for i, h in enumerate(th.heaters)])
+                    tuple([(h.name, th.heater_mode[i], th.heater_on[i]) for i, h in enumerate(th.heaters)]))
         if topic == "adcs.sun":
             return (self.t_ns, self._sun_now())
         raise KeyError(f"{topic!r} is not sampled in batches (sampled_topics: {sorted(SAMPLED_TOPICS)})")
 
-    def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any]]:
+    def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any] | PackedPayload]:
         if topic == "eps.telemetry":
             return self.sensors.read_eps_rows([r.name for r in self.power.rails], rows)
         if topic == "thermal.telemetry":

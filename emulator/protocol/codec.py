@@ -75,6 +75,30 @@ def encode_envelope(topic: str, payload: dict[str, Any], seq: int, t_ns: int, sr
         raise CodecError(f"cannot encode {topic!r}: {exc}", field="payload") from None
 
 
+#: per (topic, version) and per src: the envelope's bytes before ``seq`` and between ``t_ns`` and the payload
+_ENVELOPE_HEADS: dict[tuple[str, int], bytes] = {}
+_ENVELOPE_SRCS: dict[str, bytes] = {}
+_ENVELOPE_CACHE_MAX = 4096
+
+
+def encode_envelope_packed(topic: str, payload: bytes, seq: int, t_ns: int, src: str,
+                           v: int = PROTOCOL_VERSION) -> bytes:
+    """:func:`encode_envelope` of a payload already encoded (``payload``: the msgpack map's bytes, say from a
+    :class:`~emulator.protocol.templates.PayloadTemplate`): the same bytes, the envelope's keys written once per
+    topic."""
+    head = _ENVELOPE_HEADS.get((topic, v))
+    if head is None:
+        if len(_ENVELOPE_HEADS) >= _ENVELOPE_CACHE_MAX:
+            _ENVELOPE_HEADS.clear()
+        head = _ENVELOPE_HEADS[topic, v] = b"\x86" + ormsgpack.packb({"topic": topic, "v": v})[1:] + b"\xa3seq"
+    mid = _ENVELOPE_SRCS.get(src)
+    if mid is None:
+        if len(_ENVELOPE_SRCS) >= _ENVELOPE_CACHE_MAX:
+            _ENVELOPE_SRCS.clear()
+        mid = _ENVELOPE_SRCS[src] = b"\xa3src" + ormsgpack.packb(src) + b"\xa7payload"
+    return b"".join((head, ormsgpack.packb(seq), b"\xa4t_ns", ormsgpack.packb(t_ns), mid, payload))
+
+
 class _TooManyContainers(Exception):
     pass
 

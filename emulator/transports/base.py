@@ -432,6 +432,17 @@ class ServerLink(_Link, ABC):
         self._check_open()
         self._publish_bytes(data, event)
 
+    def publish_many(self, datas: list[bytes]) -> None:
+        """:meth:`publish_bytes` of each of ``datas`` in order (periodic telemetry, not events): what a batch of
+        steps publishes, in one call.
+
+        Raises:
+            TransportClosedError: the link is closed.
+        """
+        self._check_open()
+        for data in datas:
+            self._publish_bytes(data, False)
+
     async def publish(self, msg: Message, *, event: bool = False) -> None:
         """Encode ``msg`` and :meth:`publish_bytes` it.
 

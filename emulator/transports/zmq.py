@@ -676,6 +676,23 @@ class ZmqServerLink(ServerLink):
             raise TransportBrokenError(f"publish on {self.url.label} failed: {exc}") from exc
         self.stats.tx += 1
 
+    def publish_many(self, datas: list[bytes]) -> None:
+        if self._closed:
+            raise self._closed_error()
+        self._sent_since_flush = True
+        send, noblock = self._xpub_send, zmq.NOBLOCK
+        sent = 0
+        try:
+            for data in datas:
+                send(data, noblock, True)
+                sent += 1
+        except zmq.ZMQError:  # (full, or being rebuilt): that one and the rest one at a time, counted as they go
+            self.stats.tx += sent
+            for data in datas[sent:]:
+                self._publish_bytes(data, False)
+            return
+        self.stats.tx += sent
+
     def flush(self) -> None:
         # Synchronous sends may consume the edge-triggered FD signal; asking for EVENTS through the asyncio
         # socket re-arms its watchers (what zmq.asyncio's own send does), so new subscribers are still seen.

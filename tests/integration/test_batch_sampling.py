@@ -10,6 +10,7 @@ from emulator.clock import VirtualWall
 from emulator.config import load_config
 from emulator.protocol.catalogue import Plane
 from emulator.protocol.envelope import Message
+from emulator.protocol.templates import PayloadTemplate
 from emulator.runtime import Emulator
 
 
@@ -68,3 +69,24 @@ async def test_a_batch_that_samples_between_its_steps_records_what_one_step_at_a
     assert batches > 100 and none == 0
     assert len(batched) > 1_000_000
     assert batched == one_by_one
+
+
+async def test_readings_encoded_by_templates_record_what_their_dicts_do(tmp_path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sensor readings' payloads written by their templates (emulator.protocol.templates) are the bytes the
+    dicts encode to, through faults, rail trips and heater changes (new variants) and in both the batch path and the
+    one-step path."""
+    packed = [0]
+    pack = PayloadTemplate.pack
+
+    def counting(self, key, values):
+        data = pack(self, key, values)
+        packed[0] += data is not None
+        return data
+
+    monkeypatch.setattr(PayloadTemplate, "pack", counting)
+    with_templates, _ = await _record(tmp_path / "templates.rec", mode="afap", rates_hz=RATES_HZ)
+    assert packed[0] > 10_000
+    monkeypatch.setattr(PayloadTemplate, "pack", lambda self, key, values: None)  # every payload as its dict
+    as_dicts, _ = await _record(tmp_path / "dicts.rec", mode="afap", rates_hz=RATES_HZ)
+    assert with_templates == as_dicts
