@@ -12,8 +12,13 @@ from urllib.parse import quote
 import pytest
 import zmq
 
-from emulator.errors import InvalidTransportURL, TransportBrokenError, TransportUnavailableError
-from emulator.protocol import Message
+from emulator.errors import (
+    InvalidTransportURL,
+    TransportBrokenError,
+    TransportClosedError,
+    TransportUnavailableError,
+)
+from emulator.protocol import Message, encode_message
 from emulator.transports import connect, listen, parse_transport_url
 from emulator.transports.zmq import _Endpoints
 
@@ -169,6 +174,20 @@ async def test_drop_all_counts_what_a_full_subscriber_costs() -> None:
         assert got == list(range(1, server.stats.tx + 1))
 
 
+async def test_publish_many_counts_like_one_at_a_time_when_a_subscriber_is_full() -> None:
+    """A batch's telemetry in one call (publish_many): what fits goes, in order, and the rest is counted."""
+    async with await listen("zmq+inproc://slow-many?hwm=5&drop=all") as server, \
+            await connect(server.url) as client:
+        server.publish_many([encode_message(Message("eps.telemetry", {"n": seq}, seq=seq)) for seq in range(1, 101)])
+        assert server.stats.tx + server.stats.dropped_tx == 100
+        assert server.stats.dropped_tx >= 80
+        async with asyncio.timeout(SAFETY_S):
+            got = [(await client.recv()).seq for _ in range(server.stats.tx)]
+        assert got == list(range(1, server.stats.tx + 1))
+    with pytest.raises(TransportClosedError):
+        server.publish_many([b"x"])
+
+
 async def test_reply_to_an_unknown_peer_is_broken() -> None:
     async with await listen("zmq+inproc://unknown-peer") as server:
         with pytest.raises(TransportBrokenError, match="not connected"):
@@ -206,7 +225,7 @@ async def test_client_survives_an_emulator_restart_at_the_same_address() -> None
 BOARD_SCRIPT = """
 import asyncio, os, sys
 sys.path.insert(0, sys.argv[2])
-from emulator.protocol import Message
+from emulator.protocol import Message, encode_message
 from emulator.transports import connect
 
 async def main():
