@@ -784,22 +784,23 @@ class Emulator:
                 if item.topic in vector:
                     rows.setdefault(item.topic, []).append(value)
         read = {topic: iter(model.sampled(topic, topic_rows)) for topic, topic_rows in rows.items()}
-        publish = self._publish
         steps0 = self.clock.stats.steps
+        messages = []
+        for (k, due_here), values in zip(plan, captured, strict=False):
+            now = t + k * step_ns
+            for (item, due), value in zip(due_here, values, strict=True):
+                item.due_ns = due
+                item.unfed = False
+                topic = item.topic
+                if topic in vector:
+                    value = next(read[topic])
+                elif value is None:
+                    value = self._clock_sample_at(now, steps0 + k) if topic == "sim.clock" else item.sample()
+                messages.append((topic, value, item.planes, item.targets, now))
         # sent with the batch's other messages as the clock yields (a batched clock's messages wait for it)
         self._defer_sends = True
         try:
-            for (k, due_here), values in zip(plan, captured, strict=False):
-                now = t + k * step_ns
-                for (item, due), value in zip(due_here, values, strict=True):
-                    item.due_ns = due
-                    item.unfed = False
-                    topic = item.topic
-                    if topic in vector:
-                        value = next(read[topic])
-                    elif value is None:
-                        value = self._clock_sample_at(now, steps0 + k) if topic == "sim.clock" else item.sample()
-                    publish(topic, value, item.planes, targets=item.targets, t_ns=now)
+            self._publish_all(messages)
         finally:
             self._defer_sends = False
         return done
@@ -895,33 +896,42 @@ class Emulator:
         encoded already, from a model's :meth:`~SpacecraftModel.sampled`); ``event``: not
         periodic telemetry (no link drops it for budget); ``targets``: :meth:`_targets` of it, if known; ``t_ns``:
         the sim time now, if known."""
-        self._seq += 1
-        if t_ns is None:
-            t_ns = self.clock.now_ns()
-        self.stats.published += 1
-        self._unflushed = True
-        if type(payload) is PackedPayload:
-            data = encode_envelope_packed(topic, payload.data, self._seq, t_ns, SRC)
-        else:
-            data = encode_envelope(topic, payload, self._seq, t_ns, SRC)
-        if self.recorder is not None or self._message_observers:
-            plane_name = "board" if Plane.BOARD in planes else "control"
-            if self.recorder is not None:
-                self.recorder.write(plane_name, "out", data, wall_time=self._wall_time(topic))
-            if self._message_observers:
-                msg = Message(topic, payload.to_dict() if type(payload) is PackedPayload else payload,
-                              seq=self._seq, t_ns=t_ns, src=SRC)
-                for observer in self._message_observers:
-                    observer(t_ns, plane_name, "out", msg)
-        links, feeders = targets if targets is not None else self._targets(topic, planes)
+        self._publish_all([(topic, payload, planes, targets if targets is not None else self._targets(topic, planes),
+                            self.clock.now_ns() if t_ns is None else t_ns)], event=event)
+
+    def _publish_all(self, messages: list[tuple[str, dict[str, Any] | PackedPayload, tuple[Plane, ...],
+                                               tuple[tuple[Any, ...], tuple[Any, ...]], int]], *,
+                     event: bool = False) -> None:
+        """:meth:`_publish` of each (topic, payload, planes, targets, t_ns) in order: a batch's telemetry in one
+        call (sent as the clock yields, or now if the clock is paced)."""
+        seq = self._seq
         outbox = self._outbox
-        for link in links:
-            outbox.append((link, data, event, None))
-        for link in feeders:
-            if event:
-                link.feed_bytes(topic, data, event=True, now_ns=self.clock.wall.now_ns())
+        recorder, observers = self.recorder, self._message_observers
+        for topic, payload, planes, (links, feeders), t_ns in messages:
+            seq += 1
+            if type(payload) is PackedPayload:
+                data = encode_envelope_packed(topic, payload.data, seq, t_ns, SRC)
             else:
-                link.feed_offer(topic, data)
+                data = encode_envelope(topic, payload, seq, t_ns, SRC)
+            if recorder is not None or observers:
+                plane_name = "board" if Plane.BOARD in planes else "control"
+                if recorder is not None:
+                    recorder.write(plane_name, "out", data, wall_time=self._wall_time(topic))
+                if observers:
+                    msg = Message(topic, payload.to_dict() if type(payload) is PackedPayload else payload,
+                                  seq=seq, t_ns=t_ns, src=SRC)
+                    for observer in observers:
+                        observer(t_ns, plane_name, "out", msg)
+            for link in links:
+                outbox.append((link, data, event, None))
+            for link in feeders:
+                if event:
+                    link.feed_bytes(topic, data, event=True, now_ns=self.clock.wall.now_ns())
+                else:
+                    link.feed_offer(topic, data)
+        self._seq = seq
+        self.stats.published += len(messages)
+        self._unflushed = True
         if outbox and (not self._defer_sends or len(outbox) >= OUTBOX_MESSAGES):
             self._send_outbox()
 
