@@ -711,7 +711,7 @@ class Emulator:
             return
         # topics nobody wants are not sampled and do not set the next wake-up (the loop then runs long batches)
         next_due = next_unbatched = _NEVER
-        publish = self._publish
+        messages = []
         batching = self._batch_sampling
         model, vector = self.model, self._vector_topics
         for item in self._schedule:
@@ -726,7 +726,7 @@ class Emulator:
                     topic = item.topic
                     # a topic the model samples in batches: the same reading through the batch path (encoded)
                     value = (model.sampled(topic, [model.capture(topic)])[0] if topic in vector else item.sample())
-                    publish(topic, value, item.planes, targets=item.targets, t_ns=now)
+                    messages.append((topic, value, item.planes, item.targets, now))
                 else:
                     item.unfed = True
             next_due = min(next_due, due)
@@ -734,6 +734,8 @@ class Emulator:
                 next_unbatched = min(next_unbatched, due)
         self._next_due_ns = next_due
         self._next_unbatched_ns = next_unbatched
+        if messages:  # (sampled first, then published: sim.links counts what was sent before this step)
+            self._publish_all(messages)
 
     def _step_sampled(self, t: int, steps: int) -> int:
         """Take up to ``steps`` steps from ``t`` (a batch of a batched clock), sampling the telemetry due after
@@ -924,6 +926,9 @@ class Emulator:
                         observer(t_ns, plane_name, "out", msg)
             for link in links:
                 outbox.append((link, data, event, None))
+            if len(outbox) >= OUTBOX_MESSAGES:  # full: sent now (bounded whatever a batch holds)
+                self._send_outbox()
+                outbox = self._outbox
             for link in feeders:
                 if event:
                     link.feed_bytes(topic, data, event=True, now_ns=self.clock.wall.now_ns())
@@ -932,7 +937,7 @@ class Emulator:
         self._seq = seq
         self.stats.published += len(messages)
         self._unflushed = True
-        if outbox and (not self._defer_sends or len(outbox) >= OUTBOX_MESSAGES):
+        if outbox and not self._defer_sends:
             self._send_outbox()
 
     def _send_outbox(self) -> None:
