@@ -19,10 +19,11 @@ from emulator.protocol.templates import PackedPayload
 
 @dataclass(frozen=True)
 class Telemetry:
-    """A periodic telemetry topic and how to sample it (returns msgpack primitives)."""
+    """A periodic telemetry topic and how to sample it (returns msgpack primitives, or the payload encoded already:
+    a :class:`~emulator.protocol.templates.PackedPayload`)."""
 
     spec: TopicSpec
-    sample: Callable[[], dict[str, Any]]
+    sample: Callable[[], dict[str, Any] | PackedPayload]
 
 
 @dataclass(frozen=True)

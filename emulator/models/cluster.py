@@ -1481,7 +1481,7 @@ class ClusterModel(SpacecraftModel):
             streams = member_ss[k].spawn(len(SEED_STREAMS))
             rng = dict(zip(SEED_STREAMS, (np.random.default_rng(s) for s in streams), strict=True))
             self.boards[k] = AcceleratorBoard(cfgs[k].accelerator, cfgs[k].radiation, rng["accelerator"])
-            self._sensors[k] = SensorSuite(cfgs[k], net.index, rng)
+            self._sensors[k] = SensorSuite(cfgs[k], net.index, rng, sat=k)
         self._workload = np.where(self.active, self.policy.workload_utilisation, 0.0)
         # policy state
         self._policy_shed = np.zeros(n, bool)
@@ -1641,6 +1641,28 @@ class ClusterModel(SpacecraftModel):
             v_out=pw.v_out[:, k].tolist(), mode=MODE_NAMES[pw.mode.item(k)])
         return {"sat": k, **reading}
 
+    def eps_payload(self, k: int) -> Any:
+        """:meth:`read_eps`, encoded (the runtime's publishing path)."""
+        pw = self.power
+        return self._sensors[k].eps_payload(
+            self.t_ns, bus_v=pw.bus_v.item(k), battery_connected=pw.battery_connected.item(k),
+            battery_a=pw.battery_a.item(k), soc=pw.soc.item(k), s_since_full=pw.s_since_full.item(k),
+            q_pack_c=pw.q_pack_c.item(k), array_total_w=pw.array_total_w.item(k), names=pw.rail_names,
+            on=pw.on[:, k].tolist(), tripped=pw.tripped[:, k].tolist(), latched=pw.latched[:, k].tolist(),
+            trips=pw.trips[:, k].tolist(), frac=pw.frac[:, k].tolist(), i_out=pw.i_out[:, k].tolist(),
+            v_out=pw.v_out[:, k].tolist(), mode=MODE_NAMES[pw.mode.item(k)])
+
+    def thermal_payload(self, k: int) -> Any:
+        """:meth:`read_thermal`, encoded."""
+        hs = self.heaters
+        return self._sensors[k].thermal_payload(self.t_ns, self.thermal.T[:, k].tolist(), tuple(
+            (name, HEATER_MODES[mode], on)
+            for name, mode, on in zip(hs.names, hs.mode[:, k].tolist(), hs.on[:, k].tolist(), strict=True)))
+
+    def sun_payload(self, k: int) -> Any:
+        """:meth:`read_sun`, encoded."""
+        return self._sensors[k].sun_payload(self.t_ns, float(self._chunk_now().tracking_solar_w_m2[self._i, k]))
+
     def read_thermal(self, k: int) -> dict[str, Any]:
         hs = self.heaters
         reading = self._sensors[k].read_thermal(self.t_ns, self.thermal.T[:, k].tolist(), [
@@ -1686,11 +1708,11 @@ class ClusterModel(SpacecraftModel):
         iface = Interface(
             telemetry=[
                 Telemetry(telemetry_spec(t("eps.telemetry"), out(EpsTelemetry), "Power system as the member's EPS "
-                                         "board measures it." + who, 1.0), lambda: self.read_eps(k)),
+                                         "board measures it." + who, 1.0), lambda: self.eps_payload(k)),
                 Telemetry(telemetry_spec(t("thermal.telemetry"), out(ThermalTelemetry), "Thermistors and heaters."
-                                         + who, 1.0), lambda: self.read_thermal(k)),
+                                         + who, 1.0), lambda: self.thermal_payload(k)),
                 Telemetry(telemetry_spec(t("adcs.sun"), out(SunTelemetry), "Coarse sun sensor and eclipse flag." + who,
-                                         1.0), lambda: self.read_sun(k)),
+                                         1.0), lambda: self.sun_payload(k)),
             ],
             commands=[
                 Command(command_spec(t("eps.rail.set"), cmd(RailSet), "Switch a PDU rail on or off." + who),

@@ -253,11 +253,13 @@ def _packed(template: PayloadTemplate, rows: list[tuple[Any, list[Any]]]) -> lis
 
 class SensorSuite:
     """What a satellite's board can measure: the EPS, thermistor and sun sensor banks, with the gauge's SoC error
-    and the eclipse flag. One per single satellite and one per bound fleet member (the same banks and readings)."""
+    and the eclipse flag. One per single satellite and one per bound fleet member (the same banks and readings);
+    a member's encoded payloads (``sat``: its index) start with ``"sat": sat``."""
 
     def __init__(self, config: SatelliteConfig, node_index: dict[str, int],
-                 rngs: dict[str, np.random.Generator]) -> None:
+                 rngs: dict[str, np.random.Generator], *, sat: int | None = None) -> None:
         sc, pc = config.sensors, config.power
+        self.sat = sat
         self.eps = SensorBank(eps_channels(config), rngs["sensors.eps"])
         nodes = sc.thermistor_nodes if sc.thermistor_nodes is not None else list(node_index)
         self.thermistor_idx = [node_index[n] for n in nodes]
@@ -274,10 +276,14 @@ class SensorSuite:
         self._eps_template_names: tuple[str, ...] = ()
         names = self.thermistor_names
         self.thermal_template = PayloadTemplate(
-            "thermal.telemetry", lambda heaters, v: {
+            "thermal.telemetry", lambda heaters, v: self._member({
                 "temps_degc": dict(zip(names, v, strict=True)),
-                "heaters": [{"name": n, "mode": m, "on": o} for n, m, o in heaters]}, len(names))
-        self.sun_template = PayloadTemplate("adcs.sun", lambda eclipse, v: {"sun_w_m2": v[0], "eclipse": eclipse}, 1)
+                "heaters": [{"name": n, "mode": m, "on": o} for n, m, o in heaters]}), len(names))
+        self.sun_template = PayloadTemplate(
+            "adcs.sun", lambda eclipse, v: self._member({"sun_w_m2": v[0], "eclipse": eclipse}), 1)
+
+    def _member(self, payload: dict[str, Any]) -> dict[str, Any]:
+        return payload if self.sat is None else {"sat": self.sat, **payload}
 
     def eps_template(self, names: Sequence[str]) -> PayloadTemplate:
         """The EPS reading's template for rails ``names``: variant (mode, rail flags (on, tripped, latched, trips)
@@ -287,10 +293,10 @@ class SensorSuite:
 
             def build(key: tuple[Any, ...], v: Sequence[float]) -> dict[str, Any]:
                 mode, *flags = key
-                return _eps_reading(v, [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c,
-                                         "current_a": cur, "voltage_v": vol}
-                                        for n, (o, tr, la, c), cur, vol in zip(rail_names, flags, v[5::2], v[6::2],
-                                                                               strict=True)], mode)
+                return self._member(_eps_reading(v, [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c,
+                                                      "current_a": cur, "voltage_v": vol}
+                                                     for n, (o, tr, la, c), cur, vol in zip(
+                                                         rail_names, flags, v[5::2], v[6::2], strict=True)], mode))
 
             self._eps_template = PayloadTemplate("eps.telemetry", build, 5 + 2 * len(rail_names))
         return self._eps_template
@@ -355,6 +361,30 @@ class SensorSuite:
         out = [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c, "current_a": cur, "voltage_v": vol}
                for n, o, tr, la, c, cur, vol in zip(names, on, tripped, latched, trips, v[5::2], v[6::2], strict=True)]
         return _eps_reading(v, out, mode)
+
+    def eps_payload(self, t_ns: int, *, bus_v: float, battery_connected: bool, battery_a: float, soc: float,
+                    s_since_full: float, q_pack_c: float, array_total_w: float, names: Sequence[str],
+                    on: Sequence[bool], tripped: Sequence[bool], latched: Sequence[bool], trips: Sequence[int],
+                    frac: Sequence[float], i_out: Sequence[float], v_out: Sequence[float],
+                    mode: str) -> PackedPayload | dict[str, Any]:
+        """:meth:`read_eps_columns`, encoded by the EPS template (a fleet member's: ``"sat"`` first)."""
+        vals = self._eps_head(bus_v, battery_connected, battery_a, soc, s_since_full, q_pack_c, array_total_w)
+        for o, f, i, u in zip(on, frac, i_out, v_out, strict=True):
+            vals.append(i if o or f > 0 else 0.0)
+            vals.append(u)
+        v = self.eps.read(t_ns, vals)
+        return _packed(self.eps_template(names), [((mode, *zip(on, tripped, latched, trips, strict=True)), v)])[0]
+
+    def thermal_payload(self, t_ns: int, temps_k: list[float], heaters: tuple[tuple[str, str, bool], ...]
+                        ) -> PackedPayload | dict[str, Any]:
+        """:meth:`read_thermal` with the heaters as (name, mode, on), encoded by the thermal template."""
+        v = self.thermal.read(t_ns, [temps_k[i] - KELVIN for i in self.thermistor_idx])
+        return _packed(self.thermal_template, [(heaters, v)])[0]
+
+    def sun_payload(self, t_ns: int, sun_w_m2: float) -> PackedPayload | dict[str, Any]:
+        """:meth:`read_sun`, encoded by the sun template."""
+        v = self.sun.read(t_ns, [sun_w_m2])
+        return _packed(self.sun_template, [(v[0] < self.eclipse_w_m2, v)])[0]
 
     def read_thermal(self, t_ns: int, temps_k: list[float], heaters: list[dict[str, Any]]) -> dict[str, Any]:
         """The thermistors (``temps_k``: every node's temperature, K) and the heaters' states."""

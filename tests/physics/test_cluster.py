@@ -38,6 +38,7 @@ from emulator.models.radiation import RadiationConfig
 from emulator.models.satellite import EpsTelemetry, Satellite
 from emulator.protocol.catalogue import Plane
 from emulator.protocol.envelope import Message
+from emulator.protocol.templates import PackedPayload
 from emulator.runtime import Emulator
 from emulator.transports import connect
 from firmware_stubs.base import BoardClient
@@ -582,7 +583,8 @@ def test_board_plane_messages_are_well_formed() -> None:
     for k in range(3):
         m.step(k * NS, NS)
     for tel in emu.interface.telemetry:
-        emu.catalogue.validate(tel.spec.topic, tel.sample())  # every sample fits its schema
+        sample = tel.sample()  # a dict, or the readings encoded already (what the runtime publishes as it is)
+        emu.catalogue.validate(tel.spec.topic, sample.to_dict() if isinstance(sample, PackedPayload) else sample)
     reply = emu.handle_request(Message("sat.0.eps.shed.set", {"safe_v": 40.0}), Plane.BOARD)
     assert reply.payload["ok"] is False and reply.payload["error"]["field"] == "payload.safe_v"
 
