@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ormsgpack
 import pytest
 
 from emulator.clock import VirtualWall
@@ -587,6 +588,23 @@ def test_board_plane_messages_are_well_formed() -> None:
         emu.catalogue.validate(tel.spec.topic, sample.to_dict() if isinstance(sample, PackedPayload) else sample)
     reply = emu.handle_request(Message("sat.0.eps.shed.set", {"safe_v": 40.0}), Plane.BOARD)
     assert reply.payload["ok"] is False and reply.payload["error"]["field"] == "payload.safe_v"
+
+
+def test_a_bound_members_encoded_readings_are_the_bytes_of_its_dicts() -> None:
+    """What the runtime publishes for a bound member (its readings encoded by templates, "sat" first) is
+    ormsgpack's encoding of the dict readings, step after step, through a rail trip and a heater change."""
+    m, twin = cluster(1, bind=[0, 4]), cluster(1, bind=[0, 4])
+    for step in range(40):
+        for model in (m, twin):
+            model.step(step * NS, NS)
+            if step == 10:
+                model.power.set_rail(4, "payload", False)
+                model.heaters.set(0, "battery_heater", "on", None, None)
+        for k in (0, 4):
+            for encoded, plain in ((m.eps_payload(k), twin.read_eps(k)), (m.thermal_payload(k), twin.read_thermal(k)),
+                                   (m.sun_payload(k), twin.read_sun(k))):
+                assert isinstance(encoded, PackedPayload)
+                assert plain["sat"] == k and encoded.data == ormsgpack.packb(plain)
 
 
 def test_the_fleet_truth_and_a_bound_sun_sensor_before_the_first_step_see_the_environment_at_t0() -> None:
