@@ -1630,27 +1630,21 @@ class ClusterModel(SpacecraftModel):
 
     # -- board-plane readings of a bound member ---------------------------------------------------------------------
     def read_eps(self, k: int) -> dict[str, Any]:
-        pw = self.power
-        # member k's column of each array as Python scalars, one conversion per array (not one per element)
-        reading = self._sensors[k].read_eps_columns(
-            self.t_ns, bus_v=pw.bus_v.item(k), battery_connected=pw.battery_connected.item(k),
-            battery_a=pw.battery_a.item(k), soc=pw.soc.item(k), s_since_full=pw.s_since_full.item(k),
-            q_pack_c=pw.q_pack_c.item(k), array_total_w=pw.array_total_w.item(k), names=pw.rail_names,
-            on=pw.on[:, k].tolist(), tripped=pw.tripped[:, k].tolist(), latched=pw.latched[:, k].tolist(),
-            trips=pw.trips[:, k].tolist(), frac=pw.frac[:, k].tolist(), i_out=pw.i_out[:, k].tolist(),
-            v_out=pw.v_out[:, k].tolist(), mode=MODE_NAMES[pw.mode.item(k)])
-        return {"sat": k, **reading}
+        return {"sat": k, **self._sensors[k].read_eps_columns(self.t_ns, **self._eps_columns(k))}
 
     def eps_payload(self, k: int) -> Any:
         """:meth:`read_eps`, encoded (the runtime's publishing path)."""
+        return self._sensors[k].eps_payload(self.t_ns, **self._eps_columns(k))
+
+    def _eps_columns(self, k: int) -> dict[str, Any]:
+        # member k's column of each array as Python scalars, one conversion per array (not one per element)
         pw = self.power
-        return self._sensors[k].eps_payload(
-            self.t_ns, bus_v=pw.bus_v.item(k), battery_connected=pw.battery_connected.item(k),
-            battery_a=pw.battery_a.item(k), soc=pw.soc.item(k), s_since_full=pw.s_since_full.item(k),
-            q_pack_c=pw.q_pack_c.item(k), array_total_w=pw.array_total_w.item(k), names=pw.rail_names,
-            on=pw.on[:, k].tolist(), tripped=pw.tripped[:, k].tolist(), latched=pw.latched[:, k].tolist(),
-            trips=pw.trips[:, k].tolist(), frac=pw.frac[:, k].tolist(), i_out=pw.i_out[:, k].tolist(),
-            v_out=pw.v_out[:, k].tolist(), mode=MODE_NAMES[pw.mode.item(k)])
+        return {"bus_v": pw.bus_v.item(k), "battery_connected": pw.battery_connected.item(k),
+                "battery_a": pw.battery_a.item(k), "soc": pw.soc.item(k), "s_since_full": pw.s_since_full.item(k),
+                "q_pack_c": pw.q_pack_c.item(k), "array_total_w": pw.array_total_w.item(k), "names": pw.rail_names,
+                "on": pw.on[:, k].tolist(), "tripped": pw.tripped[:, k].tolist(), "latched": pw.latched[:, k].tolist(),
+                "trips": pw.trips[:, k].tolist(), "frac": pw.frac[:, k].tolist(), "i_out": pw.i_out[:, k].tolist(),
+                "v_out": pw.v_out[:, k].tolist(), "mode": MODE_NAMES[pw.mode.item(k)]}
 
     def thermal_payload(self, k: int) -> Any:
         """:meth:`read_thermal`, encoded."""
