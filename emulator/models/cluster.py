@@ -1653,10 +1653,6 @@ class ClusterModel(SpacecraftModel):
             (name, HEATER_MODES[mode], on)
             for name, mode, on in zip(hs.names, hs.mode[:, k].tolist(), hs.on[:, k].tolist(), strict=True)))
 
-    def sun_payload(self, k: int) -> Any:
-        """:meth:`read_sun`, encoded."""
-        return self._sensors[k].sun_payload(self.t_ns, float(self._chunk_now().tracking_solar_w_m2[self._i, k]))
-
     def read_thermal(self, k: int) -> dict[str, Any]:
         hs = self.heaters
         reading = self._sensors[k].read_thermal(self.t_ns, self.thermal.T[:, k].tolist(), [
@@ -1706,7 +1702,7 @@ class ClusterModel(SpacecraftModel):
                 Telemetry(telemetry_spec(t("thermal.telemetry"), out(ThermalTelemetry), "Thermistors and heaters."
                                          + who, 1.0), lambda: self.thermal_payload(k)),
                 Telemetry(telemetry_spec(t("adcs.sun"), out(SunTelemetry), "Coarse sun sensor and eclipse flag." + who,
-                                         1.0), lambda: self.sun_payload(k)),
+                                         1.0), lambda: self.read_sun(k)),
             ],
             commands=[
                 Command(command_spec(t("eps.rail.set"), cmd(RailSet), "Switch a PDU rail on or off." + who),
