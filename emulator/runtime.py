@@ -402,11 +402,18 @@ class Emulator:
         if not self._initial_published and clock.now_ns() == 0 and clock.stats.steps == 0:
             self._initial_published = True
             await self._publish_due(0, force=True)
-            if clock.mode == ClockMode.LOCKSTEP and not clock.may_advance(self.step_ns):
-                # a lockstep clock waits from the start: say so now, not when the loop first looks (a board's
-                # first requests would land before or after it, run to run)
-                self._waiting_published_at = 0
-                self._publish("sim.waiting", {"t_ns": 0}, (Plane.BOARD, Plane.CONTROL), event=True)
+            self.announce_waiting()  # a lockstep clock waits from the start
+            self._links_flush()
+
+    def announce_waiting(self) -> None:
+        """A lockstep clock that cannot advance says ``sim.waiting`` now (once per sim time), not when the loop next
+        looks: a board's requests then land after it, run to run (the start of a run, a board started again while
+        the clock waits)."""
+        clock = self.clock
+        t = clock.now_ns()
+        if clock.mode == ClockMode.LOCKSTEP and not clock.may_advance(self.step_ns) and self._waiting_published_at != t:
+            self._waiting_published_at = t
+            self._publish("sim.waiting", {"t_ns": t}, (Plane.BOARD, Plane.CONTROL), event=True)
             self._links_flush()
 
     async def aclose(self) -> None:

@@ -946,6 +946,7 @@ class ScenarioRun:
             emu.hello.clear()
             if self.pty is not None:
                 self.pty.board_starting()
+            emu.announce_waiting()  # before the board can say anything: the same order run to run
             await board.start(str(emu.board_url))
             await wait_for_hello(emu, timeout_s=self.hello_timeout_s, board=board, where=str(emu.board_url))
             return f"board started again (start {board.starts})"
