@@ -923,6 +923,7 @@ class Emulator:
             else:
                 data = encode_envelope(topic, payload, seq, t_ns, SRC)
             if recorder is not None or observers:
+                self._seq = seq  # an observer may publish in turn (the next number, the outbox as it is then)
                 plane_name = "board" if Plane.BOARD in planes else "control"
                 if recorder is not None:
                     recorder.write(plane_name, "out", data, wall_time=self._wall_time(topic))
@@ -931,6 +932,7 @@ class Emulator:
                                   seq=seq, t_ns=t_ns, src=SRC)
                     for observer in observers:
                         observer(t_ns, plane_name, "out", msg)
+                seq, outbox = self._seq, self._outbox
             for link in links:
                 outbox.append((link, data, event, None))
             if len(outbox) >= OUTBOX_MESSAGES:  # full: sent now (bounded whatever a batch holds)
