@@ -1634,7 +1634,7 @@ class ClusterModel(SpacecraftModel):
 
     def eps_payload(self, k: int) -> Any:
         """:meth:`read_eps`, encoded (the runtime's publishing path)."""
-        return self._sensors[k].eps_payload(self.t_ns, **self._eps_columns(k))
+        return self._sensors[k].read_eps_columns(self.t_ns, **self._eps_columns(k), encoded=True)
 
     def _eps_columns(self, k: int) -> dict[str, Any]:
         # member k's column of each array as Python scalars, one conversion per array (not one per element)

@@ -348,30 +348,20 @@ class SensorSuite:
                          s_since_full: float, q_pack_c: float, array_total_w: float, names: Sequence[str],
                          on: Sequence[bool], tripped: Sequence[bool], latched: Sequence[bool], trips: Sequence[int],
                          frac: Sequence[float], i_out: Sequence[float], v_out: Sequence[float],
-                         mode: str) -> dict[str, Any]:
+                         mode: str, encoded: bool = False) -> dict[str, Any] | PackedPayload:
         """:meth:`read_eps` with the rails given as columns (one list per field, a fleet's member's column of
-        its arrays): the same reading, without building a :class:`RailStatus` per rail."""
+        its arrays): the same reading, without building a :class:`RailStatus` per rail. ``encoded``: the payload
+        written by the EPS template (a fleet member's: ``"sat"`` first)."""
         vals = self._eps_head(bus_v, battery_connected, battery_a, soc, s_since_full, q_pack_c, array_total_w)
         for o, f, i, u in zip(on, frac, i_out, v_out, strict=True):
             vals.append(i if o or f > 0 else 0.0)
             vals.append(u)
         v = self.eps.read(t_ns, vals)
+        if encoded:
+            return _packed(self.eps_template(names), [((mode, *zip(on, tripped, latched, trips, strict=True)), v)])[0]
         out = [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c, "current_a": cur, "voltage_v": vol}
                for n, o, tr, la, c, cur, vol in zip(names, on, tripped, latched, trips, v[5::2], v[6::2], strict=True)]
         return _eps_reading(v, out, mode)
-
-    def eps_payload(self, t_ns: int, *, bus_v: float, battery_connected: bool, battery_a: float, soc: float,
-                    s_since_full: float, q_pack_c: float, array_total_w: float, names: Sequence[str],
-                    on: Sequence[bool], tripped: Sequence[bool], latched: Sequence[bool], trips: Sequence[int],
-                    frac: Sequence[float], i_out: Sequence[float], v_out: Sequence[float],
-                    mode: str) -> PackedPayload | dict[str, Any]:
-        """:meth:`read_eps_columns`, encoded by the EPS template (a fleet member's: ``"sat"`` first)."""
-        vals = self._eps_head(bus_v, battery_connected, battery_a, soc, s_since_full, q_pack_c, array_total_w)
-        for o, f, i, u in zip(on, frac, i_out, v_out, strict=True):
-            vals.append(i if o or f > 0 else 0.0)
-            vals.append(u)
-        v = self.eps.read(t_ns, vals)
-        return _packed(self.eps_template(names), [((mode, *zip(on, tripped, latched, trips, strict=True)), v)])[0]
 
     def thermal_payload(self, t_ns: int, temps_k: list[float], heaters: tuple[tuple[str, str, bool], ...]
                         ) -> PackedPayload | dict[str, Any]:
