@@ -17,7 +17,10 @@ INSTALL_HINT = "pip install 'flatsat[console]'   (or: pip install aiohttp plotly
 DEFAULT_LISTEN = "127.0.0.1:8800"
 TOKEN_ENV = "FLATSAT_CONSOLE_TOKEN"
 #: the console is an observer: it yields the CPU to the emulator (and a board) when they compete for it
-DEFAULT_NICE = 10
+#: the console's CPU priority: "idle" (Linux SCHED_IDLE: only CPU time nobody else wants; elsewhere nice 19) or a
+#: nice increment
+DEFAULT_NICE = "idle"
+IDLE_NICE = 19
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -33,9 +36,41 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="each telemetry topic at most this many times a wall second, sent by the emulator to this "
                         "console alone (telemetry.feed; default 10); 0: subscribe to everything the emulator "
                         "publishes and decimate here (full-resolution plots of a fast-forward, at a CPU cost)")
-    p.add_argument("--nice", type=int, default=DEFAULT_NICE, metavar="N",
-                   help="run at this much lower CPU priority (default %(default)s; 0: as the emulator), so that "
-                        "on a busy machine watching never takes CPU time the emulator needs")
+    p.add_argument("--nice", type=_nice, default=DEFAULT_NICE, metavar="N|idle",
+                   help="run at a lower CPU priority, so that on a busy machine watching never takes CPU time the "
+                        "emulator needs: 'idle' (default; Linux: only CPU time nobody else wants, elsewhere nice "
+                        f"{IDLE_NICE}), N: this much lower (nice N), 0: as the emulator")
+
+
+def _nice(text: str) -> str | int:
+    if text == "idle":
+        return text
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give 'idle' or a whole number 0-19") from None
+    if not 0 <= n <= 19:
+        raise argparse.ArgumentTypeError(f"{text}: give 'idle' or a whole number 0-19")
+    return n
+
+
+def lower_priority(nice: str | int) -> str:
+    """Lower this process's CPU priority as ``--nice`` says; what it got, in words (a failure is not fatal: the
+    console still works, at the priority it has)."""
+    if nice == "idle" and hasattr(os, "sched_setscheduler") and hasattr(os, "SCHED_IDLE"):
+        try:
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+            return "idle"
+        except OSError:
+            pass
+    n = IDLE_NICE if nice == "idle" else int(nice)
+    if n > 0 and hasattr(os, "nice"):
+        try:
+            os.nice(n)
+            return f"nice {n}"
+        except OSError as exc:
+            return f"as it was (nice {n}: {exc.strerror})"
+    return "as it was"
 
 
 def _max_hz(text: str) -> float:
@@ -85,9 +120,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"flatsat console: --listen: {exc}", file=sys.stderr)
         return 2
     token, loopback = access(host, args.token or None)
-    if getattr(args, "nice", 0) > 0 and hasattr(os, "nice"):
-        with contextlib.suppress(OSError):
-            os.nice(args.nice)
+    lower_priority(getattr(args, "nice", 0))
     try:
         return asyncio.run(_serve(args, host, port, token, loopback))
     except EmulatorError as exc:

@@ -9,6 +9,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -275,3 +277,22 @@ def test_a_non_loopback_address_always_needs_a_token() -> None:
     assert not loopback and token is not None and len(token) >= 20
     assert access("192.0.2.7", "given") == ("given", False)
     assert access("0.0.0.0", None)[0] != token  # made up anew, never a fixed default
+
+
+def test_the_console_lowers_its_priority_as_told() -> None:
+    from emulator.console.app import add_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert p.parse_args(["u"]).nice == "idle" and p.parse_args(["u", "--nice", "7"]).nice == 7
+    for bad in ("-1", "20", "low"):
+        with pytest.raises(SystemExit):
+            p.parse_args(["u", "--nice", bad])
+    # in a child: a process cannot take its priority back
+    probe = ("import os; from emulator.console.app import lower_priority; n0 = os.nice(0); got = lower_priority({}); "
+             "print(got, os.sched_getscheduler(0) == os.SCHED_IDLE if got == 'idle' else os.nice(0) - n0)")
+    out = subprocess.run([sys.executable, "-c", probe.format("'idle'")], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out in (["idle", "True"], ["nice", "19", "19"])
+    assert subprocess.run([sys.executable, "-c", probe.format(5)], capture_output=True, text=True,
+                          check=True).stdout.split() == ["nice", "5", "5"]

@@ -157,7 +157,8 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
                               "--control-url", "zmq+tcp://127.0.0.1:0", "--record", str(rec),
                               "--set", f"telemetry.rates_hz={{{rates}}}", "--set", "telemetry.truth_rate_hz=0.2"],
                              d / "emulator.log", r"control plane (zmq\+tcp://\S+)")
-    con, page = start(["console", control_url, "--listen", "127.0.0.1:0"], d / "console.log",
+    # --nice 0: the suite keeps both CPUs busy, and the console's default (idle priority) would wait for them
+    con, page = start(["console", control_url, "--listen", "127.0.0.1:0", "--nice", "0"], d / "console.log",
                       r"open (http://\S+)")
     procs = {"emu": emu, "console": con}
     try:
@@ -263,7 +264,7 @@ def test_the_recording_is_scrubbed_with_the_time_slider(browser: Any, run: dict[
     stop(run["procs"]["console"])
     # the same address as the live console: the browser reuses the plotly.js it cached
     listen = re.search(r"http://(\S+?)/", run["page"]).group(1)
-    con, page = start(["console", "--recording", str(run["rec"]), "--listen", listen],
+    con, page = start(["console", "--recording", str(run["rec"]), "--listen", listen, "--nice", "0"],
                       run["dir"] / "console-rec.log", r"open (http://\S+)")
     run["procs"]["recording-console"] = con
     try:
