@@ -5,7 +5,7 @@ Baseline, in the same run on the same machine: the emulator with one plain subsc
 publishes a topic only while someone receives it, so with nobody listening it does less work, shown for
 reference). Then the same plus a `flatsat console` process on the control plane and a page stand-in (a
 WebSocket client that asks for three plots, as the browser page does) attached to the console. Runs alternate
-(baseline, attached, ...) so machine noise falls on both sides.
+(baseline, attached, attached, baseline, ...) so machine noise and any drift fall on both sides.
 
 1. Tick lateness in `realtime` at 1 kHz: the full satellite steps every 1 ms and publishes its board telemetry
    (eps, thermal, sun, accelerator) and sim.clock at 1 kHz, truth at 10 Hz: lateness of every released step.
@@ -197,8 +197,9 @@ def main() -> int:
     load0 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     for mode in ("realtime", "afap"):
         out[(mode, "alone")] = [asyncio.run(one_run(mode, args.seconds, "alone"))]
-        for _ in range(args.pairs):
-            for who in ("baseline", "console"):
+        for pair in range(args.pairs):
+            # ABBA: which of the two runs first alternates, so a drift over the runs falls on both sides
+            for who in ("baseline", "console") if pair % 2 == 0 else ("console", "baseline"):
                 out.setdefault((mode, who), []).append(asyncio.run(one_run(mode, args.seconds, who)))
     load1 = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
@@ -228,6 +229,13 @@ def main() -> int:
               f"{med('realtime', who, 'emu_cpu_ms_per_sim_s'):18.1f} {med('afap', who, 'watch_core'):17.1%} "
               f"{med('realtime', who, 'watch_core'):9.1%}")
     r_cpu = med("afap", "console", "emu_cpu_ms_per_sim_s") / med("afap", "baseline", "emu_cpu_ms_per_sim_s")
+
+    def pairs(mode: str, key: str) -> str:
+        return " ".join(f"{c[key] / b[key]:.2f}" for b, c in zip(out[(mode, "baseline")], out[(mode, "console")],
+                                                                  strict=True))
+
+    print(f"per pair, console / plain subscriber: realtime mean lateness {pairs('realtime', 'mean')}; "
+          f"afap speed {pairs('afap', 'speed')}")
     ok = abs(r_mean - 1) < 0.05 and abs(r_speed - 1) < 0.05
     print(f"ratio with console / plain subscriber: lateness mean {r_mean:.3f}, p99 {r_p99:.3f}; afap speed {r_speed:.3f} "
           f"(goal: mean lateness and speed within 5 %: {'met' if ok else 'NOT met'}); emulator CPU per sim s "
