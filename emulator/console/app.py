@@ -16,9 +16,8 @@ NEEDS = {"aiohttp": "aiohttp", "plotly": "plotly"}
 INSTALL_HINT = "pip install 'flatsat[console]'   (or: pip install aiohttp plotly)"
 DEFAULT_LISTEN = "127.0.0.1:8800"
 TOKEN_ENV = "FLATSAT_CONSOLE_TOKEN"
-#: the console is an observer: it yields the CPU to the emulator (and a board) when they compete for it
-#: the console's CPU priority: "idle" (Linux SCHED_IDLE: only CPU time nobody else wants; elsewhere nice 19) or a
-#: nice increment
+#: the console is an observer: it yields the CPU to the emulator (and a board) when they compete for it. "idle":
+#: Linux SCHED_IDLE, only CPU time nobody else wants (elsewhere nice IDLE_NICE); or a nice increment
 DEFAULT_NICE = "idle"
 IDLE_NICE = 19
 
@@ -120,15 +119,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"flatsat console: --listen: {exc}", file=sys.stderr)
         return 2
     token, loopback = access(host, args.token or None)
-    lower_priority(getattr(args, "nice", 0))
+    priority = lower_priority(getattr(args, "nice", 0))
     try:
-        return asyncio.run(_serve(args, host, port, token, loopback))
+        return asyncio.run(_serve(args, host, port, token, loopback, priority))
     except EmulatorError as exc:
         print(f"flatsat console: {exc}", file=sys.stderr)
         return 2
 
 
-async def _serve(args: argparse.Namespace, host: str, port: int, token: str | None, loopback: bool) -> int:
+async def _serve(args: argparse.Namespace, host: str, port: int, token: str | None, loopback: bool,
+                 priority: str = "as it was") -> int:
     from emulator.console.server import ConsoleServer
     from emulator.console.sources import LiveSource, RecordingSource
     from emulator.console.state import ConsoleState
@@ -158,7 +158,7 @@ async def _serve(args: argparse.Namespace, host: str, port: int, token: str | No
         return 2
     shown = f"{url}?token={token}" if token else url
     what = f"recording {args.recording}" if args.recording else f"control plane {args.url}"
-    print(f"flatsat console: {what}\nflatsat console: open {shown}", file=sys.stderr)
+    print(f"flatsat console: {what} (CPU priority: {priority})\nflatsat console: open {shown}", file=sys.stderr)
     if not loopback:
         print(f"flatsat console: listening on {host}, not loopback: anyone who reaches it can steer the emulator, "
               "so every request must carry the token above (keep it secret; HTTP is not encrypted)", file=sys.stderr)
