@@ -1648,17 +1648,17 @@ class ClusterModel(SpacecraftModel):
 
     def thermal_payload(self, k: int) -> Any:
         """:meth:`read_thermal`, encoded."""
-        hs = self.heaters
-        return self._sensors[k].thermal_payload(self.t_ns, self.thermal.T[:, k].tolist(), tuple(
-            (name, HEATER_MODES[mode], on)
-            for name, mode, on in zip(hs.names, hs.mode[:, k].tolist(), hs.on[:, k].tolist(), strict=True)))
+        return self._sensors[k].thermal_payload(self.t_ns, self.thermal.T[:, k].tolist(), self._heater_states(k))
 
     def read_thermal(self, k: int) -> dict[str, Any]:
-        hs = self.heaters
-        reading = self._sensors[k].read_thermal(self.t_ns, self.thermal.T[:, k].tolist(), [
-            {"name": name, "mode": HEATER_MODES[mode], "on": on}
-            for name, mode, on in zip(hs.names, hs.mode[:, k].tolist(), hs.on[:, k].tolist(), strict=True)])
+        reading = self._sensors[k].read_thermal(self.t_ns, self.thermal.T[:, k].tolist(), self._heater_states(k))
         return {"sat": k, **reading}
+
+    def _heater_states(self, k: int) -> tuple[tuple[str, str, bool], ...]:
+        """Member k's heaters as (name, mode, on)."""
+        hs = self.heaters
+        return tuple([(name, HEATER_MODES[mode], on)
+                      for name, mode, on in zip(hs.names, hs.mode[:, k].tolist(), hs.on[:, k].tolist(), strict=True)])
 
     def read_sun(self, k: int) -> dict[str, Any]:
         truth = float(self._chunk_now().tracking_solar_w_m2[self._i, k])

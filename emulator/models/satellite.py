@@ -17,7 +17,7 @@ path is plain Python floats plus one small matrix-vector product.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -235,10 +235,20 @@ class RailStatus(NamedTuple):
     v_out: float
 
 
-def _eps_reading(v: list[float], rails: list[dict[str, Any]], mode: str) -> dict[str, Any]:
-    """The EPS reading's payload from the bank's read values (``v``: the five head channels first)."""
+def _eps_reading(v: Sequence[float], names: Sequence[str], flags: Iterable[tuple[bool, bool, bool, int]],
+                 mode: str) -> dict[str, Any]:
+    """The EPS reading's payload from the bank's read values (``v``: the five head channels, then current and voltage
+    per rail), the rails' ``names`` and their ``flags`` (on, tripped, latched, trips)."""
     return {"bus_v": v[0], "battery_v": v[1], "battery_a": v[2], "soc_est": v[3], "array_w": v[4], "mode": mode,
-            "rails": rails}
+            "rails": [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c, "current_a": cur, "voltage_v": vol}
+                      for n, (o, tr, la, c), cur, vol in zip(names, flags, v[5::2], v[6::2], strict=True)]}
+
+
+def _thermal_reading(names: Sequence[str], v: Sequence[float], heaters: Iterable[tuple[str, str, bool]]
+                     ) -> dict[str, Any]:
+    """The thermal reading's payload: the thermistors ``names`` read ``v``; the heaters as (name, mode, on)."""
+    return {"temps_degc": dict(zip(names, v, strict=True)),
+            "heaters": [{"name": n, "mode": m, "on": o} for n, m, o in heaters]}
 
 
 def _packed(template: PayloadTemplate, rows: list[tuple[Any, list[Any]]]) -> list[PackedPayload | dict[str, Any]]:
@@ -276,9 +286,7 @@ class SensorSuite:
         self._eps_template_names: tuple[str, ...] = ()
         names = self.thermistor_names
         self.thermal_template = PayloadTemplate(
-            "thermal.telemetry", lambda heaters, v: self._member({
-                "temps_degc": dict(zip(names, v, strict=True)),
-                "heaters": [{"name": n, "mode": m, "on": o} for n, m, o in heaters]}), len(names))
+            "thermal.telemetry", lambda heaters, v: self._member(_thermal_reading(names, v, heaters)), len(names))
 
     def _member(self, payload: dict[str, Any]) -> dict[str, Any]:
         return payload if self.sat is None else {"sat": self.sat, **payload}
@@ -291,10 +299,7 @@ class SensorSuite:
 
             def build(key: tuple[Any, ...], v: Sequence[float]) -> dict[str, Any]:
                 mode, *flags = key
-                return self._member(_eps_reading(v, [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c,
-                                                      "current_a": cur, "voltage_v": vol}
-                                                     for n, (o, tr, la, c), cur, vol in zip(
-                                                         rail_names, flags, v[5::2], v[6::2], strict=True)], mode))
+                return self._member(_eps_reading(v, rail_names, flags, mode))
 
             self._eps_template = PayloadTemplate("eps.telemetry", build, 5 + 2 * len(rail_names))
         return self._eps_template
@@ -340,9 +345,7 @@ class SensorSuite:
             vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
             vals.append(r.v_out)
         v = self.eps.read(t_ns, vals)
-        out = [{"name": r.name, "on": r.on, "tripped": r.tripped, "latched": r.latched, "trips": r.trips,
-                "current_a": v[5 + 2 * k], "voltage_v": v[6 + 2 * k]} for k, r in enumerate(rails)]
-        return _eps_reading(v, out, mode)
+        return _eps_reading(v, [r.name for r in rails], [(r.on, r.tripped, r.latched, r.trips) for r in rails], mode)
 
     def read_eps_columns(self, t_ns: int, *, bus_v: float, battery_connected: bool, battery_a: float, soc: float,
                          s_since_full: float, q_pack_c: float, array_total_w: float, names: Sequence[str],
@@ -359,9 +362,7 @@ class SensorSuite:
         v = self.eps.read(t_ns, vals)
         if encoded:
             return _packed(self.eps_template(names), [((mode, *zip(on, tripped, latched, trips, strict=True)), v)])[0]
-        out = [{"name": n, "on": o, "tripped": tr, "latched": la, "trips": c, "current_a": cur, "voltage_v": vol}
-               for n, o, tr, la, c, cur, vol in zip(names, on, tripped, latched, trips, v[5::2], v[6::2], strict=True)]
-        return _eps_reading(v, out, mode)
+        return _eps_reading(v, names, zip(on, tripped, latched, trips, strict=True), mode)
 
     def thermal_payload(self, t_ns: int, temps_k: list[float], heaters: tuple[tuple[str, str, bool], ...]
                         ) -> PackedPayload | dict[str, Any]:
@@ -369,10 +370,11 @@ class SensorSuite:
         v = self.thermal.read(t_ns, [temps_k[i] - KELVIN for i in self.thermistor_idx])
         return _packed(self.thermal_template, [(heaters, v)])[0]
 
-    def read_thermal(self, t_ns: int, temps_k: list[float], heaters: list[dict[str, Any]]) -> dict[str, Any]:
-        """The thermistors (``temps_k``: every node's temperature, K) and the heaters' states."""
+    def read_thermal(self, t_ns: int, temps_k: list[float], heaters: Iterable[tuple[str, str, bool]]
+                     ) -> dict[str, Any]:
+        """The thermistors (``temps_k``: every node's temperature, K) and the heaters' states (name, mode, on)."""
         v = self.thermal.read(t_ns, [temps_k[i] - KELVIN for i in self.thermistor_idx])
-        return {"temps_degc": dict(zip(self.thermistor_names, v, strict=True)), "heaters": heaters}
+        return _thermal_reading(self.thermistor_names, v, heaters)
 
     def read_eps_rows(self, names: Sequence[str], rows: Sequence[tuple[int, list[float], tuple[Any, ...], str]]
                       ) -> list[PackedPayload | dict[str, Any]]:
@@ -495,9 +497,12 @@ class Satellite(SpacecraftModel):
             rails=pw.rails, mode=MODE_NAMES[pw.mode])
 
     def read_thermal(self) -> dict[str, Any]:
+        return self.sensors.read_thermal(self.t_ns, self.thermal.T.tolist(), self._heater_states())
+
+    def _heater_states(self) -> tuple[tuple[str, str, bool], ...]:
+        """Every heater as (name, mode, on)."""
         th = self.thermal
-        return self.sensors.read_thermal(self.t_ns, th.T.tolist(), [
-            {"name": h.name, "mode": th.heater_mode[i], "on": th.heater_on[i]} for i, h in enumerate(th.heaters)])
+        return tuple([(h.name, th.heater_mode[i], th.heater_on[i]) for i, h in enumerate(th.heaters)])
 
     def read_sun(self) -> dict[str, Any]:
         return self.sensors.read_sun(self.t_ns, self._sun_now())
@@ -535,8 +540,7 @@ class Satellite(SpacecraftModel):
         if topic == "thermal.telemetry":
             th = self.thermal
             temps_k = th.T.tolist()
-            return (self.t_ns, [temps_k[i] - KELVIN for i in self.sensors.thermistor_idx],
-                    tuple([(h.name, th.heater_mode[i], th.heater_on[i]) for i, h in enumerate(th.heaters)]))
+            return (self.t_ns, [temps_k[i] - KELVIN for i in self.sensors.thermistor_idx], self._heater_states())
         if topic == "adcs.sun":
             return (self.t_ns, self._sun_now())
         raise KeyError(f"{topic!r} is not sampled in batches (sampled_topics: {sorted(SAMPLED_TOPICS)})")

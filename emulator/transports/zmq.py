@@ -677,8 +677,7 @@ class ZmqServerLink(ServerLink):
         self.stats.tx += 1
 
     def publish_many(self, datas: list[bytes]) -> None:
-        if self._closed:
-            raise self._closed_error()
+        self._check_open()
         self._sent_since_flush = True
         send, noblock = self._xpub_send, zmq.NOBLOCK
         sent = 0
