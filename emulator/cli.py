@@ -8,7 +8,7 @@ imported, and the entry points are read only when a command is not one of emulat
 asked for: ``flatsat --version`` and ``flatsat run --help`` load nothing heavy.
 
 Exit codes of every command (emulator.interrupt): 0 done, 1 a test failed, 2 a set-up error, 128 + the signal
-number when interrupted.
+number when interrupted (141 when the output's reader went away, as ``| head`` does).
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ ENTRY_POINT_GROUP = "flatsat.commands"
 #: those threads only take CPU (~0.05-0.1 s of a start on a 2-core machine) from the run and from its neighbours.
 #: Set for flatsat's process (and the boards and workers it starts) before numpy loads; a value already set wins.
 BLAS_THREADS_ENV = {"OPENBLAS_NUM_THREADS": "1"}
+#: SIGPIPE's number on POSIX: a command whose output's reader went away exits 128 + SIGPIPE, as a shell reports it
+SIGPIPE = 13
 
 
 @dataclass(frozen=True)
@@ -153,6 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:  # before a command installed its handler (emulator.interrupt)
         print(f"flatsat {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (``flatsat monitor ... | head``): stop quietly, as on SIGPIPE
+        with contextlib.suppress(OSError):  # the interpreter's own flush at exit must not fail again
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + SIGPIPE
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -122,7 +122,13 @@ class Recorder:
 
 
 def read_header(path: str | Path) -> dict[str, Any]:
-    with open(path, "rb") as fh:
+    try:
+        fh = open(path, "rb")  # noqa: SIM115 (closed below; the open's own errors are the user's to read)
+    except OSError as exc:
+        what = "is a directory" if isinstance(exc, IsADirectoryError) else exc.strerror or str(exc)
+        raise ConfigError(f"{path}: cannot read the recording: {what} (give the .rec file that --record wrote)",
+                          field="recording") from None
+    with fh:
         unpacker = msgpack.Unpacker(fh, raw=False, max_buffer_size=64 << 20)
         try:
             header = next(unpacker)

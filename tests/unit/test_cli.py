@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from emulator import __version__
@@ -52,8 +56,6 @@ HEAVY = ("numpy", "pydantic", "rich", "matplotlib", "zmq", "hil", "emulator.mode
 def _imported_after(argv: list[str]) -> set[str]:
     """Top-level modules (and flatsat's packages) imported by ``flatsat ARGV`` in a fresh interpreter."""
     import json
-    import subprocess
-    import sys
 
     code = (f"import json, sys\nfrom emulator.cli import main\ntry:\n    main({argv!r})\nexcept SystemExit:\n    pass\n"
             "print(json.dumps(sorted(sys.modules)), file=sys.stderr)")
@@ -92,3 +94,28 @@ def test_blas_runs_on_one_thread_unless_the_user_says_otherwise(monkeypatch: pyt
     with pytest.raises(SystemExit):
         main(["--version"])
     assert os.environ["OPENBLAS_NUM_THREADS"] == "4"
+
+
+@pytest.mark.parametrize("cmd", [["export", "{path}", "--csv", "{tmp}/x.csv"], ["plot", "{path}", "-o", "{tmp}/x.png"],
+                                 ["replay", "{path}"]])
+@pytest.mark.parametrize("what", ["missing", "directory"])
+def test_a_recording_that_cannot_be_read_is_named_not_a_traceback(cmd: list[str], what: str, tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "nope.rec" if what == "missing" else tmp_path
+    assert main([a.format(path=path, tmp=tmp_path) for a in cmd]) == 2
+    err = capsys.readouterr().err
+    reason = "No such file or directory" if what == "missing" else "is a directory"
+    assert f"{path}: cannot read the recording: {reason}" in err
+
+
+def test_a_reader_that_goes_away_stops_the_command_quietly() -> None:
+    """`flatsat orbit ... | head`: the pipe's reader closes after a line; flatsat exits 141 (128 + SIGPIPE, as a
+    shell reports it) with nothing on stderr, not a BrokenPipeError traceback."""
+    proc = subprocess.Popen([sys.executable, "-m", "emulator", "orbit", "--alt-km", "500", "--ltan", "13:30",
+                             "--duration", "10d", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.readline()
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(60) == 141, err
+    assert err == ""
