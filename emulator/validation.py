@@ -4,6 +4,7 @@ sub-configs (a cluster member's overrides), the config loader for whole files.""
 
 from __future__ import annotations
 
+import re
 from typing import Any, get_args, get_origin
 
 from pydantic import BaseModel, ValidationError
@@ -26,7 +27,17 @@ def config_error(exc: ValidationError, root: type[BaseModel], source: str,
     in_file = False
     for err in exc.errors(include_url=False):
         path = prefix + ".".join(str(p) for p in err["loc"])
-        origin = next((o for p, o in (labels or {}).items() if path == p or path.startswith(p + ".")), None)
+        cross = err["type"] == "value_error"  # a model's own check across its fields (a rail that is not there)
+        if cross:
+            msg = err["msg"].removeprefix("Value error, ")
+            # the check names the key it is about first ("accelerator.rail: unknown rail ..."): that is the path
+            named = _NAMED_KEY.match(msg)
+            if named:
+                path = ".".join(x for x in (path, _dotted(named.group(1))) if x)
+                msg = named.group(2)
+        origin = next((o for p, o in (labels or {}).items()
+                       if path == p or path.startswith(p + ".") or (cross and path and p.startswith(path + "."))),
+                      None)
         if origin is None:
             in_file = True
         elif origin[1] not in blamed:
@@ -43,8 +54,10 @@ def config_error(exc: ValidationError, root: type[BaseModel], source: str,
             message = f"unknown key{suggest(name, fields)}; valid keys here: {', '.join(valid)}"
         elif err["type"] == "missing":
             message = "required key is missing"
+        elif cross:
+            message = msg  # its input is the whole table it checked: the message names what is wrong in it
         else:
-            message = f"{err['msg']} (got {err.get('input')!r})"
+            message = f"{err['msg']} (got {_shown(err.get('input'))})"
         problems.append(ConfigProblem(path, message, valid, origin[0] if origin else None,
                                       kind))  # type: ignore[arg-type]
     count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
@@ -55,6 +68,21 @@ def config_error(exc: ValidationError, root: type[BaseModel], source: str,
     first = problems[0] if problems else ConfigProblem("", head)
     return ConfigError(head + "\n  " + "\n  ".join(map(str, problems)), field=first.path or None,
                        valid=next((p.valid for p in problems if p.valid), None), problems=problems)
+
+
+#: a cross-field check's message that starts with the dotted key it is about: ``power.rails[3].rail: ...``
+_NAMED_KEY = re.compile(r"([A-Za-z_][\w.]*(?:\[\d+\][\w.]*)*): (.+)", re.DOTALL)
+
+
+def _dotted(key: str) -> str:
+    """``power.rails[3].rail`` as pydantic's path: ``power.rails.3.rail``."""
+    return re.sub(r"\[(\d+)\]", r".\1", key)
+
+
+def _shown(value: Any, limit: int = 80) -> str:
+    """A value as a problem quotes it: its repr, cut short (a whole table is not worth printing)."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + " ..."
 
 
 def _fields_at(model: Any, loc: tuple[Any, ...]) -> list[str]:

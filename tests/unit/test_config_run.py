@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -59,3 +61,37 @@ def test_dotted_overrides_reach_named_list_items() -> None:
     assert "did you mean 'payload'" in str(exc.value) and exc.value.valid == ["obc", "payload"]
     with pytest.raises(ConfigError):
         set_dotted(raw, "power.rails[7].max_retries", 0)
+
+
+@pytest.mark.parametrize(("override", "path", "says"), [
+    ({"accelerator.rail": "paylod"}, "accelerator.rail", "unknown rail 'paylod' (did you mean 'payload'?)"),
+    ({"power.rails.payload.thermal_node": "paylod_board"}, "power.rails.3.thermal_node", "unknown thermal node"),
+    ({"power.shed.critical_v": 30.0}, "power.shed", "critical_v (30.0 V) must be below safe_v"),
+    ({"orbit.inc_deg": 50.0}, "orbit.inc_deg", "not used by a sso orbit"),
+])
+def test_a_check_across_fields_names_the_key_and_blames_the_override(override: dict, path: str, says: str) -> None:
+    """A model's own check (a rail that is not there, thresholds out of order) is located at the key it names and
+    blamed on the override that caused it; the table it checked is not printed."""
+    from emulator.config import load_config
+
+    key = next(iter(override))
+    with pytest.raises(ConfigError) as exc:
+        load_config("suncatcher-proto", override, labels={key: f"--set {key}={override[key]}"})
+    e = exc.value
+    assert [p.path for p in e.problems] == [path]
+    assert e.problems[0].message.startswith(says) and e.problems[0].override == key
+    text = str(e)
+    assert text.startswith(f"invalid --set {key}=") and "suncatcher-proto itself is fine" in text
+    assert "Value error" not in text and "{" not in text and len(text) < 600
+
+
+def test_a_check_across_fields_in_a_file_blames_the_file(tmp_path: Path) -> None:
+    from emulator.config import load_config
+
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "suncatcher-proto"\n[accelerator]\nrail = "paylod"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, {"sim.seed": 3}, labels={"sim.seed": "--seed 3"})
+    text = str(exc.value)
+    assert text.startswith(f"{path}: invalid config (1 problem)")
+    assert "itself is fine" not in text and "accelerator.rail: unknown rail 'paylod'" in text and "{" not in text
