@@ -196,12 +196,11 @@ def _hms(iso: str | None) -> str:
 
 
 def print_tables(report: dict[str, Any]) -> None:
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
-    if not console.is_terminal and console.width < 120:  # piped: don't squeeze the tables into 80 columns
-        console = Console(width=120)
+    from emulator.terminal import console as make_console
+
+    console = make_console()  # piped: not squeezed into 80 columns
     recs = report["records"]
     s = report["summary"]
     ecl = [r for r in recs if r["type"] == "eclipse"]

@@ -13,6 +13,21 @@ from typing import Any
 
 from emulator.clock import NS_PER_S
 
+#: the width of tables and lines printed when the output is not a terminal (a CI log, a file, a pipe): rich would
+#: take 80 columns and cut commands and signal names; a log reader scrolls sideways instead
+PIPED_WIDTH = 200
+
+
+def console(**kwargs: Any) -> Any:
+    """A rich Console (``kwargs`` as rich takes them): the terminal's width on a terminal, PIPED_WIDTH columns
+    otherwise."""
+    from rich.console import Console
+
+    out = Console(**kwargs)
+    if not out.is_terminal and out.width < PIPED_WIDTH:
+        out = Console(width=PIPED_WIDTH, **kwargs)
+    return out
+
 
 def banner(emu: Any) -> list[str]:
     """What listens where, and what a lockstep run waits for (printed at the start of a run)."""
@@ -142,12 +157,11 @@ def board_summary(emu: Any) -> str:
 
 
 def print_summary(emu: Any, series: Any, wall_s: float | None = None) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from emulator.plotting import FLEET_SUMMARY_PATTERNS, summary_rows
 
-    console = Console(stderr=True)
+    out = console(stderr=True)
     st = emu.clock.stats
     head = Table(title="run", show_header=False)
     head.add_row("sim time", fmt_hms(emu.clock.now_ns() / NS_PER_S))
@@ -163,7 +177,7 @@ def print_summary(emu: Any, series: Any, wall_s: float | None = None) -> None:
     head.add_row("board", board_summary(emu))
     if emu.stop_reason:
         head.add_row("stopped", emu.stop_reason)
-    console.print(head)
+    out.print(head)
     n = emu.model.fleet_size
     rows = summary_rows(series, patterns=None if n == 1 else FLEET_SUMMARY_PATTERNS)
     if rows:
@@ -173,7 +187,7 @@ def print_summary(emu: Any, series: Any, wall_s: float | None = None) -> None:
             table.add_column(col, justify="right" if col != "signal" else "left")
         for row in rows:
             table.add_row(*row)
-        console.print(table)
+        out.print(table)
 
 
 def plural(n: float, noun: str) -> str:

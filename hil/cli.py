@@ -171,10 +171,11 @@ async def _test(scenarios: list[Any], args: argparse.Namespace) -> int:
 
 def print_result(res: Any) -> None:
     """The verdict table of one run (stdout)."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from emulator.terminal import console as make_console
+
+    console = make_console()
     table = Table(title=f"{res.scenario.name}: {'PASS' if res.passed else 'FAIL'} (seed {res.seed})")
     table.add_column("#", justify="right")
     table.add_column("requirement")
@@ -186,7 +187,7 @@ def print_result(res: Any) -> None:
     if res.error:
         console.print(f"[bold red]run failed:[/] {res.error}", highlight=False, markup=True)
     if not res.passed:
-        console.print(f"reproduce: {res.command}", highlight=False, markup=False)
+        console.print(f"reproduce: {res.command}", highlight=False, markup=False, soft_wrap=True)
 
 
 # -- recordings --------------------------------------------------------------------------------

@@ -56,10 +56,11 @@ def cmd_campaign(args: Any) -> int:
 
 def print_summary(res: CampaignResult) -> None:
     """The failure-probability table and the worst runs (stdout)."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from emulator.terminal import console as make_console
+
+    console = make_console()
     table = Table(title=f"campaign {res.campaign.name}: {res.summary['passed']} of {len(res.rows)} runs passed")
     table.add_column("scenario", no_wrap=True, max_width=24, overflow="ellipsis")
     table.add_column("requirement", max_width=44, overflow="fold")
@@ -74,4 +75,4 @@ def print_summary(res: CampaignResult) -> None:
     console.print(table)
     for w in res.summary["worst"]:
         console.print(f"worst: run {w['run']} {w['scenario']} seed {w['seed']} {w['overrides'] or ''}: "
-                      f"{w['command']}", highlight=False, markup=False)
+                      f"{w['command']}", highlight=False, markup=False, soft_wrap=True)

@@ -282,6 +282,9 @@ def test_cli_exit_codes_junit_and_report(tmp_path: Path, capsys: pytest.CaptureF
     assert main(["test", str(good), str(fail), *args]) == 1
     out = capsys.readouterr()
     assert "reproduce: flatsat test" in out.out and "1 of 2 scenario(s) passed" in out.err
+    # not a terminal (a CI log): the command stays whole on one line, whatever its length, to be copied
+    assert any(line.startswith("reproduce: flatsat test") and str(fail) in line and "--seed" in line
+               for line in out.out.splitlines()), out.out
     assert main(["test", str(bad), *args]) == 2
     err = capsys.readouterr().err
     assert "requirement[0].signal: unknown signal 'satellite.power.bus_vv'" in err and "satellite.power.bus_v" in err
