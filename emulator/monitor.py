@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, TextIO
 
 from emulator.clock import NS_PER_S
+from emulator.errors import TransportBrokenError, TransportClosedError
 from emulator.series import flatten
 
 FORMATS = ("table", "lines", "json")
@@ -113,7 +114,15 @@ async def _messages(link: Any, once: bool) -> AsyncIterator[Any]:
     """Every message from ``link``; with ``once``, until a whole cycle of topics has come (the one between two
     sim.clock messages of different sim times)."""
     first_clock: int | None = None
-    async for msg in link:
+    while True:
+        try:
+            msg = await link.recv()
+        except TransportClosedError:
+            return
+        except TransportBrokenError:  # the run ended (or the emulator stopped): what there was to watch is over
+            print(f"flatsat monitor: the emulator at {link.url.label} went away (its run ended, or it was "
+                  "stopped); done", file=sys.stderr)
+            return
         if msg.topic == "sim.clock" and once:
             if first_clock is not None and msg.t_ns > first_clock:
                 return

@@ -63,3 +63,28 @@ def test_by_name_keys_named_lists() -> None:
 
     got = fields({"rails": [{"name": "payload", "on": True, "current_a": 1.5}], "mode": "normal"})
     assert got == {"mode": "normal", "rails.payload.current_a": 1.5, "rails.payload.on": True}
+
+
+async def test_monitor_ends_quietly_when_the_run_ends(capsys: pytest.CaptureFixture[str]) -> None:
+    """The emulator it watches stops (its run ended): the monitor says so and exits 0, not a set-up error."""
+    import io
+
+    cfg = load_config(ROOT / "configs" / "suncatcher-proto.toml",
+                      {"sim.mode": "scaled", "sim.speed": 50.0, "links.board": None,
+                       "links.control": "zmq+tcp://127.0.0.1:0"})
+    lines = io.StringIO()
+    emu = Emulator.from_config(cfg)
+    await emu.start()
+    try:
+        run = asyncio.create_task(emu.run_for(3600))
+        watch = asyncio.create_task(_monitor(emu.control_url, None, False, topics=["sim.clock"], out=lines))
+        async with asyncio.timeout(WALL_GUARD_S):
+            while "sim.clock" not in lines.getvalue():
+                await asyncio.sleep(0.05)
+        run.cancel()
+    finally:
+        await emu.aclose()
+    async with asyncio.timeout(WALL_GUARD_S):
+        assert await watch == 0
+    err = capsys.readouterr().err
+    assert "went away (its run ended, or it was stopped); done" in err
