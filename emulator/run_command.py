@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from emulator import shipped
 from emulator.clock import NS_PER_S, parse_duration_s
 from emulator.errors import EmulatorError
 from emulator.launch import board_env
@@ -73,8 +74,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=DEFAULT_SATELLITE, help="TOML config file, or the name of a shipped one: "
-                   "suncatcher-proto, cubesat-6u-jetson, cubesat-6u-jetson-external, starcloud-like "
-                   "(default: %(default)s)")
+                   f"{', '.join(shipped.names('satellite')) or '(none found)'} (default: %(default)s)")
     p.add_argument("--mode", choices=["realtime", "scaled", "afap", "lockstep"], help="clock mode (overrides sim.mode)")
     p.add_argument("--speed", type=float, help="wall-clock multiplier for --mode scaled")
     p.add_argument("--duration", type=duration_arg, help="sim time to run, e.g. 1d, 6h, 90m, 3600 (default: config)")

@@ -119,3 +119,13 @@ def test_a_reader_that_goes_away_stops_the_command_quietly() -> None:
     err = proc.stderr.read().decode()
     assert proc.wait(60) == 141, err
     assert err == ""
+
+
+def test_run_help_names_every_shipped_config(capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator import shipped
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    out = " ".join(capsys.readouterr().out.split())
+    assert shipped.names("satellite") and all(name in out for name in shipped.names("satellite"))
+    assert "suncatcher-cluster" in out
