@@ -153,6 +153,14 @@ def board_summary(emu: Any) -> str:
         return ", ".join(f"{name} {version}".strip() for name, version in sorted(seen.items()))
     if not any(str(c.spec.plane) == "board" for c in emu.interface.commands):
         return "none needed: the model takes no board command (e.g. a cluster with no bound member)"
+    bound = getattr(emu.model, "bound", None)  # a fleet: only its bound members wait for a board
+    if bound:
+        names = getattr(emu.model, "member_names", None)
+        who = ", ".join(f"{k} ({names[k]})" if names else str(k) for k in bound)
+        return (f"no board connected: the bound member's accelerator idles (member {who}; the others follow the "
+                "built-in policy)" if len(bound) == 1 else
+                f"no board connected: the bound members' accelerators idle (members {who}; the others follow the "
+                "built-in policy)")
     return "no board connected: the accelerator idles"
 
 

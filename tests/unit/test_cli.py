@@ -129,3 +129,19 @@ def test_run_help_names_every_shipped_config(capsys: pytest.CaptureFixture[str])
     out = " ".join(capsys.readouterr().out.split())
     assert shipped.names("satellite") and all(name in out for name in shipped.names("satellite"))
     assert "suncatcher-cluster" in out
+
+
+def test_the_run_summary_says_which_accelerator_waits_for_a_board() -> None:
+    """A fleet with no board connected: only its bound member idles (the others follow the built-in policy and
+    work), so the summary names the member rather than saying the accelerator idles."""
+    from types import SimpleNamespace as NS
+
+    from emulator.terminal import board_summary
+
+    def emu(model: object) -> object:
+        return NS(stats=NS(boards_seen={}), model=model, interface=NS(commands=[NS(spec=NS(plane="board"))]))
+
+    assert board_summary(emu(NS())) == "no board connected: the accelerator idles"
+    fleet = board_summary(emu(NS(bound=[40], member_names=[f"sat-{k}" for k in range(81)])))
+    assert fleet.startswith("no board connected: the bound member's accelerator idles (member 40 (sat-40);")
+    assert "the others follow the built-in policy" in fleet
