@@ -168,7 +168,7 @@ async def start_emulator(cfg: Any, movable: list[str]) -> Any:
         return emu
     except TransportUnavailableError as exc:
         busy = "address in use" in str(exc).lower()
-        if not busy or not movable:
+        if not busy or (exc.field or "").removeprefix("links.") not in movable:  # a URL the user chose: theirs
             raise
         print(f"flatsat: {exc.message.split(':', 1)[0]}: the default port is in use (another emulator?); "
               "listening on free ports instead (the URLs follow; give the board its URL)", file=sys.stderr)

@@ -182,6 +182,7 @@ async def _listen_plane(listen: Callable[[str], Any], url: str, plane: str) -> A
     except TransportError as exc:
         exc.message = f"{plane} plane (links.{plane}, --{plane}-url): {exc.message}"
         exc.args = (exc.message,)
+        exc.field = f"links.{plane}"
         raise
 
 

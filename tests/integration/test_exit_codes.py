@@ -43,6 +43,16 @@ def test_run_with_a_busy_explicit_port_names_free_ports(tmp_path: Path, busy_por
     assert "port 0" in proc.stderr
 
 
+def test_a_busy_port_the_user_chose_is_not_called_a_default_one(tmp_path: Path, busy_port: int) -> None:
+    """The board URL given and busy, the control plane on its default: one error about the URL given (the control
+    plane is not moved, nor said to be)."""
+    proc = _flatsat("run", "--board-url", f"zmq+tcp://127.0.0.1:{busy_port}", "--duration", "10", "--quiet",
+                    cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    assert "board plane" in proc.stderr and "address in use" in proc.stderr
+    assert "the default port is in use" not in proc.stderr and proc.stderr.count("address in use") == 1
+
+
 def test_run_moves_off_busy_default_ports(tmp_path: Path) -> None:
     from emulator.config import LinksConfig
     from emulator.transports.url import parse_transport_url, split_host_port
