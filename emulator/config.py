@@ -40,7 +40,7 @@ RUN_TABLES = ("sim", "links", "telemetry", "record", "bench")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
 
 class SimConfig(_Strict):

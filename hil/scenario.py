@@ -71,7 +71,7 @@ Duration = Annotated[float, BeforeValidator(_duration)]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ScenarioHead(_Strict):

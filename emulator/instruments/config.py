@@ -19,7 +19,7 @@ RESOURCE_PREFIXES = ("TCPIP", "ASRL", "USB", "GPIB")
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)  # built when a [bench.supply] is validated
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)  # built when a [bench.supply] is validated
 
 
 class ScpiTemplates(_Strict):

@@ -94,7 +94,7 @@ JOB_KINDS = ("inference", "training")
 
 
 class DvfsLevel(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=32)
     clock_mhz: float = Field(gt=0, le=10000)
@@ -114,7 +114,7 @@ DEFAULT_DVFS = (
 class AcceleratorConfig(BaseModel):
     """The accelerator board: mode, wiring, chips, DVFS table, power, thermal limits, jobs, external mode."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     #: "model": the emulator simulates the board; "external": a real board reports over ``accel.report``
     mode: Literal["model", "external"] = "model"

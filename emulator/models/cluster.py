@@ -161,7 +161,7 @@ _nonzero = np.count_nonzero
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
 
 # -- configuration ---------------------------------------------------------------------------------------------

@@ -81,7 +81,7 @@ def default_annual_dose_rad(alt_km: float, shielding_mm_al: float) -> float:
 class EnvironmentConfig(BaseModel):
     """Attitude, Earth radiation and the radiation environment."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     #: body frame: "nadir" (+X velocity, +Z nadir), "sun_pointing" (+Z to the Sun, +X toward nadir),
     #: "inertial" (body axes = TEME axes)

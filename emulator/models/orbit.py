@@ -123,7 +123,7 @@ class OrbitConfig(BaseModel):
       ``ma_deg``: mean elements at the simulation epoch, propagated with J2 secular rates.
     """
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     tle_line1: str | None = None
     tle_line2: str | None = None

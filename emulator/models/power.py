@@ -77,7 +77,7 @@ P31U_PER_CELL_V = {"full_v": 4.15, "normal_v": 3.70, "safe_v": 3.60, "critical_v
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
 
 def _unique(names: list[str], what: str) -> None:

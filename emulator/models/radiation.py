@@ -68,7 +68,7 @@ def cross_section_cm2(rad_per_event: float, energy_mev: float = 67.0) -> float:
 class RadiationConfig(BaseModel):
     """Single-event rates (rad(Si) per event per chip; None disables a kind), scaling, latch-up and dose."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     #: correctable single-bit upsets in HBM. Not published for the TPU (physics-sources.md §1: correctable counts "not
     #: reliably available"); derived from the UECC rate and the V100 HBM2 figure that 31.5 % of memory upsets are

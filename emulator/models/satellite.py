@@ -70,7 +70,7 @@ TRUTH_ENV_FLOATS = ("sunlit_frac", "solar_flux_w_m2", "beta_deg", "lat_deg", "lo
 class SatelliteConfig(BaseModel):
     """Everything that defines one satellite (the TOML file minus ``[sim]`` and ``[links]``)."""
 
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=64)
     orbit: OrbitConfig

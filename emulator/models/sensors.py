@@ -27,7 +27,7 @@ from emulator.errors import CommandError, suggest
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
 
 class ChannelConfig(_Strict):

@@ -37,7 +37,7 @@ SurfaceFace = Literal["+X", "-X", "+Y", "-Y", "+Z", "-Z", "sun", "none"]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True)
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
 
 class NodeConfig(_Strict):

@@ -29,7 +29,7 @@ from hil.scenario import (
 
 # -- the file --------------------------------------------------------------------------------
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class SeedRange(_Strict):

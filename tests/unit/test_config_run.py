@@ -95,3 +95,17 @@ def test_a_check_across_fields_in_a_file_blames_the_file(tmp_path: Path) -> None
     text = str(exc.value)
     assert text.startswith(f"{path}: invalid config (1 problem)")
     assert "itself is fine" not in text and "accelerator.rail: unknown rail 'paylod'" in text and "{" not in text
+
+
+def test_an_infinite_number_is_refused_wherever_it_is_given() -> None:
+    """1e400 reads as infinity: no config value is meant to be infinite (a limit that never trips is a large
+    number or its own switch), so it is refused by name rather than run."""
+    from emulator.config import load_config
+
+    key = "power.rails.payload.current_limit_a"
+    with pytest.raises(ConfigError) as exc:
+        load_config("suncatcher-proto", {key: float("inf")}, labels={key: f"--set {key}=1e400"})
+    assert [(p.path, p.message) for p in exc.value.problems] == [
+        ("power.rails.3.current_limit_a", "Input should be a finite number (got inf)")]
+    e = err({"sim": {"step_s": float("inf")}})
+    assert e.field == "sim.step_s" and "finite number" in str(e)
