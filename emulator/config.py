@@ -30,7 +30,7 @@ from emulator.instruments.config import (
     check_unique,
     realtime_problem,
 )
-from emulator.validation import config_error
+from emulator.validation import combined_error, config_error
 
 #: the dotted-override and validation helpers, public here too (one implementation: emulator.dotted, .validation)
 __all__ = ["RUN_TABLES", "Config", "RunConfig", "apply_overrides", "config_error", "load_config", "merge_config",
@@ -175,9 +175,22 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     """
     raw, source = read_raw(path, overrides, data)
     by_path = origins(raw, overrides, labels)
-    run = split_run(raw, source, by_path)
+    # the run tables and the model's are checked both, whatever the first finds: every problem in one error
+    run_error = None
+    try:
+        run = split_run(raw, source, by_path)
+    except ConfigError as exc:
+        run_error, run = exc, None
     kind = model_kinds.kind_of(raw)
-    model = kind.validate(raw, run, source, by_path, [*RUN_TABLES, *model_kinds.top_keys()])
+    try:
+        model = kind.validate(raw, run, source, by_path, [*RUN_TABLES, *model_kinds.top_keys()])
+    except ConfigError as exc:
+        if run_error is None:
+            raise
+        raise combined_error([run_error, exc], source, by_path) from None
+    if run_error is not None:
+        raise run_error
+    assert run is not None
     return Config(run=run, model=model, kind=kind.name, source=source)
 
 

@@ -114,7 +114,7 @@ def _validate_satellite(raw: dict[str, Any], run: Any, source: str, labels: Labe
         sat = SatelliteConfig.model_validate(raw)
     except ValidationError as exc:
         raise config_error(exc, SatelliteConfig, source, extra_valid=valid, labels=dict(labels)) from None
-    if run.bench.supply:
+    if run is not None and run.bench.supply:  # (None: the run tables are wrong themselves, reported with these)
         try:
             check_against_satellite(run.bench.supply, sat)
         except ValueError as exc:
@@ -135,7 +135,7 @@ def _validate_cluster(raw: dict[str, Any], run: Any, source: str, labels: Labels
     from emulator.models.cluster import ClusterConfig, ClusterSpec, resolve_members
     from emulator.models.satellite import SatelliteConfig
 
-    if run.bench.supply:
+    if run is not None and run.bench.supply:
         raise ConfigError(f"{source}: [bench.supply] powers one real board from one satellite's bus; a cluster run "
                           "has no single bus to play (run that member as a single-satellite config instead)",
                           field="bench.supply")

@@ -60,6 +60,19 @@ def config_error(exc: ValidationError, root: type[BaseModel], source: str,
             message = f"{err['msg']} (got {_shown(err.get('input'))})"
         problems.append(ConfigProblem(path, message, valid, origin[0] if origin else None,
                                       kind))  # type: ignore[arg-type]
+    return _error(problems, source, blamed, in_file)
+
+
+def combined_error(errors: list[ConfigError], source: str, labels: dict[str, tuple[str, str]]) -> ConfigError:
+    """One error of every problem of ``errors`` (the run tables' and the model's, checked apart); ``labels`` as
+    :func:`config_error` takes them."""
+    problems = [p for e in errors for p in e.problems]
+    how = dict(labels.values())
+    blamed = list(dict.fromkeys(how.get(p.override, p.override) for p in problems if p.override))
+    return _error(problems, source, blamed, in_file=any(p.override is None for p in problems))
+
+
+def _error(problems: list[ConfigProblem], source: str, blamed: list[str], in_file: bool) -> ConfigError:
     count = f"{len(problems)} problem{'s' if len(problems) > 1 else ''}"
     if blamed and not in_file:
         head = f"invalid {', '.join(blamed)} ({count}; {source} itself is fine)"

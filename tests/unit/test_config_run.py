@@ -109,3 +109,21 @@ def test_an_infinite_number_is_refused_wherever_it_is_given() -> None:
         ("power.rails.3.current_limit_a", "Input should be a finite number (got inf)")]
     e = err({"sim": {"step_s": float("inf")}})
     assert e.field == "sim.step_s" and "finite number" in str(e)
+
+
+def test_every_problem_of_the_run_tables_and_the_model_comes_at_once(tmp_path: Path) -> None:
+    """A typo in [sim] and one in [power.battery] (or two overrides): one error lists both, not one per attempt."""
+    from emulator.config import load_config
+
+    path = tmp_path / "typos.toml"
+    path.write_text('extends = "suncatcher-proto"\n[sim]\nstep_ss = 1\n[power.battery]\ncapacityy = 3\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert [p.path for p in exc.value.problems] == ["sim.step_ss", "power.battery.capacityy"]
+    assert str(exc.value).startswith(f"{path}: invalid config (2 problems)")
+    over = {"power.battery.cell_capacity_ahh": 1, "sim.step_s": -1}
+    with pytest.raises(ConfigError) as exc:
+        load_config("suncatcher-proto", over, labels={k: f"--set {k}={v}" for k, v in over.items()})
+    assert {p.path for p in exc.value.problems} == {"sim.step_s", "power.battery.cell_capacity_ahh"}
+    assert "2 problems; suncatcher-proto itself is fine" in str(exc.value)
+    assert "--set sim.step_s=-1" in str(exc.value) and "--set power.battery.cell_capacity_ahh=1" in str(exc.value)
