@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.clock import NS_PER_S, SimClock, WallSource
-from emulator.errors import ConfigError, EmulatorError
+from emulator.errors import ConfigError, EmulatorError, suggest
 from emulator.protocol.envelope import Message
 from emulator.series import Series, flatten
 
@@ -203,10 +203,12 @@ def series_from_recording(path: str | Path, topics: Iterable[str] = ()) -> Serie
     series = Series()
     row: dict[str, float] = {}
     row_t: int | None = None
+    seen: set[str] = set()
     for rec in read_recording(path):
         msg = rec.message
         if rec.direction != "out":
             continue
+        seen.add(msg.topic)
         if msg.topic == "truth.sample":
             values = flatten(msg.payload, TRUTH_PREFIX)
         elif msg.topic in extra:
@@ -220,6 +222,11 @@ def series_from_recording(path: str | Path, topics: Iterable[str] = ()) -> Serie
         row.update(values)
     if row_t is not None:
         series.append(row_t, row)
+    missing = sorted(extra - seen)
+    if missing:  # a topic asked for and not in the recording: a typo, or not recorded (say which it is not)
+        valid = sorted(seen)
+        raise ConfigError(f"{path}: no {', '.join(missing)} messages in this recording{suggest(missing[0], valid)}; "
+                          f"its topics: {', '.join(valid) or '(none)'}", field="topic", valid=valid)
     if len(series) == 0:
         raise ConfigError(f"{path}: no truth.sample{' or ' + ', '.join(sorted(extra)) if extra else ''} messages "
                           "in this recording (was telemetry.truth_rate_hz 0?)", field="recording")

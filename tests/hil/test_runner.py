@@ -319,6 +319,12 @@ async def test_plot_and_export_read_a_recordings_truth(tmp_path: Path, capsys: p
     head = lines[0].split(",")
     assert head[0] == "t_s" and "satellite.energy_j" in head and "sim.clock.steps" in head
     assert len(lines) == 1 + 31  # sim.clock at 1 Hz, t = 0 .. 30 s; truth every other row
+    capsys.readouterr()
+    # a topic the recording does not hold (a typo): refused by name, not a CSV without its columns
+    assert main(["export", str(res.recording), "--csv", str(tmp_path / "u.csv"), "--topic", "sim.clok"]) == 2
+    err = capsys.readouterr().err
+    assert "no sim.clok messages in this recording (did you mean 'sim.clock'?)" in err and "truth.sample" in err
+    assert not (tmp_path / "u.csv").exists()
     assert main(["plot", str(res.recording), "-o", str(tmp_path / "p.png")]) == 0
     assert (tmp_path / "p.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     import importlib.util
