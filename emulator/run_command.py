@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import math
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -51,6 +52,26 @@ def duration_arg(text: str) -> float:
         return parse_duration_s(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def seconds_arg(text: str) -> float:
+    """argparse type for a wall time or size that may be 0 and not below (a finite number)."""
+    return _number_arg(text, allow_zero=True)
+
+
+def positive_arg(text: str) -> float:
+    """argparse type for a finite number above 0 (a speed, a timeout that must run out)."""
+    return _number_arg(text, allow_zero=False)
+
+
+def _number_arg(text: str, *, allow_zero: bool) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        raise argparse.ArgumentTypeError(f"{text}: give a number {'>= 0' if allow_zero else '> 0'}")
+    return value
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from emulator.clock import NS_PER_S, SimClock, WallSource
 from emulator.errors import ConfigError, EmulatorError, suggest
 from emulator.protocol.envelope import Message
+from emulator.run_command import positive_arg, seconds_arg
 from emulator.series import Series, flatten
 
 #: a truth.sample payload is the satellite's truth(): its columns get this prefix, matching scenario signals
@@ -48,11 +49,11 @@ def add_test_arguments(test: argparse.ArgumentParser) -> None:
     test.add_argument("--truth-rate", type=float, metavar="HZ",
                       help="ground-truth (truth.sample) rate in the recording; default: the scenario's, else 1 Hz "
                            "for runs up to 30 min and 1800 samples over longer runs")
-    test.add_argument("--record-max-mb", type=float, metavar="MB",
+    test.add_argument("--record-max-mb", type=positive_arg, metavar="MB",
                       help="stop writing a recording at this size (default 500; the run goes on and says so)")
-    test.add_argument("--hello-timeout", type=float, default=30.0, metavar="S",
+    test.add_argument("--hello-timeout", type=positive_arg, default=30.0, metavar="S",
                       help="wall seconds to wait for the board's board.hello (default 30)")
-    test.add_argument("--board-timeout", type=float, default=30.0, metavar="S",
+    test.add_argument("--board-timeout", type=seconds_arg, default=30.0, metavar="S",
                       help="wall seconds a lockstep run waits for the board's board.step before it gives up "
                            "(default 30)")
     test.add_argument("--line", metavar="OPTIONS",
@@ -64,12 +65,12 @@ def add_test_arguments(test: argparse.ArgumentParser) -> None:
 def add_replay_arguments(rep: argparse.ArgumentParser) -> None:
     """``flatsat replay`` arguments."""
     rep.add_argument("file", help="recording (.rec)")
-    rep.add_argument("--speed", type=float, default=1.0, help="x sim time (default 1: real time)")
+    rep.add_argument("--speed", type=positive_arg, default=1.0, help="x sim time (default 1: real time)")
     rep.add_argument("--to", default="zmq+tcp://127.0.0.1:5550", metavar="URL", help="listen here (default "
                                                                                      "%(default)s)")
     rep.add_argument("--plane", choices=["board", "control", "all"], default="board",
                      help="which plane's messages to play (default: board)")
-    rep.add_argument("--wait", type=float, default=1.0, metavar="S",
+    rep.add_argument("--wait", type=seconds_arg, default=1.0, metavar="S",
                      help="wall seconds between listening and the first message, for peers to connect")
 
 

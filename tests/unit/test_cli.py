@@ -145,3 +145,18 @@ def test_the_run_summary_says_which_accelerator_waits_for_a_board() -> None:
     fleet = board_summary(emu(NS(bound=[40], member_names=[f"sat-{k}" for k in range(81)])))
     assert fleet.startswith("no board connected: the bound member's accelerator idles (member 40 (sat-40);")
     assert "the others follow the built-in policy" in fleet
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["replay", "x.rec", "--wait", "-1"], "argument --wait: -1: give a number >= 0"),
+    (["replay", "x.rec", "--speed", "0"], "argument --speed: 0: give a number > 0"),
+    (["test", "latchup", "--hello-timeout", "-1"], "argument --hello-timeout: -1: give a number > 0"),
+    (["test", "latchup", "--board-timeout", "nan"], "argument --board-timeout: nan: give a number >= 0"),
+    (["test", "latchup", "--record-max-mb", "lots"], "argument --record-max-mb: 'lots' is not a number"),
+])
+def test_negative_and_impossible_numbers_are_argument_errors(argv: list[str], says: str,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert says in capsys.readouterr().err
