@@ -12,6 +12,7 @@ keyword arguments) given as dotted keys (``{"sim.mode": "afap"}``).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import tomllib
 from dataclasses import dataclass
@@ -22,8 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from emulator import model_kinds
 from emulator.clock import ClockMode
-from emulator.dotted import apply_overrides, merge_config, override_loc, set_dotted
-from emulator.errors import ConfigError
+from emulator.dotted import apply_overrides, merge_config, named_list, override_loc, set_dotted
+from emulator.errors import ConfigError, ConfigProblem, suggest
 from emulator.instruments.config import (
     SupplyConfig,
     as_list,
@@ -182,16 +183,50 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     except ConfigError as exc:
         run_error, run = exc, None
     kind = model_kinds.kind_of(raw)
+    items = _named_items(raw)  # (before the model's validation takes tables out of raw)
     try:
         model = kind.validate(raw, run, source, by_path, [*RUN_TABLES, *model_kinds.top_keys()])
     except ConfigError as exc:
+        if any(_misnamed(p, items) for p in exc.problems):
+            exc.problems = [_misnamed(p, items) or p for p in exc.problems]
+            exc = combined_error([exc], source, by_path)
         if run_error is None:
-            raise
+            raise exc from None
         raise combined_error([run_error, exc], source, by_path) from None
     if run_error is not None:
         raise run_error
     assert run is not None
     return Config(run=run, model=model, kind=kind.name, source=source)
+
+
+def _named_items(raw: dict[str, Any], path: str = "") -> dict[str, list[str]]:
+    """Every list of named tables in ``raw`` (rails, nodes, loads...): dotted path -> the names, in order."""
+    out: dict[str, list[str]] = {}
+    for key, value in raw.items():
+        here = f"{path}{key}"
+        if isinstance(value, dict):
+            out.update(_named_items(value, here + "."))
+        elif named_list(value):
+            out[here] = [item["name"] for item in value]
+    return out
+
+
+def _misnamed(problem: ConfigProblem, items: dict[str, list[str]]) -> ConfigProblem | None:
+    """A key missing from a list item whose name is close to another's: a misspelt name made a new item (a file
+    that ``extends`` merges items by name) -- the problem, with that said; None if it is not that."""
+    if problem.message != "required key is missing":
+        return None
+    head = problem.path.rpartition(".")[0]
+    lst, _, index = head.rpartition(".")
+    names = items.get(lst)
+    if not names or not index.isdigit() or int(index) >= len(names):
+        return None
+    name = names[int(index)]
+    hint = suggest(name, [n for n in names if n != name])
+    if not hint:
+        return None
+    return dataclasses.replace(problem, message=f"required key is missing: {name!r} names no item of {lst}{hint}, "
+                                                "so it adds a new one, which needs every key")
 
 
 def origins(raw: dict[str, Any], overrides: dict[str, Any] | None,

@@ -127,3 +127,18 @@ def test_every_problem_of_the_run_tables_and_the_model_comes_at_once(tmp_path: P
     assert {p.path for p in exc.value.problems} == {"sim.step_s", "power.battery.cell_capacity_ahh"}
     assert "2 problems; suncatcher-proto itself is fine" in str(exc.value)
     assert "--set sim.step_s=-1" in str(exc.value) and "--set power.battery.cell_capacity_ahh=1" in str(exc.value)
+
+
+def test_a_misspelt_item_name_in_a_file_that_extends_says_so(tmp_path: Path) -> None:
+    """[[power.rails]] name = "paylod" over suncatcher-proto adds a rail (items merge by name) that lacks its keys:
+    the error says which name made it and the name meant, not only that rating_w is missing."""
+    from emulator.config import load_config
+
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "suncatcher-proto"\n[[power.rails]]\nname = "paylod"\ncurrent_limit_a = 40.0\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    problem = exc.value.problems[0]
+    assert problem.path == "power.rails.5.rating_w"
+    assert "'paylod' names no item of power.rails (did you mean 'payload'?)" in problem.message
+    assert "(did you mean 'payload'?)" in str(exc.value)
