@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Mapping
 from typing import Any, TextIO
 
 from emulator.clock import NS_PER_S
-from emulator.errors import TransportBrokenError, TransportClosedError
+from emulator.errors import TransportBrokenError, TransportClosedError, suggest
 from emulator.series import flatten
 
 FORMATS = ("table", "lines", "json")
@@ -79,10 +79,21 @@ async def monitor(url: str, duration_s: float | None = None, once: bool = False,
     latest: dict[str, dict[str, Any]] = {}
     t_ns = 0
 
+    seen: set[str] = set()
+    matched: set[str] = set()
+    clocks = 0
+
     def wanted(topic: str) -> bool:
-        if topic == "truth.sample" and not truth:
-            return False
-        return any(fnmatch.fnmatchcase(topic, p) for p in patterns)
+        nonlocal clocks
+        seen.add(topic)
+        ok = (topic != "truth.sample" or truth) and any(fnmatch.fnmatchcase(topic, p) for p in patterns)
+        if ok:
+            matched.add(topic)
+        if topic == "sim.clock":
+            clocks += 1
+            if clocks == 3:  # a whole cycle of topics has come: say what was asked for and never comes
+                _audit(url, topics, truth, seen, matched)
+        return ok
 
     async with await connect(url) as link:
         if fmt == "table":
@@ -107,7 +118,22 @@ async def monitor(url: str, duration_s: float | None = None, once: bool = False,
             pass
         for topic in sorted(latest):
             _emit(out, fmt, t_ns, topic, latest[topic])
+    if once and not latest:
+        _audit(url, topics, truth, seen, matched)
+        return 2
     return 0
+
+
+def _audit(url: str, topics: list[str] | None, truth: bool, seen: set[str], matched: set[str]) -> None:
+    """Tell (stderr) what the command line asks for that this URL does not send: patterns no topic matches,
+    ground truth on a plane that does not carry it."""
+    here = ", ".join(sorted(seen - {"truth.sample"})) or "(none yet)"
+    if topics and not matched - {"truth.sample"}:
+        print(f"flatsat monitor: no topic at {url} matches {', '.join(map(repr, topics))}{suggest(topics[0], seen)}; "
+              f"its topics: {here}", file=sys.stderr)
+    if truth and "truth.sample" not in seen:
+        print(f"flatsat monitor: --truth: {url} sends no truth.sample (ground truth comes on the control plane "
+              "only; give the control plane's URL)", file=sys.stderr)
 
 
 async def _messages(link: Any, once: bool) -> AsyncIterator[Any]:

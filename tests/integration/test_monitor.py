@@ -88,3 +88,26 @@ async def test_monitor_ends_quietly_when_the_run_ends(capsys: pytest.CaptureFixt
         assert await watch == 0
     err = capsys.readouterr().err
     assert "went away (its run ended, or it was stopped); done" in err
+
+
+async def test_monitor_says_what_it_was_asked_for_and_never_comes(capsys: pytest.CaptureFixture[str]) -> None:
+    """A pattern no topic matches (a typo) and --truth on the board plane (which carries no ground truth) are said
+    on stderr; --once with nothing to show is an error (exit 2), not an empty success."""
+    import io
+
+    cfg = load_config(ROOT / "configs" / "suncatcher-proto.toml",
+                      {"sim.mode": "scaled", "sim.speed": 50.0, "links.board": "zmq+tcp://127.0.0.1:0",
+                       "links.control": "zmq+tcp://127.0.0.1:0"})
+    async with Emulator.from_config(cfg) as emu:
+        run = asyncio.create_task(emu.run_for(3600))
+        try:
+            async with asyncio.timeout(WALL_GUARD_S):
+                assert await _monitor(emu.control_url, None, True, topics=["epss.*"], out=io.StringIO()) == 2
+                err = capsys.readouterr().err
+                assert f"no topic at {emu.control_url} matches 'epss.*'" in err and "eps.telemetry" in err
+                lines = io.StringIO()
+                assert await _monitor(emu.board_url, 2.0, False, True, topics=["sim.clock"], out=lines) == 0
+                assert "sends no truth.sample (ground truth comes on the control plane only" in capsys.readouterr().err
+                assert "sim.clock" in lines.getvalue()
+        finally:
+            run.cancel()
