@@ -6,6 +6,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import re
 import sys
 from typing import Any
 
@@ -88,7 +89,17 @@ def orbit_config(args: argparse.Namespace) -> OrbitConfig:
     try:
         return OrbitConfig(**kw)
     except ValidationError as exc:
-        raise config_error(exc) from None
+        err = config_error(exc)
+        # the orbit's field names as this command's flags (``alt_km`` is ``--alt-km`` here)
+        text = _FIELD.sub(lambda m: FLAGS[m.group(0)], err.message)
+        raise ConfigError(text, field=FLAGS.get(err.field or "", err.field), valid=err.valid) from None
+
+
+#: OrbitConfig's fields as ``flatsat orbit``'s flags
+FLAGS = {"tle_line1 + tle_line2": "--tle LINE1 LINE2", "tle_line1": "--tle LINE1", "tle_line2": "--tle LINE2",
+         "alt_km": "--alt-km", "ltan_h": "--ltan", "inc_deg": "--inc-deg", "raan_deg": "--raan-deg", "ecc": "--ecc",
+         "argp_deg": "--argp-deg", "ma_deg": "--ma-deg"}
+_FIELD = re.compile("|".join(rf"\b{re.escape(k)}\b" for k in sorted(FLAGS, key=len, reverse=True)))
 
 
 def _iso(t: dt.datetime | None) -> str | None:

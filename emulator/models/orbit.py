@@ -197,6 +197,7 @@ class OrbitConfig(BaseModel):
         if not given:
             raise ValueError(f"orbit: no orbit given; {ways}")
         kind = self.kind
+        what = {"tle": "a TLE", "sso": "a sun-synchronous", "elements": "an elements"}[kind]
         allowed = {"tle": {"tle_line1", "tle_line2"},
                    "sso": {"alt_km", "ltan_h", "ma_deg"},
                    "elements": {"alt_km", "inc_deg", "raan_deg", "ecc", "argp_deg", "ma_deg"}}[kind]
@@ -204,11 +205,11 @@ class OrbitConfig(BaseModel):
                     "elements": {"alt_km", "inc_deg", "raan_deg"}}[kind]
         extra = sorted(given - allowed)
         if extra:
-            raise ValueError(f"{extra[0]}: not used by a {kind} orbit (fields set: {', '.join(sorted(given))}); "
+            raise ValueError(f"{extra[0]}: not used by {what} orbit (fields set: {', '.join(sorted(given))}); "
                              f"{ways}")
         missing = sorted(required - given)
         if missing:
-            raise ValueError(f"{missing[0]}: missing for a {kind} orbit; {ways}")
+            raise ValueError(f"{missing[0]}: missing for {what} orbit; {ways}")
         if kind == "tle":
             _satrec(self.tle_line1 or "", self.tle_line2 or "")  # raises ValueError naming the problem
         elif kind == "sso":

@@ -81,12 +81,12 @@ def test_tables_and_plot(capsys: pytest.CaptureFixture[str], tmp_path: object) -
 
 
 @pytest.mark.parametrize(("argv", "words"), [
-    (["--tle", ISS_TLE[0][:68] + "0", ISS_TLE[1]], "tle_line1: bad checksum"),
+    (["--tle", ISS_TLE[0][:68] + "0", ISS_TLE[1]], "--tle LINE1: bad checksum"),
     (["--tle", ISS_TLE[0] + " 99", ISS_TLE[1]], "69 columns"),
-    (["--alt-km", "120", "--ltan", "18:00"], "alt_km"),
+    (["--alt-km", "120", "--ltan", "18:00"], "--alt-km: altitude must be in"),
     (["--alt-km", "500", "--inc-deg", "50", "--raan-deg", "0", "--ecc", "0.6"], "perigee"),
     (["--alt-km", "500", "--inc-deg", "50", "--raan-deg", "0", "--ecc", "1.2"], "ecc"),
-    (["--alt-km", "650"], "missing"),
+    (["--alt-km", "650"], "--inc-deg: missing for an elements orbit; give one of: --tle LINE1 LINE2 (TLE)"),
     ([], "no orbit given"),
     ([*DAWN_DUSK_JUNE[:4], "--start", "1950-01-01T00:00:00Z"], "start: 1950-01-01"),
     ([*DAWN_DUSK_JUNE[:4], "--start", "2101-01-01T00:00:00Z"], "outside the supported range"),

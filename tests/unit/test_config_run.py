@@ -67,7 +67,7 @@ def test_dotted_overrides_reach_named_list_items() -> None:
     ({"accelerator.rail": "paylod"}, "accelerator.rail", "unknown rail 'paylod' (did you mean 'payload'?)"),
     ({"power.rails.payload.thermal_node": "paylod_board"}, "power.rails.3.thermal_node", "unknown thermal node"),
     ({"power.shed.critical_v": 30.0}, "power.shed", "critical_v (30.0 V) must be below safe_v"),
-    ({"orbit.inc_deg": 50.0}, "orbit.inc_deg", "not used by a sso orbit"),
+    ({"orbit.inc_deg": 50.0}, "orbit.inc_deg", "not used by a sun-synchronous orbit"),
 ])
 def test_a_check_across_fields_names_the_key_and_blames_the_override(override: dict, path: str, says: str) -> None:
     """A model's own check (a rail that is not there, thresholds out of order) is located at the key it names and
