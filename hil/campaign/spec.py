@@ -61,7 +61,7 @@ class CampaignHead(_Strict):
 
 
 class ScenarioEntry(_Strict):
-    """One ``[[scenario]]``: a scenario file, optionally shortened."""
+    """One ``[[scenario]]``: a scenario file, optionally run for another duration than its own."""
 
     file: str = Field(min_length=1)
     #: sim time to run instead of the scenario's own duration
