@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError
 
 from emulator import shipped
 from emulator.errors import ConfigError, suggest
@@ -45,13 +45,20 @@ def _seeds(value: Any) -> Any:
     return value
 
 
+def _seeds_form(value: Any) -> str:
+    """Which form of ``seeds`` a value is meant as: a table is a range, anything else a list (its errors alone are
+    reported, not the other form's too)."""
+    return "range" if isinstance(value, (dict, SeedRange)) else "list"
+
+
 class CampaignHead(_Strict):
     """The ``[campaign]`` table."""
 
     name: str = Field(min_length=1, max_length=80)
     description: str = ""
     #: seeds of every scenario: a list, one int, or a range table
-    seeds: Annotated[list[Annotated[int, Field(ge=0, lt=2**63)]] | SeedRange, BeforeValidator(_seeds)]
+    seeds: Annotated[Annotated[list[Annotated[int, Field(ge=0, lt=2**63)]], Tag("list")]
+                     | Annotated[SeedRange, Tag("range")], Discriminator(_seeds_form), BeforeValidator(_seeds)]
     #: board command for every run (``--board`` wins); None: model only, as fast as possible
     board: str | None = None
     #: attempts a run gets again after a worker died while running it

@@ -273,6 +273,18 @@ def test_unknown_campaign_key_is_refused_with_the_valid_keys(tmp_path: Path,
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize(("seeds", "problem"), [
+    ("{ first = 1, count = -3 }", "campaign.seeds.count: Input should be greater than or equal to 1 (got -3)"),
+    ("[1, -2]", "campaign.seeds[1]: Input should be greater than or equal to 0 (got -2)"),
+])
+def test_bad_seeds_give_the_problem_of_the_form_used(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                      seeds: str, problem: str) -> None:
+    """seeds is a list or a range table: a bad table is not also told it is not a list (and the reverse)."""
+    code, err = flatsat(["campaign", str(make_files(tmp_path, seeds=seeds)), "--out", str(tmp_path / "out")], capsys)
+    assert code == 2
+    assert "(1 problem)" in err and problem in err
+
+
 def real_campaign(tmp_path: Path, *sweeps: tuple[str, list[Any]]) -> Path:
     """A campaign of eclipse-depletion shortened to 10 min (model only), with these sweeps."""
     text = f"""
