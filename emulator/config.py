@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from emulator import model_kinds
 from emulator.clock import ClockMode
@@ -31,7 +31,7 @@ from emulator.instruments.config import (
     check_unique,
     realtime_problem,
 )
-from emulator.validation import combined_error, config_error
+from emulator.validation import ConfigModel, combined_error, config_error
 
 #: the dotted-override and validation helpers, public here too (one implementation: emulator.dotted, .validation)
 __all__ = ["RUN_TABLES", "Config", "RunConfig", "apply_overrides", "config_error", "load_config", "merge_config",
@@ -40,8 +40,7 @@ __all__ = ["RUN_TABLES", "Config", "RunConfig", "apply_overrides", "config_error
 RUN_TABLES = ("sim", "links", "telemetry", "record", "bench")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
+_Strict = ConfigModel  # this module's tables
 
 
 class SimConfig(_Strict):

@@ -7,9 +7,44 @@ from __future__ import annotations
 import re
 from typing import Any, get_args, get_origin
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
 
 from emulator.errors import ConfigError, ConfigProblem, suggest
+
+
+class ConfigModel(BaseModel):
+    """A table of a config file: unknown keys are refused, no number is infinite, and true / false is not taken
+    for a number (pydantic would read true as 1)."""
+
+    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _no_bool_for_a_number(cls, data: Any, handler: Any) -> Any:
+        # one look at the table's values (a validator per field would cost every field a call, ~10 % of the
+        # config's validation)
+        if isinstance(data, dict):
+            numeric = _NUMERIC_FIELDS.get(cls)
+            if numeric is None:
+                numeric = _NUMERIC_FIELDS[cls] = frozenset(
+                    name for name, f in cls.model_fields.items() if _numeric(f.annotation))
+            for key, value in data.items():
+                if isinstance(value, bool) and key in numeric:
+                    raise ValueError(f"{key}: a number is needed here, not {str(value).lower()}")
+        return handler(data)
+
+
+#: per config table class, its fields that take a number (int or float)
+_NUMERIC_FIELDS: dict[type, frozenset[str]] = {}
+
+
+def _numeric(annotation: Any) -> bool:
+    """``annotation`` is int or float, or a union of them with None."""
+    if annotation in (int, float):
+        return True
+    args = get_args(annotation)
+    return bool(args) and get_origin(annotation) is not list and all(a in (int, float, type(None)) for a in args) \
+        and any(a in (int, float) for a in args)
 
 
 def config_error(exc: ValidationError, root: type[BaseModel], source: str,

@@ -9,18 +9,18 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from emulator.errors import suggest
 from emulator.instruments.dialects import DIALECTS, DRIVERS, Dialect, check_template
+from emulator.validation import ConfigModel
 
 #: VISA resource classes a supply may sit behind (pyvisa-py: LAN VXI-11 / HiSLIP / raw socket, serial, USBTMC, GPIB)
 RESOURCE_PREFIXES = ("TCPIP", "ASRL", "USB", "GPIB")
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)  # built when a [bench.supply] is validated
-
+class _Strict(ConfigModel):
+    """A table of [bench.supply] (its schema is built when one is validated)."""
 
 class ScpiTemplates(_Strict):
     """The ``scpi`` driver's command set: str.format templates with {ch}, {volts}, {amps} (see dialects.py)."""

@@ -27,7 +27,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from emulator.errors import CommandError, ModelError, suggest
 from emulator.models import power_kernels as pk
@@ -43,6 +43,7 @@ from emulator.models.base import (
 from emulator.models.power_kernels import SCALAR
 from emulator.models.radiation import EVENT_KINDS, EccMemory, RadiationConfig, RadiationSource
 from emulator.protocol.catalogue import Plane, schemas_from
+from emulator.validation import ConfigModel
 
 if TYPE_CHECKING:
     from emulator.models.accelerator_schemas import (
@@ -93,9 +94,7 @@ THROTTLE_NAMES = ("none", "software", "hardware")
 JOB_KINDS = ("inference", "training")
 
 
-class DvfsLevel(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
-
+class DvfsLevel(ConfigModel):
     name: str = Field(min_length=1, max_length=32)
     clock_mhz: float = Field(gt=0, le=10000)
     core_v: float = Field(gt=0, le=2.0)
@@ -111,10 +110,8 @@ DEFAULT_DVFS = (
 )
 
 
-class AcceleratorConfig(BaseModel):
+class AcceleratorConfig(ConfigModel):
     """The accelerator board: mode, wiring, chips, DVFS table, power, thermal limits, jobs, external mode."""
-
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     #: "model": the emulator simulates the board; "external": a real board reports over ``accel.report``
     mode: Literal["model", "external"] = "model"

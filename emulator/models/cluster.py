@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, model_validator
+from pydantic import Field, ValidationError, create_model, model_validator
 
 from emulator.dotted import parse_key, set_dotted
 from emulator.errors import CommandError, ConfigError, ConfigProblem, ModelError, suggest
@@ -131,7 +131,7 @@ from emulator.models.thermal import (
 )
 from emulator.protocol.catalogue import Payload, Plane, field
 from emulator.reference_policy import REFERENCE
-from emulator.validation import config_error
+from emulator.validation import ConfigModel, config_error
 
 TH_KEYS = ("full_v", "normal_v", "safe_v", "critical_v", "hw_off_v", "hw_on_v")
 TH_FULL, TH_NORMAL, TH_SAFE, TH_CRIT, TH_HWOFF, TH_HWON = range(6)
@@ -160,8 +160,7 @@ CHUNK_MEMBER_SAMPLES = 50_000
 _nonzero = np.count_nonzero
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
+_Strict = ConfigModel  # this module's tables
 
 
 # -- configuration ---------------------------------------------------------------------------------------------

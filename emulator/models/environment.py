@@ -22,7 +22,7 @@ from dataclasses import dataclass, fields
 from typing import Any, Literal, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import Field, field_validator
 
 from emulator.errors import ModelError
 from emulator.models.orbit import (
@@ -34,6 +34,7 @@ from emulator.models.orbit import (
     sunlit_fraction_from_angles,
     teme_to_ecef,
 )
+from emulator.validation import ConfigModel
 
 FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # body faces, outward normals; same order as power.FACES
 R_EARTH_MEAN_KM = 6371.0088  # IUGG mean radius: the sphere that radiates and reflects (view factors)
@@ -78,10 +79,8 @@ def default_annual_dose_rad(alt_km: float, shielding_mm_al: float) -> float:
     return math.exp(y) * math.exp((alt_km - SPENVIS_ALT_KM) / DOSE_SCALE_HEIGHT_KM)
 
 
-class EnvironmentConfig(BaseModel):
+class EnvironmentConfig(ConfigModel):
     """Attitude, Earth radiation and the radiation environment."""
-
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     #: body frame: "nadir" (+X velocity, +Z nadir), "sun_pointing" (+Z to the Sun, +X toward nadir),
     #: "inertial" (body axes = TEME axes)

@@ -26,18 +26,17 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from emulator.errors import CommandError
 from emulator.models.orbit import R_EARTH_KM
+from emulator.validation import ConfigModel
 
 SPEED_OF_LIGHT_KM_S = 299_792.458  # exact (SI)
 
 
-class IslConfig(BaseModel):
+class IslConfig(ConfigModel):
     """The optical inter-satellite links of a cluster (every pair of members can point a terminal at each other)."""
-
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     #: one transceiver pair moves 800 Gbps each way (physics-sources.md §1 "ISL bench demo", COTS DWDM, conf. H)
     gbps_per_transceiver: float = Field(800.0, gt=0, le=1e6)

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, field_validator, model_validator
+from pydantic import field_validator, model_validator
 
 from emulator.errors import ConfigError, ModelError
+from emulator.validation import ConfigModel
 
 if TYPE_CHECKING:  # sgp4 is imported where a TLE is read: the other orbits never need it
     from sgp4.api import Satrec
@@ -112,7 +113,7 @@ def sso_inclination_deg(alt_km: float) -> float:
     return math.degrees(math.acos(cos_i))
 
 
-class OrbitConfig(BaseModel):
+class OrbitConfig(ConfigModel):
     """One orbit, given in one of three ways (which one is inferred from the fields that are set):
 
     * ``tle``: ``tle_line1`` and ``tle_line2`` (a two-line element set, propagated with SGP4);
@@ -122,8 +123,6 @@ class OrbitConfig(BaseModel):
     * ``elements``: ``alt_km`` (a - R_E), ``inc_deg``, ``raan_deg`` and optionally ``ecc``, ``argp_deg``,
       ``ma_deg``: mean elements at the simulation epoch, propagated with J2 secular rates.
     """
-
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     tle_line1: str | None = None
     tle_line2: str | None = None

@@ -27,11 +27,12 @@ import math
 from operator import itemgetter
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from emulator.errors import CommandError, ModelError, suggest
 from emulator.models import power_kernels as pk
 from emulator.models.power_kernels import CRITICAL, FULL, NORMAL, OFF, SAFE  # noqa: F401 (the shed modes, public here too)
+from emulator.validation import ConfigModel
 
 FACES = ("+X", "-X", "+Y", "-Y", "+Z", "-Z")  # body faces, same order as emulator.models.environment.FACES
 
@@ -76,8 +77,7 @@ P31U_PER_CELL_V = {"full_v": 4.15, "normal_v": 3.70, "safe_v": 3.60, "critical_v
                    "hw_off_v": 3.00, "hw_on_v": 3.20}
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
+_Strict = ConfigModel  # this module's tables
 
 
 def _unique(names: list[str], what: str) -> None:

@@ -23,7 +23,9 @@ from collections.abc import Callable
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from emulator.validation import ConfigModel
 
 KINDS = ("seu", "mbu", "sdc", "sefi", "sel")
 #: kinds with a per-chip rate in the config (same order as KINDS); "tid" is the dose threshold crossing
@@ -65,10 +67,8 @@ def cross_section_cm2(rad_per_event: float, energy_mev: float = 67.0) -> float:
     return 1.0 / (rad_per_event * proton_fluence_per_rad(energy_mev))
 
 
-class RadiationConfig(BaseModel):
+class RadiationConfig(ConfigModel):
     """Single-event rates (rad(Si) per event per chip; None disables a kind), scaling, latch-up and dose."""
-
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     #: correctable single-bit upsets in HBM. Not published for the TPU (physics-sources.md §1: correctable counts "not
     #: reliably available"); derived from the UECC rate and the V100 HBM2 figure that 31.5 % of memory upsets are

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from emulator.errors import CommandError, suggest
 from emulator.models import power_kernels as pk
@@ -44,6 +44,7 @@ from emulator.models.sensors import ChannelSpec, SensorBank, SensorsConfig
 from emulator.models.thermal import KELVIN, ThermalConfig, ThermalNetwork
 from emulator.protocol.catalogue import Plane, schemas_from
 from emulator.protocol.templates import PackedPayload, PayloadTemplate
+from emulator.validation import ConfigModel
 
 if TYPE_CHECKING:
     from emulator.models.satellite_schemas import (
@@ -67,10 +68,8 @@ TRUTH_ENV_FLOATS = ("sunlit_frac", "solar_flux_w_m2", "beta_deg", "lat_deg", "lo
                     "tracking_solar_w_m2", "dose_rate_rad_s", "rad_flux_factor")
 
 
-class SatelliteConfig(BaseModel):
+class SatelliteConfig(ConfigModel):
     """Everything that defines one satellite (the TOML file minus ``[sim]`` and ``[links]``)."""
-
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1, max_length=64)
     orbit: OrbitConfig

@@ -21,13 +21,12 @@ from collections.abc import Sequence
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from emulator.errors import CommandError, suggest
+from emulator.validation import ConfigModel
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
+_Strict = ConfigModel  # this module's tables
 
 
 class ChannelConfig(_Strict):

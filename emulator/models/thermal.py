@@ -24,10 +24,11 @@ import struct
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
 from emulator.errors import CommandError, ModelError, suggest
 from emulator.models.power_kernels import SCALAR
+from emulator.validation import ConfigModel
 
 SIGMA = 5.670374419e-8  # Stefan-Boltzmann constant, W m^-2 K^-4 (CODATA 2018, exact)
 KELVIN = 273.15
@@ -36,8 +37,7 @@ HEATER_MODES = ("auto", "on", "off")
 SurfaceFace = Literal["+X", "-X", "+Y", "-Y", "+Z", "-Z", "sun", "none"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", defer_build=True, allow_inf_nan=False)
+_Strict = ConfigModel  # this module's tables
 
 
 class NodeConfig(_Strict):

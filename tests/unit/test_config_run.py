@@ -142,3 +142,16 @@ def test_a_misspelt_item_name_in_a_file_that_extends_says_so(tmp_path: Path) -> 
     assert problem.path == "power.rails.5.rating_w"
     assert "'paylod' names no item of power.rails (did you mean 'payload'?)" in problem.message
     assert "(did you mean 'payload'?)" in str(exc.value)
+
+
+@pytest.mark.parametrize(("key", "path"), [("power.battery.initial_soc", "power.battery.initial_soc"),
+                                           ("power.rails.payload.max_retries", "power.rails.3.max_retries"),
+                                           ("sim.step_s", "sim.step_s")])
+def test_true_or_false_is_not_taken_for_a_number(key: str, path: str) -> None:
+    """pydantic would read true as 1 (initial_soc = true ran with a full battery): a config table refuses it."""
+    from emulator.config import load_config
+
+    with pytest.raises(ConfigError) as exc:
+        load_config("suncatcher-proto", {key: True}, labels={key: f"--set {key}=true"})
+    assert [(p.path, p.message) for p in exc.value.problems] == [(path, "a number is needed here, not true")]
+    assert "suncatcher-proto itself is fine" in str(exc.value)
