@@ -107,7 +107,8 @@ def truth_sampler(emu: Any, series: Any, every_s: float) -> tuple[Callable[[int]
 
 @contextlib.contextmanager
 def progress(emu: Any, duration_s: float | None, quiet: bool):  # type: ignore[no-untyped-def]
-    if quiet:
+    out = None if quiet else console(stderr=True)
+    if out is None or not out.is_terminal:  # a bar is for a person at a terminal, not a log or a file
         yield
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -115,7 +116,7 @@ def progress(emu: Any, duration_s: float | None, quiet: bool):  # type: ignore[n
     progress = Progress(TextColumn("[bold]sim[/] {task.fields[simtime]}"), BarColumn(),
                         TextColumn("{task.percentage:>5.1f}%"),
                         TextColumn("x{task.fields[speed]} real time  lag {task.fields[lag]}"),
-                        TextColumn("wall"), TimeElapsedColumn(), transient=False)
+                        TextColumn("wall"), TimeElapsedColumn(), transient=False, console=out)
     total = duration_s * NS_PER_S if duration_s else None
     task = progress.add_task("run", total=total, simtime="0 s", speed="-", lag="0 ms")
     next_ns = [0]

@@ -160,3 +160,14 @@ def test_negative_and_impossible_numbers_are_argument_errors(argv: list[str], sa
         main(argv)
     assert exc.value.code == 2
     assert says in capsys.readouterr().err
+
+
+def test_the_progress_bar_stays_off_stdout_and_out_of_logs(tmp_path: Path) -> None:
+    """`flatsat run > file`: stdout gets nothing (the bar went there, stale, as one line), and with stderr not a
+    terminal either (a CI log) no bar at all: the summary table only."""
+    proc = subprocess.run([sys.executable, "-m", "emulator", "run", "--duration", "10m", "--mode", "afap",
+                           "--board-url", "none", "--control-url", "none"], capture_output=True, text=True,
+                          timeout=120, check=False, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""
+    assert "real time  lag" not in proc.stderr and "sim time" in proc.stderr
