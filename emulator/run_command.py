@@ -64,6 +64,17 @@ def positive_arg(text: str) -> float:
     return _number_arg(text, allow_zero=False)
 
 
+def seed_arg(text: str) -> int:
+    """argparse type for a seed: a whole number, 0 or more (below 2**63)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value < 2**63:
+        raise argparse.ArgumentTypeError(f"{text}: give a whole number from 0 to 2**63 - 1")
+    return value
+
+
 def _number_arg(text: str, *, allow_zero: bool) -> float:
     try:
         value = float(text)
@@ -90,7 +101,7 @@ def add_demo_arguments(p: argparse.ArgumentParser) -> None:
                    help="board command; '{url}' is replaced by the board URL, else --url URL is appended "
                         "(default: %(default)s: the reference board, asking one sample per 10 s turn of what it "
                         "reads)")
-    p.add_argument("--seed", type=int, default=1, help="seed (default 1)")
+    p.add_argument("--seed", type=seed_arg, default=1, help="seed (default 1)")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -99,7 +110,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mode", choices=["realtime", "scaled", "afap", "lockstep"], help="clock mode (overrides sim.mode)")
     p.add_argument("--speed", type=float, help="wall-clock multiplier for --mode scaled")
     p.add_argument("--duration", type=duration_arg, help="sim time to run, e.g. 1d, 6h, 90m, 3600 (default: config)")
-    p.add_argument("--seed", type=int, help="seed (overrides sim.seed)")
+    p.add_argument("--seed", type=seed_arg, help="seed (overrides sim.seed)")
     p.add_argument("--step", type=float, help="physics step in seconds (overrides sim.step_s)")
     p.add_argument("--board-url", help="board-plane URL (overrides links.board); 'none' disables it")
     p.add_argument("--control-url", help="control-plane URL (overrides links.control); 'none' disables it")

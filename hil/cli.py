@@ -21,7 +21,7 @@ from typing import Any
 from emulator.clock import NS_PER_S, SimClock, WallSource
 from emulator.errors import ConfigError, EmulatorError, suggest
 from emulator.protocol.envelope import Message
-from emulator.run_command import positive_arg, seconds_arg
+from emulator.run_command import positive_arg, seconds_arg, seed_arg
 from emulator.series import Series, flatten
 
 #: a truth.sample payload is the satellite's truth(): its columns get this prefix, matching scenario signals
@@ -41,7 +41,7 @@ def add_test_arguments(test: argparse.ArgumentParser) -> None:
                             "-serial {pty}')")
     board.add_argument("--board-url", metavar="URL", help="URL to listen on for a real board, e.g. "
                                                           "serial:///dev/ttyACM0?baud=921600")
-    test.add_argument("--seed", type=int, help="seed (overrides each scenario's)")
+    test.add_argument("--seed", type=seed_arg, help="seed (overrides each scenario's)")
     test.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
     test.add_argument("--report", metavar="DIR", help="write HTML reports here (<scenario>.html, index.html)")
     test.add_argument("--record", metavar="DIR", default="out/hil",

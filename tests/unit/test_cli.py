@@ -153,6 +153,8 @@ def test_the_run_summary_says_which_accelerator_waits_for_a_board() -> None:
     (["test", "latchup", "--hello-timeout", "-1"], "argument --hello-timeout: -1: give a number > 0"),
     (["test", "latchup", "--board-timeout", "nan"], "argument --board-timeout: nan: give a number >= 0"),
     (["test", "latchup", "--record-max-mb", "lots"], "argument --record-max-mb: 'lots' is not a number"),
+    (["test", "latchup", "--seed", "-1"], "argument --seed: -1: give a whole number from 0 to 2**63 - 1"),
+    (["run", "--seed", "1.5"], "argument --seed: '1.5' is not a whole number"),
 ])
 def test_negative_and_impossible_numbers_are_argument_errors(argv: list[str], says: str,
                                                              capsys: pytest.CaptureFixture[str]) -> None:
