@@ -41,8 +41,19 @@ def apply_overrides(raw: dict[str, Any], overrides: Mapping[str, Any]) -> None:
     Raises:
         ConfigError: a key that cannot be set; its problem names the override (``override``, ``kind = "key"``).
     """
+    errors: list[ConfigError] = []
     for key, value in overrides.items():
-        set_dotted(raw, key, value)
+        try:
+            set_dotted(raw, key, value)
+        except ConfigError as exc:  # the others are still tried: every key that cannot be set, in one error
+            errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        problems = [p for e in errors for p in e.problems]
+        raise ConfigError(f"{len(problems)} overrides cannot be set:\n  "
+                          + "\n  ".join(f"override {p.override or p.path!r}: {p.message}" for p in problems),
+                          field=problems[0].path, valid=problems[0].valid, problems=problems)
 
 
 def set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:

@@ -33,15 +33,26 @@ line numbers for valid TOML, so problems are located by key path (``timeline[2].
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import difflib
+import functools
+import math
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+)
 
 from emulator import shipped
 from emulator.clock import parse_duration_s
@@ -318,13 +329,53 @@ def load_scenario(path: str | Path) -> Scenario:
 def scenario_from_dict(data: Mapping[str, Any], *, source: str = "<scenario>",
                        base_dir: Path | None = None) -> Scenario:
     """Check a scenario given as a dict (the parsed TOML); see :func:`load_scenario`."""
-    problems: list[Problem] = []
     try:
         parsed = ScenarioFile.model_validate(dict(data))
     except ValidationError as exc:
-        raise ScenarioError(source, _problems(exc, data)) from None
+        # the checks across entries still run on every entry that is right by itself: all problems at once
+        problems = _problems(exc, data)
+        seen = {p.path for p in problems}
+        head, timeline, requirements = _valid_parts(data)
+        # a fault entry that is wrong itself still has its label: clears are not checked against a partial list
+        raw = data.get("timeline")
+        faults_ok = sum(isinstance(a, FaultAction) for _, a in timeline) == sum(
+            isinstance(item, dict) and item.get("do") == "fault" for item in (raw if isinstance(raw, list) else []))
+        problems += [p for p in _cross_checks(head, timeline, requirements, base_dir, labels=faults_ok)[0]
+                     if p.path not in seen]
+        raise ScenarioError(source, problems) from None
     timeline = sorted(enumerate(parsed.timeline), key=lambda ia: ia[1].at)
-    duration = parsed.scenario.duration
+    requirements = list(enumerate(parsed.requirement))
+    problems, config_path = _cross_checks(parsed.scenario, timeline, requirements, base_dir)
+    if problems:
+        raise ScenarioError(source, problems)
+    return Scenario(head=parsed.scenario, overrides=dict(parsed.overrides), timeline=timeline,
+                    requirements=requirements, source=source, config_path=config_path, raw=dict(data))
+
+
+def _valid_parts(data: Mapping[str, Any]) -> tuple[ScenarioHead | None, list[tuple[int, Any]], list[tuple[int, Any]]]:
+    """The ``[scenario]`` table, timeline entries and requirements of ``data`` that are right by themselves (the
+    file as a whole failed validation)."""
+    head = None
+    with contextlib.suppress(ValidationError, TypeError):
+        head = ScenarioHead.model_validate(data.get("scenario"))
+    parts: list[list[tuple[int, Any]]] = []
+    for key in ("timeline", "requirement"):
+        items = data.get(key)
+        good = []
+        for i, item in enumerate(items if isinstance(items, list) else []):
+            with contextlib.suppress(ValidationError):
+                good.append((i, _adapter(key).validate_python(item)))
+        parts.append(good)
+    return head, sorted(parts[0], key=lambda ia: ia[1].at), parts[1]
+
+
+def _cross_checks(head: ScenarioHead | None, timeline: list[tuple[int, Any]], requirements: list[tuple[int, Any]],
+                  base_dir: Path | None, *, labels: bool = True) -> tuple[list[Problem], Path | None]:
+    """What no single entry can tell: times past the end of the run, a ``clear`` of a label no earlier fault has
+    (``labels``: every fault entry is in ``timeline``), requirements with nothing to check, the satellite config's
+    file; and that file's path."""
+    problems: list[Problem] = []
+    duration = head.duration if head is not None else math.inf
     for i, action in timeline:
         if action.at > duration:
             problems.append(Problem(f"timeline[{i}].at", f"at {action.at:g} s is after the end of the run "
@@ -334,29 +385,32 @@ def scenario_from_dict(data: Mapping[str, Any], *, source: str = "<scenario>",
         if isinstance(action, FaultAction):
             label = action.label or action.name
             labels_so_far[label] = action
-        elif isinstance(action, ClearAction) and action.label is not None and action.label not in labels_so_far:
+        elif (labels and isinstance(action, ClearAction) and action.label is not None
+              and action.label not in labels_so_far):
             valid = sorted(labels_so_far)
             problems.append(Problem(f"timeline[{i}].label",
                                     f"no fault labelled {action.label!r} is injected before t={action.at:g} s"
                                     f"{suggest(action.label, valid)}; fault labels (default: the fault name): "
                                     f"{', '.join(valid) or 'none'}", valid))
-    for i, req in enumerate(parsed.requirement):
+    for i, req in requirements:
         if isinstance(req, AlwaysRequirement) and req.after >= duration:
             problems.append(Problem(f"requirement[{i}].after",
                                     f"after {req.after:g} s leaves nothing to check in a {duration:g} s run"))
         if isinstance(req, ResponseRequirement) and req.within <= 0:
             problems.append(Problem(f"requirement[{i}].within", "within must be > 0"))
     config_path = None
-    if parsed.scenario.config is not None:
+    if head is not None and head.config is not None:
         try:
-            config_path = shipped.resolve(parsed.scenario.config, "satellite", base_dir)
+            config_path = shipped.resolve(head.config, "satellite", base_dir)
         except ConfigError as exc:
             problems.append(Problem("scenario.config", exc.message, exc.valid))
-    if problems:
-        raise ScenarioError(source, problems)
-    return Scenario(head=parsed.scenario, overrides=dict(parsed.overrides), timeline=timeline,
-                    requirements=list(enumerate(parsed.requirement)), source=source, config_path=config_path,
-                    raw=dict(data))
+    return problems, config_path
+
+
+@functools.cache
+def _adapter(kind: str) -> TypeAdapter[Any]:
+    """One timeline entry or one requirement validated alone (built when a file is wrong, not at import)."""
+    return TypeAdapter(Action if kind == "timeline" else Requirement)
 
 
 def key_path(loc: Iterable[Any]) -> str:

@@ -230,3 +230,39 @@ def test_values_that_name_things_are_checked_against_the_model_with_did_you_mean
     assert "params.channel: unknown channel 'thermal.batery' (did you mean 'thermal.battery'?)" in text
     path.write_text(good)
     ScenarioRun(load_scenario(path), record_dir=None)  # the good file passes the check
+
+
+def test_a_wrong_entry_does_not_hide_the_checks_across_entries(tmp_path: Path) -> None:
+    """A typo in one requirement's operator: the timeline's entry past the end of the run and its clear of a label
+    nothing injected are still reported, in the same error (not one round of fixes each)."""
+    text = """
+[scenario]
+name = "typos"
+duration = "1h"
+[[timeline]]
+at = "2h"
+do = "fault"
+name = "lamp.brownout"
+[[timeline]]
+at = "10m"
+do = "clear"
+label = "nope"
+[[requirement]]
+kind = "always"
+signal = "satellite.factor"
+op = "=>"
+value = 1
+"""
+    with pytest.raises(ScenarioError) as exc:
+        load_scenario(write(tmp_path, text))
+    assert [p.path for p in exc.value.problems] == ["requirement[0].op", "timeline[0].at", "timeline[1].label"]
+
+
+def test_every_override_that_cannot_be_set_comes_at_once() -> None:
+    from emulator.config import load_config
+    from emulator.errors import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        load_config("suncatcher-proto", {"power.rails.paylod.max_retries": 1, "power.rails[9].on": True})
+    assert [p.override for p in exc.value.problems] == ["power.rails.paylod.max_retries", "power.rails[9].on"]
+    assert str(exc.value).startswith("2 overrides cannot be set")
