@@ -63,6 +63,8 @@ def config_error(exc: ValidationError, root: type[BaseModel], source: str,
     for err in exc.errors(include_url=False):
         path = prefix + ".".join(str(p) for p in err["loc"])
         cross = err["type"] == "value_error"  # a model's own check across its fields (a rail that is not there)
+        named = None
+        msg = ""
         if cross:
             msg = err["msg"].removeprefix("Value error, ")
             # the check names the key it is about first ("accelerator.rail: unknown rail ..."): that is the path
@@ -70,9 +72,8 @@ def config_error(exc: ValidationError, root: type[BaseModel], source: str,
             if named:
                 path = ".".join(x for x in (path, _dotted(named.group(1))) if x)
                 msg = named.group(2)
-        origin = next((o for p, o in (labels or {}).items()
-                       if path == p or path.startswith(p + ".") or (cross and path and p.startswith(path + "."))),
-                      None)
+        origin = next((o for p, o in (labels or {}).items() if path == p or path.startswith(p + ".")
+                       or (cross and _involved(p, path, named is not None, msg))), None)
         if origin is None:
             in_file = True
         elif origin[1] not in blamed:
@@ -116,6 +117,13 @@ def _error(problems: list[ConfigProblem], source: str, blamed: list[str], in_fil
     first = problems[0] if problems else ConfigProblem("", head)
     return ConfigError(head + "\n  " + "\n  ".join(map(str, problems)), field=first.path or None,
                        valid=next((p.valid for p in problems if p.valid), None), problems=problems)
+
+
+def _involved(key: str, path: str, named: bool, message: str) -> bool:
+    """Override ``key`` is inside the table at ``path`` that a check across fields found wrong, and the check
+    named a key there (``named``) or its message mentions this one's: the override is blamed."""
+    return bool(path) and key.startswith(path + ".") and (
+        named or re.search(rf"\b{re.escape(key.rpartition('.')[2])}\b", message) is not None)
 
 
 #: a cross-field check's message that starts with the dotted key it is about: ``power.rails[3].rail: ...``
