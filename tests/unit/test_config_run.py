@@ -158,13 +158,15 @@ def test_true_or_false_is_not_taken_for_a_number(key: str, path: str) -> None:
 
 
 def test_a_check_across_fields_does_not_blame_an_override_it_is_not_about(tmp_path: Path) -> None:
-    """The file's own shed thresholds are out of order; an override elsewhere in [power] is not blamed for it."""
+    """The file's own load names a rail that is not there (a check on all of [power]); an override elsewhere in
+    [power] is not blamed for it."""
     from emulator.config import load_config
 
     path = tmp_path / "mine.toml"
-    path.write_text('extends = "suncatcher-proto"\n[power.shed]\ncritical_v = 30.0\n')
+    path.write_text('extends = "suncatcher-proto"\n[[power.loads]]\nname = "obc"\nrail = "nope"\n')
     key = "power.battery.initial_soc"
     with pytest.raises(ConfigError) as exc:
         load_config(path, {key: 0.5}, labels={key: f"--set {key}=0.5"})
     assert str(exc.value).startswith(f"{path}: invalid config (1 problem)")
-    assert exc.value.problems[0].path == "power.shed" and exc.value.problems[0].override is None
+    problem = exc.value.problems[0]
+    assert problem.path == "power" and "unknown rail 'nope'" in problem.message and problem.override is None
