@@ -173,14 +173,20 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
     Raises:
         ConfigError: every problem located in ``problems`` (path, message, valid values, the override).
     """
-    raw, source = read_raw(path, overrides, data)
+    raw, source = read_raw(path, None, data)
+    # overrides that cannot be set, the run tables and the model's tables are all checked, whatever the first
+    # finds: every problem in one error
+    errors: list[ConfigError] = []
+    try:
+        apply_overrides(raw, overrides or {})
+    except ConfigError as exc:  # (the keys that could be set are set)
+        errors.append(exc)
     by_path = origins(raw, overrides, labels)
-    # the run tables and the model's are checked both, whatever the first finds: every problem in one error
-    run_error = None
     try:
         run = split_run(raw, source, by_path)
     except ConfigError as exc:
-        run_error, run = exc, None
+        errors.append(exc)
+        run = None
     kind = model_kinds.kind_of(raw)
     items = _named_items(raw)  # (before the model's validation takes tables out of raw)
     try:
@@ -189,11 +195,11 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         if any(_misnamed(p, items) for p in exc.problems):
             exc.problems = [_misnamed(p, items) or p for p in exc.problems]
             exc = combined_error([exc], source, by_path)
-        if run_error is None:
-            raise exc from None
-        raise combined_error([run_error, exc], source, by_path) from None
-    if run_error is not None:
-        raise run_error
+        errors.append(exc)
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise combined_error(errors, source, by_path)
     assert run is not None
     return Config(run=run, model=model, kind=kind.name, source=source)
 

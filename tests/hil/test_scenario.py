@@ -266,3 +266,10 @@ def test_every_override_that_cannot_be_set_comes_at_once() -> None:
         load_config("suncatcher-proto", {"power.rails.paylod.max_retries": 1, "power.rails[9].on": True})
     assert [p.override for p in exc.value.problems] == ["power.rails.paylod.max_retries", "power.rails[9].on"]
     assert str(exc.value).startswith("2 overrides cannot be set")
+    # one that cannot be set and one that can but is wrong (an unknown key): both, in one error
+    over = {"power.rails.paylod.max_retries": 1, "power.battery.cell_capacity_ahh": 1.0}
+    with pytest.raises(ConfigError) as exc:
+        load_config("suncatcher-proto", over, labels={k: f"--set {k}={v}" for k, v in over.items()})
+    assert [p.path for p in exc.value.problems] == ["power.rails.paylod.max_retries",
+                                                    "power.battery.cell_capacity_ahh"]
+    assert "(2 problems; suncatcher-proto itself is fine)" in str(exc.value)
