@@ -97,7 +97,10 @@ async def monitor(url: str, duration_s: float | None = None, once: bool = False,
 
     async with await connect(url) as link:
         if fmt == "table":
-            return await _table(link, url, duration_s, once, wanted, out)
+            code = await _table(link, url, duration_s, once, wanted, out)
+            if code == 2:
+                _audit(url, topics, truth, seen, matched)
+            return code
 
         async def stream() -> None:
             nonlocal t_ns
@@ -207,6 +210,8 @@ async def _table(link: Any, url: str, duration_s: float | None, once: bool, want
         except TimeoutError:
             pass
     if once:
+        if not latest:
+            return 2  # nothing the patterns asked for came (the caller says what came instead)
         console.print(render(None))
     return 0
 

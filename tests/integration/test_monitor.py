@@ -105,6 +105,9 @@ async def test_monitor_says_what_it_was_asked_for_and_never_comes(capsys: pytest
                 assert await _monitor(emu.control_url, None, True, topics=["epss.*"], out=io.StringIO()) == 2
                 err = capsys.readouterr().err
                 assert f"no topic at {emu.control_url} matches 'epss.*'" in err and "eps.telemetry" in err
+                assert await _monitor(emu.control_url, None, True, fmt="table", topics=["epss.*"],
+                                      out=io.StringIO()) == 2
+                assert f"no topic at {emu.control_url} matches 'epss.*'" in capsys.readouterr().err
                 lines = io.StringIO()
                 assert await _monitor(emu.board_url, 2.0, False, True, topics=["sim.clock"], out=lines) == 0
                 assert "sends no truth.sample (ground truth comes on the control plane only" in capsys.readouterr().err
