@@ -218,7 +218,7 @@ async def _table(link: Any, url: str, duration_s: float | None, once: bool, want
 
 def add_arguments(p: Any) -> None:
     """``flatsat monitor`` arguments."""
-    from emulator.run_command import duration_arg
+    from emulator.arguments import duration_arg
 
     p.add_argument("url", help="e.g. zmq+tcp://127.0.0.1:5560 (control plane sees everything)")
     p.add_argument("--duration", type=duration_arg, default=None, help="stop after this much wall time")

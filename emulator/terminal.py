@@ -158,10 +158,8 @@ def board_summary(emu: Any) -> str:
     if bound:
         names = getattr(emu.model, "member_names", None)
         who = ", ".join(f"{k} ({names[k]})" if names else str(k) for k in bound)
-        return (f"no board connected: the bound member's accelerator idles (member {who}; the others follow the "
-                "built-in policy)" if len(bound) == 1 else
-                f"no board connected: the bound members' accelerators idle (members {who}; the others follow the "
-                "built-in policy)")
+        what = "member's accelerator idles" if len(bound) == 1 else "members' accelerators idle"
+        return f"no board connected: the bound {what} (member {who}; the others follow the built-in policy)"
     return "no board connected: the accelerator idles"
 
 

@@ -18,10 +18,10 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from emulator.arguments import positive_arg, seconds_arg, seed_arg
 from emulator.clock import NS_PER_S, SimClock, WallSource
 from emulator.errors import ConfigError, EmulatorError, suggest
 from emulator.protocol.envelope import Message
-from emulator.run_command import positive_arg, seconds_arg, seed_arg
 from emulator.series import Series, flatten
 
 #: a truth.sample payload is the satellite's truth(): its columns get this prefix, matching scenario signals
