@@ -1035,52 +1035,69 @@ class Emulator:
                 continue
             if batch_start_ns is None:
                 batch_start_ns = wall.now_ns()
-            if incoming.message is None:
-                err = incoming.error or CodecError("undecodable request", field="bytes")
-                if not isinstance(err, RateLimitedError):  # the link counted it already (drops: rate_limited)
-                    self.stats.commands[name] += 1
-                self.stats.refuse(name, refusal_reason(err, decoded=False))
-                reply = Message("reply", {"id": 0, "re": "?", "ok": False, "error": err.to_wire()})
-            else:
-                msg = incoming.message
-                if self.recorder is not None:
-                    self.recorder.write(name, "in", encode_message(msg), wall_time=self._wall_time(msg.topic))
-                if plane == Plane.BOARD:
-                    # the request's t_ns is the board's view of sim time: how far behind it runs
-                    lag_ns = max(0, self.clock.now_ns() - msg.t_ns)
-                    self.stats.board_links.touch(msg.src or "?", {})["lag_s"] = lag_ns / NS_PER_S
-                    reply = self._board_request(incoming.peer, msg)
+            try:
+                if incoming.message is None:
+                    err = incoming.error or CodecError("undecodable request", field="bytes")
+                    if not isinstance(err, RateLimitedError):  # the link counted it already (drops: rate_limited)
+                        self.stats.commands[name] += 1
+                    self.stats.refuse(name, refusal_reason(err, decoded=False))
+                    reply = Message("reply", {"id": 0, "re": "?", "ok": False, "error": err.to_wire()})
                 else:
-                    self._request_peer = (link, incoming.peer)  # telemetry.feed sends to this peer
+                    msg = incoming.message
+                    if self.recorder is not None:
+                        self.recorder.write(name, "in", encode_message(msg), wall_time=self._wall_time(msg.topic))
+                    if plane == Plane.BOARD:
+                        # the request's t_ns is the board's view of sim time: how far behind it runs
+                        lag_ns = max(0, self.clock.now_ns() - msg.t_ns)
+                        self.stats.board_links.touch(msg.src or "?", {})["lag_s"] = lag_ns / NS_PER_S
+                        reply = self._board_request(incoming.peer, msg)
+                    else:
+                        self._request_peer = (link, incoming.peer)  # telemetry.feed sends to this peer
+                        try:
+                            reply = self.handle_request(msg, plane)
+                        finally:
+                            self._request_peer = None
+                reply = Message(reply.topic, reply.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
+                data, reply = self._encode_reply(reply, name)
+                if self.recorder is not None:
+                    wall_time = incoming.message is not None and self._wall_time(incoming.message.topic)
+                    self.recorder.write(name, "out", data, wall_time=wall_time)
+                if link.defers_replies:
+                    # queued behind what was published before it, sent with what the clock publishes next (a
+                    # lockstep turn's replies, its telemetry and sim.waiting leave together) or at the next loop turn
+                    self._outbox.append((link, data, False, incoming.peer))
+                    if not self._replies_due:
+                        self._replies_due = True
+                        asyncio.get_running_loop().call_soon(self._send_replies)
+                else:
                     try:
-                        reply = self.handle_request(msg, plane)
-                    finally:
-                        self._request_peer = None
-            reply = Message(reply.topic, reply.payload, seq=self._next_seq(), t_ns=self.clock.now_ns(), src=SRC)
-            data = None
-            if self.recorder is not None:
-                data = encode_message(reply)
-                self.recorder.write(name, "out", data,
-                                    wall_time=incoming.message is not None and self._wall_time(incoming.message.topic))
-            if link.defers_replies:
-                # queued behind what was published before it, sent with what the clock publishes next (a lockstep
-                # turn's replies, its telemetry and sim.waiting leave together) or at the next loop turn at latest
-                self._outbox.append((link, data if data is not None else encode_message(reply), False, incoming.peer))
-                if not self._replies_due:
-                    self._replies_due = True
-                    asyncio.get_running_loop().call_soon(self._send_replies)
-            else:
-                try:
-                    if self._outbox:  # what was published before this reply goes first
-                        self._send_outbox()
-                    await link.send_to(incoming.peer, reply)
-                except EmulatorError as exc:
-                    log.debug("%s link: reply to %r failed: %s", name, incoming.peer, exc)
+                        if self._outbox:  # what was published before this reply goes first
+                            self._send_outbox()
+                        await link.send_to(incoming.peer, reply)
+                    except EmulatorError as exc:
+                        log.debug("%s link: reply to %r failed: %s", name, incoming.peer, exc)
+            except Exception:  # a bug in answering one request must not stop the plane: said loudly, serving goes on
+                log.exception("%s plane: answering a request failed", name)
+                self.stats.refuse(name, "internal")
             handled += 1
             if handled >= SERVE_BATCH or wall.now_ns() - batch_start_ns >= SERVE_BUDGET_NS:
                 await asyncio.sleep(0)  # fairness: the clock and the other plane get their turn
                 handled = 0
                 batch_start_ns = None
+
+    def _encode_reply(self, reply: Message, plane_name: str) -> tuple[bytes, Message]:
+        """The reply's bytes; a reply that cannot be encoded (a handler's bug: a value msgpack cannot hold) becomes
+        an internal error the client can read, so the request is answered and the plane keeps serving."""
+        try:
+            return encode_message(reply), reply
+        except CodecError as exc:
+            log.error("%s plane: the reply to %s could not be encoded: %s", plane_name, reply.payload.get("re"), exc)
+            self.stats.refuse(plane_name, "internal")
+            error = {"code": "internal", "message": f"the reply could not be encoded ({exc.message}): a flatsat bug, "
+                                                    "please report it with the request"}
+            reply = Message("reply", {"id": reply.payload.get("id", 0), "re": reply.payload.get("re", "?"),
+                                      "ok": False, "error": error}, seq=reply.seq, t_ns=reply.t_ns, src=SRC)
+            return encode_message(reply), reply
 
     def _board_request(self, peer: bytes, msg: Message) -> Message:
         """A board request, run once: a repeat of one of the board's last DUPLICATE_WINDOW requests (same peer,

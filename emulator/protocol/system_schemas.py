@@ -89,12 +89,16 @@ class BoardStep(Payload):
                               gt=0, le=86400)
 
 
+#: the longest span of sim time a command can name, ten years (sim times are ns in 64 bits: 292 years)
+LONGEST_SPAN_S = 10 * 365 * 86400
+
+
 class ClockStep(Payload):
-    duration_s: float = field("s", "advance this much sim time, then wait / pause again", gt=0, le=10 * 365 * 86400)
+    duration_s: float = field("s", "advance this much sim time, then wait / pause again", gt=0, le=LONGEST_SPAN_S)
 
 
 class ClockRunUntil(Payload):
-    t_s: float = field("s", "sim time since the epoch to run to, then pause", gt=0)
+    t_s: float = field("s", "sim time since the epoch to run to, then pause", gt=0, le=LONGEST_SPAN_S)
 
 
 class ClockSpeed(Payload):
@@ -111,7 +115,7 @@ class FaultInject(Payload):
     params: dict[str, Any] = field(doc="fault parameters (schema per fault, see `fault.list`)",
                                    default_factory=dict)
     duration_s: float | None = field("s", "clear automatically after this long; omit for until cleared",
-                                     default=None, gt=0)
+                                     default=None, gt=0, le=LONGEST_SPAN_S)
 
 
 class FaultClear(Payload):
