@@ -37,7 +37,10 @@ everyone, counted in ``stats.dropped_tx``. A reply to a peer whose queue is full
 counted; a reply to a peer the ROUTER does not know (ROUTER_MANDATORY) raises TransportBrokenError.
 
 Peer gone (client side): a socket monitor on the DEALER reports EVENT_DISCONNECTED; ``recv`` then
-raises :class:`TransportBrokenError` once and sets ``stats.is_up = False``. The link stays open and
+raises :class:`TransportBrokenError` once and sets ``stats.is_up = False``. Requests go only over a live
+connection (ZMQ_IMMEDIATE): while the server is away ``send`` raises TransportBrokenError at once, and what was
+queued when it went dies with the connection, so a server started again at the address (another run) never
+receives the old run's requests. The link stays open and
 ZeroMQ keeps reconnecting: when a server is back at the address, its welcome sets ``is_up = True``
 and counts ``stats.reconnects``; keep calling ``recv``. inproc has no connection events, so inproc
 clients never see the server go away. A board that dies and restarts simply connects again; the
@@ -803,9 +806,18 @@ class ZmqClientLink(ClientLink):
         self.curve_keys: tuple[bytes, bytes] | None = None
         self._handshake_refused: int | None = None  # ZAP status of a refused CURVE handshake
         self._handshake_failed = False
+        # up = the server's welcome (on the SUB) and the DEALER's connection complete (its handshake done): requests
+        # are sent only then (ZMQ_IMMEDIATE), so none waits in a queue for a server that comes back later as
+        # another run; inproc connects at once
+        self._welcome_seen = False
+        self._dealer_ready = monitor is None
 
     def _on_welcome(self) -> None:
-        if self.stats.is_up:
+        self._welcome_seen = True
+        self._maybe_up()
+
+    def _maybe_up(self) -> None:
+        if self.stats.is_up or not (self._welcome_seen and self._dealer_ready):
             return
         self._set_up(True)
         if self._welcomed:
@@ -824,9 +836,14 @@ class ZmqClientLink(ClientLink):
                 except zmq.Again:
                     break
                 kind = event["event"]
-                if kind == zmq.EVENT_DISCONNECTED and self.stats.is_up:
-                    self._set_up(False)
-                    self._broken_pending = True
+                if kind == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+                    self._dealer_ready = True
+                    self._maybe_up()
+                elif kind == zmq.EVENT_DISCONNECTED:
+                    self._dealer_ready = self._welcome_seen = False
+                    if self.stats.is_up:
+                        self._set_up(False)
+                        self._broken_pending = True
                 elif kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
                     self._handshake_refused = int(event["value"])
                 elif kind in (zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL, zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL):
@@ -924,6 +941,10 @@ class ZmqClientLink(ClientLink):
             else:
                 self._dealer_sync.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
+            if not self._dealer_ready:
+                raise TransportBrokenError(
+                    f"the server of {self.url.label} is not connected (it went away, or is coming back): a request "
+                    "is sent only over a live connection, never kept for whichever server comes next") from None
             # the request queue towards the server is full (hwm): the server is gone or stuck
             raise TransportBrokenError(
                 f"request queue of {self.url.label} is full ({self.url.get('hwm')} messages): the server "
@@ -1113,9 +1134,12 @@ class ZmqTransport(TransportFactory):
             else:
                 sub.setsockopt(zmq.SUBSCRIBE, b"")
             if url.carrier != "inproc":  # inproc emits no connection events
+                # requests only over a completed connection: queued ones die with it (a server killed and started
+                # again is another run, and must not get the old run's commands)
+                dealer.setsockopt(zmq.IMMEDIATE, 1)
                 monitor = dealer.get_monitor_socket(
-                    zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_FAILED_AUTH | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-                    | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
+                    zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_AUTH
+                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL)
             sub.connect(ends.pub)
             dealer.connect(ends.cmd)
         except zmq.ZMQError as exc:

@@ -308,3 +308,32 @@ async def test_a_curve_link_opened_right_after_another_closed_gets_the_zap_endpo
     for _ in range(300):
         server = await listen(url)
         await server.aclose()
+
+
+async def test_a_request_is_never_kept_for_the_next_server_at_the_address() -> None:
+    """A user's console: the emulator was killed, the page's Pause timed out, and an emulator started again at the
+    same URL began paused (ZeroMQ had kept the request for the reconnection). Requests now go only over a live
+    connection: while the server is away a send fails at once, and the next server gets only what is sent to
+    it."""
+    first = await listen("zmq+tcp://127.0.0.1:0")
+    url = first.url
+    client = await connect(url)
+    try:
+        await first.aclose()
+        async with asyncio.timeout(SAFETY_S):
+            with pytest.raises(TransportBrokenError, match="went away"):
+                await client.recv()
+        with pytest.raises(TransportBrokenError, match="not connected"):
+            await client.send(Message("clock.pause", {}, seq=1))
+        async with await listen(url) as second:
+            async with asyncio.timeout(SAFETY_S):
+                await client.wait_until_up()
+            await client.send(Message("ping", {}, seq=2))  # up: the request connection is complete too
+            async with asyncio.timeout(SAFETY_S):
+                inc = await second.recv()
+            assert inc.message is not None and (inc.message.topic, inc.message.seq) == ("ping", 2)
+            with pytest.raises(TimeoutError):  # and nothing else: the old pause is gone
+                async with asyncio.timeout(0.3):
+                    await second.recv()
+    finally:
+        await client.aclose()
