@@ -47,6 +47,9 @@ PREDICT_SAMPLES = 400
 PREDICT_ORBITS = 2.0
 PREDICT_STEP_S = 30.0
 REQUEST_TIMEOUT_S = 10.0
+#: a request waiting this long (wall s) for its answer: the page says the emulator is not answering (the polls
+#: come every POLL_S and are answered in well under a millisecond, so a healthy emulator never gets near it)
+UNANSWERED_S = 5.0
 #: most messages of one telemetry topic a second (wall) that go into the plots' history; beyond it (1 kHz
 #: telemetry, a fast-forward) every n-th is taken, still binned min/max. The panels always show the newest.
 HISTORY_PER_TOPIC_HZ = 50.0
@@ -87,6 +90,8 @@ class LiveSource:
         self.meta_version = 0
         self._seq = 0
         self._pending: dict[int, asyncio.Future[Message]] = {}
+        #: wall ns when the oldest request still without an answer since the emulator last answered was sent
+        self._unanswered_since_ns: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._wake_poll = asyncio.Event()
@@ -203,6 +208,7 @@ class LiveSource:
                 self.meta_version += 1
                 self._wake_poll.set()
             if msg.topic == "reply":
+                self._unanswered_since_ns = None
                 fut = self._pending.pop(msg.payload.get("id", -1), None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
@@ -213,6 +219,7 @@ class LiveSource:
                 self._wake_poll.set()  # fetch the expiry of a new fault
 
     def _fail_pending(self, why: str) -> None:
+        self._unanswered_since_ns = None  # the link is down: the page says that instead
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(TransportError(why))
@@ -227,6 +234,8 @@ class LiveSource:
         seq = self._seq
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
+        if self._unanswered_since_ns is None:
+            self._unanswered_since_ns = self.wall.now_ns()
         try:
             await self.link.send(Message(topic, payload or {}, seq=seq, t_ns=self.state.t_ns, src=SRC))
             log.debug("request %d %s sent", seq, topic)
@@ -340,8 +349,19 @@ class LiveSource:
                 "feed": {"max_hz": self.feed_hz if self.feeding else None, "error": self.feed_error},
                 "fault_schemas": self.fault_schemas, "predict_error": self.predict_error}
 
+    def unanswered_s(self) -> float | None:
+        """How long (wall s) the emulator has left the console's requests unanswered, once that is more than
+        UNANSWERED_S; None while it answers (its telemetry may still flow: a stuck control plane)."""
+        since = self._unanswered_since_ns
+        if since is None or not self.connected:
+            return None
+        waited = (self.wall.now_ns() - since) / NS_PER_S
+        return waited if waited >= UNANSWERED_S else None
+
     def view(self) -> dict[str, Any]:
-        return self.state.view()
+        view = self.state.view()
+        view["requests"] = {"unanswered_s": self.unanswered_s()}
+        return view
 
     def map_data(self) -> dict[str, Any]:
         return self.state.map_data()

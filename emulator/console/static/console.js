@@ -83,16 +83,7 @@ function onMeta(m) {
   $("#steer").hidden = !live;
   $("#playback").hidden = live;
   $("#fault-form").hidden = !live;
-  if (live) {
-    setBadge("#source", `live ${m.source}`, m.connected ? "ok" : "bad");
-  } else {
-    setBadge("#source", `recording ${m.source}`, "warn");
-  }
-  const banner = [];
-  if (m.error) banner.push(`emulator: ${m.error}`);
-  if (m.predict_error) banner.push(`orbit predictions unavailable: ${m.predict_error}`);
-  $("#banner").hidden = banner.length === 0;
-  $("#banner").textContent = banner.join(" · ");
+  renderStatus();
   if (JSON.stringify(m.fault_schemas) !== JSON.stringify(ui.faultSchemas)) {
     ui.faultSchemas = m.fault_schemas || [];
     buildFaultSelect();
@@ -104,13 +95,43 @@ function onMeta(m) {
   }
 }
 
+// the source badge and the banner, from the link (meta) and the requests' answers (view)
+function renderStatus() {
+  const m = ui.meta, v = ui.view;
+  if (!m) return;
+  const problems = [];
+  if (m.error) problems.push(`emulator: ${m.error}`);
+  if (m.mode === "live") {
+    const unanswered = v && v.requests ? v.requests.unanswered_s : null;
+    let state = "", cls = "ok";
+    if (!m.connected) { state = " · unreachable"; cls = "bad"; }
+    else if (unanswered != null) {
+      state = ` · not answering for ${Math.round(unanswered)} s`; cls = "bad";
+      problems.push(`the emulator has not answered the console's requests for ${Math.round(unanswered)} s: ` +
+        "the values shown may be stale and commands may not be carried out");
+    }
+    ui.stale = cls === "bad";
+    setBadge("#source", `live ${m.source}${state}`, cls);
+  } else {
+    ui.stale = false;
+    setBadge("#source", `recording ${m.source}`, "warn");
+  }
+  if (m.predict_error) problems.push(`orbit predictions unavailable: ${m.predict_error}`);
+  $("#banner").hidden = problems.length === 0;
+  $("#banner").textContent = problems.join(" · ");
+}
+
 // -- panels -----------------------------------------------------------------------------------------------
 function onView(v) {
   ui.view = v;
+  renderStatus();
   const c = v.clock || {};
   $("#sim-utc").textContent = v.utc ? v.utc.replace("T", " ") : "–";
-  setBadge("#clock-mode", c.paused ? `${c.mode} · paused` : (c.mode || "–"), c.paused ? "warn" : "ok");
-  $("#clock-speed").textContent = c.mode ? `×${num(c.speed, 2)} (achieved ×${num(c.realtime_factor, 1)})` : "–";
+  // a clock the console no longer hears from is not shown as running
+  setBadge("#clock-mode", c.paused ? `${c.mode} · paused` : (c.mode || "–"),
+    !c.mode ? "" : ui.stale ? "off" : c.paused ? "warn" : "ok");
+  $("#clock-speed").textContent = !c.mode ? "–" : ui.stale ? `×${num(c.speed, 2)} (last known)`
+    : `×${num(c.speed, 2)} (achieved ×${num(c.realtime_factor, 1)})`;
   $("#clock-lag").textContent = c.mode ? `lag ${num((c.lag_s || 0) * 1e3, 2)} ms · overruns ${num(c.overruns)}` : "–";
   const b = v.battery, bus = v.bus;
   kv($("#power"), [
