@@ -86,6 +86,8 @@ class LiveSource:
         self.connected = False
         self.error: str | None = None
         self.predict_error: str | None = None
+        #: why there are no predictions when that is expected (a quiet note on the page, not an error)
+        self.predict_note: str | None = None
         self.fault_schemas: list[dict[str, Any]] = []
         self.meta_version = 0
         self._seq = 0
@@ -329,7 +331,13 @@ class LiveSource:
             self.state.prediction = reply["data"]
         else:  # e.g. a model without an orbit: say so once, keep the rest working
             err = reply.get("error") or {}
-            if err.get("code") != "console":
+            if err.get("code") != "console" and self.state.cluster is not None:
+                # a fleet has no orbit.predict: the map shows the member's track as it flies, which is no fault
+                self.predict_note = ("eclipse predictions are not available for a fleet: the map shows the "
+                                     "member's ground track so far, eclipses as they happen")
+                self.predict_error = err.get("message", "refused")
+                self.meta_version += 1
+            elif err.get("code") != "console":
                 self.predict_error = err.get("message", "refused")
                 self.meta_version += 1
 
@@ -347,7 +355,9 @@ class LiveSource:
     def meta(self) -> dict[str, Any]:
         return {"mode": "live", "source": self.url, "connected": self.connected, "error": self.error,
                 "feed": {"max_hz": self.feed_hz if self.feeding else None, "error": self.feed_error},
-                "fault_schemas": self.fault_schemas, "predict_error": self.predict_error}
+                "fault_schemas": self.fault_schemas,
+                "predict_error": None if self.predict_note else self.predict_error,
+                "notes": [self.predict_note] if self.predict_note else []}
 
     def unanswered_s(self) -> float | None:
         """How long (wall s) the emulator has left the console's requests unanswered, once that is more than
@@ -358,16 +368,16 @@ class LiveSource:
         waited = (self.wall.now_ns() - since) / NS_PER_S
         return waited if waited >= UNANSWERED_S else None
 
-    def view(self) -> dict[str, Any]:
-        view = self.state.view()
+    def view(self, member: int | None = None) -> dict[str, Any]:
+        view = self.state.view(member=member)
         view["requests"] = {"unanswered_s": self.unanswered_s()}
         return view
 
-    def map_data(self) -> dict[str, Any]:
-        return self.state.map_data()
+    def map_data(self, member: int | None = None) -> dict[str, Any]:
+        return self.state.map_data(member=member)
 
-    def series(self, fields: list[str], window_s: float) -> dict[str, Any]:
-        return self.state.series(fields, window_s)
+    def series(self, fields: list[str], window_s: float, member: int | None = None) -> dict[str, Any]:
+        return self.state.series(fields, window_s, member=member)
 
 
 class RecordingSource:
@@ -522,20 +532,21 @@ class RecordingSource:
     def meta(self) -> dict[str, Any]:
         meta = self.header.get("meta") or {}
         return {"mode": "recording", "source": str(self.path), "connected": True, "error": None,
-                "fault_schemas": [], "predict_error": None,
+                "fault_schemas": [], "predict_error": None, "notes": [],
                 "recording": {"t0_ns": self.t0_ns, "t1_ns": self.t1_ns, "epoch_utc": meta.get("epoch_utc"),
                               "x0": self.state.unix_ms(self.t0_ns), "x1": self.state.unix_ms(self.t1_ns),
                               "meta": meta, "commands": self.commands, "events_dropped": self.events_dropped}}
 
-    def view(self) -> dict[str, Any]:
+    def view(self, member: int | None = None) -> dict[str, Any]:
         t = self.cursor_ns
-        view = self.state.view(self.latest_at(t), t, self._events_until(t)[-200:], self.faults_at(t))
+        view = self.state.view(self.latest_at(t), t, self._events_until(t)[-200:], self.faults_at(t),
+                               member=member)
         view["playback"] = {"cursor_ns": t, "playing": self.playing, "speed": self.speed,
                             "x": self.state.unix_ms(t)}
         return view
 
-    def map_data(self) -> dict[str, Any]:
-        return self.state.map_data(self.cursor_ns, ahead=True)
+    def map_data(self, member: int | None = None) -> dict[str, Any]:
+        return self.state.map_data(self.cursor_ns, ahead=True, member=member)
 
-    def series(self, fields: list[str], window_s: float) -> dict[str, Any]:
-        return self.state.series(fields, window_s, self.cursor_ns)
+    def series(self, fields: list[str], window_s: float, member: int | None = None) -> dict[str, Any]:
+        return self.state.series(fields, window_s, self.cursor_ns, member=member)

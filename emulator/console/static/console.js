@@ -6,7 +6,7 @@ const PLOT_CONFIG = { displaylogo: false, responsive: true, topojsonURL: "/vendo
 const STORE_KEY = "flatsat-console-plots";
 
 const ui = { meta: null, view: null, ws: null, nextId: 1, plots: [], fieldsKnown: [], faultSchemas: [],
-  sliderHeld: false, mapDrawn: false, outbox: [] };
+  sliderHeld: false, mapDrawn: false, outbox: [], member: null, plotsMade: false, stale: false };
 
 // -- formatting -------------------------------------------------------------------------------------------
 function esc(v) {
@@ -62,6 +62,7 @@ function connect() {
   };
   ws.onopen = () => {
     setBadge("#link-state", "page linked", "ok");
+    if (ui.member != null) send({ op: "member", member: ui.member });
     sendPlots();
     for (const obj of ui.outbox.splice(0)) ws.send(JSON.stringify(obj));
   };
@@ -91,7 +92,6 @@ function onMeta(m) {
   if (m.fields && m.fields.length !== ui.fieldsKnown.length) {
     ui.fieldsKnown = m.fields;
     $("#field-list").innerHTML = m.fields.map((f) => `<option value="${esc(f)}">`).join("");
-    if (!ui.plots.length) defaultPlots();
   }
 }
 
@@ -119,12 +119,42 @@ function renderStatus() {
   if (m.predict_error) problems.push(`orbit predictions unavailable: ${m.predict_error}`);
   $("#banner").hidden = problems.length === 0;
   $("#banner").textContent = problems.join(" · ");
+  const notes = m.notes || [];
+  $("#note").hidden = notes.length === 0;
+  $("#note").textContent = notes.join(" · ");
+}
+
+// -- a cluster: one member at a time ----------------------------------------------------------------------
+function renderMemberPick(cl) {
+  $("#member-pick").hidden = !cl;
+  if (!cl) return;
+  const sel = $("#member");
+  if (sel.options.length !== cl.n) {
+    sel.innerHTML = cl.names.map((n, k) => `<option value="${k}">${k} ${esc(n)}${cl.bound.includes(k) ? " (board)" : ""}</option>`).join("");
+  }
+  if (document.activeElement !== sel) sel.value = String(cl.member);
+  if (ui.member == null) ui.member = cl.member;
+}
+// a plot of a member's field follows the member shown: satellite.<path>.<k>, satellite.members.<k>.<path>
+function memberField(f, from, to) {
+  if (f.startsWith(`satellite.members.${from}.`)) return `satellite.members.${to}.${f.slice(`satellite.members.${from}.`.length)}`;
+  if (f.startsWith("satellite.") && !f.startsWith("satellite.isl.") && f.endsWith(`.${from}`)) return `${f.slice(0, -String(from).length)}${to}`;
+  return f;
+}
+function pickMember(k) {
+  const from = ui.member;
+  ui.member = k;
+  if (from != null && from !== k) for (const p of ui.plots) p.fields = p.fields.map((f) => memberField(f, from, k));
+  send({ op: "member", member: k });
+  changed();
 }
 
 // -- panels -----------------------------------------------------------------------------------------------
 function onView(v) {
   ui.view = v;
   renderStatus();
+  renderMemberPick(v.cluster);
+  if (!ui.plotsMade && ui.fieldsKnown.length) { ui.plotsMade = true; defaultPlots(); }
   const c = v.clock || {};
   $("#sim-utc").textContent = v.utc ? v.utc.replace("T", " ") : "–";
   // a clock the console no longer hears from is not shown as running
@@ -158,7 +188,7 @@ function onView(v) {
   const r = v.radiation;
   kv($("#radiation"), [
     ["dose", `${num(r.dose_krad, 4)} krad`], ["dose rate", `${num(r.dose_rate_rad_s)} rad/s`],
-    ["region", r.in_saa ? "SAA" : r.in_polar_horn ? "polar horn" : "quiet", r.in_saa ? "bad" : ""],
+    ["region", r.in_saa == null ? "–" : r.in_saa ? "SAA" : r.in_polar_horn ? "polar horn" : "quiet", r.in_saa ? "bad" : ""],
     ["events", Object.entries(r.counts || {}).map(([k, n]) => `${esc(k)} ${n}`).join(" · ") || "–"],
     ["unhandled", num(r.unhandled)], ["rate scale", `×${num(r.scale, 2)}`],
   ]);
@@ -171,7 +201,7 @@ function onView(v) {
     ["lag / max", `${num((c.lag_s || 0) * 1e3, 3)} / ${num((c.max_lag_s || 0) * 1e3, 3)} ms`],
     ["overruns", num(c.overruns)], ["steps", num(c.steps)],
   ]);
-  renderLinks(v.links || {}, v.stats || {});
+  renderLinks(v.links || {}, v.stats || {}, v.cluster);
   renderFaults(v.faults || []);
   setHTML($("#events"), (v.events || []).map((e) =>
     `<li><span class="t">${stamp(e.utc)}</span><b>${esc(e.topic)}</b> ${esc(e.text)}</li>`).join(""));
@@ -222,10 +252,10 @@ function renderThermal(t) {
     }
     return tr;
   }, (tr, h) => {
-    tr.dataset.mode = h.mode;
-    cell(tr, 1, esc(h.mode));
+    tr.dataset.mode = h.mode ?? "";
+    cell(tr, 1, esc(h.mode ?? "–"));
     cell(tr, 2, h.on ? "on" : "off", h.on ? "on" : "off");
-    cell(tr, 3, `${num(h.on_below_degc, 0)} / ${num(h.off_above_degc, 0)}`);
+    cell(tr, 3, h.on_below_degc == null ? "–" : `${num(h.on_below_degc, 0)} / ${num(h.off_above_degc, 0)}`);
   });
 }
 function renderOrbit(o) {
@@ -242,8 +272,14 @@ function renderOrbit(o) {
     ["SAA / polar horn", `${num(o.in_saa)} / ${num(o.in_polar_horn)}`, o.in_saa ? "bad" : ""],
   ]);
 }
-function renderLinks(l, st) {
+function renderLinks(l, st, cl) {
   const rows = [];
+  if (cl) {
+    rows.push(["fleet", `${esc(cl.name)}: ${num(cl.n)} members; shown: ${num(cl.member)} ${esc(cl.names[cl.member])}`]);
+    const isl = cl.isl || {};
+    rows.push(["fleet ISL ring", `links ${num(isl.ring_links)} · down ${num(isl.ring_down)} · ` +
+      `min ${num(isl.ring_min_gbps, 0)} Gbps · max ${num(isl.ring_max_km, 2)} km`]);
+  }
   for (const name of ["board", "control"]) {
     const s = l[name];
     if (!s) continue;
@@ -325,10 +361,13 @@ function defaultPlots() {
     saved.forEach((p) => addPlot(p.fields, p.window_s));
     return;
   }
-  const pick = (names) => names.filter((f) => have.has(f));
-  const temps = ui.fieldsKnown.filter((f) => f.startsWith("satellite.thermal.temps_degc.")).slice(0, 8);
+  // a cluster's member fields end in .<member>: satellite.power.soc.40
+  const cl = ui.view && ui.view.cluster, sfx = cl ? `.${cl.member}` : "";
+  const pick = (names) => names.map((f) => f + sfx).filter((f) => have.has(f));
+  const temps = ui.fieldsKnown.filter((f) => f.startsWith("satellite.thermal.temps_degc.") &&
+    (!cl || f.endsWith(sfx))).slice(0, 8);
   const sets = [pick(["satellite.power.soc"]), pick(["satellite.power.bus_v", "satellite.power.battery_v"]),
-    temps, pick(["satellite.accelerator.utilisation"])];
+    temps, pick(cl ? ["satellite.accelerator.load_w"] : ["satellite.accelerator.utilisation"])];
   const any = sets.some((s) => s.length);
   if (!any) {
     const first = ui.fieldsKnown.filter((f) => !f.startsWith("sim."))[0];
@@ -439,6 +478,8 @@ function buildFaultSelect() {
 }
 function propType(p) {
   if (p.type) return p.type;
+  const types = (p.anyOf || []).map((x) => x.type);
+  if (types.includes("integer") && types.includes("string")) return "index-or-name";
   const alt = (p.anyOf || []).find((x) => x.type && x.type !== "null");
   return alt ? alt.type : "string";
 }
@@ -467,6 +508,9 @@ function buildFaultFields() {
         `<option${o === dflt ? " selected" : ""}>${esc(o)}</option>`).join("")}</select>`;
     } else if (type === "boolean") {
       input = `<input type="checkbox" name="${esc(name)}" data-type="boolean"${dflt === true ? " checked" : ""}>`;
+    } else if (type === "index-or-name") {
+      input = `<input type="text" name="${esc(name)}" data-type="index-or-name" value="${esc(dflt)}"` +
+        ` placeholder="index or name"${req}>`;
     } else if (type === "integer" || type === "number") {
       const min = p.minimum ?? p.exclusiveMinimum, max = p.maximum ?? p.exclusiveMaximum;
       input = `<input type="number" name="${esc(name)}" data-type="${type}" step="${type === "integer" ? 1 : "any"}"` +
@@ -495,7 +539,10 @@ function injectFault(ev) {
     if (el.name === "__duration_s") { if (el.value !== "") duration = Number(el.value); continue; }
     if (t === "boolean") { params[el.name] = el.checked; continue; }
     if (el.value === "") continue; // the emulator applies its default, or says the field is required
-    params[el.name] = t === "integer" || t === "number" ? Number(el.value) : el.value;
+    const text = el.value.trim();
+    // an index is sent as a number and a name as text: "sat-0" must never become member 0
+    if (t === "index-or-name") params[el.name] = /^\d+$/.test(text) ? Number(text) : text;
+    else params[el.name] = t === "integer" || t === "number" ? Number(el.value) : el.value;
   }
   const payload = { name, params };
   if (duration !== null) payload.duration_s = duration;
@@ -527,6 +574,7 @@ function wire() {
     command("clock.set_mode", payload);
   });
   $("#fault-name").addEventListener("change", buildFaultFields);
+  $("#member").addEventListener("change", (e) => pickMember(Number(e.target.value)));
   $("#fault-form").addEventListener("submit", injectFault);
   $("#plot-add").addEventListener("submit", (e) => {
     e.preventDefault();
