@@ -61,6 +61,10 @@ QUERIES = frozenset({"truth.get", "stats.get", "fault.list", "orbit.predict", "c
 RECORDING_EVENTS_KEPT = 200_000
 
 
+#: what the page says when the emulator went away (stopped, killed, or the network between)
+GONE = "the emulator stopped or is unreachable; waiting for it to come back"
+
+
 def _error(message: str, code: str = "console") -> dict[str, Any]:
     return {"ok": False, "error": {"code": code, "message": message}}
 
@@ -201,7 +205,9 @@ class LiveSource:
             try:
                 msg = await link.recv()
             except TransportError as exc:  # the emulator went away; the link reconnects by itself
-                self.connected, self.error = False, str(exc)
+                log.info("control plane %s: %s", self.url, exc)
+                # the console cannot tell a killed run from one that reached its end: the same plain words
+                self.connected, self.error = False, GONE
                 self.meta_version += 1
                 self._fail_pending(str(exc))
                 continue

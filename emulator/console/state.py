@@ -378,7 +378,7 @@ class ConsoleState:
             "radiation": {"dose_krad": rad.get("dose_krad"), "scale": rad.get("scale"),
                           "counts": {k: v.get("total") for k, v in (rad.get("counts") or {}).items()
                                      if isinstance(v, dict)},
-                          "unhandled": len(rad.get("unhandled") or []),
+                          "unhandled": len(rad["unhandled"]) if isinstance(rad.get("unhandled"), list) else None,
                           "dose_rate_rad_s": env.get("dose_rate_rad_s"), "in_saa": env.get("in_saa"),
                           "in_polar_horn": env.get("in_polar_horn"),
                           "events": [{"t_ns": e["t_ns"], "utc": self.utc(e["t_ns"]), **e["payload"]}

@@ -89,3 +89,32 @@ async def test_requests_left_unanswered_are_reported_while_telemetry_still_flows
         await until("the answer", lambda: source.view()["requests"]["unanswered_s"] is None)
     finally:
         await source.aclose()
+
+
+async def test_an_emulator_that_went_away_is_said_in_plain_words_and_nothing_is_made_up() -> None:
+    from emulator.console.sources import GONE
+    from emulator.errors import TransportError
+
+    class GoneLink(ScriptedLink):
+        async def recv(self) -> Message:
+            await asyncio.sleep(0.01)
+            self.stats.is_up = False  # as a real link says while its peer is gone
+            raise TransportError("zmq: the server went away (the link stays open and reconnects; recv() again)")
+
+    link = GoneLink()
+
+    async def connect(url: str) -> ScriptedLink:
+        return link
+
+    source = LiveSource("zmq+tcp://127.0.0.1:18902", ConsoleState(), wall=HandWall(), connect=connect)
+    await source.start()
+    try:
+        await until("the link lost", lambda: source.error is not None)
+        assert not source.connected
+        meta = source.meta()
+        assert meta["error"] == GONE and "recv()" not in meta["error"]
+        view = source.view()  # nothing heard: unknown, not zero or "quiet"
+        assert view["radiation"]["unhandled"] is None and view["radiation"]["in_saa"] is None
+        assert view["clock"] == {} and view["battery"]["soc"] is None
+    finally:
+        await source.aclose()

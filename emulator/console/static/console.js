@@ -6,7 +6,8 @@ const PLOT_CONFIG = { displaylogo: false, responsive: true, topojsonURL: "/vendo
 const STORE_KEY = "flatsat-console-plots";
 
 const ui = { meta: null, view: null, ws: null, nextId: 1, plots: [], fieldsKnown: [], faultSchemas: [],
-  sliderHeld: false, mapDrawn: false, outbox: [], member: null, plotsMade: false, stale: false };
+  sliderHeld: false, mapDrawn: false, outbox: [], member: null, plotsMade: false, stale: false,
+  steerEdited: false };
 
 // -- formatting -------------------------------------------------------------------------------------------
 function esc(v) {
@@ -100,7 +101,7 @@ function renderStatus() {
   const m = ui.meta, v = ui.view;
   if (!m) return;
   const problems = [];
-  if (m.error) problems.push(`emulator: ${m.error}`);
+  if (m.error) problems.push(m.error);
   if (m.mode === "live") {
     const unanswered = v && v.requests ? v.requests.unanswered_s : null;
     let state = "", cls = "ok";
@@ -162,6 +163,11 @@ function onView(v) {
     !c.mode ? "" : ui.stale ? "off" : c.paused ? "warn" : "ok");
   $("#clock-speed").textContent = !c.mode ? "–" : ui.stale ? `×${num(c.speed, 2)} (last known)`
     : `×${num(c.speed, 2)} (achieved ×${num(c.realtime_factor, 1)})`;
+  // the steering bar starts at, and follows, the run's mode and speed, unless the user is changing them
+  if (c.mode && !ui.steerEdited && ![$("#mode"), $("#speed")].includes(document.activeElement)) {
+    $("#mode").value = c.mode;
+    if (typeof c.speed === "number") $("#speed").value = String(c.speed);
+  }
   $("#clock-lag").textContent = c.mode ? `lag ${num((c.lag_s || 0) * 1e3, 2)} ms · overruns ${num(c.overruns)}` : "–";
   const b = v.battery, bus = v.bus;
   kv($("#power"), [
@@ -197,8 +203,8 @@ function onView(v) {
   renderOrbit(v.orbit);
   kv($("#clock"), [
     ["mode", esc(c.mode ?? "–")], ["paused", num(c.paused)], ["speed", `×${num(c.speed, 3)}`],
-    ["achieved", `×${num(c.realtime_factor, 2)}`], ["sim time", `${num((c.t_ns || 0) / 1e9, 1)} s`],
-    ["lag / max", `${num((c.lag_s || 0) * 1e3, 3)} / ${num((c.max_lag_s || 0) * 1e3, 3)} ms`],
+    ["achieved", `×${num(c.realtime_factor, 2)}`], ["sim time", c.t_ns == null ? "–" : `${num(c.t_ns / 1e9, 1)} s`],
+    ["lag / max", c.lag_s == null ? "–" : `${num(c.lag_s * 1e3, 3)} / ${num(c.max_lag_s * 1e3, 3)} ms`],
     ["overruns", num(c.overruns)], ["steps", num(c.steps)],
   ]);
   renderLinks(v.links || {}, v.stats || {}, v.cluster);
@@ -301,6 +307,14 @@ function renderLinks(l, st, cl) {
   if (st.boards) rows.push(["boards seen", esc(Object.keys(st.boards).join(", ") || "none")]);
   kv($("#links"), rows.length ? rows : [["links", "–"]]);
 }
+// a fault's expiry: the sim time (UTC, as the header shows it) and how much sim time is left
+function expiry(untilNs) {
+  const v = ui.view;
+  if (!(untilNs > 0)) return "until cleared";
+  if (!v || v.unix_ms == null) return `until sim t = ${num(untilNs / 1e9, 0)} s`;
+  const utc = new Date(v.unix_ms + (untilNs - v.t_ns) / 1e6).toISOString().replace(/\.\d+Z$/, "Z");
+  return `until ${stamp(utc)} sim time (${dur(Math.max(0, (untilNs - v.t_ns) / 1e9))} left)`;
+}
 function renderFaults(faults) {
   const live = ui.meta && ui.meta.mode === "live";
   const list = $("#faults-active");
@@ -308,11 +322,15 @@ function renderFaults(faults) {
     const li = document.createElement("li");
     li.dataset.faultId = f.fault_id;
     li.dataset.faultName = f.name;
-    li.innerHTML = `<span></span> ${live ? `<button data-clear="${f.fault_id}">Clear</button>` : ""}`;
+    // a permanent fault (its schema says it cannot be cleared) gets no Clear button: it would always be refused
+    const schema = ui.faultSchemas.find((x) => x.name === f.name);
+    const permanent = schema ? schema.clearable === false : false;
+    li.innerHTML = `<span></span> ${live && !permanent ? `<button data-clear="${f.fault_id}">Clear</button>` : ""}`;
     return li;
   }, (li, f) => {
-    const until = f.until_ns > 0 ? ` until ${dur(f.until_ns / 1e9)} (sim)` : " until cleared";
-    const html = `<b>#${f.fault_id} ${esc(f.name)}</b> ${esc(JSON.stringify(f.params))}${until}`;
+    const schema = ui.faultSchemas.find((x) => x.name === f.name);
+    const html = `<b>#${f.fault_id} ${esc(f.name)}</b> ${esc(JSON.stringify(f.params))} ` +
+      (schema && schema.clearable === false ? "permanent" : expiry(f.until_ns));
     if (li.firstChild.dataset.html !== html) { li.firstChild.innerHTML = html; li.firstChild.dataset.html = html; }
   });
   let none = list.querySelector(".none");
@@ -435,6 +453,23 @@ function onSeries(msg) {
   }
 }
 
+// the number in a box, or null after saying what is wrong (an empty box is not 0: nothing is sent)
+function typedNumber(sel, what) {
+  const el = $(sel), text = el.value.trim(), n = Number(text);
+  if (text === "" || !Number.isFinite(n) || el.validity.badInput) {
+    refuseHere(`${what}${text ? `, not ${JSON.stringify(text)}` : ""}; nothing was sent`);
+    return null;
+  }
+  return n;
+}
+function refuseHere(message) {
+  const li = document.createElement("li");
+  li.className = "err";
+  li.dataset.ok = "0";
+  li.textContent = `✘ ${message}`;
+  $("#cmd-log").prepend(li);
+}
+
 // -- commands ---------------------------------------------------------------------------------------------
 const pending = new Map();
 function command(topic, payload, label) {
@@ -536,7 +571,16 @@ function injectFault(ev) {
   let duration = null;
   for (const el of $("#fault-fields").querySelectorAll("[name]")) {
     const t = el.dataset.type;
-    if (el.name === "__duration_s") { if (el.value !== "") duration = Number(el.value); continue; }
+    if (el.name === "__duration_s") {
+      if (el.value.trim() !== "" || el.validity.badInput) {
+        duration = Number(el.value.trim());
+        if (el.validity.badInput || !Number.isFinite(duration)) {
+          refuseHere("duration s: enter a number of seconds, or leave it empty (until cleared); nothing was sent");
+          return;
+        }
+      }
+      continue;
+    }
     if (t === "boolean") { params[el.name] = el.checked; continue; }
     if (el.value === "") continue; // the emulator applies its default, or says the field is required
     const text = el.value.trim();
@@ -546,7 +590,7 @@ function injectFault(ev) {
   }
   const payload = { name, params };
   if (duration !== null) payload.duration_s = duration;
-  command("fault.inject", payload, `fault.inject ${name} ${JSON.stringify(params)}${duration ? ` for ${duration} s` : ""}`);
+  command("fault.inject", payload, `fault.inject ${name} ${JSON.stringify(params)}${duration !== null ? ` for ${duration} s` : ""}`);
 }
 
 // -- wiring -----------------------------------------------------------------------------------------------
@@ -566,13 +610,24 @@ function wire() {
     }
     if (t.dataset.clear) command("fault.clear", { fault_id: Number(t.dataset.clear) });
   });
-  $("#btn-step").addEventListener("click", () => command("clock.step", { duration_s: Number($("#step-s").value) }));
-  $("#btn-speed").addEventListener("click", () => command("clock.set_speed", { speed: Number($("#speed").value) }));
+  $("#btn-step").addEventListener("click", () => {
+    const s = typedNumber("#step-s", "step: enter a number of seconds");
+    if (s !== null) command("clock.step", { duration_s: s });
+  });
+  $("#btn-speed").addEventListener("click", () => {
+    const speed = typedNumber("#speed", "speed: enter a number (the wall-clock multiplier)");
+    if (speed !== null) { ui.steerEdited = false; command("clock.set_speed", { speed }); }
+  });
   $("#btn-mode").addEventListener("click", () => {
     const mode = $("#mode").value, payload = { mode };
-    if (mode === "scaled") payload.speed = Number($("#speed").value);
+    if (mode === "scaled") {
+      payload.speed = typedNumber("#speed", "speed: enter a number (the wall-clock multiplier) for scaled mode");
+      if (payload.speed === null) return;
+    }
+    ui.steerEdited = false;
     command("clock.set_mode", payload);
   });
+  for (const sel of ["#speed", "#mode"]) $(sel).addEventListener("input", () => { ui.steerEdited = true; });
   $("#fault-name").addEventListener("change", buildFaultFields);
   $("#member").addEventListener("change", (e) => pickMember(Number(e.target.value)));
   $("#fault-form").addEventListener("submit", injectFault);
