@@ -243,7 +243,7 @@ class EclipseLog:
         spans = list(self.closed) + ([(self.open_ns, self.last_ns or self.open_ns)] if self.open_ns is not None
                                      else [])
         for a, b in spans:
-            if a <= t_ns < b:
+            if a <= t_ns < b or (a == self.open_ns and a <= t_ns <= b):  # the one under way includes its last sample
                 cur = (a, b)
             elif a > t_ns:
                 nxt = (a, b)

@@ -82,6 +82,8 @@ class Page:
     meta_version: int = -1
     fields_seen: int = -1
     last_text: dict[str, str] = field(default_factory=dict)
+    #: the cluster member this page shows (None: the default one; a single satellite: unused)
+    member: int | None = None
 
     def post(self, kind: str, text: str) -> None:
         if self.last_text.get(kind) == text:
@@ -242,6 +244,12 @@ class ConsoleServer:
                 plots.append({"id": str(p.get("id", len(plots))), "fields": fields, "window_s": window_s})
             page.plots = plots
             self._post_series(page)
+        elif op == "member":
+            error = self._pick_member(page, req.get("member"))
+            if error:
+                page.post("error", _json({"type": "error", "message": error}))
+            else:
+                self._post_all(page, force=False)
         elif op in ("seek", "play", "pause") and self.source.kind == "recording":
             if op == "seek":
                 with contextlib.suppress(TypeError, ValueError):
@@ -254,6 +262,20 @@ class ConsoleServer:
             self._post_all(page, force=False)
         else:
             page.post("error", _json({"type": "error", "message": f"unknown op {op!r}"}))
+
+    def _pick_member(self, page: Page, member: Any) -> str | None:
+        """Show cluster member ``member`` (an index) on this page; what is wrong with it, if anything."""
+        cluster = self.state.cluster
+        if cluster is None:
+            return "member: this run is a single satellite, not a cluster"
+        if member is None:
+            page.member = None
+            return None
+        if type(member) is not int or not 0 <= member < cluster["n"]:
+            return f"member: give a member index 0..{cluster['n'] - 1}, got {member!r}"
+        page.member = member
+        self.state.watch(member)
+        return None
 
     async def _command(self, page: Page, req: dict[str, Any]) -> None:
         topic = str(req.get("topic", ""))
@@ -274,14 +296,14 @@ class ConsoleServer:
     def _post_series(self, page: Page) -> None:
         if not page.plots:
             return
-        out = {p["id"]: {**self.source.series(p["fields"], p["window_s"]), "fields": p["fields"],
+        out = {p["id"]: {**self.source.series(p["fields"], p["window_s"], page.member), "fields": p["fields"],
                          "window_s": p["window_s"]} for p in page.plots}
         page.post("series", _json({"type": "series", "plots": out}))
 
     def _post_all(self, page: Page, *, force: bool) -> None:
         self._post_meta(page, force)
-        page.post("view", _json(_clean({"type": "view", **self.source.view()})))
-        page.post("map", _json(_clean({"type": "map", **self.source.map_data()})))
+        page.post("view", _json(_clean({"type": "view", **self.source.view(page.member)})))
+        page.post("map", _json(_clean({"type": "map", **self.source.map_data(page.member)})))
         self._post_series(page)
 
     def _post_meta(self, page: Page, force: bool) -> None:
@@ -303,15 +325,19 @@ class ConsoleServer:
             tick += 1
             if not self.pages:
                 continue
-            view = _json(_clean({"type": "view", **self.source.view()}))
             map_due = tick % max(1, round(MAP_S * VIEW_HZ)) == 0
             series_due = tick % max(1, round(SERIES_S * VIEW_HZ)) == 0
-            map_text = _json(_clean({"type": "map", **self.source.map_data()})) if map_due else None
+            views: dict[int | None, str] = {}  # one per member shown (a single satellite: one)
+            maps: dict[int | None, str] = {}
             for page in list(self.pages):
                 self._post_meta(page, False)
-                page.post("view", view)
-                if map_text is not None:
-                    page.post("map", map_text)
+                if page.member not in views:
+                    views[page.member] = _json(_clean({"type": "view", **self.source.view(page.member)}))
+                page.post("view", views[page.member])
+                if map_due:
+                    if page.member not in maps:
+                        maps[page.member] = _json(_clean({"type": "map", **self.source.map_data(page.member)}))
+                    page.post("map", maps[page.member])
                 if series_due:
                     self._post_series(page)
 

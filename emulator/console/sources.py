@@ -47,6 +47,9 @@ PREDICT_SAMPLES = 400
 PREDICT_ORBITS = 2.0
 PREDICT_STEP_S = 30.0
 REQUEST_TIMEOUT_S = 10.0
+#: a request waiting this long (wall s) for its answer: the page says the emulator is not answering (the polls
+#: come every POLL_S and are answered in well under a millisecond, so a healthy emulator never gets near it)
+UNANSWERED_S = 5.0
 #: most messages of one telemetry topic a second (wall) that go into the plots' history; beyond it (1 kHz
 #: telemetry, a fast-forward) every n-th is taken, still binned min/max. The panels always show the newest.
 HISTORY_PER_TOPIC_HZ = 50.0
@@ -56,6 +59,10 @@ YIELD_EVERY = 64
 #: requests that change nothing (no fresh poll after them)
 QUERIES = frozenset({"truth.get", "stats.get", "fault.list", "orbit.predict", "clock.status", "telemetry.feed"})
 RECORDING_EVENTS_KEPT = 200_000
+
+
+#: what the page says when the emulator went away (stopped, killed, or the network between)
+GONE = "the emulator stopped or is unreachable; waiting for it to come back"
 
 
 def _error(message: str, code: str = "console") -> dict[str, Any]:
@@ -83,10 +90,14 @@ class LiveSource:
         self.connected = False
         self.error: str | None = None
         self.predict_error: str | None = None
+        #: why there are no predictions when that is expected (a quiet note on the page, not an error)
+        self.predict_note: str | None = None
         self.fault_schemas: list[dict[str, Any]] = []
         self.meta_version = 0
         self._seq = 0
         self._pending: dict[int, asyncio.Future[Message]] = {}
+        #: wall ns when the oldest request still without an answer since the emulator last answered was sent
+        self._unanswered_since_ns: int | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._stop = asyncio.Event()
         self._wake_poll = asyncio.Event()
@@ -194,7 +205,9 @@ class LiveSource:
             try:
                 msg = await link.recv()
             except TransportError as exc:  # the emulator went away; the link reconnects by itself
-                self.connected, self.error = False, str(exc)
+                log.info("control plane %s: %s", self.url, exc)
+                # the console cannot tell a killed run from one that reached its end: the same plain words
+                self.connected, self.error = False, GONE
                 self.meta_version += 1
                 self._fail_pending(str(exc))
                 continue
@@ -203,6 +216,7 @@ class LiveSource:
                 self.meta_version += 1
                 self._wake_poll.set()
             if msg.topic == "reply":
+                self._unanswered_since_ns = None
                 fut = self._pending.pop(msg.payload.get("id", -1), None)
                 if fut is not None and not fut.done():
                     fut.set_result(msg)
@@ -213,6 +227,7 @@ class LiveSource:
                 self._wake_poll.set()  # fetch the expiry of a new fault
 
     def _fail_pending(self, why: str) -> None:
+        self._unanswered_since_ns = None  # the link is down: the page says that instead
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(TransportError(why))
@@ -227,6 +242,8 @@ class LiveSource:
         seq = self._seq
         fut: asyncio.Future[Message] = asyncio.get_running_loop().create_future()
         self._pending[seq] = fut
+        if self._unanswered_since_ns is None:
+            self._unanswered_since_ns = self.wall.now_ns()
         try:
             await self.link.send(Message(topic, payload or {}, seq=seq, t_ns=self.state.t_ns, src=SRC))
             log.debug("request %d %s sent", seq, topic)
@@ -320,7 +337,13 @@ class LiveSource:
             self.state.prediction = reply["data"]
         else:  # e.g. a model without an orbit: say so once, keep the rest working
             err = reply.get("error") or {}
-            if err.get("code") != "console":
+            if err.get("code") != "console" and self.state.cluster is not None:
+                # a fleet has no orbit.predict: the map shows the member's track as it flies, which is no fault
+                self.predict_note = ("eclipse predictions are not available for a fleet: the map shows the "
+                                     "member's ground track so far, eclipses as they happen")
+                self.predict_error = err.get("message", "refused")
+                self.meta_version += 1
+            elif err.get("code") != "console":
                 self.predict_error = err.get("message", "refused")
                 self.meta_version += 1
 
@@ -338,16 +361,29 @@ class LiveSource:
     def meta(self) -> dict[str, Any]:
         return {"mode": "live", "source": self.url, "connected": self.connected, "error": self.error,
                 "feed": {"max_hz": self.feed_hz if self.feeding else None, "error": self.feed_error},
-                "fault_schemas": self.fault_schemas, "predict_error": self.predict_error}
+                "fault_schemas": self.fault_schemas,
+                "predict_error": None if self.predict_note else self.predict_error,
+                "notes": [self.predict_note] if self.predict_note else []}
 
-    def view(self) -> dict[str, Any]:
-        return self.state.view()
+    def unanswered_s(self) -> float | None:
+        """How long (wall s) the emulator has left the console's requests unanswered, once that is more than
+        UNANSWERED_S; None while it answers (its telemetry may still flow: a stuck control plane)."""
+        since = self._unanswered_since_ns
+        if since is None or not self.connected:
+            return None
+        waited = (self.wall.now_ns() - since) / NS_PER_S
+        return waited if waited >= UNANSWERED_S else None
 
-    def map_data(self) -> dict[str, Any]:
-        return self.state.map_data()
+    def view(self, member: int | None = None) -> dict[str, Any]:
+        view = self.state.view(member=member)
+        view["requests"] = {"unanswered_s": self.unanswered_s()}
+        return view
 
-    def series(self, fields: list[str], window_s: float) -> dict[str, Any]:
-        return self.state.series(fields, window_s)
+    def map_data(self, member: int | None = None) -> dict[str, Any]:
+        return self.state.map_data(member=member)
+
+    def series(self, fields: list[str], window_s: float, member: int | None = None) -> dict[str, Any]:
+        return self.state.series(fields, window_s, member=member)
 
 
 class RecordingSource:
@@ -502,20 +538,21 @@ class RecordingSource:
     def meta(self) -> dict[str, Any]:
         meta = self.header.get("meta") or {}
         return {"mode": "recording", "source": str(self.path), "connected": True, "error": None,
-                "fault_schemas": [], "predict_error": None,
+                "fault_schemas": [], "predict_error": None, "notes": [],
                 "recording": {"t0_ns": self.t0_ns, "t1_ns": self.t1_ns, "epoch_utc": meta.get("epoch_utc"),
                               "x0": self.state.unix_ms(self.t0_ns), "x1": self.state.unix_ms(self.t1_ns),
                               "meta": meta, "commands": self.commands, "events_dropped": self.events_dropped}}
 
-    def view(self) -> dict[str, Any]:
+    def view(self, member: int | None = None) -> dict[str, Any]:
         t = self.cursor_ns
-        view = self.state.view(self.latest_at(t), t, self._events_until(t)[-200:], self.faults_at(t))
+        view = self.state.view(self.latest_at(t), t, self._events_until(t)[-200:], self.faults_at(t),
+                               member=member)
         view["playback"] = {"cursor_ns": t, "playing": self.playing, "speed": self.speed,
                             "x": self.state.unix_ms(t)}
         return view
 
-    def map_data(self) -> dict[str, Any]:
-        return self.state.map_data(self.cursor_ns, ahead=True)
+    def map_data(self, member: int | None = None) -> dict[str, Any]:
+        return self.state.map_data(self.cursor_ns, ahead=True, member=member)
 
-    def series(self, fields: list[str], window_s: float) -> dict[str, Any]:
-        return self.state.series(fields, window_s, self.cursor_ns)
+    def series(self, fields: list[str], window_s: float, member: int | None = None) -> dict[str, Any]:
+        return self.state.series(fields, window_s, self.cursor_ns, member=member)

@@ -56,6 +56,62 @@ def field_prefix(topic: str) -> str:
     return TRUTH_PREFIX if topic == "truth.sample" else topic + "."
 
 
+def is_cluster(truth: Mapping[str, Any]) -> bool:
+    """A cluster's truth (``emulator.models.cluster``): every member value is a list over the ``n`` members."""
+    return isinstance(truth.get("n"), int) and isinstance(truth.get("names"), list)
+
+
+def default_member(truth: Mapping[str, Any]) -> int:
+    """The member shown unless a page picks another: the (first) one a board drives, else member 0."""
+    bound = truth.get("bound") or []
+    return int(bound[0]) if bound else 0
+
+
+def member_slice(tree: Any, k: int, n: int) -> Any:
+    """Member ``k``'s values of a cluster's truth: every list over the n members becomes its k-th item."""
+    if isinstance(tree, dict):
+        return {key: member_slice(v, k, n) for key, v in tree.items()}
+    if isinstance(tree, list) and len(tree) == n:
+        return tree[k]
+    return tree
+
+
+def member_truth(truth: Mapping[str, Any], k: int) -> dict[str, Any]:
+    """A cluster member's truth in a single satellite's shape (what the panels read): its environment, power,
+    rails (on and trips: a member's rails have no measured current), temperatures, heaters (on only) and
+    accelerator (the full board's when a board drives the member)."""
+    n = truth["n"]
+    env = member_slice(truth.get("environment") or {}, k, n)
+    power = member_slice(truth.get("power") or {}, k, n)
+    thermal = member_slice(truth.get("thermal") or {}, k, n)
+    acc = member_slice(truth.get("accelerator") or {}, k, n)
+    trips = power.get("rail_trips") or {}
+    power["rails"] = {name: {"on": on, "trips": trips.get(name)} for name, on in (power.get("rails_on") or {}).items()}
+    board = _get(truth, "members", str(k), "accelerator")
+    if not isinstance(board, dict):
+        counts = {kind: {"total": c} for kind, c in (acc.get("see_counts") or {}).items()}
+        board = {**acc, "radiation": {"dose_krad": acc.get("dose_krad"), "counts": counts}}
+    heaters = {name: {"on": on} for name, on in (thermal.get("heaters_on") or {}).items()}
+    return {"environment": env, "power": power, "accelerator": board,
+            "thermal": {"temps_degc": thermal.get("temps_degc") or {}, "heaters": heaters}}
+
+
+def member_fields(truth: Mapping[str, Any], k: int) -> dict[str, Any]:
+    """Member ``k``'s numbers of a cluster's truth under the names the whole truth flattens to
+    (``satellite.power.soc.<k>``, as a scenario names them), and its board's (``satellite.members.<k>.``)."""
+    n = truth["n"]
+    out: dict[str, Any] = {}
+    for key in ("environment", "power", "thermal", "accelerator"):
+        sub = truth.get(key)
+        if isinstance(sub, dict):
+            for name, v in flat_numbers(member_slice(sub, k, n), f"{TRUTH_PREFIX}{key}.", {}).items():
+                out[f"{name}.{k}"] = v
+    board = _get(truth, "members", str(k))
+    if isinstance(board, dict):
+        flat_numbers(board, f"{TRUTH_PREFIX}members.{k}.", out)
+    return out
+
+
 def _get(tree: Any, *path: str, default: Any = None) -> Any:
     for key in path:
         if not isinstance(tree, Mapping) or key not in tree:
@@ -85,6 +141,11 @@ class ConsoleState:
         self.stream_t_ns = 0
         self.messages = 0
         self._truth_seen = False
+        #: a cluster: {"name", "n", "names", "bound"} (None: a single satellite)
+        self.cluster: dict[str, Any] | None = None
+        #: cluster members whose plots, eclipses and track are kept (from when a page first showed them)
+        self.watched: set[int] = set()
+        self.member_logs: dict[int, tuple[EclipseLog, TrackLog]] = {}
 
     # -- feeding ------------------------------------------------------------------------------------------------
     def ingest(self, msg: Message, *, history: bool = True, stream: bool = True) -> None:
@@ -109,7 +170,9 @@ class ConsoleState:
         if t >= self.latest.get(topic, (-1, {}))[0]:
             self.latest[topic] = (t, payload)
         if is_telemetry(topic):
-            if history:
+            if topic == "truth.sample" and is_cluster(payload):
+                self._ingest_cluster(t, payload, history)
+            elif history:
                 self.history.add(t, flat_numbers(payload, field_prefix(topic), {}))
             if topic == "truth.sample":
                 self._truth_seen = True
@@ -135,14 +198,61 @@ class ConsoleState:
         self.events.append({"t_ns": t, "topic": topic, "payload": payload})
         self.event_counts[topic] = self.event_counts.get(topic, 0) + 1
 
+    def _ingest_cluster(self, t: int, truth: Mapping[str, Any], history: bool) -> None:
+        """A cluster's truth (81 members: thousands of numbers): the plots keep the watched members' and the
+        fleet's own (the inter-satellite links), not every member's."""
+        self._note_cluster(truth)
+        if not history:
+            return
+        values: dict[str, Any] = {}
+        for k in sorted(self.watched):
+            values.update(member_fields(truth, k))
+        isl = truth.get("isl")
+        if isinstance(isl, dict):
+            flat_numbers(isl, f"{TRUTH_PREFIX}isl.", values)
+        self.history.add(t, values)
+
+    def _note_cluster(self, truth: Mapping[str, Any]) -> None:
+        if self.cluster is None or self.cluster.get("n") != truth["n"]:
+            self.cluster = {"name": truth.get("name"), "n": truth["n"], "names": list(truth["names"]),
+                            "bound": list(truth.get("bound") or [])}
+            self.watched = {default_member(truth)}
+            self.member_logs = {}
+
+    def watch(self, k: int) -> None:
+        """Keep member ``k``'s plots, eclipses and track from now on (a page shows it)."""
+        self.watched.add(k)
+
+    def logs(self, member: int | None = None) -> tuple[EclipseLog, TrackLog]:
+        """The eclipses and ground track of the satellite, or of a cluster member (default: the bound one)."""
+        if self.cluster is None:
+            return self.eclipses, self.track
+        k = self.member(member)
+        return self.member_logs.get(k) or (EclipseLog(), TrackLog())
+
+    def member(self, member: int | None) -> int:
+        """The member to show: the one asked for, else the one a board drives, else 0 (a cluster only)."""
+        if member is not None:
+            return member
+        bound = (self.cluster or {}).get("bound") or []
+        return int(bound[0]) if bound else 0
+
     def _ingest_truth(self, t: int, truth: Mapping[str, Any]) -> None:
-        env = truth.get("environment") or {}
+        if is_cluster(truth):
+            for k in sorted(self.watched):
+                eclipses, track = self.member_logs.setdefault(k, (EclipseLog(), TrackLog()))
+                self._log_position(t, member_slice(truth.get("environment") or {}, k, truth["n"]), eclipses, track)
+            return
+        self._log_position(t, truth.get("environment") or {}, self.eclipses, self.track)
+
+    @staticmethod
+    def _log_position(t: int, env: Mapping[str, Any], eclipses: EclipseLog, track: TrackLog) -> None:
         sunlit = env.get("sunlit_frac")
         if isinstance(sunlit, int | float):
-            self.eclipses.add(t, sunlit < 0.5)
+            eclipses.add(t, sunlit < 0.5)
             lat, lon = env.get("lat_deg"), env.get("lon_deg")
             if isinstance(lat, int | float) and isinstance(lon, int | float):
-                self.track.add(TrackPoint(t, float(lat), float(lon), float(sunlit), bool(env.get("in_saa"))))
+                track.add(TrackPoint(t, float(lat), float(lon), float(sunlit), bool(env.get("in_saa"))))
 
     def _set_epoch(self, clock: Mapping[str, Any]) -> None:
         utc, t = clock.get("utc"), clock.get("t_ns")
@@ -172,6 +282,8 @@ class ConsoleState:
                 if self.epoch_unix_ns is None:
                     self._set_epoch(clock)
         sat = data.get("satellite")
+        if isinstance(sat, dict) and is_cluster(sat):
+            self._note_cluster(sat)
         if isinstance(sat, dict) and isinstance(t, int):
             self.ingest(Message("truth.sample", sat, t_ns=t), stream=False)
 
@@ -187,6 +299,7 @@ class ConsoleState:
         self.t_ns = self.stream_t_ns = 0
         self.epoch_unix_ns = None
         self._truth_seen = False
+        self.member_logs = {}
 
     # -- reading ------------------------------------------------------------------------------------------------
     def unix_ms(self, t_ns: int) -> float:
@@ -200,11 +313,27 @@ class ConsoleState:
 
     def view(self, latest: Mapping[str, tuple[int, dict[str, Any]]] | None = None, t_ns: int | None = None,
              events: Iterable[dict[str, Any]] | None = None, faults: Iterable[dict[str, Any]] | None = None,
-             prediction: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The panels of the page at ``t_ns`` (default: now), from ``latest`` (default: the newest messages)."""
+             prediction: Mapping[str, Any] | None = None, member: int | None = None) -> dict[str, Any]:
+        """The panels of the page at ``t_ns`` (default: now), from ``latest`` (default: the newest messages);
+        of a cluster, one member's (``member``, default: the one a board drives, else 0)."""
         latest = self.latest if latest is None else latest
         t_ns = self.t_ns if t_ns is None else t_ns
         truth = latest.get("truth.sample", (0, {}))[1]
+        fleet: dict[str, Any] | None = None
+        if is_cluster(truth):
+            k = self.member(member)
+            if not 0 <= k < truth["n"]:
+                k = default_member(truth)
+            member = k
+            bound = list(truth.get("bound") or [])
+            fleet = {"name": truth.get("name"), "n": truth["n"], "names": truth["names"], "bound": bound,
+                     "member": k, "isl": truth.get("isl")}
+            # a board's topics: sat.<k>.<topic>, or plain for the one bound member ("plain" topics)
+            latest = {topic: latest[f"sat.{k}.{topic}"] if f"sat.{k}.{topic}" in latest
+                      else latest[topic] if topic in latest and bound == [k] else (0, {})
+                      for topic in ("eps.telemetry", "thermal.telemetry", "accel.status")} | {
+                          topic: latest[topic] for topic in ("sim.clock", "sim.links") if topic in latest}
+            truth = member_truth(truth, k)
         clock = dict(latest.get("sim.clock", (0, {}))[1])
         if latest is self.latest and self.clock_status:
             for key in ("realtime_factor", "wall_elapsed_s", "limit_ns"):
@@ -249,12 +378,13 @@ class ConsoleState:
             "radiation": {"dose_krad": rad.get("dose_krad"), "scale": rad.get("scale"),
                           "counts": {k: v.get("total") for k, v in (rad.get("counts") or {}).items()
                                      if isinstance(v, dict)},
-                          "unhandled": len(rad.get("unhandled") or []),
+                          "unhandled": len(rad["unhandled"]) if isinstance(rad.get("unhandled"), list) else None,
                           "dose_rate_rad_s": env.get("dose_rate_rad_s"), "in_saa": env.get("in_saa"),
                           "in_polar_horn": env.get("in_polar_horn"),
                           "events": [{"t_ns": e["t_ns"], "utc": self.utc(e["t_ns"]), **e["payload"]}
                                      for e in rad_events]},
-            "orbit": self._orbit_view(t_ns, env, prediction if prediction is not None else self.prediction),
+            "orbit": self._orbit_view(t_ns, env, prediction if prediction is not None else self.prediction, member),
+            "cluster": fleet,
             "links": latest.get("sim.links", (0, {}))[1],
             "stats": {k: self.stats.get(k) for k in ("commands", "rejected", "published", "boards")},
             "faults": sorted((dict(f) for f in (self.faults.values() if faults is None else faults)),
@@ -265,7 +395,8 @@ class ConsoleState:
             "messages": self.messages,
         }
 
-    def _orbit_view(self, t_ns: int, env: Mapping[str, Any], pred: Mapping[str, Any] | None) -> dict[str, Any]:
+    def _orbit_view(self, t_ns: int, env: Mapping[str, Any], pred: Mapping[str, Any] | None,
+                    member: int | None = None) -> dict[str, Any]:
         out: dict[str, Any] = {k: env.get(k) for k in ("lat_deg", "lon_deg", "alt_km", "beta_deg", "sunlit_frac",
                                                        "in_saa", "in_polar_horn", "local_solar_time_h")}
         nxt = cur = None
@@ -275,11 +406,12 @@ class ConsoleState:
                 cur = e
             elif entry > t_ns and nxt is None:
                 nxt = e
-        if pred is None:  # playback: what the recording holds
-            c, n = self.eclipses.at(t_ns)
+        eclipses = self.logs(member)[0]
+        if pred is None:  # playback, or a cluster (no predictions): what was seen so far
+            c, n = eclipses.at(t_ns)
             cur = {"entry_ns": c[0], "exit_ns": c[1]} if c else None
             nxt = {"entry_ns": n[0], "exit_ns": n[1]} if n else None
-        out["in_eclipse"] = cur is not None if (pred is not None or self.eclipses.last_ns is not None) else None
+        out["in_eclipse"] = cur is not None if (pred is not None or eclipses.last_ns is not None) else None
         out["eclipse_now"] = cur
         out["next_eclipse"] = nxt
         out["period_s"] = (pred or {}).get("period_s")
@@ -294,15 +426,17 @@ class ConsoleState:
                             "exit_in_s": (e["exit_ns"] - t_ns) / NS_PER_S if e["exit_ns"] >= 0 else None}
         return out
 
-    def map_data(self, t_ns: int | None = None, *, ahead: bool = False) -> dict[str, Any]:
+    def map_data(self, t_ns: int | None = None, *, ahead: bool = False, member: int | None = None) -> dict[str, Any]:
         """The ground track for the map, split into sunlit / eclipse runs (None breaks a line): one period back,
-        and one ahead (playback: what the recording holds; live: the prediction), the SAA passes and outline."""
+        and one ahead (playback: what the recording holds; live: the prediction), the SAA passes and outline;
+        of a cluster, one member's track (no prediction: nothing ahead)."""
         t_ns = self.t_ns if t_ns is None else t_ns
         pred = self.prediction
+        track = self.logs(member)[1]
         period_ns = round(((pred or {}).get("period_s") or 6000.0) * NS_PER_S)
-        past = self.track.between(t_ns - period_ns, t_ns)
+        past = track.between(t_ns - period_ns, t_ns)
         if ahead:
-            future = self.track.between(t_ns, t_ns + period_ns)
+            future = track.between(t_ns, t_ns + period_ns)
         else:
             tr = (pred or {}).get("track") or {}
             future = [TrackPoint(t, la, lo, f, bool(s)) for t, la, lo, f, s in zip(
@@ -316,7 +450,7 @@ class ConsoleState:
                 "saa_outline": (pred or {}).get("saa_outline")}
 
     def series(self, fields: Iterable[str], window_s: float, t_ns: int | None = None, max_points: int = 1200,
-               *, centred: bool = False) -> dict[str, Any]:
+               *, centred: bool = False, member: int | None = None) -> dict[str, Any]:
         """Decimated samples of ``fields`` over the last ``window_s`` before ``t_ns`` (or around it, ``centred``),
         with the eclipses in that window for shading; times in Unix ms for a date axis."""
         t_ns = self.t_ns if t_ns is None else t_ns
@@ -325,7 +459,7 @@ class ConsoleState:
         data = self.history.query(fields, t0, t1, max_points)
         epoch = self.epoch_unix_ns or 0
         shade = [[(epoch + a) / 1e6, (epoch + b) / 1e6]
-                 for a, b in self.eclipses.between(t0, t1, None if centred else t_ns)]
+                 for a, b in self.logs(member)[0].between(t0, t1, None if centred else t_ns)]
         if self.prediction and not centred:
             shade += [[(epoch + e["entry_ns"]) / 1e6, (epoch + e["exit_ns"]) / 1e6]
                       for e in self.prediction.get("eclipses", []) if t0 <= e["entry_ns"] <= t1 and e["exit_ns"] > 0]

@@ -180,10 +180,29 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     wait("the ground track map", lambda: drv.find_elements(By.CSS_SELECTOR, "#map .geo"))
     assert "next eclipse entry" in text(drv, "#orbit")
 
+    # the steering bar shows the run's own settings (scaled x30), so "Set mode" as shown changes nothing
+    wait("the steering bar at the run's mode", lambda: drv.find_element(By.ID, "mode").get_attribute("value")
+         == "scaled" and float(drv.find_element(By.ID, "speed").get_attribute("value")) == 30)
+    # an empty box is refused by the page itself, naming the field; nothing is sent
+    drv.find_element(By.ID, "step-s").clear()
+    drv.find_element(By.ID, "btn-step").click()
+    refused = wait("the page's refusal", lambda: drv.find_elements(By.CSS_SELECTOR, '#cmd-log li[data-ok="0"]'))[0]
+    assert refused.text.startswith("✘ step: enter a number of seconds") and "nothing was sent" in refused.text
+    drv.find_element(By.CSS_SELECTOR, "#cmd-log").click()  # leave the box
+    # the heater controls are reachable at a 1280 px window: a mode set from the page is the emulator's
+    drv.set_window_size(1280, 2300)
+    wait("the heater rows", lambda: drv.find_elements(By.CSS_SELECTOR, 'select[data-heater-mode="battery_heater"]'))
+    Select(drv.find_element(By.CSS_SELECTOR, 'select[data-heater-mode="battery_heater"]')).select_by_visible_text("off")
+    drv.find_element(By.CSS_SELECTOR, 'button[data-heater="battery_heater"]').click()
+    wait("the heater off in truth", lambda: control(run["control"], "truth.get")["satellite"]["thermal"]["heaters"]
+         ["battery_heater"]["mode"] == "off")
+    drv.set_window_size(1500, 2300)
+
     # a rail, as the board would switch it; the emulator's truth shows it off
     wait("the payload rail on", lambda: drv.find_element(By.ID, "rail-payload").get_attribute("data-state") == "ON")
     drv.find_element(By.CSS_SELECTOR, '#rail-payload button[data-act="off"]').click()
-    reply = wait("the reply in the command log", lambda: drv.find_elements(By.CSS_SELECTOR, "#cmd-log li"))[0]
+    reply = wait("the reply in the command log", lambda: [li for li in drv.find_elements(
+        By.CSS_SELECTOR, "#cmd-log li") if "eps.rail.set" in li.text])[0]
     assert reply.get_attribute("data-ok") == "1", reply.text
     rails = control(run["control"], "truth.get")["satellite"]["power"]["rails"]
     assert rails["payload"]["on"] is False and rails["payload"]["commanded_on"] is False
@@ -203,19 +222,31 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     assert [(f["name"], f["params"]) for f in faults] == [("eps.rail.short", {"rail": "comms_5v", "extra_a": 0.5})]
     assert faults[0]["until_ns"] - faults[0]["t_ns"] == 3600 * NS
     assert f"#{faults[0]['fault_id']}" in item.text
+    assert re.search(r"until 2026-\d\d-\d\d \d\d:\d\d:\d\d sim time \(\d+m\d\ds left\)", item.text), item.text
+    # a permanent fault is listed as such, with no Clear button that could only be refused
+    Select(drv.find_element(By.ID, "fault-name")).select_by_value("radiation.seu")
+    drv.find_element(By.ID, "fault-inject").click()
+    seu = wait("the permanent fault listed", lambda: drv.find_elements(
+        By.CSS_SELECTOR, '#faults-active li[data-fault-name="radiation.seu"]'))[0]
+    wait("its words", lambda: "permanent" in seu.text)
+    assert not seu.find_elements(By.CSS_SELECTOR, "button[data-clear]")
+    Select(drv.find_element(By.ID, "fault-name")).select_by_value("eps.rail.short")
+    drv.find_element(By.ID, "fault-fields").find_element(By.NAME, "extra_a").send_keys("0.5")
     # a refusal is shown as the emulator words it
     rail = drv.find_element(By.ID, "fault-fields").find_element(By.NAME, "rail")
     rail.clear()
     rail.send_keys("nosuchrail")
     drv.find_element(By.ID, "fault-inject").click()
-    err = wait("the refusal", lambda: drv.find_elements(By.CSS_SELECTOR, '#cmd-log li[data-ok="0"]'))[0]
+    err = wait("the refusal", lambda: [li for li in drv.find_elements(By.CSS_SELECTOR, '#cmd-log li[data-ok="0"]')
+                                       if "fault.inject" in li.text])[0]
     assert "unknown rail 'nosuchrail'" in err.text
     assert "jobs done" in text(drv, "#accel") and "control link" in text(drv, "#links")
     # clear it from the list
     wait("the fault's clear button", lambda: drv.find_elements(By.CSS_SELECTOR, "#faults-active button[data-clear]"))
     drv.find_element(By.CSS_SELECTOR, "#faults-active button[data-clear]").click()
-    wait("the fault cleared", lambda: not drv.find_elements(By.CSS_SELECTOR, "#faults-active li[data-fault-id]"))
-    assert control(run["control"], "truth.get")["faults"] == []
+    wait("the fault cleared", lambda: not drv.find_elements(
+        By.CSS_SELECTOR, '#faults-active li[data-fault-name="eps.rail.short"]'))
+    assert [f["name"] for f in control(run["control"], "truth.get")["faults"]] == ["radiation.seu"]
 
     # the clock from the page: fast-forward through the next eclipse, pause, step, back to scaled
     ecl = next(e for e in control(run["control"], "orbit.predict")["eclipses"] if e["exit_ns"] > 0)

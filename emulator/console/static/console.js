@@ -6,7 +6,8 @@ const PLOT_CONFIG = { displaylogo: false, responsive: true, topojsonURL: "/vendo
 const STORE_KEY = "flatsat-console-plots";
 
 const ui = { meta: null, view: null, ws: null, nextId: 1, plots: [], fieldsKnown: [], faultSchemas: [],
-  sliderHeld: false, mapDrawn: false, outbox: [] };
+  sliderHeld: false, mapDrawn: false, outbox: [], member: null, plotsMade: false, stale: false,
+  steerEdited: false };
 
 // -- formatting -------------------------------------------------------------------------------------------
 function esc(v) {
@@ -62,6 +63,7 @@ function connect() {
   };
   ws.onopen = () => {
     setBadge("#link-state", "page linked", "ok");
+    if (ui.member != null) send({ op: "member", member: ui.member });
     sendPlots();
     for (const obj of ui.outbox.splice(0)) ws.send(JSON.stringify(obj));
   };
@@ -83,16 +85,7 @@ function onMeta(m) {
   $("#steer").hidden = !live;
   $("#playback").hidden = live;
   $("#fault-form").hidden = !live;
-  if (live) {
-    setBadge("#source", `live ${m.source}`, m.connected ? "ok" : "bad");
-  } else {
-    setBadge("#source", `recording ${m.source}`, "warn");
-  }
-  const banner = [];
-  if (m.error) banner.push(`emulator: ${m.error}`);
-  if (m.predict_error) banner.push(`orbit predictions unavailable: ${m.predict_error}`);
-  $("#banner").hidden = banner.length === 0;
-  $("#banner").textContent = banner.join(" · ");
+  renderStatus();
   if (JSON.stringify(m.fault_schemas) !== JSON.stringify(ui.faultSchemas)) {
     ui.faultSchemas = m.fault_schemas || [];
     buildFaultSelect();
@@ -100,17 +93,81 @@ function onMeta(m) {
   if (m.fields && m.fields.length !== ui.fieldsKnown.length) {
     ui.fieldsKnown = m.fields;
     $("#field-list").innerHTML = m.fields.map((f) => `<option value="${esc(f)}">`).join("");
-    if (!ui.plots.length) defaultPlots();
   }
+}
+
+// the source badge and the banner, from the link (meta) and the requests' answers (view)
+function renderStatus() {
+  const m = ui.meta, v = ui.view;
+  if (!m) return;
+  const problems = [];
+  if (m.error) problems.push(m.error);
+  if (m.mode === "live") {
+    const unanswered = v && v.requests ? v.requests.unanswered_s : null;
+    let state = "", cls = "ok";
+    if (!m.connected) { state = " · unreachable"; cls = "bad"; }
+    else if (unanswered != null) {
+      state = ` · not answering for ${Math.round(unanswered)} s`; cls = "bad";
+      problems.push(`the emulator has not answered the console's requests for ${Math.round(unanswered)} s: ` +
+        "the values shown may be stale and commands may not be carried out");
+    }
+    ui.stale = cls === "bad";
+    setBadge("#source", `live ${m.source}${state}`, cls);
+  } else {
+    ui.stale = false;
+    setBadge("#source", `recording ${m.source}`, "warn");
+  }
+  if (m.predict_error) problems.push(`orbit predictions unavailable: ${m.predict_error}`);
+  $("#banner").hidden = problems.length === 0;
+  $("#banner").textContent = problems.join(" · ");
+  const notes = m.notes || [];
+  $("#note").hidden = notes.length === 0;
+  $("#note").textContent = notes.join(" · ");
+}
+
+// -- a cluster: one member at a time ----------------------------------------------------------------------
+function renderMemberPick(cl) {
+  $("#member-pick").hidden = !cl;
+  if (!cl) return;
+  const sel = $("#member");
+  if (sel.options.length !== cl.n) {
+    sel.innerHTML = cl.names.map((n, k) => `<option value="${k}">${k} ${esc(n)}${cl.bound.includes(k) ? " (board)" : ""}</option>`).join("");
+  }
+  if (document.activeElement !== sel) sel.value = String(cl.member);
+  if (ui.member == null) ui.member = cl.member;
+}
+// a plot of a member's field follows the member shown: satellite.<path>.<k>, satellite.members.<k>.<path>
+function memberField(f, from, to) {
+  if (f.startsWith(`satellite.members.${from}.`)) return `satellite.members.${to}.${f.slice(`satellite.members.${from}.`.length)}`;
+  if (f.startsWith("satellite.") && !f.startsWith("satellite.isl.") && f.endsWith(`.${from}`)) return `${f.slice(0, -String(from).length)}${to}`;
+  return f;
+}
+function pickMember(k) {
+  const from = ui.member;
+  ui.member = k;
+  if (from != null && from !== k) for (const p of ui.plots) p.fields = p.fields.map((f) => memberField(f, from, k));
+  send({ op: "member", member: k });
+  changed();
 }
 
 // -- panels -----------------------------------------------------------------------------------------------
 function onView(v) {
   ui.view = v;
+  renderStatus();
+  renderMemberPick(v.cluster);
+  if (!ui.plotsMade && ui.fieldsKnown.length) { ui.plotsMade = true; defaultPlots(); }
   const c = v.clock || {};
   $("#sim-utc").textContent = v.utc ? v.utc.replace("T", " ") : "–";
-  setBadge("#clock-mode", c.paused ? `${c.mode} · paused` : (c.mode || "–"), c.paused ? "warn" : "ok");
-  $("#clock-speed").textContent = c.mode ? `×${num(c.speed, 2)} (achieved ×${num(c.realtime_factor, 1)})` : "–";
+  // a clock the console no longer hears from is not shown as running
+  setBadge("#clock-mode", c.paused ? `${c.mode} · paused` : (c.mode || "–"),
+    !c.mode ? "" : ui.stale ? "off" : c.paused ? "warn" : "ok");
+  $("#clock-speed").textContent = !c.mode ? "–" : ui.stale ? `×${num(c.speed, 2)} (last known)`
+    : `×${num(c.speed, 2)} (achieved ×${num(c.realtime_factor, 1)})`;
+  // the steering bar starts at, and follows, the run's mode and speed, unless the user is changing them
+  if (c.mode && !ui.steerEdited && ![$("#mode"), $("#speed")].includes(document.activeElement)) {
+    $("#mode").value = c.mode;
+    if (typeof c.speed === "number") $("#speed").value = String(c.speed);
+  }
   $("#clock-lag").textContent = c.mode ? `lag ${num((c.lag_s || 0) * 1e3, 2)} ms · overruns ${num(c.overruns)}` : "–";
   const b = v.battery, bus = v.bus;
   kv($("#power"), [
@@ -137,7 +194,7 @@ function onView(v) {
   const r = v.radiation;
   kv($("#radiation"), [
     ["dose", `${num(r.dose_krad, 4)} krad`], ["dose rate", `${num(r.dose_rate_rad_s)} rad/s`],
-    ["region", r.in_saa ? "SAA" : r.in_polar_horn ? "polar horn" : "quiet", r.in_saa ? "bad" : ""],
+    ["region", r.in_saa == null ? "–" : r.in_saa ? "SAA" : r.in_polar_horn ? "polar horn" : "quiet", r.in_saa ? "bad" : ""],
     ["events", Object.entries(r.counts || {}).map(([k, n]) => `${esc(k)} ${n}`).join(" · ") || "–"],
     ["unhandled", num(r.unhandled)], ["rate scale", `×${num(r.scale, 2)}`],
   ]);
@@ -146,11 +203,11 @@ function onView(v) {
   renderOrbit(v.orbit);
   kv($("#clock"), [
     ["mode", esc(c.mode ?? "–")], ["paused", num(c.paused)], ["speed", `×${num(c.speed, 3)}`],
-    ["achieved", `×${num(c.realtime_factor, 2)}`], ["sim time", `${num((c.t_ns || 0) / 1e9, 1)} s`],
-    ["lag / max", `${num((c.lag_s || 0) * 1e3, 3)} / ${num((c.max_lag_s || 0) * 1e3, 3)} ms`],
+    ["achieved", `×${num(c.realtime_factor, 2)}`], ["sim time", c.t_ns == null ? "–" : `${num(c.t_ns / 1e9, 1)} s`],
+    ["lag / max", c.lag_s == null ? "–" : `${num(c.lag_s * 1e3, 3)} / ${num(c.max_lag_s * 1e3, 3)} ms`],
     ["overruns", num(c.overruns)], ["steps", num(c.steps)],
   ]);
-  renderLinks(v.links || {}, v.stats || {});
+  renderLinks(v.links || {}, v.stats || {}, v.cluster);
   renderFaults(v.faults || []);
   setHTML($("#events"), (v.events || []).map((e) =>
     `<li><span class="t">${stamp(e.utc)}</span><b>${esc(e.topic)}</b> ${esc(e.text)}</li>`).join(""));
@@ -201,10 +258,10 @@ function renderThermal(t) {
     }
     return tr;
   }, (tr, h) => {
-    tr.dataset.mode = h.mode;
-    cell(tr, 1, esc(h.mode));
+    tr.dataset.mode = h.mode ?? "";
+    cell(tr, 1, esc(h.mode ?? "–"));
     cell(tr, 2, h.on ? "on" : "off", h.on ? "on" : "off");
-    cell(tr, 3, `${num(h.on_below_degc, 0)} / ${num(h.off_above_degc, 0)}`);
+    cell(tr, 3, h.on_below_degc == null ? "–" : `${num(h.on_below_degc, 0)} / ${num(h.off_above_degc, 0)}`);
   });
 }
 function renderOrbit(o) {
@@ -221,8 +278,14 @@ function renderOrbit(o) {
     ["SAA / polar horn", `${num(o.in_saa)} / ${num(o.in_polar_horn)}`, o.in_saa ? "bad" : ""],
   ]);
 }
-function renderLinks(l, st) {
+function renderLinks(l, st, cl) {
   const rows = [];
+  if (cl) {
+    rows.push(["fleet", `${esc(cl.name)}: ${num(cl.n)} members; shown: ${num(cl.member)} ${esc(cl.names[cl.member])}`]);
+    const isl = cl.isl || {};
+    rows.push(["fleet ISL ring", `links ${num(isl.ring_links)} · down ${num(isl.ring_down)} · ` +
+      `min ${num(isl.ring_min_gbps, 0)} Gbps · max ${num(isl.ring_max_km, 2)} km`]);
+  }
   for (const name of ["board", "control"]) {
     const s = l[name];
     if (!s) continue;
@@ -244,6 +307,14 @@ function renderLinks(l, st) {
   if (st.boards) rows.push(["boards seen", esc(Object.keys(st.boards).join(", ") || "none")]);
   kv($("#links"), rows.length ? rows : [["links", "–"]]);
 }
+// a fault's expiry: the sim time (UTC, as the header shows it) and how much sim time is left
+function expiry(untilNs) {
+  const v = ui.view;
+  if (!(untilNs > 0)) return "until cleared";
+  if (!v || v.unix_ms == null) return `until sim t = ${num(untilNs / 1e9, 0)} s`;
+  const utc = new Date(v.unix_ms + (untilNs - v.t_ns) / 1e6).toISOString().replace(/\.\d+Z$/, "Z");
+  return `until ${stamp(utc)} sim time (${dur(Math.max(0, (untilNs - v.t_ns) / 1e9))} left)`;
+}
 function renderFaults(faults) {
   const live = ui.meta && ui.meta.mode === "live";
   const list = $("#faults-active");
@@ -251,11 +322,15 @@ function renderFaults(faults) {
     const li = document.createElement("li");
     li.dataset.faultId = f.fault_id;
     li.dataset.faultName = f.name;
-    li.innerHTML = `<span></span> ${live ? `<button data-clear="${f.fault_id}">Clear</button>` : ""}`;
+    // a permanent fault (its schema says it cannot be cleared) gets no Clear button: it would always be refused
+    const schema = ui.faultSchemas.find((x) => x.name === f.name);
+    const permanent = schema ? schema.clearable === false : false;
+    li.innerHTML = `<span></span> ${live && !permanent ? `<button data-clear="${f.fault_id}">Clear</button>` : ""}`;
     return li;
   }, (li, f) => {
-    const until = f.until_ns > 0 ? ` until ${dur(f.until_ns / 1e9)} (sim)` : " until cleared";
-    const html = `<b>#${f.fault_id} ${esc(f.name)}</b> ${esc(JSON.stringify(f.params))}${until}`;
+    const schema = ui.faultSchemas.find((x) => x.name === f.name);
+    const html = `<b>#${f.fault_id} ${esc(f.name)}</b> ${esc(JSON.stringify(f.params))} ` +
+      (schema && schema.clearable === false ? "permanent" : expiry(f.until_ns));
     if (li.firstChild.dataset.html !== html) { li.firstChild.innerHTML = html; li.firstChild.dataset.html = html; }
   });
   let none = list.querySelector(".none");
@@ -304,10 +379,13 @@ function defaultPlots() {
     saved.forEach((p) => addPlot(p.fields, p.window_s));
     return;
   }
-  const pick = (names) => names.filter((f) => have.has(f));
-  const temps = ui.fieldsKnown.filter((f) => f.startsWith("satellite.thermal.temps_degc.")).slice(0, 8);
+  // a cluster's member fields end in .<member>: satellite.power.soc.40
+  const cl = ui.view && ui.view.cluster, sfx = cl ? `.${cl.member}` : "";
+  const pick = (names) => names.map((f) => f + sfx).filter((f) => have.has(f));
+  const temps = ui.fieldsKnown.filter((f) => f.startsWith("satellite.thermal.temps_degc.") &&
+    (!cl || f.endsWith(sfx))).slice(0, 8);
   const sets = [pick(["satellite.power.soc"]), pick(["satellite.power.bus_v", "satellite.power.battery_v"]),
-    temps, pick(["satellite.accelerator.utilisation"])];
+    temps, pick(cl ? ["satellite.accelerator.load_w"] : ["satellite.accelerator.utilisation"])];
   const any = sets.some((s) => s.length);
   if (!any) {
     const first = ui.fieldsKnown.filter((f) => !f.startsWith("sim."))[0];
@@ -375,6 +453,23 @@ function onSeries(msg) {
   }
 }
 
+// the number in a box, or null after saying what is wrong (an empty box is not 0: nothing is sent)
+function typedNumber(sel, what) {
+  const el = $(sel), text = el.value.trim(), n = Number(text);
+  if (text === "" || !Number.isFinite(n) || el.validity.badInput) {
+    refuseHere(`${what}${text ? `, not ${JSON.stringify(text)}` : ""}; nothing was sent`);
+    return null;
+  }
+  return n;
+}
+function refuseHere(message) {
+  const li = document.createElement("li");
+  li.className = "err";
+  li.dataset.ok = "0";
+  li.textContent = `✘ ${message}`;
+  $("#cmd-log").prepend(li);
+}
+
 // -- commands ---------------------------------------------------------------------------------------------
 const pending = new Map();
 function command(topic, payload, label) {
@@ -418,6 +513,8 @@ function buildFaultSelect() {
 }
 function propType(p) {
   if (p.type) return p.type;
+  const types = (p.anyOf || []).map((x) => x.type);
+  if (types.includes("integer") && types.includes("string")) return "index-or-name";
   const alt = (p.anyOf || []).find((x) => x.type && x.type !== "null");
   return alt ? alt.type : "string";
 }
@@ -446,6 +543,9 @@ function buildFaultFields() {
         `<option${o === dflt ? " selected" : ""}>${esc(o)}</option>`).join("")}</select>`;
     } else if (type === "boolean") {
       input = `<input type="checkbox" name="${esc(name)}" data-type="boolean"${dflt === true ? " checked" : ""}>`;
+    } else if (type === "index-or-name") {
+      input = `<input type="text" name="${esc(name)}" data-type="index-or-name" value="${esc(dflt)}"` +
+        ` placeholder="index or name"${req}>`;
     } else if (type === "integer" || type === "number") {
       const min = p.minimum ?? p.exclusiveMinimum, max = p.maximum ?? p.exclusiveMaximum;
       input = `<input type="number" name="${esc(name)}" data-type="${type}" step="${type === "integer" ? 1 : "any"}"` +
@@ -471,14 +571,26 @@ function injectFault(ev) {
   let duration = null;
   for (const el of $("#fault-fields").querySelectorAll("[name]")) {
     const t = el.dataset.type;
-    if (el.name === "__duration_s") { if (el.value !== "") duration = Number(el.value); continue; }
+    if (el.name === "__duration_s") {
+      if (el.value.trim() !== "" || el.validity.badInput) {
+        duration = Number(el.value.trim());
+        if (el.validity.badInput || !Number.isFinite(duration)) {
+          refuseHere("duration s: enter a number of seconds, or leave it empty (until cleared); nothing was sent");
+          return;
+        }
+      }
+      continue;
+    }
     if (t === "boolean") { params[el.name] = el.checked; continue; }
     if (el.value === "") continue; // the emulator applies its default, or says the field is required
-    params[el.name] = t === "integer" || t === "number" ? Number(el.value) : el.value;
+    const text = el.value.trim();
+    // an index is sent as a number and a name as text: "sat-0" must never become member 0
+    if (t === "index-or-name") params[el.name] = /^\d+$/.test(text) ? Number(text) : text;
+    else params[el.name] = t === "integer" || t === "number" ? Number(el.value) : el.value;
   }
   const payload = { name, params };
   if (duration !== null) payload.duration_s = duration;
-  command("fault.inject", payload, `fault.inject ${name} ${JSON.stringify(params)}${duration ? ` for ${duration} s` : ""}`);
+  command("fault.inject", payload, `fault.inject ${name} ${JSON.stringify(params)}${duration !== null ? ` for ${duration} s` : ""}`);
 }
 
 // -- wiring -----------------------------------------------------------------------------------------------
@@ -498,14 +610,26 @@ function wire() {
     }
     if (t.dataset.clear) command("fault.clear", { fault_id: Number(t.dataset.clear) });
   });
-  $("#btn-step").addEventListener("click", () => command("clock.step", { duration_s: Number($("#step-s").value) }));
-  $("#btn-speed").addEventListener("click", () => command("clock.set_speed", { speed: Number($("#speed").value) }));
+  $("#btn-step").addEventListener("click", () => {
+    const s = typedNumber("#step-s", "step: enter a number of seconds");
+    if (s !== null) command("clock.step", { duration_s: s });
+  });
+  $("#btn-speed").addEventListener("click", () => {
+    const speed = typedNumber("#speed", "speed: enter a number (the wall-clock multiplier)");
+    if (speed !== null) { ui.steerEdited = false; command("clock.set_speed", { speed }); }
+  });
   $("#btn-mode").addEventListener("click", () => {
     const mode = $("#mode").value, payload = { mode };
-    if (mode === "scaled") payload.speed = Number($("#speed").value);
+    if (mode === "scaled") {
+      payload.speed = typedNumber("#speed", "speed: enter a number (the wall-clock multiplier) for scaled mode");
+      if (payload.speed === null) return;
+    }
+    ui.steerEdited = false;
     command("clock.set_mode", payload);
   });
+  for (const sel of ["#speed", "#mode"]) $(sel).addEventListener("input", () => { ui.steerEdited = true; });
   $("#fault-name").addEventListener("change", buildFaultFields);
+  $("#member").addEventListener("change", (e) => pickMember(Number(e.target.value)));
   $("#fault-form").addEventListener("submit", injectFault);
   $("#plot-add").addEventListener("submit", (e) => {
     e.preventDefault();
