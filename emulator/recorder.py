@@ -6,7 +6,7 @@ File layout: a msgpack stream. The first object is a header map
 ``"out"`` (emulator -> peers) or ``"in"`` (peers -> emulator) and envelope is the exact
 msgpack bytes of the message. Appends are buffered and flushed to the OS at least once per
 wall-clock second, so a killed emulator leaves a readable file missing at most the last
-second; a truncated last record is ignored by :func:`read_recording`.
+second; :func:`read_recording` reads up to a truncated last record and says so.
 
 Nothing that depends on the wall clock goes into that file, so ``afap`` and ``lockstep`` runs give
 byte-identical files on every medium: messages whose topic is marked ``wall_time`` (``sim.links``: drops
@@ -16,6 +16,7 @@ that depend on pacing, lags; ``board.link``: round trips) go to a side file of t
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,8 @@ import msgpack
 from emulator.errors import CodecError, ConfigError
 from emulator.protocol.codec import decode_message
 from emulator.protocol.envelope import PROTOCOL_VERSION, Message
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 FLUSH_INTERVAL_NS = 1_000_000_000
@@ -140,27 +143,45 @@ def read_header(path: str | Path) -> dict[str, Any]:
 
 
 def read_recording(path: str | Path) -> Iterator[Record]:
-    """Records in file order; stops quietly at a truncated tail (a crash mid-write)."""
+    """Records in file order. A damaged or cut-off tail (a crash mid-write) ends the reading, and records whose
+    envelope cannot be decoded are skipped: what was not read is logged as a warning once the file is done
+    (never silently), everything before it is delivered."""
     read_header(path)
+    size = Path(path).stat().st_size
+    skipped = 0
     with open(path, "rb") as fh:
         unpacker = msgpack.Unpacker(fh, raw=False, max_buffer_size=64 << 20)
         next(unpacker)
-        while True:
-            offset = unpacker.tell()
-            try:
-                item = next(unpacker)
-            except StopIteration:
-                return
-            except (ValueError, msgpack.UnpackException):
-                return  # corrupt tail: everything before it was delivered
-            if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], bytes)):
-                return
-            try:
-                msg = decode_message(item[2])
-            except CodecError:
-                continue
-            yield Record(plane=item[0], direction=item[1], message=msg, raw=item[2], offset=offset,
-                         size=unpacker.tell() - offset)
+        offset = unpacker.tell()
+        try:
+            while True:
+                offset = unpacker.tell()
+                try:
+                    item = next(unpacker)
+                except StopIteration:
+                    break
+                except (ValueError, msgpack.UnpackException):
+                    log.warning("%s: a damaged record at byte %d ends the recording: the %d bytes from there were "
+                                "not read", path, offset, size - offset)
+                    return
+                if not (isinstance(item, list) and len(item) == 3 and isinstance(item[2], bytes)):
+                    log.warning("%s: byte %d holds no record ([plane, direction, envelope]): the %d bytes from "
+                                "there were not read", path, offset, size - offset)
+                    return
+                try:
+                    msg = decode_message(item[2])
+                except CodecError:
+                    skipped += 1
+                    continue
+                yield Record(plane=item[0], direction=item[1], message=msg, raw=item[2], offset=offset,
+                             size=unpacker.tell() - offset)
+            if offset < size:  # the stream ended inside a record: the run stopped mid-write
+                log.warning("%s: the last %d bytes are a cut-off record (the run stopped mid-write, a crash?): "
+                            "not read; everything before them was", path, size - offset)
+        finally:
+            if skipped:
+                log.warning("%s: %d record%s held an envelope that could not be decoded: skipped", path, skipped,
+                            "" if skipped == 1 else "s")
 
 
 def read_record_at(fh: IO[bytes], offset: int, size: int) -> Record:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+
+import msgpack
 import pytest
 from toy_model import Lamp
 
@@ -85,7 +88,7 @@ async def test_lockstep_waits_for_the_controller() -> None:
         assert emu.clock.now_ns() == 8 * NS_PER_S
 
 
-async def test_recording_holds_every_message_and_is_deterministic(tmp_path) -> None:
+async def test_recording_holds_every_message_and_is_deterministic(tmp_path, caplog) -> None:
     async def one(path):
         run = RunConfig(sim=SimConfig(step_s=1.0, seed=3), telemetry=TelemetryConfig(truth_rate_hz=0.5))
         async with Emulator(Lamp(), run, wall=VirtualWall(), board_url=None, control_url=None,
@@ -104,10 +107,25 @@ async def test_recording_holds_every_message_and_is_deterministic(tmp_path) -> N
     assert topics.count("lamp.telemetry") == 41  # t = 0 .. 40 s at 1 Hz
     assert topics.count("truth.sample") == 21
     assert "lamp.toggled" in topics and "fault.changed" in topics
-    # crash safety: a file cut anywhere still reads up to the cut
-    cut = tmp_path / "cut.rec"
-    cut.write_bytes(a[: len(a) * 2 // 3])
-    assert 0 < len(list(read_recording(cut))) < len(recs)
+    # crash safety: a file cut anywhere still reads up to the cut, and says what it did not read
+    with caplog.at_level(logging.WARNING, logger="emulator.recorder"):
+        assert len(list(read_recording(tmp_path / "a.rec"))) == len(recs)
+        assert not caplog.records  # a whole file: nothing to say
+        cut = tmp_path / "cut.rec"
+        cut.write_bytes(a[: len(a) * 2 // 3])
+        read = list(read_recording(cut))
+        assert 0 < len(read) < len(recs)
+        kept = read[-1].offset + read[-1].size
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{cut}: the last {len(a) * 2 // 3 - kept} bytes are a cut-off record (the run stopped mid-write, a "
+            "crash?): not read; everything before them was"]
+        caplog.clear()
+        damaged = tmp_path / "damaged.rec"  # a record whose envelope is not one: skipped and counted
+        bad = msgpack.packb(["board", "out", b"\xc1 not an envelope"])
+        damaged.write_bytes(a[:kept] + bad + a[kept:])
+        assert len(list(read_recording(damaged))) == len(recs)
+        assert [r.getMessage() for r in caplog.records] == [
+            f"{damaged}: 1 record held an envelope that could not be decoded: skipped"]
 
 
 def test_bad_telemetry_rate_topic_is_a_config_error() -> None:
