@@ -90,7 +90,7 @@ from emulator.models.orbit import (
     R_EARTH_KM,
     OrbitConfig,
 )
-from emulator.models.power import MODE_NAMES, PowerConfig, updated_thresholds
+from emulator.models.power import MODE_NAMES, PowerConfig, strings_failed_after, updated_thresholds
 from emulator.models.power_kernels import ARRAY, CRITICAL, FULL, OFF
 from emulator.models.radiation import KINDS, RadiationConfig, arrivals, draw_chip, kind_cdf, pick_kind
 from emulator.models.satellite import (
@@ -741,7 +741,7 @@ class PowerArrays:
     def fail_strings(self, k: int, array: str, strings: int) -> None:
         i = self._array(array)
         total = int(self.array_strings[i])
-        n = min(total, int(self.array_failed[i, k]) + strings)
+        n = strings_failed_after(array, total, int(self.array_failed[i, k]), strings)
         self.array_failed[i, k] = n
         self.array_alive[i, k] = 1.0 - n / total
         self.gain = self.base_gain * self.array_alive

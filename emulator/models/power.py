@@ -431,6 +431,18 @@ def _rail_v(r: _Rail, bus_v: float) -> float:
     return _F.rail_voltage(r.regulated, r.v_nom, r.dropout, bus_v)
 
 
+def strings_failed_after(array: str, total: int, failed: int, strings: int) -> int:
+    """How many of an array's ``total`` strings have failed once ``strings`` more fail (``failed`` already have);
+    more than are left is refused (clearing the fault restores what it failed, so nothing may be clipped)."""
+    left = total - failed
+    if strings > left:
+        have = f"all {total} of its strings have failed" if left == 0 else (
+            f"it has {total} strings, {failed} failed: at most {left} more can fail")
+        raise CommandError(f"cannot fail {strings} strings of array {array!r}: {have}",
+                           field="params.strings", valid=list(range(1, left + 1)) if left else None)
+    return failed + strings
+
+
 class PowerSystem:
     """Arrays + MPPT + battery + PDU. Pure; :meth:`step` advances it by ``dt_s``."""
 
@@ -661,7 +673,7 @@ class PowerSystem:
             raise CommandError(f"unknown array {array!r}{suggest(array, names)}", field="params.array", valid=names)
         i = names.index(array)
         total = self.arrays[i].strings
-        n = min(total, self.array_failed_strings[i] + strings)
+        n = strings_failed_after(array, total, self.array_failed_strings[i], strings)
         self.array_failed_strings[i] = n
         self.array_alive[i] = 1.0 - n / total
         self._array_gains()

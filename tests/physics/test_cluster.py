@@ -559,6 +559,9 @@ def test_control_plane_faults_address_one_member() -> None:
                                                                          "extra_a": 100.0}})
     emu.control("fault.inject", {"name": "eps.array.string_fail", "params": {"sat": 0, "array": "wings",
                                                                                 "strings": 10}})
+    with pytest.raises(CommandError, match="cannot fail 11 strings of array 'wings': it has 20 strings, 10 failed"):
+        emu.control("fault.inject", {"name": "eps.array.string_fail", "params": {"sat": 0, "array": "wings",
+                                                                                    "strings": 11}})
     emu.control("fault.inject", {"name": "radiation.sefi", "params": {"sat": 2}})
     for k in range(25, 28):
         m.step(k * NS, NS)

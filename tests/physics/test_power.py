@@ -133,6 +133,17 @@ def test_array_power_with_temperature_coefficient_degradation_and_string_failure
     with pytest.raises(CommandError) as exc:
         p.fail_strings("wig", 1)
     assert exc.value.valid == ["wing"]
+    # more strings than are left is refused (a clip would leave the clear restoring strings that never failed)
+    p.fail_strings("wing", 3)
+    with pytest.raises(CommandError, match="cannot fail 2 strings of array 'wing': it has 4 strings, 3 failed: at "
+                                           "most 1 more can fail") as exc:
+        p.fail_strings("wing", 2)
+    assert exc.value.field == "params.strings" and exc.value.valid == [1]
+    p.fail_strings("wing", 1)
+    with pytest.raises(CommandError, match="all 4 of its strings have failed"):
+        p.fail_strings("wing", 1)
+    p.step(1.0, [1361.0], [28.0], 20.0, [0.0] * 4)
+    assert p.array_total_w == 0.0
 
 
 # -- PDU ------------------------------------------------------------------------------------------------------

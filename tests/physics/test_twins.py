@@ -35,6 +35,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from regression_script import ORBIT_S, ScriptedEnvironment, scenario
 
+from emulator.errors import CommandError
 from emulator.models.accelerator import AcceleratorBoard, AcceleratorConfig, DvfsSet, JobSubmit
 from emulator.models.cluster import (
     STATE_NAMES,
@@ -201,8 +202,15 @@ class PowerTwin:
 
     def _call(self, what: str, single: Callable[[], Any], fleet: Callable[[], Any]) -> Any:
         before = len(self.single.events)
-        out = single()
-        fleet()
+        try:
+            out = single()
+        except CommandError as refused:  # a refusal (more strings than are left...): the fleet refuses alike
+            with pytest.raises(CommandError) as fleet_refused:
+                fleet()
+            assert (fleet_refused.value.message, fleet_refused.value.field) == (refused.message, refused.field)
+            out = None
+        else:
+            fleet()
         self.check(f"step {self.steps} {what}", before)
         return out
 
