@@ -117,6 +117,8 @@ class ConsoleServer:
         self._commands: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        #: the port listened on (the one picked, for port 0)
+        self.port = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> str:
@@ -125,9 +127,9 @@ class ConsoleServer:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         addresses = self._runner.addresses  # the bound (host, port, ...) of each listening socket
-        bound_port = addresses[0][1] if addresses else port
+        self.port = addresses[0][1] if addresses else port
         shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{bound_port}/"
+        self.url = f"http://{shown}:{self.port}/"
         self._tasks = [asyncio.create_task(self._push(), name="console-push")]
         return self.url
 

@@ -260,7 +260,12 @@ def test_the_command_line_says_what_it_needs(capsys: pytest.CaptureFixture[str])
 
     args = argparse.Namespace(url=None, recording=None, listen="127.0.0.1:0", token=None, nice=0)
     assert run(args) == 2
-    assert "give a CONTROL_URL" in capsys.readouterr().err
+    neither = capsys.readouterr().err
+    assert "CONTROL_URL" in neither and "--recording FILE" in neither and "not both" not in neither
+    args = argparse.Namespace(url="zmq+tcp://127.0.0.1:5560", recording="x.rec", listen="127.0.0.1:0", token=None,
+                              nice=0)
+    assert run(args) == 2
+    assert "not both" in capsys.readouterr().err
     args = argparse.Namespace(url="zmq+tcp://127.0.0.1:5560", recording=None, listen="nonsense", token=None, nice=0)
     assert run(args) == 2
     assert "--listen" in capsys.readouterr().err
@@ -277,6 +282,32 @@ def test_a_non_loopback_address_always_needs_a_token() -> None:
     assert not loopback and token is not None and len(token) >= 20
     assert access("192.0.2.7", "given") == ("given", False)
     assert access("0.0.0.0", None)[0] != token  # made up anew, never a fixed default
+
+
+def test_the_printed_urls_can_be_opened_and_the_warning_fits_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from emulator.console import app
+
+    live = argparse.Namespace(url="zmq+tcp://127.0.0.1:5560", recording=None)
+    playback = argparse.Namespace(url=None, recording="run.rec")
+    monkeypatch.setattr(app, "machine_names", lambda family: ["bench7", "192.0.2.7"])
+    text = app.announcement(live, "0.0.0.0", 18812, "tok", False, "idle")
+    opened = [line.split()[-1] for line in text.splitlines() if "http://" in line]
+    # a wildcard address is never shown as one to open: the machine's name and address, then loopback
+    assert opened == ["http://bench7:18812/?token=tok", "http://192.0.2.7:18812/?token=tok",
+                      "http://127.0.0.1:18812/?token=tok"]
+    assert "0.0.0.0:" not in text and "steer the emulator" in text
+    text = app.announcement(playback, "0.0.0.0", 18812, "tok", False, "idle")
+    assert "can watch the recording" in text and "steer" not in text
+    assert app.page_urls("::", 8800, None)[-1] == "http://[::1]:8800/"
+    monkeypatch.setattr(app, "machine_names", lambda family: [])  # nothing known about this machine
+    assert app.page_urls("0.0.0.0", 8800, "t") == ["http://<this machine's address>:8800/?token=t",
+                                                   "http://127.0.0.1:8800/?token=t"]
+    assert app.page_urls("127.0.0.1", 8800, None) == ["http://127.0.0.1:8800/"]
+    monkeypatch.undo()
+    for name in app.machine_names(socket.AF_INET):  # whatever this machine has: never loopback or a wildcard
+        assert not name.startswith(("127.", "0.0.0.0")) and name != "localhost"
 
 
 def test_the_console_lowers_its_priority_as_told() -> None:
