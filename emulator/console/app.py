@@ -204,24 +204,32 @@ async def _serve(args: argparse.Namespace, host: str, port: int, token: str | No
     source: Any
     if args.recording:
         source = RecordingSource(args.recording, state)
-        print(f"flatsat console: reading {args.recording} ...", file=sys.stderr)
-        try:
-            await asyncio.to_thread(source.load)
-        except OSError as exc:
-            raise ConfigError(f"{args.recording}: {exc.strerror or exc}", field="recording") from None
     else:
         from emulator.console.sources import FEED_HZ
 
         hz = FEED_HZ if getattr(args, "max_hz", None) is None else args.max_hz
         source = LiveSource(args.url, state, feed_hz=hz or None)
-    await source.start()
-    server = ConsoleServer(source, token=token, loopback=loopback)
+    # listen first: a busy port is said at once, not after a large recording has been read; pages that come
+    # while it is read are told to wait (503)
+    loading = f"still reading the recording {args.recording}; reload in a moment" if args.recording else None
+    server = ConsoleServer(source, token=token, loopback=loopback, loading=loading)
     try:
         await server.start(host, port)
     except OSError as exc:
-        await source.aclose()
         print(f"flatsat console: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 2
+    try:
+        if args.recording:
+            print(f"flatsat console: reading {args.recording} ...", file=sys.stderr)
+            try:
+                await asyncio.to_thread(source.load)
+            except OSError as exc:
+                raise ConfigError(f"{args.recording}: {exc.strerror or exc}", field="recording") from None
+        await source.start()
+    except BaseException:
+        await server.aclose()
+        raise
+    server.loading = None
     print(announcement(args, host, server.port, token, loopback, priority), file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -99,8 +99,10 @@ class ConsoleServer:
     """Serves one source (live or recording) to any number of pages."""
 
     def __init__(self, source: Any, *, token: str | None = None, loopback: bool = True,
-                 wall: WallSource | None = None) -> None:
+                 wall: WallSource | None = None, loading: str | None = None) -> None:
         self.source = source
+        #: why the source cannot be shown yet (a recording being read): every request gets 503 and this
+        self.loading = loading
         self.state = source.state
         self.token = token
         self.loopback = loopback
@@ -157,6 +159,8 @@ class ConsoleServer:
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return web.Response(status=401, text="flatsat console: this console needs its token; open the URL "
                                                      "that `flatsat console` printed (ending in ?token=...)\n")
+        if self.loading is not None:
+            return web.Response(status=503, text=f"flatsat console: {self.loading}\n", headers={"Retry-After": "2"})
         if request.path == "/ws":
             origin = request.headers.get("Origin")
             if origin is not None and origin.split("://", 1)[-1] != request.host:

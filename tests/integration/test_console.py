@@ -274,6 +274,36 @@ def test_the_command_line_says_what_it_needs(capsys: pytest.CaptureFixture[str])
     assert "/nonexistent.rec" in capsys.readouterr().err
 
 
+def test_a_busy_port_is_said_before_the_recording_is_read(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from emulator.console.app import run
+
+    rec = tmp_path / "big.rec"
+    rec.write_bytes(b"\x00" * 1000)  # were it read first, its error would come first
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        listen = f"127.0.0.1:{busy.getsockname()[1]}"
+        args = argparse.Namespace(url=None, recording=str(rec), listen=listen, token=None, nice=0)
+        assert run(args) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on {listen}" in err and "reading" not in err and "recording" not in err
+
+
+async def test_a_page_that_comes_while_the_recording_is_read_is_told_to_wait(tmp_path: Path) -> None:
+    server = ConsoleServer(RecordingSource(tmp_path / "run.rec", ConsoleState()), loading="still reading run.rec")
+    url = await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "api/view") as r:
+                assert r.status == 503 and "still reading run.rec" in await r.text()
+            server.loading = None
+            async with http.get(url) as r:
+                assert r.status == 200
+    finally:
+        await server.aclose()
+
+
 def test_a_non_loopback_address_always_needs_a_token() -> None:
     from emulator.console.app import access
 
