@@ -17,6 +17,7 @@ import bisect
 import contextlib
 import heapq
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -386,6 +387,24 @@ class LiveSource:
         return self.state.series(fields, window_s, member=member)
 
 
+def recording_header(path: Path) -> dict[str, Any]:
+    """The header of the recording at ``path``; a ConfigError naming the file if it is empty or not a recording
+    (msgpack's own words, e.g. "No more data to unpack.", mean nothing to a bench user)."""
+    from emulator.errors import ConfigError
+    from emulator.recorder import read_header
+
+    hint = "give the .rec file that `flatsat run --record` or `flatsat test` wrote"
+    if path.is_file() and path.stat().st_size == 0:
+        raise ConfigError(f"{path}: the file is empty (0 bytes), not a flatsat recording; {hint}", field="recording")
+    try:
+        return read_header(path)
+    except ConfigError:
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise  # missing, a directory, not readable: the recorder names the reason
+        raise ConfigError(f"{path}: not a flatsat recording (it does not begin with a recording's header); {hint}",
+                          field="recording") from None
+
+
 class RecordingSource:
     """A recording, read once, shown at any instant (the cursor) and played back at a speed."""
 
@@ -418,9 +437,9 @@ class RecordingSource:
 
     def load(self) -> None:
         """Read the whole file (raises ConfigError if it is not a recording)."""
-        from emulator.recorder import read_header, read_recording, wall_path
+        from emulator.recorder import read_recording, wall_path
 
-        self.header = read_header(self.path)
+        self.header = recording_header(self.path)
         epoch = (self.header.get("meta") or {}).get("epoch_utc")
         if isinstance(epoch, str):
             self.state.set_epoch_utc(epoch)

@@ -274,6 +274,25 @@ def test_the_command_line_says_what_it_needs(capsys: pytest.CaptureFixture[str])
     assert "/nonexistent.rec" in capsys.readouterr().err
 
 
+def test_an_empty_or_foreign_file_is_named_and_said_to_be_no_recording(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator.console.app import run
+
+    empty, foreign, cut = tmp_path / "empty.rec", tmp_path / "notes.txt", tmp_path / "cut.rec"
+    empty.write_bytes(b"")
+    foreign.write_text("hello, not a recording\n")
+    cut.write_bytes(b"\x83")  # the start of a msgpack map, then nothing
+    said = {}
+    for path in (empty, foreign, cut):
+        args = argparse.Namespace(url=None, recording=str(path), listen="127.0.0.1:0", token=None, nice=0)
+        assert run(args) == 2
+        said[path] = capsys.readouterr().err
+    assert f"{empty}: the file is empty (0 bytes), not a flatsat recording" in said[empty]
+    for path in (foreign, cut):
+        assert f"{path}: not a flatsat recording (it does not begin with a recording's header)" in said[path]
+    assert not any("No more data" in text for text in said.values())
+
+
 def test_a_busy_port_is_said_before_the_recording_is_read(tmp_path: Path,
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     import socket
