@@ -420,6 +420,8 @@ class RecordingSource:
         self._event_t: list[int] = []
         self.events_dropped = 0
         self.commands = 0
+        #: (sim ns, board) of every board.hello in the recording: the boards connected at the cursor
+        self._hellos: list[tuple[int, str]] = []
         self.t0_ns = self.t1_ns = 0
         self.cursor_ns = 0
         self.speed = 60.0
@@ -458,6 +460,8 @@ class RecordingSource:
             msg = rec.message
             if rec.direction == "in":
                 self.commands += 1
+                if rec.plane == "board" and msg.topic == "board.hello":
+                    self._hellos.append((msg.t_ns, msg.src))
                 continue
             if msg.topic == "reply":
                 continue
@@ -564,8 +568,9 @@ class RecordingSource:
 
     def view(self, member: int | None = None) -> dict[str, Any]:
         t = self.cursor_ns
+        boards = {src for hello_ns, src in self._hellos if hello_ns <= t}
         view = self.state.view(self.latest_at(t), t, self._events_until(t)[-200:], self.faults_at(t),
-                               member=member)
+                               member=member, boards=boards)
         view["playback"] = {"cursor_ns": t, "playing": self.playing, "speed": self.speed,
                             "x": self.state.unix_ms(t)}
         return view

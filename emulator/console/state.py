@@ -313,9 +313,11 @@ class ConsoleState:
 
     def view(self, latest: Mapping[str, tuple[int, dict[str, Any]]] | None = None, t_ns: int | None = None,
              events: Iterable[dict[str, Any]] | None = None, faults: Iterable[dict[str, Any]] | None = None,
-             prediction: Mapping[str, Any] | None = None, member: int | None = None) -> dict[str, Any]:
+             prediction: Mapping[str, Any] | None = None, member: int | None = None,
+             boards: Iterable[str] | None = None) -> dict[str, Any]:
         """The panels of the page at ``t_ns`` (default: now), from ``latest`` (default: the newest messages);
-        of a cluster, one member's (``member``, default: the one a board drives, else 0)."""
+        of a cluster, one member's (``member``, default: the one a board drives, else 0). ``boards``: the boards
+        that have said hello (default: as ``stats.get`` last said; None: not known)."""
         latest = self.latest if latest is None else latest
         t_ns = self.t_ns if t_ns is None else t_ns
         truth = latest.get("truth.sample", (0, {}))[1]
@@ -386,6 +388,9 @@ class ConsoleState:
             "orbit": self._orbit_view(t_ns, env, prediction if prediction is not None else self.prediction, member),
             "cluster": fleet,
             "links": latest.get("sim.links", (0, {}))[1],
+            # a listening board plane is no board: the page says "no board connected" for an empty list
+            "boards": sorted(boards) if boards is not None else
+            sorted(self.stats["boards"]) if isinstance(self.stats.get("boards"), dict) else None,
             "stats": {k: self.stats.get(k) for k in ("commands", "rejected", "published", "boards")},
             "faults": sorted((dict(f) for f in (self.faults.values() if faults is None else faults)),
                              key=lambda f: f["fault_id"]),

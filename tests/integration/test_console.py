@@ -242,6 +242,7 @@ async def test_a_recording_is_played_back_at_any_instant(tmp_path: Path) -> None
         assert early["faults"] == [] and [f["name"] for f in late["faults"]] == ["radiation.scale"]
         assert early["utc"] == "2026-06-21T00:15:00Z" and late["playback"]["cursor_ns"] == 3600 * NS
         assert (rec.with_suffix(".wall")).is_file() and "boards" in late["links"]  # sim.links: the side file
+        assert late["boards"] == []  # no board said hello in this run
         # the eclipse around the cursor is known from the recording itself
         assert late["orbit"]["next_eclipse"] is not None or late["orbit"]["eclipse_now"] is not None
         x = source.series(["satellite.power.soc"], 3600.0)["series"][0]["x"]

@@ -153,7 +153,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # telemetry every 5 s of sim time keeps the fast-forward's recording small (quick to load for the slider)
     rates = ", ".join(f'"{t}" = 0.2' for t in ("eps.telemetry", "thermal.telemetry", "adcs.sun", "accel.status",
                                                 "sim.clock", "sim.links"))
-    emu, control_url = start(["run", "--mode", "scaled", "--speed", "30", "--duration", "6h", "--board-url", "none",
+    # a board plane that listens, with no board: the page must not call that a board link
+    emu, control_url = start(["run", "--mode", "scaled", "--speed", "30", "--duration", "6h",
+                              "--board-url", "zmq+tcp://127.0.0.1:0",
                               "--control-url", "zmq+tcp://127.0.0.1:0", "--record", str(rec),
                               "--set", f"telemetry.rates_hz={{{rates}}}", "--set", "telemetry.truth_rate_hz=0.2"],
                              d / "emulator.log", r"control plane (zmq\+tcp://\S+)")
@@ -241,6 +243,7 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
                                        if "fault.inject" in li.text])[0]
     assert "unknown rail 'nosuchrail'" in err.text
     assert "jobs done" in text(drv, "#accel") and "control link" in text(drv, "#links")
+    wait("no board connected", lambda: "no board connected (board plane listening)" in text(drv, "#links"))
     # clear it from the list
     wait("the fault's clear button", lambda: drv.find_elements(By.CSS_SELECTOR, "#faults-active button[data-clear]"))
     drv.find_element(By.CSS_SELECTOR, "#faults-active button[data-clear]").click()

@@ -207,7 +207,7 @@ function onView(v) {
     ["lag / max", c.lag_s == null ? "–" : `${num(c.lag_s * 1e3, 3)} / ${num(c.max_lag_s * 1e3, 3)} ms`],
     ["overruns", num(c.overruns)], ["steps", num(c.steps)],
   ]);
-  renderLinks(v.links || {}, v.stats || {}, v.cluster);
+  renderLinks(v.links || {}, v.stats || {}, v.cluster, v.boards);
   renderFaults(v.faults || []);
   setHTML($("#events"), (v.events || []).map((e) =>
     `<li><span class="t">${stamp(e.utc)}</span><b>${esc(e.topic)}</b> ${esc(e.text)}</li>`).join(""));
@@ -278,7 +278,7 @@ function renderOrbit(o) {
     ["SAA / polar horn", `${num(o.in_saa)} / ${num(o.in_polar_horn)}`, o.in_saa ? "bad" : ""],
   ]);
 }
-function renderLinks(l, st, cl) {
+function renderLinks(l, st, cl, boards) {
   const rows = [];
   if (cl) {
     rows.push(["fleet", `${esc(cl.name)}: ${num(cl.n)} members; shown: ${num(cl.member)} ${esc(cl.names[cl.member])}`]);
@@ -289,7 +289,12 @@ function renderLinks(l, st, cl) {
   for (const name of ["board", "control"]) {
     const s = l[name];
     if (!s) continue;
-    rows.push([`${name} link`, `${s.is_up ? "up" : "down"} · reconnects ${num(s.reconnects)}`, s.is_up ? "on" : "bad"]);
+    if (name === "board" && Array.isArray(boards) && !boards.length) {
+      // the board plane listening is no board link: no board has said hello
+      rows.push(["board link", `no board connected (board plane ${s.is_up ? "listening" : "down"})`, "off"]);
+    } else {
+      rows.push([`${name} link`, `${s.is_up ? "up" : "down"} · reconnects ${num(s.reconnects)}`, s.is_up ? "on" : "bad"]);
+    }
     // counts may be plain or by reason ({"hwm": 3, ...}): show every reason with its count
     const fmt = (n) => (n && typeof n === "object"
       ? Object.entries(n).map(([k, v]) => `${esc(k)} ${num(v)}`).join(", ") || "none" : num(n));
