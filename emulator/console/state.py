@@ -419,7 +419,8 @@ class ConsoleState:
         out["in_eclipse"] = cur is not None if (pred is not None or eclipses.last_ns is not None) else None
         out["eclipse_now"] = cur
         out["next_eclipse"] = nxt
-        out["period_s"] = (pred or {}).get("period_s")
+        # no prediction (playback, a fleet): the period measured on the track, once it holds two ascending nodes
+        out["period_s"] = (pred or {}).get("period_s") or self.logs(member)[1].nodal_period_s()
         if out["beta_deg"] is None and pred:
             out["beta_deg"] = pred.get("beta_deg")
         for key in ("eclipse_now", "next_eclipse"):

@@ -245,6 +245,8 @@ async def test_a_recording_is_played_back_at_any_instant(tmp_path: Path) -> None
         assert late["boards"] == []  # no board said hello in this run
         # the eclipse around the cursor is known from the recording itself
         assert late["orbit"]["next_eclipse"] is not None or late["orbit"]["eclipse_now"] is not None
+        # and the period, between the ascending nodes on the recorded track (`flatsat orbit`: 97.85 min)
+        assert early["orbit"]["period_s"] == pytest.approx(97.85 * 60, abs=3)
         x = source.series(["satellite.power.soc"], 3600.0)["series"][0]["x"]
         assert len(x) > 50 and x[0] >= source.state.unix_ms(0) and x[-1] <= source.state.unix_ms(3600 * NS)
         assert source.map_data()["now"] is not None

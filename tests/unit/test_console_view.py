@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from emulator.console.state import ConsoleState
@@ -41,3 +42,21 @@ async def test_a_recording_knows_the_boards_that_said_hello_by_the_cursor(tmp_pa
         assert source.view()["boards"] == ["jetson-1"]
     finally:
         await source.aclose()
+
+
+def truth_at(t_s: float, period_s: float) -> dict[str, Any]:
+    """A satellite's truth on a circular orbit of ``period_s``, ascending node at t = 100 s."""
+    phase = 2 * math.pi * (t_s - 100.0) / period_s
+    return {"environment": {"sunlit_frac": 1.0, "lat_deg": 82.0 * math.sin(phase), "lon_deg": 0.0}}
+
+
+def test_without_a_prediction_the_period_is_measured_on_the_track() -> None:
+    state, period_s = ConsoleState(), 5871.9
+    for t_s in range(0, 5000, 10):
+        state.ingest(Message("truth.sample", truth_at(t_s, period_s), t_ns=t_s * NS))
+    assert state.view()["orbit"]["period_s"] is None  # one ascending node so far: not known, not made up
+    for t_s in range(5000, 3 * 5872, 10):
+        state.ingest(Message("truth.sample", truth_at(t_s, period_s), t_ns=t_s * NS))
+    assert abs(state.view()["orbit"]["period_s"] - period_s) < 0.5
+    state.prediction = {"period_s": 5800.0}  # a live run's orbit.predict says it
+    assert state.view()["orbit"]["period_s"] == 5800.0
