@@ -21,6 +21,8 @@ TELEMETRY_TOPICS = ("truth.sample", "sim.clock", "sim.links")
 TELEMETRY_SUFFIXES = (".telemetry", ".status", ".sun")
 #: the satellite's truth (truth.sample) is plotted as satellite.<path>, like `flatsat export` and scenarios
 TRUTH_PREFIX = "satellite."
+#: the rail a heater is on when its truth does not say (the model's default, thermal.HeaterConfig.rail)
+DEFAULT_HEATER_RAIL = "heaters"
 EVENTS_KEPT = 1000
 EVENTS_SHOWN = 60
 
@@ -360,6 +362,12 @@ class ConsoleState:
         heaters = [{"name": n, **h} for n, h in (thermal.get("heaters") or {}).items()]
         if not heaters:
             heaters = [dict(h) for h in latest.get("thermal.telemetry", (0, {}))[1].get("heaters", [])]
+        rail_on = {r["name"]: r.get("on") for r in rails}
+        for h in heaters:
+            # the truth does not name a heater's rail unless it says "rail": then the model's default one
+            rail = h.get("rail") or (DEFAULT_HEATER_RAIL if DEFAULT_HEATER_RAIL in rail_on else None)
+            h["rail"] = rail
+            h["powered"] = rail_on.get(rail) if rail is not None else None
         temps = thermal.get("temps_degc") or latest.get("thermal.telemetry", (0, {}))[1].get("temps_degc") or {}
         recent = list(self.events if events is None else events)[-EVENTS_SHOWN:]
         rad_events = [e for e in recent if e["topic"].endswith("radiation.event")][-20:]

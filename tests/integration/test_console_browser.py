@@ -194,10 +194,22 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     # the heater controls are reachable at a 1280 px window: a mode set from the page is the emulator's
     drv.set_window_size(1280, 2300)
     wait("the heater rows", lambda: drv.find_elements(By.CSS_SELECTOR, 'select[data-heater-mode="battery_heater"]'))
-    Select(drv.find_element(By.CSS_SELECTOR, 'select[data-heater-mode="battery_heater"]')).select_by_visible_text("off")
-    drv.find_element(By.CSS_SELECTOR, 'button[data-heater="battery_heater"]').click()
-    wait("the heater off in truth", lambda: control(run["control"], "truth.get")["satellite"]["thermal"]["heaters"]
-         ["battery_heater"]["mode"] == "off")
+
+    def set_heater(mode: str) -> None:
+        Select(drv.find_element(By.CSS_SELECTOR, 'select[data-heater-mode="battery_heater"]')).select_by_visible_text(
+            mode)
+        drv.find_element(By.CSS_SELECTOR, 'button[data-heater="battery_heater"]').click()
+        wait(f"the heater {mode} in truth", lambda: control(run["control"], "truth.get")["satellite"]["thermal"]
+             ["heaters"]["battery_heater"]["mode"] == mode)
+
+    # forced on, with its rail off: the element is shown unpowered, not "on"
+    set_heater("on")
+    drv.find_element(By.CSS_SELECTOR, '#rail-heaters button[data-act="off"]').click()
+    wait("the heater shown unpowered", lambda: text(drv, "#heater-battery_heater td:nth-child(3)")
+         == "on (no power: rail heaters off)")
+    drv.find_element(By.CSS_SELECTOR, '#rail-heaters button[data-act="on"]').click()
+    wait("the heater powered again", lambda: text(drv, "#heater-battery_heater td:nth-child(3)") == "on")
+    set_heater("off")
     drv.set_window_size(1500, 2300)
 
     # a rail, as the board would switch it; the emulator's truth shows it off

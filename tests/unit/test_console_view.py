@@ -60,3 +60,23 @@ def test_without_a_prediction_the_period_is_measured_on_the_track() -> None:
     assert abs(state.view()["orbit"]["period_s"] - period_s) < 0.5
     state.prediction = {"period_s": 5800.0}  # a live run's orbit.predict says it
     assert state.view()["orbit"]["period_s"] == 5800.0
+
+
+def test_a_heater_on_its_thermostat_with_its_rail_off_is_shown_unpowered() -> None:
+    from emulator.console.state import DEFAULT_HEATER_RAIL
+    from emulator.models.thermal import HeaterConfig
+
+    assert DEFAULT_HEATER_RAIL == HeaterConfig.model_fields["rail"].default  # the model's default rail
+    state = ConsoleState()
+    heaters = {"battery_heater": {"mode": "on", "on": True}, "payload_heater": {"mode": "auto", "on": False}}
+    for t_s, rail_on in ((0, True), (10, False)):
+        truth = {"power": {"rails": {"heaters": {"on": rail_on}, "payload": {"on": True}}},
+                 "thermal": {"temps_degc": {}, "heaters": heaters}}
+        state.ingest(Message("truth.sample", truth, t_ns=t_s * NS))
+        shown = {h["name"]: (h["on"], h["rail"], h["powered"]) for h in state.view()["thermal"]["heaters"]}
+        assert shown == {"battery_heater": (True, "heaters", rail_on), "payload_heater": (False, "heaters", rail_on)}
+    # a heater whose truth names its rail is on that one
+    heaters["payload_heater"] = {"mode": "on", "on": True, "rail": "payload"}
+    state.ingest(Message("truth.sample", {"power": {"rails": {"heaters": {"on": False}, "payload": {"on": True}}},
+                                          "thermal": {"heaters": heaters}}, t_ns=20 * NS))
+    assert [h["powered"] for h in state.view()["thermal"]["heaters"]] == [False, True]

@@ -260,7 +260,10 @@ function renderThermal(t) {
   }, (tr, h) => {
     tr.dataset.mode = h.mode ?? "";
     cell(tr, 1, esc(h.mode ?? "–"));
-    cell(tr, 2, h.on ? "on" : "off", h.on ? "on" : "off");
+    // the thermostat's "on" heats nothing while the heater's rail is off
+    const unpowered = h.on && h.powered === false;
+    cell(tr, 2, unpowered ? `on (no power: rail ${esc(h.rail)} off)` : h.on ? "on" : "off",
+      unpowered ? "bad" : h.on ? "on" : "off");
     cell(tr, 3, h.on_below_degc == null ? "–" : `${num(h.on_below_degc, 0)} / ${num(h.off_above_degc, 0)}`);
   });
 }
