@@ -379,7 +379,8 @@ class ConsoleState:
                         "connected": power.get("battery_connected"), "capacity_ah": power.get("capacity_ah"),
                         "cells_alive": power.get("cells_alive")},
             "bus": {"bus_v": power.get("bus_v", eps.get("bus_v")), "array_w": power.get("array_w", eps.get("array_w")),
-                    "shunt_w": power.get("shunt_w"), "mode": power.get("mode", eps.get("mode"))},
+                    "shunt_w": power.get("shunt_w"), "mode": power.get("mode", eps.get("mode")),
+                    "arrays": _arrays(power)},
             "rails": rails,
             "thermal": {"temps_degc": temps, "heaters": heaters},
             "accel": {k: acc.get(k) for k in ("state", "mode", "level", "clock_mhz", "throttle", "utilisation",
@@ -506,6 +507,15 @@ def track_runs(points: list[TrackPoint]) -> dict[str, dict[str, list[float | Non
             out["saa"]["lon"].append(p.lon_deg)
         prev, prev_kind = p, kind
     return out
+
+
+def _arrays(power: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each solar array by name, its power and the fraction of its strings alive (as the truth gives them)."""
+    watts, alive = power.get("arrays_w"), power.get("array_alive")
+    if not isinstance(watts, Mapping):
+        return []
+    alive = alive if isinstance(alive, Mapping) else {}
+    return [{"name": name, "power_w": w, "alive": alive.get(name)} for name, w in watts.items()]
 
 
 def _event_text(payload: Mapping[str, Any]) -> str:

@@ -243,6 +243,7 @@ async def test_a_recording_is_played_back_at_any_instant(tmp_path: Path) -> None
         assert early["utc"] == "2026-06-21T00:15:00Z" and late["playback"]["cursor_ns"] == 3600 * NS
         assert (rec.with_suffix(".wall")).is_file() and "boards" in late["links"]  # sim.links: the side file
         assert late["boards"] == []  # no board said hello in this run
+        assert [a["name"] for a in late["bus"]["arrays"]] == ["wings"]
         # the eclipse around the cursor is known from the recording itself
         assert late["orbit"]["next_eclipse"] is not None or late["orbit"]["eclipse_now"] is not None
         # and the period, between the ascending nodes on the recorded track (`flatsat orbit`: 97.85 min)

@@ -177,6 +177,7 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     wait("sim time to move", lambda: text(drv, "#sim-utc") != first)
     assert text(drv, "#link-state") == "page linked"
     assert "state of charge" in text(drv, "#power") and "%" in text(drv, "#power")
+    assert re.search(r"array wings\s+\S+ W · strings alive 100 %", text(drv, "#power")), text(drv, "#power")
     wait("a plot with points", lambda: int(drv.find_element(By.CSS_SELECTOR, ".plot").get_attribute("data-points")
                                             or 0) > 3)
     wait("the ground track map", lambda: drv.find_elements(By.CSS_SELECTOR, "#map .geo"))

@@ -80,3 +80,12 @@ def test_a_heater_on_its_thermostat_with_its_rail_off_is_shown_unpowered() -> No
     state.ingest(Message("truth.sample", {"power": {"rails": {"heaters": {"on": False}, "payload": {"on": True}}},
                                           "thermal": {"heaters": heaters}}, t_ns=20 * NS))
     assert [h["powered"] for h in state.view()["thermal"]["heaters"]] == [False, True]
+
+
+def test_the_solar_arrays_are_shown_by_name() -> None:
+    state = ConsoleState()
+    assert state.view()["bus"]["arrays"] == []
+    power = {"array_w": 95.0, "arrays_w": {"wings": 80.0, "body": 15.0}, "array_alive": {"wings": 0.85, "body": 1.0}}
+    state.ingest(Message("truth.sample", {"power": power}, t_ns=0))
+    assert state.view()["bus"]["arrays"] == [{"name": "wings", "power_w": 80.0, "alive": 0.85},
+                                             {"name": "body", "power_w": 15.0, "alive": 1.0}]

@@ -177,7 +177,10 @@ function onView(v) {
     ["open-circuit", `${num(b.ocv_v, 2)} V`],
     ["bus", `${num(bus.bus_v, 2)} V`],
     ["shed mode", esc(bus.mode ?? "–"), bus.mode === "normal" || bus.mode === "full" ? "on" : "bad"],
-    ["arrays", `${num(bus.array_w, 1)} W`], ["shunt", `${num(bus.shunt_w, 1)} W`],
+    // each array by name (the name a fault form's "array" field takes), then the total
+    ...(bus.arrays || []).map((a) => [`array ${a.name}`, `${num(a.power_w, 1)} W` +
+      (a.alive == null ? "" : ` · strings alive ${num(100 * a.alive, 0)} %`), a.alive != null && a.alive < 1 ? "bad" : ""]),
+    [(bus.arrays || []).length ? "arrays total" : "arrays", `${num(bus.array_w, 1)} W`], ["shunt", `${num(bus.shunt_w, 1)} W`],
     ["cells alive", b.cells_alive ? esc(b.cells_alive.join(" ")) : "–"],
   ]);
   renderRails(v.rails);
@@ -531,6 +534,7 @@ function suggestions(name) {
   if (name === "rail") return (v.rails || []).map((r) => r.name);
   if (name === "heater") return ((v.thermal || {}).heaters || []).map((h) => h.name);
   if (name === "node") return Object.keys((v.thermal || {}).temps_degc || {});
+  if (name === "array") return ((v.bus || {}).arrays || []).map((a) => a.name);
   return [];
 }
 function buildFaultFields() {
