@@ -8,6 +8,7 @@ import contextlib
 import importlib.util
 import os
 import signal
+import socket
 import sys
 from typing import Any
 
@@ -100,10 +101,75 @@ def access(host: str, token: str | None) -> tuple[str | None, bool]:
     return token or None, loopback
 
 
+def reach_warning(recording: bool) -> str:
+    """What a non-loopback address lets others do: steer a live run, or watch a recording (never steered)."""
+    what = "watch the recording" if recording else "watch and steer the emulator"
+    return (f"anyone who reaches it and has the token can {what}, so every request must carry the token above "
+            "(keep it secret; HTTP is not encrypted)")
+
+
+def announcement(args: argparse.Namespace, host: str, port: int, token: str | None, loopback: bool,
+                 priority: str) -> str:
+    """What the console prints once it serves: what it shows, the URLs to open, and who else can reach it."""
+    what = f"recording {args.recording}" if args.recording else f"control plane {args.url}"
+    urls = page_urls(host, port, token)
+    lines = [f"{what} (CPU priority: {priority})", f"open {urls[0]}"]
+    lines += [f"  or {url}" for url in urls[1:]]
+    if not loopback:
+        lines.append(f"listening on {host}, not loopback: {reach_warning(bool(args.recording))}")
+    return "\n".join(f"flatsat console: {line}" for line in lines)
+
+
+def page_urls(host: str, port: int, token: str | None) -> list[str]:
+    """The URLs a user can open: a wildcard address (0.0.0.0, ::) is no address to browse to, so this machine's
+    name and addresses instead (a placeholder when none is known), then the loopback URL for this machine."""
+    query = f"?token={token}" if token else ""
+    wildcard = host in ("0.0.0.0", "::")
+    if not wildcard:
+        hosts = [host]
+    else:
+        family = socket.AF_INET6 if host == "::" else socket.AF_INET
+        hosts = machine_names(family) or ["<this machine's address>"]
+        hosts.append("::1" if family == socket.AF_INET6 else "127.0.0.1")
+    return [f"http://{f'[{h}]' if ':' in h else h}:{port}/{query}" for h in hosts]
+
+
+def machine_names(family: socket.AddressFamily) -> list[str]:
+    """This machine's host name (when it resolves to an address other machines can use) and its non-loopback
+    addresses of ``family``; empty when none can be found (no network, a name that does not resolve)."""
+    import ipaddress
+
+    def usable(address: str) -> bool:
+        ip = ipaddress.ip_address(address.split("%", 1)[0])
+        return not (ip.is_loopback or ip.is_link_local or ip.is_unspecified)
+
+    name = socket.gethostname()
+    addresses: list[str] = []
+    with contextlib.suppress(OSError, UnicodeError):
+        for info in socket.getaddrinfo(name, None, family, socket.SOCK_STREAM):
+            address = str(info[4][0])
+            if usable(address) and address not in addresses:
+                addresses.append(address)
+    names = [name] if addresses else []
+    # the address of the route out (a UDP connect sends nothing): found even when the host name does not resolve
+    probe = "2001:db8::1" if family == socket.AF_INET6 else "192.0.2.1"  # documentation ranges: never reached
+    with contextlib.suppress(OSError), socket.socket(family, socket.SOCK_DGRAM) as udp:
+        udp.connect((probe, 9))
+        address = str(udp.getsockname()[0])
+        if usable(address) and address not in addresses:
+            addresses.append(address)
+    return names + addresses
+
+
 def run(args: argparse.Namespace) -> int:
-    if bool(args.url) == bool(args.recording):
+    if args.url and args.recording:
         print("flatsat console: give a CONTROL_URL (a running emulator) or --recording FILE, not both",
               file=sys.stderr)
+        return 2
+    if not args.url and not args.recording:
+        print("flatsat console: give what to show: a CONTROL_URL (a running emulator's control plane, as "
+              "`flatsat run` prints it, e.g. zmq+tcp://127.0.0.1:5560) or --recording FILE (a recording to play "
+              "back)", file=sys.stderr)
         return 2
     missing = missing_packages()
     if missing:
@@ -138,31 +204,33 @@ async def _serve(args: argparse.Namespace, host: str, port: int, token: str | No
     source: Any
     if args.recording:
         source = RecordingSource(args.recording, state)
-        print(f"flatsat console: reading {args.recording} ...", file=sys.stderr)
-        try:
-            await asyncio.to_thread(source.load)
-        except OSError as exc:
-            raise ConfigError(f"{args.recording}: {exc.strerror or exc}", field="recording") from None
     else:
         from emulator.console.sources import FEED_HZ
 
         hz = FEED_HZ if getattr(args, "max_hz", None) is None else args.max_hz
         source = LiveSource(args.url, state, feed_hz=hz or None)
-    await source.start()
-    server = ConsoleServer(source, token=token, loopback=loopback)
+    # listen first: a busy port is said at once, not after a large recording has been read; pages that come
+    # while it is read are told to wait (503)
+    loading = f"still reading the recording {args.recording}; reload in a moment" if args.recording else None
+    server = ConsoleServer(source, token=token, loopback=loopback, loading=loading)
     try:
-        url = await server.start(host, port)
+        await server.start(host, port)
     except OSError as exc:
-        await source.aclose()
         print(f"flatsat console: cannot listen on {args.listen}: {exc}", file=sys.stderr)
         return 2
-    shown = f"{url}?token={token}" if token else url
-    what = f"recording {args.recording}" if args.recording else f"control plane {args.url}"
-    print(f"flatsat console: {what} (CPU priority: {priority})\nflatsat console: open {shown}", file=sys.stderr)
-    if not loopback:
-        print(f"flatsat console: listening on {host}, not loopback: anyone who reaches it can steer the emulator, "
-              "so every request must carry the token above (keep it secret; HTTP is not encrypted)", file=sys.stderr)
-    sys.stderr.flush()
+    try:
+        if args.recording:
+            print(f"flatsat console: reading {args.recording} ...", file=sys.stderr)
+            try:
+                await asyncio.to_thread(source.load)
+            except OSError as exc:
+                raise ConfigError(f"{args.recording}: {exc.strerror or exc}", field="recording") from None
+        await source.start()
+    except BaseException:
+        await server.aclose()
+        raise
+    server.loading = None
+    print(announcement(args, host, server.port, token, loopback, priority), file=sys.stderr, flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -260,12 +260,40 @@ class TrackPoint:
     in_saa: bool
 
 
+#: most sim time between two track points across which an ascending node is placed (a low orbit moves its
+#: latitude by a few degrees in this time: the crossing is still a straight line between them)
+MAX_NODE_GAP_S = 300.0
+
+
 class TrackLog:
     """Sub-satellite points at least ``spacing_s`` of sim time apart, bounded (the oldest are dropped)."""
 
     def __init__(self, spacing_s: float = 20.0, maxlen: int = 12000) -> None:
         self.spacing_ns = round(spacing_s * NS_PER_S)
         self.points: deque[TrackPoint] = deque(maxlen=maxlen)
+        self._period: tuple[tuple[int, int], float | None] | None = None  # (points, last t_ns): period
+
+    def nodal_period_s(self) -> float | None:
+        """The orbital period measured on the track kept: the mean time between ascending nodes (the latitude
+        crossing zero northward), the nodal period `flatsat orbit` reports; None before two nodes were seen."""
+        if not self.points:
+            return None
+        key = (len(self.points), self.points[-1].t_ns)
+        if self._period is None or self._period[0] != key:
+            self._period = (key, self._measure_period_s())
+        return self._period[1]
+
+    def _measure_period_s(self) -> float | None:
+        t = np.fromiter((p.t_ns for p in self.points), np.float64, len(self.points))
+        lat = np.fromiter((p.lat_deg for p in self.points), np.float64, len(self.points))
+        # a crossing counts only between close samples: across a gap in the track it is not known where it was
+        up = np.nonzero((lat[:-1] <= 0.0) & (lat[1:] > 0.0) & (np.diff(t) <= MAX_NODE_GAP_S * NS_PER_S))[0]
+        nodes = t[up] + (t[up + 1] - t[up]) * -lat[up] / (lat[up + 1] - lat[up])
+        if nodes.size < 2:
+            return None
+        gaps = np.diff(nodes)
+        gaps = gaps[gaps < 1.5 * gaps.min()]  # a node missed in a gap would count as two orbits
+        return float(gaps.mean()) / NS_PER_S
 
     def add(self, point: TrackPoint) -> None:
         if self.points and point.t_ns < self.points[-1].t_ns:

@@ -99,8 +99,10 @@ class ConsoleServer:
     """Serves one source (live or recording) to any number of pages."""
 
     def __init__(self, source: Any, *, token: str | None = None, loopback: bool = True,
-                 wall: WallSource | None = None) -> None:
+                 wall: WallSource | None = None, loading: str | None = None) -> None:
         self.source = source
+        #: why the source cannot be shown yet (a recording being read): every request gets 503 and this
+        self.loading = loading
         self.state = source.state
         self.token = token
         self.loopback = loopback
@@ -117,6 +119,8 @@ class ConsoleServer:
         self._commands: set[asyncio.Task[None]] = set()
         self._runner: web.AppRunner | None = None
         self.url = ""
+        #: the port listened on (the one picked, for port 0)
+        self.port = 0
 
     # -- lifecycle ----------------------------------------------------------------------------------------------
     async def start(self, host: str, port: int) -> str:
@@ -125,9 +129,9 @@ class ConsoleServer:
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         addresses = self._runner.addresses  # the bound (host, port, ...) of each listening socket
-        bound_port = addresses[0][1] if addresses else port
+        self.port = addresses[0][1] if addresses else port
         shown = f"[{host}]" if ":" in host else host
-        self.url = f"http://{shown}:{bound_port}/"
+        self.url = f"http://{shown}:{self.port}/"
         self._tasks = [asyncio.create_task(self._push(), name="console-push")]
         return self.url
 
@@ -155,6 +159,8 @@ class ConsoleServer:
             if not hmac.compare_digest(given.encode(), self.token.encode()):
                 return web.Response(status=401, text="flatsat console: this console needs its token; open the URL "
                                                      "that `flatsat console` printed (ending in ?token=...)\n")
+        if self.loading is not None:
+            return web.Response(status=503, text=f"flatsat console: {self.loading}\n", headers={"Retry-After": "2"})
         if request.path == "/ws":
             origin = request.headers.get("Origin")
             if origin is not None and origin.split("://", 1)[-1] != request.host:
@@ -195,7 +201,35 @@ class ConsoleServer:
                             headers={"Cache-Control": "max-age=86400"})
 
     async def _api_view(self, request: web.Request) -> web.StreamResponse:
-        return web.Response(text=_json(_clean(self.source.view())), content_type="application/json")
+        """The panels as JSON; ``?member=K`` (an index or a name): that cluster member's, as the page shows it."""
+        member = None
+        given = request.query.get("member")
+        if given is not None:
+            try:
+                member = self._member_index(given)
+            except ValueError as exc:
+                error = {"code": "console", "field": "member", "message": str(exc),
+                         "valid": (self.state.cluster or {}).get("names")}
+                return web.Response(status=400, text=_json({"ok": False, "error": error}),
+                                    content_type="application/json")
+        return web.Response(text=_json(_clean(self.source.view(member))), content_type="application/json")
+
+    def _member_index(self, given: Any) -> int:
+        """Cluster member ``given`` (an index: a number or all digits; or a member's name) as an index; a
+        ValueError that says what is wrong and names the valid members."""
+        cluster = self.state.cluster
+        if cluster is None:
+            if "truth.sample" not in self.state.latest:
+                raise ValueError("member: not known yet whether this run is a cluster (no truth from it so far)")
+            raise ValueError("member: this run is a single satellite, not a cluster")
+        n, names = cluster["n"], cluster["names"]
+        if isinstance(given, str) and given.isascii() and given.isdigit():
+            given = int(given)
+        if type(given) is int and 0 <= given < n:
+            return given
+        if isinstance(given, str) and given in names:
+            return names.index(given)
+        raise ValueError(f"member: no member {given!r}; give an index 0..{n - 1} or a name: {', '.join(names)}")
 
     # -- the feed -----------------------------------------------------------------------------------------------
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
@@ -264,17 +298,16 @@ class ConsoleServer:
             page.post("error", _json({"type": "error", "message": f"unknown op {op!r}"}))
 
     def _pick_member(self, page: Page, member: Any) -> str | None:
-        """Show cluster member ``member`` (an index) on this page; what is wrong with it, if anything."""
-        cluster = self.state.cluster
-        if cluster is None:
-            return "member: this run is a single satellite, not a cluster"
-        if member is None:
+        """Show cluster member ``member`` (an index or a name; None: the default one) on this page; what is wrong
+        with it, if anything."""
+        if member is None and self.state.cluster is not None:
             page.member = None
             return None
-        if type(member) is not int or not 0 <= member < cluster["n"]:
-            return f"member: give a member index 0..{cluster['n'] - 1}, got {member!r}"
-        page.member = member
-        self.state.watch(member)
+        try:
+            page.member = self._member_index(member)
+        except ValueError as exc:
+            return str(exc)
+        self.state.watch(page.member)
         return None
 
     async def _command(self, page: Page, req: dict[str, Any]) -> None:

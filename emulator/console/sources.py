@@ -17,6 +17,7 @@ import bisect
 import contextlib
 import heapq
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -386,6 +387,24 @@ class LiveSource:
         return self.state.series(fields, window_s, member=member)
 
 
+def recording_header(path: Path) -> dict[str, Any]:
+    """The header of the recording at ``path``; a ConfigError naming the file if it is empty or not a recording
+    (msgpack's own words, e.g. "No more data to unpack.", mean nothing to a bench user)."""
+    from emulator.errors import ConfigError
+    from emulator.recorder import read_header
+
+    hint = "give the .rec file that `flatsat run --record` or `flatsat test` wrote"
+    if path.is_file() and path.stat().st_size == 0:
+        raise ConfigError(f"{path}: the file is empty (0 bytes), not a flatsat recording; {hint}", field="recording")
+    try:
+        return read_header(path)
+    except ConfigError:
+        if not path.is_file() or not os.access(path, os.R_OK):
+            raise  # missing, a directory, not readable: the recorder names the reason
+        raise ConfigError(f"{path}: not a flatsat recording (it does not begin with a recording's header); {hint}",
+                          field="recording") from None
+
+
 class RecordingSource:
     """A recording, read once, shown at any instant (the cursor) and played back at a speed."""
 
@@ -401,6 +420,8 @@ class RecordingSource:
         self._event_t: list[int] = []
         self.events_dropped = 0
         self.commands = 0
+        #: (sim ns, board) of every board.hello in the recording: the boards connected at the cursor
+        self._hellos: list[tuple[int, str]] = []
         self.t0_ns = self.t1_ns = 0
         self.cursor_ns = 0
         self.speed = 60.0
@@ -418,9 +439,9 @@ class RecordingSource:
 
     def load(self) -> None:
         """Read the whole file (raises ConfigError if it is not a recording)."""
-        from emulator.recorder import read_header, read_recording, wall_path
+        from emulator.recorder import read_recording, wall_path
 
-        self.header = read_header(self.path)
+        self.header = recording_header(self.path)
         epoch = (self.header.get("meta") or {}).get("epoch_utc")
         if isinstance(epoch, str):
             self.state.set_epoch_utc(epoch)
@@ -439,6 +460,8 @@ class RecordingSource:
             msg = rec.message
             if rec.direction == "in":
                 self.commands += 1
+                if rec.plane == "board" and msg.topic == "board.hello":
+                    self._hellos.append((msg.t_ns, msg.src))
                 continue
             if msg.topic == "reply":
                 continue
@@ -545,8 +568,9 @@ class RecordingSource:
 
     def view(self, member: int | None = None) -> dict[str, Any]:
         t = self.cursor_ns
+        boards = {src for hello_ns, src in self._hellos if hello_ns <= t}
         view = self.state.view(self.latest_at(t), t, self._events_until(t)[-200:], self.faults_at(t),
-                               member=member)
+                               member=member, boards=boards)
         view["playback"] = {"cursor_ns": t, "playing": self.playing, "speed": self.speed,
                             "x": self.state.unix_ms(t)}
         return view

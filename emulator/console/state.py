@@ -21,6 +21,8 @@ TELEMETRY_TOPICS = ("truth.sample", "sim.clock", "sim.links")
 TELEMETRY_SUFFIXES = (".telemetry", ".status", ".sun")
 #: the satellite's truth (truth.sample) is plotted as satellite.<path>, like `flatsat export` and scenarios
 TRUTH_PREFIX = "satellite."
+#: the rail a heater is on when its truth does not say (the model's default, thermal.HeaterConfig.rail)
+DEFAULT_HEATER_RAIL = "heaters"
 EVENTS_KEPT = 1000
 EVENTS_SHOWN = 60
 
@@ -313,9 +315,11 @@ class ConsoleState:
 
     def view(self, latest: Mapping[str, tuple[int, dict[str, Any]]] | None = None, t_ns: int | None = None,
              events: Iterable[dict[str, Any]] | None = None, faults: Iterable[dict[str, Any]] | None = None,
-             prediction: Mapping[str, Any] | None = None, member: int | None = None) -> dict[str, Any]:
+             prediction: Mapping[str, Any] | None = None, member: int | None = None,
+             boards: Iterable[str] | None = None) -> dict[str, Any]:
         """The panels of the page at ``t_ns`` (default: now), from ``latest`` (default: the newest messages);
-        of a cluster, one member's (``member``, default: the one a board drives, else 0)."""
+        of a cluster, one member's (``member``, default: the one a board drives, else 0). ``boards``: the boards
+        that have said hello (default: as ``stats.get`` last said; None: not known)."""
         latest = self.latest if latest is None else latest
         t_ns = self.t_ns if t_ns is None else t_ns
         truth = latest.get("truth.sample", (0, {}))[1]
@@ -358,6 +362,12 @@ class ConsoleState:
         heaters = [{"name": n, **h} for n, h in (thermal.get("heaters") or {}).items()]
         if not heaters:
             heaters = [dict(h) for h in latest.get("thermal.telemetry", (0, {}))[1].get("heaters", [])]
+        rail_on = {r["name"]: r.get("on") for r in rails}
+        for h in heaters:
+            # the truth does not name a heater's rail unless it says "rail": then the model's default one
+            rail = h.get("rail") or (DEFAULT_HEATER_RAIL if DEFAULT_HEATER_RAIL in rail_on else None)
+            h["rail"] = rail
+            h["powered"] = rail_on.get(rail) if rail is not None else None
         temps = thermal.get("temps_degc") or latest.get("thermal.telemetry", (0, {}))[1].get("temps_degc") or {}
         recent = list(self.events if events is None else events)[-EVENTS_SHOWN:]
         rad_events = [e for e in recent if e["topic"].endswith("radiation.event")][-20:]
@@ -369,7 +379,8 @@ class ConsoleState:
                         "connected": power.get("battery_connected"), "capacity_ah": power.get("capacity_ah"),
                         "cells_alive": power.get("cells_alive")},
             "bus": {"bus_v": power.get("bus_v", eps.get("bus_v")), "array_w": power.get("array_w", eps.get("array_w")),
-                    "shunt_w": power.get("shunt_w"), "mode": power.get("mode", eps.get("mode"))},
+                    "shunt_w": power.get("shunt_w"), "mode": power.get("mode", eps.get("mode")),
+                    "arrays": _arrays(power)},
             "rails": rails,
             "thermal": {"temps_degc": temps, "heaters": heaters},
             "accel": {k: acc.get(k) for k in ("state", "mode", "level", "clock_mhz", "throttle", "utilisation",
@@ -386,6 +397,9 @@ class ConsoleState:
             "orbit": self._orbit_view(t_ns, env, prediction if prediction is not None else self.prediction, member),
             "cluster": fleet,
             "links": latest.get("sim.links", (0, {}))[1],
+            # a listening board plane is no board: the page says "no board connected" for an empty list
+            "boards": sorted(boards) if boards is not None else
+            sorted(self.stats["boards"]) if isinstance(self.stats.get("boards"), dict) else None,
             "stats": {k: self.stats.get(k) for k in ("commands", "rejected", "published", "boards")},
             "faults": sorted((dict(f) for f in (self.faults.values() if faults is None else faults)),
                              key=lambda f: f["fault_id"]),
@@ -414,7 +428,8 @@ class ConsoleState:
         out["in_eclipse"] = cur is not None if (pred is not None or eclipses.last_ns is not None) else None
         out["eclipse_now"] = cur
         out["next_eclipse"] = nxt
-        out["period_s"] = (pred or {}).get("period_s")
+        # no prediction (playback, a fleet): the period measured on the track, once it holds two ascending nodes
+        out["period_s"] = (pred or {}).get("period_s") or self.logs(member)[1].nodal_period_s()
         if out["beta_deg"] is None and pred:
             out["beta_deg"] = pred.get("beta_deg")
         for key in ("eclipse_now", "next_eclipse"):
@@ -492,6 +507,15 @@ def track_runs(points: list[TrackPoint]) -> dict[str, dict[str, list[float | Non
             out["saa"]["lon"].append(p.lon_deg)
         prev, prev_kind = p, kind
     return out
+
+
+def _arrays(power: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Each solar array by name, its power and the fraction of its strings alive (as the truth gives them)."""
+    watts, alive = power.get("arrays_w"), power.get("array_alive")
+    if not isinstance(watts, Mapping):
+        return []
+    alive = alive if isinstance(alive, Mapping) else {}
+    return [{"name": name, "power_w": w, "alive": alive.get(name)} for name, w in watts.items()]
 
 
 def _event_text(payload: Mapping[str, Any]) -> str:

@@ -242,8 +242,12 @@ async def test_a_recording_is_played_back_at_any_instant(tmp_path: Path) -> None
         assert early["faults"] == [] and [f["name"] for f in late["faults"]] == ["radiation.scale"]
         assert early["utc"] == "2026-06-21T00:15:00Z" and late["playback"]["cursor_ns"] == 3600 * NS
         assert (rec.with_suffix(".wall")).is_file() and "boards" in late["links"]  # sim.links: the side file
+        assert late["boards"] == []  # no board said hello in this run
+        assert [a["name"] for a in late["bus"]["arrays"]] == ["wings"]
         # the eclipse around the cursor is known from the recording itself
         assert late["orbit"]["next_eclipse"] is not None or late["orbit"]["eclipse_now"] is not None
+        # and the period, between the ascending nodes on the recorded track (`flatsat orbit`: 97.85 min)
+        assert early["orbit"]["period_s"] == pytest.approx(97.85 * 60, abs=3)
         x = source.series(["satellite.power.soc"], 3600.0)["series"][0]["x"]
         assert len(x) > 50 and x[0] >= source.state.unix_ms(0) and x[-1] <= source.state.unix_ms(3600 * NS)
         assert source.map_data()["now"] is not None
@@ -260,13 +264,67 @@ def test_the_command_line_says_what_it_needs(capsys: pytest.CaptureFixture[str])
 
     args = argparse.Namespace(url=None, recording=None, listen="127.0.0.1:0", token=None, nice=0)
     assert run(args) == 2
-    assert "give a CONTROL_URL" in capsys.readouterr().err
+    neither = capsys.readouterr().err
+    assert "CONTROL_URL" in neither and "--recording FILE" in neither and "not both" not in neither
+    args = argparse.Namespace(url="zmq+tcp://127.0.0.1:5560", recording="x.rec", listen="127.0.0.1:0", token=None,
+                              nice=0)
+    assert run(args) == 2
+    assert "not both" in capsys.readouterr().err
     args = argparse.Namespace(url="zmq+tcp://127.0.0.1:5560", recording=None, listen="nonsense", token=None, nice=0)
     assert run(args) == 2
     assert "--listen" in capsys.readouterr().err
     args = argparse.Namespace(url=None, recording="/nonexistent.rec", listen="127.0.0.1:0", token=None, nice=0)
     assert run(args) == 2
     assert "/nonexistent.rec" in capsys.readouterr().err
+
+
+def test_an_empty_or_foreign_file_is_named_and_said_to_be_no_recording(tmp_path: Path,
+                                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    from emulator.console.app import run
+
+    empty, foreign, cut = tmp_path / "empty.rec", tmp_path / "notes.txt", tmp_path / "cut.rec"
+    empty.write_bytes(b"")
+    foreign.write_text("hello, not a recording\n")
+    cut.write_bytes(b"\x83")  # the start of a msgpack map, then nothing
+    said = {}
+    for path in (empty, foreign, cut):
+        args = argparse.Namespace(url=None, recording=str(path), listen="127.0.0.1:0", token=None, nice=0)
+        assert run(args) == 2
+        said[path] = capsys.readouterr().err
+    assert f"{empty}: the file is empty (0 bytes), not a flatsat recording" in said[empty]
+    for path in (foreign, cut):
+        assert f"{path}: not a flatsat recording (it does not begin with a recording's header)" in said[path]
+    assert not any("No more data" in text for text in said.values())
+
+
+def test_a_busy_port_is_said_before_the_recording_is_read(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    import socket
+
+    from emulator.console.app import run
+
+    rec = tmp_path / "big.rec"
+    rec.write_bytes(b"\x00" * 1000)  # were it read first, its error would come first
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        listen = f"127.0.0.1:{busy.getsockname()[1]}"
+        args = argparse.Namespace(url=None, recording=str(rec), listen=listen, token=None, nice=0)
+        assert run(args) == 2
+    err = capsys.readouterr().err
+    assert f"cannot listen on {listen}" in err and "reading" not in err and "recording" not in err
+
+
+async def test_a_page_that_comes_while_the_recording_is_read_is_told_to_wait(tmp_path: Path) -> None:
+    server = ConsoleServer(RecordingSource(tmp_path / "run.rec", ConsoleState()), loading="still reading run.rec")
+    url = await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async with http.get(url + "api/view") as r:
+                assert r.status == 503 and "still reading run.rec" in await r.text()
+            server.loading = None
+            async with http.get(url) as r:
+                assert r.status == 200
+    finally:
+        await server.aclose()
 
 
 def test_a_non_loopback_address_always_needs_a_token() -> None:
@@ -277,6 +335,32 @@ def test_a_non_loopback_address_always_needs_a_token() -> None:
     assert not loopback and token is not None and len(token) >= 20
     assert access("192.0.2.7", "given") == ("given", False)
     assert access("0.0.0.0", None)[0] != token  # made up anew, never a fixed default
+
+
+def test_the_printed_urls_can_be_opened_and_the_warning_fits_the_source(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    from emulator.console import app
+
+    live = argparse.Namespace(url="zmq+tcp://127.0.0.1:5560", recording=None)
+    playback = argparse.Namespace(url=None, recording="run.rec")
+    monkeypatch.setattr(app, "machine_names", lambda family: ["bench7", "192.0.2.7"])
+    text = app.announcement(live, "0.0.0.0", 18812, "tok", False, "idle")
+    opened = [line.split()[-1] for line in text.splitlines() if "http://" in line]
+    # a wildcard address is never shown as one to open: the machine's name and address, then loopback
+    assert opened == ["http://bench7:18812/?token=tok", "http://192.0.2.7:18812/?token=tok",
+                      "http://127.0.0.1:18812/?token=tok"]
+    assert "0.0.0.0:" not in text and "steer the emulator" in text
+    text = app.announcement(playback, "0.0.0.0", 18812, "tok", False, "idle")
+    assert "can watch the recording" in text and "steer" not in text
+    assert app.page_urls("::", 8800, None)[-1] == "http://[::1]:8800/"
+    monkeypatch.setattr(app, "machine_names", lambda family: [])  # nothing known about this machine
+    assert app.page_urls("0.0.0.0", 8800, "t") == ["http://<this machine's address>:8800/?token=t",
+                                                   "http://127.0.0.1:8800/?token=t"]
+    assert app.page_urls("127.0.0.1", 8800, None) == ["http://127.0.0.1:8800/"]
+    monkeypatch.undo()
+    for name in app.machine_names(socket.AF_INET):  # whatever this machine has: never loopback or a wildcard
+        assert not name.startswith(("127.", "0.0.0.0")) and name != "localhost"
 
 
 def test_the_console_lowers_its_priority_as_told() -> None:

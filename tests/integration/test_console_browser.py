@@ -153,7 +153,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     # telemetry every 5 s of sim time keeps the fast-forward's recording small (quick to load for the slider)
     rates = ", ".join(f'"{t}" = 0.2' for t in ("eps.telemetry", "thermal.telemetry", "adcs.sun", "accel.status",
                                                 "sim.clock", "sim.links"))
-    emu, control_url = start(["run", "--mode", "scaled", "--speed", "30", "--duration", "6h", "--board-url", "none",
+    # a board plane that listens, with no board: the page must not call that a board link
+    emu, control_url = start(["run", "--mode", "scaled", "--speed", "30", "--duration", "6h",
+                              "--board-url", "zmq+tcp://127.0.0.1:0",
                               "--control-url", "zmq+tcp://127.0.0.1:0", "--record", str(rec),
                               "--set", f"telemetry.rates_hz={{{rates}}}", "--set", "telemetry.truth_rate_hz=0.2"],
                              d / "emulator.log", r"control plane (zmq\+tcp://\S+)")
@@ -175,6 +177,7 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     wait("sim time to move", lambda: text(drv, "#sim-utc") != first)
     assert text(drv, "#link-state") == "page linked"
     assert "state of charge" in text(drv, "#power") and "%" in text(drv, "#power")
+    assert re.search(r"array wings\s+\S+ W · strings alive 100 %", text(drv, "#power")), text(drv, "#power")
     wait("a plot with points", lambda: int(drv.find_element(By.CSS_SELECTOR, ".plot").get_attribute("data-points")
                                             or 0) > 3)
     wait("the ground track map", lambda: drv.find_elements(By.CSS_SELECTOR, "#map .geo"))
@@ -192,10 +195,22 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     # the heater controls are reachable at a 1280 px window: a mode set from the page is the emulator's
     drv.set_window_size(1280, 2300)
     wait("the heater rows", lambda: drv.find_elements(By.CSS_SELECTOR, 'select[data-heater-mode="battery_heater"]'))
-    Select(drv.find_element(By.CSS_SELECTOR, 'select[data-heater-mode="battery_heater"]')).select_by_visible_text("off")
-    drv.find_element(By.CSS_SELECTOR, 'button[data-heater="battery_heater"]').click()
-    wait("the heater off in truth", lambda: control(run["control"], "truth.get")["satellite"]["thermal"]["heaters"]
-         ["battery_heater"]["mode"] == "off")
+
+    def set_heater(mode: str) -> None:
+        Select(drv.find_element(By.CSS_SELECTOR, 'select[data-heater-mode="battery_heater"]')).select_by_visible_text(
+            mode)
+        drv.find_element(By.CSS_SELECTOR, 'button[data-heater="battery_heater"]').click()
+        wait(f"the heater {mode} in truth", lambda: control(run["control"], "truth.get")["satellite"]["thermal"]
+             ["heaters"]["battery_heater"]["mode"] == mode)
+
+    # forced on, with its rail off: the element is shown unpowered, not "on"
+    set_heater("on")
+    drv.find_element(By.CSS_SELECTOR, '#rail-heaters button[data-act="off"]').click()
+    wait("the heater shown unpowered", lambda: text(drv, "#heater-battery_heater td:nth-child(3)")
+         == "on (no power: rail heaters off)")
+    drv.find_element(By.CSS_SELECTOR, '#rail-heaters button[data-act="on"]').click()
+    wait("the heater powered again", lambda: text(drv, "#heater-battery_heater td:nth-child(3)") == "on")
+    set_heater("off")
     drv.set_window_size(1500, 2300)
 
     # a rail, as the board would switch it; the emulator's truth shows it off
@@ -241,6 +256,7 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
                                        if "fault.inject" in li.text])[0]
     assert "unknown rail 'nosuchrail'" in err.text
     assert "jobs done" in text(drv, "#accel") and "control link" in text(drv, "#links")
+    wait("no board connected", lambda: "no board connected (board plane listening)" in text(drv, "#links"))
     # clear it from the list
     wait("the fault's clear button", lambda: drv.find_elements(By.CSS_SELECTOR, "#faults-active button[data-clear]"))
     drv.find_element(By.CSS_SELECTOR, "#faults-active button[data-clear]").click()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from emulator.console.state import ConsoleState, member_fields
 from emulator.protocol.envelope import Message
 
@@ -41,7 +43,8 @@ def test_a_cluster_is_shown_one_member_at_a_time() -> None:
     assert view["radiation"]["counts"] == {"seu": 2} and view["accel"]["state"] == "off"
     assert view["thermal"]["temps_degc"] == {"battery": 2.0}
     assert [(r["name"], r["on"], r["trips"]) for r in view["rails"]] == [("payload", False, 2)]
-    assert view["thermal"]["heaters"] == [{"name": "battery_heater", "on": 1}]
+    # no rail named heaters (the default a heater is on) in this fleet: whether it is powered is not known
+    assert view["thermal"]["heaters"] == [{"name": "battery_heater", "on": 1, "rail": None, "powered": None}]
     assert view["cluster"]["isl"] == {"ring_links": 3, "ring_down": 0}  # the fleet's own, apart
     other = state.view(member=2)
     assert other["cluster"]["member"] == 2 and other["battery"]["soc"] == 0.7 and other["radiation"]["in_saa"] is False
@@ -58,3 +61,44 @@ def test_a_cluster_is_shown_one_member_at_a_time() -> None:
     state.ingest(Message("truth.sample", cluster_truth(200), t_ns=200 * NS))
     assert "satellite.power.soc.0" in state.history.fields()
     assert member_fields(cluster_truth(0), 2)["satellite.accelerator.see_counts.seu.2"] == 3
+
+
+async def test_the_json_view_shows_the_member_asked_for() -> None:
+    pytest.importorskip("aiohttp", reason="pip install 'flatsat[console]'")
+    import aiohttp
+
+    from emulator.console.server import ConsoleServer
+    from emulator.console.sources import LiveSource
+
+    state = ConsoleState()
+    server = ConsoleServer(LiveSource("zmq+tcp://127.0.0.1:9", state))  # never started: the state is fed here
+    url = await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            async def get(query: str) -> tuple[int, dict[str, Any]]:
+                async with http.get(f"{url}api/view{query}") as r:
+                    return r.status, await r.json()
+
+            status, body = await get("?member=1")
+            assert status == 400 and "not known yet" in body["error"]["message"]
+            state.ingest(Message("truth.sample", cluster_truth(0), t_ns=0))
+            assert (await get(""))[1]["cluster"]["member"] == 1  # the default: the member a board drives
+            for given in ("2", "trio-2"):
+                status, body = await get(f"?member={given}")
+                assert status == 200 and body["cluster"]["member"] == 2 and body["battery"]["soc"] == 0.7
+            for given in ("3", "trio-9", "-1"):
+                status, body = await get(f"?member={given}")
+                assert status == 400 and body["error"]["field"] == "member"
+                assert "give an index 0..2 or a name: trio-0, trio-1, trio-2" in body["error"]["message"]
+                assert body["error"]["valid"] == ["trio-0", "trio-1", "trio-2"]
+    finally:
+        await server.aclose()
+    single = ConsoleState()
+    single.ingest(Message("truth.sample", {"power": {"soc": 0.5}}, t_ns=0))
+    server = ConsoleServer(LiveSource("zmq+tcp://127.0.0.1:9", single))
+    url = await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http, http.get(f"{url}api/view?member=0") as r:
+            assert r.status == 400 and "single satellite" in (await r.json())["error"]["message"]
+    finally:
+        await server.aclose()

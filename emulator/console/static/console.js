@@ -177,7 +177,10 @@ function onView(v) {
     ["open-circuit", `${num(b.ocv_v, 2)} V`],
     ["bus", `${num(bus.bus_v, 2)} V`],
     ["shed mode", esc(bus.mode ?? "–"), bus.mode === "normal" || bus.mode === "full" ? "on" : "bad"],
-    ["arrays", `${num(bus.array_w, 1)} W`], ["shunt", `${num(bus.shunt_w, 1)} W`],
+    // each array by name (the name a fault form's "array" field takes), then the total
+    ...(bus.arrays || []).map((a) => [`array ${a.name}`, `${num(a.power_w, 1)} W` +
+      (a.alive == null ? "" : ` · strings alive ${num(100 * a.alive, 0)} %`), a.alive != null && a.alive < 1 ? "bad" : ""]),
+    [(bus.arrays || []).length ? "arrays total" : "arrays", `${num(bus.array_w, 1)} W`], ["shunt", `${num(bus.shunt_w, 1)} W`],
     ["cells alive", b.cells_alive ? esc(b.cells_alive.join(" ")) : "–"],
   ]);
   renderRails(v.rails);
@@ -207,7 +210,7 @@ function onView(v) {
     ["lag / max", c.lag_s == null ? "–" : `${num(c.lag_s * 1e3, 3)} / ${num(c.max_lag_s * 1e3, 3)} ms`],
     ["overruns", num(c.overruns)], ["steps", num(c.steps)],
   ]);
-  renderLinks(v.links || {}, v.stats || {}, v.cluster);
+  renderLinks(v.links || {}, v.stats || {}, v.cluster, v.boards);
   renderFaults(v.faults || []);
   setHTML($("#events"), (v.events || []).map((e) =>
     `<li><span class="t">${stamp(e.utc)}</span><b>${esc(e.topic)}</b> ${esc(e.text)}</li>`).join(""));
@@ -260,7 +263,10 @@ function renderThermal(t) {
   }, (tr, h) => {
     tr.dataset.mode = h.mode ?? "";
     cell(tr, 1, esc(h.mode ?? "–"));
-    cell(tr, 2, h.on ? "on" : "off", h.on ? "on" : "off");
+    // the thermostat's "on" heats nothing while the heater's rail is off
+    const unpowered = h.on && h.powered === false;
+    cell(tr, 2, unpowered ? `on (no power: rail ${esc(h.rail)} off)` : h.on ? "on" : "off",
+      unpowered ? "bad" : h.on ? "on" : "off");
     cell(tr, 3, h.on_below_degc == null ? "–" : `${num(h.on_below_degc, 0)} / ${num(h.off_above_degc, 0)}`);
   });
 }
@@ -278,7 +284,7 @@ function renderOrbit(o) {
     ["SAA / polar horn", `${num(o.in_saa)} / ${num(o.in_polar_horn)}`, o.in_saa ? "bad" : ""],
   ]);
 }
-function renderLinks(l, st, cl) {
+function renderLinks(l, st, cl, boards) {
   const rows = [];
   if (cl) {
     rows.push(["fleet", `${esc(cl.name)}: ${num(cl.n)} members; shown: ${num(cl.member)} ${esc(cl.names[cl.member])}`]);
@@ -289,7 +295,12 @@ function renderLinks(l, st, cl) {
   for (const name of ["board", "control"]) {
     const s = l[name];
     if (!s) continue;
-    rows.push([`${name} link`, `${s.is_up ? "up" : "down"} · reconnects ${num(s.reconnects)}`, s.is_up ? "on" : "bad"]);
+    if (name === "board" && Array.isArray(boards) && !boards.length) {
+      // the board plane listening is no board link: no board has said hello
+      rows.push(["board link", `no board connected (board plane ${s.is_up ? "listening" : "down"})`, "off"]);
+    } else {
+      rows.push([`${name} link`, `${s.is_up ? "up" : "down"} · reconnects ${num(s.reconnects)}`, s.is_up ? "on" : "bad"]);
+    }
     // counts may be plain or by reason ({"hwm": 3, ...}): show every reason with its count
     const fmt = (n) => (n && typeof n === "object"
       ? Object.entries(n).map(([k, v]) => `${esc(k)} ${num(v)}`).join(", ") || "none" : num(n));
@@ -523,6 +534,7 @@ function suggestions(name) {
   if (name === "rail") return (v.rails || []).map((r) => r.name);
   if (name === "heater") return ((v.thermal || {}).heaters || []).map((h) => h.name);
   if (name === "node") return Object.keys((v.thermal || {}).temps_degc || {});
+  if (name === "array") return ((v.bus || {}).arrays || []).map((a) => a.name);
   return [];
 }
 function buildFaultFields() {
