@@ -364,7 +364,7 @@ class ConsoleState:
             heaters = [dict(h) for h in latest.get("thermal.telemetry", (0, {}))[1].get("heaters", [])]
         rail_on = {r["name"]: r.get("on") for r in rails}
         for h in heaters:
-            # the truth does not name a heater's rail unless it says "rail": then the model's default one
+            # a satellite's truth names each heater's rail; a cluster's does not: then the model's default one
             rail = h.get("rail") or (DEFAULT_HEATER_RAIL if DEFAULT_HEATER_RAIL in rail_on else None)
             h["rail"] = rail
             h["powered"] = rail_on.get(rail) if rail is not None else None

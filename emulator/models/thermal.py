@@ -449,7 +449,7 @@ class ThermalNetwork:
     def truth(self) -> dict[str, object]:
         return {
             "temps_degc": dict(zip(self.names, self.temps_degc(), strict=True)),
-            "heaters": {h.name: {"mode": self.heater_mode[i], "on": self.heater_on[i],
+            "heaters": {h.name: {"mode": self.heater_mode[i], "on": self.heater_on[i], "rail": h.rail,
                                  "on_below_degc": self.heater_on_below[i] - KELVIN,
                                  "off_above_degc": self.heater_off_above[i] - KELVIN}
                         for i, h in enumerate(self.heaters)},

@@ -262,6 +262,7 @@ def test_telemetry_validates_against_its_schemas_and_packs() -> None:
     run(sat, 10, t0_s=PERIOD_S)  # eclipse
     assert SunTelemetry.model_validate(sat.read_sun()).eclipse is True
     msgpack.packb(sat.truth())
+    assert sat.truth()["thermal"]["heaters"]["batt_htr"]["rail"] == "heaters"  # the console: a heater's power
     for t in iface.telemetry:
         msgpack.packb(t.sample())
 
