@@ -526,13 +526,13 @@ def parse_duration_s(text: str | float) -> float:
     if isinstance(text, (int, float)) and not isinstance(text, bool):
         value = float(text)
     else:
-        s = str(text).strip().lower().replace(" ", "")
+        s = str(text).strip().replace(" ", "")  # units as written: "10M" is not ten minutes
         factors = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "": 1.0}
         parts = re.findall(r"(\d+(?:\.\d*)?|\.\d+)(ms|d|h|m|s)?", s)
         rebuilt = "".join(num + unit for num, unit in parts)
         if not s or rebuilt != s or (len(parts) > 1 and any(unit == "" for _, unit in parts)):
-            raise ValueError(f"bad duration {text!r}: use a number with an optional unit d, h, m, s or ms, or a "
-                             "sum of them (e.g. '1d', '90m', '1h10m', '3600')")
+            raise ValueError(f"bad duration {text!r}: use a number with an optional unit d, h, m, s or ms (lower "
+                             "case), or a sum of them (e.g. '1d', '90m', '1h10m', '3600')")
         value = sum(float(num) * factors[unit] for num, unit in parts)
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"duration must be a positive, finite time, got {text!r}")

@@ -107,7 +107,46 @@ def cmd_test(args: argparse.Namespace) -> int:
             bad = True
     if bad:
         return 2
+    problems = output_problems(args)
+    for problem in problems:
+        _err(f"flatsat test: {problem}")
+    if problems:
+        return 2
+    for sc in scenarios:
+        if not sc.requirements:
+            _err(f"flatsat test: warning: scenario {sc.name!r} has no [[requirement]]: nothing is checked, it passes "
+                 "if the run completes")
     return asyncio.run(_test(scenarios, args))
+
+
+def output_problems(args: argparse.Namespace) -> list[str]:
+    """What is wrong with the output paths (--junit FILE, --report DIR, --record DIR), found before any run: a run of
+    hours must not end in a traceback because its report cannot be written. Missing folders are made."""
+    problems = []
+    for flag, value, folder in (("--junit", args.junit, False), ("--report", args.report, True),
+                                ("--record", args.record, True)):
+        if not value:
+            continue
+        path = Path(value)
+        try:
+            if folder:
+                if path.exists() and not path.is_dir():
+                    problems.append(f"{flag} {value}: is a file; give a folder (it is made if missing)")
+                    continue
+                path.mkdir(parents=True, exist_ok=True)
+            else:
+                if path.is_dir():
+                    problems.append(f"{flag} {value}: is a folder; give a file name (e.g. {path / 'junit.xml'})")
+                    continue
+                path.parent.mkdir(parents=True, exist_ok=True)
+                existed = path.exists()
+                with open(path, "a", encoding="utf-8"):  # writable (written at the end of the runs)
+                    pass
+                if not existed:
+                    path.unlink()
+        except OSError as exc:
+            problems.append(f"{flag} {value}: cannot be written: {exc.strerror or exc}")
+    return problems
 
 
 async def _test(scenarios: list[Any], args: argparse.Namespace) -> int:
@@ -177,7 +216,8 @@ def print_result(res: Any) -> None:
     from emulator.terminal import console as make_console
 
     console = make_console()
-    table = Table(title=f"{res.scenario.name}: {'PASS' if res.passed else 'FAIL'} (seed {res.seed})")
+    verdict = ("PASS" if res.verdicts else "PASS (no requirements: nothing checked)") if res.passed else "FAIL"
+    table = Table(title=f"{res.scenario.name}: {verdict} (seed {res.seed})")
     table.add_column("#", justify="right")
     table.add_column("requirement")
     table.add_column("result")

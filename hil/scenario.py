@@ -57,6 +57,7 @@ from pydantic import (
 from emulator import shipped
 from emulator.clock import parse_duration_s
 from emulator.errors import CodecError, ConfigError, ConfigProblem, suggest
+from emulator.protocol.system_schemas import LONGEST_SPAN_S
 
 TOP_KEYS = ("scenario", "overrides", "timeline", "requirement")
 OPS = ("<", "<=", ">", ">=", "==", "!=")
@@ -93,8 +94,8 @@ class ScenarioHead(_Strict):
     description: str = ""
     #: satellite config file, relative to the scenario file or to configs/ (None: the default config)
     config: str | None = None
-    #: sim time to run
-    duration: Duration
+    #: sim time to run (ten years at most: a span of sim time a command can name)
+    duration: Annotated[Duration, Field(gt=0, le=LONGEST_SPAN_S)]
     #: clock mode; None: "lockstep" driven by the board when a board is attached, else "afap"
     mode: Literal["lockstep", "afap", "realtime", "scaled"] | None = None
     #: wall-clock multiplier for mode "scaled"

@@ -57,7 +57,7 @@ class CampaignHead(_Strict):
     name: str = Field(min_length=1, max_length=80)
     description: str = ""
     #: seeds of every scenario: a list, one int, or a range table
-    seeds: Annotated[Annotated[list[Annotated[int, Field(ge=0, lt=2**63)]], Tag("list")]
+    seeds: Annotated[Annotated[list[Annotated[int, Field(ge=0, lt=2**63)]], Field(min_length=1), Tag("list")]
                      | Annotated[SeedRange, Tag("range")], Discriminator(_seeds_form), BeforeValidator(_seeds)]
     #: board command for every run (``--board`` wins); None: model only, as fast as possible
     board: str | None = None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from toy_model import Lamp
@@ -139,6 +140,22 @@ kind = "sometimes"
     assert "always" in by_path["requirement[1].kind"].valid
     assert by_path["extra"].valid == ["overrides", "requirement", "scenario", "timeline"]
     assert str(err).startswith(f"{tmp_path / 's.toml'}: invalid scenario (8 problems)")
+
+
+@pytest.mark.parametrize(("duration", "problem"), [
+    (0, "Input should be greater than 0"),  # was a ZeroDivisionError traceback
+    ("0s", "Input should be greater than 0"),
+    (1e12, "Input should be less than or equal to 315360000"),
+    ("10M", "bad duration '10M'"),  # the units are lower case: it was taken as ten minutes
+])
+def test_the_runs_duration_is_positive_at_most_ten_years_and_in_the_documented_units(duration: Any,
+                                                                                     problem: str) -> None:
+    data = {"scenario": {"name": "x", "duration": duration},
+            "requirement": [{"kind": "final", "signal": "s", "op": ">", "value": 1}]}
+    with pytest.raises(ScenarioError) as exc:
+        scenario_from_dict(data, source="x.toml")
+    assert [p.path for p in exc.value.problems] == ["scenario.duration"]
+    assert problem in exc.value.problems[0].message
 
 
 def test_timeline_consistency_is_checked(tmp_path: Path) -> None:

@@ -132,7 +132,7 @@ def test_parse_duration(text: str, seconds: float) -> None:
     assert parse_duration_s(text) == pytest.approx(seconds)
 
 
-@pytest.mark.parametrize("text", ["", "abc", "1y", "-5s", "0", "nan", "1h10", "m5", "5 x"])
+@pytest.mark.parametrize("text", ["", "abc", "1y", "-5s", "0", "nan", "1h10", "m5", "5 x", "10M", "1H"])
 def test_parse_duration_rejects_garbage(text: str) -> None:
     with pytest.raises(ValueError, match="duration"):
         parse_duration_s(text)
