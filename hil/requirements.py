@@ -263,6 +263,8 @@ class ResponseChecker(Checker):
         self.answered = 0
         self.slowest_ns = 0
         self.missed: list[tuple[int, Any]] = []
+        #: triggers without the ``match`` field (a board that leaves it out): the requirement cannot be checked
+        self.unmatchable: list[int] = []
 
     def on_message(self, t_ns: int, direction: str, msg: Message) -> None:
         r = self.req
@@ -278,7 +280,11 @@ class ResponseChecker(Checker):
             self.open = still
         if matches(msg, r.trigger):
             self.triggers += 1
-            self.open.append((t_ns, payload_get(msg.payload, r.match) if r.match else None))
+            key = payload_get(msg.payload, r.match) if r.match else None
+            if key is _MISSING:
+                self.unmatchable.append(t_ns)
+            else:
+                self.open.append((t_ns, key))
 
     def on_step(self, t_ns: int, values: Mapping[str, float]) -> None:
         if self.open and t_ns - self.open[0][0] > self.within_ns:
@@ -295,6 +301,12 @@ class ResponseChecker(Checker):
             return self._verdict(False, f"no {_where_text(r.trigger)} in the whole run, so nothing was tested: "
                                         "check the trigger's topic and where values, or set allow_no_trigger = "
                                         "true if a run without a trigger may pass")
+        if self.unmatchable:
+            t0 = self.unmatchable[0]
+            return self._verdict(False, f"{r.trigger.topic} at t={fmt_t(t0 / NS_PER_S)} has no field {r.match!r} to "
+                                        f"match its {r.response.topic} by ({len(self.unmatchable)} of "
+                                        f"{self.triggers} trigger(s) lack it): the sender leaves it out; match a "
+                                        "field every trigger carries, or leave match out", t_s=t0 / NS_PER_S)
         if not self.missed:
             slow = f", slowest {self.slowest_ns / NS_PER_S:g} s" if self.answered else ""
             return self._verdict(True, f"{self.triggers} trigger(s), {self.answered} answered in time{slow}"

@@ -100,6 +100,20 @@ def test_response_matches_by_field_and_reports_the_first_missed_trigger() -> Non
     assert "1 of 3 trigger(s) missed" in v.reason and "1 still open at the end" in v.reason
 
 
+def test_a_trigger_without_the_match_field_fails_the_requirement_naming_it() -> None:
+    """The reference board submits jobs without an id (the emulator gives one in its reply): matching on it passed
+    with nothing answered, or failed with a Python object as the missing id."""
+    (c,) = checkers({"kind": "response", "trigger": {"topic": "accel.job.submit"},
+                     "response": {"topic": "accel.job.done"}, "match": "id", "within": "10m"})
+    c.on_message(20 * S, "in", Message("accel.job.submit", {"kind": "inference", "size": 1000}))
+    c.on_message(30 * S, "out", Message("accel.job.done", {"id": 1}))
+    v = c.finish(60 * S, {})
+    assert not v.passed and v.t_s == 20.0
+    assert v.reason.startswith("accel.job.submit at t=0:00:20 (20 s) has no field 'id' to match its accel.job.done "
+                               "by (1 of 1 trigger(s) lack it)")
+    assert "object" not in v.reason
+
+
 def test_response_in_time_passes_and_a_late_one_fails() -> None:
     (c,) = checkers({"kind": "response", "trigger": {"topic": "a"}, "response": {"topic": "b"}, "within": 5})
     c.on_message(0, "out", Message("a", {}))
