@@ -247,10 +247,8 @@ def series_from_recording(path: str | Path, topics: Iterable[str] = ()) -> Serie
     seen: set[str] = set()
     for rec in read_recording(path):
         msg = rec.message
-        if rec.direction != "out":
-            continue
-        seen.add(msg.topic)
-        if msg.topic == "truth.sample":
+        seen.add(msg.topic)  # both ways: a board's requests (accel.job.submit) come in
+        if msg.topic == "truth.sample" and rec.direction == "out":
             values = flatten(msg.payload, TRUTH_PREFIX)
         elif msg.topic in extra:
             values = flatten(msg.payload, msg.topic + ".")

@@ -308,6 +308,21 @@ async def test_replay_paces_by_sim_time_and_skips_replies(tmp_path: Path) -> Non
     assert all(w == NS_PER_S + t // 10 for w, _, t in sent)
 
 
+def test_export_takes_a_topic_the_board_sent(tmp_path: Path) -> None:
+    """A board's requests are recorded coming in: `export --topic accel.job.submit` said there were none."""
+    from emulator.protocol import Message, encode_message
+    from emulator.recorder import Recorder
+
+    rec = Recorder(tmp_path / "r.rec")
+    for t in range(3):
+        rec.write("control", "out", encode_message(Message("truth.sample", {"x": float(t)}, t_ns=t * NS_PER_S)))
+        rec.write("board", "in", encode_message(Message("lamp.set", {"power_w": 10.0 + t}, t_ns=t * NS_PER_S)))
+    rec.close()
+    series = hil_cli.series_from_recording(tmp_path / "r.rec", ["lamp.set"])
+    assert series.t_s == [0.0, 1.0, 2.0]
+    assert series.get("lamp.set.power_w").tolist() == [10.0, 11.0, 12.0]
+
+
 async def test_plot_and_export_read_a_recordings_truth(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     sc = scenario_from_dict({"scenario": {"name": "toy", "duration": "30s"},
                              "overrides": {"telemetry.truth_rate_hz": 0.5}})
