@@ -276,7 +276,10 @@ def _describe(prop: Mapping[str, Any], defs: Mapping[str, Any]) -> tuple[str, st
 
 
 def _codec_error(topic: str, schema: type[BaseModel], exc: ValidationError) -> CodecError:
-    err = exc.errors(include_url=False)[0]
+    errors = exc.errors(include_url=False)
+    # an unknown field first: with a missing one beside it, it is the typo ("speeed"), and it carries the suggestion
+    errors.sort(key=lambda e: e["type"] != "extra_forbidden")
+    err = errors[0]
     loc = ".".join(str(p) for p in err["loc"])
     path = f"payload.{loc}" if loc else "payload"
     valid: list[Any] | None = None
@@ -288,7 +291,12 @@ def _codec_error(topic: str, schema: type[BaseModel], exc: ValidationError) -> C
         msg = "required field is missing"
     elif err["type"] in ("literal_error", "enum") and "expected" in err.get("ctx", {}):
         valid = [v.strip().strip("'") for v in str(err["ctx"]["expected"]).replace(" or ", ",").split(",")]
-    more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    more = ""
+    if len(errors) > 1:  # the next one named (a missing field beside a typo), the rest counted
+        nxt = errors[1]
+        also = "required field is missing" if nxt["type"] == "missing" else nxt["msg"]
+        more = f" (also payload.{'.'.join(str(p) for p in nxt['loc'])}: {also}"
+        more += f"; +{len(errors) - 2} more)" if len(errors) > 2 else ")"
     # reprlib bounds the echo: the input may be a 1 MB string, and the error goes back on the wire
     got = f", got {reprlib.repr(err['input'])}" if err["type"] not in ("missing",) and "input" in err else ""
     return CodecError(f"{topic}: {path}: {msg}{got}{more}", field=path, valid=valid)

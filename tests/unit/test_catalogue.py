@@ -91,6 +91,16 @@ def test_wrong_or_missing_field_is_named(cat: Catalogue, payload: dict[str, Any]
         assert word in err.message
 
 
+def test_a_misspelt_field_is_named_first_with_the_missing_one_beside_it(cat: Catalogue) -> None:
+    """`{ speeed = 3 }` said "payload.speed: required field is missing (+1 more)", hiding the typo."""
+    err = refusal(cat, "eps.rail.set", {"rail": "payload", "onn": True})
+    assert err.field == "payload.onn"
+    assert err.message == ("eps.rail.set: payload.onn: unknown field (did you mean 'on'?), got True "
+                           "(also payload.on: required field is missing)")
+    three = refusal(cat, "eps.rail.set", {"onn": True, "x": 1})
+    assert three.message.endswith("; +2 more)")
+
+
 def test_out_of_range_value_is_named_with_its_bound(cat: Catalogue) -> None:
     err = refusal(cat, "eps.telemetry", {**GOOD_TELEMETRY, "bus_v": 41.0})
     assert err.field == "payload.bus_v"
