@@ -20,12 +20,18 @@ test module to build your own), ``board`` (the board process, or the real board 
 hello; skips the test when no board is configured), ``sat`` (:class:`Sat`: sim-time waits,
 ground truth, faults). A lab's conftest may build the model with the hook
 ``pytest_hil_make_model(config, seed)``.
+
+``emulator`` and ``board`` are asyncio fixtures run by pytest-asyncio (the ``pytest`` extra), declared with
+its own decorator so they work in its default strict mode (tests marked ``@pytest.mark.asyncio``) as in
+``asyncio_mode = auto``. Without pytest-asyncio, or for an async test it does not run, a test that asks for
+them fails at set-up saying what to install or mark, not with pytest's generic "async fixture" error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import os
 import re
@@ -41,6 +47,11 @@ import pytest
 from emulator.clock import NS_PER_S
 from emulator.errors import ConfigError, EmulatorError, SimTimeoutError
 from emulator.protocol.envelope import Message
+
+try:  # the `pytest` extra; without it the fixtures still load and say what to install when a test asks for one
+    import pytest_asyncio
+except ImportError:
+    pytest_asyncio = None
 
 #: wall seconds to wait for a board's board.hello, and for a lockstep board's next board.step
 HELLO_TIMEOUT_S = 30.0
@@ -231,8 +242,39 @@ def _uses_board(request: pytest.FixtureRequest) -> bool:
     return "board" in request.fixturenames and bool(s.board or s.board_url)
 
 
+def asyncio_fixture(fn: Callable[..., Any]) -> Any:
+    """pytest-asyncio's fixture decorator (strict mode runs only fixtures declared with it), else pytest's."""
+    return pytest_asyncio.fixture(fn) if pytest_asyncio is not None else pytest.fixture(fn)
+
+
+def asyncio_problem(config: pytest.Config, item: pytest.Item) -> str | None:
+    """Why pytest-asyncio would not run the plugin's async fixtures for ``item`` (None: it will)."""
+    if not config.pluginmanager.hasplugin("asyncio"):
+        if importlib.util.find_spec("pytest_asyncio") is None:
+            return ("flatsat's fixtures (emulator, and sat and board on it) run on asyncio and need pytest-asyncio, "
+                    "which is not installed: pip install 'flatsat[pytest]' (or pip install pytest-asyncio)")
+        return ("flatsat's fixtures (emulator, and sat and board on it) run on asyncio and need the pytest-asyncio "
+                "plugin, which is installed but disabled (-p no:asyncio?)")
+    func = getattr(item, "obj", None)
+    if inspect.iscoroutinefunction(func) and pytest_asyncio is not None and not pytest_asyncio.is_async_test(item):
+        return (f"{item.name} is an async test but pytest-asyncio does not run it (its strict mode runs only "
+                f"marked tests): mark it @pytest.mark.asyncio, or set asyncio_mode = auto in the pytest ini file")
+    return None
+
+
 @pytest.fixture
-async def emulator(request: pytest.FixtureRequest, hil_seed: int) -> AsyncIterator[Any]:
+def hil_asyncio(request: pytest.FixtureRequest) -> None:
+    """Fails the test at set-up, saying what to install or mark, if pytest-asyncio would not run ``emulator``.
+
+    ``emulator`` asks for it first: pytest's own error for an unhandled async fixture names no remedy.
+    """
+    problem = asyncio_problem(request.config, request.node)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+
+
+@asyncio_fixture
+async def emulator(request: pytest.FixtureRequest, hil_asyncio: None, hil_seed: int) -> AsyncIterator[Any]:
     """A started emulator (links listening, nothing stepped yet) from --hil-config; override per module."""
     emu = make_emulator(request.config, seed=hil_seed, with_board=_uses_board(request),
                         record_path=_record_path(request))
@@ -276,7 +318,7 @@ class Board:
         await wait_for_hello(self.emu, timeout_s=HELLO_TIMEOUT_S, board=self.process, where=self.url)
 
 
-@pytest.fixture
+@asyncio_fixture
 async def board(request: pytest.FixtureRequest, emulator: Any) -> AsyncIterator[Board]:
     """The board process (--hil-board) or the real board (--hil-board-url), once it said board.hello."""
     import asyncio

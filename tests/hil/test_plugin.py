@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -56,6 +57,48 @@ def test_sat_fixture_injects_faults_and_waits_in_sim_time(hil: pytest.Pytester) 
     result = hil.runpytest("--hil-config", "toy_model:Lamp", "--hil-seed", "42")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["flatsat: hil seed 42 (reproduce with --hil-seed 42)*"])
+
+
+def test_the_fixtures_work_in_pytest_asyncios_strict_mode(hil: pytest.Pytester) -> None:
+    """pytest-asyncio's default mode runs only fixtures declared with its decorator and only marked tests."""
+    hil.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")  # no asyncio_mode: strict
+    hil.makepyfile('''
+import pytest
+
+@pytest.mark.asyncio
+async def test_marked(sat):
+    await sat.run_for(10)
+    assert sat.t_s == 10.0
+
+def test_sync(sat):
+    assert sat.signal("satellite.factor") == 1.0
+
+async def test_unmarked(sat):
+    await sat.run_for(10)
+''')
+    result = hil.runpytest("--hil-config", "toy_model:Lamp")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines([("test_unmarked is an async test but pytest-asyncio does not run it (its strict "
+                                  "mode runs only marked tests): mark it @pytest.mark.asyncio, or set asyncio_mode = "
+                                  "auto*")])
+
+
+def test_without_pytest_asyncio_the_fixtures_say_what_to_install(hil: pytest.Pytester,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    hil.makepyfile("async def test_a(sat):\n    pass\n\ndef test_b(board):\n    pass\n")
+    # looptime (a test extra) is a pytest-asyncio add-on and fails without it
+    args = ("--hil-config", "toy_model:Lamp", "-p", "no:asyncio", "-p", "no:looptime")
+    result = hil.runpytest(*args)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines([("*run on asyncio and need the pytest-asyncio plugin, which is installed but "
+                                  "disabled (-p no:asyncio?)")] * 2)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # as if not installed
+                        lambda name, *args: None if name == "pytest_asyncio" else find_spec(name, *args))
+    result = hil.runpytest(*args)
+    result.assert_outcomes(errors=2)
+    assert result.stdout.str().count("need pytest-asyncio, which is not installed: pip install 'flatsat[pytest]' "
+                                     "(or pip install pytest-asyncio)") == 2
 
 
 def test_options_come_from_cli_then_env_then_ini(hil: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
