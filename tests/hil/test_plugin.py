@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ _PRELOADED = (emulator.series, emulator.transports.zmq, hil.runner, toy_model)
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 TOY_BOARD = f"{sys.executable} {Path(__file__).with_name('toy_board.py')}"
+DOCS = TESTS_DIR.parent / "docs" / "hil.md"
 
 SAT_TESTS = '''
 import pytest
@@ -215,4 +217,20 @@ async def test_cluster(sat, emulator):
 ''')
     # small-cluster.toml extends suncatcher-cluster, which extends suncatcher-proto
     result = hil.runpytest("--hil-config", str(Path(__file__).with_name("small-cluster.toml")), "--hil-seed", "3")
+    result.assert_outcomes(passed=1)
+
+
+def docs_example() -> str:
+    """The python example of docs/hil.md's pytest section, as a reader copies it."""
+    section = DOCS.read_text(encoding="utf-8").split("\n## pytest plugin\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 1, f"docs/hil.md's pytest section has {len(blocks)} python examples; this test runs one"
+    return blocks[0]
+
+
+def test_the_docs_example_passes_with_the_reference_board(hil: pytest.Pytester) -> None:
+    """As a user runs it: the default config, the reference board, pytest-asyncio's default (strict) mode."""
+    hil.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    hil.makepyfile(test_docs_example=docs_example())
+    result = hil.runpytest("--hil-board", f"{sys.executable} -m firmware_stubs.reference")
     result.assert_outcomes(passed=1)
