@@ -37,6 +37,7 @@ import os
 import re
 import shlex
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ from typing import Any
 
 import pytest
 
-from emulator.clock import NS_PER_S
+from emulator.clock import NS_PER_S, ClockMode
 from emulator.errors import ConfigError, EmulatorError, SimTimeoutError
 from emulator.protocol.envelope import Message
 
@@ -290,6 +291,8 @@ class Board:
         self.emu = emu
         self.url = url
         self.process = process
+        #: killed by the test and not started again
+        self.killed = False
 
     @property
     def simulated(self) -> bool:
@@ -302,10 +305,14 @@ class Board:
         return self.emu.hellos[-1] if self.emu.hellos else {}
 
     async def kill(self) -> None:
-        """Kill the board process (a crash / power cut); skips the test on a real board."""
+        """Kill the board process (a crash / power cut); skips the test on a real board.
+
+        Until :meth:`restart`, the test's waits step a lockstep clock themselves (nobody else does).
+        """
         if self.process is None:
             pytest.skip("killing the board needs a board process (--hil-board)")
         await self.process.kill()
+        self.killed = True
         self.emu.waiting_since_wall_ns = None
 
     async def restart(self) -> None:
@@ -313,9 +320,19 @@ class Board:
         from hil.runner import wait_for_hello
 
         await self.kill()
+        clock = self.emu.clock
+        if clock.mode == ClockMode.LOCKSTEP and (clock.limit_ns or 0) > clock.now_ns():
+            # the new board steps from now: drop what the old one granted or a wait_for that held early left
+            # (set_mode puts the lockstep limit at now), so its hello says the clock waits for it
+            clock.set_mode(ClockMode.LOCKSTEP)
         self.emu.hello.clear()
         await self.process.start(self.url)
         await wait_for_hello(self.emu, timeout_s=HELLO_TIMEOUT_S, board=self.process, where=self.url)
+        self.killed = False
+
+
+#: each emulator's board, so that Sat (built from the emulator alone) sees whether the test killed it
+BOARDS: weakref.WeakKeyDictionary[Any, Board] = weakref.WeakKeyDictionary()
 
 
 @asyncio_fixture
@@ -348,8 +365,11 @@ async def board(request: pytest.FixtureRequest, emulator: Any) -> AsyncIterator[
         await wait_for_hello(emulator, timeout_s=HELLO_TIMEOUT_S, board=process, where=url)
         if emulator.run_config.sim.lockstep_source == "board":
             watchdog = asyncio.create_task(step_watchdog(emulator, BOARD_TIMEOUT_S), name="flatsat-hil-watchdog")
-        yield Board(emulator, url, process)
+        handle = Board(emulator, url, process)
+        BOARDS[emulator] = handle
+        yield handle
     finally:
+        BOARDS.pop(emulator, None)  # its Board holds the emulator: a weak key alone would never go
         if watchdog is not None:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -374,6 +394,16 @@ class Sat:
         if self.emu.stopped:
             raise EmulatorError(f"the run has stopped: {self.emu.stop_reason}")
 
+    def _step_without_board(self, until_ns: int) -> None:
+        """After the test killed the board, nobody steps its lockstep clock: let it run to ``until_ns``, as the
+        scenario runner does after a board_kill (else the wait would hang until the step watchdog fires)."""
+        board = BOARDS.get(self.emu)
+        clock = self.emu.clock
+        if (board is not None and board.killed and clock.mode == ClockMode.LOCKSTEP
+                and self.emu.run_config.sim.lockstep_source == "board"
+                and until_ns > max(clock.limit_ns or 0, clock.now_ns())):
+            clock.run_until(until_ns)
+
     async def run_for(self, duration_s: float) -> None:
         """Advance ``duration_s`` of sim time.
 
@@ -381,6 +411,7 @@ class Sat:
             EmulatorError: the run stopped (e.g. the board process died).
         """
         self._check_running()
+        self._step_without_board(self.emu.clock.now_ns() + round(duration_s * NS_PER_S))
         await self.emu.run_for(duration_s)
         self._check_running()
 
@@ -392,6 +423,7 @@ class Sat:
             EmulatorError: the run stopped first (the board died or stopped stepping).
         """
         self._check_running()
+        self._step_without_board(self.emu.clock.now_ns() + round(within_s * NS_PER_S))
         try:
             t_ns = await self.emu.wait_for(predicate, within_s=within_s, what=what)
         except SimTimeoutError:

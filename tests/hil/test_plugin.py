@@ -155,6 +155,31 @@ async def test_kill_and_restart(sat, board):
     assert len(list((hil.path / "rec").glob("*.rec"))) == 2
 
 
+def test_after_the_test_kills_the_board_the_clock_goes_on_without_it(hil: pytest.Pytester) -> None:
+    """As the scenario runner after a board_kill: nobody steps a killed board's lockstep clock, so the test's waits do
+    (it used to wait 30 s of wall time for a board.step, then blame the board)."""
+    hil.makepyfile('''
+import time
+
+async def test_kill_run_on_and_restart(sat, board, emulator):
+    await sat.run_for(20)
+    await board.kill()
+    wall = time.monotonic()
+    await sat.run_for(30)
+    assert await sat.wait_for(lambda: sat.t_s >= 55, within_s=3600) == 55.0
+    assert time.monotonic() - wall < 5
+    await board.restart()
+    # the new board steps the clock again from t = 55, not after the hour the wait_for let run
+    assert emulator.clock.limit_ns <= 65 * 10**9
+    await sat.expect_message("board.step", within_s=30)
+    t = sat.t_s
+    await sat.run_for(20)
+    assert sat.t_s == t + 20 and len(board.emu.hellos) == 2
+''')
+    result = hil.runpytest("--hil-config", "toy_model:Lamp", "--hil-board", TOY_BOARD)
+    result.assert_outcomes(passed=1)
+
+
 def test_a_board_process_that_dies_ends_the_wait_with_the_reason(hil: pytest.Pytester) -> None:
     hil.makepyfile('''
 async def test_wait_long(sat, board):
