@@ -20,17 +20,24 @@ test module to build your own), ``board`` (the board process, or the real board 
 hello; skips the test when no board is configured), ``sat`` (:class:`Sat`: sim-time waits,
 ground truth, faults). A lab's conftest may build the model with the hook
 ``pytest_hil_make_model(config, seed)``.
+
+``emulator`` and ``board`` are asyncio fixtures run by pytest-asyncio (the ``pytest`` extra), declared with
+its own decorator so they work in its default strict mode (tests marked ``@pytest.mark.asyncio``) as in
+``asyncio_mode = auto``. Without pytest-asyncio, or for an async test it does not run, a test that asks for
+them fails at set-up saying what to install or mark, not with pytest's generic "async fixture" error.
 """
 
 from __future__ import annotations
 
 import contextlib
 import importlib
+import importlib.util
 import inspect
 import os
 import re
 import shlex
 import time
+import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +45,14 @@ from typing import Any
 
 import pytest
 
-from emulator.clock import NS_PER_S
+from emulator.clock import NS_PER_S, ClockMode
 from emulator.errors import ConfigError, EmulatorError, SimTimeoutError
 from emulator.protocol.envelope import Message
+
+try:  # the `pytest` extra; without it the fixtures still load and say what to install when a test asks for one
+    import pytest_asyncio
+except ImportError:
+    pytest_asyncio = None
 
 #: wall seconds to wait for a board's board.hello, and for a lockstep board's next board.step
 HELLO_TIMEOUT_S = 30.0
@@ -231,8 +243,39 @@ def _uses_board(request: pytest.FixtureRequest) -> bool:
     return "board" in request.fixturenames and bool(s.board or s.board_url)
 
 
+def asyncio_fixture(fn: Callable[..., Any]) -> Any:
+    """pytest-asyncio's fixture decorator (strict mode runs only fixtures declared with it), else pytest's."""
+    return pytest_asyncio.fixture(fn) if pytest_asyncio is not None else pytest.fixture(fn)
+
+
+def asyncio_problem(config: pytest.Config, item: pytest.Item) -> str | None:
+    """Why pytest-asyncio would not run the plugin's async fixtures for ``item`` (None: it will)."""
+    if not config.pluginmanager.hasplugin("asyncio"):
+        if importlib.util.find_spec("pytest_asyncio") is None:
+            return ("flatsat's fixtures (emulator, and sat and board on it) run on asyncio and need pytest-asyncio, "
+                    "which is not installed: pip install 'flatsat[pytest]' (or pip install pytest-asyncio)")
+        return ("flatsat's fixtures (emulator, and sat and board on it) run on asyncio and need the pytest-asyncio "
+                "plugin, which is installed but disabled (-p no:asyncio?)")
+    func = getattr(item, "obj", None)
+    if inspect.iscoroutinefunction(func) and pytest_asyncio is not None and not pytest_asyncio.is_async_test(item):
+        return (f"{item.name} is an async test but pytest-asyncio does not run it (its strict mode runs only "
+                f"marked tests): mark it @pytest.mark.asyncio, or set asyncio_mode = auto in the pytest ini file")
+    return None
+
+
 @pytest.fixture
-async def emulator(request: pytest.FixtureRequest, hil_seed: int) -> AsyncIterator[Any]:
+def hil_asyncio(request: pytest.FixtureRequest) -> None:
+    """Fails the test at set-up, saying what to install or mark, if pytest-asyncio would not run ``emulator``.
+
+    ``emulator`` asks for it first: pytest's own error for an unhandled async fixture names no remedy.
+    """
+    problem = asyncio_problem(request.config, request.node)
+    if problem is not None:
+        pytest.fail(problem, pytrace=False)
+
+
+@asyncio_fixture
+async def emulator(request: pytest.FixtureRequest, hil_asyncio: None, hil_seed: int) -> AsyncIterator[Any]:
     """A started emulator (links listening, nothing stepped yet) from --hil-config; override per module."""
     emu = make_emulator(request.config, seed=hil_seed, with_board=_uses_board(request),
                         record_path=_record_path(request))
@@ -248,6 +291,8 @@ class Board:
         self.emu = emu
         self.url = url
         self.process = process
+        #: killed by the test and not started again
+        self.killed = False
 
     @property
     def simulated(self) -> bool:
@@ -260,10 +305,14 @@ class Board:
         return self.emu.hellos[-1] if self.emu.hellos else {}
 
     async def kill(self) -> None:
-        """Kill the board process (a crash / power cut); skips the test on a real board."""
+        """Kill the board process (a crash / power cut); skips the test on a real board.
+
+        Until :meth:`restart`, the test's waits step a lockstep clock themselves (nobody else does).
+        """
         if self.process is None:
             pytest.skip("killing the board needs a board process (--hil-board)")
         await self.process.kill()
+        self.killed = True
         self.emu.waiting_since_wall_ns = None
 
     async def restart(self) -> None:
@@ -271,12 +320,22 @@ class Board:
         from hil.runner import wait_for_hello
 
         await self.kill()
+        clock = self.emu.clock
+        if clock.mode == ClockMode.LOCKSTEP and (clock.limit_ns or 0) > clock.now_ns():
+            # the new board steps from now: drop what the old one granted or a wait_for that held early left
+            # (set_mode puts the lockstep limit at now), so its hello says the clock waits for it
+            clock.set_mode(ClockMode.LOCKSTEP)
         self.emu.hello.clear()
         await self.process.start(self.url)
         await wait_for_hello(self.emu, timeout_s=HELLO_TIMEOUT_S, board=self.process, where=self.url)
+        self.killed = False
 
 
-@pytest.fixture
+#: each emulator's board, so that Sat (built from the emulator alone) sees whether the test killed it
+BOARDS: weakref.WeakKeyDictionary[Any, Board] = weakref.WeakKeyDictionary()
+
+
+@asyncio_fixture
 async def board(request: pytest.FixtureRequest, emulator: Any) -> AsyncIterator[Board]:
     """The board process (--hil-board) or the real board (--hil-board-url), once it said board.hello."""
     import asyncio
@@ -306,8 +365,11 @@ async def board(request: pytest.FixtureRequest, emulator: Any) -> AsyncIterator[
         await wait_for_hello(emulator, timeout_s=HELLO_TIMEOUT_S, board=process, where=url)
         if emulator.run_config.sim.lockstep_source == "board":
             watchdog = asyncio.create_task(step_watchdog(emulator, BOARD_TIMEOUT_S), name="flatsat-hil-watchdog")
-        yield Board(emulator, url, process)
+        handle = Board(emulator, url, process)
+        BOARDS[emulator] = handle
+        yield handle
     finally:
+        BOARDS.pop(emulator, None)  # its Board holds the emulator: a weak key alone would never go
         if watchdog is not None:
             watchdog.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -332,6 +394,16 @@ class Sat:
         if self.emu.stopped:
             raise EmulatorError(f"the run has stopped: {self.emu.stop_reason}")
 
+    def _step_without_board(self, until_ns: int) -> None:
+        """After the test killed the board, nobody steps its lockstep clock: let it run to ``until_ns``, as the
+        scenario runner does after a board_kill (else the wait would hang until the step watchdog fires)."""
+        board = BOARDS.get(self.emu)
+        clock = self.emu.clock
+        if (board is not None and board.killed and clock.mode == ClockMode.LOCKSTEP
+                and self.emu.run_config.sim.lockstep_source == "board"
+                and until_ns > max(clock.limit_ns or 0, clock.now_ns())):
+            clock.run_until(until_ns)
+
     async def run_for(self, duration_s: float) -> None:
         """Advance ``duration_s`` of sim time.
 
@@ -339,6 +411,7 @@ class Sat:
             EmulatorError: the run stopped (e.g. the board process died).
         """
         self._check_running()
+        self._step_without_board(self.emu.clock.now_ns() + round(duration_s * NS_PER_S))
         await self.emu.run_for(duration_s)
         self._check_running()
 
@@ -350,6 +423,7 @@ class Sat:
             EmulatorError: the run stopped first (the board died or stopped stepping).
         """
         self._check_running()
+        self._step_without_board(self.emu.clock.now_ns() + round(within_s * NS_PER_S))
         try:
             t_ns = await self.emu.wait_for(predicate, within_s=within_s, what=what)
         except SimTimeoutError:

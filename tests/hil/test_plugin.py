@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import re
 import sys
 from pathlib import Path
 
@@ -19,6 +21,7 @@ _PRELOADED = (emulator.series, emulator.transports.zmq, hil.runner, toy_model)
 
 TESTS_DIR = Path(__file__).resolve().parent.parent
 TOY_BOARD = f"{sys.executable} {Path(__file__).with_name('toy_board.py')}"
+DOCS = TESTS_DIR.parent / "docs" / "hil.md"
 
 SAT_TESTS = '''
 import pytest
@@ -56,6 +59,48 @@ def test_sat_fixture_injects_faults_and_waits_in_sim_time(hil: pytest.Pytester) 
     result = hil.runpytest("--hil-config", "toy_model:Lamp", "--hil-seed", "42")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["flatsat: hil seed 42 (reproduce with --hil-seed 42)*"])
+
+
+def test_the_fixtures_work_in_pytest_asyncios_strict_mode(hil: pytest.Pytester) -> None:
+    """pytest-asyncio's default mode runs only fixtures declared with its decorator and only marked tests."""
+    hil.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")  # no asyncio_mode: strict
+    hil.makepyfile('''
+import pytest
+
+@pytest.mark.asyncio
+async def test_marked(sat):
+    await sat.run_for(10)
+    assert sat.t_s == 10.0
+
+def test_sync(sat):
+    assert sat.signal("satellite.factor") == 1.0
+
+async def test_unmarked(sat):
+    await sat.run_for(10)
+''')
+    result = hil.runpytest("--hil-config", "toy_model:Lamp")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines([("test_unmarked is an async test but pytest-asyncio does not run it (its strict "
+                                  "mode runs only marked tests): mark it @pytest.mark.asyncio, or set asyncio_mode = "
+                                  "auto*")])
+
+
+def test_without_pytest_asyncio_the_fixtures_say_what_to_install(hil: pytest.Pytester,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    hil.makepyfile("async def test_a(sat):\n    pass\n\ndef test_b(board):\n    pass\n")
+    # looptime (a test extra) is a pytest-asyncio add-on and fails without it
+    args = ("--hil-config", "toy_model:Lamp", "-p", "no:asyncio", "-p", "no:looptime")
+    result = hil.runpytest(*args)
+    result.assert_outcomes(errors=2)
+    result.stdout.fnmatch_lines([("*run on asyncio and need the pytest-asyncio plugin, which is installed but "
+                                  "disabled (-p no:asyncio?)")] * 2)
+    find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",  # as if not installed
+                        lambda name, *args: None if name == "pytest_asyncio" else find_spec(name, *args))
+    result = hil.runpytest(*args)
+    result.assert_outcomes(errors=2)
+    assert result.stdout.str().count("need pytest-asyncio, which is not installed: pip install 'flatsat[pytest]' "
+                                     "(or pip install pytest-asyncio)") == 2
 
 
 def test_options_come_from_cli_then_env_then_ini(hil: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -108,6 +153,31 @@ async def test_kill_and_restart(sat, board):
     result = hil.runpytest("--hil-config", "toy_model:Lamp", "--hil-board", TOY_BOARD, "--hil-record", "rec")
     result.assert_outcomes(passed=2)
     assert len(list((hil.path / "rec").glob("*.rec"))) == 2
+
+
+def test_after_the_test_kills_the_board_the_clock_goes_on_without_it(hil: pytest.Pytester) -> None:
+    """As the scenario runner after a board_kill: nobody steps a killed board's lockstep clock, so the test's waits do
+    (it used to wait 30 s of wall time for a board.step, then blame the board)."""
+    hil.makepyfile('''
+import time
+
+async def test_kill_run_on_and_restart(sat, board, emulator):
+    await sat.run_for(20)
+    await board.kill()
+    wall = time.monotonic()
+    await sat.run_for(30)
+    assert await sat.wait_for(lambda: sat.t_s >= 55, within_s=3600) == 55.0
+    assert time.monotonic() - wall < 5
+    await board.restart()
+    # the new board steps the clock again from t = 55, not after the hour the wait_for let run
+    assert emulator.clock.limit_ns <= 65 * 10**9
+    await sat.expect_message("board.step", within_s=30)
+    t = sat.t_s
+    await sat.run_for(20)
+    assert sat.t_s == t + 20 and len(board.emu.hellos) == 2
+''')
+    result = hil.runpytest("--hil-config", "toy_model:Lamp", "--hil-board", TOY_BOARD)
+    result.assert_outcomes(passed=1)
 
 
 def test_a_board_process_that_dies_ends_the_wait_with_the_reason(hil: pytest.Pytester) -> None:
@@ -172,4 +242,20 @@ async def test_cluster(sat, emulator):
 ''')
     # small-cluster.toml extends suncatcher-cluster, which extends suncatcher-proto
     result = hil.runpytest("--hil-config", str(Path(__file__).with_name("small-cluster.toml")), "--hil-seed", "3")
+    result.assert_outcomes(passed=1)
+
+
+def docs_example() -> str:
+    """The python example of docs/hil.md's pytest section, as a reader copies it."""
+    section = DOCS.read_text(encoding="utf-8").split("\n## pytest plugin\n", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert len(blocks) == 1, f"docs/hil.md's pytest section has {len(blocks)} python examples; this test runs one"
+    return blocks[0]
+
+
+def test_the_docs_example_passes_with_the_reference_board(hil: pytest.Pytester) -> None:
+    """As a user runs it: the default config, the reference board, pytest-asyncio's default (strict) mode."""
+    hil.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
+    hil.makepyfile(test_docs_example=docs_example())
+    result = hil.runpytest("--hil-board", f"{sys.executable} -m firmware_stubs.reference")
     result.assert_outcomes(passed=1)
