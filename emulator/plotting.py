@@ -60,6 +60,8 @@ def summary_rows(series: Series, limit: int = 24, patterns: list[str] | None = N
     return rows
 
 
+#: characters of a failed requirement's label drawn beside its red mark (the report's table has the whole label)
+MARK_LABEL_CHARS = 40
 #: signals drawn on top, thick and dashed, so a node line of the same value cannot hide them
 EMPHASIS_PATTERNS = ["*accelerator.die_temp_degc"]
 
@@ -121,7 +123,9 @@ def plot_run(series: Series, path: str | Path, *, title: str = "flatsat run",
                         transform=ax.get_xaxis_transform())
         for t_s, label in marks or []:
             ax.axvline(t_s / 3600.0, color="red", linewidth=0.8, alpha=0.7)
-            ax.text(t_s / 3600.0, ax.get_ylim()[1], f" {label}", fontsize=6, color="red", va="top", rotation=90)
+            # short enough to stay inside its panel (a requirement's whole label did not fit: no layout applied)
+            short = label if len(label) <= MARK_LABEL_CHARS else label[:MARK_LABEL_CHARS - 1] + "…"
+            ax.text(t_s / 3600.0, ax.get_ylim()[1], f" {short}", fontsize=6, color="red", va="top", rotation=90)
     start = f"hours since {epoch_utc.replace('T', ' ').replace('Z', ' UTC')}" if epoch_utc else "sim time [h]"
     extra = "; dotted: timeline" if events else ""
     axes[-1, 0].set_xlabel(f"{start}  (grey: eclipse{extra})")
