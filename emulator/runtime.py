@@ -1325,7 +1325,7 @@ class Emulator:
         if until is not None:
             heapq.heappush(self._fault_heap, (until, fid))
         self._queue_event("fault.changed", {"fault_id": fid, "name": name, "params": dict(params),
-                                            "active": True, "t_ns": now})
+                                            "active": True, "t_ns": now, "until_ns": -1 if until is None else until})
         return fid
 
     def clear_fault(self, fault_id: int) -> None:

@@ -550,7 +550,7 @@ class RecordingSource:
                 if p.get("active"):
                     active[p["fault_id"]] = {"fault_id": p["fault_id"], "name": p.get("name"),
                                              "params": p.get("params", {}), "t_ns": p.get("t_ns", e["t_ns"]),
-                                             "until_ns": -1}
+                                             "until_ns": p.get("until_ns", -1)}
                 else:
                     active.pop(p.get("fault_id"), None)
         return list(active.values())

@@ -190,7 +190,7 @@ class ConsoleState:
                 if payload.get("active"):
                     self.faults[fid] = {"fault_id": fid, "name": payload.get("name"),
                                         "params": payload.get("params", {}), "t_ns": payload.get("t_ns", t),
-                                        "until_ns": -1}
+                                        "until_ns": payload.get("until_ns", -1)}
                 else:
                     self.faults.pop(fid, None)
         if topic == "sim.waiting":

@@ -73,7 +73,7 @@ def system_topics() -> list[TopicSpec]:
         spec("fault.list", cmd, c, ref("Empty"), "The faults this satellite accepts, with parameter schemas."),
         spec("fault.inject", cmd, c, ref("FaultInject"), "Inject a fault now, optionally for a duration."),
         spec("fault.clear", cmd, c, ref("FaultClear"), "Clear an injected fault."),
-        spec("fault.changed", ev, c, ref("Opaque"), "A fault was injected or cleared (id, name, params, t_ns)."),
+        spec("fault.changed", ev, c, ref("Opaque"), "A fault was injected or cleared (id, name, params, t_ns; injected: until_ns, -1 until cleared)."),
         spec("stats.get", cmd, c, ref("Empty"), "Link, clock and command statistics."),
         spec("sim.stop", cmd, c, ref("SimStop"), "Stop the run cleanly (the recording is closed)."),
         spec("board.command", cmd, c, ref("BoardCommand"),

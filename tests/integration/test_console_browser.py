@@ -237,7 +237,10 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     assert [(f["name"], f["params"]) for f in faults] == [("eps.rail.short", {"rail": "comms_5v", "extra_a": 0.5})]
     assert faults[0]["until_ns"] - faults[0]["t_ns"] == 3600 * NS
     assert f"#{faults[0]['fault_id']}" in item.text
-    assert re.search(r"until 2026-\d\d-\d\d \d\d:\d\d:\d\d sim time \(\d+m\d\ds left\)", item.text), item.text
+    # the event lists the fault at once; its expiry comes with the next poll (until then: "until cleared")
+    expiry = re.compile(r"until 2026-\d\d-\d\d \d\d:\d\d:\d\d sim time \(\d+m\d\ds left\)")
+    wait("the fault's expiry", lambda: [li for li in drv.find_elements(
+        By.CSS_SELECTOR, '#faults-active li[data-fault-name="eps.rail.short"]') if expiry.search(li.text)])
     # a permanent fault is listed as such, with no Clear button that could only be refused
     Select(drv.find_element(By.ID, "fault-name")).select_by_value("radiation.seu")
     drv.find_element(By.ID, "fault-inject").click()

@@ -51,6 +51,10 @@ async def test_energy_follows_commands_and_timed_faults() -> None:
         fid = emu.control("fault.inject", {"name": "lamp.brownout", "params": {"factor": 0.5},
                                            "duration_s": 10.0})["fault_id"]
         assert [f["name"] for f in emu.truth()["faults"]] == ["lamp.brownout"]
+        # the event carries the expiry: a page lists the fault with it at once, not "until cleared" until a poll
+        assert emu._events[-1] == ("fault.changed", {"fault_id": fid, "name": "lamp.brownout",
+                                                     "params": {"factor": 0.5}, "active": True, "t_ns": 10 * NS_PER_S,
+                                                     "until_ns": 20 * NS_PER_S})
         await emu.run_for(20)
         assert emu.model.energy_j == pytest.approx(10 * 10 + 10 * 5 + 10 * 10)
         assert emu.truth()["faults"] == []
@@ -107,6 +111,8 @@ async def test_recording_holds_every_message_and_is_deterministic(tmp_path, capl
     assert topics.count("lamp.telemetry") == 41  # t = 0 .. 40 s at 1 Hz
     assert topics.count("truth.sample") == 21
     assert "lamp.toggled" in topics and "fault.changed" in topics
+    injected = next(r.message.payload for r in recs if r.message.topic == "fault.changed")
+    assert injected["active"] is True and injected["until_ns"] == -1  # until cleared (the console shows it so)
     # crash safety: a file cut anywhere still reads up to the cut, and says what it did not read
     with caplog.at_level(logging.WARNING, logger="emulator.recorder"):
         assert len(list(read_recording(tmp_path / "a.rec"))) == len(recs)
@@ -117,8 +123,8 @@ async def test_recording_holds_every_message_and_is_deterministic(tmp_path, capl
         assert 0 < len(read) < len(recs)
         kept = read[-1].offset + read[-1].size
         assert [r.getMessage() for r in caplog.records] == [
-            f"{cut}: the last {len(a) * 2 // 3 - kept} bytes are a cut-off record (the run stopped mid-write, a "
-            "crash?): not read; everything before them was"]
+            (f"{cut}: the last {len(a) * 2 // 3 - kept} bytes are a cut-off record (the run stopped mid-write, a "
+             "crash?): not read; everything before them was")]
         caplog.clear()
         damaged = tmp_path / "damaged.rec"  # a record whose envelope is not one: skipped and counted
         bad = msgpack.packb(["board", "out", b"\xc1 not an envelope"])
