@@ -124,21 +124,31 @@ class Recorder:
         self._fh = self._wall_fh = None
 
 
+#: what to give instead of a file that is not a recording
+RECORDING_HINT = "give the .rec file that `flatsat run --record` or `flatsat test` wrote"
+
+
 def read_header(path: str | Path) -> dict[str, Any]:
+    """The recording's header. Raises ConfigError naming the file and why it is not one (msgpack's own words, e.g.
+    "No more data to unpack.", mean nothing to a user)."""
     try:
         fh = open(path, "rb")  # noqa: SIM115 (closed below; the open's own errors are the user's to read)
     except OSError as exc:
         what = "is a directory" if isinstance(exc, IsADirectoryError) else exc.strerror or str(exc)
-        raise ConfigError(f"{path}: cannot read the recording: {what} (give the .rec file that --record wrote)",
-                          field="recording") from None
+        raise ConfigError(f"{path}: cannot read the recording: {what} ({RECORDING_HINT})", field="recording") from None
     with fh:
+        if not fh.read(1):
+            raise ConfigError(f"{path}: the file is empty (0 bytes), not a flatsat recording; {RECORDING_HINT}",
+                              field="recording")
+        fh.seek(0)
         unpacker = msgpack.Unpacker(fh, raw=False, max_buffer_size=64 << 20)
         try:
             header = next(unpacker)
-        except (StopIteration, ValueError, msgpack.UnpackException) as exc:
-            raise ConfigError(f"{path}: not a flatsat recording ({exc or 'empty file'})", field="recording") from None
+        except (StopIteration, ValueError, msgpack.UnpackException):
+            header = None
     if not isinstance(header, dict) or header.get("flatsat_recording") != FORMAT_VERSION:
-        raise ConfigError(f"{path}: not a flatsat recording (bad header)", field="recording")
+        raise ConfigError(f"{path}: not a flatsat recording (it does not begin with a recording's header); "
+                          f"{RECORDING_HINT}", field="recording")
     return header
 
 

@@ -17,7 +17,6 @@ import bisect
 import contextlib
 import heapq
 import logging
-import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
@@ -25,7 +24,7 @@ from typing import IO, Any
 import numpy as np
 
 from emulator.clock import WallSource
-from emulator.console.state import ConsoleState, is_telemetry
+from emulator.console.state import ConsoleState, fault_entry, is_telemetry
 from emulator.errors import EmulatorError, TransportError
 from emulator.protocol.envelope import Message
 
@@ -387,24 +386,6 @@ class LiveSource:
         return self.state.series(fields, window_s, member=member)
 
 
-def recording_header(path: Path) -> dict[str, Any]:
-    """The header of the recording at ``path``; a ConfigError naming the file if it is empty or not a recording
-    (msgpack's own words, e.g. "No more data to unpack.", mean nothing to a bench user)."""
-    from emulator.errors import ConfigError
-    from emulator.recorder import read_header
-
-    hint = "give the .rec file that `flatsat run --record` or `flatsat test` wrote"
-    if path.is_file() and path.stat().st_size == 0:
-        raise ConfigError(f"{path}: the file is empty (0 bytes), not a flatsat recording; {hint}", field="recording")
-    try:
-        return read_header(path)
-    except ConfigError:
-        if not path.is_file() or not os.access(path, os.R_OK):
-            raise  # missing, a directory, not readable: the recorder names the reason
-        raise ConfigError(f"{path}: not a flatsat recording (it does not begin with a recording's header); {hint}",
-                          field="recording") from None
-
-
 class RecordingSource:
     """A recording, read once, shown at any instant (the cursor) and played back at a speed."""
 
@@ -439,9 +420,9 @@ class RecordingSource:
 
     def load(self) -> None:
         """Read the whole file (raises ConfigError if it is not a recording)."""
-        from emulator.recorder import read_recording, wall_path
+        from emulator.recorder import read_header, read_recording, wall_path
 
-        self.header = recording_header(self.path)
+        self.header = read_header(self.path)
         epoch = (self.header.get("meta") or {}).get("epoch_utc")
         if isinstance(epoch, str):
             self.state.set_epoch_utc(epoch)
@@ -548,9 +529,7 @@ class RecordingSource:
             if e["topic"] == "fault.changed":
                 p = e["payload"]
                 if p.get("active"):
-                    active[p["fault_id"]] = {"fault_id": p["fault_id"], "name": p.get("name"),
-                                             "params": p.get("params", {}), "t_ns": p.get("t_ns", e["t_ns"]),
-                                             "until_ns": p.get("until_ns", -1)}
+                    active[p["fault_id"]] = fault_entry(p, e["t_ns"])
                 else:
                     active.pop(p.get("fault_id"), None)
         return list(active.values())

@@ -58,6 +58,12 @@ def field_prefix(topic: str) -> str:
     return TRUTH_PREFIX if topic == "truth.sample" else topic + "."
 
 
+def fault_entry(changed: Mapping[str, Any], t_ns: int) -> dict[str, Any]:
+    """An active fault as the page lists it, from its ``fault.changed`` event (received at ``t_ns``)."""
+    return {"fault_id": changed["fault_id"], "name": changed.get("name"), "params": changed.get("params", {}),
+            "t_ns": changed.get("t_ns", t_ns), "until_ns": changed.get("until_ns", -1)}
+
+
 def is_cluster(truth: Mapping[str, Any]) -> bool:
     """A cluster's truth (``emulator.models.cluster``): every member value is a list over the ``n`` members."""
     return isinstance(truth.get("n"), int) and isinstance(truth.get("names"), list)
@@ -188,9 +194,7 @@ class ConsoleState:
             fid = payload.get("fault_id")
             if isinstance(fid, int):
                 if payload.get("active"):
-                    self.faults[fid] = {"fault_id": fid, "name": payload.get("name"),
-                                        "params": payload.get("params", {}), "t_ns": payload.get("t_ns", t),
-                                        "until_ns": payload.get("until_ns", -1)}
+                    self.faults[fid] = fault_entry(payload, t)
                 else:
                     self.faults.pop(fid, None)
         if topic == "sim.waiting":
@@ -234,10 +238,7 @@ class ConsoleState:
 
     def member(self, member: int | None) -> int:
         """The member to show: the one asked for, else the one a board drives, else 0 (a cluster only)."""
-        if member is not None:
-            return member
-        bound = (self.cluster or {}).get("bound") or []
-        return int(bound[0]) if bound else 0
+        return member if member is not None else default_member(self.cluster or {})
 
     def _ingest_truth(self, t: int, truth: Mapping[str, Any]) -> None:
         if is_cluster(truth):
