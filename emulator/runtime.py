@@ -747,16 +747,18 @@ class Emulator:
 
     def _step_sampled(self, t: int, steps: int) -> int:
         """Take up to ``steps`` steps from ``t`` (a batch of a batched clock), sampling the telemetry due after
-        each of its steps but the last, and publish those samples in step order with their steps' times: the
-        messages, samples and draws of one step at a time (the last step's telemetry, events first, is
-        :meth:`_after_step`'s). Returns the steps taken: fewer when a step leaves events (the batch ends there)."""
+        each of its steps, and publish those samples in step order with their steps' times: the messages, samples
+        and draws of one step at a time. A step that leaves events ends the batch unsampled, and so does a last
+        step at which a fault ends: :meth:`_after_step` samples it, after the events. Returns the steps taken."""
         step_ns, model = self.step_ns, self.model
         self._refresh_audience(t + step_ns)  # as the first step's _publish_due would
         # which topics are due after which step (the loop's arithmetic of _publish_due, ahead of time)
         items = [item for item in self._schedule if item.wanted]
         dues = [item.due_ns for item in items]
         plan: list[tuple[int, list[tuple[_Scheduled, int]]]] = []
-        for k in range(1, steps):
+        # the last step too, unless a fault ends there (its clearing and event come first, in _expire_faults)
+        last = steps - 1 if self._fault_heap and self._fault_heap[0][0] <= t + steps * step_ns else steps
+        for k in range(1, last + 1):
             now = t + k * step_ns
             due_here = None
             for j, item in enumerate(items):

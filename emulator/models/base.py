@@ -139,7 +139,7 @@ class SpacecraftModel(ABC):
     def step_sampled(self, t_ns: int, dt_ns: int, steps: int, sample_after: Sequence[int],
                      sample: Callable[[int], None]) -> int:
         """:meth:`step_many` with ``sample(k)`` called right after the k-th step for each k of ``sample_after``
-        (ascending, each below ``steps``), unless that step left events to drain: the batch then ends there,
+        (ascending, each at most ``steps``), unless that step left events to drain: the batch then ends there,
         unsampled (the runtime publishes its events before its telemetry). Returns the steps taken."""
         done = 0
         step_many, has_events = self.step_many, self.has_events
