@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -196,12 +197,41 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
             exc.problems = [_misnamed(p, items) or p for p in exc.problems]
             exc = combined_error([exc], source, by_path)
         errors.append(exc)
+    errors = [_items_by_name(exc, items) for exc in errors]
     if len(errors) == 1:
         raise errors[0]
     if errors:
         raise combined_error(errors, source, by_path)
     assert run is not None
     return Config(run=run, model=model, kind=kind.name, source=source)
+
+
+#: an item name that reads as one part of a dotted key (``--set power.rails.payload.max_retries=...``)
+_KEY_PART = re.compile(r"[A-Za-z_][\w-]*")
+
+
+def _items_by_name(exc: ConfigError, items: dict[str, list[str]]) -> ConfigError:
+    """``exc`` with its problems' list items named as the user names them (``power.rails.payload.max_retries``,
+    as ``--set`` and scenarios write it) instead of by pydantic's index (``power.rails.3.max_retries``)."""
+    problems = [dataclasses.replace(p, path=_item_path(p.path, items)) for p in exc.problems]
+    if all(new.path == old.path for new, old in zip(problems, exc.problems, strict=True)):
+        return exc
+    text = exc.message
+    for new, old in zip(problems, exc.problems, strict=True):
+        if new.path != old.path:
+            text = text.replace(f"{old.path}: ", f"{new.path}: ")
+    field = _item_path(exc.field, items) if exc.field else exc.field
+    return ConfigError(text, field=field, valid=exc.valid, problems=problems)
+
+
+def _item_path(path: str, items: dict[str, list[str]]) -> str:
+    """``path`` with each index into a list of named tables (``items``: path -> names) replaced by the name."""
+    parts = path.split(".")
+    for i in range(1, len(parts)):
+        names = items.get(".".join(parts[:i]))
+        if names and parts[i].isdigit() and int(parts[i]) < len(names) and _KEY_PART.fullmatch(names[int(parts[i])]):
+            parts[i] = names[int(parts[i])]
+    return ".".join(parts)
 
 
 def _named_items(raw: dict[str, Any], path: str = "") -> dict[str, list[str]]:

@@ -65,7 +65,7 @@ def test_dotted_overrides_reach_named_list_items() -> None:
 
 @pytest.mark.parametrize(("override", "path", "says"), [
     ({"accelerator.rail": "paylod"}, "accelerator.rail", "unknown rail 'paylod' (did you mean 'payload'?)"),
-    ({"power.rails.payload.thermal_node": "paylod_board"}, "power.rails.3.thermal_node", "unknown thermal node"),
+    ({"power.rails.payload.thermal_node": "paylod_board"}, "power.rails.payload.thermal_node", "unknown thermal node"),
     ({"power.shed.critical_v": 30.0}, "power.shed", "critical_v (30.0 V) must be below safe_v"),
     ({"orbit.inc_deg": 50.0}, "orbit.inc_deg", "not used by a sun-synchronous orbit"),
 ])
@@ -106,7 +106,7 @@ def test_an_infinite_number_is_refused_wherever_it_is_given() -> None:
     with pytest.raises(ConfigError) as exc:
         load_config("suncatcher-proto", {key: float("inf")}, labels={key: f"--set {key}=1e400"})
     assert [(p.path, p.message) for p in exc.value.problems] == [
-        ("power.rails.3.current_limit_a", "Input should be a finite number (got inf)")]
+        ("power.rails.payload.current_limit_a", "Input should be a finite number (got inf)")]
     e = err({"sim": {"step_s": float("inf")}})
     assert e.field == "sim.step_s" and "finite number" in str(e)
 
@@ -139,13 +139,13 @@ def test_a_misspelt_item_name_in_a_file_that_extends_says_so(tmp_path: Path) -> 
     with pytest.raises(ConfigError) as exc:
         load_config(path)
     problem = exc.value.problems[0]
-    assert problem.path == "power.rails.5.rating_w"
+    assert problem.path == "power.rails.paylod.rating_w"
     assert "'paylod' names no item of power.rails (did you mean 'payload'?)" in problem.message
     assert "(did you mean 'payload'?)" in str(exc.value)
 
 
 @pytest.mark.parametrize(("key", "path"), [("power.battery.initial_soc", "power.battery.initial_soc"),
-                                           ("power.rails.payload.max_retries", "power.rails.3.max_retries"),
+                                           ("power.rails.payload.max_retries", "power.rails.payload.max_retries"),
                                            ("sim.step_s", "sim.step_s")])
 def test_true_or_false_is_not_taken_for_a_number(key: str, path: str) -> None:
     """pydantic would read true as 1 (initial_soc = true ran with a full battery): a config table refuses it."""
@@ -170,3 +170,24 @@ def test_a_check_across_fields_does_not_blame_an_override_it_is_not_about(tmp_pa
     assert str(exc.value).startswith(f"{path}: invalid config (1 problem)")
     problem = exc.value.problems[0]
     assert problem.path == "power" and "unknown rail 'nope'" in problem.message and problem.override is None
+
+
+@pytest.mark.parametrize("key", ["power.rails.payload.max_retries", "power.rails[3].max_retries"])
+def test_a_problem_in_a_list_item_is_located_by_the_items_name(key: str, tmp_path: Path) -> None:
+    """pydantic locates list items by index (power.rails.3); the user names them (``--set
+    power.rails.payload.max_retries``): the problem says the name, given by name or by index, in a file too."""
+    from emulator.config import load_config
+
+    with pytest.raises(ConfigError) as exc:
+        load_config("suncatcher-proto", {key: -1}, labels={key: f"--set {key}=-1"})
+    e = exc.value
+    assert [(p.path, p.override) for p in e.problems] == [("power.rails.payload.max_retries", key)]
+    assert e.field == "power.rails.payload.max_retries"
+    assert "\n  power.rails.payload.max_retries: Input should be greater than or equal to 0" in str(e)
+    assert ".3." not in str(e) and "suncatcher-proto itself is fine" in str(e)
+    path = tmp_path / "mine.toml"
+    path.write_text('extends = "suncatcher-proto"\n[[thermal.nodes]]\nname = "battery"\ncapacity_j_per_k = 5\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert [p.path for p in exc.value.problems] == ["thermal.nodes.battery.capacity_j_per_k"]
+    assert "thermal.nodes.battery.capacity_j_per_k: unknown key (did you mean 'capacity_j_k'?)" in str(exc.value)
