@@ -159,6 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         with contextlib.suppress(OSError):  # the interpreter's own flush at exit must not fail again
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 128 + SIGPIPE
+    except BaseException as exc:  # a second signal cancelled the command (loaded only by commands that use it)
+        interrupt = sys.modules.get("emulator.interrupt")
+        code = interrupt.forced_exit(args.command, exc) if interrupt is not None else None
+        if code is None:
+            raise
+        return code
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,7 +8,9 @@ The handler goes on the running asyncio loop (``loop.add_signal_handler``), not 
 ``KeyboardInterrupt``: a background job of a non-interactive shell starts with SIGINT ignored, and
 Python keeps it ignored, so only an explicit handler makes ``kill -INT`` stop such a job. The first
 signal asks the command to stop cleanly (recordings closed, partial reports written); a second one
-cancels the command's task.
+(at least REPEAT_S later: ``timeout -s INT`` signals the process and its group, so one timeout
+delivers the signal twice at once) cancels the command's task, and the command exits with the same
+code, saying it stopped at once (:func:`forced_exit`).
 """
 
 from __future__ import annotations
@@ -16,12 +18,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
+import time
 from collections.abc import Callable
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 #: exit code of a set-up error (bad input, a busy port, a lockstep run that nobody stepped)
 EXIT_SETUP = 2
+
+#: the same signal again within this many seconds of the first is the same request (one delivery, seen twice)
+REPEAT_S = 0.5
+
+#: the signal whose repeat cancelled a command's task (None: none did): :func:`forced_exit` reads it
+_forced: int | None = None
 
 
 class Interrupts:
@@ -37,6 +47,7 @@ class Interrupts:
 
     def __init__(self) -> None:
         self.signum: int | None = None
+        self._first_at = 0.0
         self._installed: list[int] = []
 
     def install(self, on_signal: Callable[[str], object]) -> None:
@@ -48,10 +59,16 @@ class Interrupts:
                 self._installed.append(sig)
 
     def _fire(self, sig: int, on_signal: Callable[[str], object], task: asyncio.Task[object] | None) -> None:
+        global _forced
+        now = time.monotonic()
         if self.signum is None:
             self.signum = sig
+            self._first_at = now
             on_signal(f"signal {signal.Signals(sig).name}")
+        elif sig == self.signum and now - self._first_at < REPEAT_S:
+            return  # the first one delivered again (to the process and to its group)
         elif task is not None and not task.done():
+            _forced = self.signum
             task.cancel()  # a second signal: stop waiting for a clean end
 
     def remove(self) -> None:
@@ -82,3 +99,13 @@ def fmt_sim_t(t_s: float) -> str:
 
 def interrupted_line(command: str, intr: Interrupts, t_s: float) -> str:
     return f"flatsat {command}: interrupted at sim t={fmt_sim_t(t_s)} ({intr.name})"
+
+
+def forced_exit(command: str, exc: BaseException) -> int | None:
+    """The exit code of a command whose task a second signal cancelled (``exc`` the CancelledError that ended
+    it), after saying so; None if ``exc`` is anything else."""
+    if _forced is None or not isinstance(exc, asyncio.CancelledError):
+        return None
+    print(f"flatsat {command}: interrupted again ({signal.Signals(_forced).name}): stopped at once, without "
+          "finishing cleanly", file=sys.stderr)
+    return 128 + _forced

@@ -6,6 +6,7 @@ too, so a command that relied on Python's KeyboardInterrupt would not stop at al
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -77,3 +78,58 @@ value = 0
     junit = (tmp_path / "j.xml").read_text()
     assert "interrupted at sim t=" in junit and 'errors="1"' in junit
     assert (tmp_path / "rep" / "index.html").exists()
+
+
+@pytest.mark.slow
+def test_one_signal_delivered_twice_stops_cleanly_as_timeout_sends_it(tmp_path: Path) -> None:
+    """``timeout -s INT`` signals the command and its process group: one SIGINT arrives twice within
+    microseconds. It is one request to stop cleanly (130 and where it stopped), not a second, forcing one that
+    cancelled the run with a CancelledError traceback and exit 1 (3 times in 8 before)."""
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "emulator", "run", "--mode", "afap", "--duration", "20d",
+                                 "--record", str(tmp_path / "run.rec"), "--quiet"], cwd=tmp_path,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "run.rec").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    os.killpg(proc.pid, signal.SIGINT)  # the group too, as timeout does
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "interrupted at sim t=" in err and "recording: " in err
+
+
+def test_a_second_signal_later_stops_at_once_and_says_so(monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A repeat of the first signal within REPEAT_S is the same delivery; a signal after it cancels the command's
+    task, and the command exits 128 + the first signal's number saying it stopped at once."""
+    import asyncio
+
+    from emulator import interrupt
+
+    now = [100.0]
+    monkeypatch.setattr(interrupt.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(interrupt, "_forced", None)
+    stops: list[str] = []
+
+    async def command() -> None:
+        intr = interrupt.Interrupts()
+        task = asyncio.current_task()
+        intr._fire(signal.SIGINT, stops.append, task)
+        now[0] += 0.001
+        intr._fire(signal.SIGINT, stops.append, task)  # the same delivery
+        await asyncio.sleep(0)
+        assert stops == ["signal SIGINT"] and not task.cancelling()
+        now[0] += interrupt.REPEAT_S
+        intr._fire(signal.SIGTERM, stops.append, task)
+        await asyncio.sleep(3600)
+
+    with pytest.raises(asyncio.CancelledError) as exc:
+        asyncio.run(command())
+    assert interrupt.forced_exit("run", exc.value) == 130
+    assert "flatsat run: interrupted again (SIGINT): stopped at once" in capsys.readouterr().err
+    assert interrupt.forced_exit("run", RuntimeError("x")) is None
