@@ -52,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Run ``flatsat orbit``; exit code 0, or 2 on bad input (the error is printed, no traceback)."""
+    if getattr(args, "plot", None):
+        from emulator.outputs import file_problem
+
+        problem = file_problem("--plot", args.plot, image=True)
+        if problem:
+            print(f"flatsat orbit: error: {problem}", file=sys.stderr)
+            return 2
     try:
         report = build_report(args)
         if getattr(args, "plot", None):

@@ -117,7 +117,22 @@ def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def _output_problems(command: str, args: argparse.Namespace) -> bool:
+    """Print what is wrong with ``--plot`` / ``--record`` before the run (a run of hours must not end in a
+    traceback because its plot cannot be written); True if anything is."""
+    from emulator.outputs import file_problem
+
+    problems = [p for p in (file_problem("--plot", args.plot, image=True) if getattr(args, "plot", None) else None,
+                            file_problem("--record", args.record, example="run.rec") if getattr(args, "record", None)
+                            else None) if p]
+    for problem in problems:
+        print(f"flatsat {command}: {problem}", file=sys.stderr)
+    return bool(problems)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    if _output_problems("run", args):
+        return 2
     overrides = overrides_from_args(args)
     with startup():
         from emulator.config import load_config, read_raw
@@ -217,6 +232,8 @@ async def _run(cfg: Any, *, plot: str | None, quiet: bool, movable: list[str] | 
 def cmd_demo(args: argparse.Namespace) -> int:
     from emulator.config import load_config
 
+    if _output_problems("demo", args):
+        return 2
     with startup():
         cfg = load_config(args.config, {"sim.mode": "lockstep", "sim.lockstep_source": "board", "sim.seed": args.seed,
                                         "links.board": "zmq+tcp://127.0.0.1:0",

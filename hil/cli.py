@@ -122,31 +122,12 @@ def cmd_test(args: argparse.Namespace) -> int:
 def output_problems(args: argparse.Namespace) -> list[str]:
     """What is wrong with the output paths (--junit FILE, --report DIR, --record DIR), found before any run: a run of
     hours must not end in a traceback because its report cannot be written. Missing folders are made."""
-    problems = []
-    for flag, value, folder in (("--junit", args.junit, False), ("--report", args.report, True),
-                                ("--record", args.record, True)):
-        if not value:
-            continue
-        path = Path(value)
-        try:
-            if folder:
-                if path.exists() and not path.is_dir():
-                    problems.append(f"{flag} {value}: is a file; give a folder (it is made if missing)")
-                    continue
-                path.mkdir(parents=True, exist_ok=True)
-            else:
-                if path.is_dir():
-                    problems.append(f"{flag} {value}: is a folder; give a file name (e.g. {path / 'junit.xml'})")
-                    continue
-                path.parent.mkdir(parents=True, exist_ok=True)
-                existed = path.exists()
-                with open(path, "a", encoding="utf-8"):  # writable (written at the end of the runs)
-                    pass
-                if not existed:
-                    path.unlink()
-        except OSError as exc:
-            problems.append(f"{flag} {value}: cannot be written: {exc.strerror or exc}")
-    return problems
+    from emulator.outputs import file_problem, folder_problem
+
+    found = [file_problem("--junit", args.junit) if args.junit else None,
+             folder_problem("--report", args.report) if args.report else None,
+             folder_problem("--record", args.record) if args.record else None]
+    return [p for p in found if p]
 
 
 async def _test(scenarios: list[Any], args: argparse.Namespace) -> int:
@@ -273,10 +254,15 @@ def series_from_recording(path: str | Path, topics: Iterable[str] = ()) -> Serie
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
+    from emulator.outputs import file_problem
     from emulator.plotting import plot_run
     from emulator.recorder import read_header
 
     meta = read_header(args.file).get("meta", {})
+    problem = file_problem("-o", args.output, image=True)
+    if problem:
+        _err(f"flatsat plot: {problem}")
+        return 2
     series = series_from_recording(args.file)
     title = f"{meta.get('scenario') or meta.get('satellite') or Path(args.file).stem} (seed {meta.get('seed', '?')})"
     out = plot_run(series, args.output, title=title, epoch_utc=meta.get("epoch_utc"))

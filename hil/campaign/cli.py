@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from emulator.errors import EmulatorError
+from emulator.outputs import folder_problem
 from hil.campaign.execution import CONNECT_TIMEOUT_S, run_campaign
 from hil.campaign.report import REPORT_HTML, RESULTS_CSV, SUMMARY_MD, CampaignResult, percent, value_text
 from hil.campaign.spec import load_campaign
@@ -40,6 +41,10 @@ def cmd_campaign(args: Any) -> int:
     try:
         campaign = load_campaign(args.file)
         out = Path(args.out) if args.out else Path("out/campaigns") / safe_name(campaign.name)
+        problem = folder_problem("--out", out)
+        if problem:
+            err(f"flatsat campaign: {problem}")
+            return 2
         res = run_campaign(campaign, out_dir=out, workers=args.workers, scheduler=args.scheduler,
                            board_cmd=args.board, resume=args.resume, record=True if args.record else None,
                            connect_timeout_s=args.connect_timeout,
