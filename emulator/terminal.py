@@ -20,12 +20,18 @@ PIPED_WIDTH = 200
 
 def console(**kwargs: Any) -> Any:
     """A rich Console (``kwargs`` as rich takes them): the terminal's width on a terminal, PIPED_WIDTH columns
-    otherwise."""
+    otherwise. When the reader goes away (``flatsat orbit | head``) it raises BrokenPipeError, which every command
+    answers with 141 as on SIGPIPE (emulator.cli); rich's own answer is to exit 1."""
     from rich.console import Console
 
-    out = Console(**kwargs)
+    class PipedConsole(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError
+
+    out = PipedConsole(**kwargs)
     if not out.is_terminal and out.width < PIPED_WIDTH:
-        out = Console(width=PIPED_WIDTH, **kwargs)
+        out = PipedConsole(width=PIPED_WIDTH, **kwargs)
     return out
 
 

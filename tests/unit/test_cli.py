@@ -108,11 +108,12 @@ def test_a_recording_that_cannot_be_read_is_named_not_a_traceback(cmd: list[str]
     assert f"{path}: cannot read the recording: {reason}" in err
 
 
-def test_a_reader_that_goes_away_stops_the_command_quietly() -> None:
+@pytest.mark.parametrize("output", [["--json"], []], ids=["json", "table"])
+def test_a_reader_that_goes_away_stops_the_command_quietly(output: list[str]) -> None:
     """`flatsat orbit ... | head`: the pipe's reader closes after a line; flatsat exits 141 (128 + SIGPIPE, as a
-    shell reports it) with nothing on stderr, not a BrokenPipeError traceback."""
+    shell reports it) with nothing on stderr, not a BrokenPipeError traceback, nor rich's exit 1 (the tables)."""
     proc = subprocess.Popen([sys.executable, "-m", "emulator", "orbit", "--alt-km", "500", "--ltan", "13:30",
-                             "--duration", "10d", "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--duration", "10d", *output], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     assert proc.stdout is not None and proc.stderr is not None
     assert proc.stdout.readline()
     proc.stdout.close()
