@@ -204,6 +204,11 @@ def campaign_from_dict(data: Mapping[str, Any], *, source: str = "<campaign>",
     except ValidationError as exc:
         raise CampaignError(source, _problems(exc)) from None
     problems: list[Problem] = []
+    seeds = parsed.campaign.seeds
+    if isinstance(seeds, list) and len(set(seeds)) != len(seeds):  # the same run twice: n counts it twice
+        twice = sorted({s for s in seeds if seeds.count(s) > 1})
+        problems.append(Problem("campaign.seeds", f"a seed appears twice ({', '.join(map(str, twice))}): the same "
+                                                  "run would count twice in the statistics"))
     seen: dict[str, int] = {}
     for i, sw in enumerate(parsed.sweep):
         if sw.key in seen:

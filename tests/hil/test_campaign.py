@@ -277,6 +277,7 @@ def test_unknown_campaign_key_is_refused_with_the_valid_keys(tmp_path: Path,
     ("{ first = 1, count = -3 }", "campaign.seeds.count: Input should be greater than or equal to 1 (got -3)"),
     ("[1, -2]", "campaign.seeds[1]: Input should be greater than or equal to 0 (got -2)"),
     ("[]", "campaign.seeds: List should have at least 1 item after validation, not 0 (got [])"),  # was IndexError
+    ("[3, 1, 3]", "campaign.seeds: a seed appears twice (3): the same run would count twice in the statistics"),
 ])
 def test_bad_seeds_give_the_problem_of_the_form_used(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                       seeds: str, problem: str) -> None:
