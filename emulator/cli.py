@@ -102,9 +102,27 @@ def _first_command(argv: Iterable[str]) -> str | None:
     return None
 
 
-def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+class FlatsatParser(argparse.ArgumentParser):
+    """The top-level parser; ``command_parsers``: each command's own (an option a command does not know is
+    reported by that command's parser, with its usage and the option meant)."""
+
+    command_parsers: dict[str, argparse.ArgumentParser]
+
+
+def unknown_options(parser: argparse.ArgumentParser, extra: list[str]) -> str:
+    """The error for arguments ``parser`` does not know: each unknown option with the closest one it has."""
+    import re
+
+    from emulator.errors import suggest
+
+    known = sorted(set(re.findall(r"(?<![\w-])(--?[A-Za-z][\w-]*)", parser.format_help())))
+    hints = "".join(suggest(a.split("=")[0], known) for a in extra if a.startswith("-"))
+    return f"unrecognized arguments: {' '.join(extra)}{hints}"
+
+
+def build_parser(argv: list[str] | None = None) -> FlatsatParser:
     """The parser, with the arguments of the command named in ``argv`` only (every command's if None)."""
-    parser = argparse.ArgumentParser(
+    parser = FlatsatParser(
         prog="flatsat",
         description="Hardware-in-the-loop emulator for AI-compute satellites: power bus, thermal, "
                     "accelerator board and radiation, over ZeroMQ or serial.",
@@ -118,8 +136,10 @@ def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     if wanted not in {c.name for c in commands}:  # a plugin's command, or the whole list
         commands += [c for c in plugin_commands() if c.name not in {x.name for x in commands}]
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser.command_parsers = {}
     for cmd in commands:
-        p = sub.add_parser(cmd.name, help=cmd.help, description=cmd.description or cmd.help)
+        p = parser.command_parsers[cmd.name] = sub.add_parser(cmd.name, help=cmd.help,
+                                                               description=cmd.description or cmd.help)
         if argv is None or cmd.name == wanted:  # only the command that runs loads its module
             cmd.load("arguments")(p)
             p.set_defaults(func=lambda args, c=cmd: c.load("run")(args))
@@ -135,7 +155,10 @@ def main(argv: list[str] | None = None) -> int:
     gc.disable()  # start-up creates thousands of long-lived objects: collecting while they are made only costs time
     try:
         parser = build_parser(argv)
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # said by the command's own parser: its usage, and the option meant
+            own = getattr(parser, "command_parsers", {}).get(getattr(args, "command", None) or "", parser)
+            own.error(unknown_options(own, extra))
     finally:
         gc.enable()
     # a background job of a non-interactive shell inherits SIGINT ignored: restore it for every command (async

@@ -174,3 +174,21 @@ def test_the_progress_bar_stays_off_stdout_and_out_of_logs(tmp_path: Path) -> No
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == ""
     assert "real time  lag" not in proc.stderr and "sim time" in proc.stderr
+
+
+@pytest.mark.parametrize(("argv", "usage", "says"), [
+    (["export", "r.rec", "--cvs", "x.csv"], "usage: flatsat export ",
+     "flatsat export: error: unrecognized arguments: --cvs x.csv (did you mean '--csv'?)"),
+    (["run", "--duraton", "1h"], "usage: flatsat run ",
+     "flatsat run: error: unrecognized arguments: --duraton 1h (did you mean '--duration'?)"),
+    (["monitor", "zmq+tcp://127.0.0.1:5999", "--topics", "eps"], "usage: flatsat monitor ",
+     "unrecognized arguments: --topics eps (did you mean '--topic'?)"),
+])
+def test_an_option_a_command_does_not_know_is_told_by_that_command(capsys: pytest.CaptureFixture[str],
+                                                                   argv: list[str], usage: str, says: str) -> None:
+    """The command's usage (its options), not flatsat's top-level one, and the option meant."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage) and says in err
