@@ -113,6 +113,9 @@ def sso_inclination_deg(alt_km: float) -> float:
     return math.degrees(math.acos(cos_i))
 
 
+#: |z| below which the satellite is on the equator at a search's start (km; 1 mm): that instant is a node
+NODE_AT_START_KM = 1e-6
+
 class OrbitConfig(ConfigModel):
     """One orbit, given in one of three ways (which one is inferred from the fields that are set):
 
@@ -735,8 +738,14 @@ class Orbit:
         def z(x: np.ndarray) -> np.ndarray:
             return self.state(x)[0][:, 2]
 
-        roots, direction = self._crossings(z, t, z(t))
-        return roots[direction > 0]
+        zt = z(t)
+        roots, direction = self._crossings(z, t, zt)
+        nodes = roots[direction > 0]
+        # a satellite on the node at t0 (mean anomaly 0 from the ascending node, the default) crosses there: a
+        # root on the grid's first point, which a sign change between grid points does not show
+        if abs(zt[0]) < NODE_AT_START_KM and zt.size > 1 and zt[1] > 0 and not (nodes.size and nodes[0] - t[0] < 1.0):
+            nodes = np.concatenate(([t[0]], nodes))
+        return nodes
 
 
 def find_eclipses(orbit: Orbit, t0_s: float, t1_s: float, step_s: float = 10.0) -> list[Eclipse]:

@@ -321,6 +321,19 @@ def test_eclipse_at_beta_zero_matches_the_analytic_fraction() -> None:
     assert ecl and all(e.duration_s == pytest.approx(frac * period, abs=ECLIPSE_ANALYTIC_TOL_S) for e in ecl)
 
 
+@pytest.mark.parametrize(("ma_deg", "first_s", "whole"), [(0.0, 0.0, 14), (0.0001, 5870.9, 13), (10.0, 5707.8, 13),
+                                                       (359.9999, 0.0, 14)])
+def test_a_node_at_the_start_is_found_and_never_twice(ma_deg: float, first_s: float, whole: int) -> None:
+    """Mean anomaly 0 from the ascending node (flatsat orbit's default) puts the satellite on the node at t0: that
+    is the first node (a day of 97.85 min orbits holds 14 whole ones; one was missed); a node just after or
+    just before t0 is found once."""
+    orbit = Orbit(OrbitConfig(alt_km=650.0, ltan_h=18.0, ma_deg=ma_deg), utc("2026-06-21T00:00:00Z"))
+    nodes = orbit.ascending_nodes(0.0, 86400.0)
+    assert float(nodes[0]) == pytest.approx(first_s, abs=1.0)
+    assert np.all(np.diff(nodes) == pytest.approx(5870.9, abs=1.0))
+    assert nodes.size - 1 == whole
+
+
 def test_eclipse_free_beta_at_650_km_is_65_2_deg() -> None:
     """physics-sources.md §4: fully sunlit when beta > asin(R_E / r) = 65.2 deg at 650 km."""
     beta_star = math.degrees(math.asin(R_EARTH_KM / (R_EARTH_KM + 650.0)))

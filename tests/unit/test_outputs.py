@@ -29,8 +29,8 @@ def here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
      "flatsat orbit: error: --plot o.txt: cannot write a .txt image"),
     (["campaign", "battery-sweep", "--out", "afile"],
      "flatsat campaign: --out afile: is a file; give a folder"),
-    (["campaign", "battery-sweep", "--out", "afile/results"], "flatsat campaign: --out afile/results: cannot be "
-                                                              "written"),
+    (["campaign", "battery-sweep", "--out", "afile/results"],
+     "flatsat campaign: --out afile/results: cannot be written"),
 ])
 def test_a_bad_output_path_is_refused_before_the_work(here: Path, capsys: pytest.CaptureFixture[str],
                                                       argv: list[str], says: str) -> None:
