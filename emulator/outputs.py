@@ -4,6 +4,7 @@ and ``campaign``; each problem names the option and what would do."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -40,16 +41,24 @@ def file_problem(flag: str, value: str | os.PathLike[str], *, image: bool = Fals
     return None
 
 
-def folder_problem(flag: str, value: str | os.PathLike[str]) -> str | None:
+def folder_problem(flag: str, value: str | os.PathLike[str], *, keep: bool = True) -> str | None:
     """What is wrong with ``value`` as the folder of option ``flag`` (None: nothing): a file, or a folder that
-    cannot be made or written in. A missing folder is made."""
+    cannot be made or written in. A missing folder is made (``keep=False``: made to see that it can be, then
+    removed again, for a command that makes it only once its input is checked)."""
     path = Path(value)
     if path.exists() and not path.is_dir():
         return f"{flag} {value}: is a file; give a folder (it is made if missing)"
+    made = [p for p in (path, *path.parents) if not p.exists()]
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         return f"{flag} {value}: cannot be written: {exc.strerror or exc}"
-    if not os.access(path, os.W_OK | os.X_OK):
-        return f"{flag} {value}: cannot be written: the folder is not writable"
+    try:
+        if not os.access(path, os.W_OK | os.X_OK):
+            return f"{flag} {value}: cannot be written: the folder is not writable"
+    finally:
+        if not keep:
+            for p in made:  # deepest first
+                with contextlib.suppress(OSError):
+                    p.rmdir()
     return None

@@ -632,6 +632,35 @@ def safe_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_") or "scenario"
 
 
+#: (program, module, folder) -> what is wrong, for board commands of the form ``PYTHON -m MODULE`` (checked once)
+_MODULES: dict[tuple[str, str, str], str | None] = {}
+
+#: run by the board command's own interpreter: exit 3 if it cannot find the module (its parent package imported)
+_FIND_MODULE = ("import importlib.util as u, sys\ntry:\n    f = u.find_spec(sys.argv[1])\nexcept ImportError:\n"
+                "    f = None\nsys.exit(0 if f else 3)")
+
+
+def missing_module(argv: list[str]) -> str | None:
+    """For a board command ``PYTHON -m MODULE ...``: what is wrong if that interpreter, started here as the board
+    will be, cannot find MODULE (a typo in a module name failed every run of a campaign, one by one); None if it
+    can, or the command is not of that form, or the program does not answer as Python does."""
+    if len(argv) < 3 or argv[1] != "-m":
+        return None
+    prog, module = shutil.which(argv[0]) or argv[0], argv[2]
+    key = (os.path.abspath(prog), module, os.getcwd())
+    if key not in _MODULES:
+        import subprocess
+
+        try:
+            done = subprocess.run([prog, "-c", _FIND_MODULE, module], env=board_env(), capture_output=True,
+                                  timeout=30, check=False)
+            code = done.returncode
+        except (OSError, subprocess.TimeoutExpired):
+            code = None
+        _MODULES[key] = (f"{prog} finds no module {module!r} (python -m {module} would fail: not installed in that "
+                         "interpreter, or misspelt)" if code == 3 else None)
+    return _MODULES[key]
+
 class ScenarioRun:
     """One prepared scenario run: the emulator is built and every name checked; :meth:`run` runs it."""
 
@@ -672,6 +701,9 @@ class ScenarioRun:
             if shutil.which(argv[0]) is None:
                 raise ConfigError(f"board command {board_cmd!r}: program {argv[0]!r} not found (not a file, "
                                   "not on PATH)", field="board")
+            missing = missing_module(argv)
+            if missing:
+                raise ConfigError(f"board command {board_cmd!r}: {missing}", field="board")
             uses_fd, uses_pty = (any(key in p for p in argv) for key in ("{fd}", "{pty}"))
             if uses_fd and uses_pty:
                 raise ConfigError(f"board command {board_cmd!r}: give it the line as {{fd}} (a descriptor) or as "

@@ -41,7 +41,7 @@ def cmd_campaign(args: Any) -> int:
     try:
         campaign = load_campaign(args.file)
         out = Path(args.out) if args.out else Path("out/campaigns") / safe_name(campaign.name)
-        problem = folder_problem("--out", out)
+        problem = folder_problem("--out", out, keep=False)  # made once the campaign is checked
         if problem:
             err(f"flatsat campaign: {problem}")
             return 2

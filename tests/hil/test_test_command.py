@@ -74,3 +74,15 @@ def test_a_scenario_without_requirements_passes_but_says_nothing_was_checked(tmp
     assert code == 0
     assert "scenario 'unchecked' has no [[requirement]]: nothing is checked" in err
     assert "nothing checked" in " ".join(out.split())
+
+
+def test_a_board_module_that_its_python_cannot_find_is_refused_before_the_run(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--board 'python -m firmware_stubs.refrence'``: the interpreter is there, the module is not. Refused at
+    once (exit 2, naming the module), not found out by every run failing one after the other."""
+    import sys
+
+    board = f"{sys.executable} -m firmware_stubs.refrence"
+    code, _, err = flatsat(["test", str(scenario(tmp_path)), "--board", board], capsys)
+    assert code == 2
+    assert "finds no module 'firmware_stubs.refrence'" in err and "Traceback" not in err
