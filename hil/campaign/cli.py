@@ -54,6 +54,9 @@ def cmd_campaign(args: Any) -> int:
         return 2
     if not args.quiet:
         print_summary(res)
+    if not (args.board or campaign.head.board) and not res.passed:  # why work-related requirements failed
+        err("flatsat campaign: no board ([campaign] board or --board): nobody gave the accelerator work in any "
+            "run, so a requirement on its work cannot pass")
     err(f"flatsat campaign: {res.summary['passed']} of {len(res.rows)} runs passed; results in {res.out_dir} "
         f"({RESULTS_CSV}, {SUMMARY_MD}, {REPORT_HTML})")
     return 0 if res.passed else 1

@@ -379,3 +379,14 @@ def test_unreachable_scheduler_is_a_clear_error_before_any_run(tmp_path: Path,
     assert code == 2
     assert f"cannot reach the Dask scheduler at 'tcp://127.0.0.1:{port}' within 0.5 s" in err
     assert not (tmp_path / "out" / RESULTS_JSONL).exists()
+
+
+def test_a_failing_campaign_without_a_board_says_nobody_gave_the_accelerator_work(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """latchup asks for work after the latch-up; with no board nobody submits any: the failure says why, as
+    flatsat test's summary does ('no board connected')."""
+    path = tmp_path / "c.toml"
+    path.write_text('[campaign]\nname = "nb"\nseeds = [1]\n[[scenario]]\nfile = "latchup.toml"\n')
+    code, err = flatsat(["campaign", str(path), "--workers", "1", "--out", str(tmp_path / "out"), "--quiet"], capsys)
+    assert code == 1
+    assert "no board ([campaign] board or --board): nobody gave the accelerator work in any run" in err
