@@ -344,16 +344,38 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 async def _replay(args: argparse.Namespace) -> int:
+    from emulator.interrupt import Interrupts, interrupted_line
     from emulator.recorder import read_header
     from emulator.transports import listen
 
     read_header(args.file)
     planes = ("board", "control") if args.plane == "all" else (args.plane,)
+    last_ns: list[int] = []  # the sim time of the last message published (where an interrupt stopped)
+    sent = [0]
+
+    async def publish(msg: Message) -> None:
+        await link.publish(msg)
+        last_ns[:] = [msg.t_ns]
+        sent[0] += 1
+
+    intr = Interrupts()
+    task = asyncio.current_task()
     async with await listen(args.to) as link:
         _err(f"flatsat replay: {args.file} -> {link.url} at x{args.speed:g} ({args.plane} plane); "
              "Ctrl-C to stop")
-        n = await replay(args.file, link.publish, speed=args.speed, planes=planes, wait_s=args.wait)
-    _err(f"flatsat replay: {n} messages published")
+        intr.install(lambda reason: task.cancel() if task is not None else None)
+        try:
+            await replay(args.file, publish, speed=args.speed, planes=planes, wait_s=args.wait)
+        except asyncio.CancelledError:
+            if intr.signum is None:
+                raise
+        finally:
+            intr.remove()
+    if intr.signum is not None:
+        _err(interrupted_line("replay", intr, last_ns[0] / NS_PER_S if last_ns else 0.0)
+             + f", {sent[0]} messages published")
+        return intr.exit_code or 130
+    _err(f"flatsat replay: {sent[0]} messages published")
     return 0
 
 

@@ -9,7 +9,15 @@ from typing import Any
 from emulator.errors import EmulatorError
 from emulator.outputs import folder_problem
 from hil.campaign.execution import CONNECT_TIMEOUT_S, run_campaign
-from hil.campaign.report import REPORT_HTML, RESULTS_CSV, SUMMARY_MD, CampaignResult, percent, value_text
+from hil.campaign.report import (
+    REPORT_HTML,
+    RESULTS_CSV,
+    RESULTS_JSONL,
+    SUMMARY_MD,
+    CampaignResult,
+    percent,
+    value_text,
+)
 from hil.campaign.spec import load_campaign
 from hil.campaign.statistics import CONFIDENCE
 from hil.runner import safe_name
@@ -52,6 +60,12 @@ def cmd_campaign(args: Any) -> int:
     except EmulatorError as exc:
         err(f"flatsat campaign: {exc}")
         return 2
+    except KeyboardInterrupt:  # (Ctrl-C) what is kept and how to go on
+        rows = out / RESULTS_JSONL
+        done = sum(1 for line in rows.read_text(encoding="utf-8").splitlines() if line.strip()) if rows.exists() else 0
+        err(f"flatsat campaign: interrupted after {done} finished run{'s' if done != 1 else ''}, kept in {rows}; "
+            "the same command with --resume runs the rest")
+        return 130
     if not args.quiet:
         print_summary(res)
     if not (args.board or campaign.head.board) and not res.passed:  # why work-related requirements failed

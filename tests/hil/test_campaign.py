@@ -390,3 +390,19 @@ def test_a_failing_campaign_without_a_board_says_nobody_gave_the_accelerator_wor
     code, err = flatsat(["campaign", str(path), "--workers", "1", "--out", str(tmp_path / "out"), "--quiet"], capsys)
     assert code == 1
     assert "no board ([campaign] board or --board): nobody gave the accelerator work in any run" in err
+
+
+def test_an_interrupted_campaign_says_what_it_kept_and_how_to_go_on(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    from hil.campaign import cli as campaign_cli
+
+    def interrupted(campaign: Any, *, out_dir: Path, **kw: Any) -> None:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "results.jsonl").write_text('{"key": 1}\n{"key": 2}\n', encoding="utf-8")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(campaign_cli, "run_campaign", interrupted)
+    code, err = flatsat(["campaign", str(make_files(tmp_path)), "--out", str(tmp_path / "out")], capsys)
+    assert code == 130
+    assert (f"flatsat campaign: interrupted after 2 finished runs, kept in {tmp_path / 'out' / 'results.jsonl'}; the "
+            "same command with --resume runs the rest") in err

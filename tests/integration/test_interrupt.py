@@ -133,3 +133,16 @@ def test_a_second_signal_later_stops_at_once_and_says_so(monkeypatch: pytest.Mon
     assert interrupt.forced_exit("run", exc.value) == 130
     assert "flatsat run: interrupted again (SIGINT): stopped at once" in capsys.readouterr().err
     assert interrupt.forced_exit("run", RuntimeError("x")) is None
+
+
+@pytest.mark.slow
+def test_replay_stops_on_sigint_saying_where(tmp_path: Path) -> None:
+    rec = tmp_path / "r.rec"
+    subprocess.run([sys.executable, "-m", "emulator", "run", "--mode", "afap", "--duration", "2h", "--quiet",
+                    "--record", str(rec), "--board-url", "none", "--control-url", "none"], cwd=tmp_path, check=True)
+    proc = _start(["replay", str(rec), "--plane", "control", "--speed", "60", "--to", "zmq+tcp://127.0.0.1:0"],
+                  tmp_path)
+    code, _, err = _interrupt_when(proc, None, 2.0)
+    assert code == 130, err
+    assert "flatsat replay: interrupted at sim t=" in err and " messages published" in err
+    assert "Traceback" not in err
