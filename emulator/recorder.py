@@ -146,6 +146,14 @@ def read_header(path: str | Path) -> dict[str, Any]:
             header = next(unpacker)
         except (StopIteration, ValueError, msgpack.UnpackException):
             header = None
+        if header is None:
+            fh.seek(0)
+            start = fh.read(64)
+            if msgpack.packb("flatsat_recording") in start:  # a header's first key, and the file ends within it
+                size = Path(path).stat().st_size
+                raise ConfigError(f"{path}: a flatsat recording cut off inside its header ({size} bytes): nothing "
+                                  "was recorded in it (the copy is incomplete, or the run stopped as it began); "
+                                  f"{RECORDING_HINT}", field="recording")
     if not isinstance(header, dict) or header.get("flatsat_recording") != FORMAT_VERSION:
         raise ConfigError(f"{path}: not a flatsat recording (it does not begin with a recording's header); "
                           f"{RECORDING_HINT}", field="recording")

@@ -192,3 +192,18 @@ def test_an_option_a_command_does_not_know_is_told_by_that_command(capsys: pytes
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(usage) and says in err
+
+
+def test_a_recording_cut_inside_its_header_is_called_that(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A copy cut at 100 bytes is a recording cut off, not 'not a flatsat recording'; a file that is not one at
+    all still is not."""
+    assert main(["run", "--mode", "afap", "--duration", "1m", "--quiet", "--record", str(tmp_path / "r.rec")]) == 0
+    cut = tmp_path / "cut.rec"
+    cut.write_bytes((tmp_path / "r.rec").read_bytes()[:100])
+    other = tmp_path / "other.rec"
+    other.write_text("hello\n")
+    capsys.readouterr()
+    assert main(["export", str(cut), "--csv", str(tmp_path / "c.csv")]) == 2
+    assert f"{cut}: a flatsat recording cut off inside its header (100 bytes)" in capsys.readouterr().err
+    assert main(["export", str(other), "--csv", str(tmp_path / "c.csv")]) == 2
+    assert f"{other}: not a flatsat recording" in capsys.readouterr().err
