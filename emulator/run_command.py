@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import contextlib
 import gc
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,10 @@ def _output_problems(command: str, args: argparse.Namespace) -> bool:
                             else None) if p]
     for problem in problems:
         print(f"flatsat {command}: {problem}", file=sys.stderr)
+    record = getattr(args, "record", None)
+    if not problems and record and os.path.isfile(record) and os.path.getsize(record):
+        print(f"flatsat {command}: --record {record}: replacing the file there "
+              f"({os.path.getsize(record) / 1e6:.1f} MB)", file=sys.stderr)
     return bool(problems)
 
 

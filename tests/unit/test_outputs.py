@@ -47,3 +47,10 @@ def test_plot_refuses_a_bad_output_before_reading_the_recording(here: Path,
     assert "flatsat plot: -o x.txt: cannot write a .txt image; give a file ending in one of" in capsys.readouterr().err
     assert main(["plot", "r.rec", "-o", "sub/x.svg"]) == 0
     assert (here / "sub" / "x.svg").stat().st_size > 0
+
+
+def test_run_says_it_replaces_a_recording(here: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--duration", "1m", "--mode", "afap", "--quiet", "--record", "r.rec"]) == 0
+    assert "replacing" not in capsys.readouterr().err
+    assert main(["run", "--duration", "1m", "--mode", "afap", "--quiet", "--record", "r.rec"]) == 0
+    assert "flatsat run: --record r.rec: replacing the file there (" in capsys.readouterr().err
