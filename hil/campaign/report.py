@@ -44,7 +44,8 @@ def write_replay_scenario(spec: RunSpec, out_dir: Path) -> Path:
     """The run's scenario with its overrides and duration, as a file ``flatsat test`` runs as is."""
     import tomli_w
 
-    parts = [spec.scenario] + [f"{k.rsplit('.', 1)[-1]}={v}" for k, v in spec.overrides.items()]
+    # one file per run: the seed in the name too (the file says its seed: runs of one combination must not share it)
+    parts = [spec.scenario, *(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in spec.overrides.items()), f"seed{spec.seed}"]
     path = out_dir / "replay" / f"{safe_name('-'.join(parts))}.toml"
     path.parent.mkdir(parents=True, exist_ok=True)
     data = copy.deepcopy(spec.scenario_data)

@@ -406,3 +406,19 @@ def test_an_interrupted_campaign_says_what_it_kept_and_how_to_go_on(
     assert code == 130
     assert (f"flatsat campaign: interrupted after 2 finished runs, kept in {tmp_path / 'out' / 'results.jsonl'}; the "
             "same command with --resume runs the rest") in err
+
+
+def test_each_failing_run_gets_its_own_replay_file(tmp_path: Path) -> None:
+    """Runs of one scenario and sweep value with different seeds shared one replay file, whose header and seed
+    were the last run's: a file that reproduced another run than the row it was named in."""
+    from hil.campaign.report import write_replay_scenario
+    from hil.campaign.spec import RunSpec
+
+    data = {"scenario": {"name": "s", "duration": "1h"}}
+    paths = [write_replay_scenario(RunSpec(index=i, key=str(i), scenario="s", scenario_file="s.toml", seed=seed,
+                                           overrides={"power.battery.cell_capacity_ah": 0.35}, scenario_data=data,
+                                           base_dir="."), tmp_path) for i, seed in enumerate([1, 2])]
+    assert [p.name for p in paths] == ["s-cell_capacity_ah_0.35-seed1.toml", "s-cell_capacity_ah_0.35-seed2.toml"]
+    for path, seed in zip(paths, [1, 2], strict=True):
+        text = path.read_text()
+        assert f"(seed {seed})" in text.splitlines()[0] and f"seed = {seed}" in text
