@@ -18,9 +18,8 @@ def plot_formats() -> list[str]:
 
 def file_problem(flag: str, value: str | os.PathLike[str], *, image: bool = False, example: str = "out") -> str | None:
     """What is wrong with ``value`` as the file of option ``flag`` (None: nothing): a folder, a folder that cannot
-    be made, a file that cannot be written; ``image``: a suffix matplotlib cannot write (``example``: a file name
-    for the message). Missing folders above it
-    are made; a new file is not left behind."""
+    be made, a file that cannot be written; ``image``: a suffix matplotlib cannot write. ``example``: the file name
+    a message suggests. Missing folders above it are made; a new file is not left behind."""
     path = Path(value)
     if image and path.suffix:
         formats = plot_formats()

@@ -651,6 +651,9 @@ def missing_module(argv: list[str]) -> str | None:
     if key not in _MODULES:
         import subprocess
 
+        if len(_MODULES) >= 64:  # (bounded: a long-lived process that tries many commands)
+            _MODULES.clear()
+
         try:
             done = subprocess.run([prog, "-c", _FIND_MODULE, module], env=board_env(), capture_output=True,
                                   timeout=30, check=False)
@@ -660,6 +663,7 @@ def missing_module(argv: list[str]) -> str | None:
         _MODULES[key] = (f"{prog} finds no module {module!r} (python -m {module} would fail: not installed in that "
                          "interpreter, or misspelt)" if code == 3 else None)
     return _MODULES[key]
+
 
 class ScenarioRun:
     """One prepared scenario run: the emulator is built and every name checked; :meth:`run` runs it."""
