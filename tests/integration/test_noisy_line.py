@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from scenario_tools import cut
 
 from emulator.clock import NS_PER_S
 from emulator.protocol.envelope import Message
@@ -44,9 +45,11 @@ def summary(log: str) -> dict[str, int]:
 @pytest.mark.slow
 @pytest.mark.timeout(240)
 async def test_reference_board_survives_ber_1e_4_both_ways_and_still_passes_latchup(tmp_path: Path) -> None:
-    scenario = load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml")
-    scenario.overrides["telemetry.rates_hz"] = {"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1,
-                                                "thermal.telemetry": 0.0, "sim.clock": 0.0, "sim.links": 0.1}
+    # to 1 h: the trip at 30 min and the recovery, with the two requirements about them
+    scenario = cut(load_scenario(ROOT / "configs" / "scenarios" / "latchup.toml"), duration_s=3600.0,
+                   keep=["the accelerator is powered again within 2 min of the trip", "the chip is never damaged"],
+                   rates_hz={"eps.telemetry": 0.1, "accel.status": 0.1, "adcs.sun": 0.1, "thermal.telemetry": 0.0,
+                             "sim.clock": 0.0, "sim.links": 0.1})
     run = ScenarioRun(scenario, board_cmd=BOARD, record_dir=tmp_path, line_options=LINE)
     assert run.pty is not None and "ber=0.0001" in run.pty.url and "pace=0" in run.pty.url
     steps_at: list[int] = []  # sim time of every board.step the emulator carried out
@@ -69,14 +72,14 @@ async def test_reference_board_survives_ber_1e_4_both_ways_and_still_passes_latc
     counts = summary(log)
     # it stayed in step: sim time reached the end, and every turn (each 20 s waiting point) was stepped exactly
     # once: a lost step reply was never answered by a second step, a lost sim.waiting never skipped a turn
-    assert result.t_end_s == scenario.duration_s == 7200.0
+    assert result.t_end_s == scenario.duration_s == 3600.0
     turns = [k * round(PERIOD_S * NS_PER_S) for k in range(round(scenario.duration_s / PERIOD_S))]
     assert steps_at[: len(turns)] == turns, [t / NS_PER_S for t in steps_at][:50]
     assert steps_at[len(turns):] in ([], [round(scenario.duration_s * NS_PER_S)])
     # and it passed the scenario
     failed = [f"{v.label}: {v.reason}" for v in result.verdicts if not v.passed]
     assert not failed, f"{failed}\n{log[-3000:]}"
-    assert len(result.verdicts) == len(scenario.requirements) == 3
+    assert len(result.verdicts) == len(scenario.requirements) == 2
 
     # the line really was bad, both ways, and the board survived it by the means it claims
     stats: Any = run.emu.board_link.stats

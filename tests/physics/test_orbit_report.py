@@ -104,6 +104,11 @@ def test_bad_input_exits_2_with_a_clear_message(capsys: pytest.CaptureFixture[st
 
 
 def test_unwritable_plot_is_a_clear_error(capsys: pytest.CaptureFixture[str], tmp_path: object) -> None:
-    bad = tmp_path / "no" / "such" / "dir" / "x.png"  # type: ignore[operator]
+    """Refused before the report is computed; missing folders are made (as for every command's outputs)."""
+    (tmp_path / "afile").write_text("x")  # type: ignore[operator]
+    bad = tmp_path / "afile" / "x.png"  # type: ignore[operator]
     assert run([*DAWN_DUSK_JUNE, "--duration", "1h", "--plot", str(bad)]) == 2
-    assert "plot: cannot write" in capsys.readouterr().err
+    assert f"--plot {bad}: cannot be written" in capsys.readouterr().err
+    made = tmp_path / "no" / "such" / "dir" / "x.png"  # type: ignore[operator]
+    assert run([*DAWN_DUSK_JUNE, "--duration", "1h", "--plot", str(made)]) == 0
+    assert made.stat().st_size > 0
