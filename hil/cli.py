@@ -361,12 +361,12 @@ async def _replay(args: argparse.Namespace) -> int:
     intr = Interrupts()
     task = asyncio.current_task()
     async with await listen(args.to) as link:
+        intr.install(lambda reason: task.cancel() if task is not None else None)
         _err(f"flatsat replay: {args.file} -> {link.url} at x{args.speed:g} ({args.plane} plane); "
              "Ctrl-C to stop")
         if args.plane == "control":  # (the recording keeps what both planes carried once, under board)
             _err("flatsat replay: the control plane's own messages only (truth.sample, control events: watch them "
                  "with flatsat monitor URL --truth); the telemetry both planes carried is on --plane board or all")
-        intr.install(lambda reason: task.cancel() if task is not None else None)
         try:
             await replay(args.file, publish, speed=args.speed, planes=planes, wait_s=args.wait)
         except asyncio.CancelledError:

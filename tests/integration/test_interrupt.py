@@ -142,7 +142,10 @@ def test_replay_stops_on_sigint_saying_where(tmp_path: Path) -> None:
                     "--record", str(rec), "--board-url", "none", "--control-url", "none"], cwd=tmp_path, check=True)
     proc = _start(["replay", str(rec), "--plane", "control", "--speed", "60", "--to", "zmq+tcp://127.0.0.1:0"],
                   tmp_path)
-    code, _, err = _interrupt_when(proc, None, 2.0)
-    assert code == 130, err
+    assert proc.stderr is not None
+    said = proc.stderr.readline()  # publishing (its handler is on) once it says how to stop
+    assert "Ctrl-C to stop" in said, said
+    code, _, err = _interrupt_when(proc, None, 1.0)
+    assert code == 130, said + err
     assert "flatsat replay: interrupted at sim t=" in err and " messages published" in err
     assert "Traceback" not in err
