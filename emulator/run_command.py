@@ -12,7 +12,6 @@ import gc
 import os
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from emulator import shipped
@@ -298,7 +297,6 @@ async def _demo(cfg: Any, args: argparse.Namespace) -> int:
     print_summary(emu, series, wall_s=wall_s)
     from emulator.plotting import plot_run
 
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
     board_name = ", ".join(sorted(emu.stats.boards_seen)) or f"board {args.board!r} (no board.hello)"
     from emulator.runtime import utc_text
 

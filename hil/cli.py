@@ -124,7 +124,7 @@ def output_problems(args: argparse.Namespace) -> list[str]:
     hours must not end in a traceback because its report cannot be written. Missing folders are made."""
     from emulator.outputs import file_problem, folder_problem
 
-    found = [file_problem("--junit", args.junit) if args.junit else None,
+    found = [file_problem("--junit", args.junit, example="junit.xml") if args.junit else None,
              folder_problem("--report", args.report) if args.report else None,
              folder_problem("--record", args.record) if args.record else None]
     return [p for p in found if p]
