@@ -21,6 +21,7 @@ import copy
 import heapq
 import logging
 import math
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,8 @@ OUTBOX_NS = 2_000_000
 #: ~15 us) at most this often in wall time: a new subscriber is seen up to this much later; a clock that stops or
 #: a paced one re-arms at once
 REARM_NS = 5_000_000
+#: closing waits until this long after the last reply was handed to a socket (s), so that it leaves
+REPLY_GRACE_S = 0.05
 #: at most this many steps in a batch that samples telemetry between its steps (the clock yields sooner anyway)
 SAMPLED_STEPS = 256
 
@@ -230,6 +233,7 @@ class Emulator:
         #: (link, encoded envelope, event, peer) published (peer None) or a reply to a peer, not yet sent
         #: (OUTBOX_MESSAGES), sent in order
         self._outbox: list[tuple[Any, bytes, bool, bytes | None]] = []
+        self._replied_at = -math.inf  # time.monotonic() of the last replies sent (aclose lets them leave)
         self._replies_due = False  # a call_soon sends the outbox's replies (DEFERRED_REPLIES)
         self._defer_sends = False
         self._rearmed_ns = 0  # wall time of the last re-arm (REARM_NS)
@@ -432,6 +436,14 @@ class Emulator:
         for task in list(self._hook_tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await asyncio.wait_for(task, 10)
+        if self._outbox:  # replies and telemetry queued for the next yield (a sim.stop's own reply among them)
+            with contextlib.suppress(Exception):
+                self._send_outbox()
+        # a reply just handed to a socket is written by its I/O thread a moment later; closing at once (LINGER 0)
+        # dropped it: the client of a sim.stop saw the server go away instead of the reply
+        grace_s = REPLY_GRACE_S - (time.monotonic() - self._replied_at)
+        if grace_s > 0:
+            await asyncio.sleep(grace_s)
         for link in (self.board_link, self.control_link):
             if link is not None:
                 with contextlib.suppress(Exception):
@@ -985,6 +997,8 @@ class Emulator:
             self._publish_run(run_link, run)
         for link in replied:
             link.replies_sent()
+        if replied:
+            self._replied_at = time.monotonic()
 
     @staticmethod
     def _publish_run(link: Any, datas: list[bytes]) -> None:
