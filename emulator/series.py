@@ -116,7 +116,8 @@ def path_reader(paths: Mapping[str, tuple[Any, ...]]) -> NodeReader:
     return _compile(trie)
 
 
-def _value(node: Any) -> float:
+def value_of(node: Any) -> float:
+    """A truth value as a signal: a number or bool as a float, NaN for anything else."""
     return float(node) if isinstance(node, (int, float)) else math.nan  # bool is an int
 
 
@@ -130,7 +131,7 @@ def _compile(trie: dict[Any, tuple[list[str], dict[Any, Any]]]) -> NodeReader:
     def read(node: Any, out: dict[str, float]) -> None:
         for edge, keys in leaves:
             try:
-                v = _value(node[edge])
+                v = value_of(node[edge])
             except LOOKUP_ERRORS:
                 v = nan
             for k in keys:

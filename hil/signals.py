@@ -5,7 +5,9 @@ The requirements (``always``, ``min``/``max``) and the report's plots need a han
 emulator's truth, into a path of dict keys and list indexes; the paths are merged into one tree that a read walks
 once (``satellite.thermal.temps_degc`` is looked up once for its seven temperatures). When every key lies in the
 model's truth (the ``satellite`` part of :meth:`Emulator.truth`), a read asks the model alone for its truth:
-the run clock's status and the fault list are not built at every step.
+the run clock's status and the fault list are not built at every step. The model then reads what it can without
+its tree at all (:meth:`~emulator.models.base.SpacecraftModel.truth_getter`: the satellite's bus voltage is its
+power system's ``bus_v``); the tree is built only for the keys it has no getter for.
 
 A read gives exactly what :class:`emulator.series.SignalReader` gives on the emulator's whole truth tree: a
 number or bool as a float, NaN for a key that does not resolve, stops resolving or holds something else.
@@ -17,7 +19,7 @@ import math
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
-from emulator.series import EnvelopeSampler, flatten, path_reader, resolve_path
+from emulator.series import LOOKUP_ERRORS, EnvelopeSampler, flatten, path_reader, resolve_path, value_of
 
 #: the part of the emulator's truth tree that is the model's own truth (Emulator.truth)
 MODEL_KEY = "satellite"
@@ -51,10 +53,19 @@ class StepReader:
         #: True when a read asks the model alone (every key lies in its truth)
         self.model_only = bool(resolved) and all(p[0] == MODEL_KEY for p in resolved.values()) and \
             self._model_truth_is_the_subtree(source, sample)
+        #: (key, getter) of the keys the model reads without its tree (SpacecraftModel.truth_getter)
+        self.getters: list[tuple[str, Callable[[], Any]]] = []
         if self.model_only:
             self.tree = source.model.truth
             resolved = {k: p[1:] for k, p in resolved.items()}
-        self._read = path_reader(resolved)
+            truth_getter = getattr(source.model, "truth_getter", None)
+            for key, path in list(resolved.items()):
+                getter = None if truth_getter is None else truth_getter(path)
+                if getter is not None:
+                    self.getters.append((key, getter))
+                    del resolved[key]
+        #: the keys left to the tree, which is built only when there are some
+        self._read = path_reader(resolved) if resolved else None
 
     @staticmethod
     def _model_truth_is_the_subtree(source: TruthSource, sample: Mapping[str, Any]) -> bool:
@@ -68,7 +79,13 @@ class StepReader:
     def read(self) -> dict[str, float]:
         """The value of every key now (NaN where it does not resolve)."""
         out: dict[str, float] = dict.fromkeys(self.missing, math.nan)
-        self._read(self.tree(), out)
+        for key, getter in self.getters:
+            try:
+                out[key] = value_of(getter())
+            except LOOKUP_ERRORS:  # what no longer resolves in the tree (a list grown shorter)
+                out[key] = math.nan
+        if self._read is not None:
+            self._read(self.tree(), out)
         return out
 
 

@@ -23,6 +23,7 @@ import functools
 import hashlib
 import math
 from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
@@ -91,6 +92,9 @@ _POWERED = _RUNNING | {HUNG, LATCHED_UP}
 _WORKING = frozenset({IDLE, BUSY, THROTTLED})  # accepts jobs and DVFS commands
 
 THROTTLE_NAMES = ("none", "software", "hardware")
+#: truth keys of :meth:`AcceleratorBoard.truth` that are a board attribute of the same name
+TRUTH_ATTRS = frozenset({"clock_mhz", "die_temp_degc", "load_w", "heat_w", "utilisation", "jobs_done", "jobs_failed",
+                         "jobs_corrupted", "units_done", "rejected_commands"})
 JOB_KINDS = ("inference", "training")
 
 
@@ -1287,6 +1291,34 @@ class AcceleratorBoard:
             },
             "external": dict(self._ext_last) if self.external else None,
         }
+
+    def truth_getter(self, path: Sequence[Any]) -> Callable[[], Any] | None:
+        """A function reading ``path`` of :meth:`truth` now without building it (a run's per-step requirement
+        reads), or None for a path it has none for (the tree is read)."""
+        if len(path) == 1:
+            key = path[0]
+            if key in TRUTH_ATTRS:
+                return functools.partial(getattr, self, key)
+            if key == "supply_v":
+                return lambda: self._supply_v
+            if key == "queue_len":
+                return lambda: len(self.queue)
+            return None
+        if len(path) == 2 and path[0] == "verdicts":
+            key = path[1]
+            return lambda: self.verdicts[key]
+        if len(path) == 2 and path[0] == "radiation":
+            if path[1] == "dose_krad":
+                return lambda: self.rad.dose_rad * 1e-3
+            if path[1] == "exposure_rad":
+                return lambda: self.exposure_rad
+            return None
+        if len(path) == 4 and tuple(path[:2]) == ("radiation", "counts") and path[2] in EVENT_KINDS:
+            kind = path[2]
+            counts = {"total": lambda: self._kind_counts[kind], "handled": lambda: self._handled_counts[kind],
+                      "drawn": lambda: self.rad.counts[kind]}
+            return counts.get(path[3])
+        return None
 
     def has_events(self) -> bool:
         return bool(self._events)

@@ -103,6 +103,12 @@ class SpacecraftModel(ABC):
     def truth(self) -> dict[str, Any]:
         """Ground truth of every model, msgpack primitives only (control plane ``truth.get``)."""
 
+    def truth_getter(self, path: Sequence[str | int]) -> Callable[[], Any] | None:
+        """A function that reads the value at ``path`` (dict keys and list indexes) of :meth:`truth` now, without
+        building the tree: what a run's requirements read at every step. None where the model offers none (the
+        reader then builds the tree). A getter must give exactly the tree's value."""
+        return None
+
     def names(self) -> dict[str, list[str]]:
         """The names payload fields refer to, by field name (``rail``, ``heater``, ``node``, ``channel``, ...):
         scenarios are checked against them before a run. Empty if the model names nothing."""

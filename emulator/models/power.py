@@ -22,10 +22,12 @@ segment. None of this changes a result beyond floating-point round-off (the orde
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
+from collections.abc import Callable, Sequence
 from operator import itemgetter
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -1010,6 +1012,43 @@ class PowerSystem:
                       for r in self.rails},
             "energy": self.balance(),
         }
+
+    def truth_getter(self, path: Sequence[Any]) -> Callable[[], Any] | None:
+        """A function reading ``path`` of :meth:`truth` now without building it (a run's per-step requirement
+        reads), or None for a path it has none for (the tree is read)."""
+        if len(path) == 1:
+            key = path[0]
+            if key in TRUTH_ATTRS:
+                return functools.partial(getattr, self, TRUTH_ATTRS[key])
+            if key == "battery_v":
+                return lambda: self.bus_v if self.battery_connected else 0.0
+            if key == "capacity_ah":
+                return lambda: self.q_pack_c / 3600.0
+            if key == "stored_j":
+                return self.stored_j
+            return None
+        if len(path) == 2 and path[0] in ("arrays_w", "array_alive"):
+            attr = "array_w" if path[0] == "arrays_w" else "array_alive"
+            names = [a.name for a in self.arrays]
+            if path[1] not in names:
+                return None
+            i = names.index(path[1])
+            return lambda: getattr(self, attr)[i]
+        if len(path) == 3 and path[0] == "rails" and path[2] in RAIL_TRUTH_ATTRS:
+            for r in self.rails:  # the rails are made once (a rail's state changes in place)
+                if r.name == path[1]:
+                    return functools.partial(getattr, r, RAIL_TRUTH_ATTRS[path[2]])
+        return None
+
+
+#: truth keys of :meth:`PowerSystem.truth` that are a PowerSystem attribute as they are (key -> attribute)
+TRUTH_ATTRS = {"bus_v": "bus_v", "battery_ocv_v": "ocv_v", "battery_a": "battery_a", "battery_r_ohm": "battery_r_ohm",
+               "soc": "soc", "battery_connected": "battery_connected", "array_w": "array_total_w",
+               "shunt_w": "shunt_w"}
+#: the same for a rail's truth (``rails.<name>.<key>``)
+RAIL_TRUTH_ATTRS = {"on": "on", "commanded_on": "cmd_on", "tripped": "tripped", "latched": "latched", "trips": "trips",
+                    "retries": "retries", "voltage_v": "v_out", "current_a": "i_out", "power_w": "p_out",
+                    "input_w": "p_in", "short_a": "short_a", "cuts": "cuts"}
 
 
 #: the kernels written into PowerSystem.step (its name for each -> the kernel): the equations of

@@ -17,7 +17,8 @@ path is plain Python floats plus one small matrix-vector product.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterable, Sequence
+import functools
+from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
@@ -940,6 +941,27 @@ class Satellite(SpacecraftModel):
             "sensors": {"faults": faults},
             "accelerator": self.accel.truth(),
         }
+
+    def truth_getter(self, path: Sequence[str | int]) -> Callable[[], Any] | None:
+        path = tuple(path)
+        if not path:
+            return None
+        part, rest = path[0], path[1:]
+        if part == "t_ns" and not rest:
+            return lambda: self.t_ns
+        if part == "environment" and len(rest) == 1 and rest[0] in (*TRUTH_ENV_FLOATS, "in_saa", "in_polar_horn"):
+            return functools.partial(self._environment_now, rest[0])
+        model = {"power": self.power, "thermal": self.thermal, "accelerator": self.accel}.get(str(part))
+        getter = getattr(model, "truth_getter", None)
+        return None if getter is None else getter(rest)
+
+    def _environment_now(self, key: str) -> Any:
+        """The environment's ``key`` now, as :meth:`truth` gives it (None where it gives none: no such field)."""
+        c = self._chunk_now()
+        a = None if c is None else getattr(c, key, None)
+        if a is None:
+            return None
+        return float(a[self._i]) if key in TRUTH_ENV_FLOATS else bool(a[self._i])
 
     def has_events(self) -> bool:
         return bool(self._events) or self.accel.has_events()

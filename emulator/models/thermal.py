@@ -21,6 +21,7 @@ frozen-Jacobian Newton step: the fixed point is still the exact steady state).
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -454,3 +455,21 @@ class ThermalNetwork:
                                  "off_above_degc": self.heater_off_above[i] - KELVIN}
                         for i, h in enumerate(self.heaters)},
         }
+
+    def truth_getter(self, path: Sequence[Any]) -> Callable[[], Any] | None:
+        """A function reading ``path`` of :meth:`truth` now without building it (a run's per-step requirement
+        reads), or None for a path it has none for (the tree is read)."""
+        if len(path) == 2 and path[0] == "temps_degc" and path[1] in self.names:
+            i = self.names.index(path[1])
+            return lambda: float(self.T[i]) - KELVIN  # T is replaced at every step: read where it is now
+        if len(path) == 3 and path[0] == "heaters":
+            names = [h.name for h in self.heaters]
+            if path[1] not in names:
+                return None
+            i = names.index(path[1])
+            if path[2] == "on":
+                return lambda: self.heater_on[i]
+            if path[2] in ("on_below_degc", "off_above_degc"):
+                attr = "heater_on_below" if path[2] == "on_below_degc" else "heater_off_above"
+                return lambda: getattr(self, attr)[i] - KELVIN
+        return None
