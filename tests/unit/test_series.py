@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from emulator.plotting import summary_rows
 from emulator.series import EnvelopeSampler, FleetReader, Series
@@ -63,3 +68,20 @@ def test_a_fleet_summary_takes_min_and_max_over_the_members() -> None:
     (row,) = summary_rows(series)
     assert row[0] == "power.soc"
     assert [float(x) for x in row[1:]] == pytest.approx([0.2, 0.7333, 0.95, 0.9], abs=1e-4)
+
+
+@settings(max_examples=100)
+@given(st.lists(st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), st.floats(allow_nan=False), max_size=4),
+                min_size=1, max_size=12))
+def test_rows_with_changing_keys_are_columns_padded_with_nan(rows: list[dict[str, float]]) -> None:
+    """Keys that appear late are NaN before, keys a row lacks are NaN in it: whatever order the keys come in,
+    including rows with exactly the columns' keys (the path a run's rows take)."""
+    series = Series()
+    for k, row in enumerate(rows):
+        series.append(k * 1_000_000_000, row)
+    keys = list(dict.fromkeys(key for row in rows for key in row))
+    assert series.keys() == keys
+    for key in keys:
+        expected = [row.get(key, math.nan) for row in rows]
+        np.testing.assert_array_equal(series.get(key), expected)
+    assert series.t_s == [float(k) for k in range(len(rows))]
