@@ -70,13 +70,15 @@ RAD_OFF = {"rad_per_seu": None, "rad_per_mbu": None, "rad_per_sdc": None, "rad_p
 def diff(a: dict[str, Any], b: dict[str, Any], where: str) -> list[str]:
     """Fields of ``a`` and ``b`` that differ (floats beyond REL_TOL of their magnitude, energies of the pack's full
     energy ``a["energy_scale"]``, values near zero beyond ABS_TOL; anything else at all)."""
-    assert sorted(a) == sorted(b), f"{where}: fields differ: {sorted(set(a) ^ set(b))}"
-    energy = max([float(v) for k, v in a.items() if k.endswith("energy_scale")] or [0.0])
+    assert a.keys() == b.keys(), f"{where}: fields differ: {sorted(set(a) ^ set(b))}"
+    energy = None
     bad = []
     for key, x in a.items():
-        if key.endswith("energy_scale"):
-            continue
         y = b[key]
+        if x == y or key.endswith("energy_scale"):  # equal: no tolerance can make them differ (most fields)
+            continue
+        if energy is None:
+            energy = max([float(v) for k, v in a.items() if k.endswith("energy_scale")] or [0.0])
         if isinstance(x, float) or isinstance(y, float):
             floor = REL_TOL * energy if key.endswith("_j") else ABS_TOL
             if not math.isclose(float(x), float(y), rel_tol=REL_TOL, abs_tol=max(ABS_TOL, floor)):
@@ -150,10 +152,10 @@ def power_member(p: PowerArrays, k: int) -> dict[str, Any]:
     names = {"on": "on", "cmd_on": "cmd_on", "tripped": "tripped", "latched": "latched", "trips": "trips",
              "retries": "retries", "over_s": "over_s", "off_s": "off_s", "short_a": "short_a", "v_out": "v_out",
              "i_out": "i_out", "p_out": "p_out", "p_in": "p_in", "frac": "frac", "heat_w": "heat_w"}
+    columns = {key: getattr(p, names[key])[:, k].tolist() for key in RAIL_FIELDS}  # Python scalars, as .item()
     for r, name in enumerate(p.rail_names):
         for key in RAIL_FIELDS:
-            v = getattr(p, names[key])[r, k]
-            d[f"{name}.{key}"] = v.item() if isinstance(v, np.generic) else v
+            d[f"{name}.{key}"] = columns[key][r]
         d[f"{name}.good"] = bool(p.good_s[r, k] >= p.window_s[r, 0])
     return {key: (v.item() if isinstance(v, np.generic) else v) for key, v in d.items()}
 
