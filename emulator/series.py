@@ -16,8 +16,16 @@ def flatten(tree: Mapping[str, Any], prefix: str = "", out: dict[str, float] | N
     if out is None:
         out = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, (int, float)):  # bool is an int
+        name = prefix + key if type(key) is str else f"{prefix}{key}"
+        # the common types by identity first (an isinstance against Mapping, an ABC, costs several times more)
+        kind = type(value)
+        if kind is float or kind is int or kind is bool:
+            out[name] = float(value)
+        elif kind is dict:
+            flatten(value, name + ".", out)
+        elif kind is str or value is None:
+            continue
+        elif isinstance(value, (int, float)):  # bool is an int
             out[name] = float(value)
         elif isinstance(value, Mapping):
             flatten(value, name + ".", out)

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import enum
 import math
+import types
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 import pytest
@@ -10,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulator.plotting import summary_rows
-from emulator.series import EnvelopeSampler, FleetReader, Series
+from emulator.series import EnvelopeSampler, FleetReader, Series, flatten
 
 NS = 1_000_000_000
 
@@ -85,3 +89,44 @@ def test_rows_with_changing_keys_are_columns_padded_with_nan(rows: list[dict[str
         expected = [row.get(key, math.nan) for row in rows]
         np.testing.assert_array_equal(series.get(key), expected)
     assert series.t_s == [float(k) for k in range(len(rows))]
+
+
+def _flatten_reference(tree: Any, prefix: str = "", out: dict[str, float] | None = None) -> dict[str, float]:
+    """flatten as first written (isinstance checks only): what the faster form must give, key order included."""
+    if out is None:
+        out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, (int, float)):
+            out[name] = float(value)
+        elif isinstance(value, Mapping):
+            _flatten_reference(value, name + ".", out)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, (int, float)) for v in value):
+            for i, v in enumerate(value):
+                out[f"{name}.{i}"] = float(v)
+        elif isinstance(value, (list, tuple)) and value and all(isinstance(v, Mapping) for v in value):
+            for i, v in enumerate(value):
+                _flatten_reference(v, f"{name}.{i}.", out)
+    return out
+
+
+class _Level(enum.IntEnum):
+    LOW = 1
+
+
+_LEAVES = st.one_of(st.integers(-5, 5), st.floats(allow_nan=False), st.booleans(), st.none(), st.text(max_size=2),
+                    st.just(np.float64(2.5)), st.just(_Level.LOW), st.just(np.int64(3)))
+_KEYS = st.one_of(st.sampled_from(["a", "b", "x.y", "0"]), st.integers(0, 3))
+_TREES = st.recursive(_LEAVES, lambda sub: st.one_of(
+    st.lists(sub, max_size=3), st.tuples(sub, sub), st.dictionaries(_KEYS, sub, max_size=4),
+    st.dictionaries(_KEYS, sub, max_size=3).map(types.MappingProxyType)), max_leaves=25)
+
+
+@settings(max_examples=300)
+@given(st.dictionaries(_KEYS, _TREES, max_size=5))
+def test_flatten_gives_what_isinstance_checks_give(tree: dict[Any, Any]) -> None:
+    """Numbers of any kind (numpy, IntEnum, bool), maps of any kind, lists and tuples, text and None, int keys:
+    the same keys in the same order with the same values."""
+    got, want = flatten(tree), _flatten_reference(tree)
+    assert list(got) == list(want)
+    assert all(got[k] == want[k] or (math.isnan(got[k]) and math.isnan(want[k])) for k in want)
