@@ -1304,7 +1304,7 @@ class AcceleratorBoard:
             if key == "queue_len":
                 return lambda: len(self.queue)
             return None
-        if len(path) == 2 and path[0] == "verdicts":
+        if len(path) == 2 and path[0] == "verdicts" and path[1] in self.verdicts:
             key = path[1]
             return lambda: self.verdicts[key]
         if len(path) == 2 and path[0] == "radiation":

@@ -73,5 +73,6 @@ def test_a_path_it_does_not_know_has_no_getter() -> None:
     model: Any = Emulator.from_config(load_config("suncatcher-proto")).model
     for path in [(), ("power",), ("power", "nothing"), ("power", "rails", "nothing", "on"),
                  ("thermal", "temps_degc", "nothing"), ("accelerator", "radiation", "counts", "nothing", "total"),
+                 ("accelerator", "verdicts", "nothing"), ("thermal", "heaters", "nothing", "on"),
                  ("name",), ("power", "mode"), ("nothing", "at", "all")]:
         assert model.truth_getter(path) is None, path
