@@ -292,11 +292,15 @@ def test_live_page_shows_changing_values_switches_a_rail_and_injects_a_fault(bro
     shoot(drv, "console-live.png")
     drv.find_element(By.CSS_SELECTOR, "#card-orbit").screenshot(str(SHOTS / "console-orbit.png"))
     drv.find_element(By.CSS_SELECTOR, "#plots").screenshot(str(SHOTS / "console-plots.png"))
-    drv.find_element(By.ID, "btn-resume").click()
+    # back to scaled while still paused, then resume: resumed in afap, the rest of the 6 h run would pass (and the
+    # emulator exit) in about a second, which a loaded machine can take to send the mode change
     drv.find_element(By.ID, "speed").clear()
     drv.find_element(By.ID, "speed").send_keys("30")
     Select(drv.find_element(By.ID, "mode")).select_by_value("scaled")
     drv.find_element(By.ID, "btn-mode").click()
+    wait("scaled, still paused", lambda: (st := control(run["control"], "clock.status"))["mode"] == "scaled"
+         and st["paused"])
+    drv.find_element(By.ID, "btn-resume").click()
     wait("scaled again", lambda: (st := control(run["control"], "clock.status"))["mode"] == "scaled"
          and not st["paused"])
 
