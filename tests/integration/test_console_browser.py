@@ -312,9 +312,14 @@ def test_the_recording_is_scrubbed_with_the_time_slider(browser: Any, run: dict[
         wait("a minute of sim time", lambda: control(run["control"], "clock.status")["t_ns"] > 60 * NS)
         control(run["control"], "board.command", {"topic": "eps.rail.set", "payload": {"rail": "payload", "on": False}})
         run["rail_off_t_ns"] = off = control(run["control"], "clock.status")["t_ns"]
-        control(run["control"], "clock.set_mode", {"mode": "afap"})  # an hour more to scrub through, at once
-        wait("an hour after", lambda: control(run["control"], "clock.status")["t_ns"] > off + 3600 * NS)
+        # an hour more to scrub through, at once: afap to a pause an hour on (not to the end of the 6 h run, which
+        # afap reaches in about a second), then scaled again
+        control(run["control"], "clock.run_until", {"t_s": off / NS + 3600.0})
+        control(run["control"], "clock.set_mode", {"mode": "afap"})
+        wait("an hour after", lambda: (st := control(run["control"], "clock.status"))["paused"]
+             and st["t_ns"] >= off + 3600 * NS)
         control(run["control"], "clock.set_mode", {"mode": "scaled", "speed": 30.0})
+        control(run["control"], "clock.resume")
     control(run["control"], "sim.stop", {"reason": "console test: recording done"})
     run["emu"].wait(WAIT_S)
     drv = browser
