@@ -99,6 +99,10 @@ def auto_truth_rate_hz(duration_s: float) -> float:
 
 #: how often a run's plotted signals are looked at (then thinned to max_samples windows, keeping min and max)
 FINE_SAMPLES = 20_000
+#: the most values (windows x columns) a run's report series takes: a row holds every flattened truth key, ~190 for
+#: a single satellite (which keeps max_samples windows) and ~3,900 for the 81-member cluster (which gets fewer,
+#: longer windows: a row of it costs milliseconds, more than its physics step)
+MAX_SERIES_VALUES = 1_000_000
 
 #: sim keys the [scenario] table and the runner own; an [overrides] entry may not set them
 OWNED_KEYS = ("sim.seed", "sim.step_s", "sim.mode", "sim.speed", "sim.duration_s", "sim.epoch_utc",
@@ -822,13 +826,15 @@ class ScenarioRun:
                 by_topic.setdefault(topic, []).append(c)
         series = Series()
         duration_ns = round(sc.duration_s * NS_PER_S)
-        every_ns = max(emu.step_ns, duration_ns // max(1, self.max_samples))
+        first = emu.truth()
+        columns = flatten(first)
+        windows = max(1, min(self.max_samples, MAX_SERIES_VALUES // max(1, len(columns))))
+        every_ns = max(emu.step_ns, duration_ns // windows)
         # the plots' signals are looked at FINE_SAMPLES times a run (every step when requirements read the truth
         # anyway) and thinned keeping each window's min and max, so a one-step spike shows in the report
         fine_ns = max(emu.step_ns, duration_ns // FINE_SAMPLES)
-        first = emu.truth()
         plotted = Series()
-        plotted.append(0, flatten(first))
+        plotted.append(0, columns)
         sampler = StepSampler(series, every_ns, [*plotted.match(p for _, _, pats in PANELS for p in pats),
                                                  *step_signals], first)
         # one read a step of only the fields the requirements and the plots name (not the whole truth tree)
@@ -1028,7 +1034,8 @@ async def run_scenario(scenario: Scenario, *, board_cmd: str | None = None, boar
         record_dir: directory for the recording (``<name>.rec``) and the board's log; None: no recording.
         model_factory: build the model from (scenario, seed) instead of the scenario's satellite config.
         **kwargs: ``wall``, ``progress``, ``hello_timeout_s``, ``board_timeout_s`` (wall seconds),
-            ``max_samples`` (series points), ``command`` (the reproduce line), ``status`` (callback),
+            ``max_samples`` (series windows; fewer for a truth of more than MAX_SERIES_VALUES / max_samples
+            keys), ``command`` (the reproduce line), ``status`` (callback),
             ``line_options`` (serial options for the pty line of a ``{fd}`` or ``{pty}`` board, e.g.
             ``"ber=1e-4&ber_seed=7"``).
 

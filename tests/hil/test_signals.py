@@ -197,3 +197,22 @@ async def test_a_run_gives_the_verdicts_and_series_of_the_whole_tree_reading(
     assert new_t == old_t and new_cols.keys() == old_cols.keys()
     for key, col in new_cols.items():
         np.testing.assert_array_equal(col, old_cols[key], err_msg=key)
+
+
+async def test_a_wide_truth_gets_fewer_windows_that_keep_its_extremes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run whose truth has more keys than MAX_SERIES_VALUES / max_samples (the 81-member cluster) gets fewer,
+    longer windows, so its series stays within the bound; each window still keeps its minimum and maximum, so a
+    requirement signal's extremes are those of a run with every window. Here a budget of 20 windows of the
+    prototype's keys stands in for a wide truth."""
+    sc = satellite_scenario()
+    full = await run_scenario(sc, wall=VirtualWall(), max_samples=MAX_SAMPLES)
+    columns = len(full.series.keys())
+    monkeypatch.setattr(hil.runner, "MAX_SERIES_VALUES", 20 * columns)
+    narrow = await run_scenario(sc, wall=VirtualWall(), max_samples=MAX_SAMPLES)
+    assert outcome(narrow)[0] == outcome(full)[0]  # the same verdicts
+    assert len(full.series) > 2 * MAX_SAMPLES // 3
+    # a row a window, and its min and max rows (a few more windows end at the timeline's actions and the end)
+    assert len(narrow.series) <= 3 * (20 + 3) < len(full.series) // 3
+    for key in ("satellite.power.bus_v", "satellite.power.soc", "satellite.thermal.temps_degc.battery"):
+        a, b = full.series.get(key), narrow.series.get(key)
+        assert np.nanmin(b) == np.nanmin(a) and np.nanmax(b) == np.nanmax(a), key
