@@ -267,7 +267,8 @@ def print_confidence(out: dict[tuple[str, str], list[dict[str, float]]], arms: t
     sets' ratios with a 95 % interval), beside the same for two plain-subscriber runs in a row (A/A: what this
     machine alone moves it by; ABBA puts a set's last baseline next to the next set's first). A statistic whose
     A/A interval is not within the band cannot show a 5 % effect on this machine; the goal is judged on those that
-    can, for the console arm."""
+    can, for the console arm. (N sets give N ratios to the baseline but only (N - 1) // 2 A/A ratios: the A/A
+    interval is the wider, so the check errs towards "cannot resolve".)"""
     print("95 % intervals of the ratios to the plain subscriber (geometric mean of the per-set ratios, bootstrap); "
           "A/A: two plain-subscriber runs in a row:")
     print(f"{'':22s} {'A/A':>26s}" + "".join(f" {names[who][:30]:>30s}" for who in arms[1:]))
@@ -351,7 +352,6 @@ def main() -> int:
         print(f"{names[who]:30s} {med('afap', who, 'emu_cpu_ms_per_sim_s'):14.3f} "
               f"{med('realtime', who, 'emu_cpu_ms_per_sim_s'):18.1f} {med('afap', who, 'watch_core'):13.1%} "
               f"{med('realtime', who, 'watch_core'):9.1%}")
-
 
     def pairs(mode: str, who: str, key: str) -> str:
         return " ".join(f"{c[key] / b[key]:.2f}" for b, c in zip(out[(mode, "baseline")], out[(mode, who)],
