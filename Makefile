@@ -24,10 +24,11 @@ install-test: $(VENV)/.installed-test
 demo: install
 	$(BIN)/flatsat demo
 
-# the suite on PYTEST_WORKERS processes (pytest-xdist; 0: in this process); worksteal evens out the long tests
+# the suite on PYTEST_WORKERS processes (pytest-xdist; 0: in this process), handed out two tests at a time in the
+# order tests/conftest.py gives them (the longest first)
 PYTEST_WORKERS ?= 2
 test: install-test
-	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist load --maxschedchunk 2 $(PYTEST_ARGS)
 
 bench: install-test
 	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -1,9 +1,9 @@
-"""Shared test configuration: hypothesis profiles (``ci`` when the CI variable is set, else ``dev``), and the lock that
-runs an ``alone`` test with no other test beside it when the suite runs on several workers."""
+"""Shared test configuration: hypothesis profiles (``ci`` when the CI variable is set, else ``dev``); on several
+workers, the lock that runs an ``alone`` test with no other test beside it, and the order the tests are handed out
+in (the longest first)."""
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import shutil
@@ -37,19 +37,30 @@ class SuiteLock:
     def __init__(self, folder: Path) -> None:
         self.gate = folder / "gate"
         self.lock = folder / "lock"
+        #: the lock file this worker holds and whether exclusively (an exclusive hold is kept across `alone` tests
+        #: in a row: each would otherwise wait at the gate for the other worker's test of the moment, maybe minutes)
+        self.held: tuple[Any, bool] | None = None
 
-    @contextlib.contextmanager
-    def hold(self, exclusive: bool) -> Iterator[None]:
-        with self.gate.open("a") as gate, self.lock.open("a") as lock:
+    def enter(self, exclusive: bool) -> None:
+        if self.held is not None:
+            if self.held[1] == exclusive:
+                return
+            self.leave()
+        lock = self.lock.open("a")
+        with self.gate.open("a") as gate:
             fcntl.flock(gate, fcntl.LOCK_EX)
             try:
                 fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
             finally:
                 fcntl.flock(gate, fcntl.LOCK_UN)
-            try:
-                yield
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        self.held = (lock, exclusive)
+
+    def leave(self) -> None:
+        if self.held is not None:
+            lock, _ = self.held
+            self.held = None
+            fcntl.flock(lock, fcntl.LOCK_UN)
+            lock.close()
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -75,6 +86,10 @@ def pytest_configure_node(node: Any) -> None:
         node.workerinput["flatsat_lock_dir"] = str(folder)
 
 
+def is_alone(item: pytest.Item | None) -> bool:
+    return item is not None and item.get_closest_marker("alone") is not None
+
+
 @pytest.hookimpl(hookwrapper=True, tryfirst=True)
 def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
     """Outside every other wrapper (pytest-timeout's too): the wait for the lock is no part of a test's time."""
@@ -82,5 +97,32 @@ def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> 
     if lock is None:
         yield
         return
-    with lock.hold(exclusive=item.get_closest_marker("alone") is not None):
+    exclusive = is_alone(item)
+    lock.enter(exclusive)
+    try:
         yield
+    finally:
+        if not (exclusive and is_alone(nextitem)):
+            lock.leave()
+
+
+# -- the order the workers take the tests in ---------------------------------------------------------------------------
+# `make test` hands the tests out a couple at a time, in collection order (--dist load --maxschedchunk 2), so the
+# longest start first and the short ones fill in at the end: the slow tests first, the modules that take longest
+# (measured with --durations) ahead of the others; the `alone` tests last, together (they stop the other worker,
+# and waiting for a short test costs less than waiting for a QEMU run).
+HEAVIEST_MODULES = ("integration/test_qemu_board.py", "hil/test_standard_scenarios.py", "integration/test_c_stub.py",
+                    "physics/test_twins.py", "integration/test_console_browser.py", "packaging/test_packaging.py",
+                    "integration/test_batch_sampling.py")
+
+
+def run_order(item: pytest.Item) -> tuple[int, int]:
+    path = item.path.as_posix()
+    rank = next((k for k, name in enumerate(HEAVIEST_MODULES) if path.endswith(name)), len(HEAVIEST_MODULES))
+    group = 2 if is_alone(item) else 0 if item.get_closest_marker("slow") is not None else 1
+    return group, rank
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if getattr(config, "workerinput", None) is not None:  # on several workers only: alone, the files' order
+        items.sort(key=run_order)  # stable: a module's tests keep their order within a group
