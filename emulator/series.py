@@ -7,8 +7,18 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import numpy as np
+import ormsgpack
 
 NS_PER_S = 1_000_000_000
+
+#: what packs a truth tree as a row (:func:`tree_row`): plain dicts, lists, tuples, str, int, float, bool and None
+#: only. Anything else (an enum, a numpy number, a dataclass, a subclass, a non-str key) raises, and the row is
+#: flattened at once: unpacked, a packed tree flattens to exactly what the tree did.
+_EXACT_PACK = (ormsgpack.OPT_PASSTHROUGH_SUBCLASS | ormsgpack.OPT_PASSTHROUGH_DATACLASS | ormsgpack.OPT_PASSTHROUGH_ENUM
+               | ormsgpack.OPT_PASSTHROUGH_DATETIME | ormsgpack.OPT_PASSTHROUGH_UUID | ormsgpack.OPT_PASSTHROUGH_BIG_INT)
+
+#: a truth tree kept as a row of a :class:`Series`: its msgpack (flattened when a column is read), or flattened
+TreeRow = bytes | dict[str, float]
 
 
 def flatten(tree: Mapping[str, Any], prefix: str = "", out: dict[str, float] | None = None) -> dict[str, float]:
@@ -38,16 +48,52 @@ def flatten(tree: Mapping[str, Any], prefix: str = "", out: dict[str, float] | N
     return out
 
 
+def tree_row(tree: Mapping[str, Any]) -> TreeRow:
+    """``tree`` as a row for :meth:`Series.append_tree`: its msgpack (a copy: the model may go on changing lists it
+    shares with its truth), or, for a tree of more than msgpack primitives, flattened now."""
+    try:
+        return ormsgpack.packb(tree, option=_EXACT_PACK)
+    except TypeError:  # ormsgpack's encode error: a value of another type, a non-str key, a too deep tree
+        return flatten(tree)
+
+
 class Series:
     """Columns of flattened samples; missing values are NaN."""
 
     def __init__(self) -> None:
         self.t_s: list[float] = []
         self._cols: dict[str, list[float]] = {}
+        #: rows appended as trees and not flattened yet (the last rows, in order): a run keeps up to thousands of
+        #: whole truth trees, ~0.5 ms each to flatten in the run and often read by nobody
+        self._trees: list[tuple[TreeRow, Mapping[str, float] | None]] = []
+
+    def append_tree(self, t_ns: int, row: TreeRow, replace: Mapping[str, float] | None = None) -> None:
+        """:meth:`append` of ``{**flatten(tree), **replace}`` for ``row = tree_row(tree)``, flattened when a column
+        is first read (one row may be appended many times)."""
+        self.t_s.append(t_ns / NS_PER_S)
+        self._trees.append((row, replace))
+
+    def _flatten_trees(self) -> None:
+        trees, self._trees = self._trees, []
+        n0 = len(self.t_s) - len(trees)
+        unpack = ormsgpack.unpackb
+        last: Any = None
+        flat: dict[str, float] = {}
+        for i, (row, replace) in enumerate(trees):
+            if row is not last:  # a window's rows share their tree
+                last = row
+                flat = flatten(unpack(row)) if isinstance(row, bytes) else row
+            self._add(n0 + i, flat if replace is None else {**flat, **replace})
 
     def append(self, t_ns: int, sample: Mapping[str, float]) -> None:
+        if self._trees:
+            self._flatten_trees()
         n = len(self.t_s)
         self.t_s.append(t_ns / NS_PER_S)
+        self._add(n, sample)
+
+    def _add(self, n: int, sample: Mapping[str, float]) -> None:
+        """Row ``n`` into the columns (which hold rows 0 .. n-1)."""
         cols = self._cols
         if len(sample) == len(cols) and sample.keys() == cols.keys():  # a run's rows: the same keys every time
             for key, value in sample.items():
@@ -65,14 +111,20 @@ class Series:
     def __len__(self) -> int:
         return len(self.t_s)
 
+    def _columns(self) -> dict[str, list[float]]:
+        """The columns by key, every row flattened."""
+        if self._trees:
+            self._flatten_trees()
+        return self._cols
+
     def keys(self) -> list[str]:
-        return list(self._cols)
+        return list(self._columns())
 
     def __contains__(self, key: object) -> bool:
-        return key in self._cols
+        return key in self._columns()
 
     def get(self, key: str) -> np.ndarray:
-        return np.asarray(self._cols[key], dtype=float)
+        return np.asarray(self._columns()[key], dtype=float)
 
     def time(self) -> np.ndarray:
         return np.asarray(self.t_s, dtype=float)
@@ -81,12 +133,13 @@ class Series:
         import fnmatch
 
         out: list[str] = []
+        cols = self._columns()
         for pat in patterns:
-            out += [k for k in self._cols if fnmatch.fnmatchcase(k, pat) and k not in out]
+            out += [k for k in cols if fnmatch.fnmatchcase(k, pat) and k not in out]
         return out
 
     def to_columns(self) -> dict[str, list[float]]:
-        return {"t_s": list(self.t_s), **{k: list(v) for k, v in self._cols.items()}}
+        return {"t_s": list(self.t_s), **{k: list(v) for k, v in self._columns().items()}}
 
 
 class SignalReader:
@@ -207,9 +260,9 @@ class EnvelopeSampler:
     a window where any of ``keys`` went below or above the row's value, a row of each key's window minimum and one
     of its maximum (so a one-step spike survives the thinning, as in a min/max decimation for plots).
 
-    Call :meth:`observe` with the truth tree at every step. The rows are flattened trees (:func:`flatten`), or with
-    ``rows="keys"`` only the ``keys`` (what a summary or a plot shows: flattening a whole tree costs more than
-    stepping a big model). ``reader`` replaces the key reader (e.g. a :class:`FleetReader`; its keys are the rows).
+    Call :meth:`observe` with the truth tree at every step. The rows are whole trees (:meth:`Series.append_tree`:
+    flattened when the series is read), or with ``rows="keys"`` only the ``keys`` (what a summary or a plot shows).
+    ``reader`` replaces the key reader (e.g. a :class:`FleetReader`; its keys are the rows).
     """
 
     def __init__(self, series: Series, every_ns: int, keys: Iterable[str], sample: Mapping[str, Any], *,
@@ -240,24 +293,30 @@ class EnvelopeSampler:
 
     def flush(self, t_ns: int, tree: Mapping[str, Any], values: dict[str, float] | None = None) -> None:
         """Close the window at ``t_ns`` with the sample there (also the last row of a run)."""
+        now = self.reader.read(tree) if values is None else values  # the keys' values in the row (NaN: none)
+        series = self.series
         if self.full_rows:
-            row = flatten(tree)
+            tree_at = tree_row(tree)
+
+            def append(t: int, replace: dict[str, float] | None = None) -> None:
+                series.append_tree(t, tree_at, replace)
         else:
-            read = self.reader.read(tree) if values is None else values
-            row = {k: v for k, v in read.items() if not math.isnan(v)}
-        lo = {k: v for k, (v, _) in self.lo.items() if v < row.get(k, v)}
-        hi = {k: v for k, (v, _) in self.hi.items() if v > row.get(k, v)}
-        if (lo or hi) and len(self.series):
+            row = {k: v for k, v in now.items() if not math.isnan(v)}
+
+            def append(t: int, replace: dict[str, float] | None = None) -> None:
+                series.append(t, row if replace is None else {**row, **replace})
+        lo = {k: v for k, (v, _) in self.lo.items() if v < now.get(k, v)}
+        hi = {k: v for k, (v, _) in self.hi.items() if v > now.get(k, v)}
+        if (lo or hi) and len(series):
             span = t_ns - self.window_start_ns
             t_lo = min((t for _, t in self.lo.values()), default=t_ns)
             t_hi = min((t for _, t in self.hi.values()), default=t_ns)
             first, second = (lo, hi) if t_lo <= t_hi else (hi, lo)
-            prev = {k: v for k, v in row.items()}
             for n, extreme in ((1, first), (2, second)):
                 if extreme:
-                    self.series.append(self.window_start_ns + span * n // 3, {**prev, **extreme})
-        if not len(self.series) or self.series.t_s[-1] != t_ns / NS_PER_S:
-            self.series.append(t_ns, row)
+                    append(self.window_start_ns + span * n // 3, extreme)
+        if not len(series) or series.t_s[-1] != t_ns / NS_PER_S:
+            append(t_ns)
         self.lo.clear()
         self.hi.clear()
         self.window_start_ns = t_ns

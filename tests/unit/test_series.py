@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from emulator.plotting import summary_rows
-from emulator.series import EnvelopeSampler, FleetReader, Series, flatten
+from emulator.series import EnvelopeSampler, FleetReader, Series, flatten, tree_row
 
 NS = 1_000_000_000
 
@@ -130,3 +130,41 @@ def test_flatten_gives_what_isinstance_checks_give(tree: dict[Any, Any]) -> None
     got, want = flatten(tree), _flatten_reference(tree)
     assert list(got) == list(want)
     assert all(got[k] == want[k] or (math.isnan(got[k]) and math.isnan(want[k])) for k in want)
+
+
+# -- rows kept as trees: flattened when read, as append() of the flattened tree would have put them -----------------
+@settings(max_examples=80)
+@given(st.lists(st.tuples(st.dictionaries(_KEYS, _TREES, max_size=4), st.booleans(),
+                          st.dictionaries(st.sampled_from(["a", "b", "z"]), st.floats(allow_nan=False), max_size=2)),
+                min_size=1, max_size=6), st.integers(0, 6))
+def test_rows_kept_as_trees_read_as_their_flattened_rows(rows: list[tuple[dict[Any, Any], bool, dict[str, float]]],
+                                                         read_at: int) -> None:
+    """Trees of any content (numpy numbers, enums, mapping proxies, int keys: flattened at once; plain ones packed)
+    with values replaced, mixed with rows appended flat, and the series read half-way: the same columns."""
+    lazy, eager = Series(), Series()
+    for k, (tree, as_tree, replace) in enumerate(rows):
+        if k == read_at:
+            assert lazy.keys() == eager.keys()
+        if as_tree:
+            lazy.append_tree(k * NS, tree_row(tree), replace or None)
+        else:
+            lazy.append(k * NS, {**flatten(tree), **replace})
+        eager.append(k * NS, {**flatten(tree), **replace})
+    assert len(lazy) == len(eager) and lazy.t_s == eager.t_s
+    columns = eager.keys()
+    assert lazy.keys() == columns
+    for key in columns:
+        np.testing.assert_array_equal(lazy.get(key), eager.get(key))
+
+
+def test_a_tree_row_is_a_copy_of_the_tree_when_appended() -> None:
+    """A model may go on changing a list its truth shares: the row holds the values it had."""
+    cells = [1.0, 2.0]
+    tree = {"cells": cells, "soc": 0.5}
+    series = Series()
+    series.append_tree(0, tree_row(tree))
+    cells[0] = 9.0
+    tree["soc"] = 0.1
+    series.append_tree(NS, tree_row(tree), {"soc": 0.2})
+    assert list(series.get("cells.0")) == [1.0, 9.0] and list(series.get("soc")) == [0.5, 0.2]
+    assert isinstance(tree_row(tree), bytes) and tree_row({"x": np.float64(1.0)}) == {"x": 1.0}
