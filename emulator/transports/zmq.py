@@ -38,9 +38,10 @@ counted; a reply to a peer the ROUTER does not know (ROUTER_MANDATORY) raises Tr
 
 Peer gone (client side): a socket monitor on the DEALER reports EVENT_DISCONNECTED; ``recv`` then
 raises :class:`TransportBrokenError` once and sets ``stats.is_up = False``. Requests go only over a live
-connection (ZMQ_IMMEDIATE): while the server is away ``send`` raises TransportBrokenError at once, and what was
-queued when it went dies with the connection, so a server started again at the address (another run) never
-receives the old run's requests. The link stays open and
+connection (ZMQ_IMMEDIATE): while the server is away ``send`` raises TransportBrokenError at once (until its
+welcome is back, whatever else accepted a connection at its port meanwhile), and what was queued when it went
+dies with the connection, so a server started again at the address (another run) never receives the old run's
+requests. The link stays open and
 ZeroMQ keeps reconnecting: when a server is back at the address, its welcome sets ``is_up = True``
 and counts ``stats.reconnects``; keep calling ``recv``. inproc has no connection events, so inproc
 clients never see the server go away. A board that dies and restarts simply connects again; the
@@ -933,8 +934,20 @@ class ZmqClientLink(ClientLink):
     async def _send(self, msg: Message) -> None:
         await self._send_bytes([encode_message(msg)])
 
+    def _not_connected(self) -> TransportBrokenError:
+        return TransportBrokenError(
+            f"the server of {self.url.label} is not connected (it went away, or is coming back): a request is sent "
+            "only over a live connection, never kept for whichever server comes next")
+
     async def _send_bytes(self, frames: list[bytes]) -> None:
         self._check_open()
+        if not self.stats.is_up and self._monitor_sync is not None:
+            # known down (the server went away): up again only with its welcome and a complete request connection,
+            # whatever ZeroMQ connected meanwhile (another process that took the port, or this DEALER's own
+            # reconnection meeting itself: TCP can connect a local port to itself)
+            self._drain_checked()
+            if not self.stats.is_up:
+                raise self._not_connected()
         try:
             if len(frames) == 1:
                 _sock_send(self._dealer_sync, frames[0], _NOBLOCK, True, False)
@@ -942,9 +955,7 @@ class ZmqClientLink(ClientLink):
                 self._dealer_sync.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again:
             if not self._dealer_ready:
-                raise TransportBrokenError(
-                    f"the server of {self.url.label} is not connected (it went away, or is coming back): a request "
-                    "is sent only over a live connection, never kept for whichever server comes next") from None
+                raise self._not_connected() from None
             # the request queue towards the server is full (hwm): the server is gone or stuck
             raise TransportBrokenError(
                 f"request queue of {self.url.label} is full ({self.url.get('hwm')} messages): the server "

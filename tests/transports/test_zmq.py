@@ -20,7 +20,7 @@ from emulator.errors import (
 )
 from emulator.protocol import Message, encode_message
 from emulator.transports import connect, listen, parse_transport_url
-from emulator.transports.zmq import _Endpoints
+from emulator.transports.zmq import _Endpoints, endpoints
 
 SAFETY_S = 5.0  #: wall-clock safety net for one wait
 SUBPROCESS_SAFETY_S = 30.0  #: a fresh interpreter importing pyzmq and msgpack on a loaded CI machine
@@ -308,6 +308,32 @@ async def test_a_curve_link_opened_right_after_another_closed_gets_the_zap_endpo
     for _ in range(300):
         server = await listen(url)
         await server.aclose()
+
+
+async def test_a_request_is_not_sent_to_whatever_took_the_servers_port() -> None:
+    """The server went away and something else completed a connection at its request port before its welcome came
+    back (another program's ZeroMQ socket; or, rarely, the client's own reconnection: TCP can connect a local port
+    to itself): the link is not up, so a send still fails and nothing goes out."""
+    first = await listen("zmq+tcp://127.0.0.1:0")
+    _, request_end = endpoints(parse_transport_url(str(first.url)))
+    client = await connect(first.url)
+    squatter = zmq.Context.instance().socket(zmq.ROUTER)
+    monitor = squatter.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    try:
+        await first.aclose()
+        async with asyncio.timeout(SAFETY_S):
+            with pytest.raises(TransportBrokenError, match="went away"):
+                await client.recv()
+        squatter.bind(request_end)
+        assert monitor.poll(SAFETY_S * 1000), "the client's DEALER never reconnected to the port"
+        with pytest.raises(TransportBrokenError, match="not connected"):
+            await client.send(Message("clock.pause", {}, seq=1))
+        assert not squatter.poll(300), "a request reached the socket that took the port"
+    finally:
+        await client.aclose()
+        squatter.disable_monitor()
+        monitor.close(linger=0)
+        squatter.close(linger=0)
 
 
 async def test_a_request_is_never_kept_for_the_next_server_at_the_address() -> None:
