@@ -47,12 +47,16 @@ class SuiteLock:
                 return
             self.leave()
         lock = self.lock.open("a")
-        with self.gate.open("a") as gate:
-            fcntl.flock(gate, fcntl.LOCK_EX)
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
-            finally:
-                fcntl.flock(gate, fcntl.LOCK_UN)
+        try:
+            with self.gate.open("a") as gate:
+                fcntl.flock(gate, fcntl.LOCK_EX)
+                try:
+                    fcntl.flock(lock, fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH)
+                finally:
+                    fcntl.flock(gate, fcntl.LOCK_UN)
+        except BaseException:  # (an interrupted wait): the handle is not kept
+            lock.close()
+            raise
         self.held = (lock, exclusive)
 
     def leave(self) -> None:
