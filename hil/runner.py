@@ -857,7 +857,7 @@ class ScenarioRun:
                 c.on_step(t_ns, values)
             if look:
                 if sampler.observe_values(t_ns, values):
-                    sampler.flush(t_ns, emu.truth())  # a row: the whole tree
+                    sampler.flush(t_ns, emu.truth(), values)  # a row: the whole tree (the signals as just read)
                 if t_ns >= next_sample[0]:
                     next_sample[0] = t_ns + fine_ns
 
