@@ -81,9 +81,11 @@ class StepReader:
         out: dict[str, float] = dict.fromkeys(self.missing, math.nan)
         for key, getter in self.getters:
             try:
-                out[key] = value_of(getter())
+                v = getter()
             except LOOKUP_ERRORS:  # what no longer resolves in the tree (a list grown shorter)
                 out[key] = math.nan
+                continue
+            out[key] = v if type(v) is float else value_of(v)  # most are floats already: no call for them
         if self._read is not None:
             self._read(self.tree(), out)
         return out
