@@ -27,8 +27,8 @@ demo: install
 # the suite on PYTEST_WORKERS processes (pytest-xdist; 0: in this process), handed out two tests at a time in the
 # order tests/conftest.py gives them (the longest first)
 PYTEST_WORKERS ?= 2
-# the sources are compiled first: where PYTHONDONTWRITEBYTECODE is set (container images), each of the suite's
-# ~100 Python processes (boards, CLI runs) would otherwise compile them again (~0.2 s each)
+# the sources are compiled first: where PYTHONDONTWRITEBYTECODE is set (as on this project's test machine), each
+# of the suite's ~100 Python processes (boards, CLI runs) would otherwise compile them again (~0.2 s each)
 test: install-test
 	$(BIN)/python -m compileall -q emulator hil firmware_stubs tests
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist load --maxschedchunk 2 $(PYTEST_ARGS)
