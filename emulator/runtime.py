@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from emulator.bounded import LruDict
-from emulator.clock import NS_PER_S, ClockMode, SimClock, WallSource
+from emulator.clock import NS_PER_S, QUIET_YIELD_NS, YIELD_NS, ClockMode, SimClock, WallSource
 from emulator.config import RunConfig
 from emulator.errors import (
     CodecError,
@@ -111,9 +111,9 @@ MAX_ACTIVE_FAULTS = 256
 #: a board's repeated request (same src and seq among its last this many) is answered from a cache, not run again
 #: (board.hello reply ``duplicate_window``): a board that lost a reply may repeat any request, board.step included
 DUPLICATE_WINDOW = 64
-#: what the loop publishes between two yields to the event loop in afap and lockstep (at most ~1 ms of wall time,
-#: clock.YIELD_NS) is sent together as it yields: ZeroMQ's I/O thread then wakes and writes to the socket once per
-#: batch, not once per message (on loopback TCP ~10 us of CPU per message, more than building it). A full outbox
+#: what the loop publishes between two yields to the event loop in afap and lockstep (at most clock.yield_ns of wall
+#: time: ~1 ms while requests come, ~4 ms once none has come for QUIET_AFTER_NS) is sent together as it yields:
+#: ZeroMQ's I/O thread then wakes and writes to the socket once per batch, not once per message (on loopback TCP ~10 us of CPU per message, more than building it). A full outbox
 #: is sent at once; a paced clock (realtime, scaled) sends every message as it is published
 OUTBOX_MESSAGES = 1024
 #: in afap the outbox is kept across yields for up to this much wall time (a cluster's step is ~1 ms, one step per
@@ -128,6 +128,10 @@ REARM_NS = 5_000_000
 REPLY_GRACE_S = 0.05
 #: at most this many steps in a batch that samples telemetry between its steps (the clock yields sooner anyway)
 SAMPLED_STEPS = 256
+#: a batched clock yields every clock.YIELD_NS while requests come, and every clock.QUIET_YIELD_NS once none has come
+#: for this long (wall time): a peer that talks is answered within ~1 ms, a run watched only by subscribers (or
+#: by nobody) takes longer batches
+QUIET_AFTER_NS = 1_000_000_000
 
 
 def _next_due(due_ns: int, period_ns: int, now_ns: int) -> int:
@@ -238,6 +242,7 @@ class Emulator:
         self._defer_sends = False
         self._rearmed_ns = 0  # wall time of the last re-arm (REARM_NS)
         self._outbox_sent_ns = 0  # wall time the outbox was last sent as the clock yielded (OUTBOX_NS)
+        self._request_wall_ns: int | None = None  # wall time of the last request on any plane (QUIET_AFTER_NS)
         self._hook_tasks: set[asyncio.Task[None]] = set()
         self._events: list[tuple[str, dict[str, Any]]] = []
         #: bench supplies playing rails ([bench.supply]; emulator.instruments.bench.SupplyBench), started by start()
@@ -838,6 +843,9 @@ class Emulator:
             self._flush_if_unflushed()
             return
         now = clock.wall.now_ns()
+        if clock.yield_ns != QUIET_YIELD_NS and (self._request_wall_ns is None
+                                                 or now - self._request_wall_ns >= QUIET_AFTER_NS):
+            clock.set_yield_ns(QUIET_YIELD_NS)
         if self._outbox and (clock.mode != ClockMode.AFAP or now - self._outbox_sent_ns >= OUTBOX_NS):
             self._outbox_sent_ns = now
             self._send_outbox()
@@ -1049,8 +1057,11 @@ class Emulator:
                 log.warning("%s link: %s", name, exc)
                 await self._stop_or_sleep()
                 continue
+            self._request_wall_ns = now_ns = wall.now_ns()
             if batch_start_ns is None:
-                batch_start_ns = wall.now_ns()
+                batch_start_ns = now_ns
+            if self.clock.yield_ns != YIELD_NS:  # someone talks: answer within ~1 ms again
+                self.clock.set_yield_ns(YIELD_NS)
             try:
                 if incoming.message is None:
                     err = incoming.error or CodecError("undecodable request", field="bytes")

@@ -9,9 +9,10 @@ import pytest
 from toy_model import Lamp
 
 from emulator import runtime
-from emulator.clock import NS_PER_S, VirtualWall
+from emulator.clock import NS_PER_S, QUIET_YIELD_NS, YIELD_NS, VirtualWall
 from emulator.config import RunConfig, SimConfig
 from emulator.protocol.codec import decode_message
+from emulator.protocol.envelope import Message
 from emulator.runtime import Emulator
 from emulator.transports import connect
 
@@ -105,3 +106,24 @@ async def test_a_paced_clock_sends_each_step_as_it_is_published() -> None:
         assert all(t == now for _, t, now in sent)  # sent in the step it was published, not at the next yield
         assert emu.clock.now_ns() == 21 * NS_PER_S
         assert (await _drain(link, sent[-1][0]))[-len(sent):] == [s for s, _, _ in sent]
+
+
+async def test_a_run_nobody_talks_to_yields_less_often_until_a_request_comes() -> None:
+    """Subscribers only (or nobody): the clock yields every QUIET_YIELD_NS, so batches are longer. A request brings
+    back YIELD_NS at once (it is answered within ~1 ms from then on), until none has come for QUIET_AFTER_NS."""
+    wall = _BusyWall()
+    emu = Emulator(Lamp(), RunConfig(sim=SimConfig(step_s=1.0, mode="afap")), wall=wall,
+                   board_url="loop://outbox-quiet", control_url=None, record_path=None)
+    async with emu, await connect("loop://outbox-quiet") as link:
+        await emu.run_for(100)
+        assert emu.clock.yield_ns == QUIET_YIELD_NS
+        await link.send(Message("lamp.set", {"on": True}, seq=1))
+        async with asyncio.timeout(WALL_GUARD_S):
+            while (msg := await link.recv()).topic != "reply":
+                pass
+        assert msg.payload["ok"] and emu.clock.yield_ns == YIELD_NS
+        await emu.run_for(100)  # ~a millisecond of (busy) wall time later: still talking
+        assert emu.clock.yield_ns == YIELD_NS
+        wall.advance(runtime.QUIET_AFTER_NS)
+        await emu.run_for(100)
+        assert emu.clock.yield_ns == QUIET_YIELD_NS

@@ -9,7 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from emulator.clock import NS_PER_S, ClockMode, SimClock, VirtualWall, parse_duration_s
+from emulator.clock import (
+    NS_PER_S,
+    QUIET_YIELD_NS,
+    YIELD_NS,
+    ClockMode,
+    SimClock,
+    VirtualWall,
+    parse_duration_s,
+)
 from emulator.errors import CommandError
 
 STEP_NS = 100_000_000  # 0.1 s
@@ -157,6 +165,30 @@ async def test_a_lockstep_wait_does_not_shrink_the_next_batches() -> None:
             await clock.advance_many(n, STEP_NS)
     assert clock.now_ns() == 80 * STEP_NS
     assert sizes[-4:] == [10] * 4, sizes
+
+
+async def test_batches_fill_the_yield_period_and_shrink_at_once_when_it_shortens() -> None:
+    """An afap clock sizes its batches to the wall time between yields (100 us a step: 40 steps in the quiet
+    period, 10 in the short one); a shorter period takes effect at the next batch, not after a long one."""
+    wall = VirtualWall()
+    clock = SimClock(ClockMode.AFAP, wall=wall)
+
+    async def run(batches: int) -> list[int]:
+        sizes = []
+        for _ in range(batches):
+            n = clock.batch(STEP_NS, 1000)
+            sizes.append(n)
+            wall.advance(100_000 * n)
+            await clock.advance_many(n, STEP_NS)
+        return sizes
+
+    assert clock.yield_ns == YIELD_NS
+    clock.set_yield_ns(QUIET_YIELD_NS)
+    quiet = await run(12)
+    assert quiet[-3:] == [QUIET_YIELD_NS // 100_000] * 3, quiet
+    clock.set_yield_ns(YIELD_NS)
+    short = await run(6)
+    assert short == [YIELD_NS // 100_000] * 6, short
 
 
 @given(epoch_s=st.integers(-10**9, 10**10), epoch_us=st.sampled_from([0, 0, 7]),
