@@ -130,8 +130,8 @@ REPLY_GRACE_S = 0.05
 SAMPLED_STEPS = 256
 #: a batched clock yields every clock.YIELD_NS while requests come, and every clock.QUIET_YIELD_NS once none has come
 #: for this long (wall time): a peer that talks is answered within ~1 ms, a run watched only by subscribers (or
-#: by nobody) takes longer batches
-QUIET_AFTER_NS = 1_000_000_000
+#: by nobody) takes longer batches, and so does one whose peers only poll now and then (the console: every 2 s)
+QUIET_AFTER_NS = 100_000_000
 
 
 def _next_due(due_ns: int, period_ns: int, now_ns: int) -> int:
