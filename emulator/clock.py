@@ -37,7 +37,8 @@ from emulator.errors import CommandError
 NS_PER_S = 1_000_000_000
 #: afap: let the event loop run others (links, the board, the control plane) at least this often, in wall
 #: time and in steps. A loop iteration costs about as much as a physics step, so yielding every step would
-#: halve the speed of a run that nobody talks to; a request waits at most ~1 ms.
+#: halve the speed of a run that nobody talks to; a request waits at most ~1 ms (while requests come: see
+#: QUIET_YIELD_NS).
 YIELD_NS = 1_000_000
 YIELD_STEPS = 64
 #: afap and lockstep while no request has come for a while (the runtime says when: :meth:`SimClock.set_yield_ns`):

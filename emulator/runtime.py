@@ -113,8 +113,9 @@ MAX_ACTIVE_FAULTS = 256
 DUPLICATE_WINDOW = 64
 #: what the loop publishes between two yields to the event loop in afap and lockstep (at most clock.yield_ns of wall
 #: time: ~1 ms while requests come, ~4 ms once none has come for QUIET_AFTER_NS) is sent together as it yields:
-#: ZeroMQ's I/O thread then wakes and writes to the socket once per batch, not once per message (on loopback TCP ~10 us of CPU per message, more than building it). A full outbox
-#: is sent at once; a paced clock (realtime, scaled) sends every message as it is published
+#: ZeroMQ's I/O thread then wakes and writes to the socket once per batch, not once per message (on loopback TCP
+#: ~10 us of CPU per message, more than building it). A full outbox is sent at once; a paced clock (realtime,
+#: scaled) sends every message as it is published
 OUTBOX_MESSAGES = 1024
 #: in afap the outbox is kept across yields for up to this much wall time (a cluster's step is ~1 ms, one step per
 #: yield: five messages a batch would still wake ZeroMQ's I/O thread every step); a reply to a request is sent
