@@ -119,16 +119,13 @@ def power_single(p: PowerSystem) -> dict[str, Any]:
         "s_since_full": p.s_since_full, "battery_connected": bool(p.battery_connected), "q_pack_c": p.q_pack_c,
         "cells": [int(x) for x in p.np_alive], "stored_j": p.stored_j(),
         "energy_scale": full_energy_j(p.config)}
-    for key in TH_KEYS:
-        d[f"th.{key}"] = p.th[key]
+    d.update(zip(th_keys(), [p.th[key] for key in TH_KEYS], strict=True))
     for a, w in enumerate(p.array_w):
         d[f"array{a}.w"] = w
         d[f"array{a}.alive"] = p.array_alive[a]
-    for key in LEDGER:
-        d[f"ledger.{key}"] = getattr(p.ledger, key)
+    d.update(zip(ledger_keys(), [getattr(p.ledger, key) for key in LEDGER], strict=True))
     for r in p.rails:
-        for key in RAIL_FIELDS:
-            d[f"{r.name}.{key}"] = getattr(r, key)
+        d.update(zip(rail_keys(r.name), [getattr(r, key) for key in RAIL_FIELDS], strict=True))
         # the retry counter's window: a rail held as settled stops counting once past it (only the comparison matters)
         d[f"{r.name}.good"] = r.good_s >= r.window_s
     return d
