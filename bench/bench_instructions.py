@@ -38,13 +38,14 @@ async def child(config: str, steps: int, subscribed: bool, batch: int) -> None:
     """The run measured: the emulator in this process, afap, ``steps`` one-second steps."""
     import zmq
 
-    from emulator import clock
+    from emulator import clock, runtime
     from emulator.config import load_config
     from emulator.runtime import Emulator
     from emulator.transports import parse_transport_url
     from emulator.transports.zmq import endpoints
 
-    clock.YIELD_NS = 10**15  # batches sized by YIELD_STEPS alone (callgrind's pace would shrink them)
+    # batches sized by YIELD_STEPS alone (callgrind's pace would shrink them), whichever yield period the runtime sets
+    clock.YIELD_NS = clock.QUIET_YIELD_NS = runtime.YIELD_NS = runtime.QUIET_YIELD_NS = 10**15
     clock.YIELD_STEPS = batch
     cfg = load_config(config, {"sim.mode": "afap", "sim.seed": 1, "links.board": "zmq+tcp://127.0.0.1:0?hwm=10000000",
                                "links.control": "zmq+tcp://127.0.0.1:0"})

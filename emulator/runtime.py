@@ -772,6 +772,9 @@ class Emulator:
         self._refresh_audience(t + step_ns)  # as the first step's _publish_due would
         # which topics are due after which step (the loop's arithmetic of _publish_due, ahead of time)
         items = [item for item in self._schedule if item.wanted]
+        common = self._common_grid(t, steps, items)
+        if common is not None:
+            return self._step_sampled_together(t, steps, items, *common)
         dues = [item.due_ns for item in items]
         plan: list[tuple[int, list[tuple[_Scheduled, int]]]] = []
         # the last step too, unless a fault ends there (its clearing and event come first, in _expire_faults)
@@ -827,6 +830,80 @@ class Emulator:
                 elif value is None:
                     value = self._clock_sample_at(now, steps0 + k) if topic == "sim.clock" else item.sample()
                 messages.append((topic, value, item.planes, item.targets, now))
+        # sent with the batch's other messages as the clock yields (a batched clock's messages wait for it)
+        self._defer_sends = True
+        try:
+            self._publish_all(messages)
+        finally:
+            self._defer_sends = False
+        return done
+
+    def _common_grid(self, t: int, steps: int, items: list[_Scheduled]) -> tuple[int, int, int] | None:
+        """When every topic of a batch is due at the same steps of it, one every ``stride`` from ``first`` on
+        (topics on one rate, in phase: the usual case), those steps as (first, last, stride); else None (a topic
+        only feeds take, different rates or phases: :meth:`_step_sampled` plans each step)."""
+        step_ns = self.step_ns
+        last = steps - 1 if self._fault_heap and self._fault_heap[0][0] <= t + steps * step_ns else steps
+        grid = None
+        for item in items:
+            if item.feed_only:
+                return None
+            period, due = item.period_ns, item.due_ns
+            if period % step_ns or (due - t) % step_ns:
+                return None
+            first = max(1, (due - t) // step_ns)
+            # sampled at ``first``, next due a period on (not a period from an overdue time)
+            if _next_due(due, period, t + first * step_ns) != t + first * step_ns + period:
+                return None
+            if grid is None:
+                grid = (first, period // step_ns)
+            elif grid != (first, period // step_ns):
+                return None
+        if grid is None or grid[0] > last:
+            return None
+        return grid[0], last, grid[1]
+
+    def _step_sampled_together(self, t: int, steps: int, items: list[_Scheduled], first: int, last: int,
+                               stride: int) -> int:
+        """:meth:`_step_sampled` for topics all due together at steps ``first``, ``first + stride``, ... up to
+        ``last``: the same samples, draws and messages in the same order, without planning each step."""
+        step_ns, model = self.step_ns, self.model
+        vector = self._vector_topics
+        capture = model.capture
+        columns: list[list[Any]] = [[] for _ in items]
+        captures = [(col.append, item.topic) for item, col in zip(items, columns, strict=True)
+                    if item.topic in vector]
+        samples = [(col.append, item.sample) for item, col in zip(items, columns, strict=True)
+                   if item.topic not in vector and item.topic not in _RUNTIME_TOPICS]
+        taken: list[int] = []  # the steps sampled (the model may end the batch sooner)
+        take = taken.append
+
+        def sample(k: int) -> None:
+            take(k)
+            for append, topic in captures:
+                append(capture(topic))
+            for append, sample_now in samples:
+                append(sample_now())
+
+        done = model.step_sampled(t, step_ns, steps, range(first, last + 1, stride), sample)
+        if not taken:
+            return done
+        steps0 = self.clock.stats.steps
+        times = [t + k * step_ns for k in taken]
+        for j, item in enumerate(items):
+            topic = item.topic
+            if topic in vector:
+                columns[j] = model.sampled(topic, columns[j])
+            elif topic == "sim.clock":
+                columns[j] = [self._clock_sample_at(now, steps0 + k) for k, now in zip(taken, times, strict=True)]
+            elif topic in _RUNTIME_TOPICS:
+                columns[j] = [item.sample() for _ in taken]
+            item.due_ns = times[-1] + item.period_ns
+            item.unfed = False
+        heads = [(item.topic, item.planes, item.targets) for item in items]
+        messages = [(topic, value, planes, targets, now)
+                    for now, values in zip(times, zip(*columns, strict=True), strict=True)
+                    for (topic, planes, targets), value in zip(heads, values, strict=True)]
         # sent with the batch's other messages as the clock yields (a batched clock's messages wait for it)
         self._defer_sends = True
         try:
