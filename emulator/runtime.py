@@ -869,20 +869,17 @@ class Emulator:
         ``last``: the same samples, draws and messages in the same order, without planning each step."""
         step_ns, model = self.step_ns, self.model
         vector = self._vector_topics
-        capture = model.capture
         columns: list[list[Any]] = [[] for _ in items]
-        captures = [(col.append, item.topic) for item, col in zip(items, columns, strict=True)
-                    if item.topic in vector]
-        samples = [(col.append, item.sample) for item, col in zip(items, columns, strict=True)
-                   if item.topic not in vector and item.topic not in _RUNTIME_TOPICS]
+        # at each step sampled: the truth of vectorised topics (read together below), the model's other topics'
+        # samples; the runtime's own (clock, links) are sampled as they are published
+        samplers = [(col.append, model.capturer(item.topic) if item.topic in vector else item.sample)
+                    for item, col in zip(items, columns, strict=True) if item.topic not in _RUNTIME_TOPICS]
         taken: list[int] = []  # the steps sampled (the model may end the batch sooner)
         take = taken.append
 
         def sample(k: int) -> None:
             take(k)
-            for append, topic in captures:
-                append(capture(topic))
-            for append, sample_now in samples:
+            for append, sample_now in samplers:
                 append(sample_now())
 
         done = model.step_sampled(t, step_ns, steps, range(first, last + 1, stride), sample)
@@ -895,7 +892,7 @@ class Emulator:
             if topic in vector:
                 columns[j] = model.sampled(topic, columns[j])
             elif topic == "sim.clock":
-                columns[j] = [self._clock_sample_at(now, steps0 + k) for k, now in zip(taken, times, strict=True)]
+                columns[j] = self._clock_samples_at(times, [steps0 + k for k in taken])
             elif topic in _RUNTIME_TOPICS:
                 columns[j] = [item.sample() for _ in taken]
             item.due_ns = times[-1] + item.period_ns
@@ -1112,11 +1109,19 @@ class Emulator:
     def _clock_sample_at(self, t_ns: int, steps: int) -> dict[str, Any]:
         """``sim.clock`` after the step of a batched clock's batch that ends at ``t_ns`` (the ``steps``-th):
         what :meth:`_clock_sample` gives there (a batched clock's advance sets no lag)."""
+        return self._clock_samples_at([t_ns], [steps])[0]
+
+    def _clock_samples_at(self, times_ns: list[int], steps: list[int]) -> list[dict[str, Any]]:
+        """:meth:`_clock_sample_at` of each (time, steps) of one batch (what else the sample holds is the
+        batch's)."""
         clock = self.clock
         st = clock.stats
-        return {"t_ns": t_ns, "utc": clock.utc_text(t_ns), "mode": str(clock.mode), "speed": clock.speed,
-                "paused": clock.paused, "lag_s": 0.0, "max_lag_s": st.max_lag_ns / NS_PER_S,
-                "overruns": st.overruns, "steps": steps}
+        utc = clock.utc_text
+        mode, speed, paused = str(clock.mode), clock.speed, clock.paused
+        max_lag_s, overruns = st.max_lag_ns / NS_PER_S, st.overruns
+        return [{"t_ns": t_ns, "utc": utc(t_ns), "mode": mode, "speed": speed, "paused": paused, "lag_s": 0.0,
+                 "max_lag_s": max_lag_s, "overruns": overruns, "steps": n}
+                for t_ns, n in zip(times_ns, steps, strict=True)]
 
     # -- requests ----------------------------------------------------------------------------
     async def _serve(self, link: Any, plane: Plane) -> None:

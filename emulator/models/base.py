@@ -8,6 +8,7 @@ control plane to its fault hooks. So the runtime never assumes the satellite's s
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -135,6 +136,10 @@ class SpacecraftModel(ABC):
     def capture(self, topic: str) -> Any:
         """The truth ``topic``'s sample is read from, now (a topic of :meth:`sampled_topics`)."""
         raise NotImplementedError(topic)
+
+    def capturer(self, topic: str) -> Callable[[], Any]:
+        """:meth:`capture` of ``topic`` as a function of nothing (a batch calls it at every step it samples)."""
+        return functools.partial(self.capture, topic)
 
     def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any] | PackedPayload]:
         """The samples of ``topic`` from :meth:`capture` rows, in order: what sampling at each row's step would

@@ -433,6 +433,7 @@ class Satellite(SpacecraftModel):
                                                                            epoch_utc)
         self.power = PowerSystem(config.power)
         self.thermal = ThermalNetwork(config.thermal)
+        self._heater_names = [h.name for h in self.thermal.heaters]  # (a twin in a test keeps the same heaters)
         self.accel = accelerator if accelerator is not None else AcceleratorBoard(
             config.accelerator, config.radiation, self.rngs["accelerator"])
         th, pw = self.thermal, self.power
@@ -502,7 +503,7 @@ class Satellite(SpacecraftModel):
     def _heater_states(self) -> tuple[tuple[str, str, bool], ...]:
         """Every heater as (name, mode, on)."""
         th = self.thermal
-        return tuple([(h.name, th.heater_mode[i], th.heater_on[i]) for i, h in enumerate(th.heaters)])
+        return tuple(zip(self._heater_names, th.heater_mode, th.heater_on, strict=True))
 
     def read_sun(self) -> dict[str, Any]:
         return self.sensors.read_sun(self.t_ns, self._sun_now())
@@ -527,23 +528,34 @@ class Satellite(SpacecraftModel):
         return SAMPLED_TOPICS
 
     def capture(self, topic: str) -> Any:
+        return self.capturer(topic)()
+
+    def capturer(self, topic: str) -> Callable[[], Any]:
         if topic == "eps.telemetry":
-            pw = self.power
-            vals = self.sensors._eps_head(pw.bus_v, pw.battery_connected, pw.battery_a, pw.soc, pw.s_since_full,
-                                          pw.q_pack_c, pw.array_total_w)
-            flags = []
-            for r in pw.rails:
-                vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
-                vals.append(r.v_out)
-                flags.append((r.on, r.tripped, r.latched, r.trips))
-            return (self.t_ns, vals, tuple(flags), MODE_NAMES[pw.mode])
+            return self._capture_eps
         if topic == "thermal.telemetry":
-            th = self.thermal
-            temps_k = th.T.tolist()
-            return (self.t_ns, [temps_k[i] - KELVIN for i in self.sensors.thermistor_idx], self._heater_states())
+            return self._capture_thermal
         if topic == "adcs.sun":
-            return (self.t_ns, self._sun_now())
+            return self._capture_sun
         raise KeyError(f"{topic!r} is not sampled in batches (sampled_topics: {sorted(SAMPLED_TOPICS)})")
+
+    def _capture_eps(self) -> tuple[int, list[float], tuple[tuple[bool, bool, bool, int], ...], str]:
+        pw = self.power
+        vals = self.sensors._eps_head(pw.bus_v, pw.battery_connected, pw.battery_a, pw.soc, pw.s_since_full,
+                                      pw.q_pack_c, pw.array_total_w)
+        flags = []
+        for r in pw.rails:
+            vals.append(r.i_out if r.on or r.frac > 0 else 0.0)
+            vals.append(r.v_out)
+            flags.append((r.on, r.tripped, r.latched, r.trips))
+        return (self.t_ns, vals, tuple(flags), MODE_NAMES[pw.mode])
+
+    def _capture_thermal(self) -> tuple[int, list[float], tuple[tuple[str, str, bool], ...]]:
+        temps_k = self.thermal.T.tolist()
+        return (self.t_ns, [temps_k[i] - KELVIN for i in self.sensors.thermistor_idx], self._heater_states())
+
+    def _capture_sun(self) -> tuple[int, float]:
+        return (self.t_ns, self._sun_now())
 
     def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any] | PackedPayload]:
         if topic == "eps.telemetry":
