@@ -34,7 +34,13 @@ bootstrap interval, beside an A/A check (two plain-subscriber runs in a row, whi
 this machine alone moves that statistic. Met when, for the speed and every lateness statistic the A/A check
 resolves to 5 %, the console's interval lies within 0.95-1.05; a statistic the machine cannot resolve is shown,
 not judged. Many sets narrow the intervals (``--pairs 30``: ~20 min).
-Usage: python bench/bench_console.py [--seconds S] [--pairs N] [--split]   (--page URL is the page stand-in, run by the bench)
+A third way, resolvable on a noisy machine (``--instructions STEPS``, needs valgrind): the emulator's main-thread
+instructions per afap step under callgrind, with the plain subscriber and with console + page as well (they run
+outside valgrind), counted over STEPS steps once they are connected. It counts what serving a console adds to the
+emulator's own work; callgrind slows the emulator ~100x while the console asks at wall-clock rates, so the figure
+is an upper bound on that share.
+Usage: python bench/bench_console.py [--seconds S] [--pairs N] [--split] [--instructions STEPS]
+(--page URL is the page stand-in, run by the bench)
 """
 
 from __future__ import annotations
@@ -47,10 +53,12 @@ import os
 import random
 import re
 import resource
+import shutil
 import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Self
@@ -179,6 +187,83 @@ class Attached:
                 p.kill()
 
 
+#: the --instructions arm: the clock's batches fixed at this many steps (as bench_instructions.py), watchers given
+#: this long (wall seconds, under callgrind) to connect and subscribe before the count starts
+INSTR_BATCH = 32
+INSTR_SETTLE_S = 10.0
+
+
+def count_instructions(on: bool) -> None:
+    """Switch callgrind's count in this process on or off (blocking: nothing of the emulator runs meanwhile)."""
+    subprocess.run(["callgrind_control", "-i", "on" if on else "off", str(os.getpid())], capture_output=True,
+                   check=True)
+
+
+async def instructions_child(who: str, steps: int) -> None:
+    """Run under ``valgrind --tool=callgrind --instr-atstart=no``: the afap emulator with the arm's watchers, the
+    count switched on for ``steps`` steps once they are connected; prints the measured span's sim-s per wall-s."""
+    from emulator import clock, runtime
+
+    clock.YIELD_NS = clock.QUIET_YIELD_NS = runtime.YIELD_NS = runtime.QUIET_YIELD_NS = 10**15
+    clock.YIELD_STEPS = INSTR_BATCH
+    emu = Emulator.from_config(config("afap"), record_path=None)
+    async with emu:
+        with Attached(emu.control_url, who == "console"):
+            link = emu.control_link
+            t_end = time.perf_counter() + 120
+            while not (link.wants("sim.clock") and (who != "console" or link.feeds)):
+                if time.perf_counter() > t_end:
+                    raise SystemExit(f"{who}: the watchers did not connect within 120 s")
+                await emu.run_for(10.0)  # serving the watchers' requests as it runs
+            t_end = time.perf_counter() + INSTR_SETTLE_S  # the page's plots, the console's first polls
+            while time.perf_counter() < t_end:
+                await emu.run_for(10.0)
+            count_instructions(True)
+            t0 = time.perf_counter()
+            await emu.run_for(float(steps))
+            wall = time.perf_counter() - t0
+            count_instructions(False)
+    print(json.dumps({"sim_per_wall": steps / wall}))
+
+
+def instructions_run(who: str, steps: int) -> tuple[float, float]:
+    """The main thread's instructions per step of one run of ``who`` under callgrind, and its sim-s per wall-s."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "cg.out"
+        env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+        proc = subprocess.run(["valgrind", "--tool=callgrind", "--instr-atstart=no", "--separate-threads=yes",
+                               f"--callgrind-out-file={out}", sys.executable, __file__, "--instructions-child", who,
+                               str(steps)], cwd=ROOT, capture_output=True, text=True, env=env, check=False)
+        if proc.returncode != 0:
+            raise SystemExit(f"the {who} run under callgrind failed:\n{proc.stderr[-3000:]}")
+        counts = [int(m.group(1)) for f in Path(tmp).glob("cg.out*")
+                  if (m := re.search(r"^totals: (\d+)", f.read_text(errors="replace"), re.MULTILINE))]
+    pace = json.loads(proc.stdout.strip().splitlines()[-1])["sim_per_wall"]
+    return max(counts) / steps, pace  # the main thread runs the most by far
+
+
+def instructions(steps: int, sets: int) -> None:
+    """The emulator's own extra work for a console, counted: main-thread instructions per afap step with a plain
+    subscriber, and with console + page as well, ABBA sets."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        raise SystemExit("--instructions needs valgrind: apt-get install valgrind")
+    runs: dict[str, list[tuple[float, float]]] = {"baseline": [], "console": []}
+    for k in range(sets):
+        for who in ("baseline", "console") if k % 2 == 0 else ("console", "baseline"):
+            runs[who].append(instructions_run(who, steps))
+            print(f"  set {k + 1} {who}: {runs[who][-1][0]:,.0f} instructions a step "
+                  f"({runs[who][-1][1]:,.0f} sim-s per wall-s under callgrind)", flush=True)
+    base = statistics.median(r[0] for r in runs["baseline"])
+    con = statistics.median(r[0] for r in runs["console"])
+    ratios = [c[0] / b[0] for b, c in zip(runs["baseline"], runs["console"], strict=True)]
+    pace = statistics.median(r[1] for r in runs["console"])
+    print(f"afap, {steps} steps a run, batches of {INSTR_BATCH}, medians of {sets}: plain subscriber {base:,.0f}, "
+          f"+ console + page {con:,.0f} instructions a step of the emulator's main thread: {con / base:.4f} "
+          f"(per set {' '.join(f'{r:.4f}' for r in ratios)}). Under callgrind the emulator ran {pace:,.0f} sim-s "
+          "per wall-s, so what the console asks per wall second (its polls, the feed's samples) weighs on each step "
+          "as many times more as callgrind slowed the run: an upper bound on the console's cost to the emulator.")
+
+
 def config(mode: str) -> object:
     over: dict[str, object] = {"sim.mode": mode, "links.board": None, "links.control": "zmq+tcp://127.0.0.1:0"}
     if mode == "realtime":
@@ -305,8 +390,18 @@ def main() -> int:
     ap.add_argument("--split", action="store_true",
                     help="add the paused and busy arms: the emulator's own cost of a console vs any process's")
     ap.add_argument("--busy", help=argparse.SUPPRESS)
+    ap.add_argument("--instructions", type=int, metavar="STEPS", default=0,
+                    help="instead: count the emulator's main-thread instructions per afap step under callgrind, "
+                         "STEPS steps a run, with a plain subscriber and with console + page (needs valgrind)")
+    ap.add_argument("--instructions-child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     CONSOLE_ARGS.extend(args.console_arg)
+    if args.instructions_child:
+        asyncio.run(instructions_child(args.instructions_child[0], int(args.instructions_child[1])))
+        return 0
+    if args.instructions:
+        instructions(args.instructions, args.pairs)
+        return 0
     if args.page:
         asyncio.run(page(args.page))
         return 0
