@@ -261,6 +261,16 @@ def _packed(template: PayloadTemplate, rows: list[tuple[Any, list[Any]]]) -> lis
     return out
 
 
+def _packed_rows(template: PayloadTemplate, keys: list[Any], values: list[list[float]], array: np.ndarray | None
+                 ) -> list[PackedPayload | dict[str, Any]]:
+    """:func:`_packed` of the rows (``keys[j]``, ``values[j]``); ``array``: the values as one float array, if the
+    bank read them so (the rows are then written together, :meth:`PayloadTemplate.pack_rows`)."""
+    if array is None:
+        return _packed(template, list(zip(keys, values, strict=True)))
+    return [PackedPayload(data) if data is not None else template.build(key, v)
+            for key, v, data in zip(keys, values, template.pack_rows(keys, array), strict=True)]
+
+
 class SensorSuite:
     """What a satellite's board can measure: the EPS, thermistor and sun sensor banks, with the gauge's SoC error
     and the eclipse flag. One per single satellite and one per bound fleet member (the same banks and readings);
@@ -380,16 +390,15 @@ class SensorSuite:
                       ) -> list[PackedPayload | dict[str, Any]]:
         """:meth:`read_eps` of captured rows ``(t_ns, truth, rail flags ((on, tripped, latched, trips) per rail),
         mode)`` in order, the bank read once for all of them (``names``: the rails'), as encoded payloads."""
-        vs = self.eps.read_many([r[0] for r in rows], [r[1] for r in rows])
-        return _packed(self.eps_template(names), [((mode, *flags), v) for (_, _, flags, mode), v in zip(rows, vs,
-                                                                                                        strict=True)])
+        vs, array = self.eps.read_many_array([r[0] for r in rows], [r[1] for r in rows])
+        return _packed_rows(self.eps_template(names), [(mode, *flags) for _, _, flags, mode in rows], vs, array)
 
     def read_thermal_rows(self, rows: Sequence[tuple[int, list[float], tuple[tuple[str, str, bool], ...]]]
                           ) -> list[PackedPayload | dict[str, Any]]:
         """:meth:`read_thermal` of captured rows ``(t_ns, thermistor truths in degC, heaters (name, mode, on))``,
         as encoded payloads."""
-        vs = self.thermal.read_many([r[0] for r in rows], [r[1] for r in rows])
-        return _packed(self.thermal_template, [(heaters, v) for (_, _, heaters), v in zip(rows, vs, strict=True)])
+        vs, array = self.thermal.read_many_array([r[0] for r in rows], [r[1] for r in rows])
+        return _packed_rows(self.thermal_template, [heaters for _, _, heaters in rows], vs, array)
 
     def read_sun_rows(self, rows: Sequence[tuple[int, float]]) -> list[dict[str, Any]]:
         """:meth:`read_sun` of captured rows ``(t_ns, true sun-tracking irradiance)`` (dicts: a payload this small

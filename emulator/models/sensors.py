@@ -231,9 +231,15 @@ class SensorBank:
         state after), for a batch of steps sampled together. The common case (every channel on one sample period,
         no fault) reads the new samples of the batch in one vectorised call: the same IEEE operations in the same
         order as :meth:`read`, so the readings are bit for bit those of one read at a time."""
+        return self.read_many_array(ts_ns, truths)[0]
+
+    def read_many_array(self, ts_ns: Sequence[int], truths: Sequence[Sequence[float]]
+                        ) -> tuple[list[list[float]], np.ndarray | None]:
+        """:meth:`read_many`, and the readings as one float array (a row per read) where the vectorised call gave
+        every row a new sample (else None)."""
         m = len(ts_ns)
         if m * self.n < READ_MANY_MIN_VALUES or not self._synced or self._faulty or not self._rint:
-            return [self.read(t, x) for t, x in zip(ts_ns, truths, strict=True)]
+            return [self.read(t, x) for t, x in zip(ts_ns, truths, strict=True)], None
         period, k_prev = self._period, self._k
         fresh = []  # the rows that take a new sample (the others hold the one before)
         for j, t in enumerate(ts_ns):
@@ -242,11 +248,16 @@ class SensorBank:
                 fresh.append(j)
                 k_prev = k
         if not fresh:
-            return [self.held] * m
+            return [self.held] * m, None
         off, sig, lo, lsb, hi = self._np_consts
         x = np.array([truths[j] for j in fresh], dtype=float)
         q = lo + lsb * ((x + off + sig * self._normal_rows(len(fresh)) - lo) / lsb + RINT - RINT)
-        values = np.where(q > hi, hi, np.where(q < lo, lo, q)).tolist()
+        readings = np.where(q > hi, hi, np.where(q < lo, lo, q))
+        values = readings.tolist()
+        if len(fresh) == m:  # every row a new sample (the usual case: telemetry at the sensors' rate)
+            self.held = values[-1]
+            self._k = k_prev
+            return values, readings
         out = []
         held = self.held
         nxt = fresh[0]
@@ -259,7 +270,7 @@ class SensorBank:
             out.append(held)
         self.held = held
         self._k = k_prev
-        return out
+        return out, None
 
     def _read_faulty(self, t_ns: int, truth: Sequence[float], z: list[float]) -> list[float]:
         """One channel at a time: faults, drift, and non-finite truths (NaN stays NaN, +-inf pins to the range)."""

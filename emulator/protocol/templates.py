@@ -22,9 +22,12 @@ from __future__ import annotations
 import logging
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ormsgpack
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,48 @@ class PayloadTemplate:
 
     def pack(self, key: Any, values: Sequence[float]) -> bytes | None:
         """The payload's msgpack bytes, or None: the caller encodes ``build(key, values)`` itself."""
+        variant = self._variant(key, values)
+        if variant is None:
+            self.refused += 1
+            return None
+        st, args, _, _ = variant
+        args = args[:]
+        args[1::2] = values
+        return st.pack(*args)
+
+    def pack_rows(self, keys: Sequence[Any], values: np.ndarray) -> list[bytes | None]:
+        """:meth:`pack` of each row: ``keys[j]`` with the floats ``values[j]`` (an array of one row per key, of
+        float64). The rows of a run of equal keys are written together by numpy: the variant's bytes copied into
+        every row, the floats written big-endian into their holes (msgpack's float 64: the same bytes as
+        :meth:`pack`)."""
+        import numpy as np  # (here: the runtime imports this module where no model, so no numpy, is loaded)
+
+        out: list[bytes | None] = []
+        m = len(keys)
+        j = 0
+        while j < m:
+            key = keys[j]
+            end = j + 1
+            while end < m and (keys[end] is key or keys[end] == key):
+                end += 1
+            variant = self._variant(key, values[j].tolist())
+            if variant is None:
+                self.refused += end - j
+                out += [None] * (end - j)
+            else:
+                _, _, row, holes = variant
+                size = len(row)
+                rows = np.empty((end - j, size), dtype=np.uint8)
+                rows[:] = row
+                rows[:, holes] = values[j:end].astype(">f8").view(np.uint8)
+                data = rows.tobytes()
+                out += [data[i:i + size] for i in range(0, len(data), size)]
+            j = end
+        return out
+
+    def _variant(self, key: Any, values: Sequence[float]) -> tuple[struct.Struct, list[Any], np.ndarray,
+                                                                   np.ndarray] | None:
+        """Variant ``key``'s layout, learnt now if it is new (``values``: a payload's floats to check it with)."""
         variant = self._variants.get(key, False)
         if variant is False:
             if len(self._variants) >= self.max_variants:  # (a rail tripping again and again: a variant a trip)
@@ -86,15 +131,10 @@ class PayloadTemplate:
                             type(exc).__name__, exc)
                 variant = None
             self._variants[key] = variant
-        if variant is None:
-            self.refused += 1
-            return None
-        st, args = variant
-        args = args[:]
-        args[1::2] = values
-        return st.pack(*args)
+        return variant
 
-    def _compile(self, key: Any, values: Sequence[float]) -> tuple[struct.Struct, list[Any]] | None:
+    def _compile(self, key: Any, values: Sequence[float]) -> tuple[struct.Struct, list[Any], np.ndarray,
+                                                                   np.ndarray] | None:
         """A variant's constant pieces, learnt from ormsgpack with marker floats (twice, with two sets of markers:
         a marker that also occurred in a constant piece would misplace a hole), then checked against ormsgpack's
         bytes of ``build(key, values)``."""
@@ -118,7 +158,13 @@ class PayloadTemplate:
             log.warning("payload template %s: variant %r does not give ormsgpack's bytes; encoded as a dict",
                         self.name, key)
             return None
-        return st, args
+        # for pack_rows: the bytes with zeros in the holes, and the holes' byte positions in order
+        import numpy as np
+
+        row = np.frombuffer(b"".join(p + b"\0" * 8 for p in pieces[:-1]) + pieces[-1], dtype=np.uint8)
+        starts = np.cumsum([len(p) + 8 for p in pieces[:-1]]) - 8
+        holes = (starts[:, None] + np.arange(8)).ravel()
+        return st, args, row, holes
 
 
 def _locate(data: bytes, markers: list[float]) -> tuple[str, list[bytes]] | None:

@@ -53,6 +53,39 @@ def test_variants_are_learnt_once_each(values: list[list[float]], keys: list[tup
     assert template.compiled == len(set(keys[:len(values)]))
 
 
+@given(rows=st.lists(st.tuples(st.integers(0, 2), st.lists(floats, min_size=N_FLOATS, max_size=N_FLOATS)),
+                     min_size=1, max_size=30),
+       keys=st.lists(variants, min_size=3, max_size=3))
+def test_rows_packed_together_are_each_rows_bytes(rows: list[tuple[int, list[float]]],
+                                                  keys: list[tuple[Any, ...]]) -> None:
+    """pack_rows writes the bytes pack gives each row (equal keys in runs, as a batch's readings come), NaNs and
+    infinities included."""
+    import numpy as np
+
+    together = PayloadTemplate("eps-like", eps_like, N_FLOATS)
+    one_by_one = PayloadTemplate("eps-like", eps_like, N_FLOATS)
+    row_keys = [tuple(keys[k]) for k, _ in rows]  # equal keys, not the same objects
+    values = np.array([v for _, v in rows], dtype=float)
+    assert together.pack_rows(row_keys, values) == [one_by_one.pack(k, v) for k, (_, v) in zip(row_keys, rows,
+                                                                                                strict=True)]
+    assert together.compiled == one_by_one.compiled
+
+
+def test_rows_of_a_refused_variant_are_left_to_the_caller(caplog: pytest.LogCaptureFixture) -> None:
+    import numpy as np
+
+    def swapped(key: str, v: list[float]) -> dict[str, Any]:  # floats out of order: not learnt
+        return {"b": v[1], "a": v[0]} if key == "bad" else {"a": v[0], "b": v[1]}
+
+    template = PayloadTemplate("swapped", swapped, 2)
+    values = np.array([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    with caplog.at_level(logging.WARNING):
+        out = template.pack_rows(["good", "bad", "bad"], values)
+    assert out[0] == ormsgpack.packb({"a": 1.0, "b": 2.0})
+    assert out[1:] == [None, None]
+    assert template.refused == 2 and "swapped" in caplog.text
+
+
 def test_at_most_max_variants_kept() -> None:
     template = PayloadTemplate("eps-like", eps_like, N_FLOATS, max_variants=4)
     v = [1.5] * N_FLOATS
