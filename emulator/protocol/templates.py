@@ -8,6 +8,10 @@ with one :meth:`struct.Struct.pack`. Building the payload dict and walking it, m
 skipped; the bytes are ormsgpack's, byte for byte (``tests/unit/test_templates.py`` checks it on generated
 payloads, and each variant is checked against ormsgpack when it is learnt).
 
+Readings a sensor bank took in one vectorised call come as one float array: :meth:`PayloadTemplate.pack_rows`
+writes such rows together with numpy (the variant's bytes copied into every row, the floats big-endian into their
+holes), the same bytes as one :meth:`~PayloadTemplate.pack` per row.
+
 What else the payload holds (a mode's name, flags, counters) is its *variant*: the caller gives it as ``key``
 (compared with ``==``: bools must stay bools), and each distinct key is learnt once (~50 us; at most
 ``max_variants`` are kept, then they are learnt afresh).
