@@ -830,12 +830,7 @@ class Emulator:
                 elif value is None:
                     value = self._clock_sample_at(now, steps0 + k) if topic == "sim.clock" else item.sample()
                 messages.append((topic, value, item.planes, item.targets, now))
-        # sent with the batch's other messages as the clock yields (a batched clock's messages wait for it)
-        self._defer_sends = True
-        try:
-            self._publish_all(messages)
-        finally:
-            self._defer_sends = False
+        self._publish_batch(messages)
         return done
 
     def _common_grid(self, t: int, steps: int, items: list[_Scheduled]) -> tuple[int, int, int] | None:
@@ -901,13 +896,18 @@ class Emulator:
         messages = [(topic, value, planes, targets, now)
                     for now, values in zip(times, zip(*columns, strict=True), strict=True)
                     for (topic, planes, targets), value in zip(heads, values, strict=True)]
-        # sent with the batch's other messages as the clock yields (a batched clock's messages wait for it)
+        self._publish_batch(messages)
+        return done
+
+    def _publish_batch(self, messages: list[tuple[str, dict[str, Any] | PackedPayload, tuple[Plane, ...],
+                                                  tuple[tuple[Any, ...], tuple[Any, ...]], int]]) -> None:
+        """:meth:`_publish_all` of a batch's samples: sent with the batch's other messages as the clock yields (a
+        batched clock's messages wait for it)."""
         self._defer_sends = True
         try:
             self._publish_all(messages)
         finally:
             self._defer_sends = False
-        return done
 
     def _before_yield(self) -> None:
         """The clock yields to the event loop: send the outbox (afap: at most every OUTBOX_NS), re-arm the links
