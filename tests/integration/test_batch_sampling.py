@@ -3,11 +3,15 @@ messages, their order, times, sequence numbers and readings are those of one ste
 
 from __future__ import annotations
 
+import random
+from typing import Any
+
 import pytest
+from toy_model import Lamp
 
 from emulator import runtime
 from emulator.clock import VirtualWall
-from emulator.config import load_config
+from emulator.config import RunConfig, SimConfig, load_config
 from emulator.protocol.catalogue import Plane
 from emulator.protocol.envelope import Message
 from emulator.protocol.templates import PayloadTemplate
@@ -105,3 +109,63 @@ async def test_readings_encoded_by_templates_record_what_their_dicts_do(tmp_path
     monkeypatch.setattr(PayloadTemplate, "pack", lambda self, key, values: None)  # every payload as its dict
     as_dicts, _, _ = await _record(tmp_path / "dicts.rec", mode="afap", rates_hz=RATES_HZ)
     assert with_templates == as_dicts
+
+
+class _SampledLamp(Lamp):
+    """The toy lamp as a model that samples batches: only ``capture`` and ``sampled`` written (the runtime takes
+    the base class's ``capturer``), a noisy reading drawn in ``sampled`` so that the draws' order shows."""
+
+    batch_sampling = True
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.on = True
+        self.rng = random.Random(7)
+
+    def has_events(self) -> bool:
+        return bool(self.events)
+
+    def sampled_topics(self) -> frozenset[str]:
+        return frozenset({"lamp.telemetry"})
+
+    def capture(self, topic: str) -> tuple[bool, float]:
+        return (self.on, self.energy_j)
+
+    def sampled(self, topic: str, rows: list[Any]) -> list[dict[str, Any]]:
+        return [{"on": on, "energy_j": energy_j + self.rng.random()} for on, energy_j in rows]
+
+
+async def _lamp_messages(monkeypatch: pytest.MonkeyPatch, *, one_at_a_time: bool) -> tuple[list[tuple], int]:
+    if one_at_a_time:
+        monkeypatch.setattr(runtime, "SAMPLED_STEPS", 1)
+    run = RunConfig(sim=SimConfig(step_s=1.0, mode="afap"), telemetry={"rates_hz": {"sim.clock": 1.0,
+                                                                                    "sim.links": 1.0}})
+    emu = Emulator(_SampledLamp(), run, wall=_BusyWall(), board_url=None, control_url=None, record_path=None)
+    seen: list[tuple] = []
+    emu.add_message_observer(lambda t_ns, plane, direction, msg: seen.append(
+        (plane, direction, msg.topic, msg.seq, msg.t_ns, msg.payload)))
+    together = [0]
+    async with emu:
+        sample_together = emu._step_sampled_together
+
+        def counting(*args, **kwargs):
+            together[0] += 1
+            return sample_together(*args, **kwargs)
+
+        emu._step_sampled_together = counting
+        await emu.run_for(2000)
+        # an event (lamp.toggled): published before that step's samples
+        emu.handle_request(Message("lamp.set", {"on": False}, seq=1), Plane.BOARD)
+        await emu.run_for(1000)
+    return seen, together[0]
+
+
+async def test_a_model_with_only_capture_samples_its_batches_as_one_step_at_a_time_does(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The columns path through the base class's capturer (functools.partial of capture) on a model of another
+    shape: the same messages, sequence numbers, times and draws as one step at a time."""
+    batched, together = await _lamp_messages(monkeypatch, one_at_a_time=False)
+    one_by_one, none = await _lamp_messages(monkeypatch, one_at_a_time=True)
+    assert together > 20 and none == 0
+    assert len(batched) > 4 * 3000  # lamp, clock, truth, links at 1 Hz
+    assert batched == one_by_one
