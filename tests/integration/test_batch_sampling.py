@@ -27,6 +27,19 @@ class _BusyWall(VirtualWall):
         return self._now_ns
 
 
+def _count_calls(obj: Any, name: str) -> list[int]:
+    """Wrap ``obj.name`` (a bound method) so that its calls are counted; returns the one-item counter."""
+    calls = [0]
+    method = getattr(obj, name)
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        return method(*args, **kwargs)
+
+    setattr(obj, name, counting)
+    return calls
+
+
 RATES_HZ = {"eps.telemetry": 1.0, "thermal.telemetry": 0.5, "adcs.sun": 0.3, "accel.status": 1.0, "sim.clock": 1.0,
             "sim.links": 0.2}
 #: every topic at one rate, in phase: a batch samples them all at the same steps (Emulator._step_sampled_together)
@@ -42,24 +55,10 @@ async def _record(path, *, mode: str, rates_hz: dict[str, float]) -> tuple[bytes
     if rates_hz:
         overrides["telemetry.rates_hz"] = rates_hz
     cfg = load_config("suncatcher-proto", overrides)
-    sampled = [0]
-    together = [0]
     async with Emulator.from_config(cfg, wall=_BusyWall(), board_url=None, control_url=None,
                                     record_path=str(path)) as emu:
-        step_sampled = emu.model.step_sampled
-
-        def counting(*args, **kwargs):
-            sampled[0] += 1
-            return step_sampled(*args, **kwargs)
-
-        emu.model.step_sampled = counting
-        sample_together = emu._step_sampled_together
-
-        def counting_together(*args, **kwargs):
-            together[0] += 1
-            return sample_together(*args, **kwargs)
-
-        emu._step_sampled_together = counting_together
+        sampled = _count_calls(emu.model, "step_sampled")
+        together = _count_calls(emu, "_step_sampled_together")
         await emu.run_for(300)
         emu.control("fault.inject", {"name": "sensor.stuck", "params": {"channel": "eps.bus_v"}})
         emu.control("fault.inject", {"name": "sensor.noisy", "params": {"channel": "thermal.battery",
@@ -144,15 +143,8 @@ async def _lamp_messages(monkeypatch: pytest.MonkeyPatch, *, one_at_a_time: bool
     seen: list[tuple] = []
     emu.add_message_observer(lambda t_ns, plane, direction, msg: seen.append(
         (plane, direction, msg.topic, msg.seq, msg.t_ns, msg.payload)))
-    together = [0]
     async with emu:
-        sample_together = emu._step_sampled_together
-
-        def counting(*args, **kwargs):
-            together[0] += 1
-            return sample_together(*args, **kwargs)
-
-        emu._step_sampled_together = counting
+        together = _count_calls(emu, "_step_sampled_together")
         await emu.run_for(2000)
         # an event (lamp.toggled): published before that step's samples
         emu.handle_request(Message("lamp.set", {"on": False}, seq=1), Plane.BOARD)
