@@ -777,8 +777,7 @@ class Emulator:
             return self._step_sampled_together(t, steps, items, *common)
         dues = [item.due_ns for item in items]
         plan: list[tuple[int, list[tuple[_Scheduled, int]]]] = []
-        # the last step too, unless a fault ends there (its clearing and event come first, in _expire_faults)
-        last = steps - 1 if self._fault_heap and self._fault_heap[0][0] <= t + steps * step_ns else steps
+        last = self._last_sampled(t, steps)
         for k in range(1, last + 1):
             now = t + k * step_ns
             due_here = None
@@ -833,12 +832,17 @@ class Emulator:
         self._publish_batch(messages)
         return done
 
+    def _last_sampled(self, t: int, steps: int) -> int:
+        """The last step of a batch of ``steps`` from ``t`` that the batch samples: the batch's last, unless a fault
+        ends there (its clearing and event come first, in _expire_faults, and _after_step samples that step)."""
+        return steps - 1 if self._fault_heap and self._fault_heap[0][0] <= t + steps * self.step_ns else steps
+
     def _common_grid(self, t: int, steps: int, items: list[_Scheduled]) -> tuple[int, int, int] | None:
         """When every topic of a batch is due at the same steps of it, one every ``stride`` from ``first`` on
         (topics on one rate, in phase: the usual case), those steps as (first, last, stride); else None (a topic
         only feeds take, different rates or phases: :meth:`_step_sampled` plans each step)."""
         step_ns = self.step_ns
-        last = steps - 1 if self._fault_heap and self._fault_heap[0][0] <= t + steps * step_ns else steps
+        last = self._last_sampled(t, steps)
         grid = None
         for item in items:
             if item.feed_only:
