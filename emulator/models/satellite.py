@@ -641,15 +641,25 @@ class Satellite(SpacecraftModel):
     def step(self, t_ns: int, dt_ns: int) -> None:
         self.step_many(t_ns, dt_ns, 1)
 
-    def step_many(self, t_ns: int, dt_ns: int, steps: int) -> int:
+    def step_sampled(self, t_ns: int, dt_ns: int, steps: int, sample_after: Sequence[int],
+                     sample: Callable[[int], None]) -> int:
+        # the samples taken inside step_many's loop: a batch that samples every step pays its set-up once, not at
+        # every step (~8,000 instructions a step, an eighth of one)
+        return self.step_many(t_ns, dt_ns, steps, sample_after, sample)
+
+    def step_many(self, t_ns: int, dt_ns: int, steps: int, sample_after: Sequence[int] = (),
+                  sample: Callable[[int], None] | None = None) -> int:
         # the steps of a batch in one frame: what holds for the whole batch (the models, the node indices, the
-        # chunk's flat lists until the next chunk loads) is looked up once, not at every step
+        # chunk's flat lists until the next chunk loads) is looked up once, not at every step. ``sample_after`` and
+        # ``sample``: step_sampled's (``sample(k)`` after the k-th step, the state stored back first, unless that
+        # step left events: the batch then ends there, unsampled)
         pw = self.power
         th = self.thermal
         acc = self.accel
         acc_advance = self._acc_advance
         # the board's pending events: its list, read directly (the board's own has_events() for an injected one)
-        acc_has_events = None if steps == 1 or type(acc) is AcceleratorBoard else acc.has_events
+        acc_has_events = (None if (steps == 1 and sample is None) or type(acc) is AcceleratorBoard
+                          else acc.has_events)
         # a ThermalNetwork's thermostat pass and step vector are written in below (its advance_x takes the vector);
         # a stand-in (a test's twin) is called through thermostat() and advance()
         own_thermal = type(th) is ThermalNetwork
@@ -665,12 +675,15 @@ class Satellite(SpacecraftModel):
         route_version, quiet_heat, active_route = self._route_version, self._quiet_heat, self._active_route
         heater_loads, heater_on_route, supply_heat = self._heater_loads, self._heater_on_route, self._supply_heat
         t0_ns = t_ns
+        steps0 = self.steps
         done = 0
         last = steps - 1
         # the pending events: the satellite's and the power system's lists (only added to and cleared in place
         # here), the board's (its own list; has_events() for an injected board)
         events, pw_events = self._events, pw.events
-        acc_events = acc._events if acc_has_events is None and steps > 1 else None
+        acc_events = acc._events if acc_has_events is None and (steps > 1 or sample is not None) else None
+        samples = iter(sample_after)
+        sample_k = next(samples, 0)
         try:
             for k in range(steps):
                 if k:
@@ -759,15 +772,20 @@ class Satellite(SpacecraftModel):
                 if pw_events:
                     events += pw_events
                     pw_events.clear()
-                if k < last and (events or (acc_events if acc_has_events is None else acc_has_events())):
-                    # published with this step's time: the batch stops here
-                    return k + 1
+                if ((k < last or done == sample_k)
+                        and (events or (acc_events if acc_has_events is None else acc_has_events()))):
+                    # published with this step's time: the batch stops here (unsampled)
+                    return done
+                if done == sample_k:
+                    self._i, self._next_t, self.steps, self.t_ns = i_now, next_t, steps0 + done, t_ns + dt_ns
+                    sample(done)  # type: ignore[misc]
+                    sample_k = next(samples, 0)
             return steps
         finally:
             self._i = i_now
             self._next_t = next_t
             if done:
-                self.steps += done
+                self.steps = steps0 + done
                 self.t_ns = t0_ns + done * dt_ns
 
     # -- bench supplies: what a rail delivers, what a real board on it draws ---------------------------------
