@@ -19,13 +19,16 @@ import asyncio
 import contextlib
 import copy
 import heapq
+import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
+
+import ormsgpack
 
 from emulator.bounded import LruDict
 from emulator.clock import NS_PER_S, QUIET_YIELD_NS, YIELD_NS, ClockMode, SimClock, WallSource
@@ -42,10 +45,16 @@ from emulator.errors import (
 )
 from emulator.models.base import Fault, Interface, SpacecraftModel, Telemetry
 from emulator.protocol.catalogue import Catalogue, Kind, Payload, Plane, TopicSpec
-from emulator.protocol.codec import encode_envelope, encode_envelope_packed, encode_message
+from emulator.protocol.codec import (
+    T_NS_KEY,
+    encode_envelope,
+    encode_envelope_packed,
+    encode_message,
+    envelope_parts,
+)
 from emulator.protocol.envelope import PROTOCOL_VERSION, Message
 from emulator.protocol.system import system_topics
-from emulator.protocol.templates import PackedPayload
+from emulator.protocol.templates import PackedPayload, uint_cells, write_rows
 from emulator.transports.base import MAX_FEEDS
 
 if TYPE_CHECKING:  # imported where used: a run without a recording or a serial link needs neither
@@ -64,6 +73,8 @@ _NEVER = 1 << 63
 BOARD_SESSION_TOPICS = frozenset({"board.hello", "board.step", "board.link", "ping"})
 #: telemetry the runtime samples itself (not the model): a batch samples them as it publishes them
 _RUNTIME_TOPICS = frozenset({"sim.clock", "sim.links"})
+#: an outbox entry's ``peer`` when its data is a run of telemetry messages for its link (a batch's, in order)
+_RUN: Any = object()
 
 
 @dataclass
@@ -235,9 +246,12 @@ class Emulator:
         self._fault_list: list[dict[str, Any]] | None = None
         self._message_observers: list[MessageObserver] = []
         self._unflushed = False
-        #: (link, encoded envelope, event, peer) published (peer None) or a reply to a peer, not yet sent
-        #: (OUTBOX_MESSAGES), sent in order
-        self._outbox: list[tuple[Any, bytes, bool, bytes | None]] = []
+        #: (link, encoded envelope, event, peer) published (peer None) or a reply to a peer, or (link, envelopes,
+        #: False, _RUN) a batch's telemetry for a link, not yet sent (OUTBOX_MESSAGES, counting a run's messages:
+        #: _outbox_run_messages), sent in order
+        self._outbox: list[tuple[Any, Any, bool, Any]] = []
+        self._outbox_run_messages = 0
+        self._clock_column_ok = True  # sim.clock's columns match their samples' encoding (_clock_envelopes)
         self._replied_at = -math.inf  # time.monotonic() of the last replies sent (aclose lets them leave)
         self._replies_due = False  # a call_soon sends the outbox's replies (DEFERRED_REPLIES)
         self._defer_sends = False
@@ -886,22 +900,120 @@ class Emulator:
             return done
         steps0 = self.clock.stats.steps
         times = [t + k * step_ns for k in taken]
+        clock_steps = [steps0 + k for k in taken]
+        lane = self._column_lane(items)
         for j, item in enumerate(items):
             topic = item.topic
             if topic in vector:
                 columns[j] = model.sampled(topic, columns[j])
-            elif topic == "sim.clock":
-                columns[j] = self._clock_samples_at(times, [steps0 + k for k in taken])
+            elif topic == "sim.clock":  # (the column lane writes its envelopes without the samples)
+                columns[j] = None if lane is not None else self._clock_samples_at(times, clock_steps)
             elif topic in _RUNTIME_TOPICS:
                 columns[j] = [item.sample() for _ in taken]
             item.due_ns = times[-1] + item.period_ns
             item.unfed = False
+        if lane is not None:
+            self._publish_columns(items, columns, times, clock_steps, lane)
+            return done
         heads = [(item.topic, item.planes, item.targets) for item in items]
         messages = [(topic, value, planes, targets, now)
                     for now, values in zip(times, zip(*columns, strict=True), strict=True)
                     for (topic, planes, targets), value in zip(heads, values, strict=True)]
         self._publish_batch(messages)
         return done
+
+    def _column_lane(self, items: list[_Scheduled]) -> tuple[Any, ...] | None:
+        """The links every topic of a batch sampled as columns goes to, when its messages may be written a column at
+        a time (:meth:`_publish_columns`): no observer of every message, no feed takes them, and each topic goes to
+        the same links. None: one message at a time (:meth:`_publish_all`)."""
+        if self._message_observers:
+            return None
+        links = items[0].targets[0]
+        for item in items:
+            subscribed, feeders = item.targets
+            if feeders or subscribed != links:
+                return None
+        return links
+
+    def _publish_columns(self, items: list[_Scheduled], columns: list[list[Any] | None], times: list[int],
+                         clock_steps: list[int], links: tuple[Any, ...]) -> None:
+        """:meth:`_publish_batch` of a batch sampled as columns (``columns[j]``: ``items[j]``'s samples at ``times``;
+        None: ``sim.clock``'s, written here) for ``links`` (:meth:`_column_lane`): the same messages, numbers and
+        bytes in the same order, encoded a column at a time, recorded, and queued as one run for each link."""
+        m, width = len(times), len(items)
+        seq0 = self._seq
+        encoded: list[list[bytes]] = []
+        for j, (item, values) in enumerate(zip(items, columns, strict=True)):
+            topic = item.topic
+            seqs = range(seq0 + j + 1, seq0 + j + 1 + width * m, width)
+            if values is None:
+                col = self._clock_envelopes(times, clock_steps, seqs)
+                if col is not None:
+                    encoded.append(col)
+                    continue
+                values = self._clock_samples_at(times, clock_steps)
+            encoded.append([encode_envelope_packed(topic, v.data, seq, t_ns, SRC) if type(v) is PackedPayload
+                            else encode_envelope(topic, v, seq, t_ns, SRC)
+                            for v, seq, t_ns in zip(values, seqs, times, strict=True)])
+        datas = [data for row in zip(*encoded, strict=True) for data in row]
+        self._seq = seq0 + width * m
+        recorder = self.recorder
+        if recorder is not None:
+            heads = [("board" if Plane.BOARD in item.planes else "control", self._wall_time(item.topic))
+                     for item in items]
+            for data, (plane_name, wall_time) in zip(datas, itertools.cycle(heads)):
+                recorder.write(plane_name, "out", data, wall_time=wall_time)
+        outbox = self._outbox
+        for link in links:
+            outbox.append((link, datas, False, _RUN))
+            self._outbox_run_messages += m * width
+        self.stats.published += m * width
+        self._unflushed = True
+        if len(outbox) + self._outbox_run_messages >= OUTBOX_MESSAGES:  # full: sent now
+            self._send_outbox()
+
+    def _clock_envelopes(self, times: list[int], steps: list[int], seqs: Sequence[int]) -> list[bytes] | None:
+        """``sim.clock``'s envelopes after the ``steps[j]``-th steps, ending at ``times[j]`` (a batch's, one apart),
+        numbered ``seqs[j]``, written as one column: the bytes of :func:`encode_envelope` of each
+        :meth:`_clock_samples_at` sample, without building them (a batch's samples differ only in their times,
+        texts, steps and numbers). None where the column does not keep one shape (a UTC text with a fraction of a
+        second or across an hour, numbers across a msgpack width): the caller encodes the samples."""
+        if not self._clock_column_ok:
+            return None
+        clock, m = self.clock, len(times)
+        first, last = clock.utc_text(times[0]), clock.utc_text(times[-1])
+        # whole seconds within one hour ("YYYY-MM-DDTHH:MM:SSZ"): each row's minutes and seconds from the first's
+        if (len(first) != 20 or first[-1] != "Z" or first[:14] != last[:14] or len(last) != 20
+                or (m > 1 and (times[1] - times[0]) % NS_PER_S)):
+            return None
+        seq_cells, t_cells, step_cells = uint_cells(seqs), uint_cells(times), uint_cells(steps)
+        if seq_cells is None or t_cells is None or step_cells is None:
+            return None
+        import numpy as np  # (here: a run whose model loads no numpy never samples a batch as columns)
+
+        second = (np.array(times, dtype=np.int64) - times[0]) // NS_PER_S + (int(first[14:16]) * 60 + int(first[17:19]))
+        minute, second = np.divmod(second, 60)
+        mmss = np.empty((m, 5), dtype=np.uint8)
+        mmss[:, 0], mmss[:, 1] = np.divmod(minute, 10)
+        mmss[:, 3], mmss[:, 4] = np.divmod(second, 10)
+        mmss += 48  # ASCII digits
+        mmss[:, 2] = 58  # ":"
+        st = clock.stats
+        constant = b"".join(ormsgpack.packb(k) + ormsgpack.packb(v) for k, v in (
+            ("mode", str(clock.mode)), ("speed", clock.speed), ("paused", clock.paused), ("lag_s", 0.0),
+            ("max_lag_s", st.max_lag_ns / NS_PER_S), ("overruns", st.overruns)))
+        head, mid = envelope_parts("sim.clock", SRC)
+        rows = write_rows(m, [head, seq_cells, T_NS_KEY, t_cells, mid + b"\x89" + T_NS_KEY, t_cells,
+                              b"\xa3utc\xb4" + first[:14].encode(), mmss, b"Z" + constant + b"\xa5steps", step_cells])
+        # checked against the samples' own encoding at both ends (a layout gone wrong is never published)
+        ends = self._clock_samples_at([times[0], times[-1]], [steps[0], steps[-1]])
+        if (rows[0] != encode_envelope("sim.clock", ends[0], seqs[0], times[0], SRC)
+                or rows[-1] != encode_envelope("sim.clock", ends[1], seqs[-1], times[-1], SRC)):
+            log.warning("sim.clock: a batch's messages written as a column differ from the samples' encoding; "
+                        "encoding them one at a time from now on")
+            self._clock_column_ok = False
+            return None
+        return rows
 
     def _publish_batch(self, messages: list[tuple[str, dict[str, Any] | PackedPayload, tuple[Plane, ...],
                                                   tuple[tuple[Any, ...], tuple[Any, ...]], int]]) -> None:
@@ -1037,7 +1149,7 @@ class Emulator:
                 seq, outbox = self._seq, self._outbox
             for link in links:
                 outbox.append((link, data, event, None))
-            if len(outbox) >= OUTBOX_MESSAGES:  # full: sent now (bounded whatever a batch holds)
+            if len(outbox) + self._outbox_run_messages >= OUTBOX_MESSAGES:  # full: sent now (bounded whatever a batch holds)
                 self._send_outbox()
                 outbox = self._outbox
             for link in feeders:
@@ -1053,17 +1165,21 @@ class Emulator:
 
     def _send_outbox(self) -> None:
         outbox, self._outbox = self._outbox, []
+        self._outbox_run_messages = 0
         replied = []
         run: list[bytes] = []  # telemetry in a row for one link: sent in one call
         run_link = None
         for link, data, event, peer in outbox:
-            if peer is None and not event:
+            if not event and (peer is None or peer is _RUN):
                 if link is not run_link:
                     if run:
                         self._publish_run(run_link, run)
                         run = []
                     run_link = link
-                run.append(data)
+                if peer is None:
+                    run.append(data)
+                else:
+                    run += data
                 continue
             if run:
                 self._publish_run(run_link, run)

@@ -81,11 +81,9 @@ _ENVELOPE_SRCS: dict[str, bytes] = {}
 _ENVELOPE_CACHE_MAX = 4096
 
 
-def encode_envelope_packed(topic: str, payload: bytes, seq: int, t_ns: int, src: str,
-                           v: int = PROTOCOL_VERSION) -> bytes:
-    """:func:`encode_envelope` of a payload already encoded (``payload``: the msgpack map's bytes, say from a
-    :class:`~emulator.protocol.templates.PayloadTemplate`): the same bytes, the envelope's keys written once per
-    topic."""
+def envelope_parts(topic: str, src: str, v: int = PROTOCOL_VERSION) -> tuple[bytes, bytes]:
+    """The constant bytes of ``topic``'s envelopes from ``src``: before ``seq``'s value, and from after ``t_ns``'s
+    value to the payload's first byte (every envelope is these, ``seq``, ``"t_ns"``, ``t_ns`` and the payload)."""
     head = _ENVELOPE_HEADS.get((topic, v))
     if head is None:
         if len(_ENVELOPE_HEADS) >= _ENVELOPE_CACHE_MAX:
@@ -96,7 +94,20 @@ def encode_envelope_packed(topic: str, payload: bytes, seq: int, t_ns: int, src:
         if len(_ENVELOPE_SRCS) >= _ENVELOPE_CACHE_MAX:
             _ENVELOPE_SRCS.clear()
         mid = _ENVELOPE_SRCS[src] = b"\xa3src" + ormsgpack.packb(src) + b"\xa7payload"
-    return b"".join((head, ormsgpack.packb(seq), b"\xa4t_ns", ormsgpack.packb(t_ns), mid, payload))
+    return head, mid
+
+
+#: what separates an envelope's ``seq`` value from its ``t_ns`` value
+T_NS_KEY = b"\xa4t_ns"
+
+
+def encode_envelope_packed(topic: str, payload: bytes, seq: int, t_ns: int, src: str,
+                           v: int = PROTOCOL_VERSION) -> bytes:
+    """:func:`encode_envelope` of a payload already encoded (``payload``: the msgpack map's bytes, say from a
+    :class:`~emulator.protocol.templates.PayloadTemplate`): the same bytes, the envelope's keys written once per
+    topic."""
+    head, mid = envelope_parts(topic, src, v)
+    return b"".join((head, ormsgpack.packb(seq), T_NS_KEY, ormsgpack.packb(t_ns), mid, payload))
 
 
 class _TooManyContainers(Exception):

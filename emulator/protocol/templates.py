@@ -185,3 +185,48 @@ def _locate(data: bytes, markers: list[float]) -> tuple[str, list[bytes]] | None
     pieces.append(data[start:])
     fmt.append(f"{len(data) - start}s")
     return "".join(fmt), pieces
+
+
+#: msgpack's encodings of a non-negative int: (largest value, type byte, big-endian width); positive fixint first
+_UINT_WIDTHS = ((0x7F, b"", 1), (0xFF, b"\xcc", 1), (0xFFFF, b"\xcd", 2), (0xFFFF_FFFF, b"\xce", 4),
+                ((1 << 64) - 1, b"\xcf", 8))
+
+
+def uint_cells(values: Sequence[int]) -> np.ndarray | None:
+    """msgpack's bytes of each of ``values`` (ints, ascending) as the rows of one uint8 array, when they all take the
+    same width (the type byte and the big-endian value; a positive fixint is its own byte); None when the first and
+    the last differ in width, or a value is negative or beyond 64 bits (the caller encodes those one at a time)."""
+    import numpy as np
+
+    lo, hi = values[0], values[-1]
+    if lo < 0:
+        return None
+    floor = -1
+    for top, tag, width in _UINT_WIDTHS:
+        if hi <= top:
+            if lo <= floor:
+                return None
+            cells = np.empty((len(values), len(tag) + width), dtype=np.uint8)
+            if tag:
+                cells[:, 0] = tag[0]
+            cells[:, len(tag):] = np.array(values, dtype=np.uint64).astype(f">u{width}").view(np.uint8).reshape(
+                len(values), width)
+            return cells
+        floor = top
+    return None
+
+
+def write_rows(m: int, parts: Sequence[bytes | np.ndarray]) -> list[bytes]:
+    """``m`` byte strings of equal length, each the concatenation of ``parts``: bytes are the same in every row, a
+    uint8 array gives each row its own cells (row j: ``part[j]``). One numpy fill for the lot, one slice a row."""
+    import numpy as np
+
+    widths = [len(p) if type(p) is bytes else p.shape[1] for p in parts]
+    size = sum(widths)
+    rows = np.empty((m, size), dtype=np.uint8)
+    at = 0
+    for part, width in zip(parts, widths, strict=True):
+        rows[:, at:at + width] = np.frombuffer(part, dtype=np.uint8) if type(part) is bytes else part
+        at += width
+    data = rows.tobytes()
+    return [data[i:i + size] for i in range(0, m * size, size)]
