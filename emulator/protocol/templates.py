@@ -229,4 +229,4 @@ def write_rows(m: int, parts: Sequence[bytes | np.ndarray]) -> list[bytes]:
         rows[:, at:at + width] = np.frombuffer(part, dtype=np.uint8) if type(part) is bytes else part
         at += width
     data = rows.tobytes()
-    return [data[i:i + size] for i in range(0, m * size, size)]
+    return [data[i:i + size] for i in range(0, m * size, size)] if size else [b""] * m

@@ -14,7 +14,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from emulator.protocol.codec import decode_message, encode_envelope, encode_envelope_packed
-from emulator.protocol.templates import PackedPayload, PayloadTemplate
+from emulator.protocol.templates import PackedPayload, PayloadTemplate, uint_cells, write_rows
 
 RAILS = ("obc_3v3", "comms_5v", "payload")
 
@@ -138,3 +138,34 @@ def test_packed_payload_stands_for_its_dict() -> None:
     assert packed.to_dict() == payload
     assert packed == PackedPayload(ormsgpack.packb(payload)) and packed != PackedPayload(b"\x80")
     assert "1361.0" in repr(packed)
+
+
+@given(st.integers(0, (1 << 64) - 1), st.integers(0, 1 << 40), st.integers(1, 40))
+def test_uint_cells_are_msgpack_ints_of_one_width_or_none(first: int, span: int, n: int) -> None:
+    """Each row of uint_cells is ormsgpack's encoding of its int, when the first and last take the same width (the
+    caller encodes the others one at a time)."""
+    last = min(first + span, (1 << 64) - 1)
+    values = sorted({first, last, *(first + (last - first) * k // n for k in range(n))})
+    cells = uint_cells(values)
+    encoded = [ormsgpack.packb(v) for v in values]
+    if len(encoded[0]) != len(encoded[-1]) or encoded[0][:1] != encoded[-1][:1] and max(values) > 0x7F:
+        assert cells is None
+    else:
+        assert cells is not None
+        assert [bytes(row) for row in cells] == encoded
+
+
+def test_uint_cells_refuse_negative_ints() -> None:
+    assert uint_cells([-1, 5]) is None
+
+
+@given(st.lists(st.one_of(st.binary(max_size=12), st.integers(1, 6)), min_size=1, max_size=8), st.integers(1, 9),
+       st.randoms())
+def test_write_rows_concatenates_constant_and_per_row_parts(spec: list[Any], m: int, rnd: Any) -> None:
+    """Every row is its parts joined: a bytes part the same in each, an array part row j's own cells."""
+    import numpy as np
+
+    parts = [p if isinstance(p, bytes) else np.array([[rnd.randrange(256) for _ in range(p)] for _ in range(m)],
+                                                     dtype=np.uint8) for p in spec]
+    rows = write_rows(m, parts)
+    assert rows == [b"".join(p if isinstance(p, bytes) else bytes(p[j]) for p in parts) for j in range(m)]
