@@ -106,7 +106,9 @@ def encode_envelope_packed(topic: str, payload: bytes, seq: int, t_ns: int, src:
     """:func:`encode_envelope` of a payload already encoded (``payload``: the msgpack map's bytes, say from a
     :class:`~emulator.protocol.templates.PayloadTemplate`): the same bytes, the envelope's keys written once per
     topic."""
-    head, mid = envelope_parts(topic, src, v)
+    head, mid = _ENVELOPE_HEADS.get((topic, v)), _ENVELOPE_SRCS.get(src)
+    if head is None or mid is None:  # (looked up here: a call less per message)
+        head, mid = envelope_parts(topic, src, v)
     return b"".join((head, ormsgpack.packb(seq), T_NS_KEY, ormsgpack.packb(t_ns), mid, payload))
 
 
