@@ -261,14 +261,14 @@ def _packed(template: PayloadTemplate, rows: list[tuple[Any, list[Any]]]) -> lis
     return out
 
 
-def _packed_rows(template: PayloadTemplate, keys: list[Any], values: list[list[float]], array: np.ndarray | None
-                 ) -> list[PackedPayload | dict[str, Any]]:
-    """:func:`_packed` of the rows (``keys[j]``, ``values[j]``); ``array``: the values as one float array, if the
-    bank read them so (the rows are then written together, :meth:`PayloadTemplate.pack_rows`)."""
+def _packed_rows(template: PayloadTemplate, keys: list[Any], values: list[list[float]] | None,
+                 array: np.ndarray | None) -> list[PackedPayload | dict[str, Any]]:
+    """:func:`_packed` of the rows (``keys[j]``, ``values[j]``); ``array``: the values as one float array instead,
+    if the bank read them so (the rows are then written together, :meth:`PayloadTemplate.pack_rows`)."""
     if array is None:
         return _packed(template, list(zip(keys, values, strict=True)))
-    return [PackedPayload(data) if data is not None else template.build(key, v)
-            for key, v, data in zip(keys, values, template.pack_rows(keys, array), strict=True)]
+    return [PackedPayload(data) if data is not None else template.build(key, array[j].tolist())
+            for j, (key, data) in enumerate(zip(keys, template.pack_rows(keys, array), strict=True))]
 
 
 class SensorSuite:

@@ -231,12 +231,14 @@ class SensorBank:
         state after), for a batch of steps sampled together. The common case (every channel on one sample period,
         no fault) reads the new samples of the batch in one vectorised call: the same IEEE operations in the same
         order as :meth:`read`, so the readings are bit for bit those of one read at a time."""
-        return self.read_many_array(ts_ns, truths)[0]
+        values, array = self.read_many_array(ts_ns, truths)
+        return array.tolist() if values is None else values
 
     def read_many_array(self, ts_ns: Sequence[int], truths: Sequence[Sequence[float]]
-                        ) -> tuple[list[list[float]], np.ndarray | None]:
-        """:meth:`read_many`, and the readings as one float array (a row per read) where the vectorised call gave
-        every row a new sample (else None)."""
+                        ) -> tuple[list[list[float]] | None, np.ndarray | None]:
+        """:meth:`read_many` as (readings, None), or as (None, the readings as one float array, a row per read) where
+        the vectorised call gave every row a new sample (its rows' lists are not built: a caller that writes the
+        array seldom needs them)."""
         m = len(ts_ns)
         if m * self.n < READ_MANY_MIN_VALUES or not self._synced or self._faulty or not self._rint:
             return [self.read(t, x) for t, x in zip(ts_ns, truths, strict=True)], None
@@ -253,11 +255,11 @@ class SensorBank:
         x = np.array([truths[j] for j in fresh], dtype=float)
         q = lo + lsb * ((x + off + sig * self._normal_rows(len(fresh)) - lo) / lsb + RINT - RINT)
         readings = np.where(q > hi, hi, np.where(q < lo, lo, q))
-        values = readings.tolist()
         if len(fresh) == m:  # every row a new sample (the usual case: telemetry at the sensors' rate)
-            self.held = values[-1]
+            self.held = readings[-1].tolist()
             self._k = k_prev
-            return values, readings
+            return None, readings
+        values = readings.tolist()
         out = []
         held = self.held
         nxt = fresh[0]

@@ -134,7 +134,9 @@ async def test_readings_encoded_by_templates_record_what_their_dicts_do(tmp_path
     monkeypatch.setattr(PayloadTemplate, "pack", counting)
     with_templates, _, _ = await _record(tmp_path / "templates.rec", mode="afap", rates_hz=RATES_HZ)
     assert packed[0] > 10_000
-    monkeypatch.setattr(PayloadTemplate, "pack", lambda self, key, values: None)  # every payload as its dict
+    # every payload as its dict (the rows a bank read as one array too)
+    monkeypatch.setattr(PayloadTemplate, "pack", lambda self, key, values: None)
+    monkeypatch.setattr(PayloadTemplate, "pack_rows", lambda self, keys, values: [None] * len(keys))
     as_dicts, _, _ = await _record(tmp_path / "dicts.rec", mode="afap", rates_hz=RATES_HZ)
     assert with_templates == as_dicts
 
