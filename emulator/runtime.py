@@ -989,7 +989,7 @@ class Emulator:
         seq_cells, t_cells, step_cells = uint_cells(seqs), uint_cells(times), uint_cells(steps)
         if seq_cells is None or t_cells is None or step_cells is None:
             return None
-        import numpy as np  # (here: a run whose model loads no numpy never samples a batch as columns)
+        import numpy as np  # (here: importing emulator.runtime loads no numpy)
 
         second = (np.array(times, dtype=np.int64) - times[0]) // NS_PER_S + (int(first[14:16]) * 60 + int(first[17:19]))
         minute, second = np.divmod(second, 60)

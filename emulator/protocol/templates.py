@@ -12,6 +12,9 @@ Readings a sensor bank took in one vectorised call come as one float array: :met
 writes such rows together with numpy (the variant's bytes copied into every row, the floats big-endian into their
 holes), the same bytes as one :meth:`~PayloadTemplate.pack` per row.
 
+:func:`uint_cells` and :func:`write_rows` write whole messages the same way where only ints of one msgpack width
+and fixed-width bytes differ from row to row (the runtime's ``sim.clock`` envelopes of a batch).
+
 What else the payload holds (a mode's name, flags, counters) is its *variant*: the caller gives it as ``key``
 (compared with ``==``: bools must stay bools), and each distinct key is learnt once (~50 us; at most
 ``max_variants`` are kept, then they are learnt afresh).
