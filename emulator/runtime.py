@@ -153,6 +153,11 @@ def _next_due(due_ns: int, period_ns: int, now_ns: int) -> int:
     return due_ns if due_ns > now_ns else now_ns + period_ns
 
 
+def _recorded_plane(planes: tuple[Plane, ...]) -> str:
+    """The plane a message published on ``planes`` is recorded under (the board's, if it goes there)."""
+    return "board" if Plane.BOARD in planes else "control"
+
+
 def refusal_reason(err: EmulatorError, decoded: bool) -> str:
     """Why a request was refused, as counted in ``stats.get`` / ``sim.links`` ``refused``."""
     if isinstance(err, RateLimitedError):
@@ -959,8 +964,7 @@ class Emulator:
         self._seq = seq0 + width * m
         recorder = self.recorder
         if recorder is not None:
-            heads = [("board" if Plane.BOARD in item.planes else "control", self._wall_time(item.topic))
-                     for item in items]
+            heads = [(_recorded_plane(item.planes), self._wall_time(item.topic)) for item in items]
             for data, (plane_name, wall_time) in zip(datas, itertools.cycle(heads)):
                 recorder.write(plane_name, "out", data, wall_time=wall_time)
         outbox = self._outbox
@@ -998,15 +1002,18 @@ class Emulator:
         mmss[:, 3], mmss[:, 4] = np.divmod(second, 10)
         mmss += 48  # ASCII digits
         mmss[:, 2] = 58  # ":"
-        st = clock.stats
-        constant = b"".join(ormsgpack.packb(k) + ormsgpack.packb(v) for k, v in (
-            ("mode", str(clock.mode)), ("speed", clock.speed), ("paused", clock.paused), ("lag_s", 0.0),
-            ("max_lag_s", st.max_lag_ns / NS_PER_S), ("overruns", st.overruns)))
-        head, mid = envelope_parts("sim.clock", SRC)
-        rows = write_rows(m, [head, seq_cells, T_NS_KEY, t_cells, mid + b"\x89" + T_NS_KEY, t_cells,
-                              b"\xa3utc\xb4" + first[:14].encode(), mmss, b"Z" + constant + b"\xa5steps", step_cells])
-        # checked against the samples' own encoding at both ends (a layout gone wrong is never published)
+        # the samples at both ends: what lies between their time, text and steps is the batch's (written once, as
+        # _clock_samples_at has it), and each end's encoding checks the column (a layout gone wrong is never
+        # published)
         ends = self._clock_samples_at([times[0], times[-1]], [steps[0], steps[-1]])
+        keys = list(ends[0])
+        if keys[:2] != ["t_ns", "utc"] or keys[-1] != "steps" or len(keys) > 15:
+            return None
+        constant = b"".join(ormsgpack.packb(k) + ormsgpack.packb(ends[0][k]) for k in keys[2:-1])
+        head, mid = envelope_parts("sim.clock", SRC)
+        rows = write_rows(m, [head, seq_cells, T_NS_KEY, t_cells, mid + bytes([0x80 | len(keys)]) + T_NS_KEY,
+                              t_cells, b"\xa3utc\xb4" + first[:14].encode(), mmss, b"Z" + constant + b"\xa5steps",
+                              step_cells])
         if (rows[0] != encode_envelope("sim.clock", ends[0], seqs[0], times[0], SRC)
                 or rows[-1] != encode_envelope("sim.clock", ends[1], seqs[-1], times[-1], SRC)):
             log.warning("sim.clock: a batch's messages written as a column differ from the samples' encoding; "
@@ -1138,7 +1145,7 @@ class Emulator:
                 data = encode_envelope(topic, payload, seq, t_ns, SRC)
             if recorder is not None or observers:
                 self._seq = seq  # an observer may publish in turn (the next number, the outbox as it is then)
-                plane_name = "board" if Plane.BOARD in planes else "control"
+                plane_name = _recorded_plane(planes)
                 if recorder is not None:
                     recorder.write(plane_name, "out", data, wall_time=self._wall_time(topic))
                 if observers:
